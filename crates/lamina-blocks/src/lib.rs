@@ -1,0 +1,3 @@
+//! Transformer, Mamba and hybrid blocks composed from components.
+//!
+//! Part of [lamina](https://example.invalid/lamina); see the workspace README.

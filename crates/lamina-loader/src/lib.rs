@@ -1,0 +1,3 @@
+//! Asynchronous loading of checkpoints: safetensors, sharded indexes, GGUF, tokenizers.
+//!
+//! Part of [lamina](https://example.invalid/lamina); see the workspace README.

@@ -1,0 +1,39 @@
+//! mlx-c 0.7.0 bindings for mlx-rs 0.33, built against an official MLX 0.32.2 wheel.
+//!
+//! This crate stands in for the published `mlx-sys` 0.7.0 (through the workspace's
+//! `[patch.crates-io]`), whose build is macOS-only. The bindings are the same; what differs
+//! is how MLX is found (see `build/`) and the two Linux shims below.
+#![allow(non_upper_case_globals)]
+#![allow(non_camel_case_types)]
+#![allow(non_snake_case)]
+#![allow(missing_docs)]
+#![allow(clippy::all)]
+
+include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+
+/// The MLX version libmlx was built from, as the build found it.
+pub const MLX_VERSION: &str = "0.32.2";
+
+/// mlx-rs seeds its default random key with macOS's `mach_approximate_time`; elsewhere this
+/// stands in for it so mlx-rs links unchanged. Nanoseconds of wall time: a seed, not a clock.
+#[cfg(not(target_os = "macos"))]
+#[no_mangle]
+pub extern "C" fn mach_approximate_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+}
+
+/// Keeps libopenblas in every binary's NEEDED list. rustc links with `--as-needed`, which
+/// drops a library nothing references, and the wheel's libmlx would then bind its cblas
+/// calls to the reference BLAS it bundles (about 100x slower). Referenced here, OpenBLAS
+/// comes first in the global symbol scope and libmlx's cblas calls resolve to it.
+#[cfg(target_os = "linux")]
+mod openblas {
+    extern "C" {
+        fn openblas_get_num_threads() -> std::os::raw::c_int;
+    }
+
+    #[used]
+    static KEEP_OPENBLAS: unsafe extern "C" fn() -> std::os::raw::c_int = openblas_get_num_threads;
+}
