@@ -44,7 +44,8 @@ pub trait Config: Validate + Serialize + DeserializeOwned + Sized {
     /// # Errors
     /// [`Error::Json`] if a value cannot be represented (a non-finite float).
     fn to_json_string(&self) -> Result<String> {
-        serde_json::to_string_pretty(self).map_err(|source| Error::Json { what: Self::NAME.to_owned(), source })
+        serde_json::to_string_pretty(self)
+            .map_err(|source| Error::Json { what: Self::NAME.to_owned(), source })
     }
 }
 
@@ -60,7 +61,13 @@ pub fn ensure_positive(config: &'static str, field: &str, value: usize) -> Resul
 ///
 /// # Errors
 /// When `divisor` is zero or leaves a remainder.
-pub fn ensure_divides(config: &'static str, divisor_field: &str, divisor: usize, field: &str, value: usize) -> Result<()> {
+pub fn ensure_divides(
+    config: &'static str,
+    divisor_field: &str,
+    divisor: usize,
+    field: &str,
+    value: usize,
+) -> Result<()> {
     if divisor == 0 || value % divisor != 0 {
         Err(Error::invalid(config, divisor_field, format!("({divisor}) must divide `{field}` ({value})")))
     } else {

@@ -2,29 +2,26 @@
 
 use mlx_rs::Dtype;
 use serde::{Deserialize, Serialize};
-use strum::{Display, EnumIter, EnumString, VariantNames};
+use strum::{Display, EnumIter, EnumString, IntoEnumIterator};
 
 use crate::error::{Error, Result};
 
 /// The dtype of a model's floating-point weights and activations.
 ///
 /// On Linux CPU only f32 matmuls go through BLAS; f16/bf16 are for memory, not speed.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Display, EnumString, EnumIter, VariantNames,
-)]
-#[strum(serialize_all = "lowercase", ascii_case_insensitive)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Display, EnumString, EnumIter)]
+#[strum(ascii_case_insensitive)]
 pub enum DType {
     /// 32-bit IEEE float.
-    #[strum(serialize = "f32", serialize = "float32")]
+    #[strum(to_string = "f32", serialize = "float32")]
     #[serde(rename = "f32", alias = "float32")]
     F32,
     /// 16-bit IEEE float.
-    #[strum(serialize = "f16", serialize = "float16")]
+    #[strum(to_string = "f16", serialize = "float16")]
     #[serde(rename = "f16", alias = "float16")]
     F16,
     /// bfloat16.
-    #[strum(serialize = "bf16", serialize = "bfloat16")]
+    #[strum(to_string = "bf16", serialize = "bfloat16")]
     #[serde(rename = "bf16", alias = "bfloat16")]
     BF16,
 }
@@ -55,8 +52,12 @@ impl DType {
         name.parse().map_err(|_| Error::UnknownVariant {
             kind: "dtype",
             value: name.to_owned(),
-            known: Self::VARIANTS.join(", "),
+            known: Self::known(),
         })
+    }
+
+    fn known() -> String {
+        Self::iter().map(|dtype| dtype.to_string()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -81,7 +82,7 @@ impl TryFrom<Dtype> for DType {
             other => Err(Error::UnknownVariant {
                 kind: "floating dtype",
                 value: format!("{other:?}"),
-                known: Self::VARIANTS.join(", "),
+                known: Self::known(),
             }),
         }
     }
@@ -117,8 +118,6 @@ impl From<Device> for mlx_rs::Device {
 
 #[cfg(test)]
 mod tests {
-    use strum::IntoEnumIterator;
-
     use super::*;
 
     #[test]

@@ -36,6 +36,7 @@ mod config;
 mod dtype;
 mod enums;
 mod error;
+pub mod runtime;
 
 pub use config::{Config, ensure_divides, ensure_positive};
 pub use dtype::{DType, Device};

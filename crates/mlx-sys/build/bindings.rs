@@ -21,13 +21,9 @@ pub fn generate(mlx_c: &Path, compat: Option<&Path>, out_dir: &Path) -> Result<(
     for header in &headers {
         builder = builder.header(header.display().to_string());
     }
-    let bindings = builder
-        .generate()
-        .map_err(|e| format!("bindgen failed on mlx-c's headers: {e}"))?;
+    let bindings = builder.generate().map_err(|e| format!("bindgen failed on mlx-c's headers: {e}"))?;
     let file = out_dir.join("bindings.rs");
-    bindings
-        .write_to_file(&file)
-        .map_err(|e| format!("cannot write {}: {e}", file.display()).into())
+    bindings.write_to_file(&file).map_err(|e| format!("cannot write {}: {e}", file.display()).into())
 }
 
 fn headers(mlx_c: &Path) -> Result<Vec<PathBuf>, BuildError> {

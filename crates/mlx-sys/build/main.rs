@@ -46,9 +46,7 @@ fn run() -> Result<(), BuildError> {
     let platform = Platform::from_env()?;
     let out_dir = PathBuf::from(env("OUT_DIR")?);
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
-    let compat = platform
-        .needs_compat_header()
-        .then(|| manifest_dir.join("compat").join("mlx_compat.h"));
+    let compat = platform.needs_compat_header().then(|| manifest_dir.join("compat").join("mlx_compat.h"));
 
     prereq::check_tools(&platform)?;
     let openblas = prereq::openblas_dir(&platform)?;
@@ -68,7 +66,7 @@ fn run() -> Result<(), BuildError> {
         }
         println!("cargo:rustc-link-lib=dylib=openblas");
     }
-    let lib_dir = mlx.lib_dir();
+    let lib_dir = mlx::exposed_lib_dir(&mlx, &out_dir)?;
     // Inside the target folder, cargo also puts this on the loader path of `cargo run`
     // and `cargo test`; `DEP_MLX_LIBDIR` lets the final package set an rpath.
     println!("cargo:rustc-link-search=native={}", lib_dir.display());

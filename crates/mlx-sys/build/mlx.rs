@@ -86,14 +86,46 @@ fn check_version(mlx: &Mlx) -> Result<(), BuildError> {
 }
 
 /// The cargo target folder: OUT_DIR is `<target>/<profile>/build/mlx-sys-<hash>/out`.
-/// The wheel lives there so that cargo puts libmlx on the loader path of `cargo run` and
-/// `cargo test`, and so that debug and release builds share one download.
+/// The wheel is installed there once, shared by debug and release builds.
 fn target_dir(out_dir: &Path) -> Result<PathBuf, BuildError> {
     out_dir
         .ancestors()
         .nth(4)
         .map(Path::to_path_buf)
         .ok_or_else(|| format!("unexpected OUT_DIR layout: {}", out_dir.display()).into())
+}
+
+/// The folder of libmlx as the final binaries should see it: inside the profile folder
+/// (`<target>/<profile>/mlx-env`, a symlink to the folder holding the install), because
+/// cargo puts only native paths under the profile folder on the loader path of `cargo run`
+/// and `cargo test`. Linking the install's parent keeps the wheel's relative layout, which
+/// libmlx's `$ORIGIN/../../mlx_cpu.libs` RUNPATH relies on.
+pub fn exposed_lib_dir(mlx: &Mlx, out_dir: &Path) -> Result<PathBuf, BuildError> {
+    let (Some(parent), Some(name)) = (mlx.prefix.parent(), mlx.prefix.file_name()) else {
+        return Ok(mlx.lib_dir());
+    };
+    let Some(profile_dir) = out_dir.ancestors().nth(3) else {
+        return Ok(mlx.lib_dir());
+    };
+    let link = profile_dir.join("mlx-env");
+    if fs::read_link(&link).ok().as_deref() != Some(parent) {
+        // Made beside and renamed over, so a concurrent build never sees no link.
+        let staging = profile_dir.join(format!(".mlx-env-{}", std::process::id()));
+        let _ = fs::remove_file(&staging);
+        symlink(parent, &staging).map_err(|e| format!("cannot link {}: {e}", staging.display()))?;
+        fs::rename(&staging, &link).map_err(|e| format!("cannot create {}: {e}", link.display()))?;
+    }
+    Ok(link.join(name).join("lib"))
+}
+
+#[cfg(unix)]
+fn symlink(original: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(original, link)
+}
+
+#[cfg(not(unix))]
+fn symlink(_original: &Path, _link: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::other("MLX wheels exist for Linux and macOS only"))
 }
 
 fn from_wheel(platform: &Platform, target: &Path) -> Result<Mlx, BuildError> {

@@ -23,10 +23,9 @@ impl Platform {
             ("linux", true) => Ok(Platform::LinuxCuda),
             ("macos", false) => Ok(Platform::MacMetal),
             ("macos", true) => Err("the `cuda` feature needs Linux; macOS uses Metal".into()),
-            (other, _) => Err(format!(
-                "no official MLX wheel for target OS `{other}` (supported: linux, macos)"
-            )
-            .into()),
+            (other, _) => {
+                Err(format!("no official MLX wheel for target OS `{other}` (supported: linux, macos)").into())
+            }
         }
     }
 

@@ -40,9 +40,7 @@ pub fn openblas_dir(platform: &Platform) -> Result<Option<PathBuf>, BuildError> 
             Err(format!("OPENBLAS_LIB_DIR={} holds no libopenblas.so", dir.display()).into())
         };
     }
-    let found = system_lib_dirs()
-        .into_iter()
-        .any(|dir| dir.join("libopenblas.so").exists());
+    let found = system_lib_dirs().into_iter().any(|dir| dir.join("libopenblas.so").exists());
     if found {
         Ok(Some(PathBuf::new()))
     } else {
@@ -52,7 +50,9 @@ pub fn openblas_dir(platform: &Platform) -> Result<Option<PathBuf>, BuildError> 
 
 fn missing(what: &str, debian_package: &str, platform: &Platform) -> BuildError {
     let hint = match platform {
-        Platform::MacMetal => format!("install it (e.g. `brew install {}`)", debian_package.trim_end_matches("-dev")),
+        Platform::MacMetal => {
+            format!("install it (e.g. `brew install {}`)", debian_package.trim_end_matches("-dev"))
+        }
         _ => format!("install it with `apt-get install {debian_package}`"),
     };
     BuildError(format!("lamina's mlx-sys needs {what}, which was not found: {hint}"))

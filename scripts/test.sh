@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's test command, which CI runs too: prerequisites, then every test of every
+# crate (unit, integration, doc tests), offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/prereqs.sh
+cargo test --workspace "$@"
