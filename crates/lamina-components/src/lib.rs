@@ -1,3 +1,43 @@
-//! Attention, feed-forward, SSM, norms, embeddings, caches and LoRA: the pieces every architecture is built from.
+//! # lamina-components
 //!
-//! Part of [lamina](https://example.invalid/lamina); see the workspace README.
+//! The pieces every lamina architecture is built from, each an mlx-rs module whose
+//! parameter names are the Hugging Face tensor names:
+//!
+//! | piece | type | parameters |
+//! | --- | --- | --- |
+//! | dense layer | [`Linear`] | `weight`, `bias` |
+//! | norms | [`Norm`] (RMSNorm, weightless RMSNorm, LayerNorm) | `weight`, `bias` |
+//! | token embedding | [`Embedding`] (also the tied output projection) | `weight` |
+//! | attention | [`Attention`] (MHA/GQA/MQA, QK-norm, RoPE variants, windows) | `q_proj`, `k_proj`, `v_proj`, `o_proj`, `q_norm`, `k_norm` |
+//! | feed-forward | [`FeedForward`] (SwiGLU or plain MLP) | `gate_proj`, `up_proj`, `down_proj` |
+//! | selective SSM | [`MambaMixer`] | `in_proj`, `conv1d`, `x_proj`, `dt_proj`, `A_log`, `D`, `out_proj` |
+//! | LoRA | [`LoraLinear`] | `linear`, `lora_a`, `lora_b` |
+//!
+//! Caches ([`KvCache`], [`RotatingKvCache`], [`SsmState`]) are values the caller holds and
+//! passes in through [`LayerInput`]. The layer crates share [`lamina_core::Error`]: their
+//! failures are the same kinds (bad config, bad shape, MLX error).
+#![deny(missing_docs)]
+
+mod attention;
+mod cache;
+mod embedding;
+mod ffn;
+mod linear;
+mod lora;
+mod mask;
+mod norm;
+mod rope;
+mod ssm;
+#[cfg(test)]
+mod testing;
+
+pub use attention::{Attention, AttentionConfig, LayerInput, QkNormConfig, QkNormPosition, batch_and_len};
+pub use cache::{KV_STEP, KvCache, LayerCache, RotatingKvCache, SsmState, WindowedKv};
+pub use embedding::{Embedding, check_ids};
+pub use ffn::{FeedForward, FeedForwardConfig, activate};
+pub use linear::Linear;
+pub use lora::{LoraConfig, LoraLinear};
+pub use mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
+pub use norm::{Norm, NormConfig};
+pub use rope::{Rope, RopeConfig, RopeScaling};
+pub use ssm::{CausalConv1d, MambaConfig, MambaMixer, ScanInput, selective_scan, ssm_cache};

@@ -62,6 +62,32 @@ pub enum NormKind {
     LayerNorm,
 }
 
+/// The shape of a feed-forward network.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    EnumIter,
+    VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum FfnKind {
+    /// `down(act(gate(x)) * up(x))`: SwiGLU with `silu`, GeGLU with `gelu`.
+    #[default]
+    Gated,
+    /// `down(act(up(x)))`: the classic two-layer MLP.
+    Plain,
+}
+
 /// The token mixer of a block: attention or a selective state space.
 #[derive(
     Clone,

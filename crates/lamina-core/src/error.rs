@@ -49,6 +49,10 @@ pub enum Error {
         /// The shape that was given.
         actual: Vec<i32>,
     },
+    /// An input to a forward pass is malformed (an id outside the vocabulary, a cache of
+    /// the wrong kind, inconsistent batch sizes, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -36,9 +36,11 @@ mod config;
 mod dtype;
 mod enums;
 mod error;
+mod outputs;
 pub mod runtime;
 
 pub use config::{Config, ensure_divides, ensure_positive};
 pub use dtype::{DType, Device};
-pub use enums::{Activation, HeadKind, MixerKind, NormKind, Pooling};
+pub use enums::{Activation, FfnKind, HeadKind, MixerKind, NormKind, Pooling};
 pub use error::{Error, Result};
+pub use outputs::{BackboneOutput, BlockOutput, HeadOutput, ModelOutput};

@@ -1,0 +1,422 @@
+//! Multi-head attention with grouped or multi-query KV heads, optional biases, optional
+//! QK-norm, RoPE (or none, per layer), causal and sliding-window masks, through MLX's
+//! fused `scaled_dot_product_attention`.
+
+use lamina_core::{Config, Error, Result, ensure_divides, ensure_positive};
+use mlx_rs::Array;
+use mlx_rs::fast::scaled_dot_product_attention;
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::Module;
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use crate::cache::LayerCache;
+use crate::linear::Linear;
+use crate::mask::{AttentionMask, MaskSpan, attention_mask};
+use crate::norm::{Norm, NormConfig};
+use crate::rope::{Rope, RopeConfig};
+
+/// Where QK-norm is applied relative to RoPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QkNormPosition {
+    /// Normalise, then rotate (Qwen3, OLMo 2).
+    #[default]
+    BeforeRope,
+    /// Rotate, then normalise (Llama 4 / MobileLLM-R1).
+    AfterRope,
+}
+
+/// QK-norm: a per-head norm of queries and keys over `head_dim`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QkNormConfig {
+    /// The norm (RMSNorm with a weight `[head_dim]`, or weightless).
+    pub norm: NormConfig,
+    /// Before or after RoPE.
+    #[serde(default)]
+    pub position: QkNormPosition,
+}
+
+/// How an [`Attention`] is built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+pub struct AttentionConfig {
+    /// Model width.
+    #[validate(range(min = 1))]
+    pub hidden_size: usize,
+    /// Query heads.
+    #[validate(range(min = 1))]
+    pub num_heads: usize,
+    /// Key/value heads: `num_heads` (MHA), a divisor of it (GQA) or 1 (MQA).
+    #[validate(range(min = 1))]
+    pub num_kv_heads: usize,
+    /// Features per head; `hidden_size / num_heads` when absent.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// Biases on `q_proj`, `k_proj`, `v_proj`.
+    #[serde(default)]
+    pub qkv_bias: bool,
+    /// Bias on `o_proj`.
+    #[serde(default)]
+    pub o_bias: bool,
+    /// QK-norm, if any.
+    #[serde(default)]
+    pub qk_norm: Option<QkNormConfig>,
+    /// RoPE, or `None` for a layer without positions (NoPE).
+    #[serde(default)]
+    pub rope: Option<RopeConfig>,
+    /// Attend only to the last `sliding_window` positions.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Score scale; `head_dim^-0.5` when absent.
+    #[serde(default)]
+    pub scale: Option<f32>,
+}
+
+impl AttentionConfig {
+    /// Plain multi-head attention with default RoPE (base 10000).
+    pub fn new(hidden_size: usize, num_heads: usize, num_kv_heads: usize) -> Self {
+        let head_dim = hidden_size.checked_div(num_heads).unwrap_or(0);
+        AttentionConfig {
+            hidden_size,
+            num_heads,
+            num_kv_heads,
+            head_dim: None,
+            qkv_bias: false,
+            o_bias: false,
+            qk_norm: None,
+            rope: Some(RopeConfig::new(head_dim as i32, 10_000.0)),
+            sliding_window: None,
+            scale: None,
+        }
+    }
+
+    /// Features per head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size.checked_div(self.num_heads).unwrap_or(0))
+    }
+}
+
+impl Config for AttentionConfig {
+    const NAME: &'static str = "AttentionConfig";
+
+    fn check(&self) -> Result<()> {
+        ensure_divides(Self::NAME, "num_kv_heads", self.num_kv_heads, "num_heads", self.num_heads)?;
+        if self.head_dim.is_none() {
+            ensure_divides(Self::NAME, "num_heads", self.num_heads, "hidden_size", self.hidden_size)?;
+        }
+        ensure_positive(Self::NAME, "head_dim", self.head_dim())?;
+        if let Some(window) = self.sliding_window {
+            ensure_positive(Self::NAME, "sliding_window", window)?;
+        }
+        if let Some(rope) = &self.rope {
+            rope.check()?;
+            if rope.dims as usize > self.head_dim() {
+                return Err(Error::invalid(
+                    Self::NAME,
+                    "rope.dims",
+                    format!("({}) exceeds head_dim ({})", rope.dims, self.head_dim()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The inputs of one attention (or block) call.
+#[derive(Debug)]
+pub struct LayerInput<'a> {
+    /// `[B, L, hidden_size]`.
+    pub x: &'a Array,
+    /// The layer's cache, when decoding incrementally.
+    pub cache: Option<&'a mut LayerCache>,
+    /// `[B, offset + L]`, 1 for real tokens and 0 for padding (attention layers only).
+    pub padding_mask: Option<&'a Array>,
+}
+
+impl<'a> LayerInput<'a> {
+    /// An input with no cache and no padding.
+    pub fn new(x: &'a Array) -> Self {
+        LayerInput { x, cache: None, padding_mask: None }
+    }
+}
+
+/// Self-attention. Parameter names are the checkpoints': `q_proj`, `k_proj`, `v_proj`,
+/// `o_proj`, `q_norm`, `k_norm`.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct Attention {
+    /// `[num_heads * head_dim, hidden_size]`.
+    #[param]
+    pub q_proj: Linear,
+    /// `[num_kv_heads * head_dim, hidden_size]`.
+    #[param]
+    pub k_proj: Linear,
+    /// `[num_kv_heads * head_dim, hidden_size]`.
+    #[param]
+    pub v_proj: Linear,
+    /// `[hidden_size, num_heads * head_dim]`.
+    #[param]
+    pub o_proj: Linear,
+    /// QK-norm of queries (`[head_dim]` weight unless weightless).
+    #[param]
+    pub q_norm: Option<Norm>,
+    /// QK-norm of keys.
+    #[param]
+    pub k_norm: Option<Norm>,
+    rope: Option<Rope>,
+    config: AttentionConfig,
+}
+
+impl Attention {
+    /// A randomly initialised attention layer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config.
+    pub fn new(config: AttentionConfig) -> Result<Self> {
+        config.validated()?;
+        let (hidden, d) = (config.hidden_size as i32, config.head_dim() as i32);
+        let (heads, kv_heads) = (config.num_heads as i32, config.num_kv_heads as i32);
+        let norm = |qk: &QkNormConfig| Norm::new(d, qk.norm);
+        Ok(Attention {
+            q_proj: Linear::new(hidden, heads * d, config.qkv_bias)?,
+            k_proj: Linear::new(hidden, kv_heads * d, config.qkv_bias)?,
+            v_proj: Linear::new(hidden, kv_heads * d, config.qkv_bias)?,
+            o_proj: Linear::new(heads * d, hidden, config.o_bias)?,
+            q_norm: config.qk_norm.as_ref().map(norm).transpose()?,
+            k_norm: config.qk_norm.as_ref().map(norm).transpose()?,
+            rope: config.rope.map(Rope::new).transpose()?,
+            config,
+        })
+    }
+
+    /// The config this layer was built from.
+    pub fn config(&self) -> &AttentionConfig {
+        &self.config
+    }
+
+    fn qk_norm(&mut self, q: Array, k: Array, position: QkNormPosition) -> Result<(Array, Array)> {
+        let applies = self.config.qk_norm.is_some_and(|c| c.position == position);
+        match (&mut self.q_norm, &mut self.k_norm) {
+            (Some(qn), Some(kn)) if applies => Ok((qn.forward(&q)?, kn.forward(&k)?)),
+            _ => Ok((q, k)),
+        }
+    }
+}
+
+impl<'a> Module<LayerInput<'a>> for Attention {
+    type Output = Array;
+    type Error = Error;
+
+    /// # Shapes
+    /// `x [B, L, hidden_size] -> [B, L, hidden_size]`
+    fn forward(&mut self, input: LayerInput<'a>) -> Result<Array> {
+        let LayerInput { x, cache, padding_mask } = input;
+        let (b, l) = batch_and_len(x, self.config.hidden_size)?;
+        let (heads, kv_heads, d) =
+            (self.config.num_heads as i32, self.config.num_kv_heads as i32, self.config.head_dim() as i32);
+        let split = |t: Array, h: i32| t.reshape(&[b, l, h, d])?.transpose_axes(&[0, 2, 1, 3]); // [B, H, L, D]
+        let q = split(self.q_proj.forward(x)?, heads)?;
+        let k = split(self.k_proj.forward(x)?, kv_heads)?;
+        let v = split(self.v_proj.forward(x)?, kv_heads)?;
+
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let (mut q, mut k) = self.qk_norm(q, k, QkNormPosition::BeforeRope)?;
+        if let Some(rope) = &self.rope {
+            q = rope.forward(&q, offset)?;
+            k = rope.forward(&k, offset)?;
+        }
+        let (q, k) = self.qk_norm(q, k, QkNormPosition::AfterRope)?;
+
+        let window = self.config.sliding_window.map(|w| w as i32);
+        let span =
+            |key_start: i32, key_len: i32| MaskSpan { query_start: offset, query_len: l, key_start, key_len };
+        let (keys, values, mask) = match cache {
+            None => (k, v, attention_mask(span(0, l), window, padding_mask)?),
+            Some(LayerCache::Kv(c)) => {
+                let (k, v) = c.update_and_fetch(&k, &v)?;
+                (k, v, attention_mask(span(0, offset + l), window, padding_mask)?)
+            }
+            Some(LayerCache::Rotating(c)) => {
+                if padding_mask.is_some() {
+                    return Err(Error::InvalidInput(
+                        "padding masks are not supported with a rotating cache".into(),
+                    ));
+                }
+                let out = c.update_and_fetch(&k, &v)?;
+                let mask = match out.key_start {
+                    Some(start) => attention_mask(span(start, out.keys.dim(2)), window, None)?,
+                    None => AttentionMask::None,
+                };
+                (out.keys, out.values, mask)
+            }
+            Some(other) => {
+                return Err(Error::InvalidInput(format!("an attention layer cannot use a {}", other.kind())));
+            }
+        };
+        let scale = self.config.scale.unwrap_or(1.0 / (d as f32).sqrt());
+        let out = scaled_dot_product_attention(&q, &keys, &values, scale, mask.as_sdpa(), None)?;
+        let out = out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, heads * d])?; // [B, L, H * D]
+        self.o_proj.forward(&out)
+    }
+
+    fn training_mode(&mut self, _mode: bool) {}
+}
+
+/// `(B, L)` of a `[B, L, width]` input, or a shape error.
+pub fn batch_and_len(x: &Array, width: usize) -> Result<(i32, i32)> {
+    match x.shape() {
+        [b, l, w] if *w as usize == width => Ok((*b, *l)),
+        other => Err(Error::Shape {
+            name: "x".into(),
+            expected: vec![-1, -1, width as i32],
+            actual: other.to_vec(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mlx_rs::module::ModuleParameters;
+    use mlx_rs::ops;
+    use mlx_rs::ops::indexing::{Ellipsis, TryIndexOp};
+
+    use super::*;
+    use crate::cache::{KvCache, RotatingKvCache};
+    use crate::testing::{array, fill_params, max_diff};
+
+    fn layer(config: AttentionConfig) -> Attention {
+        let mut attn = Attention::new(config).unwrap();
+        fill_params(&mut attn, 0.3);
+        attn
+    }
+
+    fn gqa() -> AttentionConfig {
+        AttentionConfig { head_dim: Some(6), ..AttentionConfig::new(16, 4, 2) }
+    }
+
+    fn decode_step_by_step(attn: &mut Attention, x: &Array, mut cache: LayerCache, chunks: &[i32]) -> Array {
+        let mut outs = Vec::new();
+        let mut start = 0;
+        for &len in chunks {
+            let part = x.try_index((.., start..start + len, ..)).unwrap();
+            outs.push(
+                attn.forward(LayerInput { x: &part, cache: Some(&mut cache), padding_mask: None }).unwrap(),
+            );
+            start += len;
+        }
+        ops::concatenate(&outs, 1).unwrap()
+    }
+
+    #[test]
+    fn shapes_and_parameter_names_follow_the_checkpoints() {
+        let attn = Attention::new(AttentionConfig {
+            qk_norm: Some(QkNormConfig { norm: NormConfig::rms(1e-6), position: QkNormPosition::BeforeRope }),
+            qkv_bias: true,
+            ..gqa()
+        })
+        .unwrap();
+        let params = attn.parameters().flatten();
+        let shape = |k: &str| params.get(k).map(|a| a.shape().to_vec()).unwrap();
+        assert_eq!(shape("q_proj.weight"), [24, 16]);
+        assert_eq!(shape("k_proj.weight"), [12, 16]);
+        assert_eq!(shape("k_proj.bias"), [12]);
+        assert_eq!(shape("o_proj.weight"), [16, 24]);
+        assert_eq!(shape("q_norm.weight"), [6]);
+        assert!(!params.contains_key("o_proj.bias"));
+        assert_eq!(params.len(), 9);
+    }
+
+    #[test]
+    fn kv_cached_decoding_equals_the_full_forward() {
+        let x = array(&[2, 9, 16], 0.1);
+        let mut attn = layer(gqa());
+        let full = attn.forward(LayerInput::new(&x)).unwrap();
+        assert_eq!(full.shape(), &[2, 9, 16]);
+        for chunks in [&[9][..], &[1; 9][..], &[4, 1, 1, 3][..]] {
+            let stepped = decode_step_by_step(&mut attn, &x, LayerCache::Kv(KvCache::new()), chunks);
+            assert!(max_diff(&full, &stepped) < 1e-5, "{chunks:?}: {}", max_diff(&full, &stepped));
+        }
+    }
+
+    #[test]
+    fn sliding_window_with_a_rotating_cache_equals_the_full_forward() {
+        let x = array(&[1, 11, 16], 0.7);
+        let mut attn = layer(AttentionConfig { sliding_window: Some(4), ..gqa() });
+        let full = attn.forward(LayerInput::new(&x)).unwrap();
+        // The window must matter: without it the output differs.
+        let mut unwindowed = layer(gqa());
+        assert!(max_diff(&full, &unwindowed.forward(LayerInput::new(&x)).unwrap()) > 1e-3);
+        for chunks in [&[1; 11][..], &[3, 1, 1, 5, 1][..], &[6, 5][..]] {
+            let cache = LayerCache::Rotating(RotatingKvCache::new(4).unwrap());
+            let stepped = decode_step_by_step(&mut attn, &x, cache, chunks);
+            assert!(max_diff(&full, &stepped) < 1e-5, "{chunks:?}");
+            let stepped = decode_step_by_step(&mut attn, &x, LayerCache::Kv(KvCache::new()), chunks);
+            assert!(max_diff(&full, &stepped) < 1e-5, "kv {chunks:?}");
+        }
+    }
+
+    #[test]
+    fn qk_norm_and_nope_variants_decode_consistently() {
+        for (position, rope) in [
+            (QkNormPosition::BeforeRope, true),
+            (QkNormPosition::AfterRope, true),
+            (QkNormPosition::AfterRope, false),
+        ] {
+            let config = AttentionConfig {
+                qk_norm: Some(QkNormConfig { norm: NormConfig::rms_weightless(1e-6), position }),
+                rope: if rope { gqa().rope } else { None },
+                ..gqa()
+            };
+            let mut attn = layer(config);
+            let x = array(&[1, 5, 16], 0.2);
+            let full = attn.forward(LayerInput::new(&x)).unwrap();
+            let stepped = decode_step_by_step(&mut attn, &x, LayerCache::Kv(KvCache::new()), &[2, 1, 2]);
+            assert!(max_diff(&full, &stepped) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn padding_hides_padded_keys() {
+        // Row 0 is a real prefix of 3 tokens followed by 2 pads: its first 3 outputs must
+        // equal those of the 3 tokens alone.
+        let x = array(&[1, 5, 16], 0.4);
+        let mut attn = layer(gqa());
+        let padding = Array::from_slice(&[1i32, 1, 1, 0, 0], &[1, 5]);
+        let padded = attn.forward(LayerInput { x: &x, cache: None, padding_mask: Some(&padding) }).unwrap();
+        let prefix = x.try_index((.., ..3, ..)).unwrap();
+        let alone = attn.forward(LayerInput::new(&prefix)).unwrap();
+        assert!(max_diff(&padded.try_index((.., ..3, ..)).unwrap(), &alone) < 1e-5);
+        // Left padding: the real tokens at the end see only themselves.
+        let left = Array::from_slice(&[0i32, 0, 1, 1, 1], &[1, 5]);
+        let out = attn.forward(LayerInput { x: &x, cache: None, padding_mask: Some(&left) }).unwrap();
+        let suffix = x.try_index((.., 2.., ..)).unwrap();
+        let mut nope = layer(AttentionConfig { rope: None, ..gqa() });
+        let out_nope = nope.forward(LayerInput { x: &x, cache: None, padding_mask: Some(&left) }).unwrap();
+        let alone = nope.forward(LayerInput::new(&suffix)).unwrap();
+        assert!(max_diff(&out_nope.try_index((Ellipsis, 2.., ..)).unwrap(), &alone) < 1e-5);
+        assert_eq!(out.shape(), &[1, 5, 16]);
+    }
+
+    #[test]
+    fn wrong_inputs_are_errors_not_panics() {
+        let mut attn = layer(gqa());
+        let bad = array(&[1, 3, 15], 0.0);
+        assert!(matches!(attn.forward(LayerInput::new(&bad)), Err(Error::Shape { .. })));
+        let x = array(&[1, 3, 16], 0.0);
+        let mut ssm = LayerCache::Ssm(crate::cache::SsmState::new());
+        let err = attn.forward(LayerInput { x: &x, cache: Some(&mut ssm), padding_mask: None }).unwrap_err();
+        assert!(err.to_string().contains("SSM state"), "{err}");
+    }
+
+    #[test]
+    fn invalid_configs_name_the_field() {
+        let field = |c: AttentionConfig| match Attention::new(c).unwrap_err() {
+            Error::InvalidConfig { field, .. } => field,
+            other => panic!("{other}"),
+        };
+        assert_eq!(field(AttentionConfig::new(16, 4, 3)), "num_kv_heads");
+        assert_eq!(field(AttentionConfig { rope: None, ..AttentionConfig::new(18, 4, 2) }), "num_heads");
+        assert_eq!(field(AttentionConfig::new(16, 0, 1)), "num_heads");
+        assert_eq!(field(AttentionConfig { sliding_window: Some(0), ..gqa() }), "sliding_window");
+        assert_eq!(field(AttentionConfig { rope: Some(RopeConfig::new(8, 1e4)), ..gqa() }), "rope.dims");
+    }
+}

@@ -1,0 +1,345 @@
+//! Per-layer caches for incremental decoding, held by the caller: a growing KV cache, a
+//! rotating KV cache for sliding-window attention, and the Mamba mixer's state.
+
+use lamina_core::{Error, Result};
+use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
+use mlx_rs::{Array, ops};
+
+/// Keys and values grow in blocks of this many positions, so that decoding does not
+/// reallocate (or concatenate) on every token.
+pub const KV_STEP: i32 = 256;
+
+/// The cache of one layer.
+#[derive(Debug, Clone)]
+pub enum LayerCache {
+    /// Keys and values of every position so far (full attention).
+    Kv(KvCache),
+    /// Keys and values of the last `window` positions (sliding-window attention).
+    Rotating(RotatingKvCache),
+    /// The convolution window and SSM state of a Mamba mixer.
+    Ssm(SsmState),
+}
+
+impl LayerCache {
+    /// Positions processed so far.
+    pub fn offset(&self) -> i32 {
+        match self {
+            LayerCache::Kv(c) => c.offset,
+            LayerCache::Rotating(c) => c.offset,
+            LayerCache::Ssm(c) => c.offset,
+        }
+    }
+
+    /// The kind's name, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LayerCache::Kv(_) => "KV cache",
+            LayerCache::Rotating(_) => "rotating KV cache",
+            LayerCache::Ssm(_) => "SSM state",
+        }
+    }
+}
+
+/// Keys and values `[B, H_kv, capacity, D]`, valid up to `offset`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    keys: Option<Array>,
+    values: Option<Array>,
+    offset: i32,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Positions stored.
+    pub fn offset(&self) -> i32 {
+        self.offset
+    }
+
+    /// Positions that fit before the next reallocation.
+    pub fn capacity(&self) -> i32 {
+        self.keys.as_ref().map_or(0, |k| k.dim(2))
+    }
+
+    /// Appends `L` positions and returns the keys and values of all `offset + L`.
+    ///
+    /// # Shapes
+    /// `keys [B, H_kv, L, D_k]`, `values [B, H_kv, L, D_v]` -> both `[B, H_kv, offset + L, D]`
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the batch, heads or head size differ from earlier calls.
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        let prev = self.offset;
+        let len = keys.dim(2);
+        if let Some(stored) = &self.keys {
+            check_compatible(stored, keys, "keys")?;
+        }
+        if let Some(stored) = &self.values {
+            check_compatible(stored, values, "values")?;
+        }
+        if prev + len > self.capacity() {
+            let grow = |stored: Option<Array>, new: &Array| -> Result<Array> {
+                let shape = new.shape();
+                let steps = (len + KV_STEP - 1) / KV_STEP;
+                let block = ops::zeros_dtype(&[shape[0], shape[1], steps * KV_STEP, shape[3]], new.dtype())?;
+                Ok(match stored {
+                    Some(old) => ops::concatenate(&[old.try_index((Ellipsis, ..prev, ..))?, block], 2)?,
+                    None => block,
+                })
+            };
+            self.keys = Some(grow(self.keys.take(), keys)?);
+            self.values = Some(grow(self.values.take(), values)?);
+        }
+        self.offset += len;
+        let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
+            return Err(Error::InvalidInput("KV cache lost its buffers".into()));
+        };
+        k.try_index_mut((Ellipsis, prev..self.offset, ..), keys)?;
+        v.try_index_mut((Ellipsis, prev..self.offset, ..), values)?;
+        Ok((k.try_index((Ellipsis, ..self.offset, ..))?, v.try_index((Ellipsis, ..self.offset, ..))?))
+    }
+}
+
+/// Keys and values of the last `window` positions, position `p` at slot `p % window`.
+///
+/// A single decoded token attends to every stored slot in any order (attention does not
+/// care about order once RoPE is applied), so decoding writes in place; a chunk of
+/// several tokens is attended against the temporally ordered window with an explicit mask.
+#[derive(Debug, Clone)]
+pub struct RotatingKvCache {
+    window: i32,
+    keys: Option<Array>,
+    values: Option<Array>,
+    offset: i32,
+}
+
+/// What a [`RotatingKvCache`] returns: keys and values plus the position of the first.
+#[derive(Debug, Clone)]
+pub struct WindowedKv {
+    /// `[B, H_kv, K, D_k]`.
+    pub keys: Array,
+    /// `[B, H_kv, K, D_v]`.
+    pub values: Array,
+    /// Position of the first key, when the keys are in temporal order; `None` for a single
+    /// query attending to an unordered full window (no mask needed).
+    pub key_start: Option<i32>,
+}
+
+impl RotatingKvCache {
+    /// An empty cache keeping `window` positions.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a window below 1.
+    pub fn new(window: i32) -> Result<Self> {
+        if window < 1 {
+            return Err(Error::invalid("RotatingKvCache", "window", format!("must be >= 1, got {window}")));
+        }
+        Ok(RotatingKvCache { window, keys: None, values: None, offset: 0 })
+    }
+
+    /// Positions processed so far (not all of them are kept).
+    pub fn offset(&self) -> i32 {
+        self.offset
+    }
+
+    /// The number of positions kept.
+    pub fn window(&self) -> i32 {
+        self.window
+    }
+
+    /// Adds `L` positions; returns what the `L` queries must attend to.
+    ///
+    /// # Shapes
+    /// `keys [B, H_kv, L, D_k]`, `values [B, H_kv, L, D_v]`
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the batch, heads or head size differ from earlier calls.
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<WindowedKv> {
+        let len = keys.dim(2);
+        let prev = self.offset;
+        let stored = prev.min(self.window);
+        let out = if len == 1 && self.keys.is_some() {
+            self.write(keys, values, prev)?;
+            let kept = (prev + 1).min(self.window);
+            let (k, v) = self.slots(kept)?;
+            WindowedKv { keys: k, values: v, key_start: None }
+        } else {
+            let (old_k, old_v) = self.ordered(prev, stored.min(self.window - 1))?;
+            let keys_all = concat_opt(old_k, keys)?;
+            let values_all = concat_opt(old_v, values)?;
+            let start = prev - stored.min(self.window - 1);
+            let keep = len.min(self.window);
+            let tail = |a: &Array| a.try_index((Ellipsis, (len - keep).., ..));
+            self.write(&tail(keys)?, &tail(values)?, prev + len - keep)?;
+            WindowedKv { keys: keys_all, values: values_all, key_start: Some(start) }
+        };
+        self.offset += len;
+        Ok(out)
+    }
+
+    /// The first `n` slots.
+    fn slots(&self, n: i32) -> Result<(Array, Array)> {
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else {
+            return Err(Error::InvalidInput("rotating cache is empty".into()));
+        };
+        Ok((k.try_index((Ellipsis, ..n, ..))?, v.try_index((Ellipsis, ..n, ..))?))
+    }
+
+    /// The last `n` stored positions before `end`, in temporal order.
+    fn ordered(&self, end: i32, n: i32) -> Result<(Option<Array>, Option<Array>)> {
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else {
+            return Ok((None, None));
+        };
+        if n == 0 {
+            return Ok((None, None));
+        }
+        let pick = |a: &Array| -> Result<Array> {
+            let positions = ops::arange::<_, i32>(end - n, end, None)?;
+            let slots = ops::remainder(&positions, Array::from_int(self.window))?;
+            Ok(a.take_axis(&slots, 2)?)
+        };
+        Ok((Some(pick(k)?), Some(pick(v)?)))
+    }
+
+    /// Writes positions `first..first + L` into their slots (`L <= window`).
+    fn write(&mut self, keys: &Array, values: &Array, first: i32) -> Result<()> {
+        if self.keys.is_none() {
+            let alloc = |a: &Array| {
+                let s = a.shape();
+                ops::zeros_dtype(&[s[0], s[1], self.window, s[3]], a.dtype())
+            };
+            self.keys = Some(alloc(keys)?);
+            self.values = Some(alloc(values)?);
+        }
+        let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
+            return Err(Error::InvalidInput("rotating cache lost its buffers".into()));
+        };
+        check_compatible(k, keys, "keys")?;
+        check_compatible(v, values, "values")?;
+        let len = keys.dim(2);
+        let start = first % self.window;
+        let first_run = len.min(self.window - start);
+        k.try_index_mut(
+            (Ellipsis, start..start + first_run, ..),
+            keys.try_index((Ellipsis, ..first_run, ..))?,
+        )?;
+        v.try_index_mut(
+            (Ellipsis, start..start + first_run, ..),
+            values.try_index((Ellipsis, ..first_run, ..))?,
+        )?;
+        if first_run < len {
+            let rest = len - first_run;
+            k.try_index_mut((Ellipsis, ..rest, ..), keys.try_index((Ellipsis, first_run.., ..))?)?;
+            v.try_index_mut((Ellipsis, ..rest, ..), values.try_index((Ellipsis, first_run.., ..))?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The recurrent state of a Mamba mixer.
+#[derive(Debug, Clone, Default)]
+pub struct SsmState {
+    /// The last `conv_kernel - 1` inputs of the causal convolution, `[B, K - 1, D_inner]`.
+    pub conv: Option<Array>,
+    /// The SSM state `h`, `[B, D_inner, N]`.
+    pub ssm: Option<Array>,
+    /// Positions processed so far.
+    pub offset: i32,
+}
+
+impl SsmState {
+    /// An empty state (zeros on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn concat_opt(old: Option<Array>, new: &Array) -> Result<Array> {
+    Ok(match old {
+        Some(old) => ops::concatenate(&[&old, new], 2)?,
+        None => new.clone(),
+    })
+}
+
+/// New entries must match the stored batch, heads and head size.
+fn check_compatible(stored: &Array, new: &Array, name: &str) -> Result<()> {
+    let (s, n) = (stored.shape(), new.shape());
+    if n.len() != 4 || s[0] != n[0] || s[1] != n[1] || s[3] != n[3] {
+        return Err(Error::InvalidInput(format!(
+            "cached {name} are {s:?} but new {name} are {n:?}: batch, heads and head size must match"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{array, to_vec};
+
+    fn kv(len: i32, salt: f32) -> (Array, Array) {
+        (array(&[1, 2, len, 3], salt), array(&[1, 2, len, 3], salt + 10.0))
+    }
+
+    #[test]
+    fn kv_cache_returns_everything_so_far_and_grows_in_steps() {
+        let mut cache = KvCache::new();
+        let (k1, v1) = kv(5, 0.0);
+        let (k, v) = cache.update_and_fetch(&k1, &v1).unwrap();
+        assert_eq!(k.shape(), &[1, 2, 5, 3]);
+        assert_eq!(cache.capacity(), KV_STEP);
+        let (k2, v2) = kv(1, 1.0);
+        let (k, v2_all) = cache.update_and_fetch(&k2, &v2).unwrap();
+        assert_eq!((k.shape(), cache.offset(), cache.capacity()), (&[1, 2, 6, 3][..], 6, KV_STEP));
+        let expected = ops::concatenate(&[&k1, &k2], 2).unwrap();
+        assert_eq!(to_vec(&k), to_vec(&expected));
+        assert_eq!(to_vec(&v2_all.try_index((Ellipsis, ..5, ..)).unwrap()), to_vec(&v1));
+        drop(v);
+        let (k3, v3) = kv(KV_STEP, 2.0);
+        let (k, _) = cache.update_and_fetch(&k3, &v3).unwrap();
+        assert_eq!(k.dim(2), KV_STEP + 6);
+        assert_eq!(cache.capacity(), KV_STEP + 6, "kept 6, grew by one step");
+    }
+
+    #[test]
+    fn kv_cache_rejects_a_different_batch() {
+        let mut cache = KvCache::new();
+        let (k, v) = kv(2, 0.0);
+        cache.update_and_fetch(&k, &v).unwrap();
+        let other = array(&[2, 2, 1, 3], 0.0);
+        assert!(matches!(cache.update_and_fetch(&other, &other), Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn rotating_cache_keeps_the_last_window_positions() {
+        let window = 4;
+        let mut cache = RotatingKvCache::new(window).unwrap();
+        let all = array(&[1, 1, 10, 2], 0.5);
+        let at = |p: i32| to_vec(&all.try_index((Ellipsis, p..p + 1, ..)).unwrap());
+        // A chunk of three, then single tokens: after each, the stored slots hold the last
+        // `window` positions, position p at slot p % window.
+        let first = all.try_index((Ellipsis, ..3, ..)).unwrap();
+        let out = cache.update_and_fetch(&first, &first).unwrap();
+        assert_eq!((out.key_start, out.keys.dim(2)), (Some(0), 3));
+        for p in 3..8 {
+            let token = all.try_index((Ellipsis, p..p + 1, ..)).unwrap();
+            let out = cache.update_and_fetch(&token, &token).unwrap();
+            assert_eq!(out.key_start, None);
+            assert_eq!(out.keys.dim(2), (p + 1).min(window));
+            for q in (p + 1 - window).max(0)..=p {
+                let slot = to_vec(&out.keys.try_index((Ellipsis, q % window..q % window + 1, ..)).unwrap());
+                assert_eq!(slot, at(q), "position {q} after {p}");
+            }
+        }
+        // A chunk of two at offset 8 sees positions 5..10 in order: window - 1 old + 2 new.
+        let chunk = all.try_index((Ellipsis, 8..10, ..)).unwrap();
+        let out = cache.update_and_fetch(&chunk, &chunk).unwrap();
+        assert_eq!(out.key_start, Some(5));
+        assert_eq!(to_vec(&out.keys), to_vec(&all.try_index((Ellipsis, 5..10, ..)).unwrap()));
+        assert_eq!(cache.offset(), 10);
+        assert!(RotatingKvCache::new(0).is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! Token embeddings, which can also serve as the output projection (tied weights).
+
+use lamina_core::{Error, Result};
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::{Module, Param};
+use mlx_rs::{Array, Dtype, ops};
+
+/// A lookup table of `num_embeddings` vectors of `dims` features.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct Embedding {
+    /// `[num_embeddings, dims]`.
+    #[param]
+    pub weight: Param<Array>,
+}
+
+impl Embedding {
+    /// A table initialised from N(0, 1), as PyTorch and MLX do.
+    ///
+    /// # Errors
+    /// When MLX cannot allocate the array.
+    pub fn new(num_embeddings: i32, dims: i32) -> Result<Self> {
+        let weight = mlx_rs::random::normal::<f32>(&[num_embeddings, dims], None, None, None)?;
+        Ok(Embedding { weight: Param::new(weight) })
+    }
+
+    /// The number of rows (the vocabulary size for token embeddings).
+    pub fn num_embeddings(&self) -> i32 {
+        self.weight.shape().first().copied().unwrap_or(0)
+    }
+
+    /// Projects hidden states onto the table: logits over the vocabulary with the
+    /// embedding's weight (tied input and output embeddings).
+    ///
+    /// # Shapes
+    /// `[..., dims] -> [..., num_embeddings]`
+    ///
+    /// # Errors
+    /// When the last axis of `x` is not `dims`.
+    pub fn as_linear(&self, x: &Array) -> Result<Array> {
+        Ok(ops::matmul(x, self.weight.t())?)
+    }
+
+    /// Checks that `ids` is an integer array whose values lie in `[0, num_embeddings)`.
+    /// (Out-of-range ids would otherwise read arbitrary memory or clamp silently.)
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the offending id.
+    pub fn check_ids(&self, ids: &Array) -> Result<()> {
+        check_ids(ids, self.num_embeddings())
+    }
+}
+
+/// Checks that `ids` is an integer array whose values lie in `[0, vocab_size)`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a float array or an id out of range.
+pub fn check_ids(ids: &Array, vocab_size: i32) -> Result<()> {
+    let integral = matches!(
+        ids.dtype(),
+        Dtype::Int8
+            | Dtype::Int16
+            | Dtype::Int32
+            | Dtype::Int64
+            | Dtype::Uint8
+            | Dtype::Uint16
+            | Dtype::Uint32
+            | Dtype::Uint64
+    );
+    if !integral {
+        return Err(Error::InvalidInput(format!("token ids must be integers, got {:?}", ids.dtype())));
+    }
+    if ids.size() == 0 {
+        return Ok(());
+    }
+    let ids64 = ids.as_type::<i64>()?;
+    let min = ids64.min(None)?.item_exact::<i64>();
+    let max = ids64.max(None)?.item_exact::<i64>();
+    if min < 0 || max >= i64::from(vocab_size) {
+        let bad = if min < 0 { min } else { max };
+        return Err(Error::InvalidInput(format!(
+            "token id {bad} is outside the vocabulary [0, {vocab_size})"
+        )));
+    }
+    Ok(())
+}
+
+impl Module<&Array> for Embedding {
+    type Output = Array;
+    type Error = Error;
+
+    /// # Shapes
+    /// `[...]` (integer ids) `-> [..., dims]`
+    fn forward(&mut self, ids: &Array) -> Result<Array> {
+        Ok(self.weight.take_axis(ids, 0)?)
+    }
+
+    fn training_mode(&mut self, _mode: bool) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::assert_close;
+
+    fn table() -> Embedding {
+        Embedding { weight: Param::new(Array::from_slice(&[0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0], &[3, 2])) }
+    }
+
+    #[test]
+    fn looks_up_rows_and_projects_back() {
+        let mut e = table();
+        let ids = Array::from_slice(&[2i32, 0], &[1, 2]);
+        let h = e.forward(&ids).unwrap();
+        assert_eq!(h.shape(), &[1, 2, 2]);
+        assert_close(&h, &[4.0, 5.0, 0.0, 1.0], 0.0);
+        let logits = e.as_linear(&Array::from_slice(&[1.0f32, 1.0], &[1, 2])).unwrap();
+        assert_close(&logits, &[1.0, 5.0, 9.0], 0.0);
+    }
+
+    #[test]
+    fn out_of_range_and_float_ids_are_rejected() {
+        let e = table();
+        assert!(e.check_ids(&Array::from_slice(&[0i32, 2], &[2])).is_ok());
+        let err = e.check_ids(&Array::from_slice(&[0i32, 3], &[2])).unwrap_err().to_string();
+        assert!(err.contains("token id 3") && err.contains("[0, 3)"), "{err}");
+        assert!(e.check_ids(&Array::from_slice(&[-1i32], &[1])).is_err());
+        assert!(e.check_ids(&Array::from_slice(&[1.0f32], &[1])).is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! Feed-forward networks: gated (SwiGLU: `gate_proj`, `up_proj`, `down_proj`) or plain
+//! (`up_proj`, `down_proj`, e.g. a GELU MLP).
+
+use lamina_core::{Activation, Config, Error, FfnKind, Result};
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::Module;
+use mlx_rs::{Array, nn};
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use crate::linear::Linear;
+
+/// How a [`FeedForward`] is built.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Validate)]
+pub struct FeedForwardConfig {
+    /// Model width.
+    #[validate(range(min = 1))]
+    pub hidden_size: usize,
+    /// Inner width.
+    #[validate(range(min = 1))]
+    pub intermediate_size: usize,
+    /// Gated or plain.
+    #[serde(default)]
+    pub kind: FfnKind,
+    /// The activation (of the gate, for a gated network).
+    #[serde(default)]
+    pub activation: Activation,
+    /// Biases on every projection.
+    #[serde(default)]
+    pub bias: bool,
+}
+
+impl FeedForwardConfig {
+    /// SwiGLU: gated with SiLU, no biases.
+    pub fn swiglu(hidden_size: usize, intermediate_size: usize) -> Self {
+        FeedForwardConfig {
+            hidden_size,
+            intermediate_size,
+            kind: FfnKind::Gated,
+            activation: Activation::Silu,
+            bias: false,
+        }
+    }
+
+    /// A plain two-layer MLP with GELU, with biases.
+    pub fn gelu_mlp(hidden_size: usize, intermediate_size: usize) -> Self {
+        FeedForwardConfig {
+            hidden_size,
+            intermediate_size,
+            kind: FfnKind::Plain,
+            activation: Activation::Gelu,
+            bias: true,
+        }
+    }
+}
+
+impl Config for FeedForwardConfig {
+    const NAME: &'static str = "FeedForwardConfig";
+}
+
+/// A feed-forward network.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct FeedForward {
+    /// `[intermediate, hidden]`, gated networks only.
+    #[param]
+    pub gate_proj: Option<Linear>,
+    /// `[intermediate, hidden]`.
+    #[param]
+    pub up_proj: Linear,
+    /// `[hidden, intermediate]`.
+    #[param]
+    pub down_proj: Linear,
+    /// The activation.
+    pub activation: Activation,
+}
+
+impl FeedForward {
+    /// A randomly initialised network.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config.
+    pub fn new(config: FeedForwardConfig) -> Result<Self> {
+        config.validated()?;
+        let (h, i) = (config.hidden_size as i32, config.intermediate_size as i32);
+        let gate_proj = match config.kind {
+            FfnKind::Gated => Some(Linear::new(h, i, config.bias)?),
+            FfnKind::Plain => None,
+        };
+        Ok(FeedForward {
+            gate_proj,
+            up_proj: Linear::new(h, i, config.bias)?,
+            down_proj: Linear::new(i, h, config.bias)?,
+            activation: config.activation,
+        })
+    }
+}
+
+/// Applies an activation.
+///
+/// # Errors
+/// When MLX fails.
+pub fn activate(activation: Activation, x: &Array) -> Result<Array> {
+    let y = match activation {
+        Activation::Silu => nn::silu(x)?,
+        Activation::Gelu => nn::gelu(x)?,
+        Activation::GeluApprox => nn::gelu_approximate(x)?,
+        Activation::Relu => nn::relu(x)?,
+    };
+    Ok(y)
+}
+
+impl Module<&Array> for FeedForward {
+    type Output = Array;
+    type Error = Error;
+
+    /// # Shapes
+    /// `[..., hidden] -> [..., hidden]`
+    fn forward(&mut self, x: &Array) -> Result<Array> {
+        let inner = match &mut self.gate_proj {
+            Some(gate) => activate(self.activation, &gate.forward(x)?)? * self.up_proj.forward(x)?,
+            None => activate(self.activation, &self.up_proj.forward(x)?)?,
+        };
+        self.down_proj.forward(&inner)
+    }
+
+    fn training_mode(&mut self, _mode: bool) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use mlx_rs::module::ModuleParameters;
+
+    use super::*;
+    use crate::testing::{assert_close, to_vec};
+
+    fn sigmoid(x: f32) -> f32 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    #[test]
+    fn swiglu_is_down_of_silu_gate_times_up() {
+        let mut ffn = FeedForward::new(FeedForwardConfig::swiglu(2, 3)).unwrap();
+        let w = |v: &[f32], s: &[i32]| Linear::from_weights(Array::from_slice(v, s), None);
+        ffn.gate_proj = Some(w(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2]));
+        ffn.up_proj = w(&[2.0, 0.0, 0.0, 2.0, 1.0, -1.0], &[3, 2]);
+        ffn.down_proj = w(&[1.0, 1.0, 1.0, 0.0, 0.0, 1.0], &[2, 3]);
+        let (a, b) = (0.5f32, -1.0f32);
+        let y = ffn.forward(&Array::from_slice(&[a, b], &[1, 2])).unwrap();
+        let silu = |x: f32| x * sigmoid(x);
+        let inner = [silu(a) * 2.0 * a, silu(b) * 2.0 * b, silu(a + b) * (a - b)];
+        assert_close(&y, &[inner[0] + inner[1] + inner[2], inner[2]], 1e-6);
+    }
+
+    #[test]
+    fn plain_gelu_mlp_has_no_gate() {
+        let ffn = FeedForward::new(FeedForwardConfig::gelu_mlp(4, 8)).unwrap();
+        let keys: Vec<String> = ffn.parameters().flatten().keys().map(|k| k.to_string()).collect();
+        assert!(keys.iter().all(|k| !k.starts_with("gate_proj")));
+        assert_eq!(keys.len(), 4);
+        let mut ffn = ffn;
+        assert_eq!(ffn.forward(&Array::ones::<f32>(&[2, 3, 4]).unwrap()).unwrap().shape(), &[2, 3, 4]);
+    }
+
+    #[test]
+    fn activations_match_their_definitions() {
+        let x = Array::from_slice(&[-1.5f32, 0.0, 0.7], &[3]);
+        let erf_gelu = [-0.100_210_8, 0.0, 0.530_625_4];
+        assert_close(&activate(Activation::Gelu, &x).unwrap(), &erf_gelu, 1e-5);
+        let tanh_gelu: Vec<f32> = to_vec(&x)
+            .iter()
+            .map(|&v| {
+                0.5 * v * (1.0 + ((2.0 / std::f32::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+            })
+            .collect();
+        assert_close(&activate(Activation::GeluApprox, &x).unwrap(), &tanh_gelu, 1e-5);
+        assert_close(&activate(Activation::Relu, &x).unwrap(), &[0.0, 0.0, 0.7], 0.0);
+    }
+
+    #[test]
+    fn zero_widths_are_rejected() {
+        let err = FeedForward::new(FeedForwardConfig::swiglu(8, 0)).unwrap_err().to_string();
+        assert!(err.contains("intermediate_size"), "{err}");
+    }
+}

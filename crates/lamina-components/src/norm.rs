@@ -1,0 +1,126 @@
+//! Normalisation over the last axis: RMSNorm (optionally weightless) and LayerNorm.
+
+use lamina_core::{NormKind, Result};
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::{Module, Param};
+use mlx_rs::{Array, fast};
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+/// How a [`Norm`] is built.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Validate)]
+pub struct NormConfig {
+    /// RMSNorm or LayerNorm.
+    #[serde(default)]
+    pub kind: NormKind,
+    /// Added to the variance before the square root.
+    #[validate(range(min = 0.0))]
+    pub eps: f32,
+    /// Whether the norm has a learned scale (`weight`). The weightless RMSNorm is what
+    /// MobileLLM-R1 (Llama 4) applies to queries and keys.
+    #[serde(default = "yes")]
+    pub affine: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl NormConfig {
+    /// RMSNorm with a learned scale.
+    pub fn rms(eps: f32) -> Self {
+        NormConfig { kind: NormKind::RmsNorm, eps, affine: true }
+    }
+
+    /// RMSNorm without a scale.
+    pub fn rms_weightless(eps: f32) -> Self {
+        NormConfig { kind: NormKind::RmsNorm, eps, affine: false }
+    }
+
+    /// LayerNorm with a learned scale and bias.
+    pub fn layer(eps: f32) -> Self {
+        NormConfig { kind: NormKind::LayerNorm, eps, affine: true }
+    }
+}
+
+/// A normalisation layer: `weight` (and for LayerNorm `bias`) over `dims` features.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct Norm {
+    /// The learned scale `[dims]`, absent for a weightless norm.
+    #[param]
+    pub weight: Param<Option<Array>>,
+    /// The learned shift `[dims]` of a LayerNorm.
+    #[param]
+    pub bias: Param<Option<Array>>,
+    /// RMSNorm or LayerNorm.
+    pub kind: NormKind,
+    /// Added to the variance before the square root.
+    pub eps: f32,
+}
+
+impl Norm {
+    /// A norm over `dims` features, scale ones and shift zeros.
+    ///
+    /// # Errors
+    /// When MLX cannot allocate the arrays.
+    pub fn new(dims: i32, config: NormConfig) -> Result<Self> {
+        let weight = if config.affine { Some(Array::ones::<f32>(&[dims])?) } else { None };
+        let bias = if config.affine && config.kind == NormKind::LayerNorm {
+            Some(Array::zeros::<f32>(&[dims])?)
+        } else {
+            None
+        };
+        Ok(Norm { weight: Param::new(weight), bias: Param::new(bias), kind: config.kind, eps: config.eps })
+    }
+}
+
+impl Module<&Array> for Norm {
+    type Output = Array;
+    type Error = lamina_core::Error;
+
+    /// # Shapes
+    /// `[..., dims] -> [..., dims]`
+    fn forward(&mut self, x: &Array) -> Result<Array> {
+        let y = match self.kind {
+            NormKind::RmsNorm => fast::rms_norm(x, self.weight.value.as_ref(), self.eps)?,
+            NormKind::LayerNorm => {
+                fast::layer_norm(x, self.weight.value.as_ref(), self.bias.value.as_ref(), self.eps)?
+            }
+        };
+        Ok(y)
+    }
+
+    fn training_mode(&mut self, _mode: bool) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::assert_close;
+
+    #[test]
+    fn rms_norm_scales_to_unit_rms_then_by_weight() {
+        let mut norm = Norm::new(2, NormConfig::rms(0.0)).unwrap();
+        norm.weight = Param::new(Some(Array::from_slice(&[1.0f32, 2.0], &[2])));
+        let y = norm.forward(&Array::from_slice(&[3.0f32, 4.0], &[1, 2])).unwrap();
+        let rms = (12.5f32).sqrt();
+        assert_close(&y, &[3.0 / rms, 8.0 / rms], 1e-6);
+    }
+
+    #[test]
+    fn weightless_rms_norm_has_no_parameters() {
+        let mut norm = Norm::new(4, NormConfig::rms_weightless(1e-6)).unwrap();
+        assert_eq!(mlx_rs::module::ModuleParameters::num_parameters(&norm), 0);
+        let y = norm.forward(&Array::from_slice(&[2.0f32, 2.0, 2.0, 2.0], &[4])).unwrap();
+        assert_close(&y, &[1.0; 4], 1e-5);
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales() {
+        let mut norm = Norm::new(3, NormConfig::layer(0.0)).unwrap();
+        assert!(norm.bias.is_some());
+        let y = norm.forward(&Array::from_slice(&[1.0f32, 2.0, 3.0], &[3])).unwrap();
+        let s = (2.0f32 / 3.0).sqrt();
+        assert_close(&y, &[-1.0 / s, 0.0, 1.0 / s], 1e-5);
+    }
+}
