@@ -1,0 +1,99 @@
+//! The Jamba-style hybrid backbone: `embed_tokens`, `layers.N`, `final_layernorm`.
+
+use lamina_blocks::{HybridBlock, HybridBlockConfig};
+use lamina_components::{Embedding, Norm, NormConfig};
+use lamina_core::{BackboneOutput, Config, Error, Result};
+use mlx_rs::macros::ModuleParameters;
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use crate::stack::{self, Backbone, BackboneInput, ModelCache};
+
+/// How a [`HybridBackbone`] is built: one block config per layer, each with its mixer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+pub struct HybridBackboneConfig {
+    /// Vocabulary size.
+    #[validate(range(min = 1))]
+    pub vocab_size: usize,
+    /// The blocks, bottom to top.
+    #[validate(length(min = 1))]
+    pub layers: Vec<HybridBlockConfig>,
+    /// The final norm.
+    pub final_norm: NormConfig,
+}
+
+impl HybridBackboneConfig {
+    /// Model width.
+    pub fn hidden_size(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.ffn.hidden_size)
+    }
+}
+
+impl Config for HybridBackboneConfig {
+    const NAME: &'static str = "HybridBackboneConfig";
+
+    fn check(&self) -> Result<()> {
+        let width = self.hidden_size();
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.validated()?;
+            if layer.ffn.hidden_size != width {
+                return Err(Error::invalid(
+                    Self::NAME,
+                    format!("layers[{i}].ffn.hidden_size"),
+                    "differs from layer 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A hybrid attention/SSM backbone.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct HybridBackbone {
+    /// `[vocab, hidden]`.
+    #[param]
+    pub embed_tokens: Embedding,
+    /// The blocks.
+    #[param]
+    pub layers: Vec<HybridBlock>,
+    /// The final norm.
+    #[param]
+    pub final_layernorm: Norm,
+    hidden_size: usize,
+}
+
+impl HybridBackbone {
+    /// A randomly initialised backbone.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config.
+    pub fn new(config: &HybridBackboneConfig) -> Result<Self> {
+        config.validated()?;
+        let width = config.hidden_size();
+        Ok(HybridBackbone {
+            embed_tokens: Embedding::new(config.vocab_size as i32, width as i32)?,
+            layers: config.layers.iter().map(HybridBlock::new).collect::<Result<_>>()?,
+            final_layernorm: Norm::new(width as i32, config.final_norm)?,
+            hidden_size: width,
+        })
+    }
+}
+
+impl Backbone for HybridBackbone {
+    fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
+        stack::run(&mut self.embed_tokens, &mut self.layers, 1, &mut self.final_layernorm, input)
+    }
+
+    fn embedding(&self) -> &Embedding {
+        &self.embed_tokens
+    }
+
+    fn make_cache(&self) -> Result<ModelCache> {
+        stack::caches(&self.layers, 1)
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+}

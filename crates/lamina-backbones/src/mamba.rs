@@ -1,0 +1,83 @@
+//! The Mamba backbone: `embeddings`, `layers.N`, `norm_f`.
+
+use lamina_blocks::{MambaBlock, MambaBlockConfig};
+use lamina_components::{Embedding, Norm, NormConfig};
+use lamina_core::{BackboneOutput, Config, Result};
+use mlx_rs::macros::ModuleParameters;
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use crate::stack::{self, Backbone, BackboneInput, ModelCache};
+
+/// How a [`MambaBackbone`] is built.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Validate)]
+pub struct MambaBackboneConfig {
+    /// Vocabulary size.
+    #[validate(range(min = 1))]
+    pub vocab_size: usize,
+    /// Number of blocks.
+    #[validate(range(min = 1))]
+    pub num_layers: usize,
+    /// Every block.
+    pub block: MambaBlockConfig,
+    /// The final norm.
+    pub final_norm: NormConfig,
+}
+
+impl Config for MambaBackboneConfig {
+    const NAME: &'static str = "MambaBackboneConfig";
+
+    fn check(&self) -> Result<()> {
+        self.block.validated()
+    }
+}
+
+/// A Mamba backbone.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct MambaBackbone {
+    /// `[vocab, hidden]`.
+    #[param]
+    pub embeddings: Embedding,
+    /// The blocks.
+    #[param]
+    pub layers: Vec<MambaBlock>,
+    /// The final norm.
+    #[param]
+    pub norm_f: Norm,
+    hidden_size: usize,
+}
+
+impl MambaBackbone {
+    /// A backbone initialised as Mamba does.
+    ///
+    /// # Errors
+    /// [`lamina_core::Error::InvalidConfig`] for a bad config.
+    pub fn new(config: &MambaBackboneConfig) -> Result<Self> {
+        config.validated()?;
+        let width = config.block.mixer.hidden_size;
+        Ok(MambaBackbone {
+            embeddings: Embedding::new(config.vocab_size as i32, width as i32)?,
+            layers: (0..config.num_layers).map(|_| MambaBlock::new(&config.block)).collect::<Result<_>>()?,
+            norm_f: Norm::new(width as i32, config.final_norm)?,
+            hidden_size: width,
+        })
+    }
+}
+
+impl Backbone for MambaBackbone {
+    fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
+        stack::run(&mut self.embeddings, &mut self.layers, 1, &mut self.norm_f, input)
+    }
+
+    fn embedding(&self) -> &Embedding {
+        &self.embeddings
+    }
+
+    fn make_cache(&self) -> Result<ModelCache> {
+        stack::caches(&self.layers, 1)
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+}

@@ -1,0 +1,135 @@
+//! What the three backbones share: their inputs, the cache, and the block loop.
+
+use lamina_blocks::Block;
+use lamina_components::{Embedding, LayerCache, LayerInput, Norm, check_ids};
+use lamina_core::{BackboneOutput, Error, Result};
+use mlx_rs::Array;
+use mlx_rs::module::{Module, ModuleParameters};
+
+/// The caches of every block execution of a model, held by the caller.
+#[derive(Debug, Clone)]
+pub struct ModelCache {
+    /// One cache per block execution, in order (with layer sharing, `layers * repeats`).
+    pub layers: Vec<LayerCache>,
+}
+
+impl ModelCache {
+    /// Positions processed so far.
+    pub fn offset(&self) -> i32 {
+        self.layers.first().map_or(0, LayerCache::offset)
+    }
+}
+
+/// The inputs of a backbone.
+#[derive(Debug)]
+pub struct BackboneInput<'a> {
+    /// Token ids `[B, L]`.
+    pub input_ids: &'a Array,
+    /// The caches, when decoding incrementally.
+    pub cache: Option<&'a mut ModelCache>,
+    /// `[B, offset + L]`: 1 for real tokens, 0 for padding (used by attention layers).
+    pub padding_mask: Option<&'a Array>,
+    /// Return the embeddings' and every block's output.
+    pub output_hidden_states: bool,
+    /// Check that every id is inside the vocabulary (a device sync; generation loops whose
+    /// ids come from the model itself turn it off).
+    pub check_ids: bool,
+}
+
+impl<'a> BackboneInput<'a> {
+    /// Ids only: no cache, no padding, ids checked.
+    pub fn new(input_ids: &'a Array) -> Self {
+        BackboneInput {
+            input_ids,
+            cache: None,
+            padding_mask: None,
+            output_hidden_states: false,
+            check_ids: true,
+        }
+    }
+
+    /// The same input with a cache.
+    pub fn with_cache(self, cache: &'a mut ModelCache) -> Self {
+        BackboneInput { cache: Some(cache), ..self }
+    }
+}
+
+/// A stack of blocks between token embeddings and a final norm.
+pub trait Backbone: ModuleParameters {
+    /// Runs the backbone.
+    ///
+    /// # Shapes
+    /// `input_ids [B, L] -> last_hidden_state [B, L, hidden]`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for ids that are not `[B, L]`, [`Error::InvalidInput`] for ids
+    /// outside the vocabulary or a cache that does not fit this model.
+    fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput>;
+
+    /// The token embedding (also the tied output projection).
+    fn embedding(&self) -> &Embedding;
+
+    /// Fresh caches for incremental decoding.
+    ///
+    /// # Errors
+    /// Only for configs that cannot describe a cache.
+    fn make_cache(&self) -> Result<ModelCache>;
+
+    /// Model width.
+    fn hidden_size(&self) -> usize;
+}
+
+/// Embeds, runs every block `repeats` times in a row, and applies the final norm.
+pub(crate) fn run<B: Block>(
+    embedding: &mut Embedding,
+    blocks: &mut [B],
+    repeats: usize,
+    final_norm: &mut Norm,
+    input: BackboneInput<'_>,
+) -> Result<BackboneOutput> {
+    let ids = input.input_ids;
+    if ids.ndim() != 2 {
+        return Err(Error::Shape {
+            name: "input_ids".into(),
+            expected: vec![-1, -1],
+            actual: ids.shape().to_vec(),
+        });
+    }
+    if input.check_ids {
+        check_ids(ids, embedding.num_embeddings())?;
+    }
+    let executions = blocks.len() * repeats;
+    let mut caches = match input.cache {
+        Some(cache) if cache.layers.len() != executions => {
+            return Err(Error::InvalidInput(format!(
+                "the cache has {} layers, the model runs {executions} blocks",
+                cache.layers.len()
+            )));
+        }
+        Some(cache) => Some(cache.layers.iter_mut()),
+        None => None,
+    };
+    let mut h = embedding.forward(ids)?;
+    let mut hidden = input.output_hidden_states.then(|| vec![h.clone()]);
+    for block in blocks.iter_mut() {
+        for _ in 0..repeats {
+            let cache = caches.as_mut().and_then(Iterator::next);
+            h = block.forward(LayerInput { x: &h, cache, padding_mask: input.padding_mask })?.hidden_states;
+            if let Some(states) = hidden.as_mut() {
+                states.push(h.clone());
+            }
+        }
+    }
+    Ok(BackboneOutput { last_hidden_state: final_norm.forward(&h)?, hidden_states: hidden })
+}
+
+/// One cache per block execution.
+pub(crate) fn caches<B: Block>(blocks: &[B], repeats: usize) -> Result<ModelCache> {
+    let mut layers = Vec::with_capacity(blocks.len() * repeats);
+    for block in blocks {
+        for _ in 0..repeats {
+            layers.push(block.make_cache()?);
+        }
+    }
+    Ok(ModelCache { layers })
+}

@@ -1,0 +1,125 @@
+//! The Llama-style backbone: `embed_tokens`, `layers.N`, `norm`.
+
+use lamina_blocks::{TransformerBlock, TransformerBlockConfig};
+use lamina_components::{Embedding, Norm, NormConfig};
+use lamina_core::{BackboneOutput, Config, Error, Result, ensure_positive};
+use mlx_rs::macros::ModuleParameters;
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use crate::stack::{self, Backbone, BackboneInput, ModelCache};
+
+/// How a [`TransformerBackbone`] is built: one block config per layer (layers may differ,
+/// e.g. in RoPE or window).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+pub struct TransformerBackboneConfig {
+    /// Vocabulary size.
+    #[validate(range(min = 1))]
+    pub vocab_size: usize,
+    /// The blocks, bottom to top.
+    #[validate(length(min = 1))]
+    pub layers: Vec<TransformerBlockConfig>,
+    /// The final norm.
+    pub final_norm: NormConfig,
+    /// Runs of each block (MobileLLM's layer sharing runs each twice).
+    #[serde(default = "one")]
+    pub layer_repeats: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl TransformerBackboneConfig {
+    /// `num_layers` identical blocks.
+    pub fn uniform(
+        vocab_size: usize,
+        block: TransformerBlockConfig,
+        num_layers: usize,
+        final_norm: NormConfig,
+    ) -> Self {
+        TransformerBackboneConfig {
+            vocab_size,
+            layers: vec![block; num_layers],
+            final_norm,
+            layer_repeats: 1,
+        }
+    }
+
+    /// Model width.
+    pub fn hidden_size(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.attention.hidden_size)
+    }
+}
+
+impl Config for TransformerBackboneConfig {
+    const NAME: &'static str = "TransformerBackboneConfig";
+
+    fn check(&self) -> Result<()> {
+        ensure_positive(Self::NAME, "layer_repeats", self.layer_repeats)?;
+        let width = self.hidden_size();
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.validated()?;
+            if layer.attention.hidden_size != width {
+                return Err(Error::invalid(
+                    Self::NAME,
+                    format!("layers[{i}].attention.hidden_size"),
+                    "differs from layer 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A transformer backbone.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct TransformerBackbone {
+    /// `[vocab, hidden]`.
+    #[param]
+    pub embed_tokens: Embedding,
+    /// The blocks.
+    #[param]
+    pub layers: Vec<TransformerBlock>,
+    /// The final norm.
+    #[param]
+    pub norm: Norm,
+    repeats: usize,
+    hidden_size: usize,
+}
+
+impl TransformerBackbone {
+    /// A randomly initialised backbone.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config.
+    pub fn new(config: &TransformerBackboneConfig) -> Result<Self> {
+        config.validated()?;
+        let width = config.hidden_size();
+        Ok(TransformerBackbone {
+            embed_tokens: Embedding::new(config.vocab_size as i32, width as i32)?,
+            layers: config.layers.iter().map(TransformerBlock::new).collect::<Result<_>>()?,
+            norm: Norm::new(width as i32, config.final_norm)?,
+            repeats: config.layer_repeats,
+            hidden_size: width,
+        })
+    }
+}
+
+impl Backbone for TransformerBackbone {
+    fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
+        stack::run(&mut self.embed_tokens, &mut self.layers, self.repeats, &mut self.norm, input)
+    }
+
+    fn embedding(&self) -> &Embedding {
+        &self.embed_tokens
+    }
+
+    fn make_cache(&self) -> Result<ModelCache> {
+        stack::caches(&self.layers, self.repeats)
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+}
