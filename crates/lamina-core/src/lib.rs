@@ -37,6 +37,7 @@ mod dtype;
 mod enums;
 mod error;
 mod outputs;
+mod params;
 pub mod runtime;
 
 pub use config::{Config, ensure_divides, ensure_positive};
@@ -44,3 +45,4 @@ pub use dtype::{DType, Device};
 pub use enums::{Activation, FfnKind, HeadKind, MixerKind, NormKind, Pooling};
 pub use error::{Error, Result};
 pub use outputs::{BackboneOutput, BlockOutput, HeadOutput, ModelOutput};
+pub use params::{count_parameters, count_trainable_parameters};

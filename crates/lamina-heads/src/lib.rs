@@ -1,3 +1,24 @@
-//! Heads on top of a backbone: language modelling, classification, regression.
+//! # lamina-heads
 //!
-//! Part of [lamina](https://example.invalid/lamina); see the workspace README.
+//! Heads turn a backbone's hidden states into a [`HeadOutput`](lamina_core::HeadOutput):
+//! logits, plus the loss when labels are given.
+//!
+//! | head | parameters | loss |
+//! | --- | --- | --- |
+//! | [`LmHead`] | `weight` (absent when tied to the embedding) | causal LM cross-entropy, shifted, `-100` ignored |
+//! | [`SequenceClassifierHead`] | `weight`, `bias` | cross-entropy over sequences |
+//! | [`TokenClassifierHead`] | `weight`, `bias` | cross-entropy over tokens, `-100` ignored |
+//! | [`RegressionHead`] | `weight`, `bias` | mean squared error |
+//!
+//! A model names the field holding its head as the checkpoint does (`lm_head`, `score`,
+//! `classifier`), so that the keys read `lm_head.weight`, `score.weight`, ...
+#![deny(missing_docs)]
+
+mod classifier;
+mod lm;
+pub mod losses;
+mod pooling;
+
+pub use classifier::{HeadInput, RegressionHead, SequenceClassifierHead, TokenClassifierHead};
+pub use lm::LmHead;
+pub use pooling::pool;
