@@ -11,7 +11,7 @@
 //! | attention | [`Attention`] (MHA/GQA/MQA, QK-norm, RoPE variants, windows) | `q_proj`, `k_proj`, `v_proj`, `o_proj`, `q_norm`, `k_norm` |
 //! | feed-forward | [`FeedForward`] (SwiGLU or plain MLP) | `gate_proj`, `up_proj`, `down_proj` |
 //! | selective SSM | [`MambaMixer`] | `in_proj`, `conv1d`, `x_proj`, `dt_proj`, `A_log`, `D`, `out_proj` |
-//! | LoRA | [`LoraLinear`] | `linear`, `lora_a`, `lora_b` |
+//! | LoRA | adapters on any [`Linear`] ([`LoraConfig`]) | `lora_a`, `lora_b` |
 //!
 //! Caches ([`KvCache`], [`RotatingKvCache`], [`SsmState`]) are values the caller holds and
 //! passes in through [`LayerInput`]. The layer crates share [`lamina_core::Error`]: their
@@ -36,7 +36,7 @@ pub use cache::{KV_STEP, KvCache, LayerCache, RotatingKvCache, SsmState, Windowe
 pub use embedding::{Embedding, check_ids};
 pub use ffn::{FeedForward, FeedForwardConfig, activate};
 pub use linear::Linear;
-pub use lora::{LoraConfig, LoraLinear};
+pub use lora::{LoraConfig, trainable_names};
 pub use mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 pub use norm::{Norm, NormConfig};
 pub use rope::{Rope, RopeConfig, RopeScaling};

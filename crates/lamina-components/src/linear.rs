@@ -1,10 +1,13 @@
 //! A dense layer `y = x W^T + b` whose parameters are named as in checkpoints
-//! (`weight` `[out, in]`, optional `bias` `[out]`).
+//! (`weight` `[out, in]`, optional `bias` `[out]`), with an optional LoRA adapter
+//! (`lora_a`, `lora_b`; see [`crate::LoraConfig`]).
 
 use lamina_core::Result;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, Param};
 use mlx_rs::{Array, ops};
+
+use crate::lora::LoraConfig;
 
 /// A dense layer.
 #[derive(Debug, Clone, ModuleParameters)]
@@ -15,6 +18,14 @@ pub struct Linear {
     /// `[output_dims]`, when the layer has a bias.
     #[param]
     pub bias: Param<Option<Array>>,
+    /// LoRA down-projection `[input_dims, rank]`, when an adapter is attached.
+    #[param]
+    pub lora_a: Param<Option<Array>>,
+    /// LoRA up-projection `[rank, output_dims]`, when an adapter is attached.
+    #[param]
+    pub lora_b: Param<Option<Array>>,
+    pub(crate) lora: Option<LoraConfig>,
+    pub(crate) training: bool,
 }
 
 impl Linear {
@@ -31,18 +42,32 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight: Param::new(weight), bias: Param::new(bias) })
+        Ok(Self::from_weights(weight, bias))
     }
 
     /// A layer holding the given arrays.
     pub fn from_weights(weight: Array, bias: Option<Array>) -> Self {
-        Linear { weight: Param::new(weight), bias: Param::new(bias) }
+        Linear {
+            weight: Param::new(weight),
+            bias: Param::new(bias),
+            lora_a: Param::new(None),
+            lora_b: Param::new(None),
+            lora: None,
+            training: false,
+        }
     }
 
     /// `(input_dims, output_dims)`.
     pub fn dims(&self) -> (i32, i32) {
         let shape = self.weight.shape();
         (shape.get(1).copied().unwrap_or(0), shape.first().copied().unwrap_or(0))
+    }
+
+    fn base(&self, x: &Array) -> Result<Array> {
+        Ok(match self.bias.as_ref() {
+            Some(bias) => ops::addmm(bias, x, self.weight.t(), None, None)?,
+            None => ops::matmul(x, self.weight.t())?,
+        })
     }
 }
 
@@ -53,14 +78,19 @@ impl Module<&Array> for Linear {
     /// # Shapes
     /// `[..., input_dims] -> [..., output_dims]`
     fn forward(&mut self, x: &Array) -> Result<Array> {
-        let y = match self.bias.as_ref() {
-            Some(bias) => ops::addmm(bias, x, self.weight.t(), None, None)?,
-            None => ops::matmul(x, self.weight.t())?,
-        };
-        Ok(y)
+        let y = self.base(x)?;
+        match (&self.lora, self.lora_a.as_ref(), self.lora_b.as_ref()) {
+            (Some(config), Some(a), Some(b)) => {
+                let update = crate::lora::low_rank_update(x, a, b, config, self.training)?;
+                Ok(y.add(update)?)
+            }
+            _ => Ok(y),
+        }
     }
 
-    fn training_mode(&mut self, _mode: bool) {}
+    fn training_mode(&mut self, mode: bool) {
+        self.training = mode;
+    }
 }
 
 #[cfg(test)]

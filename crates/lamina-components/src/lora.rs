@@ -1,9 +1,10 @@
-//! LoRA: a frozen [`Linear`] plus a trainable low-rank update `scale * (x A) B`, with
-//! `scale = alpha / rank`. Names follow mlx-lm's adapters: `linear`, `lora_a`, `lora_b`.
+//! LoRA on a [`Linear`]: the base `weight`/`bias` frozen, a trainable update
+//! `scale * (x A) B` with `scale = alpha / rank`. The adapter's arrays are the layer's
+//! `lora_a` `[in, rank]` and `lora_b` `[rank, out]`, the names mlx-lm's adapter files use,
+//! so that the base keys stay those of the checkpoint.
 
 use lamina_core::{Config, Error, Result};
-use mlx_rs::macros::ModuleParameters;
-use mlx_rs::module::{Module, ModuleParameters, Param};
+use mlx_rs::module::{ModuleParameters, Param, Parameter};
 use mlx_rs::{Array, ops};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
@@ -36,133 +37,140 @@ impl LoraConfig {
     }
 }
 
-/// A linear layer with a LoRA adapter.
-#[derive(Debug, Clone, ModuleParameters)]
-pub struct LoraLinear {
-    /// The frozen base layer.
-    #[param]
-    pub linear: Linear,
-    /// `[input_dims, rank]`, initialised uniformly in `±1/sqrt(input_dims)`.
-    #[param]
-    pub lora_a: Param<Array>,
-    /// `[rank, output_dims]`, initialised to zero (the adapter starts as the identity).
-    #[param]
-    pub lora_b: Param<Array>,
-    config: LoraConfig,
-    training: bool,
-}
-
-impl LoraLinear {
-    /// Wraps `linear`, freezing it.
+impl Linear {
+    /// Attaches a LoRA adapter and freezes the base weight and bias. `lora_a` starts
+    /// uniform in `±1/sqrt(input_dims)`, `lora_b` at zero, so the layer computes what it
+    /// did before until it is trained.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a bad config.
-    pub fn new(mut linear: Linear, config: LoraConfig) -> Result<Self> {
+    /// [`Error::InvalidConfig`] for a bad config, [`Error::InvalidInput`] if an adapter is
+    /// already attached.
+    pub fn attach_lora(&mut self, config: LoraConfig) -> Result<()> {
         config.validated()?;
-        let (input, output) = linear.dims();
+        if self.lora.is_some() {
+            return Err(Error::InvalidInput("this layer already has a LoRA adapter".into()));
+        }
+        let (input, output) = self.dims();
         let rank = config.rank as i32;
         let bound = 1.0 / (input.max(1) as f32).sqrt();
-        linear.freeze_parameters(true);
-        Ok(LoraLinear {
-            linear,
-            lora_a: Param::new(mlx_rs::random::uniform::<_, f32>(-bound, bound, &[input, rank], None)?),
-            lora_b: Param::new(Array::zeros::<f32>(&[rank, output])?),
-            config,
-            training: false,
-        })
+        self.lora_a =
+            Param::new(Some(mlx_rs::random::uniform::<_, f32>(-bound, bound, &[input, rank], None)?));
+        self.lora_b = Param::new(Some(Array::zeros::<f32>(&[rank, output])?));
+        self.lora = Some(config);
+        self.weight.freeze(true);
+        self.bias.freeze(true);
+        Ok(())
     }
 
-    /// The adapter's config.
-    pub fn config(&self) -> &LoraConfig {
-        &self.config
+    /// The attached adapter's config.
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
     }
 
-    /// The base layer with the update merged into its weight: `W + scale * (A B)^T`.
+    /// Merges the adapter into the base weight, `W + scale * (A B)^T`, removes it and
+    /// unfreezes the layer. A layer without an adapter is left as it is.
     ///
     /// # Errors
     /// When MLX fails.
-    pub fn fuse(self) -> Result<Linear> {
-        let delta =
-            ops::matmul(&*self.lora_a, &*self.lora_b)?.t().multiply(Array::from_f32(self.config.scale()))?;
-        let weight = self.linear.weight.add(delta.as_dtype(self.linear.weight.dtype())?)?;
-        Ok(Linear::from_weights(weight, self.linear.bias.value))
+    pub fn fuse_lora(&mut self) -> Result<()> {
+        let (Some(config), Some(a), Some(b)) =
+            (self.lora.take(), self.lora_a.value.take(), self.lora_b.value.take())
+        else {
+            return Ok(());
+        };
+        let delta = ops::matmul(&a, &b)?.t().multiply(Array::from_f32(config.scale()))?;
+        let fused = self.weight.add(delta.as_dtype(self.weight.dtype())?)?;
+        self.weight = Param::new(fused);
+        self.bias.unfreeze(true);
+        Ok(())
     }
 }
 
-impl Module<&Array> for LoraLinear {
-    type Output = Array;
-    type Error = Error;
+/// `scale * (dropout(x) A) B`.
+pub(crate) fn low_rank_update(
+    x: &Array,
+    a: &Array,
+    b: &Array,
+    config: &LoraConfig,
+    training: bool,
+) -> Result<Array> {
+    let p = config.dropout;
+    let input = if training && p > 0.0 {
+        let keep = mlx_rs::random::bernoulli(&Array::from_f32(1.0 - p), x.shape(), None)?;
+        x.multiply(keep)?.divide(Array::from_f32(1.0 - p))?
+    } else {
+        x.clone()
+    };
+    Ok(ops::matmul(&ops::matmul(&input, a)?, b)?.multiply(Array::from_f32(config.scale()))?)
+}
 
-    /// # Shapes
-    /// `[..., input_dims] -> [..., output_dims]`
-    fn forward(&mut self, x: &Array) -> Result<Array> {
-        let base = self.linear.forward(x)?;
-        let p = self.config.dropout;
-        let input = if self.training && p > 0.0 {
-            let keep = mlx_rs::random::bernoulli(&Array::from_f32(1.0 - p), x.shape(), None)?;
-            x.multiply(keep)?.divide(Array::from_f32(1.0 - p))?
-        } else {
-            x.clone()
-        };
-        let update = ops::matmul(&ops::matmul(&input, &*self.lora_a)?, &*self.lora_b)?;
-        Ok(base.add(update.multiply(Array::from_f32(self.config.scale()))?)?)
-    }
-
-    fn training_mode(&mut self, mode: bool) {
-        self.training = mode;
-    }
+/// The names of the trainable parameters of a module, sorted.
+pub fn trainable_names(module: &impl ModuleParameters) -> Vec<String> {
+    let mut names: Vec<String> =
+        module.trainable_parameters().flatten().keys().map(|k| k.to_string()).collect();
+    names.sort();
+    names
 }
 
 #[cfg(test)]
 mod tests {
+    use mlx_rs::module::Module;
+
     use super::*;
     use crate::testing::{array, max_diff};
 
-    fn adapter() -> LoraLinear {
-        let base = Linear::from_weights(array(&[6, 4], 0.0), Some(array(&[6], 1.0)));
-        let mut lora = LoraLinear::new(base, LoraConfig { rank: 2, alpha: 8.0, dropout: 0.0 }).unwrap();
-        lora.lora_b = Param::new(array(&[2, 6], 2.0));
-        lora
+    fn adapted() -> Linear {
+        let mut layer = Linear::from_weights(array(&[6, 4], 0.0), Some(array(&[6], 1.0)));
+        layer.attach_lora(LoraConfig { rank: 2, alpha: 8.0, dropout: 0.0 }).unwrap();
+        layer.lora_b = Param::new(Some(array(&[2, 6], 2.0)));
+        layer
     }
 
     #[test]
     fn starts_as_the_base_layer_and_freezes_it() {
-        let base = Linear::from_weights(array(&[6, 4], 0.0), None);
-        let mut plain = base.clone();
-        let mut lora = LoraLinear::new(base, LoraConfig { rank: 2, alpha: 4.0, dropout: 0.1 }).unwrap();
+        let mut layer = Linear::from_weights(array(&[6, 4], 0.0), Some(array(&[6], 1.0)));
         let x = array(&[3, 4], 0.5);
-        assert!(max_diff(&lora.forward(&x).unwrap(), &plain.forward(&x).unwrap()) < 1e-6);
-        let trainable: Vec<String> =
-            lora.trainable_parameters().flatten().keys().map(|k| k.to_string()).collect::<Vec<_>>();
-        let mut trainable = trainable;
-        trainable.sort();
-        assert_eq!(trainable, ["lora_a", "lora_b"]);
+        let before = layer.forward(&x).unwrap();
+        layer.attach_lora(LoraConfig { rank: 2, alpha: 4.0, dropout: 0.1 }).unwrap();
+        assert!(max_diff(&layer.forward(&x).unwrap(), &before) < 1e-6);
+        assert_eq!(trainable_names(&layer), ["lora_a", "lora_b"]);
+        assert_eq!(layer.lora_a.value.as_ref().map(|a| a.shape().to_vec()), Some(vec![4, 2]));
+        assert!(layer.attach_lora(LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0 }).is_err());
     }
 
     #[test]
     fn fused_layer_equals_the_adapted_one() {
-        let mut lora = adapter();
+        let mut layer = adapted();
         let x = array(&[2, 3, 4], 0.7);
-        let adapted = lora.forward(&x).unwrap();
-        let mut fused = lora.fuse().unwrap();
-        assert!(max_diff(&adapted, &fused.forward(&x).unwrap()) < 1e-5);
+        let with_adapter = layer.forward(&x).unwrap();
+        assert!(
+            max_diff(
+                &with_adapter,
+                &Linear::from_weights(array(&[6, 4], 0.0), Some(array(&[6], 1.0))).forward(&x).unwrap()
+            ) > 1e-3
+        );
+        layer.fuse_lora().unwrap();
+        assert!(layer.lora_config().is_none() && layer.lora_a.is_none());
+        assert!(max_diff(&with_adapter, &layer.forward(&x).unwrap()) < 1e-5);
+        assert_eq!(trainable_names(&layer), ["bias", "weight"]);
     }
 
     #[test]
     fn dropout_applies_only_in_training() {
-        let mut lora = adapter();
-        lora.config.dropout = 0.5;
+        let mut layer = adapted();
+        layer.lora = Some(LoraConfig { rank: 2, alpha: 8.0, dropout: 0.5 });
         let x = array(&[64, 4], 0.7);
-        let eval = lora.forward(&x).unwrap();
-        assert!(max_diff(&eval, &lora.forward(&x).unwrap()) == 0.0);
-        lora.training_mode(true);
-        assert!(max_diff(&eval, &lora.forward(&x).unwrap()) > 1e-3);
+        let eval = layer.forward(&x).unwrap();
+        assert_eq!(max_diff(&eval, &layer.forward(&x).unwrap()), 0.0);
+        layer.training_mode(true);
+        assert!(max_diff(&eval, &layer.forward(&x).unwrap()) > 1e-3);
     }
 
     #[test]
     fn bad_configs_are_rejected() {
-        let base = || Linear::from_weights(array(&[2, 2], 0.0), None);
-        assert!(LoraLinear::new(base(), LoraConfig { rank: 0, alpha: 1.0, dropout: 0.0 }).is_err());
-        assert!(LoraLinear::new(base(), LoraConfig { rank: 1, alpha: 1.0, dropout: 1.0 }).is_err());
+        let mut layer = Linear::from_weights(array(&[2, 2], 0.0), None);
+        assert!(layer.attach_lora(LoraConfig { rank: 0, alpha: 1.0, dropout: 0.0 }).is_err());
+        assert!(layer.attach_lora(LoraConfig { rank: 1, alpha: 1.0, dropout: 1.0 }).is_err());
+        assert!(layer.lora_config().is_none());
     }
 }
