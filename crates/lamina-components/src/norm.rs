@@ -1,6 +1,6 @@
 //! Normalisation over the last axis: RMSNorm (optionally weightless) and LayerNorm.
 
-use lamina_core::{NormKind, Result};
+use lamina_core::{Config, NormKind, Result};
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, Param};
 use mlx_rs::{Array, fast};
@@ -24,6 +24,17 @@ pub struct NormConfig {
 
 fn yes() -> bool {
     true
+}
+
+impl Config for NormConfig {
+    const NAME: &'static str = "NormConfig";
+
+    fn check(&self) -> Result<()> {
+        if self.eps.is_nan() {
+            return Err(lamina_core::Error::invalid(Self::NAME, "eps", "must be a number"));
+        }
+        Ok(())
+    }
 }
 
 impl NormConfig {
@@ -62,8 +73,10 @@ impl Norm {
     /// A norm over `dims` features, scale ones and shift zeros.
     ///
     /// # Errors
-    /// When MLX cannot allocate the arrays.
+    /// [`lamina_core::Error::InvalidConfig`] for a negative or NaN `eps`; when MLX cannot
+    /// allocate the arrays.
     pub fn new(dims: i32, config: NormConfig) -> Result<Self> {
+        config.validated()?;
         let weight = if config.affine { Some(Array::ones::<f32>(&[dims])?) } else { None };
         let bias = if config.affine && config.kind == NormKind::LayerNorm {
             Some(Array::zeros::<f32>(&[dims])?)
@@ -113,6 +126,14 @@ mod tests {
         assert_eq!(mlx_rs::module::ModuleParameters::num_parameters(&norm), 0);
         let y = norm.forward(&Array::from_slice(&[2.0f32, 2.0, 2.0, 2.0], &[4])).unwrap();
         assert_close(&y, &[1.0; 4], 1e-5);
+    }
+
+    #[test]
+    fn negative_or_nan_eps_is_rejected() {
+        for eps in [-1e-5, f32::NAN] {
+            let err = Norm::new(4, NormConfig::rms(eps)).unwrap_err().to_string();
+            assert!(err.contains("eps"), "{err}");
+        }
     }
 
     #[test]

@@ -336,6 +336,20 @@ mod tests {
     }
 
     #[test]
+    fn invalid_configs_name_the_field() {
+        for (config, field) in [
+            (MambaConfig { state_size: 0, ..MambaConfig::new(8, 2) }, "state_size"),
+            (MambaConfig { intermediate_size: 0, ..MambaConfig::new(8, 2) }, "intermediate_size"),
+            (MambaConfig { scan_chunk: 0, ..MambaConfig::new(8, 2) }, "scan_chunk"),
+        ] {
+            match MambaMixer::new(config) {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn a_kv_cache_or_a_mismatched_state_is_an_error() {
         let mut m = mixer();
         let x = array(&[1, 3, 8], 0.0);
