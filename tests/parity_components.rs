@@ -107,6 +107,7 @@ fn transformer_block() {
         },
         ffn: FeedForwardConfig::swiglu(32, 48),
         norm: NormConfig::rms(1e-5),
+        dropout: 0.0,
     };
     let mut block = TransformerBlock::new(&config).unwrap();
     load(&mut block, &f.params);

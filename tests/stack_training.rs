@@ -39,6 +39,7 @@ fn tiny_lm() -> CausalLm<TransformerBackbone> {
         attention: AttentionConfig::new(16, 4, 2),
         ffn: FeedForwardConfig::swiglu(16, 32),
         norm: NormConfig::rms(1e-5),
+        dropout: 0.0,
     };
     let backbone =
         TransformerBackbone::new(&TransformerBackboneConfig::uniform(40, block, 2, NormConfig::rms(1e-5)))

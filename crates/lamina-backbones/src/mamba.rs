@@ -24,6 +24,16 @@ pub struct MambaBackboneConfig {
     pub final_norm: NormConfig,
 }
 
+impl MambaBackboneConfig {
+    /// Scalar parameters of the backbone this config builds (embedding included).
+    pub fn num_parameters(&self) -> usize {
+        let width = self.block.mixer.hidden_size;
+        self.vocab_size * width
+            + self.num_layers * self.block.num_parameters()
+            + self.final_norm.num_parameters(width)
+    }
+}
+
 impl Config for MambaBackboneConfig {
     const NAME: &'static str = "MambaBackboneConfig";
 

@@ -46,6 +46,14 @@ impl TransformerBackboneConfig {
         }
     }
 
+    /// Scalar parameters of the backbone this config builds (embedding included).
+    pub fn num_parameters(&self) -> usize {
+        let width = self.hidden_size();
+        self.vocab_size * width
+            + self.layers.iter().map(TransformerBlockConfig::num_parameters).sum::<usize>()
+            + self.final_norm.num_parameters(width)
+    }
+
     /// Model width.
     pub fn hidden_size(&self) -> usize {
         self.layers.first().map_or(0, |l| l.attention.hidden_size)

@@ -20,6 +20,7 @@ fn block(window: Option<usize>) -> TransformerBlockConfig {
         attention: AttentionConfig { sliding_window: window, ..AttentionConfig::new(16, 4, 2) },
         ffn: FeedForwardConfig::swiglu(16, 32),
         norm: NormConfig::rms(1e-5),
+        dropout: 0.0,
     }
 }
 

@@ -33,6 +33,14 @@ impl HybridMixerConfig {
         }
     }
 
+    /// Scalar parameters of the mixer.
+    pub fn num_parameters(&self) -> usize {
+        match self {
+            HybridMixerConfig::Attention(c) => c.num_parameters(),
+            HybridMixerConfig::Mamba(c) => c.num_parameters(),
+        }
+    }
+
     fn hidden_size(&self) -> usize {
         match self {
             HybridMixerConfig::Attention(c) => c.hidden_size,
@@ -50,6 +58,15 @@ pub struct HybridBlockConfig {
     pub ffn: FeedForwardConfig,
     /// Both norms.
     pub norm: NormConfig,
+}
+
+impl HybridBlockConfig {
+    /// Scalar parameters of the block this config builds.
+    pub fn num_parameters(&self) -> usize {
+        self.mixer.num_parameters()
+            + self.ffn.num_parameters()
+            + 2 * self.norm.num_parameters(self.ffn.hidden_size)
+    }
 }
 
 impl Config for HybridBlockConfig {

@@ -19,6 +19,13 @@ pub struct MambaBlockConfig {
     pub norm: NormConfig,
 }
 
+impl MambaBlockConfig {
+    /// Scalar parameters of the block this config builds.
+    pub fn num_parameters(&self) -> usize {
+        self.mixer.num_parameters() + self.norm.num_parameters(self.mixer.hidden_size)
+    }
+}
+
 impl Config for MambaBlockConfig {
     const NAME: &'static str = "MambaBlockConfig";
 

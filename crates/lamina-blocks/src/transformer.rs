@@ -2,7 +2,7 @@
 
 use lamina_components::{
     Attention, AttentionConfig, FeedForward, FeedForwardConfig, KvCache, LayerCache, LayerInput, Norm,
-    NormConfig, RotatingKvCache,
+    NormConfig, RotatingKvCache, dropout,
 };
 use lamina_core::{BlockOutput, Config, Error, Result};
 use mlx_rs::Array;
@@ -22,6 +22,24 @@ pub struct TransformerBlockConfig {
     pub ffn: FeedForwardConfig,
     /// Both norms.
     pub norm: NormConfig,
+    /// Dropout on the attention and feed-forward outputs while training.
+    #[serde(default)]
+    #[validate(range(min = 0.0, exclusive_max = 1.0))]
+    pub dropout: f32,
+}
+
+impl TransformerBlockConfig {
+    /// Scalar parameters of the block this config builds.
+    pub fn num_parameters(&self) -> usize {
+        self.attention.num_parameters()
+            + self.ffn.num_parameters()
+            + 2 * self.norm.num_parameters(self.attention.hidden_size)
+    }
+
+    /// A block without dropout.
+    pub fn new(attention: AttentionConfig, ffn: FeedForwardConfig, norm: NormConfig) -> Self {
+        TransformerBlockConfig { attention, ffn, norm, dropout: 0.0 }
+    }
 }
 
 impl Config for TransformerBlockConfig {
@@ -59,6 +77,8 @@ pub struct TransformerBlock {
     /// The feed-forward network.
     #[param]
     pub mlp: FeedForward,
+    dropout: f32,
+    training: bool,
 }
 
 impl TransformerBlock {
@@ -74,6 +94,8 @@ impl TransformerBlock {
             self_attn: Attention::new(config.attention.clone())?,
             post_attention_layernorm: Norm::new(width, config.norm)?,
             mlp: FeedForward::new(config.ffn)?,
+            dropout: config.dropout,
+            training: false,
         })
     }
 }
@@ -88,12 +110,14 @@ impl<'a> Module<LayerInput<'a>> for TransformerBlock {
         let x = input.x;
         let normed = self.input_layernorm.forward(x)?;
         let attended = self.self_attn.forward(LayerInput { x: &normed, ..input })?;
-        let h = x.add(&attended)?;
-        let out = h.add(self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?)?;
+        let h = x.add(dropout(&attended, self.dropout, self.training)?)?;
+        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        let out = h.add(dropout(&mlp, self.dropout, self.training)?)?;
         Ok(BlockOutput { hidden_states: out })
     }
 
     fn training_mode(&mut self, mode: bool) {
+        self.training = mode;
         self.self_attn.training_mode(mode);
         self.mlp.training_mode(mode);
     }
@@ -133,11 +157,11 @@ mod tests {
     use super::*;
 
     pub(crate) fn config() -> TransformerBlockConfig {
-        TransformerBlockConfig {
-            attention: AttentionConfig::new(16, 4, 2),
-            ffn: FeedForwardConfig::swiglu(16, 32),
-            norm: NormConfig::rms(1e-5),
-        }
+        TransformerBlockConfig::new(
+            AttentionConfig::new(16, 4, 2),
+            FeedForwardConfig::swiglu(16, 32),
+            NormConfig::rms(1e-5),
+        )
     }
 
     #[test]
@@ -155,6 +179,18 @@ mod tests {
         let x = mlx_rs::random::normal::<f32>(&[2, 5, 16], None, None, None).unwrap();
         assert_eq!(block.forward(LayerInput::new(&x)).unwrap().hidden_states.shape(), &[2, 5, 16]);
         assert!(matches!(block.make_cache().unwrap(), LayerCache::Kv(_)));
+    }
+
+    #[test]
+    fn dropout_applies_only_while_training() {
+        let mut block = TransformerBlock::new(&TransformerBlockConfig { dropout: 0.5, ..config() }).unwrap();
+        let x = mlx_rs::random::normal::<f32>(&[1, 6, 16], None, None, None).unwrap();
+        let run = |b: &mut TransformerBlock| b.forward(LayerInput::new(&x)).unwrap().hidden_states;
+        let (a, b) = (run(&mut block), run(&mut block));
+        assert!(a.eq_values(&b).unwrap());
+        block.training_mode(true);
+        assert!(!run(&mut block).eq_values(&a).unwrap());
+        assert!(TransformerBlock::new(&TransformerBlockConfig { dropout: 1.0, ..config() }).is_err());
     }
 
     #[test]

@@ -90,6 +90,16 @@ impl AttentionConfig {
         }
     }
 
+    /// Scalar parameters of the layer this config builds.
+    pub fn num_parameters(&self) -> usize {
+        let (h, d) = (self.hidden_size, self.head_dim());
+        let (q, kv) = (self.num_heads * d, self.num_kv_heads * d);
+        let projections = h * (q + 2 * kv) + q * h;
+        let biases = if self.qkv_bias { q + 2 * kv } else { 0 } + if self.o_bias { h } else { 0 };
+        let norms = self.qk_norm.map_or(0, |c| 2 * c.norm.num_parameters(d));
+        projections + biases + norms
+    }
+
     /// Features per head.
     pub fn head_dim(&self) -> usize {
         self.head_dim.unwrap_or(self.hidden_size.checked_div(self.num_heads).unwrap_or(0))

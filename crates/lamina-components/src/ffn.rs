@@ -42,6 +42,17 @@ impl FeedForwardConfig {
         }
     }
 
+    /// Scalar parameters of the network this config builds.
+    pub fn num_parameters(&self) -> usize {
+        let (h, i) = (self.hidden_size, self.intermediate_size);
+        let projections = match self.kind {
+            FfnKind::Gated => 3,
+            FfnKind::Plain => 2,
+        };
+        let biases = if self.bias { (projections - 1) * i + h } else { 0 };
+        projections * h * i + biases
+    }
+
     /// A plain two-layer MLP with GELU, with biases.
     pub fn gelu_mlp(hidden_size: usize, intermediate_size: usize) -> Self {
         FeedForwardConfig {

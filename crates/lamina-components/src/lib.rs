@@ -20,6 +20,7 @@
 
 mod attention;
 mod cache;
+mod dropout;
 mod embedding;
 mod ffn;
 mod linear;
@@ -33,6 +34,7 @@ mod testing;
 
 pub use attention::{Attention, AttentionConfig, LayerInput, QkNormConfig, QkNormPosition, batch_and_len};
 pub use cache::{KV_STEP, KvCache, LayerCache, RotatingKvCache, SsmState, WindowedKv};
+pub use dropout::dropout;
 pub use embedding::{Embedding, check_ids};
 pub use ffn::{FeedForward, FeedForwardConfig, activate};
 pub use linear::Linear;

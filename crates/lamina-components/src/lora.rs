@@ -94,13 +94,7 @@ pub(crate) fn low_rank_update(
     config: &LoraConfig,
     training: bool,
 ) -> Result<Array> {
-    let p = config.dropout;
-    let input = if training && p > 0.0 {
-        let keep = mlx_rs::random::bernoulli(&Array::from_f32(1.0 - p), x.shape(), None)?;
-        x.multiply(keep)?.divide(Array::from_f32(1.0 - p))?
-    } else {
-        x.clone()
-    };
+    let input = crate::dropout::dropout(x, config.dropout, training)?;
     Ok(ops::matmul(&ops::matmul(&input, a)?, b)?.multiply(Array::from_f32(config.scale()))?)
 }
 

@@ -48,6 +48,15 @@ impl NormConfig {
         NormConfig { kind: NormKind::RmsNorm, eps, affine: false }
     }
 
+    /// Scalar parameters of a norm over `dims` features.
+    pub fn num_parameters(&self, dims: usize) -> usize {
+        match (self.affine, self.kind) {
+            (false, _) => 0,
+            (true, NormKind::RmsNorm) => dims,
+            (true, NormKind::LayerNorm) => 2 * dims,
+        }
+    }
+
     /// LayerNorm with a learned scale and bias.
     pub fn layer(eps: f32) -> Self {
         NormConfig { kind: NormKind::LayerNorm, eps, affine: true }

@@ -22,12 +22,22 @@ pub struct ModelInput<'a> {
     pub labels: Option<&'a Array>,
     /// Return every layer's hidden states.
     pub output_hidden_states: bool,
+    /// Check that every id is inside the vocabulary (a device sync; generation loops whose
+    /// ids come from the model itself turn it off).
+    pub check_ids: bool,
 }
 
 impl<'a> ModelInput<'a> {
     /// Ids only.
     pub fn new(input_ids: &'a Array) -> Self {
-        ModelInput { input_ids, cache: None, padding_mask: None, labels: None, output_hidden_states: false }
+        ModelInput {
+            input_ids,
+            cache: None,
+            padding_mask: None,
+            labels: None,
+            output_hidden_states: false,
+            check_ids: true,
+        }
     }
 
     /// The same input with labels.
@@ -40,14 +50,15 @@ impl<'a> ModelInput<'a> {
         ModelInput { cache: Some(cache), ..self }
     }
 
-    fn backbone(self) -> (BackboneInput<'a>, Option<&'a Array>, Option<&'a Array>) {
+    /// The backbone's share of the input, plus the padding mask and labels for the head.
+    pub fn into_parts(self) -> (BackboneInput<'a>, Option<&'a Array>, Option<&'a Array>) {
         let padding = self.padding_mask;
         let input = BackboneInput {
             input_ids: self.input_ids,
             cache: self.cache,
             padding_mask: self.padding_mask,
             output_hidden_states: self.output_hidden_states,
-            check_ids: true,
+            check_ids: self.check_ids,
         };
         (input, padding, self.labels)
     }
@@ -86,7 +97,7 @@ impl<'a, B: Backbone + std::fmt::Debug> Module<ModelInput<'a>> for CausalLm<B> {
     /// # Shapes
     /// `input_ids [B, L]` -> `logits [B, L, vocab]`
     fn forward(&mut self, input: ModelInput<'a>) -> Result<ModelOutput> {
-        let (input, _, labels) = input.backbone();
+        let (input, _, labels) = input.into_parts();
         let out = self.model.forward(input)?;
         let head = self.lm_head.forward(&out.last_hidden_state, self.model.embedding(), labels)?;
         Ok(ModelOutput::new(out, head))
@@ -126,7 +137,7 @@ macro_rules! headed_model {
 
             #[doc = concat!("# Shapes\n`input_ids [B, L]` -> `logits ", $shape, "`")]
             fn forward(&mut self, input: ModelInput<'a>) -> Result<ModelOutput> {
-                let (input, padding_mask, labels) = input.backbone();
+                let (input, padding_mask, labels) = input.into_parts();
                 let out = self.model.forward(input)?;
                 let head = self.score.forward(HeadInput { hidden: &out.last_hidden_state, padding_mask, labels })?;
                 Ok(ModelOutput::new(out, head))

@@ -77,6 +77,26 @@ impl MambaConfig {
     }
 }
 
+impl MambaConfig {
+    /// Scalar parameters of the mixer this config builds.
+    pub fn num_parameters(&self) -> usize {
+        let (h, d, n, k, r) = (
+            self.hidden_size,
+            self.intermediate_size,
+            self.state_size,
+            self.conv_kernel,
+            self.time_step_rank,
+        );
+        let bias = usize::from(self.use_bias);
+        let in_proj = 2 * d * h + bias * 2 * d;
+        let conv = d * k + usize::from(self.use_conv_bias) * d;
+        let x_proj = (r + 2 * n) * d;
+        let dt_proj = d * r + d;
+        let out_proj = h * d + bias * h;
+        in_proj + conv + x_proj + dt_proj + d * n + d + out_proj
+    }
+}
+
 impl Config for MambaConfig {
     const NAME: &'static str = "MambaConfig";
 

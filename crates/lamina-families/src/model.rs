@@ -1,0 +1,84 @@
+//! The [`LanguageModel`] trait every family's causal LM implements, so that loaders,
+//! generation and training can hold any of them as `Box<dyn LanguageModel>`.
+
+use std::collections::HashMap;
+
+use lamina_backbones::{Backbone, ModelCache};
+use lamina_core::{ModelOutput, Result};
+use lamina_heads::{LmHead, ModelInput};
+use mlx_rs::Array;
+use mlx_rs::module::ModuleParameters;
+
+use crate::registry::Family;
+
+/// Named tensors, as read from a checkpoint.
+pub type Weights = HashMap<String, Array>;
+
+/// Facts about a model that callers need besides its weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The family.
+    pub family: Family,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Blocks (before layer sharing).
+    pub num_layers: usize,
+    /// The longest sequence the model was trained for, when known.
+    pub max_position_embeddings: Option<usize>,
+    /// Beginning-of-sequence id, when the config gives one.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence ids from `config.json`.
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// A causal language model of any family.
+pub trait LanguageModel: ModuleParameters + std::fmt::Debug {
+    /// Runs the model.
+    ///
+    /// # Shapes
+    /// `input_ids [B, L]` -> `logits [B, L, vocab]`
+    ///
+    /// # Errors
+    /// Shape errors, ids outside the vocabulary, a cache that does not fit, bad labels.
+    fn forward(&mut self, input: ModelInput<'_>) -> Result<ModelOutput>;
+
+    /// Fresh caches for incremental decoding.
+    ///
+    /// # Errors
+    /// Only for configs that cannot describe a cache.
+    fn make_cache(&self) -> Result<ModelCache>;
+
+    /// Vocabulary, width, layers, context length, special ids.
+    fn info(&self) -> ModelInfo;
+
+    /// Fixes the checkpoint's quirks (renamed keys, PyTorch layouts, tensors that are
+    /// recomputed rather than loaded) before the weights are applied.
+    ///
+    /// # Errors
+    /// When a tensor cannot be converted.
+    fn sanitize(&self, weights: Weights) -> Result<Weights>;
+}
+
+/// The forward pass of every causal LM: backbone, then the (own or tied) LM head.
+pub(crate) fn causal_forward(
+    backbone: &mut impl Backbone,
+    head: &LmHead,
+    input: ModelInput<'_>,
+) -> Result<ModelOutput> {
+    let (input, _, labels) = input.into_parts();
+    let out = backbone.forward(input)?;
+    let head_out = head.forward(&out.last_hidden_state, backbone.embedding(), labels)?;
+    Ok(ModelOutput::new(out, head_out))
+}
+
+/// Drops tensors that are recomputed, not loaded (`rotary_emb.inv_freq`), and a stray
+/// `lm_head.weight` when the head is tied.
+pub(crate) fn drop_common(mut weights: Weights, tied: bool) -> Weights {
+    weights.retain(|key, _| !key.contains("rotary_emb.inv_freq"));
+    if tied {
+        weights.remove("lm_head.weight");
+    }
+    weights
+}
