@@ -26,7 +26,7 @@ mod tests {
         assert_eq!(dropout(&x, 0.3, false).unwrap().sum(None).unwrap().item_exact::<f32>(), 20_000.0);
         let y = dropout(&x, 0.3, true).unwrap();
         let zeros =
-            y.eq(Array::from_f32(0.0)).unwrap().sum(None).unwrap().item_exact::<u32>() as f32 / 20_000.0;
+            y.eq(Array::from_f32(0.0)).unwrap().sum(None).unwrap().item_exact::<i32>() as f32 / 20_000.0;
         assert!((zeros - 0.3).abs() < 0.02, "{zeros}");
         let mean = y.mean(None).unwrap().item_exact::<f32>();
         assert!((mean - 1.0).abs() < 0.03, "{mean}");
