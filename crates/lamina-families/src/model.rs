@@ -34,7 +34,7 @@ pub struct ModelInfo {
 }
 
 /// A causal language model of any family.
-pub trait LanguageModel: ModuleParameters + std::fmt::Debug {
+pub trait LanguageModel: ModuleParameters + std::fmt::Debug + Send {
     /// Runs the model.
     ///
     /// # Shapes

@@ -1,3 +1,37 @@
-//! Asynchronous loading of checkpoints: safetensors, sharded indexes, GGUF, tokenizers.
+//! # lamina-loader
 //!
-//! Part of [lamina](https://example.invalid/lamina); see the workspace README.
+//! Loads a checkpoint into a lamina model, asynchronously (tokio):
+//!
+//! 1. resolves the path ([`resolve`]): a folder, a Hugging Face cache snapshot or entry, or
+//!    a `.gguf` file;
+//! 2. reads `config.json`, picks the family from `model_type` through the
+//!    [`Registry`](lamina_families::Registry), validates the config;
+//! 3. reads every safetensors header, estimates memory and refuses above the caller's
+//!    limit before any tensor is read;
+//! 4. reads the shards concurrently (memory-mapped), casting when asked, reporting
+//!    [`Progress`];
+//! 5. applies the family's `sanitize`, then the weights, strictly: a [`LoadReport`] of
+//!    missing, unexpected and mis-shaped tensors, an error unless the caller allows it;
+//! 6. reads `generation_config.json` and the tokenizer.
+//!
+//! Every failure is a [`LoaderError`] naming the file.
+#![deny(missing_docs)]
+
+mod error;
+mod generation;
+mod gguf;
+mod load;
+mod progress;
+mod report;
+mod resolve;
+mod safetensors;
+mod tokenizer;
+
+pub use error::{LoaderError, Result};
+pub use generation::GenerationConfig;
+pub use load::{LoadOptions, LoadedModel, load, load_blocking, read_weights};
+pub use progress::{Progress, ProgressSink};
+pub use report::{LoadReport, ShapeMismatch, apply, compare};
+pub use resolve::{Checkpoint, resolve};
+pub use safetensors::{TensorFile, TensorInfo};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,285 @@
+//! The load itself: resolve, read config, estimate, read shards concurrently, sanitize,
+//! apply strictly, read the generation config and tokenizer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lamina_core::DType;
+use lamina_families::{LanguageModel, Registry, Weights, model_type};
+use mlx_rs::module::ModuleParameters;
+use serde_json::Value;
+
+use crate::error::{LoaderError, Result};
+use crate::generation::GenerationConfig;
+use crate::progress::{Progress, ProgressSink};
+use crate::report::{LoadReport, apply};
+use crate::resolve::{Checkpoint, resolve};
+use crate::safetensors::TensorFile;
+use crate::tokenizer::Tokenizer;
+
+/// How to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Cast floating-point weights to this dtype; keep the checkpoint's when `None`.
+    pub dtype: Option<DType>,
+    /// Load even when tensors are missing, unexpected or mis-shaped (they are reported,
+    /// and mis-shaped ones are never applied). Off by default: a mismatch is an error.
+    pub allow_mismatch: bool,
+    /// Refuse to load when the estimated memory exceeds this many bytes.
+    pub memory_limit: Option<u64>,
+    /// `model_type` -> builder.
+    pub registry: Arc<Registry>,
+    /// Where progress events go.
+    pub progress: ProgressSink,
+    /// Read the tokenizer when the checkpoint has one.
+    pub tokenizer: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            dtype: None,
+            allow_mismatch: false,
+            memory_limit: None,
+            registry: Arc::new(Registry::with_builtins()),
+            progress: ProgressSink::default(),
+            tokenizer: true,
+        }
+    }
+}
+
+/// A loaded checkpoint.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The model, weights applied.
+    pub model: Box<dyn LanguageModel>,
+    /// `config.json` as read (or, for GGUF, as derived from the metadata).
+    pub config: Value,
+    /// Where it came from.
+    pub checkpoint: Checkpoint,
+    /// `generation_config.json` (defaults when absent).
+    pub generation: GenerationConfig,
+    /// The tokenizer, when the checkpoint has one and it was asked for.
+    pub tokenizer: Option<Tokenizer>,
+    /// How the tensors matched.
+    pub report: LoadReport,
+    /// Estimated bytes of the loaded weights.
+    pub memory_bytes: u64,
+}
+
+impl LoadedModel {
+    /// The end-of-sequence ids: `generation_config.json`'s when it has them, otherwise
+    /// `config.json`'s.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        match &self.generation.eos_token_id {
+            Some(ids) => ids.to_vec(),
+            None => self.model.info().eos_token_ids,
+        }
+    }
+
+    /// The config's `model_type`.
+    pub fn model_type(&self) -> &str {
+        model_type(&self.config).unwrap_or("unknown")
+    }
+}
+
+/// Loads a checkpoint (see the crate docs for the steps).
+///
+/// # Errors
+/// A [`LoaderError`] naming the file at fault.
+pub async fn load(path: impl AsRef<Path>, options: LoadOptions) -> Result<LoadedModel> {
+    let checkpoint = resolve(path.as_ref())?;
+    match &checkpoint {
+        Checkpoint::Folder(folder) => load_folder(folder.clone(), checkpoint.clone(), options).await,
+        Checkpoint::Gguf(file) => crate::gguf::load_gguf(file.clone(), checkpoint.clone(), options).await,
+    }
+}
+
+/// [`load`] on a runtime of its own, for callers without one.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_blocking(path: impl AsRef<Path>, options: LoadOptions) -> Result<LoadedModel> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LoaderError::Task(e.to_string()))?;
+    runtime.block_on(load(path, options))
+}
+
+async fn read_json(path: PathBuf) -> Result<Value> {
+    let text = tokio::fs::read_to_string(&path).await.map_err(|e| LoaderError::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|source| LoaderError::Json { path, source })
+}
+
+async fn load_folder(folder: PathBuf, checkpoint: Checkpoint, options: LoadOptions) -> Result<LoadedModel> {
+    let config_path = folder.join("config.json");
+    let config = read_json(config_path.clone()).await?;
+    let mut model = options.registry.build(&config).map_err(|e| LoaderError::model(&config_path, e))?;
+
+    let (weights, memory_bytes) =
+        read_weights(&folder, options.dtype, options.memory_limit, &options.progress).await?;
+    let weights = model.sanitize(weights).map_err(|e| LoaderError::model(&config_path, e))?;
+    let report = apply_strictly(model.as_mut(), weights, options.allow_mismatch, &options.progress)?;
+
+    let generation_path = folder.join("generation_config.json");
+    let generation = if generation_path.is_file() {
+        let value = read_json(generation_path.clone()).await?;
+        serde_json::from_value(value).map_err(|source| LoaderError::Json { path: generation_path, source })?
+    } else {
+        GenerationConfig::default()
+    };
+    let tokenizer_path = folder.join("tokenizer.json");
+    let tokenizer = if options.tokenizer && tokenizer_path.is_file() {
+        let config_path = folder.join("tokenizer_config.json");
+        let config_path = config_path.is_file().then_some(config_path);
+        let read = tokio::task::spawn_blocking(move || {
+            Tokenizer::from_files(&tokenizer_path, config_path.as_deref())
+        });
+        Some(read.await.map_err(|e| LoaderError::Task(e.to_string()))??)
+    } else {
+        None
+    };
+    Ok(LoadedModel { model, config, checkpoint, generation, tokenizer, report, memory_bytes })
+}
+
+/// Applies sanitized weights; an error unless they match or the caller allows a mismatch.
+pub(crate) fn apply_strictly(
+    model: &mut dyn LanguageModel,
+    weights: Weights,
+    allow_mismatch: bool,
+    progress: &ProgressSink,
+) -> Result<LoadReport> {
+    let report = apply(model, weights);
+    if !report.is_clean() && !allow_mismatch {
+        return Err(LoaderError::Mismatch(report));
+    }
+    let params: Vec<_> = model.parameters().flatten().into_values().cloned().collect();
+    mlx_rs::transforms::eval(params.iter())?;
+    progress.send(Progress::Done { tensors: report.applied });
+    Ok(report)
+}
+
+/// The safetensors files of a folder: the shards of `model.safetensors.index.json`, or
+/// every `model*.safetensors`. Returns the files and the index's key -> shard map.
+fn weight_files(folder: &Path) -> Result<(Vec<PathBuf>, Option<(PathBuf, BTreeMap<String, String>)>)> {
+    let index_path = folder.join("model.safetensors.index.json");
+    if index_path.is_file() {
+        let text = std::fs::read_to_string(&index_path).map_err(|e| LoaderError::io(&index_path, e))?;
+        #[derive(serde::Deserialize)]
+        struct Index {
+            weight_map: BTreeMap<String, String>,
+        }
+        let index: Index = serde_json::from_str(&text)
+            .map_err(|source| LoaderError::Json { path: index_path.clone(), source })?;
+        let mut shards: Vec<&String> = index.weight_map.values().collect();
+        shards.sort();
+        shards.dedup();
+        let mut files = Vec::with_capacity(shards.len());
+        for shard in shards {
+            let file = folder.join(shard);
+            if !file.is_file() {
+                return Err(LoaderError::MissingShard { index: index_path, shard: shard.clone() });
+            }
+            files.push(file);
+        }
+        return Ok((files, Some((index_path, index.weight_map))));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(|e| LoaderError::io(folder, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.starts_with("model") && name.ends_with(".safetensors")
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(LoaderError::NotACheckpoint {
+            path: folder.to_path_buf(),
+            reason: "no model.safetensors, model.safetensors.index.json or model*.safetensors".into(),
+        });
+    }
+    Ok((files, None))
+}
+
+/// Reads every tensor of a folder's safetensors files, the files concurrently, after
+/// checking the memory estimate against `limit`. Returns the tensors and the estimate.
+///
+/// # Errors
+/// A [`LoaderError`] naming the file: unreadable, truncated or corrupt, a missing shard,
+/// a key the index places in a shard that lacks it, a key in two files, the memory limit.
+pub async fn read_weights(
+    folder: &Path,
+    dtype: Option<DType>,
+    limit: Option<u64>,
+    progress: &ProgressSink,
+) -> Result<(Weights, u64)> {
+    let (paths, index) = weight_files(folder)?;
+    let opened = tokio::task::spawn_blocking(move || {
+        paths.iter().map(|p| TensorFile::open(p)).collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| LoaderError::Task(e.to_string()))??;
+    let mut tensors = 0;
+    let (mut disk, mut needed) = (0u64, 0u64);
+    let mut owner: HashMap<String, PathBuf> = HashMap::new();
+    for file in &opened {
+        for info in file.tensors()? {
+            tensors += 1;
+            disk += info.bytes;
+            needed += info.loaded_bytes(dtype);
+            if let Some(first) = owner.insert(info.name.clone(), file.path().to_path_buf()) {
+                return Err(LoaderError::Safetensors {
+                    path: file.path().to_path_buf(),
+                    reason: format!("tensor `{}` is also in {}", info.name, first.display()),
+                });
+            }
+        }
+    }
+    if let Some((index_path, map)) = &index {
+        for (key, shard) in map {
+            let found = owner.get(key).and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+            if found.as_deref() != Some(shard.as_str()) {
+                return Err(LoaderError::Safetensors {
+                    path: folder.join(shard),
+                    reason: format!("{} places `{key}` here, but the file lacks it", index_path.display()),
+                });
+            }
+        }
+    }
+    if let Some(limit) = limit {
+        if needed > limit {
+            return Err(LoaderError::MemoryLimit { needed, limit });
+        }
+    }
+    progress.send(Progress::Started { files: opened.len(), tensors, bytes: disk });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for file in opened {
+        let sink = progress.clone();
+        tasks.spawn_blocking(move || {
+            sink.send(Progress::FileStarted { path: file.path().to_path_buf() });
+            let read = file.read(&sink);
+            sink.send(Progress::FileDone { path: file.path().to_path_buf() });
+            read
+        });
+    }
+    let mut weights = Weights::with_capacity(tensors);
+    while let Some(joined) = tasks.join_next().await {
+        for (name, array) in joined.map_err(|e| LoaderError::Task(e.to_string()))?? {
+            weights.insert(name, array);
+        }
+    }
+    if let Some(target) = dtype {
+        for array in weights.values_mut() {
+            if array.dtype().is_float() && array.dtype() != target.into() {
+                *array = array.as_dtype(target.into())?;
+            }
+        }
+        mlx_rs::transforms::eval(weights.values())?;
+    }
+    Ok((weights, needed))
+}

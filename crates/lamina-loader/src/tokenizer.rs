@@ -1,0 +1,143 @@
+//! Tokenizers from `tokenizer.json` (through the `tokenizers` crate) plus what
+//! `tokenizer_config.json` adds: special tokens and the chat template.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{LoaderError, Result};
+
+/// A tokenizer with its special tokens and chat template.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    bos_token: Option<String>,
+    eos_token: Option<String>,
+    chat_template: Option<String>,
+}
+
+impl Tokenizer {
+    /// Reads `tokenizer.json` and, when given, `tokenizer_config.json`.
+    ///
+    /// # Errors
+    /// [`LoaderError::Tokenizer`] or [`LoaderError::Json`] naming the file.
+    pub fn from_files(tokenizer_json: &Path, tokenizer_config: Option<&Path>) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| LoaderError::Tokenizer {
+            path: tokenizer_json.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let config = match tokenizer_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| LoaderError::io(path, e))?;
+                serde_json::from_str::<Value>(&text)
+                    .map_err(|source| LoaderError::Json { path: path.to_path_buf(), source })?
+            }
+            None => Value::Null,
+        };
+        Ok(Tokenizer {
+            inner,
+            bos_token: special(&config, "bos_token"),
+            eos_token: special(&config, "eos_token"),
+            chat_template: chat_template(&config),
+        })
+    }
+
+    /// A tokenizer built from parts (GGUF metadata).
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        bos_token: Option<String>,
+        eos_token: Option<String>,
+        chat_template: Option<String>,
+    ) -> Self {
+        Tokenizer { inner, bos_token, eos_token, chat_template }
+    }
+
+    /// Token ids of `text`, with the tokenizer's special tokens (BOS, ...) when asked.
+    ///
+    /// # Errors
+    /// [`LoaderError::Tokenizer`] if the tokenizer fails.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| LoaderError::Tokenizer { path: "tokenizer".into(), reason: e.to_string() })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of `ids`.
+    ///
+    /// # Errors
+    /// [`LoaderError::Tokenizer`] for ids outside the vocabulary.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| LoaderError::Tokenizer { path: "tokenizer".into(), reason: e.to_string() })
+    }
+
+    /// The id of a token, if it is in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The token of an id.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Vocabulary size, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The BOS token's text.
+    pub fn bos_token(&self) -> Option<&str> {
+        self.bos_token.as_deref()
+    }
+
+    /// The EOS token's text.
+    pub fn eos_token(&self) -> Option<&str> {
+        self.eos_token.as_deref()
+    }
+
+    /// The EOS token's id, when the tokenizer names one.
+    pub fn eos_token_id(&self) -> Option<u32> {
+        self.eos_token.as_deref().and_then(|t| self.token_to_id(t))
+    }
+
+    /// The Jinja chat template, when the checkpoint has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    /// The `tokenizers` crate's tokenizer.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
+
+/// A special token, written as a string or as `{"content": "..."}`.
+fn special(config: &Value, key: &str) -> Option<String> {
+    match config.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// The chat template, written as a string or as a list of `{name, template}` (the one
+/// named `default`, else the first).
+fn chat_template(config: &Value) -> Option<String> {
+    match config.get("chat_template")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(list) => {
+            let named =
+                |name: &str| list.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(name));
+            named("default")
+                .or_else(|| list.first())
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }
+        _ => None,
+    }
+}
