@@ -161,9 +161,12 @@ pub(crate) fn apply_strictly(
     Ok(report)
 }
 
+/// A shard index: its path and its key -> shard file map.
+type ShardIndex = (PathBuf, BTreeMap<String, String>);
+
 /// The safetensors files of a folder: the shards of `model.safetensors.index.json`, or
-/// every `model*.safetensors`. Returns the files and the index's key -> shard map.
-fn weight_files(folder: &Path) -> Result<(Vec<PathBuf>, Option<(PathBuf, BTreeMap<String, String>)>)> {
+/// every `model*.safetensors`. Returns the files and the index.
+fn weight_files(folder: &Path) -> Result<(Vec<PathBuf>, Option<ShardIndex>)> {
     let index_path = folder.join("model.safetensors.index.json");
     if index_path.is_file() {
         let text = std::fs::read_to_string(&index_path).map_err(|e| LoaderError::io(&index_path, e))?;
