@@ -19,7 +19,7 @@
 
 mod error;
 mod generation;
-mod gguf;
+pub mod gguf;
 mod load;
 mod progress;
 mod report;

@@ -14,6 +14,7 @@ pub struct Tokenizer {
     bos_token: Option<String>,
     eos_token: Option<String>,
     chat_template: Option<String>,
+    add_bos: bool,
 }
 
 impl Tokenizer {
@@ -39,6 +40,7 @@ impl Tokenizer {
             bos_token: special(&config, "bos_token"),
             eos_token: special(&config, "eos_token"),
             chat_template: chat_template(&config),
+            add_bos: false,
         })
     }
 
@@ -49,7 +51,14 @@ impl Tokenizer {
         eos_token: Option<String>,
         chat_template: Option<String>,
     ) -> Self {
-        Tokenizer { inner, bos_token, eos_token, chat_template }
+        Tokenizer { inner, bos_token, eos_token, chat_template, add_bos: false }
+    }
+
+    /// The same tokenizer, prepending the BOS token when encoding with special tokens
+    /// (for tokenizers whose `tokenizer.json`-style post-processor is not available, as in
+    /// GGUF files with `tokenizer.ggml.add_bos_token`).
+    pub fn with_add_bos(self, add_bos: bool) -> Self {
+        Tokenizer { add_bos, ..self }
     }
 
     /// Token ids of `text`, with the tokenizer's special tokens (BOS, ...) when asked.
@@ -61,7 +70,13 @@ impl Tokenizer {
             .inner
             .encode(text, add_special_tokens)
             .map_err(|e| LoaderError::Tokenizer { path: "tokenizer".into(), reason: e.to_string() })?;
-        Ok(encoding.get_ids().to_vec())
+        let mut ids = encoding.get_ids().to_vec();
+        if add_special_tokens && self.add_bos {
+            if let Some(bos) = self.bos_token.as_deref().and_then(|t| self.token_to_id(t)) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
     }
 
     /// The text of `ids`.

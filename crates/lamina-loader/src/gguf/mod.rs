@@ -1,0 +1,145 @@
+//! GGUF checkpoints (llama.cpp's format, Llama architecture): the header is parsed and
+//! validated by lamina, the tensors are read by MLX's GGUF reader (Q4_0, Q4_1 and Q8_0
+//! arrive as MLX's affine quantization), the config and tokenizer are built from the
+//! metadata, llama.cpp's q/k row permutation is undone, and quantized tensors are
+//! dequantized (in f32) to the requested dtype.
+
+mod config;
+mod header;
+mod tokenizer;
+
+pub use header::{Header, TensorDesc, TensorType, Value as GgufValue, parse};
+
+use std::path::{Path, PathBuf};
+
+use lamina_core::DType;
+use lamina_families::Weights;
+use mlx_rs::{Array, Dtype, ops};
+
+use crate::error::{LoaderError, Result};
+use crate::generation::GenerationConfig;
+use crate::load::{LoadOptions, LoadedModel, apply_strictly};
+use crate::progress::Progress;
+use crate::resolve::Checkpoint;
+
+fn gguf_error(path: &Path, reason: impl Into<String>) -> LoaderError {
+    LoaderError::Gguf { path: path.to_path_buf(), reason: reason.into() }
+}
+
+/// Reads and validates a GGUF file's header.
+///
+/// # Errors
+/// [`LoaderError::Io`] or [`LoaderError::Gguf`] naming the file.
+pub fn read_header(path: &Path) -> Result<Header> {
+    let file = std::fs::File::open(path).map_err(|e| LoaderError::io(path, e))?;
+    // SAFETY: read-only map; see `TensorFile::open`.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LoaderError::io(path, e))?;
+    parse(&mmap).map_err(|reason| gguf_error(path, reason))
+}
+
+pub(crate) async fn load_gguf(
+    path: PathBuf,
+    checkpoint: Checkpoint,
+    options: LoadOptions,
+) -> Result<LoadedModel> {
+    let header_path = path.clone();
+    let header = tokio::task::spawn_blocking(move || read_header(&header_path))
+        .await
+        .map_err(|e| LoaderError::Task(e.to_string()))??;
+    let config = config::llama_config(&header).map_err(|reason| gguf_error(&path, reason))?;
+    let mut model = options.registry.build(&config).map_err(|e| LoaderError::model(&path, e))?;
+
+    let target = options.dtype.unwrap_or(DType::F32);
+    let needed: u64 = header.tensors.iter().map(|t| t.numel() * target.size_of() as u64).sum();
+    if let Some(limit) = options.memory_limit {
+        if needed > limit {
+            return Err(LoaderError::MemoryLimit { needed, limit });
+        }
+    }
+    let disk: u64 = header.tensors.iter().map(|t| t.bytes).sum();
+    options.progress.send(Progress::Started { files: 1, tensors: header.tensors.len(), bytes: disk });
+    options.progress.send(Progress::FileStarted { path: path.clone() });
+
+    let read_path = path.clone();
+    let mut arrays = tokio::task::spawn_blocking(move || {
+        mlx_rs::io::GgufFile::load(&read_path)
+            .and_then(|file| file.arrays())
+            .map_err(|e| gguf_error(&read_path, e.to_string()))
+    })
+    .await
+    .map_err(|e| LoaderError::Task(e.to_string()))??;
+
+    let heads = config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
+    let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(heads as u64) as usize;
+    let mut weights = Weights::with_capacity(header.tensors.len());
+    for desc in &header.tensors {
+        let array = take_tensor(&mut arrays, desc, target).map_err(|reason| gguf_error(&path, reason))?;
+        let (name, permuted) = config::hf_name(&desc.name, heads, kv_heads);
+        let array = match permuted {
+            Some(h) => unpermute(&array, h)?,
+            None => array,
+        };
+        options.progress.send(Progress::Tensor { name: desc.name.clone(), bytes: desc.bytes });
+        weights.insert(name, array);
+    }
+    mlx_rs::transforms::eval(weights.values())?;
+    options.progress.send(Progress::FileDone { path: path.clone() });
+
+    let weights = model.sanitize(weights).map_err(|e| LoaderError::model(&path, e))?;
+    let report = apply_strictly(model.as_mut(), weights, options.allow_mismatch, &options.progress)?;
+    let tokenizer = if options.tokenizer {
+        Some(
+            tokenizer::tokenizer(&header)
+                .map_err(|reason| LoaderError::Tokenizer { path: path.clone(), reason })?,
+        )
+    } else {
+        None
+    };
+    Ok(LoadedModel {
+        model,
+        config,
+        checkpoint,
+        generation: GenerationConfig::default(),
+        tokenizer,
+        report,
+        memory_bytes: needed,
+    })
+}
+
+/// The tensor `desc` describes, dequantized (in f32) if it was quantized, cast to `target`.
+fn take_tensor(
+    arrays: &mut std::collections::HashMap<String, Array>,
+    desc: &TensorDesc,
+    target: DType,
+) -> std::result::Result<Array, String> {
+    let missing = |key: &str| format!("MLX's reader returned no `{key}`");
+    let weight = arrays.remove(&desc.name).ok_or_else(|| missing(&desc.name))?;
+    let dequantized = match desc.kind.quantized_bits() {
+        Some(bits) => {
+            let prefix = desc.name.strip_suffix(".weight").unwrap_or(&desc.name);
+            let scales = arrays.remove(&format!("{prefix}.scales")).ok_or_else(|| missing("scales"))?;
+            let biases = arrays.remove(&format!("{prefix}.biases")).ok_or_else(|| missing("biases"))?;
+            let f32 = |a: Array| a.as_dtype(Dtype::Float32).map_err(|e| e.to_string());
+            ops::dequantize(&weight, f32(scales)?, &f32(biases)?, 32, bits).map_err(|e| e.to_string())?
+        }
+        None => weight,
+    };
+    let expected: Vec<i32> = desc.shape.iter().map(|&d| d as i32).collect();
+    if dequantized.shape() != expected.as_slice() {
+        return Err(format!(
+            "tensor `{}` has shape {:?}, the header says {expected:?}",
+            desc.name,
+            dequantized.shape()
+        ));
+    }
+    dequantized.as_dtype(target.into()).map_err(|e| e.to_string())
+}
+
+/// Undoes llama.cpp's q/k row permutation (which interleaves each head's two RoPE halves
+/// for ggml's rotation): `[H * D, in]` rows back to Hugging Face's split-halves order.
+fn unpermute(weight: &Array, heads: usize) -> Result<Array> {
+    let (rows, cols) = (weight.dim(0), weight.dim(1));
+    let heads = heads as i32;
+    let half = rows / heads / 2;
+    Ok(weight.reshape(&[heads, half, 2, cols])?.swap_axes(1, 2)?.reshape(&[rows, cols])?)
+}

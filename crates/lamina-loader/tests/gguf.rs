@@ -1,0 +1,91 @@
+//! GGUF files as llama.cpp writes them (made by `scripts/fixtures/gguf_files.py`): logits
+//! match mlx-lm on the same (dequantized) weights, the tokenizer built from the metadata
+//! matches Hugging Face `tokenizers`, and truncated or corrupt files are typed errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+
+use lamina_heads::ModelInput;
+use lamina_loader::{LoadOptions, LoaderError, load};
+use mlx_rs::Array;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gguf").join(name)
+}
+
+async fn logits_match(name: &str) {
+    let mut loaded = load(fixture(&format!("{name}.gguf")), LoadOptions::default()).await.unwrap();
+    assert!(loaded.report.is_clean(), "{}", loaded.report);
+    let reference = Array::load_safetensors(fixture(&format!("reference_{name}.safetensors"))).unwrap();
+    let logits = loaded.model.forward(ModelInput::new(&reference["input_ids"])).unwrap().logits;
+    let diff =
+        logits.subtract(&reference["logits"]).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+    assert!(diff < 1e-4, "{name}: max logit difference {diff}");
+}
+
+#[tokio::test]
+async fn f32_gguf_matches_mlx_lm() {
+    logits_match("tiny_f32").await;
+}
+
+#[tokio::test]
+async fn q8_0_q4_0_q4_1_gguf_matches_mlx_lm_on_the_dequantized_weights() {
+    logits_match("tiny_quant").await;
+}
+
+#[tokio::test]
+async fn the_config_comes_from_the_metadata() {
+    let loaded = load(fixture("tiny_quant.gguf"), LoadOptions::default()).await.unwrap();
+    assert_eq!(loaded.config["model_type"], "llama");
+    assert_eq!(loaded.config["num_key_value_heads"], 2);
+    assert_eq!(loaded.config["tie_word_embeddings"], false);
+    let info = loaded.model.info();
+    assert_eq!((info.hidden_size, info.num_layers), (32, 2));
+    assert_eq!(loaded.model_type(), "llama");
+}
+
+#[tokio::test]
+async fn the_tokenizer_matches_hugging_face_tokenizers() {
+    let loaded = load(fixture("tiny_f32.gguf"), LoadOptions::default()).await.unwrap();
+    let tokenizer = loaded.tokenizer.unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer.json")).unwrap()).unwrap();
+    assert_eq!(tokenizer.vocab_size() as u64, reference["vocab_size"].as_u64().unwrap());
+    for case in reference["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<u32> =
+            case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids = tokenizer.encode(text, true).unwrap();
+        assert_eq!(ids, expected, "encoding {text:?}");
+        assert_eq!(tokenizer.decode(&ids, false).unwrap(), text, "decoding {text:?}");
+    }
+    assert_eq!(tokenizer.eos_token(), Some("<|im_end|>"));
+    assert_eq!(tokenizer.bos_token(), Some("<|im_start|>"));
+    assert!(tokenizer.chat_template().unwrap().contains("add_generation_prompt"));
+}
+
+#[tokio::test]
+async fn truncated_and_corrupt_gguf_files_are_errors_naming_them() {
+    let bytes = std::fs::read(fixture("tiny_quant.gguf")).unwrap();
+    let dir = std::env::temp_dir().join(format!("lamina-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("broken.gguf");
+    for cut in [0, 3, 20, 200, 2000, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        match load(&path, LoadOptions::default()).await {
+            Err(LoaderError::Gguf { path: p, .. }) => assert_eq!(p, path),
+            other => panic!("cut at {cut}: {other:?}"),
+        }
+    }
+    let mut bad = bytes.clone();
+    bad[..4].copy_from_slice(b"GGML");
+    std::fs::write(&path, &bad).unwrap();
+    let err = load(&path, LoadOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("broken.gguf") && err.to_string().contains("magic"), "{err}");
+}
+
+#[tokio::test]
+async fn the_memory_limit_applies_to_gguf_too() {
+    let options = LoadOptions { memory_limit: Some(10_000), ..LoadOptions::default() };
+    assert!(matches!(load(fixture("tiny_f32.gguf"), options).await, Err(LoaderError::MemoryLimit { .. })));
+}
