@@ -30,6 +30,7 @@ mod llama;
 mod mamba;
 mod mobilellm;
 mod model;
+mod preset;
 mod registry;
 
 pub use llama::{LlamaConfig, LlamaForCausalLM, LlamaModelType};
@@ -39,4 +40,5 @@ pub use mobilellm::{
     MobileLlmVariant, get_mobilellm_config,
 };
 pub use model::{LanguageModel, ModelInfo, Weights};
+pub use preset::PresetConfig;
 pub use registry::{Family, ModelBuilder, Registry, model_type, parse_config};

@@ -20,6 +20,7 @@
 mod error;
 mod generation;
 pub mod gguf;
+mod inspect;
 mod load;
 mod progress;
 mod report;
@@ -29,6 +30,7 @@ mod tokenizer;
 
 pub use error::{LoaderError, Result};
 pub use generation::GenerationConfig;
+pub use inspect::{Inspection, inspect};
 pub use load::{LoadOptions, LoadedModel, load, load_blocking, read_weights};
 pub use progress::{Progress, ProgressSink};
 pub use report::{LoadReport, ShapeMismatch, apply, compare};

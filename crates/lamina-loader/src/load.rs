@@ -166,7 +166,7 @@ type ShardIndex = (PathBuf, BTreeMap<String, String>);
 
 /// The safetensors files of a folder: the shards of `model.safetensors.index.json`, or
 /// every `model*.safetensors`. Returns the files and the index.
-fn weight_files(folder: &Path) -> Result<(Vec<PathBuf>, Option<ShardIndex>)> {
+pub(crate) fn weight_files(folder: &Path) -> Result<(Vec<PathBuf>, Option<ShardIndex>)> {
     let index_path = folder.join("model.safetensors.index.json");
     if index_path.is_file() {
         let text = std::fs::read_to_string(&index_path).map_err(|e| LoaderError::io(&index_path, e))?;

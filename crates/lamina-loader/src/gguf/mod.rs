@@ -8,6 +8,7 @@ mod config;
 mod header;
 mod tokenizer;
 
+pub use config::llama_config;
 pub use header::{Header, TensorDesc, TensorType, Value as GgufValue, parse};
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,83 @@
+//! The examples as a user runs them: `forward` writes the reference logits, `inspect`
+//! describes checkpoints and presets, and bad input exits non-zero with one line.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use mlx_rs::Array;
+
+/// `cargo test` builds the examples next to the test binaries' folder.
+fn example(name: &str) -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} is not built; run `cargo test` (which builds the examples)", path.display());
+    Command::new(path)
+}
+
+fn fixture(case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoints").join(case)
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn forward_writes_the_reference_logits() {
+    let reference = Array::load_safetensors(fixture("mamba_hf").join("reference.safetensors")).unwrap();
+    let ids = reference["input_ids"]
+        .as_slice::<i32>()
+        .chunks(8)
+        .map(|row| row.iter().map(i32::to_string).collect::<Vec<_>>().join(","));
+    let tokens = ids.collect::<Vec<_>>().join(";");
+    let out_file = std::env::temp_dir().join(format!("lamina-forward-{}.safetensors", std::process::id()));
+    let out = example("forward")
+        .args([
+            "--model",
+            fixture("mamba_hf").to_str().unwrap(),
+            "--tokens",
+            &tokens,
+            "--out",
+            out_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = Array::load_safetensors(&out_file).unwrap();
+    let diff = written["logits"].subtract(&reference["logits"]).unwrap().abs().unwrap().max(None).unwrap();
+    assert!(diff.item_exact::<f32>() < 1e-4);
+}
+
+#[test]
+fn forward_rejects_bad_input_with_one_line() {
+    let model = fixture("llama_tied_smollm");
+    let run = |tokens: &str, model: &str| {
+        example("forward")
+            .args(["--model", model, "--tokens", tokens, "--out", "/tmp/lamina-unused.safetensors"])
+            .output()
+            .unwrap()
+    };
+    assert!(one_line_error(&run("1,2,999", model.to_str().unwrap())).contains("outside the vocabulary"));
+    assert!(one_line_error(&run("1,x", model.to_str().unwrap())).contains("`x` is not a token id"));
+    assert!(one_line_error(&run("1,2;3", model.to_str().unwrap())).contains("equal"));
+    assert!(one_line_error(&run("1", "/nonexistent/model")).contains("no such file"));
+}
+
+#[test]
+fn inspect_describes_checkpoints_and_presets() {
+    let out =
+        example("inspect").args(["--model", fixture("mobilellm_r1").to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("family: mobilellm (model_type \"llama4_text\")"), "{text}");
+    assert!(text.contains("model.layers.0.feed_forward.down_proj.weight [32, 96] F32"), "{text}");
+    let out = example("inspect").args(["--preset", "mobilellm:950m", "--limit", "0"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("parameters: 949685760"), "{text}");
+    one_line_error(&example("inspect").args(["--preset", "llama:gpt5"]).output().unwrap());
+}
