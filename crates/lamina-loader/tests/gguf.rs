@@ -89,3 +89,29 @@ async fn the_memory_limit_applies_to_gguf_too() {
     let options = LoadOptions { memory_limit: Some(10_000), ..LoadOptions::default() };
     assert!(matches!(load(fixture("tiny_f32.gguf"), options).await, Err(LoaderError::MemoryLimit { .. })));
 }
+
+#[test]
+fn tokenizer_json_and_its_config_load_the_same_tokenizer() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizer");
+    let tokenizer = lamina_loader::Tokenizer::from_files(
+        &dir.join("tokenizer.json"),
+        Some(&dir.join("tokenizer_config.json")),
+    )
+    .unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer.json")).unwrap()).unwrap();
+    for case in reference["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<u32> =
+            case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(tokenizer.encode(text, true).unwrap(), expected, "{text:?}");
+    }
+    assert_eq!((tokenizer.bos_token(), tokenizer.eos_token()), (Some("<|im_start|>"), Some("<|im_end|>")));
+    assert_eq!(tokenizer.eos_token_id(), tokenizer.token_to_id("<|im_end|>"));
+    assert!(
+        tokenizer.chat_template().unwrap().contains("add_generation_prompt"),
+        "the `default` template is picked"
+    );
+    let missing = lamina_loader::Tokenizer::from_files(&dir.join("nope.json"), None).unwrap_err();
+    assert!(matches!(missing, LoaderError::Tokenizer { .. }), "{missing}");
+}
