@@ -46,6 +46,7 @@ async fn check(case: &str) {
     let mut model = loaded.model;
     let logits = model.forward(ModelInput::new(&reference["input_ids"])).unwrap().logits;
     let diff = max_diff(&logits, &reference["logits"]);
+    eprintln!("{case}: max logit difference to mlx-lm {diff:e}");
     assert!(diff < 1e-4, "{case}: max logit difference {diff}");
     let expected = reference["greedy"].as_slice::<i32>().to_vec();
     assert_eq!(

@@ -18,6 +18,16 @@ impl ModelCache {
     pub fn offset(&self) -> i32 {
         self.layers.first().map_or(0, LayerCache::offset)
     }
+
+    /// Evaluates every array the caches hold (what a prefill chunk computes), without
+    /// evaluating anything else of the graph (such as the chunk's logits).
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub fn eval(&self) -> Result<()> {
+        mlx_rs::transforms::eval(self.layers.iter().flat_map(LayerCache::arrays))?;
+        Ok(())
+    }
 }
 
 /// The inputs of a backbone.

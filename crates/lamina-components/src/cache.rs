@@ -30,6 +30,15 @@ impl LayerCache {
         }
     }
 
+    /// The arrays the cache holds (to evaluate them, e.g. after a prefill chunk).
+    pub fn arrays(&self) -> Vec<&Array> {
+        match self {
+            LayerCache::Kv(c) => c.keys.iter().chain(c.values.iter()).collect(),
+            LayerCache::Rotating(c) => c.keys.iter().chain(c.values.iter()).collect(),
+            LayerCache::Ssm(c) => c.conv.iter().chain(c.ssm.iter()).collect(),
+        }
+    }
+
     /// The kind's name, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -20,6 +20,7 @@ async fn logits_match(name: &str) {
     let logits = loaded.model.forward(ModelInput::new(&reference["input_ids"])).unwrap().logits;
     let diff =
         logits.subtract(&reference["logits"]).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+    eprintln!("{name}: max logit difference to mlx-lm {diff:e}");
     assert!(diff < 1e-4, "{name}: max logit difference {diff}");
 }
 

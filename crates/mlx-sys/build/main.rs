@@ -75,6 +75,13 @@ fn run() -> Result<(), BuildError> {
     println!("cargo:libdir={}", lib_dir.display());
     println!("cargo:include={}", mlx.include_dir().display());
     println!("cargo:version={}", mlx::MLX_VERSION);
+    // Where the build keeps Python packages (the MLX wheel, and what dependents add).
+    let env_dir = mlx::env_dir(&out_dir)?;
+    println!("cargo:env_dir={}", env_dir.display());
+    let python = env_dir.join("venv").join("bin").join("python3");
+    if python.exists() {
+        println!("cargo:python={}", python.display());
+    }
     Ok(())
 }
 

@@ -128,6 +128,11 @@ fn symlink(_original: &Path, _link: &Path) -> std::io::Result<()> {
     Err(std::io::Error::other("MLX wheels exist for Linux and macOS only"))
 }
 
+/// The build's environment folder, `<target>/mlx-env`.
+pub fn env_dir(out_dir: &Path) -> Result<PathBuf, BuildError> {
+    Ok(target_dir(out_dir)?.join("mlx-env"))
+}
+
 fn from_wheel(platform: &Platform, target: &Path) -> Result<Mlx, BuildError> {
     let env_dir = target.join("mlx-env");
     let site = env_dir.join(format!("{}-{MLX_VERSION}", platform.wheel()));
