@@ -30,3 +30,5 @@ pub use generate::{
 };
 pub use sampler::{LogitsTransform, MinP, RepetitionPenalty, Sampler, SamplerConfig, TopK, TopP};
 pub use stop::{StopCheck, StopStrings};
+/// The async stream trait [`GenerationStream`] implements (from `tokio-stream`).
+pub use tokio_stream::{Stream, StreamExt};

@@ -1,0 +1,199 @@
+//! Answers a prompt with a real model, streamed, offline. Without `--model` it uses the
+//! embedded default: SmolLM2-135M-Instruct (Q4_1 GGUF), installed by the build.
+//!
+//! ```text
+//! cargo run --release --example generate
+//! cargo run --release --example generate -- --prompt "Write a haiku about Rust" --temperature 0.7 --seed 1
+//! cargo run --release --example generate -- --model PATH --prompt-tokens 1,2,3 --json
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use lamina::core::DType;
+use lamina::generate::{GenerateParams, Message, ModelContainer, SamplerConfig, StreamEvent, StreamExt};
+use lamina::loader::{LoadOptions, Progress, ProgressSink};
+
+/// Generate text with a lamina model.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Checkpoint: a folder, a Hugging Face cache snapshot, or a .gguf file (default: the
+    /// embedded SmolLM2-135M-Instruct).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The prompt; wrapped in the model's chat template unless --raw.
+    #[arg(long, default_value = "What is the capital of France?")]
+    prompt: String,
+    /// A system message for the chat template.
+    #[arg(long)]
+    system: Option<String>,
+    /// Use the prompt as is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Token ids instead of a prompt (no tokenizer needed): "1,2,3".
+    #[arg(long)]
+    prompt_tokens: Option<String>,
+    /// The most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Minimum probability relative to the most likely token (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Seed for sampling.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Weights dtype (f32, f16, bf16); GGUF files are dequantized to it (f32 by default).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Print one JSON object (tokens, text, speeds, peak memory) instead of streaming.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_model() -> Result<PathBuf, String> {
+    let path = option_env!("LAMINA_DEFAULT_MODEL")
+        .map(PathBuf::from)
+        .ok_or("no default model was provisioned at build time; pass --model")?;
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "the default model is not at {} (its install failed at build time); pass --model",
+            path.display()
+        ))
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let path = match args.model.clone() {
+        Some(path) => path,
+        None => default_model()?,
+    };
+    let dtype = args.dtype.as_deref().map(DType::parse).transpose()?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("loading {msg} {bar:30} {bytes}/{total_bytes}")?);
+    bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let progress = tokio::spawn({
+        let bar = bar.clone();
+        async move {
+            while let Some(event) = rx.recv().await {
+                match event {
+                    Progress::Started { bytes, .. } => bar.set_length(bytes),
+                    Progress::Tensor { bytes, .. } => bar.inc(bytes),
+                    _ => {}
+                }
+            }
+        }
+    });
+    let options = LoadOptions { dtype, progress: ProgressSink::new(tx), ..LoadOptions::default() };
+    let container = ModelContainer::load(&path, options).await?;
+    let _ = progress.await;
+    bar.finish_and_clear();
+
+    let prompt = match &args.prompt_tokens {
+        Some(ids) => ids
+            .split(',')
+            .map(|id| id.trim().parse::<u32>().map_err(|_| format!("`{}` is not a token id", id.trim())))
+            .collect::<Result<Vec<_>, _>>()?,
+        None if args.raw => container.encode(args.prompt.clone()).await?,
+        None => {
+            let mut messages = Vec::new();
+            if let Some(system) = &args.system {
+                messages.push(Message::system(system.clone()));
+            }
+            messages.push(Message::user(args.prompt.clone()));
+            let has_template = container.perform(|ctx| ctx.chat_template.is_some()).await?;
+            if has_template {
+                container.apply_chat_template(messages, true).await?
+            } else {
+                container.encode(args.prompt.clone()).await?
+            }
+        }
+    };
+    let sampler = SamplerConfig {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        min_p: args.min_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+        ..SamplerConfig::default()
+    };
+    let params = GenerateParams { max_new_tokens: args.max_new_tokens, sampler, ..GenerateParams::default() };
+    let mut stream = container.generate(prompt, params).await;
+    let mut stdout = std::io::stdout();
+    while let Some(event) = stream.next().await {
+        match event? {
+            StreamEvent::Token(token) if !args.json => {
+                write!(stdout, "{}", token.text)?;
+                stdout.flush()?;
+            }
+            StreamEvent::Token(_) => {}
+            StreamEvent::Done(output) => {
+                let s = output.stats;
+                if args.json {
+                    let json = serde_json::json!({
+                        "tokens": output.tokens,
+                        "text": output.text,
+                        "finish_reason": output.finish_reason.to_string(),
+                        "prompt_tokens": s.prompt_tokens,
+                        "prompt_tokens_per_s": s.prompt_tokens_per_s,
+                        "generation_tokens_per_s": s.generation_tokens_per_s,
+                        "peak_memory_bytes": s.peak_memory_bytes,
+                    });
+                    println!("{json}");
+                } else {
+                    println!();
+                    eprintln!(
+                        "[{} prompt tokens at {:.1} tok/s; {} generated at {:.1} tok/s; peak memory {:.1} MB; {}]",
+                        s.prompt_tokens,
+                        s.prompt_tokens_per_s,
+                        s.generated_tokens,
+                        s.generation_tokens_per_s,
+                        s.peak_memory_bytes as f64 / 1e6,
+                        output.finish_reason
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
