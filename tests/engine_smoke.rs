@@ -61,6 +61,34 @@ fn matmul_matches_a_naive_product() {
     assert_close(&to_vec(&product), &expected, 1e-5);
 }
 
+/// Products with one row or one column (what decoding does) in every transpose
+/// combination: on Linux they take lamina's gemv route (crates/mlx-sys/compat/blas_shim.c).
+#[test]
+fn vector_products_match_a_naive_product_in_every_layout() {
+    let naive = |a: &[f32], b: &[f32], m: usize, k: usize, n: usize| -> Vec<f32> {
+        (0..m * n).map(|ij| (0..k).map(|p| a[ij / n * k + p] * b[p * n + ij % n]).sum()).collect()
+    };
+    for (m, k, n) in [(1usize, 37usize, 53usize), (41, 29, 1), (1, 64, 1), (3, 5, 7)] {
+        let a = values(m * k, 0.3);
+        let b = values(k * n, 1.7);
+        let expected = naive(&a, &b, m, k, n);
+        let (mi, ki, ni) = (m as i32, k as i32, n as i32);
+        let a_plain = Array::from_slice(&a, &[mi, ki]);
+        let b_plain = Array::from_slice(&b, &[ki, ni]);
+        // The same operands stored transposed, then viewed back.
+        let a_t = a_plain.transpose().unwrap().contiguous().unwrap().transpose().unwrap();
+        let b_t = b_plain.transpose().unwrap().contiguous().unwrap().transpose().unwrap();
+        for (lhs, rhs) in [(&a_plain, &b_plain), (&a_t, &b_plain), (&a_plain, &b_t), (&a_t, &b_t)] {
+            assert_close(&to_vec(&lhs.matmul(rhs).unwrap()), &expected, 1e-5);
+        }
+        let bias = Array::from_slice(&values(n, 2.2), &[ni]);
+        let with_bias: Vec<f32> =
+            expected.iter().enumerate().map(|(i, v)| v + values(n, 2.2)[i % n]).collect();
+        let addmm = mlx_rs::ops::addmm(&bias, &a_plain, &b_t, None, None).unwrap();
+        assert_close(&to_vec(&addmm), &with_bias, 1e-5);
+    }
+}
+
 #[test]
 fn fast_rms_norm_matches_its_definition() {
     let (rows, dim, eps) = (5usize, 24usize, 1e-5f32);

@@ -18,7 +18,9 @@ fn blas_calls_resolve_to_openblas_not_the_reference_blas() {
     let a = mlx_rs::Array::ones::<f32>(&[8, 8]).unwrap();
     a.matmul(&a).unwrap().eval().unwrap();
     let library = runtime::blas_library().expect("cblas_sgemm is not in the global scope");
-    assert!(library.contains("openblas"), "cblas_sgemm resolves to {library}");
+    assert!(library.contains("mlx_blas_shim"), "cblas_sgemm resolves to {library}, not lamina's shim");
+    let sgemm = runtime::blas_symbol_library("sgemm_").expect("sgemm_ is not in the global scope");
+    assert!(sgemm.contains("openblas"), "the shim's sgemm_ resolves to {sgemm}, not OpenBLAS");
 }
 
 /// Runs this test binary again, without `LD_LIBRARY_PATH`, executing only `marker`. It

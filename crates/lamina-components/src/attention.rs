@@ -223,7 +223,15 @@ impl<'a> Module<LayerInput<'a>> for Attention {
         let (b, l) = batch_and_len(x, self.config.hidden_size)?;
         let (heads, kv_heads, d) =
             (self.config.num_heads as i32, self.config.num_kv_heads as i32, self.config.head_dim() as i32);
-        let split = |t: Array, h: i32| t.reshape(&[b, l, h, d])?.transpose_axes(&[0, 2, 1, 3]); // [B, H, L, D]
+        // [B, L, H * D] -> [B, H, L, D]; for one token that is a plain reshape (one graph
+        // node instead of two: decoding is bound by nodes, not arithmetic).
+        let split = |t: Array, h: i32| {
+            if l == 1 {
+                t.reshape(&[b, h, 1, d])
+            } else {
+                t.reshape(&[b, l, h, d])?.transpose_axes(&[0, 2, 1, 3])
+            }
+        };
         let q = split(self.q_proj.forward(x)?, heads)?;
         let k = split(self.k_proj.forward(x)?, kv_heads)?;
         let v = split(self.v_proj.forward(x)?, kv_heads)?;
@@ -264,7 +272,11 @@ impl<'a> Module<LayerInput<'a>> for Attention {
         };
         let scale = self.config.scale.unwrap_or(1.0 / (d as f32).sqrt());
         let out = scaled_dot_product_attention(&q, &keys, &values, scale, mask.as_sdpa(), None)?;
-        let out = out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, heads * d])?; // [B, L, H * D]
+        let out = if l == 1 {
+            out.reshape(&[b, 1, heads * d])?
+        } else {
+            out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, heads * d])?
+        }; // [B, L, H * D]
         self.o_proj.forward(&out)
     }
 

@@ -26,6 +26,10 @@ pub struct Linear {
     pub lora_b: Param<Option<Array>>,
     pub(crate) lora: Option<LoraConfig>,
     pub(crate) training: bool,
+    /// `weight^T` as a view of the weight it was made from (identified by its handle):
+    /// once evaluated, later graphs use it as a leaf instead of adding a transpose node —
+    /// at one token per step, graph nodes are what decoding spends its time on.
+    transposed: Option<(usize, Array)>,
 }
 
 impl Linear {
@@ -54,6 +58,7 @@ impl Linear {
             lora_b: Param::new(None),
             lora: None,
             training: false,
+            transposed: None,
         }
     }
 
@@ -63,10 +68,25 @@ impl Linear {
         (shape.get(1).copied().unwrap_or(0), shape.first().copied().unwrap_or(0))
     }
 
-    fn base(&self, x: &Array) -> Result<Array> {
+    /// `weight^T`, cached while not training (the cache is keyed by the weight's handle,
+    /// so loading or updating the weight invalidates it).
+    fn weight_t(&mut self) -> Array {
+        let handle = self.weight.as_ptr().ctx as usize;
+        match &self.transposed {
+            Some((h, t)) if *h == handle => t.clone(),
+            _ => {
+                let t = self.weight.t();
+                self.transposed = if self.training { None } else { Some((handle, t.clone())) };
+                t
+            }
+        }
+    }
+
+    fn base(&mut self, x: &Array) -> Result<Array> {
+        let weight_t = self.weight_t();
         Ok(match self.bias.as_ref() {
-            Some(bias) => ops::addmm(bias, x, self.weight.t(), None, None)?,
-            None => ops::matmul(x, self.weight.t())?,
+            Some(bias) => ops::addmm(bias, x, &weight_t, None, None)?,
+            None => ops::matmul(x, &weight_t)?,
         })
     }
 }
@@ -90,6 +110,9 @@ impl Module<&Array> for Linear {
 
     fn training_mode(&mut self, mode: bool) {
         self.training = mode;
+        if mode {
+            self.transposed = None;
+        }
     }
 }
 

@@ -21,13 +21,20 @@ pub fn mlx_version() -> String {
 }
 
 /// The file of the shared library that `cblas_sgemm` resolves to in this process, where
-/// the platform can tell (Linux): what MLX's f32 matmuls on the CPU run on.
+/// the platform can tell (Linux): what MLX's f32 matmuls on the CPU run on (lamina's BLAS
+/// shim, which hands the work to OpenBLAS).
 pub fn blas_library() -> Option<String> {
+    blas_symbol_library("cblas_sgemm")
+}
+
+/// The file of the shared library a C symbol resolves to in this process (Linux).
+pub fn blas_symbol_library(name: &str) -> Option<String> {
     #[cfg(target_os = "linux")]
     {
+        let name = std::ffi::CString::new(name).ok()?;
         // SAFETY: dlsym/dladdr only read the loader's tables; the name is NUL-terminated.
         unsafe {
-            let symbol = libc::dlsym(libc::RTLD_DEFAULT, c"cblas_sgemm".as_ptr());
+            let symbol = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
             if symbol.is_null() {
                 return None;
             }
@@ -40,6 +47,7 @@ pub fn blas_library() -> Option<String> {
     }
     #[cfg(not(target_os = "linux"))]
     {
+        let _ = name;
         None
     }
 }

@@ -26,6 +26,7 @@ mod progress;
 mod report;
 mod resolve;
 mod safetensors;
+mod save;
 mod tokenizer;
 
 pub use error::{LoaderError, Result};
@@ -36,4 +37,5 @@ pub use progress::{Progress, ProgressSink};
 pub use report::{LoadReport, ShapeMismatch, apply, compare};
 pub use resolve::{Checkpoint, resolve};
 pub use safetensors::{TensorFile, TensorInfo};
+pub use save::save_checkpoint;
 pub use tokenizer::Tokenizer;

@@ -254,3 +254,17 @@ async fn eos_ids_from_generation_config_win() {
     assert_eq!(loaded.generation.temperature, Some(0.6));
     assert_eq!(loaded.model_type(), "llama4_text");
 }
+
+#[tokio::test]
+async fn a_saved_checkpoint_loads_back_with_the_same_logits() {
+    let mut original = load(fixture("mobilellm_r1"), LoadOptions::default()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("lamina-loader-{}-saved", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    lamina_loader::save_checkpoint(&dir, &original.config, original.model.as_ref()).unwrap();
+    let mut again = load(&dir, LoadOptions::default()).await.unwrap();
+    assert!(again.report.is_clean(), "{}", again.report);
+    let ids = Array::from_slice(&[1i32, 5, 9, 2], &[1, 4]);
+    let a = original.model.forward(lamina_heads::ModelInput::new(&ids)).unwrap().logits;
+    let b = again.model.forward(lamina_heads::ModelInput::new(&ids)).unwrap().logits;
+    assert!(a.eq_values(&b).unwrap());
+}

@@ -14,6 +14,7 @@ mod mlx;
 mod mlx_c;
 mod platform;
 mod prereq;
+mod shim;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,14 @@ fn run() -> Result<(), BuildError> {
 
     println!("cargo:rustc-link-search=native={}", mlx_c_lib.display());
     println!("cargo:rustc-link-lib=static=mlxc");
+    if let Some(dir) = &openblas {
+        // First of all: its cblas_sgemm must win over OpenBLAS's (see compat/blas_shim.c).
+        let shim = shim::build(&manifest_dir, &out_dir, dir)?;
+        println!("cargo:rerun-if-changed=compat/blas_shim.c");
+        println!("cargo:rustc-link-search=native={}", shim.display());
+        println!("cargo:rustc-link-lib=dylib=mlx_blas_shim");
+        println!("cargo:shimdir={}", shim.display());
+    }
     if let Some(dir) = openblas {
         // Before libmlx: the wheel's libmlx needs cblas symbols, and the dynamic loader
         // binds them to the first library in the global scope that defines them. The

@@ -32,8 +32,14 @@ pub extern "C" fn mach_approximate_time() -> u64 {
 mod openblas {
     extern "C" {
         fn openblas_get_num_threads() -> std::os::raw::c_int;
+        fn lamina_blas_shim_present() -> std::os::raw::c_int;
     }
 
     #[used]
     static KEEP_OPENBLAS: unsafe extern "C" fn() -> std::os::raw::c_int = openblas_get_num_threads;
+
+    /// The same for the BLAS shim (`compat/blas_shim.c`), which must come first: its
+    /// `cblas_sgemm` sends single-row products to `sgemv`.
+    #[used]
+    static KEEP_SHIM: unsafe extern "C" fn() -> std::os::raw::c_int = lamina_blas_shim_present;
 }

@@ -1,0 +1,57 @@
+/*
+ * lamina's cblas_sgemm, linked ahead of OpenBLAS so that MLX's f32 matrix products
+ * resolve here (MLX's CPU backend sends every f32 product, even a single row, to
+ * cblas_sgemm). Products with one row or one column are vector products: they go to
+ * sgemv, which reads the matrix once. OpenBLAS 0.3.21 (Debian 12) runs them through its
+ * general sgemm, which first copies ("packs") the whole matrix: for one decoded token
+ * that tripled the memory traffic of every weight (measured: 39% of decode time in
+ * sgemm_incopy). Newer OpenBLAS releases forward gemm to gemv themselves; this does the
+ * same here. Everything else goes to OpenBLAS's sgemm unchanged (the Fortran entry
+ * point, with operands swapped for row-major order).
+ */
+#include <stddef.h>
+
+enum { RowMajor = 101, ColMajor = 102 };
+enum { NoTrans = 111 };
+
+extern void sgemm_(const char *ta, const char *tb, const int *m, const int *n, const int *k, const float *alpha,
+                   const float *a, const int *lda, const float *b, const int *ldb, const float *beta, float *c,
+                   const int *ldc);
+extern void sgemv_(const char *t, const int *m, const int *n, const float *alpha, const float *a, const int *lda,
+                   const float *x, const int *incx, const float *beta, float *y, const int *incy);
+
+/* Keeps the library in every binary's NEEDED list (see lib.rs). */
+int lamina_blas_shim_present(void) { return 1; }
+
+void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc) {
+  if (order == ColMajor) {
+    /* Column-major C = op(A) op(B) is row-major C^T = op(B)^T op(A)^T. */
+    cblas_sgemm(RowMajor, tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc);
+    return;
+  }
+  const int one = 1;
+  if (m == 1 && k > 0) {
+    /* c[1, n] = a[1, k] op(B)[k, n]. */
+    const int inc_a = ta == NoTrans ? 1 : lda;
+    if (tb == NoTrans) {
+      sgemv_("N", &n, &k, &alpha, b, &ldb, a, &inc_a, &beta, c, &one); /* B row-major [k, n] */
+    } else {
+      sgemv_("T", &k, &n, &alpha, b, &ldb, a, &inc_a, &beta, c, &one); /* B row-major [n, k] */
+    }
+    return;
+  }
+  if (n == 1 && k > 0) {
+    /* c[m, 1] (stride ldc) = op(A)[m, k] b[k, 1]. */
+    const int inc_b = tb == NoTrans ? ldb : 1;
+    if (ta == NoTrans) {
+      sgemv_("T", &k, &m, &alpha, a, &lda, b, &inc_b, &beta, c, &ldc); /* A row-major [m, k] */
+    } else {
+      sgemv_("N", &m, &k, &alpha, a, &lda, b, &inc_b, &beta, c, &ldc); /* A row-major [k, m] */
+    }
+    return;
+  }
+  const char tA = ta == NoTrans ? 'N' : 'T';
+  const char tB = tb == NoTrans ? 'N' : 'T';
+  sgemm_(&tB, &tA, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
+}
