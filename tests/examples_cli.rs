@@ -81,3 +81,19 @@ fn inspect_describes_checkpoints_and_presets() {
     assert!(text.contains("parameters: 949685760"), "{text}");
     one_line_error(&example("inspect").args(["--preset", "llama:gpt5"]).output().unwrap());
 }
+
+#[test]
+fn generate_answers_with_the_default_model_as_json() {
+    let out = example("generate").args(["--json", "--max-new-tokens", "24"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["text"].as_str().unwrap().contains("Paris"), "{json}");
+    assert!(!json["tokens"].as_array().unwrap().is_empty());
+    for key in ["prompt_tokens_per_s", "generation_tokens_per_s", "peak_memory_bytes"] {
+        assert!(json[key].as_f64().unwrap() > 0.0, "{key}: {json}");
+    }
+    let err = example("generate").args(["--prompt-tokens", "1,99999"]).output().unwrap();
+    assert!(one_line_error(&err).contains("outside the vocabulary"));
+    let err = example("generate").args(["--top-p", "0"]).output().unwrap();
+    assert!(one_line_error(&err).contains("top_p"));
+}
