@@ -105,3 +105,5 @@ impl Backbone for HybridBackbone {
         self.hidden_size
     }
 }
+
+lamina_components::visit_fields!(HybridBackbone { embed_tokens, layers });

@@ -91,3 +91,5 @@ impl Backbone for MambaBackbone {
         self.hidden_size
     }
 }
+
+lamina_components::visit_fields!(MambaBackbone { embeddings, layers });

@@ -1,7 +1,7 @@
 //! What the three backbones share: their inputs, the cache, and the block loop.
 
 use lamina_blocks::Block;
-use lamina_components::{Embedding, LayerCache, LayerInput, Norm, check_ids};
+use lamina_components::{Embedding, LayerCache, LayerInput, Norm, VisitLayers, check_ids};
 use lamina_core::{BackboneOutput, Error, Result};
 use mlx_rs::Array;
 use mlx_rs::module::{Module, ModuleParameters};
@@ -65,7 +65,7 @@ impl<'a> BackboneInput<'a> {
 }
 
 /// A stack of blocks between token embeddings and a final norm.
-pub trait Backbone: ModuleParameters {
+pub trait Backbone: ModuleParameters + VisitLayers {
     /// Runs the backbone.
     ///
     /// # Shapes

@@ -131,3 +131,5 @@ impl Backbone for TransformerBackbone {
         self.hidden_size
     }
 }
+
+lamina_components::visit_fields!(TransformerBackbone { embed_tokens, layers });

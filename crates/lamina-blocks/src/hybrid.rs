@@ -181,6 +181,8 @@ impl Block for HybridBlock {
     }
 }
 
+lamina_components::visit_fields!(HybridBlock { self_attn, mamba, feed_forward });
+
 #[cfg(test)]
 mod tests {
     use mlx_rs::module::ModuleParameters;

@@ -21,13 +21,13 @@ pub use hybrid::{HybridBlock, HybridBlockConfig, HybridMixerConfig};
 pub use mamba::{MambaBlock, MambaBlockConfig};
 pub use transformer::{TransformerBlock, TransformerBlockConfig};
 
-use lamina_components::{LayerCache, LayerInput};
+use lamina_components::{LayerCache, LayerInput, VisitLayers};
 use lamina_core::{BlockOutput, Error, Result};
 use mlx_rs::module::{Module, ModuleParameters};
 
 /// A residual block: what backbones stack.
 pub trait Block:
-    ModuleParameters + for<'a> Module<LayerInput<'a>, Output = BlockOutput, Error = Error>
+    ModuleParameters + VisitLayers + for<'a> Module<LayerInput<'a>, Output = BlockOutput, Error = Error>
 {
     /// A fresh cache of the kind this block's mixer uses.
     ///

@@ -82,6 +82,8 @@ impl Block for MambaBlock {
     }
 }
 
+lamina_components::visit_fields!(MambaBlock { mixer });
+
 #[cfg(test)]
 mod tests {
     use mlx_rs::module::ModuleParameters;

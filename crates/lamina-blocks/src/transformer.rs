@@ -149,6 +149,8 @@ pub(crate) fn residual(x: &Array, fx: Array) -> Result<Array> {
     Ok(x.add(fx)?)
 }
 
+lamina_components::visit_fields!(TransformerBlock { self_attn, mlp });
+
 #[cfg(test)]
 mod tests {
     use lamina_components::FeedForwardConfig;

@@ -295,6 +295,8 @@ pub fn batch_and_len(x: &Array, width: usize) -> Result<(i32, i32)> {
     }
 }
 
+crate::visit_fields!(Attention { q_proj, k_proj, v_proj, o_proj });
+
 #[cfg(test)]
 mod tests {
     use mlx_rs::module::ModuleParameters;

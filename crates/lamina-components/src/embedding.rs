@@ -5,12 +5,22 @@ use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, Param};
 use mlx_rs::{Array, Dtype, ops};
 
-/// A lookup table of `num_embeddings` vectors of `dims` features.
+use crate::quant::QuantConfig;
+
+/// A lookup table of `num_embeddings` vectors of `dims` features, optionally quantized
+/// (`weight` packed, `scales`, `biases`).
 #[derive(Debug, Clone, ModuleParameters)]
 pub struct Embedding {
-    /// `[num_embeddings, dims]`.
+    /// `[num_embeddings, dims]` (packed when quantized).
     #[param]
     pub weight: Param<Array>,
+    /// Quantization scales, when quantized.
+    #[param]
+    pub scales: Param<Option<Array>>,
+    /// Quantization biases, when quantized.
+    #[param]
+    pub biases: Param<Option<Array>>,
+    quantization: Option<QuantConfig>,
 }
 
 impl Embedding {
@@ -20,7 +30,71 @@ impl Embedding {
     /// When MLX cannot allocate the array.
     pub fn new(num_embeddings: i32, dims: i32) -> Result<Self> {
         let weight = mlx_rs::random::normal::<f32>(&[num_embeddings, dims], None, None, None)?;
-        Ok(Embedding { weight: Param::new(weight) })
+        Ok(Self::from_weight(weight))
+    }
+
+    /// A table holding `weight`.
+    pub fn from_weight(weight: Array) -> Self {
+        Embedding {
+            weight: Param::new(weight),
+            scales: Param::new(None),
+            biases: Param::new(None),
+            quantization: None,
+        }
+    }
+
+    /// Features per row (of the unquantized table).
+    pub fn dims(&self) -> i32 {
+        let cols = self.weight.shape().get(1).copied().unwrap_or(0);
+        self.quantization.map_or(cols, |q| cols * 32 / q.bits)
+    }
+
+    /// How the table is quantized, if it is.
+    pub fn quantization(&self) -> Option<QuantConfig> {
+        self.quantization
+    }
+
+    /// Quantizes the table in place.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if already quantized or `dims` does not fit the groups.
+    pub fn quantize(&mut self, config: QuantConfig) -> Result<()> {
+        if self.quantization.is_some() {
+            return Err(Error::InvalidInput("this embedding is already quantized".into()));
+        }
+        let (packed, scales, biases) = config.quantize(&self.weight)?;
+        self.set_quantized(config, packed, scales, biases);
+        Ok(())
+    }
+
+    /// Quantized placeholders of the same shape, for loading a quantized checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if `dims` does not fit the groups.
+    pub fn quantize_structure(&mut self, config: QuantConfig) -> Result<()> {
+        config.check_cols(self.dims())?;
+        let (w, s) = config.shapes(self.num_embeddings(), self.dims());
+        let packed = mlx_rs::ops::zeros_dtype(&w, Dtype::Uint32)?;
+        self.set_quantized(config, packed, mlx_rs::ops::zeros::<f32>(&s)?, mlx_rs::ops::zeros::<f32>(&s)?);
+        Ok(())
+    }
+
+    fn set_quantized(&mut self, config: QuantConfig, packed: Array, scales: Array, biases: Array) {
+        use mlx_rs::module::Parameter;
+        self.weight = Param::new(packed);
+        self.scales = Param::new(Some(scales));
+        self.biases = Param::new(Some(biases));
+        self.quantization = Some(config);
+        self.weight.freeze(true);
+        self.scales.freeze(true);
+        self.biases.freeze(true);
+    }
+
+    fn quantized(&self) -> Option<(QuantConfig, &Array, &Array)> {
+        match (self.quantization, self.scales.as_ref(), self.biases.as_ref()) {
+            (Some(q), Some(s), Some(b)) => Some((q, s, b)),
+            _ => None,
+        }
     }
 
     /// The number of rows (the vocabulary size for token embeddings).
@@ -37,6 +111,9 @@ impl Embedding {
     /// # Errors
     /// When the last axis of `x` is not `dims`.
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
+        if let Some((q, scales, biases)) = self.quantized() {
+            return Ok(ops::quantized_matmul(x, &*self.weight, scales, biases, true, q.group_size, q.bits)?);
+        }
         Ok(ops::matmul(x, self.weight.t())?)
     }
 
@@ -91,6 +168,10 @@ impl Module<&Array> for Embedding {
     /// # Shapes
     /// `[...]` (integer ids) `-> [..., dims]`
     fn forward(&mut self, ids: &Array) -> Result<Array> {
+        if let Some((q, scales, biases)) = self.quantized() {
+            let rows = |a: &Array| a.take_axis(ids, 0);
+            return q.dequantize(&rows(&self.weight)?, &rows(scales)?, &rows(biases)?);
+        }
         Ok(self.weight.take_axis(ids, 0)?)
     }
 
@@ -100,10 +181,10 @@ impl Module<&Array> for Embedding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::assert_close;
+    use crate::testing::{array, assert_close, max_diff};
 
     fn table() -> Embedding {
-        Embedding { weight: Param::new(Array::from_slice(&[0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0], &[3, 2])) }
+        Embedding::from_weight(Array::from_slice(&[0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0], &[3, 2]))
     }
 
     #[test]
@@ -115,6 +196,20 @@ mod tests {
         assert_close(&h, &[4.0, 5.0, 0.0, 1.0], 0.0);
         let logits = e.as_linear(&Array::from_slice(&[1.0f32, 1.0], &[1, 2])).unwrap();
         assert_close(&logits, &[1.0, 5.0, 9.0], 0.0);
+    }
+
+    #[test]
+    fn a_quantized_table_looks_up_and_projects_like_its_dequantized_self() {
+        let mut e = Embedding::from_weight(array(&[10, 64], 0.3));
+        e.quantize(QuantConfig::new(8, 32)).unwrap();
+        assert_eq!((e.num_embeddings(), e.dims()), (10, 64));
+        let (q, s, b) = e.quantized().unwrap();
+        let dense = Embedding::from_weight(q.dequantize(&e.weight, s, b).unwrap());
+        let ids = Array::from_slice(&[3i32, 9, 0], &[1, 3]);
+        let mut dense_mut = dense.clone();
+        assert!(max_diff(&e.forward(&ids).unwrap(), &dense_mut.forward(&ids).unwrap()) < 1e-6);
+        let h = array(&[2, 64], 0.1);
+        assert!(max_diff(&e.as_linear(&h).unwrap(), &dense.as_linear(&h).unwrap()) < 1e-4);
     }
 
     #[test]

@@ -137,6 +137,8 @@ impl Module<&Array> for FeedForward {
     fn training_mode(&mut self, _mode: bool) {}
 }
 
+crate::visit_fields!(FeedForward { gate_proj, up_proj, down_proj });
+
 #[cfg(test)]
 mod tests {
     use mlx_rs::module::ModuleParameters;

@@ -5,7 +5,7 @@
 //!
 //! | piece | type | parameters |
 //! | --- | --- | --- |
-//! | dense layer | [`Linear`] | `weight`, `bias` |
+//! | dense layer | [`Linear`] (optionally quantized: [`QuantConfig`]) | `weight`, `bias`, `scales`, `biases` |
 //! | norms | [`Norm`] (RMSNorm, weightless RMSNorm, LayerNorm) | `weight`, `bias` |
 //! | token embedding | [`Embedding`] (also the tied output projection) | `weight` |
 //! | attention | [`Attention`] (MHA/GQA/MQA, QK-norm, RoPE variants, windows) | `q_proj`, `k_proj`, `v_proj`, `o_proj`, `q_norm`, `k_norm` |
@@ -27,6 +27,7 @@ mod linear;
 mod lora;
 mod mask;
 mod norm;
+mod quant;
 mod rope;
 mod ssm;
 #[cfg(test)]
@@ -41,5 +42,6 @@ pub use linear::Linear;
 pub use lora::{LoraConfig, trainable_names};
 pub use mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 pub use norm::{Norm, NormConfig};
+pub use quant::{QuantConfig, Quantizable, VisitLayers, join};
 pub use rope::{Rope, RopeConfig, RopeScaling};
 pub use ssm::{CausalConv1d, MambaConfig, MambaMixer, ScanInput, selective_scan, ssm_cache};

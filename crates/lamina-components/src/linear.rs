@@ -1,6 +1,7 @@
 //! A dense layer `y = x W^T + b` whose parameters are named as in checkpoints
-//! (`weight` `[out, in]`, optional `bias` `[out]`), with an optional LoRA adapter
-//! (`lora_a`, `lora_b`; see [`crate::LoraConfig`]).
+//! (`weight` `[out, in]`, optional `bias` `[out]`), optionally quantized (`weight` packed,
+//! `scales`, `biases`: mlx-community's names; see [`QuantConfig`]) and optionally with a
+//! LoRA adapter (`lora_a`, `lora_b`; see [`crate::LoraConfig`]) — both at once is QLoRA.
 
 use lamina_core::Result;
 use mlx_rs::macros::ModuleParameters;
@@ -8,6 +9,7 @@ use mlx_rs::module::{Module, Param};
 use mlx_rs::{Array, ops};
 
 use crate::lora::LoraConfig;
+use crate::quant::QuantConfig;
 
 /// A dense layer.
 #[derive(Debug, Clone, ModuleParameters)]
@@ -18,6 +20,12 @@ pub struct Linear {
     /// `[output_dims]`, when the layer has a bias.
     #[param]
     pub bias: Param<Option<Array>>,
+    /// Quantization scales `[output_dims, input_dims / group_size]`, when quantized.
+    #[param]
+    pub scales: Param<Option<Array>>,
+    /// Quantization biases (offsets), same shape as `scales`, when quantized.
+    #[param]
+    pub biases: Param<Option<Array>>,
     /// LoRA down-projection `[input_dims, rank]`, when an adapter is attached.
     #[param]
     pub lora_a: Param<Option<Array>>,
@@ -26,6 +34,7 @@ pub struct Linear {
     pub lora_b: Param<Option<Array>>,
     pub(crate) lora: Option<LoraConfig>,
     pub(crate) training: bool,
+    quantization: Option<QuantConfig>,
     /// `weight^T` as a view of the weight it was made from (identified by its handle):
     /// once evaluated, later graphs use it as a leaf instead of adding a transpose node —
     /// at one token per step, graph nodes are what decoding spends its time on.
@@ -54,18 +63,99 @@ impl Linear {
         Linear {
             weight: Param::new(weight),
             bias: Param::new(bias),
+            scales: Param::new(None),
+            biases: Param::new(None),
             lora_a: Param::new(None),
             lora_b: Param::new(None),
             lora: None,
             training: false,
+            quantization: None,
             transposed: None,
         }
     }
 
-    /// `(input_dims, output_dims)`.
+    /// `(input_dims, output_dims)` (of the unquantized matrix).
     pub fn dims(&self) -> (i32, i32) {
         let shape = self.weight.shape();
-        (shape.get(1).copied().unwrap_or(0), shape.first().copied().unwrap_or(0))
+        let cols = shape.get(1).copied().unwrap_or(0);
+        let input = self.quantization.map_or(cols, |q| cols * 32 / q.bits);
+        (input, shape.first().copied().unwrap_or(0))
+    }
+
+    /// How the weight is quantized, if it is.
+    pub fn quantization(&self) -> Option<QuantConfig> {
+        self.quantization
+    }
+
+    /// Quantizes the weight in place (the layer becomes frozen: packed integers do not
+    /// train; a LoRA adapter attached afterwards still does).
+    ///
+    /// # Errors
+    /// [`lamina_core::Error::InvalidInput`] if the layer is already quantized or its input
+    /// width is not a multiple of the group size.
+    pub fn quantize(&mut self, config: QuantConfig) -> Result<()> {
+        if self.quantization.is_some() {
+            return Err(lamina_core::Error::InvalidInput("this layer is already quantized".into()));
+        }
+        let (packed, scales, biases) = config.quantize(&self.weight)?;
+        self.set_quantized(config, packed, scales, biases);
+        Ok(())
+    }
+
+    /// Turns the layer into a quantized one of the same shape with placeholder values (lazy
+    /// zeros, never allocated unless evaluated), for loading a quantized checkpoint.
+    ///
+    /// # Errors
+    /// [`lamina_core::Error::InvalidInput`] if the input width does not fit the groups.
+    pub fn quantize_structure(&mut self, config: QuantConfig) -> Result<()> {
+        let (input, output) = self.dims();
+        config.check_cols(input)?;
+        let (w, s) = config.shapes(output, input);
+        let packed = ops::zeros_dtype(&w, mlx_rs::Dtype::Uint32)?;
+        self.set_quantized(config, packed, ops::zeros::<f32>(&s)?, ops::zeros::<f32>(&s)?);
+        Ok(())
+    }
+
+    fn set_quantized(&mut self, config: QuantConfig, packed: Array, scales: Array, biases: Array) {
+        use mlx_rs::module::Parameter;
+        self.weight = Param::new(packed);
+        self.scales = Param::new(Some(scales));
+        self.biases = Param::new(Some(biases));
+        self.quantization = Some(config);
+        self.transposed = None;
+        for p in [&mut self.scales, &mut self.biases, &mut self.bias] {
+            p.freeze(true);
+        }
+        self.weight.freeze(true);
+    }
+
+    /// The weight as f32 `[output_dims, input_dims]` (dequantized when quantized).
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub fn dense_weight(&self) -> Result<Array> {
+        match (self.quantization, self.scales.as_ref(), self.biases.as_ref()) {
+            (Some(q), Some(s), Some(b)) => q.dequantize(&self.weight, s, b),
+            _ => Ok(self.weight.value.clone()),
+        }
+    }
+
+    /// Replaces the weight by a dense one, re-quantizing it when the layer is quantized.
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub(crate) fn set_dense_weight(&mut self, weight: Array) -> Result<()> {
+        match self.quantization.take() {
+            Some(q) => {
+                let (packed, scales, biases) = q.quantize(&weight)?;
+                self.set_quantized(q, packed, scales, biases);
+            }
+            None => {
+                self.weight = Param::new(weight);
+                self.transposed = None;
+            }
+        }
+        Ok(())
     }
 
     /// `weight^T`, cached while not training (the cache is keyed by the weight's handle,
@@ -83,6 +173,15 @@ impl Linear {
     }
 
     fn base(&mut self, x: &Array) -> Result<Array> {
+        if let (Some(q), Some(scales), Some(biases)) =
+            (self.quantization, self.scales.as_ref(), self.biases.as_ref())
+        {
+            let y = ops::quantized_matmul(x, &*self.weight, scales, biases, true, q.group_size, q.bits)?;
+            return Ok(match self.bias.as_ref() {
+                Some(bias) => y.add(bias)?,
+                None => y,
+            });
+        }
         let weight_t = self.weight_t();
         Ok(match self.bias.as_ref() {
             Some(bias) => ops::addmm(bias, x, &weight_t, None, None)?,
@@ -132,6 +231,30 @@ mod tests {
         assert_eq!(y.shape(), &[1, 2]);
         assert_close(&y, &[-1.5, -2.5], 1e-6);
         assert_eq!(layer.dims(), (3, 2));
+    }
+
+    #[test]
+    fn a_quantized_layer_computes_with_its_dequantized_weight() {
+        use mlx_rs::module::ModuleParameters;
+        let mut layer = Linear::new(128, 16, true).unwrap();
+        let x = Array::from_slice(&values(2 * 128, 0.2), &[2, 128]);
+        let dense = layer.forward(&x).unwrap();
+        layer.quantize(QuantConfig::new(8, 64)).unwrap();
+        assert_eq!(layer.dims(), (128, 16));
+        let keys: Vec<String> = layer.parameters().flatten().keys().map(|k| k.to_string()).collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        let quantized = layer.forward(&x).unwrap();
+        let reference = Linear::from_weights(layer.dense_weight().unwrap(), layer.bias.value.clone())
+            .forward(&x)
+            .unwrap();
+        let diff = |a: &Array, b: &Array| {
+            a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>()
+        };
+        assert!(diff(&quantized, &reference) < 1e-4);
+        assert!(diff(&quantized, &dense) < 0.05);
+        assert!(layer.quantize(QuantConfig::new(4, 64)).is_err());
+        assert!(Linear::new(96, 4, false).unwrap().quantize(QuantConfig::new(4, 64)).is_err());
+        assert!(lamina_core::count_trainable_parameters(&layer) == 0);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! `lora_a` `[in, rank]` and `lora_b` `[rank, out]`, the names mlx-lm's adapter files use,
 //! so that the base keys stay those of the checkpoint.
 
+#[cfg(test)]
+use crate::quant::QuantConfig;
 use lamina_core::{Config, Error, Result};
 use mlx_rs::module::{ModuleParameters, Param, Parameter};
 use mlx_rs::{Array, ops};
@@ -67,8 +69,9 @@ impl Linear {
         self.lora.as_ref()
     }
 
-    /// Merges the adapter into the base weight, `W + scale * (A B)^T`, removes it and
-    /// unfreezes the layer. A layer without an adapter is left as it is.
+    /// Merges the adapter into the base weight, `W + scale * (A B)^T`, and removes it: a
+    /// dense layer is unfrozen; a quantized one is re-quantized (and stays frozen). A layer
+    /// without an adapter is left as it is.
     ///
     /// # Errors
     /// When MLX fails.
@@ -79,9 +82,14 @@ impl Linear {
             return Ok(());
         };
         let delta = ops::matmul(&a, &b)?.t().multiply(Array::from_f32(config.scale()))?;
-        let fused = self.weight.add(delta.as_dtype(self.weight.dtype())?)?;
-        self.weight = Param::new(fused);
-        self.bias.unfreeze(true);
+        let dense = self.dense_weight()?;
+        let fused = dense.add(delta.as_dtype(dense.dtype())?)?;
+        let quantized = self.quantization().is_some();
+        self.set_dense_weight(fused)?;
+        if !quantized {
+            self.weight.unfreeze(true);
+            self.bias.unfreeze(true);
+        }
         Ok(())
     }
 }
@@ -147,6 +155,24 @@ mod tests {
         assert!(layer.lora_config().is_none() && layer.lora_a.is_none());
         assert!(max_diff(&with_adapter, &layer.forward(&x).unwrap()) < 1e-5);
         assert_eq!(trainable_names(&layer), ["bias", "weight"]);
+    }
+
+    #[test]
+    fn qlora_trains_adapters_on_a_quantized_base_and_fuses_back_into_it() {
+        let mut layer = Linear::from_weights(array(&[8, 64], 0.0), None);
+        layer.quantize(QuantConfig::new(8, 32)).unwrap();
+        let x = array(&[3, 64], 0.5);
+        let base = layer.forward(&x).unwrap();
+        layer.attach_lora(LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0 }).unwrap();
+        assert_eq!(trainable_names(&layer), ["lora_a", "lora_b"]);
+        layer.lora_b = Param::new(Some(array(&[2, 8], 1.0)));
+        let adapted = layer.forward(&x).unwrap();
+        layer.fuse_lora().unwrap();
+        assert_eq!(layer.quantization(), Some(QuantConfig::new(8, 32)));
+        // Re-quantizing the fused weight costs 8-bit rounding: small against the update.
+        let update = max_diff(&adapted, &base);
+        let error = max_diff(&adapted, &layer.forward(&x).unwrap());
+        assert!(error < 0.05 * update, "error {error} vs update {update}");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use lamina_backbones::{Backbone, ModelCache};
+use lamina_components::VisitLayers;
 use lamina_core::{ModelOutput, Result};
-use lamina_heads::{LmHead, ModelInput};
+use lamina_heads::{LmHead, ModelInput, lm_logits};
 use mlx_rs::Array;
 use mlx_rs::module::ModuleParameters;
 
@@ -34,7 +35,8 @@ pub struct ModelInfo {
 }
 
 /// A causal language model of any family.
-pub trait LanguageModel: ModuleParameters + std::fmt::Debug + Send {
+/// It also walks its quantizable layers ([`VisitLayers`]) under their checkpoint paths.
+pub trait LanguageModel: ModuleParameters + VisitLayers + std::fmt::Debug + Send {
     /// Runs the model.
     ///
     /// # Shapes
@@ -64,12 +66,12 @@ pub trait LanguageModel: ModuleParameters + std::fmt::Debug + Send {
 /// The forward pass of every causal LM: backbone, then the (own or tied) LM head.
 pub(crate) fn causal_forward(
     backbone: &mut impl Backbone,
-    head: &LmHead,
+    head: &mut LmHead,
     input: ModelInput<'_>,
 ) -> Result<ModelOutput> {
     let (input, _, labels) = input.into_parts();
     let out = backbone.forward(input)?;
-    let head_out = head.forward(&out.last_hidden_state, backbone.embedding(), labels)?;
+    let head_out = lm_logits(head, &out.last_hidden_state, backbone.embedding(), labels)?;
     Ok(ModelOutput::new(out, head_out))
 }
 

@@ -5,7 +5,7 @@
 //!
 //! | head | parameters | loss |
 //! | --- | --- | --- |
-//! | [`LmHead`] | `weight` (absent when tied to the embedding) | causal LM cross-entropy, shifted, `-100` ignored |
+//! | [`LmHead`] (`Option<Linear>`) | `weight` (absent when tied to the embedding) | causal LM cross-entropy, shifted, `-100` ignored |
 //! | [`SequenceClassifierHead`] | `weight`, `bias` | cross-entropy over sequences |
 //! | [`TokenClassifierHead`] | `weight`, `bias` | cross-entropy over tokens, `-100` ignored |
 //! | [`RegressionHead`] | `weight`, `bias` | mean squared error |
@@ -25,6 +25,6 @@ mod models;
 mod pooling;
 
 pub use classifier::{HeadInput, RegressionHead, SequenceClassifierHead, TokenClassifierHead};
-pub use lm::LmHead;
+pub use lm::{LmHead, lm_head, lm_logits};
 pub use models::{CausalLm, ModelInput, Regressor, SequenceClassifier, TokenClassifier};
 pub use pooling::pool;

@@ -1,13 +1,14 @@
 //! Whole models: a backbone under `model` and a head beside it.
 
 use lamina_backbones::{Backbone, BackboneInput, ModelCache};
+use lamina_components::{Quantizable, VisitLayers, join};
 use lamina_core::{ModelOutput, Pooling, Result};
 use mlx_rs::Array;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Module;
 
 use crate::classifier::{HeadInput, RegressionHead, SequenceClassifierHead, TokenClassifierHead};
-use crate::lm::LmHead;
+use crate::lm::{LmHead, lm_head, lm_logits};
 
 /// The inputs of a whole model.
 #[derive(Debug)]
@@ -81,12 +82,20 @@ impl<B: Backbone> CausalLm<B> {
     /// # Errors
     /// When MLX cannot allocate the head.
     pub fn new(model: B, tie_word_embeddings: bool) -> Result<Self> {
-        let lm_head = if tie_word_embeddings {
-            LmHead::tied()
-        } else {
-            LmHead::new(model.hidden_size() as i32, model.embedding().num_embeddings())?
-        };
+        let lm_head =
+            lm_head(model.hidden_size() as i32, model.embedding().num_embeddings(), tie_word_embeddings)?;
         Ok(CausalLm { model, lm_head })
+    }
+}
+
+impl<B: Backbone> VisitLayers for CausalLm<B> {
+    fn visit_layers(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, Quantizable<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.model.visit_layers(&join(prefix, "model"), f)?;
+        self.lm_head.visit_layers(&join(prefix, "lm_head"), f)
     }
 }
 
@@ -99,7 +108,7 @@ impl<'a, B: Backbone + std::fmt::Debug> Module<ModelInput<'a>> for CausalLm<B> {
     fn forward(&mut self, input: ModelInput<'a>) -> Result<ModelOutput> {
         let (input, _, labels) = input.into_parts();
         let out = self.model.forward(input)?;
-        let head = self.lm_head.forward(&out.last_hidden_state, self.model.embedding(), labels)?;
+        let head = lm_logits(&mut self.lm_head, &out.last_hidden_state, self.model.embedding(), labels)?;
         Ok(ModelOutput::new(out, head))
     }
 
@@ -128,6 +137,13 @@ macro_rules! headed_model {
             pub fn new(model: B, outputs: usize, pooling: Pooling) -> Result<Self> {
                 let score = $head::new(model.hidden_size() as i32, outputs as i32, false, pooling)?;
                 Ok($name { model, score })
+            }
+        }
+
+        impl<B: Backbone> VisitLayers for $name<B> {
+            /// The backbone's layers (the head is not quantizable).
+            fn visit_layers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, Quantizable<'_>) -> Result<()>) -> Result<()> {
+                self.model.visit_layers(&join(prefix, "model"), f)
             }
         }
 

@@ -285,6 +285,8 @@ pub fn ssm_cache() -> LayerCache {
     LayerCache::Ssm(SsmState::new())
 }
 
+crate::visit_fields!(MambaMixer { in_proj, x_proj, dt_proj, out_proj });
+
 #[cfg(test)]
 mod tests {
     use mlx_rs::module::ModuleParameters;

@@ -11,7 +11,7 @@ pub use config::{LlamaConfig, LlamaModelType};
 
 use lamina_backbones::{Backbone, ModelCache, TransformerBackbone};
 use lamina_core::{Config, ModelOutput, Result};
-use lamina_heads::{LmHead, ModelInput};
+use lamina_heads::{LmHead, ModelInput, lm_head};
 use mlx_rs::macros::ModuleParameters;
 
 use crate::hf::ids;
@@ -39,18 +39,15 @@ impl LlamaForCausalLM {
     pub fn new(config: LlamaConfig) -> Result<Self> {
         config.validated()?;
         let model = TransformerBackbone::new(&config.backbone()?)?;
-        let lm_head = if config.tie_word_embeddings {
-            LmHead::tied()
-        } else {
-            LmHead::new(config.hidden_size as i32, config.vocab_size as i32)?
-        };
+        let lm_head =
+            lm_head(config.hidden_size as i32, config.vocab_size as i32, config.tie_word_embeddings)?;
         Ok(LlamaForCausalLM { model, lm_head, config })
     }
 }
 
 impl LanguageModel for LlamaForCausalLM {
     fn forward(&mut self, input: ModelInput<'_>) -> Result<ModelOutput> {
-        causal_forward(&mut self.model, &self.lm_head, input)
+        causal_forward(&mut self.model, &mut self.lm_head, input)
     }
 
     fn make_cache(&self) -> Result<ModelCache> {
@@ -73,3 +70,5 @@ impl LanguageModel for LlamaForCausalLM {
         Ok(drop_common(weights, self.config.tie_word_embeddings))
     }
 }
+
+lamina_components::visit_fields!(LlamaForCausalLM { model, lm_head });

@@ -12,7 +12,7 @@ pub use config::{AutoRank, MambaConfig, SsmCfg, TimeStepRank};
 
 use lamina_backbones::{Backbone, MambaBackbone, ModelCache};
 use lamina_core::{Config, ModelOutput, Result};
-use lamina_heads::{LmHead, ModelInput};
+use lamina_heads::{LmHead, ModelInput, lm_head};
 use mlx_rs::macros::ModuleParameters;
 
 use crate::hf::ids;
@@ -40,18 +40,18 @@ impl MambaForCausalLM {
     pub fn new(config: MambaConfig) -> Result<Self> {
         config.validated()?;
         let backbone = MambaBackbone::new(&config.backbone()?)?;
-        let lm_head = if config.tie_word_embeddings {
-            LmHead::tied()
-        } else {
-            LmHead::new(config.hidden_size as i32, config.padded_vocab_size() as i32)?
-        };
+        let lm_head = lm_head(
+            config.hidden_size as i32,
+            config.padded_vocab_size() as i32,
+            config.tie_word_embeddings,
+        )?;
         Ok(MambaForCausalLM { backbone, lm_head, config })
     }
 }
 
 impl LanguageModel for MambaForCausalLM {
     fn forward(&mut self, input: ModelInput<'_>) -> Result<ModelOutput> {
-        causal_forward(&mut self.backbone, &self.lm_head, input)
+        causal_forward(&mut self.backbone, &mut self.lm_head, input)
     }
 
     fn make_cache(&self) -> Result<ModelCache> {
@@ -89,3 +89,5 @@ impl LanguageModel for MambaForCausalLM {
         Ok(out)
     }
 }
+
+lamina_components::visit_fields!(MambaForCausalLM { backbone, lm_head });

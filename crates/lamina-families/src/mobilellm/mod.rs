@@ -12,7 +12,7 @@ pub use presets::{MOBILELLM_PRESETS, get_mobilellm_config};
 
 use lamina_backbones::{Backbone, ModelCache, TransformerBackbone};
 use lamina_core::{Config, ModelOutput, Result, count_parameters};
-use lamina_heads::{LmHead, ModelInput};
+use lamina_heads::{LmHead, ModelInput, lm_head};
 use mlx_rs::Array;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Module;
@@ -41,11 +41,7 @@ impl MobileLlmForCausalLM {
     pub fn new(config: MobileLlmConfig) -> Result<Self> {
         config.validated()?;
         let model = TransformerBackbone::new(&config.backbone()?)?;
-        let lm_head = if config.tie_word_embeddings {
-            LmHead::tied()
-        } else {
-            LmHead::new(config.embed_dim as i32, config.vocab_size as i32)?
-        };
+        let lm_head = lm_head(config.embed_dim as i32, config.vocab_size as i32, config.tie_word_embeddings)?;
         Ok(MobileLlmForCausalLM { model, lm_head, config })
     }
 
@@ -78,7 +74,7 @@ impl MobileLlmForCausalLM {
 
 impl LanguageModel for MobileLlmForCausalLM {
     fn forward(&mut self, input: ModelInput<'_>) -> Result<ModelOutput> {
-        causal_forward(&mut self.model, &self.lm_head, input)
+        causal_forward(&mut self.model, &mut self.lm_head, input)
     }
 
     fn make_cache(&self) -> Result<ModelCache> {
@@ -114,3 +110,5 @@ impl LanguageModel for MobileLlmForCausalLM {
         Ok(drop_common(renamed, self.config.tie_word_embeddings))
     }
 }
+
+lamina_components::visit_fields!(MobileLlmForCausalLM { model, lm_head });

@@ -1,0 +1,215 @@
+//! Affine quantization (MLX's): `group_size` consecutive values of a row share an f32
+//! scale and bias, each value is stored in `bits` bits packed into `u32`s. Checkpoint
+//! names follow mlx-community: `weight` (packed), `scales`, `biases`.
+
+use lamina_core::{Config, Error, Result};
+use mlx_rs::{Array, Dtype, ops};
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+/// How weights are quantized (`"quantization": {"group_size": 64, "bits": 4}` in an
+/// mlx-community `config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Validate)]
+pub struct QuantConfig {
+    /// Values sharing one scale and bias: 32, 64 or 128.
+    pub group_size: i32,
+    /// Bits per value: 2, 3, 4, 5, 6 or 8.
+    pub bits: i32,
+}
+
+impl QuantConfig {
+    /// `bits` bits in groups of `group_size`.
+    pub fn new(bits: i32, group_size: i32) -> Self {
+        QuantConfig { group_size, bits }
+    }
+
+    /// Bytes of an `[rows, cols]` matrix quantized this way (packed values, f32 scales
+    /// and biases).
+    pub fn bytes(&self, rows: u64, cols: u64) -> u64 {
+        let groups = cols / self.group_size.max(1) as u64;
+        rows * (cols * self.bits as u64 / 8 + groups * 2 * 4)
+    }
+
+    /// The packed `[rows, cols]` shapes: `(weight, scales/biases)`.
+    pub fn shapes(&self, rows: i32, cols: i32) -> (Vec<i32>, Vec<i32>) {
+        (vec![rows, cols * self.bits / 32], vec![rows, cols / self.group_size])
+    }
+
+    /// Quantizes `w [rows, cols]`: `(packed, scales, biases)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `cols` is not a multiple of `group_size`.
+    pub fn quantize(&self, w: &Array) -> Result<(Array, Array, Array)> {
+        self.check_cols(w.dim(-1))?;
+        Ok(ops::quantize(w.as_dtype(Dtype::Float32)?, self.group_size, self.bits)?)
+    }
+
+    /// The f32 values of a quantized matrix.
+    ///
+    /// # Errors
+    /// When MLX rejects the arrays.
+    pub fn dequantize(&self, w: &Array, scales: &Array, biases: &Array) -> Result<Array> {
+        Ok(ops::dequantize(w, scales, biases, self.group_size, self.bits)?)
+    }
+
+    /// Whether a matrix with `cols` columns can be quantized this way.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the mismatch.
+    pub fn check_cols(&self, cols: i32) -> Result<()> {
+        if cols % self.group_size != 0 {
+            return Err(Error::InvalidInput(format!(
+                "{cols} columns are not a multiple of the group size {}",
+                self.group_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Config for QuantConfig {
+    const NAME: &'static str = "QuantConfig";
+
+    fn check(&self) -> Result<()> {
+        if ![32, 64, 128].contains(&self.group_size) {
+            return Err(Error::invalid(
+                Self::NAME,
+                "group_size",
+                format!("must be 32, 64 or 128, got {}", self.group_size),
+            ));
+        }
+        if ![2, 3, 4, 5, 6, 8].contains(&self.bits) {
+            return Err(Error::invalid(
+                Self::NAME,
+                "bits",
+                format!("must be 2, 3, 4, 5, 6 or 8, got {}", self.bits),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A layer whose weights can be quantized: [`crate::Linear`] and [`crate::Embedding`].
+#[derive(Debug)]
+pub enum Quantizable<'a> {
+    /// A dense layer.
+    Linear(&'a mut crate::Linear),
+    /// A token embedding.
+    Embedding(&'a mut crate::Embedding),
+}
+
+/// Walks a module's quantizable layers with their checkpoint paths
+/// (`model.layers.0.self_attn.q_proj`): for quantization, LoRA by name, and loading
+/// quantized checkpoints.
+pub trait VisitLayers {
+    /// Calls `f` on every quantizable layer below `prefix`.
+    ///
+    /// # Errors
+    /// The first error `f` returns.
+    fn visit_layers(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, Quantizable<'_>) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// `prefix.name`, or `name` at the root.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") }
+}
+
+impl<T: VisitLayers> VisitLayers for Vec<T> {
+    fn visit_layers(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, Quantizable<'_>) -> Result<()>,
+    ) -> Result<()> {
+        for (i, item) in self.iter_mut().enumerate() {
+            item.visit_layers(&join(prefix, &i.to_string()), f)?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: VisitLayers> VisitLayers for Option<T> {
+    fn visit_layers(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, Quantizable<'_>) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Some(inner) => inner.visit_layers(prefix, f),
+            None => Ok(()),
+        }
+    }
+}
+
+impl VisitLayers for crate::Linear {
+    fn visit_layers(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, Quantizable<'_>) -> Result<()>,
+    ) -> Result<()> {
+        f(prefix, Quantizable::Linear(self))
+    }
+}
+
+impl VisitLayers for crate::Embedding {
+    fn visit_layers(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, Quantizable<'_>) -> Result<()>,
+    ) -> Result<()> {
+        f(prefix, Quantizable::Embedding(self))
+    }
+}
+
+/// Implements [`VisitLayers`] for a struct by visiting the named fields, each under its
+/// field name.
+#[macro_export]
+macro_rules! visit_fields {
+    ($ty:ty { $($field:ident),* $(,)? }) => {
+        impl $crate::VisitLayers for $ty {
+            fn visit_layers(
+                &mut self,
+                prefix: &str,
+                f: &mut dyn FnMut(&str, $crate::Quantizable<'_>) -> lamina_core::Result<()>,
+            ) -> lamina_core::Result<()> {
+                $( $crate::VisitLayers::visit_layers(&mut self.$field, &$crate::join(prefix, stringify!($field)), f)?; )*
+                Ok(())
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::array;
+
+    #[test]
+    fn error_is_within_the_bound_for_the_bit_width() {
+        let w = array(&[16, 128], 0.4);
+        for bits in [4, 8] {
+            let q = QuantConfig::new(bits, 64);
+            let (packed, scales, biases) = q.quantize(&w).unwrap();
+            assert_eq!(packed.shape(), &[16, 128 * bits / 32]);
+            assert_eq!(scales.shape(), &[16, 2]);
+            let back = q.dequantize(&packed, &scales, &biases).unwrap();
+            let err = back.subtract(&w).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+            // Values in [-1, 1]: a group's range is at most 2, so the step is at most
+            // 2 / (2^bits - 1). MLX anchors each group's extreme value exactly (adjusting
+            // the scale), so rounding can cost up to one step rather than half.
+            let bound = 2.0 / ((1 << bits) - 1) as f32 + 1e-6;
+            assert!(err <= bound, "{bits} bits: error {err} above {bound}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_rejected() {
+        assert!(QuantConfig::new(4, 48).validated().is_err());
+        assert!(QuantConfig::new(7, 64).validated().is_err());
+        assert!(QuantConfig::new(4, 64).quantize(&array(&[2, 96], 0.0)).is_err());
+        assert_eq!(QuantConfig::new(4, 64).bytes(10, 128), 10 * (64 + 2 * 8));
+    }
+}
