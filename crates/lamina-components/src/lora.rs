@@ -165,6 +165,7 @@ mod tests {
         let base = layer.forward(&x).unwrap();
         layer.attach_lora(LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0 }).unwrap();
         assert_eq!(trainable_names(&layer), ["lora_a", "lora_b"]);
+        layer.lora_a = Param::new(Some(array(&[64, 2], 3.0)));
         layer.lora_b = Param::new(Some(array(&[2, 8], 1.0)));
         let adapted = layer.forward(&x).unwrap();
         layer.fuse_lora().unwrap();
