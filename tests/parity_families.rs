@@ -72,6 +72,11 @@ async fn mistral_with_explicit_head_dim() {
 }
 
 #[tokio::test]
+async fn mlx_community_4_bit_checkpoint() {
+    check("llama_mlx_4bit").await;
+}
+
+#[tokio::test]
 async fn mamba_in_the_hugging_face_layout() {
     check("mamba_hf").await;
 }

@@ -31,6 +31,7 @@ mod mamba;
 mod mobilellm;
 mod model;
 mod preset;
+mod quantize;
 mod registry;
 
 pub use llama::{LlamaConfig, LlamaForCausalLM, LlamaModelType};
@@ -41,4 +42,5 @@ pub use mobilellm::{
 };
 pub use model::{LanguageModel, ModelInfo, Weights};
 pub use preset::PresetConfig;
+pub use quantize::{CheckpointQuantization, QuantizeReport, model_bytes, quantize_model};
 pub use registry::{Family, ModelBuilder, Registry, model_type, parse_config};

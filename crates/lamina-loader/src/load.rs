@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lamina_core::DType;
-use lamina_families::{LanguageModel, Registry, Weights, model_type};
+use lamina_families::{CheckpointQuantization, LanguageModel, Registry, Weights, model_type};
 use mlx_rs::module::ModuleParameters;
 use serde_json::Value;
 
@@ -121,6 +121,11 @@ async fn load_folder(folder: PathBuf, checkpoint: Checkpoint, options: LoadOptio
     let (weights, memory_bytes) =
         read_weights(&folder, options.dtype, options.memory_limit, &options.progress).await?;
     let weights = model.sanitize(weights).map_err(|e| LoaderError::model(&config_path, e))?;
+    if let Some(quantization) =
+        CheckpointQuantization::from_config(&config).map_err(|e| LoaderError::model(&config_path, e))?
+    {
+        quantization.prepare(model.as_mut(), &weights).map_err(|e| LoaderError::model(&config_path, e))?;
+    }
     let report = apply_strictly(model.as_mut(), weights, options.allow_mismatch, &options.progress)?;
 
     let generation_path = folder.join("generation_config.json");
