@@ -90,6 +90,12 @@ impl Backbone for MambaBackbone {
     fn hidden_size(&self) -> usize {
         self.hidden_size
     }
+
+    fn set_training(&mut self, training: bool) {
+        for layer in &mut self.layers {
+            mlx_rs::module::Module::training_mode(layer, training);
+        }
+    }
 }
 
 lamina_components::visit_fields!(MambaBackbone { embeddings, layers });

@@ -87,6 +87,9 @@ pub trait Backbone: ModuleParameters + VisitLayers {
 
     /// Model width.
     fn hidden_size(&self) -> usize;
+
+    /// Switches dropout (and other training-only behaviour) on or off in every block.
+    fn set_training(&mut self, training: bool);
 }
 
 /// Embeds, runs every block `repeats` times in a row, and applies the final norm.

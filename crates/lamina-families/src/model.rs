@@ -55,6 +55,9 @@ pub trait LanguageModel: ModuleParameters + VisitLayers + std::fmt::Debug + Send
     /// Vocabulary, width, layers, context length, special ids.
     fn info(&self) -> ModelInfo;
 
+    /// Switches dropout (and LoRA dropout) on or off.
+    fn set_training(&mut self, training: bool);
+
     /// Fixes the checkpoint's quirks (renamed keys, PyTorch layouts, tensors that are
     /// recomputed rather than loaded) before the weights are applied.
     ///

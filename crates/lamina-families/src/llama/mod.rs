@@ -50,6 +50,13 @@ impl LanguageModel for LlamaForCausalLM {
         causal_forward(&mut self.model, &mut self.lm_head, input)
     }
 
+    fn set_training(&mut self, training: bool) {
+        self.model.set_training(training);
+        if let Some(head) = &mut self.lm_head {
+            mlx_rs::module::Module::training_mode(head, training);
+        }
+    }
+
     fn make_cache(&self) -> Result<ModelCache> {
         self.model.make_cache()
     }

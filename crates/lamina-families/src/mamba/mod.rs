@@ -54,6 +54,13 @@ impl LanguageModel for MambaForCausalLM {
         causal_forward(&mut self.backbone, &mut self.lm_head, input)
     }
 
+    fn set_training(&mut self, training: bool) {
+        self.backbone.set_training(training);
+        if let Some(head) = &mut self.lm_head {
+            mlx_rs::module::Module::training_mode(head, training);
+        }
+    }
+
     fn make_cache(&self) -> Result<ModelCache> {
         self.backbone.make_cache()
     }

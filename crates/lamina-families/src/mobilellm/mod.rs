@@ -15,7 +15,6 @@ use lamina_core::{Config, ModelOutput, Result, count_parameters};
 use lamina_heads::{LmHead, ModelInput, lm_head};
 use mlx_rs::Array;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::module::Module;
 
 use crate::model::{LanguageModel, ModelInfo, Weights, causal_forward, drop_common};
 use crate::registry::Family;
@@ -66,15 +65,20 @@ impl MobileLlmForCausalLM {
 
     /// Switches dropout on (training) or off.
     pub fn train(&mut self, training: bool) {
-        for layer in &mut self.model.layers {
-            layer.training_mode(training);
-        }
+        LanguageModel::set_training(self, training);
     }
 }
 
 impl LanguageModel for MobileLlmForCausalLM {
     fn forward(&mut self, input: ModelInput<'_>) -> Result<ModelOutput> {
         causal_forward(&mut self.model, &mut self.lm_head, input)
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.model.set_training(training);
+        if let Some(head) = &mut self.lm_head {
+            mlx_rs::module::Module::training_mode(head, training);
+        }
     }
 
     fn make_cache(&self) -> Result<ModelCache> {

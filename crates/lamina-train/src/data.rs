@@ -1,0 +1,232 @@
+//! Training data: token sequences, split and batched by padding or by packing.
+
+use lamina_loader::Tokenizer;
+use mlx_rs::Array;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// How sequences become fixed-length rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Batching {
+    /// One sequence per row, truncated to `seq_len`, padded on the right (padding is masked
+    /// out of attention and of the loss).
+    #[default]
+    Pad,
+    /// Sequences concatenated and cut into rows of exactly `seq_len` (no padding).
+    Pack,
+}
+
+/// One batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `[B, L]` int32.
+    pub input_ids: Array,
+    /// `[B, L]` int32, `-100` where nothing is predicted.
+    pub labels: Array,
+    /// `[B, L]` int32, 1 for real tokens.
+    pub padding_mask: Array,
+    /// Real tokens in the batch.
+    pub tokens: usize,
+}
+
+/// A set of token sequences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenDataset {
+    sequences: Vec<Vec<u32>>,
+}
+
+impl TokenDataset {
+    /// Sequences of at least two tokens (one is nothing to predict from); shorter ones are
+    /// dropped.
+    ///
+    /// # Errors
+    /// [`TrainError::Data`] when nothing is left.
+    pub fn new(sequences: Vec<Vec<u32>>) -> Result<Self> {
+        let sequences: Vec<_> = sequences.into_iter().filter(|s| s.len() >= 2).collect();
+        if sequences.is_empty() {
+            return Err(TrainError::Data("no sequence of two or more tokens".into()));
+        }
+        Ok(TokenDataset { sequences })
+    }
+
+    /// Tokenizes each text (with the tokenizer's special tokens), appending `eos` when
+    /// given.
+    ///
+    /// # Errors
+    /// Tokenizer errors; [`TrainError::Data`] when every text is empty.
+    pub fn from_texts<S: AsRef<str>>(tokenizer: &Tokenizer, texts: &[S], eos: Option<u32>) -> Result<Self> {
+        let mut sequences = Vec::with_capacity(texts.len());
+        for text in texts {
+            let mut ids = tokenizer.encode(text.as_ref(), true)?;
+            ids.extend(eos);
+            sequences.push(ids);
+        }
+        Self::new(sequences)
+    }
+
+    /// The sequences.
+    pub fn sequences(&self) -> &[Vec<u32>] {
+        &self.sequences
+    }
+
+    /// Tokens in all sequences.
+    pub fn tokens(&self) -> usize {
+        self.sequences.iter().map(Vec::len).sum()
+    }
+
+    /// Checks every id against the vocabulary.
+    ///
+    /// # Errors
+    /// [`TrainError::Data`] naming the first id outside it.
+    pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
+        match self.sequences.iter().flatten().find(|&&id| id as usize >= vocab_size) {
+            Some(id) => {
+                Err(TrainError::Data(format!("token id {id} is outside the vocabulary [0, {vocab_size})")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Splits off every `n`-th sequence (deterministically) as a held-out set.
+    ///
+    /// # Errors
+    /// [`TrainError::Data`] when either side would be empty.
+    pub fn split_every(self, n: usize) -> Result<(TokenDataset, TokenDataset)> {
+        let n = n.max(2);
+        let (held, kept): (Vec<_>, Vec<_>) =
+            self.sequences.into_iter().enumerate().partition(|(i, _)| i % n == n - 1);
+        let strip = |v: Vec<(usize, Vec<u32>)>| v.into_iter().map(|(_, s)| s).collect::<Vec<_>>();
+        Ok((Self::new(strip(kept))?, Self::new(strip(held))?))
+    }
+
+    /// The rows this dataset makes (before batching): `(ids, real length)`.
+    fn rows(&self, seq_len: usize, batching: Batching) -> Vec<Vec<u32>> {
+        match batching {
+            Batching::Pad => self.sequences.iter().map(|s| s[..s.len().min(seq_len)].to_vec()).collect(),
+            Batching::Pack => {
+                let all: Vec<u32> = self.sequences.iter().flatten().copied().collect();
+                all.chunks_exact(seq_len).map(<[u32]>::to_vec).collect()
+            }
+        }
+    }
+
+    /// Batches of `batch_size` rows in the order `order` gives (a permutation of the
+    /// rows; see [`shuffled`]). The last, smaller batch is kept.
+    ///
+    /// # Errors
+    /// [`TrainError::Data`] when packing leaves no full row.
+    pub fn batches(
+        &self,
+        batch_size: usize,
+        seq_len: usize,
+        batching: Batching,
+        pad_id: u32,
+        seed: Option<u64>,
+    ) -> Result<Vec<Batch>> {
+        let rows = self.rows(seq_len.max(2), batching);
+        if rows.is_empty() {
+            return Err(TrainError::Data(format!(
+                "packing {} tokens leaves no row of {seq_len}",
+                self.tokens()
+            )));
+        }
+        let order = match seed {
+            Some(seed) => shuffled(rows.len(), seed),
+            None => (0..rows.len()).collect(),
+        };
+        Ok(order
+            .chunks(batch_size.max(1))
+            .map(|chunk| batch(chunk.iter().map(|&i| rows[i].as_slice()), pad_id))
+            .collect())
+    }
+}
+
+fn batch<'a>(rows: impl Iterator<Item = &'a [u32]> + Clone, pad_id: u32) -> Batch {
+    let width = rows.clone().map(<[u32]>::len).max().unwrap_or(0);
+    let (mut ids, mut labels, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tokens = 0;
+    let mut count = 0;
+    for row in rows {
+        count += 1;
+        tokens += row.len();
+        for i in 0..width {
+            let real = i < row.len();
+            let id = if real { row[i] } else { pad_id };
+            ids.push(id as i32);
+            labels.push(if real { id as i32 } else { -100 });
+            mask.push(i32::from(real));
+        }
+    }
+    let shape = [count, width as i32];
+    Batch {
+        input_ids: Array::from_slice(&ids, &shape),
+        labels: Array::from_slice(&labels, &shape),
+        padding_mask: Array::from_slice(&mask, &shape),
+        tokens,
+    }
+}
+
+/// A deterministic permutation of `0..n` (Fisher-Yates over a SplitMix64 stream).
+pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_masks_and_ignores_pads() {
+        let data = TokenDataset::new(vec![vec![5, 6, 7], vec![8, 9], vec![1]]).unwrap();
+        assert_eq!(data.sequences().len(), 2, "one-token sequences are dropped");
+        let batches = data.batches(2, 8, Batching::Pad, 0, None).unwrap();
+        let b = &batches[0];
+        assert_eq!(b.input_ids.shape(), &[2, 3]);
+        assert_eq!(b.labels.as_slice::<i32>(), &[5, 6, 7, 8, 9, -100]);
+        assert_eq!(b.padding_mask.as_slice::<i32>(), &[1, 1, 1, 1, 1, 0]);
+        assert_eq!(b.tokens, 5);
+    }
+
+    #[test]
+    fn packing_cuts_full_rows() {
+        let data = TokenDataset::new(vec![vec![1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]).unwrap();
+        let batches = data.batches(8, 4, Batching::Pack, 0, None).unwrap();
+        assert_eq!(batches[0].input_ids.as_slice::<i32>(), &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(data.batches(8, 100, Batching::Pack, 0, None).is_err());
+    }
+
+    #[test]
+    fn shuffles_are_deterministic_permutations() {
+        let a = shuffled(50, 7);
+        assert_eq!(a, shuffled(50, 7));
+        assert_ne!(a, shuffled(50, 8));
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn splits_and_vocabulary_checks() {
+        let data = TokenDataset::new((0..10).map(|i| vec![i, i + 1]).collect()).unwrap();
+        let (train, eval) = data.clone().split_every(5).unwrap();
+        assert_eq!((train.sequences().len(), eval.sequences().len()), (8, 2));
+        assert!(data.check_vocab(11).is_ok());
+        assert!(data.check_vocab(10).unwrap_err().to_string().contains("token id 10"));
+        assert!(TokenDataset::new(vec![vec![1]]).is_err());
+    }
+}

@@ -1,0 +1,341 @@
+//! The trainer: steps (value and gradient of the loss over the trainable parameters only,
+//! accumulation, clipping by global norm, the schedule), evaluation, and checkpoints it can
+//! resume from exactly.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+
+use lamina_families::LanguageModel;
+use lamina_heads::ModelInput;
+use mlx_rs::error::Exception;
+use mlx_rs::module::{FlattenedModuleParam, ModuleParameters};
+use mlx_rs::optimizers::clip_grad_norm;
+use mlx_rs::{Array, nn};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Batch, Batching, TokenDataset};
+use crate::error::{Result, TrainError, read_json, write_json};
+use crate::optimizer::{OptimizerConfig, TrainOptimizer};
+use crate::schedule::LrSchedule;
+
+/// How to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerConfig {
+    /// Rows per micro-batch.
+    pub batch_size: usize,
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// Padding or packing.
+    pub batching: Batching,
+    /// Padding id (masked out).
+    pub pad_id: u32,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Micro-batches per optimizer step (gradients averaged).
+    pub grad_accumulation: usize,
+    /// Clip the gradients' global norm to this.
+    pub grad_clip: Option<f32>,
+    /// The learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// AdamW or SGD.
+    pub optimizer: OptimizerConfig,
+    /// Evaluate every this many steps (0 = never during training).
+    pub eval_every: usize,
+    /// Shuffling and dropout seed.
+    pub seed: u64,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            batch_size: 4,
+            seq_len: 256,
+            batching: Batching::Pad,
+            pad_id: 0,
+            steps: 100,
+            grad_accumulation: 1,
+            grad_clip: Some(1.0),
+            schedule: LrSchedule { peak: 1e-4, min: 1e-5, warmup_steps: 10, total_steps: 100 },
+            optimizer: OptimizerConfig::default(),
+            eval_every: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// The step (1-based).
+    pub step: usize,
+    /// Mean training loss over the step's micro-batches.
+    pub loss: f32,
+    /// The learning rate used.
+    pub lr: f32,
+    /// The gradients' global norm before clipping.
+    pub grad_norm: f32,
+    /// Training tokens per second.
+    pub tokens_per_s: f64,
+    /// Held-out loss, when evaluated at this step.
+    pub eval_loss: Option<f32>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TrainerState {
+    step: usize,
+    config: TrainerConfig,
+}
+
+/// Trains a model.
+#[derive(Debug)]
+pub struct Trainer {
+    /// The model (its frozen parameters do not train).
+    pub model: Box<dyn LanguageModel>,
+    config: TrainerConfig,
+    optimizer: TrainOptimizer,
+    step: usize,
+}
+
+fn to_exception(e: impl std::fmt::Display) -> Exception {
+    Exception::custom(e.to_string())
+}
+
+/// The batch's mean loss, as `value_and_grad` wants it.
+fn batch_loss(
+    model: &mut Box<dyn LanguageModel>,
+    batch: (&Array, &Array, &Array),
+) -> std::result::Result<Array, Exception> {
+    let (ids, labels, mask) = batch;
+    let input = ModelInput {
+        padding_mask: Some(mask),
+        labels: Some(labels),
+        check_ids: false,
+        ..ModelInput::new(ids)
+    };
+    model.forward(input).map_err(to_exception)?.loss.ok_or_else(|| to_exception("the model computed no loss"))
+}
+
+impl Trainer {
+    /// A trainer for `model`.
+    pub fn new(model: Box<dyn LanguageModel>, config: TrainerConfig) -> Self {
+        let optimizer = TrainOptimizer::new(config.optimizer, config.schedule.lr(0));
+        Trainer { model, config, optimizer, step: 0 }
+    }
+
+    /// Steps taken.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The config.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// The loss and gradients of one batch (trainable parameters only).
+    ///
+    /// # Errors
+    /// Model and MLX errors.
+    pub fn loss_and_grads(&mut self, batch: &Batch) -> Result<(f32, FlattenedModuleParam)> {
+        let mut value_and_grad = nn::value_and_grad(batch_loss);
+        let (loss, grads) =
+            value_and_grad(&mut self.model, (&batch.input_ids, &batch.labels, &batch.padding_mask))?;
+        Ok((loss.item_exact::<f32>(), grads))
+    }
+
+    /// One optimizer step over `batches` (micro-batches whose gradients are averaged).
+    ///
+    /// # Errors
+    /// Model and MLX errors; [`TrainError::Data`] for no batches.
+    pub fn train_step(&mut self, batches: &[Batch]) -> Result<StepLog> {
+        if batches.is_empty() {
+            return Err(TrainError::Data("a step needs at least one batch".into()));
+        }
+        let started = Instant::now();
+        // Dropout draws from MLX's global generator: seeding it per step makes a resumed run
+        // draw what the uninterrupted one drew.
+        mlx_rs::random::seed(self.config.seed.wrapping_add(self.step as u64))?;
+        self.model.set_training(true);
+        let mut total: Option<FlattenedModuleParam> = None;
+        let mut loss_sum = 0.0;
+        for batch in batches {
+            let (loss, grads) = self.loss_and_grads(batch)?;
+            loss_sum += loss;
+            total = Some(match total {
+                None => grads,
+                Some(mut acc) => {
+                    for (key, grad) in grads {
+                        if let Some(sum) = acc.get_mut(&key) {
+                            *sum = sum.add(&grad)?;
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        self.model.set_training(false);
+        let scale = Array::from_f32(1.0 / batches.len() as f32);
+        let mut grads: FlattenedModuleParam = FlattenedModuleParam::new();
+        for (key, grad) in total.unwrap_or_default() {
+            grads.insert(key, grad.multiply(&scale)?);
+        }
+        let (clipped, grad_norm) = match self.config.grad_clip {
+            Some(max) => {
+                let (clipped, norm) = clip_grad_norm(&grads, max)?;
+                (
+                    clipped.into_iter().map(|(k, v)| (k, v.into_owned())).collect::<FlattenedModuleParam>(),
+                    norm,
+                )
+            }
+            None => {
+                let norm = global_norm(&grads)?;
+                (grads, norm)
+            }
+        };
+        let lr = self.config.schedule.lr(self.step);
+        self.optimizer.set_lr(lr);
+        self.optimizer.update(&mut self.model, &clipped)?;
+        let params: Vec<Array> = self.model.trainable_parameters().flatten().into_values().cloned().collect();
+        mlx_rs::transforms::eval(params.iter())?;
+        self.step += 1;
+        let tokens: usize = batches.iter().map(|b| b.tokens).sum();
+        Ok(StepLog {
+            step: self.step,
+            loss: loss_sum / batches.len() as f32,
+            lr,
+            grad_norm,
+            tokens_per_s: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            eval_loss: None,
+        })
+    }
+
+    /// Mean loss over `batches`, without gradients.
+    ///
+    /// # Errors
+    /// Model errors.
+    pub fn evaluate(&mut self, batches: &[Batch]) -> Result<f32> {
+        let mut sum = 0.0;
+        for batch in batches {
+            sum += batch_loss(&mut self.model, (&batch.input_ids, &batch.labels, &batch.padding_mask))?
+                .item_exact::<f32>();
+        }
+        Ok(sum / batches.len().max(1) as f32)
+    }
+
+    /// The micro-batches of step `step` (0-based): the data is reshuffled every epoch
+    /// from the seed, so any step's batches are known without replaying the ones before.
+    fn step_batches(&self, data: &TokenDataset, step: usize) -> Result<Vec<Batch>> {
+        let c = &self.config;
+        let per_epoch = data.batches(c.batch_size, c.seq_len, c.batching, c.pad_id, None)?.len();
+        let accum = c.grad_accumulation.max(1);
+        let mut out = Vec::with_capacity(accum);
+        for micro in step * accum..(step + 1) * accum {
+            let (epoch, at) = (micro / per_epoch, micro % per_epoch);
+            let order = data.batches(
+                c.batch_size,
+                c.seq_len,
+                c.batching,
+                c.pad_id,
+                Some(c.seed.wrapping_add(epoch as u64)),
+            )?;
+            if let Some(batch) = order.into_iter().nth(at) {
+                out.push(batch);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One step of [`Trainer::fit`]'s schedule (the step's batches from `train`).
+    ///
+    /// # Errors
+    /// Model, data and MLX errors.
+    pub fn fit_one(&mut self, train: &TokenDataset) -> Result<StepLog> {
+        let batches = self.step_batches(train, self.step)?;
+        self.train_step(&batches)
+    }
+
+    /// Trains until `config.steps`, calling `on_step` after each step (with the held-out
+    /// loss every `eval_every` steps when `eval` is given).
+    ///
+    /// # Errors
+    /// Model, data and MLX errors.
+    pub fn fit(
+        &mut self,
+        train: &TokenDataset,
+        eval: Option<&TokenDataset>,
+        mut on_step: impl FnMut(&StepLog),
+    ) -> Result<Vec<StepLog>> {
+        train.check_vocab(self.model.info().vocab_size)?;
+        let eval_batches = match eval {
+            Some(data) => Some(data.batches(
+                self.config.batch_size,
+                self.config.seq_len,
+                self.config.batching,
+                self.config.pad_id,
+                None,
+            )?),
+            None => None,
+        };
+        let mut logs = Vec::new();
+        while self.step < self.config.steps {
+            let mut log = self.fit_one(train)?;
+            if let Some(eval_batches) = &eval_batches {
+                if self.config.eval_every > 0 && log.step % self.config.eval_every == 0 {
+                    log.eval_loss = Some(self.evaluate(eval_batches)?);
+                }
+            }
+            on_step(&log);
+            logs.push(log);
+        }
+        Ok(logs)
+    }
+
+    /// Writes the trainable parameters, the optimizer state and the step into `dir`.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        let params = self.model.trainable_parameters().flatten();
+        let path = dir.join("trainable.safetensors");
+        Array::save_safetensors(params.iter().map(|(k, v)| (k.as_ref(), *v)), None, &path)
+            .map_err(|e| TrainError::Adapters { path, reason: e.to_string() })?;
+        self.optimizer.save(&dir.join("optimizer.safetensors"))?;
+        write_json(
+            &dir.join("trainer_state.json"),
+            &TrainerState { step: self.step, config: self.config.clone() },
+        )
+    }
+
+    /// Restores a checkpoint written by [`Trainer::save_checkpoint`] into this trainer
+    /// (same model architecture, adapters attached as before).
+    ///
+    /// # Errors
+    /// I/O errors; [`TrainError::Adapters`] when the saved parameters do not match the
+    /// model's trainable ones.
+    pub fn resume(&mut self, dir: &Path) -> Result<()> {
+        let state: TrainerState = read_json(&dir.join("trainer_state.json"))?;
+        let path = dir.join("trainable.safetensors");
+        let saved = Array::load_safetensors(&path)
+            .map_err(|e| TrainError::Adapters { path: path.clone(), reason: e.to_string() })?;
+        let trainable: Vec<String> =
+            self.model.trainable_parameters().flatten().keys().map(|k| k.to_string()).collect();
+        if let Some(missing) = trainable.iter().find(|k| !saved.contains_key(k.as_str())) {
+            return Err(TrainError::Adapters { path, reason: format!("has no `{missing}`") });
+        }
+        self.model.update_flattened(saved.into_iter().map(|(k, v)| (Rc::from(k.as_str()), v)).collect());
+        self.optimizer.load(&dir.join("optimizer.safetensors"))?;
+        self.step = state.step;
+        self.config = state.config;
+        Ok(())
+    }
+}
+
+fn global_norm(grads: &FlattenedModuleParam) -> Result<f32> {
+    let mut sum = Array::from_f32(0.0);
+    for g in grads.values() {
+        sum = sum.add(g.square()?.sum(None)?)?;
+    }
+    Ok(sum.sqrt()?.item_exact::<f32>())
+}

@@ -1,0 +1,146 @@
+//! Training: gradients against finite differences, an AdamW step against a hand
+//! computation, LoRA (fuse = unfused, adapters round-trip), exact resume, quantized
+//! checkpoints reloading to identical logits.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::rc::Rc;
+
+use lamina_components::{LoraConfig, QuantConfig};
+use lamina_families::{LanguageModel, LlamaConfig, LlamaForCausalLM};
+use lamina_heads::ModelInput;
+use lamina_loader::{LoadOptions, load_blocking, save_checkpoint};
+use lamina_train::{
+    Batching, CheckpointQuantization, LoraTargets, LrSchedule, OptimizerConfig, Trainer, TrainerConfig,
+    apply_lora, fuse_adapters, load_adapters, quantize_model, save_adapters,
+};
+use mlx_rs::Array;
+use mlx_rs::module::ModuleParameters;
+
+mod common;
+use common::{config, data, temp, tiny};
+
+fn logits(model: &mut Box<dyn LanguageModel>, ids: &Array) -> Array {
+    model.forward(ModelInput::new(ids)).unwrap().logits
+}
+
+/// Row-major values (gradients of transposed views are not contiguous).
+fn values(a: &Array) -> Vec<f32> {
+    a.contiguous().unwrap().as_slice::<f32>().to_vec()
+}
+
+fn max_diff(a: &Array, b: &Array) -> f32 {
+    a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>()
+}
+
+#[test]
+fn gradients_match_central_finite_differences() {
+    let mut trainer = Trainer::new(tiny(1), config(1));
+    let batch = data().batches(2, 9, Batching::Pad, 0, None).unwrap().remove(0);
+    let (_, grads) = trainer.loss_and_grads(&batch).unwrap();
+    let eps = 1e-2f32;
+    for key in ["model.layers.0.mlp.down_proj.weight", "model.norm.weight", "model.embed_tokens.weight"] {
+        let grad = values(&grads[key]);
+        let original = trainer.model.parameters().flatten()[key].clone();
+        let flat = values(&original);
+        for index in [0usize, 7, flat.len() / 2] {
+            let mut loss_at = |delta: f32| {
+                let mut values = flat.clone();
+                values[index] += delta;
+                trainer
+                    .model
+                    .update_flattened([(Rc::from(key), Array::from_slice(&values, original.shape()))].into());
+                trainer.evaluate(std::slice::from_ref(&batch)).unwrap()
+            };
+            let numeric = (loss_at(eps) - loss_at(-eps)) / (2.0 * eps);
+            let analytic = grad[index];
+            assert!(
+                (numeric - analytic).abs() < 2e-3 + 0.05 * analytic.abs(),
+                "{key}[{index}]: {numeric} vs {analytic}"
+            );
+        }
+        trainer.model.update_flattened([(Rc::from(key), original)].into());
+    }
+}
+
+#[test]
+fn one_adamw_step_matches_the_hand_computed_update() {
+    let (lr, wd, b1, b2, eps) = (0.01f32, 0.1f32, 0.9f32, 0.999f32, 1e-8f32);
+    let optimizer = OptimizerConfig::AdamW { weight_decay: wd, beta1: b1, beta2: b2, eps };
+    let cfg = TrainerConfig { optimizer, grad_clip: None, schedule: LrSchedule::constant(lr), ..config(1) };
+    let mut trainer = Trainer::new(tiny(2), cfg);
+    let batch = data().batches(4, 9, Batching::Pad, 0, None).unwrap().remove(0);
+    let key = "model.layers.0.self_attn.q_proj.weight";
+    let before = values(trainer.model.parameters().flatten()[key]);
+    let (_, grads) = trainer.loss_and_grads(&batch).unwrap();
+    let g = values(&grads[key]);
+    trainer.train_step(std::slice::from_ref(&batch)).unwrap();
+    let after = values(trainer.model.parameters().flatten()[key]);
+    for i in [0, 5, 100, before.len() - 1] {
+        let (m, v) = ((1.0 - b1) * g[i], (1.0 - b2) * g[i] * g[i]);
+        let expected = before[i] * (1.0 - lr * wd) - lr * m / (v.sqrt() + eps);
+        assert!((after[i] - expected).abs() < 1e-6, "[{i}] {} vs {expected}", after[i]);
+    }
+}
+
+#[test]
+fn lora_fuse_equals_unfused_and_adapters_round_trip() {
+    let ids = Array::from_slice(&[3i32, 9, 27, 14, 5], &[1, 5]);
+    let mut model = tiny(3);
+    let base = logits(&mut model, &ids);
+    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0 };
+    let adapted = apply_lora(model.as_mut(), &LoraTargets::query_value(), lora).unwrap();
+    assert_eq!(adapted, ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"]);
+    // Train a little so the adapters are not the identity.
+    let mut trainer = Trainer::new(model, config(3));
+    trainer.fit(&data(), None, |_| {}).unwrap();
+    let mut model = trainer.model;
+    let with_adapters = logits(&mut model, &ids);
+    assert!(max_diff(&with_adapters, &base) > 1e-4, "training moved nothing");
+    let dir = temp("adapters");
+    let adapter_config = lamina_train::AdapterConfig { lora, targets: LoraTargets::query_value() };
+    save_adapters(model.as_ref(), &adapter_config, &dir).unwrap();
+
+    let mut reloaded = tiny(3);
+    assert!(max_diff(&logits(&mut reloaded, &ids), &base) == 0.0, "same seed, same base");
+    assert_eq!(load_adapters(reloaded.as_mut(), &dir).unwrap(), adapter_config);
+    assert!(max_diff(&logits(&mut reloaded, &ids), &with_adapters) < 1e-6);
+
+    assert_eq!(fuse_adapters(model.as_mut()).unwrap(), 2);
+    assert!(model.parameters().flatten().keys().all(|k| !k.contains("lora")));
+    assert!(max_diff(&logits(&mut model, &ids), &with_adapters) < 1e-5);
+
+    let mut wrong = tiny(3);
+    apply_lora(wrong.as_mut(), &LoraTargets::all_linear(), lora).unwrap();
+    let mut other =
+        LlamaForCausalLM::new(LlamaConfig { num_hidden_layers: 2, vocab_size: 64, ..LlamaConfig::tiny() })
+            .unwrap();
+    let err = load_adapters(&mut other, &dir).unwrap_err().to_string();
+    assert!(err.contains("adapters.safetensors"), "{err}");
+}
+
+#[test]
+fn a_quantized_checkpoint_saved_and_reloaded_gives_identical_logits() {
+    let ids = Array::from_slice(&[1i32, 4, 9, 16, 25], &[1, 5]);
+    let mut model = tiny(5);
+    let dense = logits(&mut model, &ids);
+    let report = quantize_model(model.as_mut(), QuantConfig::new(4, 32)).unwrap();
+    assert!(
+        report.quantized.contains(&"model.embed_tokens".to_owned()) && report.skipped.is_empty(),
+        "{report:?}"
+    );
+    let quantized = logits(&mut model, &ids);
+    assert!(max_diff(&quantized, &dense) > 0.0, "quantizing changed nothing");
+    let mut config =
+        serde_json::to_value(LlamaConfig { num_hidden_layers: 1, vocab_size: 64, ..LlamaConfig::tiny() })
+            .unwrap();
+    config["model_type"] = "llama".into();
+    config["quantization"] = CheckpointQuantization::config_entry(QuantConfig::new(4, 32));
+    let dir = temp("quantized");
+    save_checkpoint(&dir, &config, model.as_ref()).unwrap();
+    let mut reloaded = load_blocking(&dir, LoadOptions::default()).unwrap();
+    assert!(reloaded.report.is_clean(), "{}", reloaded.report);
+    assert!(logits(&mut reloaded.model, &ids).eq_values(&quantized).unwrap());
+    assert!(
+        lamina_train::model_bytes(reloaded.model.as_ref()) < lamina_train::model_bytes(tiny(5).as_ref()) / 4
+    );
+}
