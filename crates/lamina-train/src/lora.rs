@@ -25,12 +25,21 @@ pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub struct LoraTargets {
     /// Layer names; empty means every linear layer of attention and feed-forward.
     pub names: Vec<String>,
+    /// Only the last this many blocks (`layers.N`); all when absent. Blocks below the
+    /// first adapted one need no backward pass.
+    #[serde(default)]
+    pub last_layers: Option<usize>,
 }
 
 impl LoraTargets {
     /// The given names.
     pub fn names<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
-        LoraTargets { names: names.into_iter().map(Into::into).collect() }
+        LoraTargets { names: names.into_iter().map(Into::into).collect(), last_layers: None }
+    }
+
+    /// The same targets in the last `n` blocks only.
+    pub fn in_last_layers(self, n: usize) -> Self {
+        LoraTargets { last_layers: Some(n), ..self }
     }
 
     /// `q_proj` and `v_proj` (the original LoRA paper's choice).
@@ -40,12 +49,19 @@ impl LoraTargets {
 
     /// Every linear layer of attention and feed-forward blocks.
     pub fn all_linear() -> Self {
-        LoraTargets { names: Vec::new() }
+        LoraTargets { names: Vec::new(), last_layers: None }
     }
 
-    fn matches(&self, path: &str) -> bool {
+    fn matches(&self, path: &str, num_layers: usize) -> bool {
         if path == "lm_head" || path.ends_with(".lm_head") {
             return false;
+        }
+        if let Some(n) = self.last_layers {
+            let layer =
+                path.split('.').skip_while(|p| *p != "layers").nth(1).and_then(|i| i.parse::<usize>().ok());
+            if layer.is_none_or(|i| i + n < num_layers) {
+                return false;
+            }
         }
         let last = path.rsplit('.').next().unwrap_or(path);
         self.names.is_empty() || self.names.iter().any(|n| n == last)
@@ -73,10 +89,11 @@ pub fn apply_lora(
 ) -> Result<Vec<String>> {
     config.validated()?;
     model.freeze_parameters(true);
+    let num_layers = model.info().num_layers;
     let mut adapted = Vec::new();
     model.visit_layers("", &mut |path, layer| {
         if let Quantizable::Linear(linear) = layer {
-            if targets.matches(path) {
+            if targets.matches(path, num_layers) {
                 linear.attach_lora(config)?;
                 adapted.push(path.to_owned());
             }
