@@ -40,7 +40,9 @@ impl Tokenizer {
             bos_token: special(&config, "bos_token"),
             eos_token: special(&config, "eos_token"),
             chat_template: chat_template(&config),
-            add_bos: false,
+            // transformers' tokenizer.json prepends BOS in its own post-processor; only a
+            // tokenizer lamina saved from GGUF metadata asks lamina to do it.
+            add_bos: config.get(PREPEND_BOS_KEY).and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
@@ -124,11 +126,42 @@ impl Tokenizer {
         self.chat_template.as_deref()
     }
 
+    /// Writes `tokenizer.json` and a `tokenizer_config.json` holding the special tokens and
+    /// chat template, as a Hugging Face folder has them.
+    ///
+    /// # Errors
+    /// [`LoaderError::Tokenizer`] or [`LoaderError::Io`] naming the file.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("tokenizer.json");
+        self.inner
+            .save(&path, false)
+            .map_err(|e| LoaderError::Tokenizer { path: path.clone(), reason: e.to_string() })?;
+        let mut config = serde_json::Map::new();
+        for (key, value) in [
+            ("bos_token", &self.bos_token),
+            ("eos_token", &self.eos_token),
+            ("chat_template", &self.chat_template),
+        ] {
+            if let Some(value) = value {
+                config.insert(key.to_owned(), Value::String(value.clone()));
+            }
+        }
+        config.insert(PREPEND_BOS_KEY.into(), Value::Bool(self.add_bos));
+        let path = dir.join("tokenizer_config.json");
+        let text = serde_json::to_string_pretty(&Value::Object(config))
+            .map_err(|source| LoaderError::Json { path: path.clone(), source })?;
+        std::fs::write(&path, text + "\n").map_err(|e| LoaderError::io(&path, e))
+    }
+
     /// The `tokenizers` crate's tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
 }
+
+/// The `tokenizer_config.json` key with which lamina records that it must prepend BOS
+/// itself (tokenizers built from GGUF metadata have no post-processor doing it).
+const PREPEND_BOS_KEY: &str = "lamina_prepend_bos";
 
 /// A special token, written as a string or as `{"content": "..."}`.
 fn special(config: &Value, key: &str) -> Option<String> {
