@@ -57,6 +57,7 @@ fn build(hidden: usize) -> lamina::core::Result<Model> {
             layer(HybridMixerConfig::Mamba(MambaConfig::new(hidden, 2))),
         ],
         final_norm: NormConfig::rms(1e-6),
+        gradient_checkpointing: false,
     };
     SequenceClassifier::new(HybridBackbone::new(&config)?, 2, Pooling::Mean)
 }

@@ -30,6 +30,7 @@ fn hybrid_classifier() -> SequenceClassifier<HybridBackbone> {
             layer(HybridMixerConfig::Mamba(MambaConfig { scan_chunk: 4, ..MambaConfig::new(16, 2) })),
         ],
         final_norm: NormConfig::rms(1e-6),
+        gradient_checkpointing: false,
     };
     SequenceClassifier::new(HybridBackbone::new(&config).unwrap(), 3, Pooling::LastToken).unwrap()
 }

@@ -20,6 +20,9 @@ pub struct HybridBackboneConfig {
     pub layers: Vec<HybridBlockConfig>,
     /// The final norm.
     pub final_norm: NormConfig,
+    /// Recompute block activations in the backward pass.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
 }
 
 impl HybridBackboneConfig {
@@ -69,6 +72,7 @@ pub struct HybridBackbone {
     #[param]
     pub final_layernorm: Norm,
     hidden_size: usize,
+    checkpointing: bool,
 }
 
 impl HybridBackbone {
@@ -84,13 +88,21 @@ impl HybridBackbone {
             layers: config.layers.iter().map(HybridBlock::new).collect::<Result<_>>()?,
             final_layernorm: Norm::new(width as i32, config.final_norm)?,
             hidden_size: width,
+            checkpointing: config.gradient_checkpointing,
         })
     }
 }
 
 impl Backbone for HybridBackbone {
     fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        stack::run(&mut self.embed_tokens, &mut self.layers, 1, &mut self.final_layernorm, input)
+        stack::run(
+            &mut self.embed_tokens,
+            &mut self.layers,
+            1,
+            &mut self.final_layernorm,
+            self.checkpointing,
+            input,
+        )
     }
 
     fn embedding(&self) -> &Embedding {
@@ -103,6 +115,10 @@ impl Backbone for HybridBackbone {
 
     fn hidden_size(&self) -> usize {
         self.hidden_size
+    }
+
+    fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
     }
 
     fn set_training(&mut self, training: bool) {

@@ -22,6 +22,9 @@ pub struct MambaBackboneConfig {
     pub block: MambaBlockConfig,
     /// The final norm.
     pub final_norm: NormConfig,
+    /// Recompute block activations in the backward pass.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
 }
 
 impl MambaBackboneConfig {
@@ -55,6 +58,7 @@ pub struct MambaBackbone {
     #[param]
     pub norm_f: Norm,
     hidden_size: usize,
+    checkpointing: bool,
 }
 
 impl MambaBackbone {
@@ -70,13 +74,14 @@ impl MambaBackbone {
             layers: (0..config.num_layers).map(|_| MambaBlock::new(&config.block)).collect::<Result<_>>()?,
             norm_f: Norm::new(width as i32, config.final_norm)?,
             hidden_size: width,
+            checkpointing: config.gradient_checkpointing,
         })
     }
 }
 
 impl Backbone for MambaBackbone {
     fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        stack::run(&mut self.embeddings, &mut self.layers, 1, &mut self.norm_f, input)
+        stack::run(&mut self.embeddings, &mut self.layers, 1, &mut self.norm_f, self.checkpointing, input)
     }
 
     fn embedding(&self) -> &Embedding {
@@ -89,6 +94,10 @@ impl Backbone for MambaBackbone {
 
     fn hidden_size(&self) -> usize {
         self.hidden_size
+    }
+
+    fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
     }
 
     fn set_training(&mut self, training: bool) {

@@ -1,7 +1,9 @@
 //! What the three backbones share: their inputs, the cache, and the block loop.
 
 use lamina_blocks::Block;
-use lamina_components::{Embedding, LayerCache, LayerInput, Norm, VisitLayers, check_ids};
+use std::rc::Rc;
+
+use lamina_components::{Embedding, LayerCache, LayerInput, Norm, VisitLayers, check_ids, checkpointed};
 use lamina_core::{BackboneOutput, Error, Result};
 use mlx_rs::Array;
 use mlx_rs::module::{Module, ModuleParameters};
@@ -90,14 +92,19 @@ pub trait Backbone: ModuleParameters + VisitLayers {
 
     /// Switches dropout (and other training-only behaviour) on or off in every block.
     fn set_training(&mut self, training: bool);
+
+    /// Recomputes each block's activations in the backward pass instead of keeping them
+    /// (gradient checkpointing), when no cache is in use.
+    fn set_gradient_checkpointing(&mut self, on: bool);
 }
 
 /// Embeds, runs every block `repeats` times in a row, and applies the final norm.
-pub(crate) fn run<B: Block>(
+pub(crate) fn run<B: Block + 'static>(
     embedding: &mut Embedding,
     blocks: &mut [B],
     repeats: usize,
     final_norm: &mut Norm,
+    checkpointing: bool,
     input: BackboneInput<'_>,
 ) -> Result<BackboneOutput> {
     let ids = input.input_ids;
@@ -127,13 +134,46 @@ pub(crate) fn run<B: Block>(
     for block in blocks.iter_mut() {
         for _ in 0..repeats {
             let cache = caches.as_mut().and_then(Iterator::next);
-            h = block.forward(LayerInput { x: &h, cache, padding_mask: input.padding_mask })?.hidden_states;
+            h = if checkpointing && cache.is_none() {
+                checkpointed_block(block, &h, input.padding_mask)?
+            } else {
+                block.forward(LayerInput { x: &h, cache, padding_mask: input.padding_mask })?.hidden_states
+            };
             if let Some(states) = hidden.as_mut() {
                 states.push(h.clone());
             }
         }
     }
     Ok(BackboneOutput { last_hidden_state: final_norm.forward(&h)?, hidden_states: hidden })
+}
+
+/// A block under MLX's checkpoint transform. Its trainable parameters are passed as inputs
+/// so that their gradients flow (the recomputation in the backward pass uses them); the
+/// closure owns a clone of the block (cheap: arrays are shared) as MLX may keep it.
+fn checkpointed_block<B: Block + 'static>(block: &B, h: &Array, padding: Option<&Array>) -> Result<Array> {
+    let params = block.trainable_parameters().flatten();
+    let mut keys: Vec<Rc<str>> = params.keys().cloned().collect();
+    keys.sort();
+    let mut inputs = Vec::with_capacity(keys.len() + 1);
+    inputs.push(h.clone());
+    inputs.extend(keys.iter().filter_map(|k| params.get(k).map(|a| (*a).clone())));
+    let mut clone = block.clone();
+    let padding = padding.cloned();
+    let outputs = checkpointed(
+        move |args: &[Array]| {
+            let (x, values) =
+                args.split_first().ok_or_else(|| Error::InvalidInput("no block input".into()))?;
+            clone.update_flattened(keys.iter().cloned().zip(values.iter().cloned()).collect());
+            Ok(vec![
+                clone.forward(LayerInput { x, cache: None, padding_mask: padding.as_ref() })?.hidden_states,
+            ])
+        },
+        &inputs,
+    )?;
+    outputs
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::InvalidInput("the checkpointed block returned nothing".into()))
 }
 
 /// One cache per block execution.

@@ -24,6 +24,10 @@ pub struct TransformerBackboneConfig {
     /// Runs of each block (MobileLLM's layer sharing runs each twice).
     #[serde(default = "one")]
     pub layer_repeats: usize,
+    /// Recompute block activations in the backward pass (see
+    /// [`Backbone::set_gradient_checkpointing`]).
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
 }
 
 fn one() -> usize {
@@ -43,6 +47,7 @@ impl TransformerBackboneConfig {
             layers: vec![block; num_layers],
             final_norm,
             layer_repeats: 1,
+            gradient_checkpointing: false,
         }
     }
 
@@ -94,6 +99,7 @@ pub struct TransformerBackbone {
     pub norm: Norm,
     repeats: usize,
     hidden_size: usize,
+    checkpointing: bool,
 }
 
 impl TransformerBackbone {
@@ -110,13 +116,21 @@ impl TransformerBackbone {
             norm: Norm::new(width as i32, config.final_norm)?,
             repeats: config.layer_repeats,
             hidden_size: width,
+            checkpointing: config.gradient_checkpointing,
         })
     }
 }
 
 impl Backbone for TransformerBackbone {
     fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        stack::run(&mut self.embed_tokens, &mut self.layers, self.repeats, &mut self.norm, input)
+        stack::run(
+            &mut self.embed_tokens,
+            &mut self.layers,
+            self.repeats,
+            &mut self.norm,
+            self.checkpointing,
+            input,
+        )
     }
 
     fn embedding(&self) -> &Embedding {
@@ -129,6 +143,10 @@ impl Backbone for TransformerBackbone {
 
     fn hidden_size(&self) -> usize {
         self.hidden_size
+    }
+
+    fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
     }
 
     fn set_training(&mut self, training: bool) {

@@ -39,6 +39,7 @@ fn mamba() -> MambaBackbone {
         num_layers: 2,
         block: MambaBlockConfig { mixer, norm: NormConfig::rms(1e-5) },
         final_norm: NormConfig::rms(1e-5),
+        gradient_checkpointing: false,
     };
     MambaBackbone::new(&config).unwrap()
 }
@@ -57,6 +58,7 @@ fn hybrid() -> HybridBackbone {
             layer(HybridMixerConfig::Mamba(MambaConfig::new(16, 2))),
         ],
         final_norm: NormConfig::rms(1e-6),
+        gradient_checkpointing: false,
     };
     HybridBackbone::new(&config).unwrap()
 }

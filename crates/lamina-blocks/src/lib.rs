@@ -27,7 +27,7 @@ use mlx_rs::module::{Module, ModuleParameters};
 
 /// A residual block: what backbones stack.
 pub trait Block:
-    ModuleParameters + VisitLayers + for<'a> Module<LayerInput<'a>, Output = BlockOutput, Error = Error>
+    Clone + ModuleParameters + VisitLayers + for<'a> Module<LayerInput<'a>, Output = BlockOutput, Error = Error>
 {
     /// A fresh cache of the kind this block's mixer uses.
     ///

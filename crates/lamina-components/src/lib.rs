@@ -17,9 +17,11 @@
 //! passes in through [`LayerInput`]. The layer crates share [`lamina_core::Error`]: their
 //! failures are the same kinds (bad config, bad shape, MLX error).
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod attention;
 mod cache;
+mod checkpoint;
 mod dropout;
 mod embedding;
 mod ffn;
@@ -35,6 +37,7 @@ mod testing;
 
 pub use attention::{Attention, AttentionConfig, LayerInput, QkNormConfig, QkNormPosition, batch_and_len};
 pub use cache::{KV_STEP, KvCache, LayerCache, RotatingKvCache, SsmState, WindowedKv};
+pub use checkpoint::checkpointed;
 pub use dropout::dropout;
 pub use embedding::{Embedding, check_ids};
 pub use ffn::{FeedForward, FeedForwardConfig, activate};

@@ -58,6 +58,9 @@ pub trait LanguageModel: ModuleParameters + VisitLayers + std::fmt::Debug + Send
     /// Switches dropout (and LoRA dropout) on or off.
     fn set_training(&mut self, training: bool);
 
+    /// Switches gradient checkpointing (per block) on or off.
+    fn set_gradient_checkpointing(&mut self, on: bool);
+
     /// Fixes the checkpoint's quirks (renamed keys, PyTorch layouts, tensors that are
     /// recomputed rather than loaded) before the weights are applied.
     ///

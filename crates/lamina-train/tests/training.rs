@@ -144,3 +144,20 @@ fn a_quantized_checkpoint_saved_and_reloaded_gives_identical_logits() {
         lamina_train::model_bytes(reloaded.model.as_ref()) < lamina_train::model_bytes(tiny(5).as_ref()) / 4
     );
 }
+
+#[test]
+fn gradient_checkpointing_gives_the_same_gradients() {
+    let batch = data().batches(4, 9, Batching::Pad, 0, None).unwrap().remove(0);
+    let mut plain = Trainer::new(tiny(6), config(1));
+    let (loss_a, grads_a) = plain.loss_and_grads(&batch).unwrap();
+    let mut model = tiny(6);
+    model.set_gradient_checkpointing(true);
+    let mut checkpointed = Trainer::new(model, config(1));
+    let (loss_b, grads_b) = checkpointed.loss_and_grads(&batch).unwrap();
+    assert!((loss_a - loss_b).abs() < 1e-6);
+    assert_eq!(grads_a.len(), grads_b.len());
+    for (key, a) in &grads_a {
+        let diff = max_diff(a, &grads_b[key]);
+        assert!(diff < 1e-5, "{key}: {diff}");
+    }
+}

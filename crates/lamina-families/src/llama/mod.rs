@@ -57,6 +57,10 @@ impl LanguageModel for LlamaForCausalLM {
         }
     }
 
+    fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.model.set_gradient_checkpointing(on);
+    }
+
     fn make_cache(&self) -> Result<ModelCache> {
         self.model.make_cache()
     }

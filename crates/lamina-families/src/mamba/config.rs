@@ -184,6 +184,7 @@ impl MambaConfig {
             num_layers: self.num_hidden_layers,
             block: MambaBlockConfig { mixer: self.mixer(), norm },
             final_norm: norm,
+            gradient_checkpointing: false,
         })
     }
 }

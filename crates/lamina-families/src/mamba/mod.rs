@@ -61,6 +61,10 @@ impl LanguageModel for MambaForCausalLM {
         }
     }
 
+    fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.backbone.set_gradient_checkpointing(on);
+    }
+
     fn make_cache(&self) -> Result<ModelCache> {
         self.backbone.make_cache()
     }

@@ -156,6 +156,7 @@ impl MobileLlmConfig {
             layers,
             final_norm: NormConfig::rms(self.norm_eps),
             layer_repeats: if self.layer_sharing { 2 } else { 1 },
+            gradient_checkpointing: false,
         })
     }
 }

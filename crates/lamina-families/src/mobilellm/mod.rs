@@ -63,6 +63,13 @@ impl MobileLlmForCausalLM {
         LanguageModel::forward(self, input)
     }
 
+    /// Recomputes each block's activations in the backward pass instead of keeping them:
+    /// lower peak memory for more compute (the MobileLLM API's
+    /// `enable_gradient_checkpointing()`).
+    pub fn enable_gradient_checkpointing(&mut self) {
+        LanguageModel::set_gradient_checkpointing(self, true);
+    }
+
     /// Switches dropout on (training) or off.
     pub fn train(&mut self, training: bool) {
         LanguageModel::set_training(self, training);
@@ -79,6 +86,10 @@ impl LanguageModel for MobileLlmForCausalLM {
         if let Some(head) = &mut self.lm_head {
             mlx_rs::module::Module::training_mode(head, training);
         }
+    }
+
+    fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.model.set_gradient_checkpointing(on);
     }
 
     fn make_cache(&self) -> Result<ModelCache> {
