@@ -97,3 +97,54 @@ fn generate_answers_with_the_default_model_as_json() {
     let err = example("generate").args(["--top-p", "0"]).output().unwrap();
     assert!(one_line_error(&err).contains("top_p"));
 }
+
+#[test]
+fn train_lora_and_quantize_run_on_a_tiny_model() {
+    let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/tiny_f32.gguf");
+    let out = std::env::temp_dir().join(format!("lamina-cli-lora-{}", std::process::id()));
+    let run = example("train_lora")
+        .args([
+            "--model",
+            gguf.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--layers",
+            "2",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "2",
+        ])
+        .args(["--out", out.to_str().unwrap(), "--prompt", "The capital of"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(text.contains("step   4") && text.contains("% of the start"), "{text}");
+    assert!(out.join("adapters.safetensors").exists() && out.join("adapter_config.json").exists());
+
+    let quantized = std::env::temp_dir().join(format!("lamina-cli-quant-{}", std::process::id()));
+    let run = example("quantize")
+        .args([
+            "--model",
+            fixture("llama_tied_smollm").to_str().unwrap(),
+            "--bits",
+            "8",
+            "--group-size",
+            "32",
+        ])
+        .args(["--out", quantized.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(text.contains("8-bit") && text.contains("mean KL"), "{text}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(quantized.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["quantization"]["bits"], 8);
+    let err = example("quantize")
+        .args(["--model", fixture("llama_tied_smollm").to_str().unwrap(), "--bits", "7", "--out", "/tmp/x"])
+        .output()
+        .unwrap();
+    assert!(one_line_error(&err).contains("bits"));
+}

@@ -108,6 +108,16 @@ fn lora_fuse_equals_unfused_and_adapters_round_trip() {
     assert_eq!(fuse_adapters(model.as_mut()).unwrap(), 2);
     assert!(model.parameters().flatten().keys().all(|k| !k.contains("lora")));
     assert!(max_diff(&logits(&mut model, &ids), &with_adapters) < 1e-5);
+    // The fused model is a plain checkpoint the ordinary loader reads.
+    let fused_dir = temp("fused");
+    let mut config =
+        serde_json::to_value(LlamaConfig { num_hidden_layers: 1, vocab_size: 64, ..LlamaConfig::tiny() })
+            .unwrap();
+    config["model_type"] = "llama".into();
+    save_checkpoint(&fused_dir, &config, model.as_ref()).unwrap();
+    let mut plain = load_blocking(&fused_dir, LoadOptions::default()).unwrap();
+    assert!(plain.report.is_clean(), "{}", plain.report);
+    assert!(max_diff(&logits(&mut plain.model, &ids), &with_adapters) < 1e-5);
 
     let mut wrong = tiny(3);
     apply_lora(wrong.as_mut(), &LoraTargets::all_linear(), lora).unwrap();
@@ -159,5 +169,47 @@ fn gradient_checkpointing_gives_the_same_gradients() {
     for (key, a) in &grads_a {
         let diff = max_diff(a, &grads_b[key]);
         assert!(diff < 1e-5, "{key}: {diff}");
+    }
+}
+
+#[test]
+fn qlora_trains_adapters_on_a_quantized_base() {
+    let mut model = tiny(7);
+    quantize_model(model.as_mut(), QuantConfig::new(4, 32)).unwrap();
+    let packed_before = model.parameters().flatten()["model.layers.0.mlp.up_proj.weight"].clone();
+    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0 };
+    apply_lora(model.as_mut(), &LoraTargets::all_linear(), lora).unwrap();
+    let trainable: Vec<String> =
+        model.trainable_parameters().flatten().keys().map(|k| k.to_string()).collect();
+    assert!(
+        !trainable.is_empty() && trainable.iter().all(|k| k.ends_with("lora_a") || k.ends_with("lora_b")),
+        "{trainable:?}"
+    );
+    let mut trainer = Trainer::new(model, config(8));
+    let logs = trainer.fit(&data(), None, |_| {}).unwrap();
+    assert!(logs.last().unwrap().loss < logs[0].loss, "{logs:?}");
+    let packed_after = trainer.model.parameters().flatten()["model.layers.0.mlp.up_proj.weight"].clone();
+    assert_eq!(packed_after.dtype(), mlx_rs::Dtype::Uint32);
+    assert!(packed_after.eq_values(&packed_before).unwrap(), "the quantized base moved");
+}
+
+#[test]
+fn an_sgd_step_is_w_minus_lr_times_g() {
+    let cfg = TrainerConfig {
+        optimizer: OptimizerConfig::Sgd { momentum: 0.0, weight_decay: 0.0 },
+        grad_clip: None,
+        schedule: LrSchedule::constant(0.1),
+        ..config(1)
+    };
+    let mut trainer = Trainer::new(tiny(8), cfg);
+    let batch = data().batches(4, 9, Batching::Pad, 0, None).unwrap().remove(0);
+    let key = "model.norm.weight";
+    let before = values(trainer.model.parameters().flatten()[key]);
+    let (_, grads) = trainer.loss_and_grads(&batch).unwrap();
+    let g = values(&grads[key]);
+    trainer.train_step(std::slice::from_ref(&batch)).unwrap();
+    let after = values(trainer.model.parameters().flatten()[key]);
+    for i in 0..before.len() {
+        assert!((after[i] - (before[i] - 0.1 * g[i])).abs() < 1e-6, "[{i}]");
     }
 }
