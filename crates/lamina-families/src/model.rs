@@ -81,6 +81,14 @@ pub(crate) fn causal_forward(
     Ok(ModelOutput::new(out, head_out))
 }
 
+/// Switches dropout on (training) or off in the backbone and the LM head.
+pub(crate) fn causal_set_training(backbone: &mut impl Backbone, head: &mut LmHead, training: bool) {
+    backbone.set_training(training);
+    if let Some(head) = head {
+        mlx_rs::module::Module::training_mode(head, training);
+    }
+}
+
 /// Drops tensors that are recomputed, not loaded (`rotary_emb.inv_freq`), and a stray
 /// `lm_head.weight` when the head is tied.
 pub(crate) fn drop_common(mut weights: Weights, tied: bool) -> Weights {

@@ -15,7 +15,7 @@ use lamina_heads::{LmHead, ModelInput, lm_head};
 use mlx_rs::macros::ModuleParameters;
 
 use crate::hf::ids;
-use crate::model::{LanguageModel, ModelInfo, Weights, causal_forward, drop_common};
+use crate::model::{LanguageModel, ModelInfo, Weights, causal_forward, causal_set_training, drop_common};
 use crate::registry::Family;
 
 /// A Llama-family causal language model.
@@ -51,10 +51,7 @@ impl LanguageModel for LlamaForCausalLM {
     }
 
     fn set_training(&mut self, training: bool) {
-        self.model.set_training(training);
-        if let Some(head) = &mut self.lm_head {
-            mlx_rs::module::Module::training_mode(head, training);
-        }
+        causal_set_training(&mut self.model, &mut self.lm_head, training);
     }
 
     fn set_gradient_checkpointing(&mut self, on: bool) {
