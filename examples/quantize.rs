@@ -19,7 +19,7 @@ use lamina::families::LanguageModel;
 use lamina::generate::{GenerateParams, generate};
 use lamina::heads::ModelInput;
 use lamina::loader::{LoadOptions, load_blocking, save_checkpoint};
-use lamina::train::{CheckpointQuantization, model_bytes, quantize_model};
+use lamina::train::{CheckpointQuantization, estimate_model_size, quantize_model};
 use mlx_rs::{Array, ops};
 
 /// Quantize a checkpoint and measure the cost.
@@ -109,7 +109,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         dir_bytes(&args.out),
         100.0 * dir_bytes(&args.out) as f64 / dir_bytes(&f32_dir) as f64
     );
-    let (m32, mq) = (model_bytes(original.model.as_ref()), model_bytes(quantized.model.as_ref()));
+    let (m32, mq) =
+        (estimate_model_size(original.model.as_ref()), estimate_model_size(quantized.model.as_ref()));
     println!(
         "memory:  f32 {m32:>11} bytes   {}-bit {mq:>11} bytes ({:.1}%)",
         args.bits,

@@ -116,3 +116,69 @@ fn lora_trains_only_the_adapters_and_lowers_the_loss() {
     let frozen_after = &model.model.layers[0].self_attn.q_proj.weight.value;
     assert!(frozen_after.eq_values(&frozen_before).unwrap(), "the base weight moved");
 }
+
+/// Two batches of the toy task: the label is whether token 7 occurs in the row.
+fn classification_batches() -> Vec<lamina::train::Batch> {
+    (0..2)
+        .map(|b| {
+            let mut rows: Vec<i32> = (0..4 * 6).map(|i| (i * 13 + b * 5) % 30 + 8).collect();
+            let labels: Vec<i32> = (0..4).map(|r| ((r + b as usize) % 2) as i32).collect();
+            for (r, label) in labels.iter().enumerate() {
+                if *label == 1 {
+                    rows[r * 6 + 2] = 7;
+                }
+            }
+            lamina::train::Batch {
+                input_ids: Array::from_slice(&rows, &[4, 6]),
+                labels: Array::from_slice(&labels, &[4]),
+                padding_mask: Array::ones::<i32>(&[4, 6]).unwrap(),
+                tokens: 24,
+            }
+        })
+        .collect()
+}
+
+fn trainer_config(steps: usize) -> lamina::train::TrainerConfig {
+    lamina::train::TrainerConfig {
+        steps,
+        schedule: lamina::train::LrSchedule { peak: 1e-2, min: 1e-3, warmup_steps: 1, total_steps: steps },
+        ..lamina::train::TrainerConfig::default()
+    }
+}
+
+#[test]
+fn the_trainer_trains_a_sequence_classifier_and_a_regressor() {
+    use lamina::train::Trainer;
+
+    let batches = classification_batches();
+    let mut trainer = Trainer::new(hybrid_classifier(), trainer_config(30));
+    let start = trainer.evaluate(&batches).unwrap();
+    for step in 0..30 {
+        let log = trainer.train_step(&batches[step % 2..step % 2 + 1]).unwrap();
+        assert!(log.loss.is_finite() && log.grad_norm > 0.0, "{log:?}");
+    }
+    let end = trainer.evaluate(&batches).unwrap();
+    assert!(end < 0.5 * start, "classification loss {start} -> {end}");
+
+    // A regressor fits two targets per row by mean squared error.
+    let backbone = hybrid_classifier().model;
+    let mut trainer =
+        Trainer::new(lamina::heads::Regressor::new(backbone, 2, Pooling::Mean).unwrap(), trainer_config(30));
+    let targets: Vec<lamina::train::Batch> = classification_batches()
+        .into_iter()
+        .map(|b| {
+            let y = b.labels.as_dtype(mlx_rs::Dtype::Float32).unwrap();
+            let labels = mlx_rs::ops::stack(&[&y, &y.multiply(Array::from_f32(-0.5)).unwrap()], 1).unwrap();
+            lamina::train::Batch { labels, ..b }
+        })
+        .collect();
+    let start = trainer.evaluate(&targets).unwrap();
+    for _ in 0..30 {
+        trainer.train_step(&targets).unwrap();
+    }
+    let end = trainer.evaluate(&targets).unwrap();
+    assert!(end < 0.5 * start, "regression loss {start} -> {end}");
+    // Wrong-shaped labels are an error, not a panic.
+    let wrong = lamina::train::Batch { labels: Array::from_slice(&[0.0f32; 3], &[3]), ..targets[0].clone() };
+    assert!(trainer.train_step(&[wrong]).is_err());
+}

@@ -42,5 +42,5 @@ pub use mobilellm::{
 };
 pub use model::{LanguageModel, ModelInfo, Weights};
 pub use preset::PresetConfig;
-pub use quantize::{CheckpointQuantization, QuantizeReport, model_bytes, quantize_model};
+pub use quantize::{CheckpointQuantization, QuantizeReport, estimate_model_size, quantize_model};
 pub use registry::{Family, ModelBuilder, Registry, model_type, parse_config};

@@ -61,6 +61,13 @@ pub trait LanguageModel: ModuleParameters + VisitLayers + std::fmt::Debug + Send
     /// Switches gradient checkpointing (per block) on or off.
     fn set_gradient_checkpointing(&mut self, on: bool);
 
+    /// Recomputes each block's activations in the backward pass instead of keeping them:
+    /// lower peak memory for more compute (`enable_gradient_checkpointing()` of the
+    /// MobileLLM and transformers APIs).
+    fn enable_gradient_checkpointing(&mut self) {
+        self.set_gradient_checkpointing(true);
+    }
+
     /// Fixes the checkpoint's quirks (renamed keys, PyTorch layouts, tensors that are
     /// recomputed rather than loaded) before the weights are applied.
     ///

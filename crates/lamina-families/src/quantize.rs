@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use lamina_components::{QuantConfig, Quantizable};
 use lamina_core::{Config, Result};
+use mlx_rs::module::ModuleParameters;
 use serde_json::{Value, json};
 
 use crate::model::{LanguageModel, Weights};
@@ -125,7 +126,9 @@ impl CheckpointQuantization {
     }
 }
 
-/// Bytes of the model's parameters as held (quantized layers at their packed size).
-pub fn model_bytes(model: &dyn LanguageModel) -> u64 {
+/// The model's size in memory: bytes of its parameters as held, quantized layers at their
+/// packed size (weights, scales and biases), so it reflects the bit width
+/// (mlx_train's `ModelBuilder.estimate_model_size`).
+pub fn estimate_model_size<M: ModuleParameters + ?Sized>(model: &M) -> u64 {
     model.parameters().flatten().values().map(|a| a.nbytes() as u64).sum()
 }

@@ -112,7 +112,13 @@ impl<'a, B: Backbone + std::fmt::Debug> Module<ModelInput<'a>> for CausalLm<B> {
         Ok(ModelOutput::new(out, head))
     }
 
-    fn training_mode(&mut self, _mode: bool) {}
+    /// Switches dropout in the backbone and the head.
+    fn training_mode(&mut self, mode: bool) {
+        self.model.set_training(mode);
+        if let Some(head) = &mut self.lm_head {
+            head.training_mode(mode);
+        }
+    }
 }
 
 macro_rules! headed_model {
@@ -159,7 +165,9 @@ macro_rules! headed_model {
                 Ok(ModelOutput::new(out, head))
             }
 
+            /// Switches dropout in the backbone and the head.
             fn training_mode(&mut self, mode: bool) {
+                self.model.set_training(mode);
                 self.score.training_mode(mode);
             }
         }

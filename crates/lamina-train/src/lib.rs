@@ -1,6 +1,7 @@
 //! # lamina-train
 //!
-//! Training for any [`LanguageModel`](lamina_families::LanguageModel):
+//! Training for any [`LanguageModel`](lamina_families::LanguageModel), and for any
+//! backbone under an LM, classification or regression head ([`TrainableModel`]):
 //!
 //! - [`Trainer`]: value and gradient over the trainable parameters only, AdamW or SGD
 //!   ([`TrainOptimizer`]), clipping by global norm, warm-up + cosine [`LrSchedule`],
@@ -15,17 +16,19 @@
 mod data;
 mod error;
 mod lora;
+mod model;
 mod optimizer;
 mod schedule;
 mod trainer;
 
 pub use data::{Batch, Batching, TokenDataset, shuffled};
 pub use error::{Result, TrainError};
-pub use lamina_families::{CheckpointQuantization, QuantizeReport, model_bytes, quantize_model};
+pub use lamina_families::{CheckpointQuantization, QuantizeReport, estimate_model_size, quantize_model};
 pub use lora::{
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, LoraTargets, adapter_weights, apply_lora, fuse_adapters,
     load_adapters, save_adapters,
 };
+pub use model::TrainableModel;
 pub use optimizer::{OptimizerConfig, TrainOptimizer};
 pub use schedule::LrSchedule;
 pub use trainer::{StepLog, Trainer, TrainerConfig};

@@ -9,13 +9,13 @@ use std::time::Instant;
 use lamina_families::LanguageModel;
 use lamina_heads::ModelInput;
 use mlx_rs::error::Exception;
-use mlx_rs::module::{FlattenedModuleParam, ModuleParameters};
-use mlx_rs::optimizers::clip_grad_norm;
+use mlx_rs::module::FlattenedModuleParam;
 use mlx_rs::{Array, nn};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, Batching, TokenDataset};
 use crate::error::{Result, TrainError, read_json, write_json};
+use crate::model::TrainableModel;
 use crate::optimizer::{OptimizerConfig, TrainOptimizer};
 use crate::schedule::LrSchedule;
 
@@ -87,11 +87,17 @@ struct TrainerState {
     config: TrainerConfig,
 }
 
-/// Trains a model.
+/// Trains a model: a family's language model (the default), or any [`TrainableModel`]
+/// such as a backbone under a classification or regression head.
+///
+/// [`Trainer::train_step`] and [`Trainer::evaluate`] take any [`Batch`]es whose labels
+/// suit the model's head (`[B, L]` next-token ids for an LM, `[B]` class ids or `[B, n]`
+/// targets for the sequence heads); [`Trainer::fit`] draws LM batches from a
+/// [`TokenDataset`].
 #[derive(Debug)]
-pub struct Trainer {
+pub struct Trainer<M: TrainableModel = Box<dyn LanguageModel>> {
     /// The model (its frozen parameters do not train).
-    pub model: Box<dyn LanguageModel>,
+    pub model: M,
     config: TrainerConfig,
     optimizer: TrainOptimizer,
     step: usize,
@@ -102,8 +108,8 @@ fn to_exception(e: impl std::fmt::Display) -> Exception {
 }
 
 /// The batch's mean loss, as `value_and_grad` wants it.
-fn batch_loss(
-    model: &mut Box<dyn LanguageModel>,
+fn batch_loss<M: TrainableModel>(
+    model: &mut M,
     batch: (&Array, &Array, &Array),
 ) -> std::result::Result<Array, Exception> {
     let (ids, labels, mask) = batch;
@@ -113,12 +119,16 @@ fn batch_loss(
         check_ids: false,
         ..ModelInput::new(ids)
     };
-    model.forward(input).map_err(to_exception)?.loss.ok_or_else(|| to_exception("the model computed no loss"))
+    model
+        .forward_train(input)
+        .map_err(to_exception)?
+        .loss
+        .ok_or_else(|| to_exception("the model computed no loss"))
 }
 
-impl Trainer {
+impl<M: TrainableModel> Trainer<M> {
     /// A trainer for `model`.
-    pub fn new(model: Box<dyn LanguageModel>, config: TrainerConfig) -> Self {
+    pub fn new(model: M, config: TrainerConfig) -> Self {
         let optimizer = TrainOptimizer::new(config.optimizer, config.schedule.lr(0));
         Trainer { model, config, optimizer, step: 0 }
     }
@@ -138,7 +148,7 @@ impl Trainer {
     /// # Errors
     /// Model and MLX errors.
     pub fn loss_and_grads(&mut self, batch: &Batch) -> Result<(f32, FlattenedModuleParam)> {
-        let mut value_and_grad = nn::value_and_grad(batch_loss);
+        let mut value_and_grad = nn::value_and_grad(batch_loss::<M>);
         let (loss, grads) =
             value_and_grad(&mut self.model, (&batch.input_ids, &batch.labels, &batch.padding_mask))?;
         Ok((loss.item_exact::<f32>(), grads))
@@ -156,7 +166,7 @@ impl Trainer {
         // Dropout draws from MLX's global generator: seeding it per step makes a resumed run
         // draw what the uninterrupted one drew.
         mlx_rs::random::seed(self.config.seed.wrapping_add(self.step as u64))?;
-        self.model.set_training(true);
+        self.model.set_train_mode(true);
         let mut total: Option<FlattenedModuleParam> = None;
         let mut loss_sum = 0.0;
         for batch in batches {
@@ -174,24 +184,24 @@ impl Trainer {
                 }
             });
         }
-        self.model.set_training(false);
+        self.model.set_train_mode(false);
         let scale = Array::from_f32(1.0 / batches.len() as f32);
         let mut grads: FlattenedModuleParam = FlattenedModuleParam::new();
         for (key, grad) in total.unwrap_or_default() {
             grads.insert(key, grad.multiply(&scale)?);
         }
-        let (clipped, grad_norm) = match self.config.grad_clip {
-            Some(max) => {
-                let (clipped, norm) = clip_grad_norm(&grads, max)?;
-                (
-                    clipped.into_iter().map(|(k, v)| (k, v.into_owned())).collect::<FlattenedModuleParam>(),
-                    norm,
-                )
+        let grad_norm = global_norm(&grads)?;
+        let clipped = match self.config.grad_clip {
+            Some(max) if grad_norm > max => {
+                // mlx's `clip_grad_norm` scaling, on a norm summed in a fixed order.
+                let scale = Array::from_f32(max / (grad_norm + 1e-6));
+                let mut clipped = FlattenedModuleParam::new();
+                for (key, grad) in grads {
+                    clipped.insert(key, grad.multiply(&scale)?);
+                }
+                clipped
             }
-            None => {
-                let norm = global_norm(&grads)?;
-                (grads, norm)
-            }
+            _ => grads,
         };
         let lr = self.config.schedule.lr(self.step);
         self.optimizer.set_lr(lr);
@@ -266,7 +276,9 @@ impl Trainer {
         eval: Option<&TokenDataset>,
         mut on_step: impl FnMut(&StepLog),
     ) -> Result<Vec<StepLog>> {
-        train.check_vocab(self.model.info().vocab_size)?;
+        if let Some(vocab) = self.model.vocab_size() {
+            train.check_vocab(vocab)?;
+        }
         let eval_batches = match eval {
             Some(data) => Some(data.batches(
                 self.config.batch_size,
@@ -332,10 +344,14 @@ impl Trainer {
     }
 }
 
+/// The gradients' global L2 norm, summed in key order: a map's own order changes from one
+/// map to the next, and float sums with it, which would make resumed runs drift.
 fn global_norm(grads: &FlattenedModuleParam) -> Result<f32> {
+    let mut keys: Vec<_> = grads.keys().collect();
+    keys.sort();
     let mut sum = Array::from_f32(0.0);
-    for g in grads.values() {
-        sum = sum.add(g.square()?.sum(None)?)?;
+    for key in keys {
+        sum = sum.add(grads[key].square()?.sum(None)?)?;
     }
     Ok(sum.sqrt()?.item_exact::<f32>())
 }

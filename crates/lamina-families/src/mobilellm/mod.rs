@@ -63,13 +63,6 @@ impl MobileLlmForCausalLM {
         LanguageModel::forward(self, input)
     }
 
-    /// Recomputes each block's activations in the backward pass instead of keeping them:
-    /// lower peak memory for more compute (the MobileLLM API's
-    /// `enable_gradient_checkpointing()`).
-    pub fn enable_gradient_checkpointing(&mut self) {
-        LanguageModel::set_gradient_checkpointing(self, true);
-    }
-
     /// Switches dropout on (training) or off.
     pub fn train(&mut self, training: bool) {
         LanguageModel::set_training(self, training);
