@@ -53,6 +53,15 @@ struct Args {
     /// Tokens per row.
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
+    /// Hold out every n-th line and report its loss every `--eval-every` steps.
+    #[arg(long, default_value_t = 10)]
+    hold_out_every: usize,
+    /// Steps between held-out evaluations.
+    #[arg(long, default_value_t = 20)]
+    eval_every: usize,
+    /// Seed of the adapters' initialisation (the data order and dropout use the trainer's).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Where to write the adapters.
     #[arg(long, default_value = "target/lora-adapters")]
     out: PathBuf,
@@ -69,13 +78,10 @@ fn complete(loaded: &mut LoadedModel, prompt: &str) -> Result<String, Box<dyn st
     let tokenizer = loaded.tokenizer.as_ref().ok_or("the model has no tokenizer")?;
     let ids = tokenizer.encode(prompt, true)?;
     let eos = loaded.eos_token_ids();
-    let params = GenerateParams {
-        max_new_tokens: 16,
-        eos_token_ids: eos,
-        stop_strings: vec!["\n".into()],
-        ..GenerateParams::default()
-    };
-    Ok(generate(loaded.model.as_mut(), Some(tokenizer), &ids, &params)?.text)
+    let params = GenerateParams { max_new_tokens: 16, eos_token_ids: eos, ..GenerateParams::default() };
+    let text = generate(loaded.model.as_mut(), Some(tokenizer), &ids, &params)?.text;
+    // The answer's first line (a base model may start with a line break).
+    Ok(text.trim().lines().next().unwrap_or_default().to_string())
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -89,11 +95,20 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let before = complete(&mut loaded, &args.prompt)?;
     let tokenizer = loaded.tokenizer.clone().ok_or("the model has no tokenizer")?;
     let eos = loaded.eos_token_ids().first().copied();
-    let dataset = TokenDataset::from_texts(&tokenizer, &lines, eos)?;
-    println!("{} lines, {} tokens; base model {}", lines.len(), dataset.tokens(), path.display());
+    let (dataset, held_out) =
+        TokenDataset::from_texts(&tokenizer, &lines, eos)?.split_every(args.hold_out_every)?;
+    println!(
+        "{} lines: {} training tokens, {} held out; base model {}",
+        lines.len(),
+        dataset.tokens(),
+        held_out.tokens(),
+        path.display()
+    );
 
     let lora = LoraConfig { rank: args.rank, alpha: args.alpha, dropout: 0.0 };
     let targets = LoraTargets::all_linear().in_last_layers(args.layers);
+    // The adapters' `lora_a` starts random, from MLX's global generator.
+    mlx_rs::random::seed(args.seed)?;
     let adapted = apply_lora(loaded.model.as_mut(), &targets, lora)?;
     println!(
         "adapters on {} layers, {} trainable parameters",
@@ -113,12 +128,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             total_steps: args.steps,
         },
         optimizer: OptimizerConfig::AdamW { weight_decay: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        eval_every: args.eval_every,
         ..TrainerConfig::default()
     };
     let mut trainer = Trainer::new(loaded.model, config);
-    let logs = trainer.fit(&dataset, None, |log| {
+    let held_out_batches = held_out.batches(args.batch_size, args.seq_len, Batching::Pack, 0, None)?;
+    println!("held-out loss before training {:.4}", trainer.evaluate(&held_out_batches)?);
+    let logs = trainer.fit(&dataset, Some(&held_out), |log| {
+        let eval = log.eval_loss.map(|l| format!("  held-out loss {l:.4}")).unwrap_or_default();
         println!(
-            "step {:>3}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.0} tok/s",
+            "step {:>3}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.0} tok/s{eval}",
             log.step, log.loss, log.lr, log.grad_norm, log.tokens_per_s
         );
     })?;
@@ -130,7 +149,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut fresh = load(&path)?;
     load_adapters(fresh.model.as_mut(), &args.out)?;
     let after = complete(&mut fresh, &args.prompt)?;
-    println!("prompt: {}\nbefore: {}\nafter:  {}", args.prompt, before.trim(), after.trim());
+    println!("prompt: {}\nbefore: {}\nafter:  {}", args.prompt, before, after);
     Ok(())
 }
 

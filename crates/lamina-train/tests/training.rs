@@ -255,3 +255,20 @@ fn clipping_scales_the_step_to_the_global_norm() {
         assert!((after[i] - (before[i] - 0.1 * scale * g[i])).abs() < 1e-6, "[{i}]");
     }
 }
+
+#[test]
+fn fit_reports_the_held_out_loss_every_eval_every_steps() {
+    let (train, held_out) = data().split_every(4).unwrap();
+    let cfg = TrainerConfig { eval_every: 2, batch_size: 3, ..config(4) };
+    let mut trainer = Trainer::new(tiny(10), cfg);
+    let logs = trainer.fit(&train, Some(&held_out), |_| {}).unwrap();
+    let evaluated: Vec<usize> = logs.iter().filter(|l| l.eval_loss.is_some()).map(|l| l.step).collect();
+    assert_eq!(evaluated, [2, 4]);
+    let batches = held_out.batches(3, 9, Batching::Pad, 0, None).unwrap();
+    assert_eq!(logs[3].eval_loss, Some(trainer.evaluate(&batches).unwrap()));
+    // A held-out set too small for one batch is an error, not a silent zero.
+    let packed = TrainerConfig { eval_every: 2, batching: Batching::Pack, seq_len: 30, ..config(4) };
+    let mut trainer = Trainer::new(tiny(10), packed);
+    let err = trainer.fit(&train, Some(&held_out), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("packing 27 tokens leaves no row of 30"), "{err}");
+}
