@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::error::{LoaderError, Result};
 use crate::gguf;
+use crate::json::read_json;
 use crate::load::weight_files;
 use crate::resolve::{Checkpoint, resolve};
 use crate::safetensors::{TensorFile, TensorInfo};
@@ -42,10 +43,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     let checkpoint = resolve(path)?;
     match &checkpoint {
         Checkpoint::Folder(folder) => {
-            let config_path = folder.join("config.json");
-            let text = std::fs::read_to_string(&config_path).map_err(|e| LoaderError::io(&config_path, e))?;
-            let config = serde_json::from_str(&text)
-                .map_err(|source| LoaderError::Json { path: config_path, source })?;
+            let config = read_json(&folder.join("config.json"))?;
             let (files, _) = weight_files(folder)?;
             let mut tensors = Vec::new();
             for file in files {

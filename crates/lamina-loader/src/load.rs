@@ -10,8 +10,11 @@ use lamina_families::{CheckpointQuantization, LanguageModel, Registry, Weights, 
 use mlx_rs::module::ModuleParameters;
 use serde_json::Value;
 
+use serde::de::DeserializeOwned;
+
 use crate::error::{LoaderError, Result};
 use crate::generation::GenerationConfig;
+use crate::json::{parse_json, read_json};
 use crate::progress::{Progress, ProgressSink};
 use crate::report::{LoadReport, apply};
 use crate::resolve::{Checkpoint, resolve};
@@ -108,14 +111,14 @@ pub fn load_blocking(path: impl AsRef<Path>, options: LoadOptions) -> Result<Loa
     runtime.block_on(load(path, options))
 }
 
-async fn read_json(path: PathBuf) -> Result<Value> {
+async fn read_json_async<T: DeserializeOwned>(path: PathBuf) -> Result<T> {
     let text = tokio::fs::read_to_string(&path).await.map_err(|e| LoaderError::io(&path, e))?;
-    serde_json::from_str(&text).map_err(|source| LoaderError::Json { path, source })
+    parse_json(&path, &text)
 }
 
 async fn load_folder(folder: PathBuf, checkpoint: Checkpoint, options: LoadOptions) -> Result<LoadedModel> {
     let config_path = folder.join("config.json");
-    let config = read_json(config_path.clone()).await?;
+    let config: Value = read_json_async(config_path.clone()).await?;
     let mut model = options.registry.build(&config).map_err(|e| LoaderError::model(&config_path, e))?;
 
     let (weights, memory_bytes) =
@@ -130,8 +133,7 @@ async fn load_folder(folder: PathBuf, checkpoint: Checkpoint, options: LoadOptio
 
     let generation_path = folder.join("generation_config.json");
     let generation = if generation_path.is_file() {
-        let value = read_json(generation_path.clone()).await?;
-        serde_json::from_value(value).map_err(|source| LoaderError::Json { path: generation_path, source })?
+        read_json_async(generation_path).await?
     } else {
         GenerationConfig::default()
     };
@@ -174,13 +176,11 @@ type ShardIndex = (PathBuf, BTreeMap<String, String>);
 pub(crate) fn weight_files(folder: &Path) -> Result<(Vec<PathBuf>, Option<ShardIndex>)> {
     let index_path = folder.join("model.safetensors.index.json");
     if index_path.is_file() {
-        let text = std::fs::read_to_string(&index_path).map_err(|e| LoaderError::io(&index_path, e))?;
         #[derive(serde::Deserialize)]
         struct Index {
             weight_map: BTreeMap<String, String>,
         }
-        let index: Index = serde_json::from_str(&text)
-            .map_err(|source| LoaderError::Json { path: index_path.clone(), source })?;
+        let index: Index = read_json(&index_path)?;
         let mut shards: Vec<&String> = index.weight_map.values().collect();
         shards.sort();
         shards.dedup();

@@ -9,6 +9,7 @@ use mlx_rs::Array;
 use serde_json::Value;
 
 use crate::error::{LoaderError, Result};
+use crate::json::write_json;
 
 /// Writes `config.json` and `model.safetensors` (every parameter, under its checkpoint
 /// name) into `dir`, creating it.
@@ -17,10 +18,7 @@ use crate::error::{LoaderError, Result};
 /// [`LoaderError::Io`] naming the file that cannot be written; MLX errors.
 pub fn save_checkpoint(dir: &Path, config: &Value, model: &dyn LanguageModel) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| LoaderError::io(dir, e))?;
-    let config_path = dir.join("config.json");
-    let text = serde_json::to_string_pretty(config)
-        .map_err(|source| LoaderError::Json { path: config_path.clone(), source })?;
-    std::fs::write(&config_path, text + "\n").map_err(|e| LoaderError::io(&config_path, e))?;
+    write_json(&dir.join("config.json"), config)?;
     let params = model.parameters().flatten();
     let arrays: Vec<(String, &Array)> = params.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let metadata = HashMap::from([("format".to_owned(), "mlx".to_owned())]);

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::error::{LoaderError, Result};
+use crate::json::{read_json, write_json};
 
 /// A tokenizer with its special tokens and chat template.
 #[derive(Debug, Clone)]
@@ -28,11 +29,7 @@ impl Tokenizer {
             reason: e.to_string(),
         })?;
         let config = match tokenizer_config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| LoaderError::io(path, e))?;
-                serde_json::from_str::<Value>(&text)
-                    .map_err(|source| LoaderError::Json { path: path.to_path_buf(), source })?
-            }
+            Some(path) => read_json::<Value>(path)?,
             None => Value::Null,
         };
         Ok(Tokenizer {
@@ -147,10 +144,7 @@ impl Tokenizer {
             }
         }
         config.insert(PREPEND_BOS_KEY.into(), Value::Bool(self.add_bos));
-        let path = dir.join("tokenizer_config.json");
-        let text = serde_json::to_string_pretty(&Value::Object(config))
-            .map_err(|source| LoaderError::Json { path: path.clone(), source })?;
-        std::fs::write(&path, text + "\n").map_err(|e| LoaderError::io(&path, e))
+        write_json(&dir.join("tokenizer_config.json"), &Value::Object(config))
     }
 
     /// The `tokenizers` crate's tokenizer.

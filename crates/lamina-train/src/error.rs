@@ -27,15 +27,6 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    /// A JSON file is malformed.
-    #[error("{}: {source}", path.display())]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// The parser's error.
-        #[source]
-        source: serde_json::Error,
-    },
     /// Adapters do not fit the model.
     #[error("{}: {reason}", path.display())]
     Adapters {
@@ -54,17 +45,4 @@ impl TrainError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         TrainError::Io { path: path.into(), source }
     }
-}
-
-/// Reads a JSON file.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })
-}
-
-/// Writes a JSON file.
-pub(crate) fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|source| TrainError::Json { path: path.to_path_buf(), source })?;
-    std::fs::write(path, text + "\n").map_err(|e| TrainError::io(path, e))
 }

@@ -12,7 +12,8 @@ use lamina_families::LanguageModel;
 use mlx_rs::Array;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TrainError, read_json, write_json};
+use crate::error::{Result, TrainError};
+use lamina_loader::{read_json, write_json};
 
 /// The adapters' file names.
 pub const ADAPTER_WEIGHTS: &str = "adapters.safetensors";
@@ -120,7 +121,7 @@ pub fn adapter_weights(model: &dyn LanguageModel) -> HashMap<String, Array> {
 /// Writes `adapters.safetensors` and `adapter_config.json` into `dir`.
 ///
 /// # Errors
-/// [`TrainError::Io`] naming the file; MLX errors.
+/// I/O and JSON errors naming the file; MLX errors.
 pub fn save_adapters(model: &dyn LanguageModel, config: &AdapterConfig, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let weights = adapter_weights(model);
@@ -133,7 +134,7 @@ pub fn save_adapters(model: &dyn LanguageModel, config: &AdapterConfig, dir: &Pa
     let path = dir.join(ADAPTER_WEIGHTS);
     Array::save_safetensors(weights.iter().map(|(k, v)| (k.as_str(), v)), None, &path)
         .map_err(|e| TrainError::Adapters { path, reason: e.to_string() })?;
-    write_json(&dir.join(ADAPTER_CONFIG), config)
+    Ok(write_json(&dir.join(ADAPTER_CONFIG), config)?)
 }
 
 /// Attaches the adapters saved in `dir` to a base model and loads their weights,

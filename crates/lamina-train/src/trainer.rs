@@ -14,10 +14,11 @@ use mlx_rs::{Array, nn};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, Batching, TokenDataset};
-use crate::error::{Result, TrainError, read_json, write_json};
+use crate::error::{Result, TrainError};
 use crate::model::TrainableModel;
 use crate::optimizer::{OptimizerConfig, TrainOptimizer};
 use crate::schedule::LrSchedule;
+use lamina_loader::{read_json, write_json};
 
 /// How to train.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -314,10 +315,8 @@ impl<M: TrainableModel> Trainer<M> {
         Array::save_safetensors(params.iter().map(|(k, v)| (k.as_ref(), *v)), None, &path)
             .map_err(|e| TrainError::Adapters { path, reason: e.to_string() })?;
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
-        write_json(
-            &dir.join("trainer_state.json"),
-            &TrainerState { step: self.step, config: self.config.clone() },
-        )
+        let state = TrainerState { step: self.step, config: self.config.clone() };
+        Ok(write_json(&dir.join("trainer_state.json"), &state)?)
     }
 
     /// Restores a checkpoint written by [`Trainer::save_checkpoint`] into this trainer
