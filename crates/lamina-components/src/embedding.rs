@@ -46,7 +46,7 @@ impl Embedding {
     /// Features per row (of the unquantized table).
     pub fn dims(&self) -> i32 {
         let cols = self.weight.shape().get(1).copied().unwrap_or(0);
-        self.quantization.map_or(cols, |q| cols * 32 / q.bits)
+        self.quantization.map_or(cols, |q| q.unpacked_cols(cols))
     }
 
     /// How the table is quantized, if it is.
@@ -72,10 +72,8 @@ impl Embedding {
     /// # Errors
     /// [`Error::InvalidInput`] if `dims` does not fit the groups.
     pub fn quantize_structure(&mut self, config: QuantConfig) -> Result<()> {
-        config.check_cols(self.dims())?;
-        let (w, s) = config.shapes(self.num_embeddings(), self.dims());
-        let packed = mlx_rs::ops::zeros_dtype(&w, Dtype::Uint32)?;
-        self.set_quantized(config, packed, mlx_rs::ops::zeros::<f32>(&s)?, mlx_rs::ops::zeros::<f32>(&s)?);
+        let (packed, scales, biases) = config.placeholders(self.num_embeddings(), self.dims())?;
+        self.set_quantized(config, packed, scales, biases);
         Ok(())
     }
 

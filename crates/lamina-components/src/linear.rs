@@ -78,7 +78,7 @@ impl Linear {
     pub fn dims(&self) -> (i32, i32) {
         let shape = self.weight.shape();
         let cols = shape.get(1).copied().unwrap_or(0);
-        let input = self.quantization.map_or(cols, |q| cols * 32 / q.bits);
+        let input = self.quantization.map_or(cols, |q| q.unpacked_cols(cols));
         (input, shape.first().copied().unwrap_or(0))
     }
 
@@ -109,10 +109,8 @@ impl Linear {
     /// [`lamina_core::Error::InvalidInput`] if the input width does not fit the groups.
     pub fn quantize_structure(&mut self, config: QuantConfig) -> Result<()> {
         let (input, output) = self.dims();
-        config.check_cols(input)?;
-        let (w, s) = config.shapes(output, input);
-        let packed = ops::zeros_dtype(&w, mlx_rs::Dtype::Uint32)?;
-        self.set_quantized(config, packed, ops::zeros::<f32>(&s)?, ops::zeros::<f32>(&s)?);
+        let (packed, scales, biases) = config.placeholders(output, input)?;
+        self.set_quantized(config, packed, scales, biases);
         Ok(())
     }
 
@@ -129,14 +127,21 @@ impl Linear {
         self.weight.freeze(true);
     }
 
+    fn quantized(&self) -> Option<(QuantConfig, &Array, &Array)> {
+        match (self.quantization, self.scales.as_ref(), self.biases.as_ref()) {
+            (Some(q), Some(s), Some(b)) => Some((q, s, b)),
+            _ => None,
+        }
+    }
+
     /// The weight as f32 `[output_dims, input_dims]` (dequantized when quantized).
     ///
     /// # Errors
     /// When MLX fails.
     pub fn dense_weight(&self) -> Result<Array> {
-        match (self.quantization, self.scales.as_ref(), self.biases.as_ref()) {
-            (Some(q), Some(s), Some(b)) => q.dequantize(&self.weight, s, b),
-            _ => Ok(self.weight.value.clone()),
+        match self.quantized() {
+            Some((q, s, b)) => q.dequantize(&self.weight, s, b),
+            None => Ok(self.weight.value.clone()),
         }
     }
 
@@ -173,9 +178,7 @@ impl Linear {
     }
 
     fn base(&mut self, x: &Array) -> Result<Array> {
-        if let (Some(q), Some(scales), Some(biases)) =
-            (self.quantization, self.scales.as_ref(), self.biases.as_ref())
-        {
+        if let Some((q, scales, biases)) = self.quantized() {
             let y = ops::quantized_matmul(x, &*self.weight, scales, biases, true, q.group_size, q.bits)?;
             return Ok(match self.bias.as_ref() {
                 Some(bias) => y.add(bias)?,

@@ -35,6 +35,22 @@ impl QuantConfig {
         (vec![rows, cols * self.bits / 32], vec![rows, cols / self.group_size])
     }
 
+    /// Columns of the unquantized matrix whose packed form has `packed_cols` columns.
+    pub fn unpacked_cols(&self, packed_cols: i32) -> i32 {
+        packed_cols * 32 / self.bits
+    }
+
+    /// Placeholders of a quantized `[rows, cols]` matrix (lazy zeros, never allocated
+    /// unless evaluated), to load a quantized checkpoint into: `(packed, scales, biases)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `cols` is not a multiple of `group_size`.
+    pub fn placeholders(&self, rows: i32, cols: i32) -> Result<(Array, Array, Array)> {
+        self.check_cols(cols)?;
+        let (w, s) = self.shapes(rows, cols);
+        Ok((ops::zeros_dtype(&w, Dtype::Uint32)?, ops::zeros::<f32>(&s)?, ops::zeros::<f32>(&s)?))
+    }
+
     /// Quantizes `w [rows, cols]`: `(packed, scales, biases)`.
     ///
     /// # Errors
