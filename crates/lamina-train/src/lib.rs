@@ -20,6 +20,7 @@ mod model;
 mod optimizer;
 mod schedule;
 mod trainer;
+mod weights;
 
 pub use data::{Batch, Batching, TokenDataset, shuffled};
 pub use error::{Result, TrainError};

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::rc::Rc;
 
 use lamina_components::{LoraConfig, Quantizable};
 use lamina_core::Config;
@@ -13,6 +12,7 @@ use mlx_rs::Array;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+use crate::weights;
 use lamina_loader::{read_json, write_json};
 
 /// The adapters' file names.
@@ -131,9 +131,7 @@ pub fn save_adapters(model: &dyn LanguageModel, config: &AdapterConfig, dir: &Pa
             reason: "the model has no adapters".into(),
         });
     }
-    let path = dir.join(ADAPTER_WEIGHTS);
-    Array::save_safetensors(weights.iter().map(|(k, v)| (k.as_str(), v)), None, &path)
-        .map_err(|e| TrainError::Adapters { path, reason: e.to_string() })?;
+    weights::save(&dir.join(ADAPTER_WEIGHTS), weights.iter().map(|(k, v)| (k.as_str(), v)))?;
     Ok(write_json(&dir.join(ADAPTER_CONFIG), config)?)
 }
 
@@ -146,29 +144,8 @@ pub fn save_adapters(model: &dyn LanguageModel, config: &AdapterConfig, dir: &Pa
 pub fn load_adapters(model: &mut dyn LanguageModel, dir: &Path) -> Result<AdapterConfig> {
     let config: AdapterConfig = read_json(&dir.join(ADAPTER_CONFIG))?;
     apply_lora(model, &config.targets, config.lora)?;
-    let path = dir.join(ADAPTER_WEIGHTS);
-    let saved = Array::load_safetensors(&path)
-        .map_err(|e| TrainError::Adapters { path: path.clone(), reason: e.to_string() })?;
-    let ours = adapter_weights(model);
-    for (key, value) in &ours {
-        match saved.get(key) {
-            None => return Err(TrainError::Adapters { path, reason: format!("has no `{key}`") }),
-            Some(v) if v.shape() != value.shape() => {
-                return Err(TrainError::Adapters {
-                    path,
-                    reason: format!("`{key}` is {:?}, the model needs {:?}", v.shape(), value.shape()),
-                });
-            }
-            Some(_) => {}
-        }
-    }
-    if let Some(extra) = saved.keys().find(|k| !ours.contains_key(k.as_str())) {
-        return Err(TrainError::Adapters {
-            path,
-            reason: format!("`{extra}` matches no adapted layer of this model"),
-        });
-    }
-    model.update_flattened(saved.into_iter().map(|(k, v)| (Rc::from(k.as_str()), v)).collect());
+    let expected = weights::shapes(&adapter_weights(model));
+    weights::load_into(model, &dir.join(ADAPTER_WEIGHTS), &expected)?;
     Ok(config)
 }
 

@@ -11,6 +11,7 @@ use mlx_rs::{Array, array};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+use crate::weights;
 
 /// Which optimizer, with its settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -116,8 +117,7 @@ impl TrainOptimizer {
         } else {
             state.iter().map(|(k, v)| (k.as_str(), v)).collect()
         };
-        Array::save_safetensors(entries, None, path)
-            .map_err(|e| TrainError::Adapters { path: path.to_path_buf(), reason: e.to_string() })
+        weights::save(path, entries)
     }
 
     /// Restores the state written by [`TrainOptimizer::save`].
@@ -125,8 +125,7 @@ impl TrainOptimizer {
     /// # Errors
     /// When the file cannot be read or holds keys of another optimizer.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let loaded = Array::load_safetensors(path)
-            .map_err(|e| TrainError::Adapters { path: path.to_path_buf(), reason: e.to_string() })?;
+        let loaded = weights::read(path)?;
         let bad = |key: &str| TrainError::Adapters {
             path: path.to_path_buf(),
             reason: format!("unexpected optimizer state `{key}`"),

@@ -3,7 +3,6 @@
 //! resume from exactly.
 
 use std::path::Path;
-use std::rc::Rc;
 use std::time::Instant;
 
 use lamina_families::LanguageModel;
@@ -18,6 +17,10 @@ use crate::error::{Result, TrainError};
 use crate::model::TrainableModel;
 use crate::optimizer::{OptimizerConfig, TrainOptimizer};
 use crate::schedule::LrSchedule;
+use crate::weights;
+
+/// The trainable parameters' file in a trainer checkpoint.
+const TRAINABLE: &str = "trainable.safetensors";
 use lamina_loader::{read_json, write_json};
 
 /// How to train.
@@ -311,9 +314,7 @@ impl<M: TrainableModel> Trainer<M> {
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         let params = self.model.trainable_parameters().flatten();
-        let path = dir.join("trainable.safetensors");
-        Array::save_safetensors(params.iter().map(|(k, v)| (k.as_ref(), *v)), None, &path)
-            .map_err(|e| TrainError::Adapters { path, reason: e.to_string() })?;
+        weights::save(&dir.join(TRAINABLE), params.iter().map(|(k, v)| (k.as_ref(), *v)))?;
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
         let state = TrainerState { step: self.step, config: self.config.clone() };
         Ok(write_json(&dir.join("trainer_state.json"), &state)?)
@@ -327,15 +328,8 @@ impl<M: TrainableModel> Trainer<M> {
     /// model's trainable ones.
     pub fn resume(&mut self, dir: &Path) -> Result<()> {
         let state: TrainerState = read_json(&dir.join("trainer_state.json"))?;
-        let path = dir.join("trainable.safetensors");
-        let saved = Array::load_safetensors(&path)
-            .map_err(|e| TrainError::Adapters { path: path.clone(), reason: e.to_string() })?;
-        let trainable: Vec<String> =
-            self.model.trainable_parameters().flatten().keys().map(|k| k.to_string()).collect();
-        if let Some(missing) = trainable.iter().find(|k| !saved.contains_key(k.as_str())) {
-            return Err(TrainError::Adapters { path, reason: format!("has no `{missing}`") });
-        }
-        self.model.update_flattened(saved.into_iter().map(|(k, v)| (Rc::from(k.as_str()), v)).collect());
+        let expected = weights::shapes(self.model.trainable_parameters().flatten());
+        weights::load_into(&mut self.model, &dir.join(TRAINABLE), &expected)?;
         self.optimizer.load(&dir.join("optimizer.safetensors"))?;
         self.step = state.step;
         self.config = state.config;

@@ -272,3 +272,22 @@ fn fit_reports_the_held_out_loss_every_eval_every_steps() {
     let err = trainer.fit(&train, Some(&held_out), |_| {}).unwrap_err();
     assert!(err.to_string().contains("packing 27 tokens leaves no row of 30"), "{err}");
 }
+
+#[test]
+fn resuming_into_a_differently_adapted_model_is_an_error() {
+    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0 };
+    let mut model = tiny(11);
+    apply_lora(model.as_mut(), &LoraTargets::all_linear(), lora).unwrap();
+    let dir = temp("resume-mismatch");
+    Trainer::new(model, config(1)).save_checkpoint(&dir).unwrap();
+
+    let mut fewer = tiny(11);
+    apply_lora(fewer.as_mut(), &LoraTargets::query_value(), lora).unwrap();
+    let err = Trainer::new(fewer, config(1)).resume(&dir).unwrap_err().to_string();
+    assert!(err.contains("trainable.safetensors") && err.contains("has no place in this model"), "{err}");
+
+    let mut wider = tiny(11);
+    apply_lora(wider.as_mut(), &LoraTargets::all_linear(), LoraConfig { rank: 8, ..lora }).unwrap();
+    let err = Trainer::new(wider, config(1)).resume(&dir).unwrap_err().to_string();
+    assert!(err.contains("the model needs"), "{err}");
+}
