@@ -125,6 +125,21 @@ impl TokenDataset {
         pad_id: u32,
         seed: Option<u64>,
     ) -> Result<Vec<Batch>> {
+        let rows = self.batch_rows(batch_size, seq_len, batching, pad_id)?;
+        Ok(rows.order(seed).chunks(rows.batch_size).map(|chunk| rows.make(chunk)).collect())
+    }
+
+    /// The rows of [`TokenDataset::batches`], made once, to batch on demand.
+    ///
+    /// # Errors
+    /// [`TrainError::Data`] when packing leaves no full row.
+    pub(crate) fn batch_rows(
+        &self,
+        batch_size: usize,
+        seq_len: usize,
+        batching: Batching,
+        pad_id: u32,
+    ) -> Result<BatchRows> {
         let rows = self.rows(seq_len.max(2), batching);
         if rows.is_empty() {
             return Err(TrainError::Data(format!(
@@ -132,14 +147,41 @@ impl TokenDataset {
                 self.tokens()
             )));
         }
-        let order = match seed {
-            Some(seed) => shuffled(rows.len(), seed),
-            None => (0..rows.len()).collect(),
-        };
-        Ok(order
-            .chunks(batch_size.max(1))
-            .map(|chunk| batch(chunk.iter().map(|&i| rows[i].as_slice()), pad_id))
-            .collect())
+        Ok(BatchRows { rows, batch_size: batch_size.max(1), pad_id })
+    }
+}
+
+/// A dataset's rows, from which any batch of any epoch's order is made without making
+/// the others.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchRows {
+    rows: Vec<Vec<u32>>,
+    batch_size: usize,
+    pad_id: u32,
+}
+
+impl BatchRows {
+    /// Batches per epoch (the last may be smaller).
+    pub(crate) fn per_epoch(&self) -> usize {
+        self.rows.len().div_ceil(self.batch_size)
+    }
+
+    /// Batch `index` of the order `seed` gives.
+    pub(crate) fn batch(&self, seed: Option<u64>, index: usize) -> Option<Batch> {
+        self.order(seed).chunks(self.batch_size).nth(index).map(|chunk| self.make(chunk))
+    }
+
+    /// The rows' order: shuffled by `seed`, or their own for `None`.
+    fn order(&self, seed: Option<u64>) -> Vec<usize> {
+        match seed {
+            Some(seed) => shuffled(self.rows.len(), seed),
+            None => (0..self.rows.len()).collect(),
+        }
+    }
+
+    /// The batch of the rows numbered in `chunk`.
+    fn make(&self, chunk: &[usize]) -> Batch {
+        batch(chunk.iter().map(|&i| self.rows[i].as_slice()), self.pad_id)
     }
 }
 

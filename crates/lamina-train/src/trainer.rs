@@ -241,23 +241,15 @@ impl<M: TrainableModel> Trainer<M> {
     /// from the seed, so any step's batches are known without replaying the ones before.
     fn step_batches(&self, data: &TokenDataset, step: usize) -> Result<Vec<Batch>> {
         let c = &self.config;
-        let per_epoch = data.batches(c.batch_size, c.seq_len, c.batching, c.pad_id, None)?.len();
+        let rows = data.batch_rows(c.batch_size, c.seq_len, c.batching, c.pad_id)?;
+        let per_epoch = rows.per_epoch();
         let accum = c.grad_accumulation.max(1);
-        let mut out = Vec::with_capacity(accum);
-        for micro in step * accum..(step + 1) * accum {
-            let (epoch, at) = (micro / per_epoch, micro % per_epoch);
-            let order = data.batches(
-                c.batch_size,
-                c.seq_len,
-                c.batching,
-                c.pad_id,
-                Some(c.seed.wrapping_add(epoch as u64)),
-            )?;
-            if let Some(batch) = order.into_iter().nth(at) {
-                out.push(batch);
-            }
-        }
-        Ok(out)
+        Ok((step * accum..(step + 1) * accum)
+            .filter_map(|micro| {
+                let (epoch, at) = (micro / per_epoch, micro % per_epoch);
+                rows.batch(Some(c.seed.wrapping_add(epoch as u64)), at)
+            })
+            .collect())
     }
 
     /// One step of [`Trainer::fit`]'s schedule (the step's batches from `train`).
