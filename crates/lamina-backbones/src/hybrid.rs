@@ -2,7 +2,7 @@
 
 use lamina_blocks::{HybridBlock, HybridBlockConfig};
 use lamina_components::{Embedding, Norm, NormConfig};
-use lamina_core::{BackboneOutput, Config, Error, Result};
+use lamina_core::{BackboneOutput, Config, Error, Result, to_dim};
 use mlx_rs::macros::ModuleParameters;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
@@ -29,9 +29,9 @@ impl HybridBackboneConfig {
     /// Scalar parameters of the backbone this config builds (embedding included).
     pub fn num_parameters(&self) -> usize {
         let width = self.hidden_size();
-        self.vocab_size * width
-            + self.layers.iter().map(HybridBlockConfig::num_parameters).sum::<usize>()
-            + self.final_norm.num_parameters(width)
+        let blocks =
+            self.layers.iter().map(HybridBlockConfig::num_parameters).fold(0usize, usize::saturating_add);
+        lamina_core::count(&[&[self.vocab_size, width], &[blocks], &[self.final_norm.num_parameters(width)]])
     }
 
     /// Model width.
@@ -83,10 +83,14 @@ impl HybridBackbone {
     pub fn new(config: &HybridBackboneConfig) -> Result<Self> {
         config.validated()?;
         let width = config.hidden_size();
+        let dims = to_dim(HybridBackboneConfig::NAME, "hidden_size", width)?;
         Ok(HybridBackbone {
-            embed_tokens: Embedding::new(config.vocab_size as i32, width as i32)?,
+            embed_tokens: Embedding::new(
+                to_dim(HybridBackboneConfig::NAME, "vocab_size", config.vocab_size)?,
+                dims,
+            )?,
             layers: config.layers.iter().map(HybridBlock::new).collect::<Result<_>>()?,
-            final_layernorm: Norm::new(width as i32, config.final_norm)?,
+            final_layernorm: Norm::new(dims, config.final_norm)?,
             hidden_size: width,
             checkpointing: config.gradient_checkpointing,
         })

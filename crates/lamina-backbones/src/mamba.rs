@@ -2,7 +2,7 @@
 
 use lamina_blocks::{MambaBlock, MambaBlockConfig};
 use lamina_components::{Embedding, Norm, NormConfig};
-use lamina_core::{BackboneOutput, Config, Result};
+use lamina_core::{BackboneOutput, Config, Result, to_dim};
 use mlx_rs::macros::ModuleParameters;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
@@ -31,9 +31,11 @@ impl MambaBackboneConfig {
     /// Scalar parameters of the backbone this config builds (embedding included).
     pub fn num_parameters(&self) -> usize {
         let width = self.block.mixer.hidden_size;
-        self.vocab_size * width
-            + self.num_layers * self.block.num_parameters()
-            + self.final_norm.num_parameters(width)
+        lamina_core::count(&[
+            &[self.vocab_size, width],
+            &[self.num_layers, self.block.num_parameters()],
+            &[self.final_norm.num_parameters(width)],
+        ])
     }
 }
 
@@ -69,10 +71,14 @@ impl MambaBackbone {
     pub fn new(config: &MambaBackboneConfig) -> Result<Self> {
         config.validated()?;
         let width = config.block.mixer.hidden_size;
+        let dims = to_dim(MambaBackboneConfig::NAME, "hidden_size", width)?;
         Ok(MambaBackbone {
-            embeddings: Embedding::new(config.vocab_size as i32, width as i32)?,
+            embeddings: Embedding::new(
+                to_dim(MambaBackboneConfig::NAME, "vocab_size", config.vocab_size)?,
+                dims,
+            )?,
             layers: (0..config.num_layers).map(|_| MambaBlock::new(&config.block)).collect::<Result<_>>()?,
-            norm_f: Norm::new(width as i32, config.final_norm)?,
+            norm_f: Norm::new(dims, config.final_norm)?,
             hidden_size: width,
             checkpointing: config.gradient_checkpointing,
         })

@@ -74,7 +74,7 @@ pub trait Backbone: ModuleParameters + VisitLayers {
     /// `input_ids [B, L] -> last_hidden_state [B, L, hidden]`
     ///
     /// # Errors
-    /// [`Error::Shape`] for ids that are not `[B, L]`, [`Error::InvalidInput`] for ids
+    /// [`Error::Shape`] for ids that are not `[B, L]`, [`Error::TokenOutOfRange`] for ids
     /// outside the vocabulary or a cache that does not fit this model.
     fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput>;
 
@@ -121,10 +121,7 @@ pub(crate) fn run<B: Block + 'static>(
     let executions = blocks.len() * repeats;
     let mut caches = match input.cache {
         Some(cache) if cache.layers.len() != executions => {
-            return Err(Error::InvalidInput(format!(
-                "the cache has {} layers, the model runs {executions} blocks",
-                cache.layers.len()
-            )));
+            return Err(Error::CacheLayers { expected: executions, actual: cache.layers.len() });
         }
         Some(cache) => Some(cache.layers.iter_mut()),
         None => None,
@@ -162,7 +159,7 @@ fn checkpointed_block<B: Block + 'static>(block: &B, h: &Array, padding: Option<
     let outputs = checkpointed(
         move |args: &[Array]| {
             let (x, values) =
-                args.split_first().ok_or_else(|| Error::InvalidInput("no block input".into()))?;
+                args.split_first().ok_or(Error::Internal("the checkpointed block got no input"))?;
             clone.update_flattened(keys.iter().cloned().zip(values.iter().cloned()).collect());
             Ok(vec![
                 clone.forward(LayerInput { x, cache: None, padding_mask: padding.as_ref() })?.hidden_states,
@@ -170,10 +167,7 @@ fn checkpointed_block<B: Block + 'static>(block: &B, h: &Array, padding: Option<
         },
         &inputs,
     )?;
-    outputs
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::InvalidInput("the checkpointed block returned nothing".into()))
+    outputs.into_iter().next().ok_or(Error::Internal("the checkpointed block returned nothing"))
 }
 
 /// One cache per block execution.

@@ -2,7 +2,7 @@
 
 use lamina_blocks::{TransformerBlock, TransformerBlockConfig};
 use lamina_components::{Embedding, Norm, NormConfig};
-use lamina_core::{BackboneOutput, Config, Error, Result, ensure_positive};
+use lamina_core::{BackboneOutput, Config, Error, Result, ensure_positive, to_dim};
 use mlx_rs::macros::ModuleParameters;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
@@ -54,9 +54,12 @@ impl TransformerBackboneConfig {
     /// Scalar parameters of the backbone this config builds (embedding included).
     pub fn num_parameters(&self) -> usize {
         let width = self.hidden_size();
-        self.vocab_size * width
-            + self.layers.iter().map(TransformerBlockConfig::num_parameters).sum::<usize>()
-            + self.final_norm.num_parameters(width)
+        let blocks = self
+            .layers
+            .iter()
+            .map(TransformerBlockConfig::num_parameters)
+            .fold(0usize, usize::saturating_add);
+        lamina_core::count(&[&[self.vocab_size, width], &[blocks], &[self.final_norm.num_parameters(width)]])
     }
 
     /// Model width.
@@ -110,10 +113,14 @@ impl TransformerBackbone {
     pub fn new(config: &TransformerBackboneConfig) -> Result<Self> {
         config.validated()?;
         let width = config.hidden_size();
+        let dims = to_dim(TransformerBackboneConfig::NAME, "hidden_size", width)?;
         Ok(TransformerBackbone {
-            embed_tokens: Embedding::new(config.vocab_size as i32, width as i32)?,
+            embed_tokens: Embedding::new(
+                to_dim(TransformerBackboneConfig::NAME, "vocab_size", config.vocab_size)?,
+                dims,
+            )?,
             layers: config.layers.iter().map(TransformerBlock::new).collect::<Result<_>>()?,
-            norm: Norm::new(width as i32, config.final_norm)?,
+            norm: Norm::new(dims, config.final_norm)?,
             repeats: config.layer_repeats,
             hidden_size: width,
             checkpointing: config.gradient_checkpointing,

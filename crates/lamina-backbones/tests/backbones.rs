@@ -166,7 +166,7 @@ fn layer_sharing_runs_each_block_twice_with_its_own_caches() {
 fn bad_inputs_are_typed_errors() {
     let mut t = transformer(1);
     let out_of_range = Array::from_slice(&[1i32, VOCAB], &[1, 2]);
-    assert!(matches!(t.forward(BackboneInput::new(&out_of_range)), Err(Error::InvalidInput(_))));
+    assert!(matches!(t.forward(BackboneInput::new(&out_of_range)), Err(Error::TokenOutOfRange { .. })));
     let flat = Array::from_slice(&[1i32, 2], &[2]);
     assert!(matches!(t.forward(BackboneInput::new(&flat)), Err(Error::Shape { .. })));
     let mut wrong_cache = mamba().make_cache().unwrap();

@@ -63,9 +63,11 @@ pub struct HybridBlockConfig {
 impl HybridBlockConfig {
     /// Scalar parameters of the block this config builds.
     pub fn num_parameters(&self) -> usize {
-        self.mixer.num_parameters()
-            + self.ffn.num_parameters()
-            + 2 * self.norm.num_parameters(self.ffn.hidden_size)
+        lamina_core::count(&[
+            &[self.mixer.num_parameters()],
+            &[self.ffn.num_parameters()],
+            &[2, self.norm.num_parameters(self.ffn.hidden_size)],
+        ])
     }
 }
 
@@ -121,7 +123,7 @@ impl HybridBlock {
     /// [`Error::InvalidConfig`] for a bad config.
     pub fn new(config: &HybridBlockConfig) -> Result<Self> {
         config.validated()?;
-        let width = config.ffn.hidden_size as i32;
+        let width = lamina_core::to_dim(HybridBlockConfig::NAME, "hidden_size", config.ffn.hidden_size)?;
         let (self_attn, mamba) = match &config.mixer {
             HybridMixerConfig::Attention(c) => (Some(Attention::new(c.clone())?), None),
             HybridMixerConfig::Mamba(c) => (None, Some(MambaMixer::new(*c)?)),
@@ -154,7 +156,7 @@ impl<'a> Module<LayerInput<'a>> for HybridBlock {
         let mixed = match (&mut self.self_attn, &mut self.mamba) {
             (Some(attn), _) => attn.forward(inner)?,
             (None, Some(mamba)) => mamba.forward(inner)?,
-            (None, None) => return Err(Error::InvalidInput("hybrid block has no mixer".into())),
+            (None, None) => return Err(Error::Internal("a hybrid block has no mixer")),
         };
         let h = residual(x, mixed)?;
         let out = residual(&h, self.feed_forward.forward(&self.pre_ff_layernorm.forward(&h)?)?)?;

@@ -22,7 +22,7 @@ pub struct MambaBlockConfig {
 impl MambaBlockConfig {
     /// Scalar parameters of the block this config builds.
     pub fn num_parameters(&self) -> usize {
-        self.mixer.num_parameters() + self.norm.num_parameters(self.mixer.hidden_size)
+        self.mixer.num_parameters().saturating_add(self.norm.num_parameters(self.mixer.hidden_size))
     }
 }
 
@@ -53,7 +53,10 @@ impl MambaBlock {
     pub fn new(config: &MambaBlockConfig) -> Result<Self> {
         config.validated()?;
         Ok(MambaBlock {
-            norm: Norm::new(config.mixer.hidden_size as i32, config.norm)?,
+            norm: Norm::new(
+                lamina_core::to_dim(MambaBlockConfig::NAME, "hidden_size", config.mixer.hidden_size)?,
+                config.norm,
+            )?,
             mixer: MambaMixer::new(config.mixer)?,
         })
     }

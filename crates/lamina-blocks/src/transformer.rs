@@ -31,9 +31,11 @@ pub struct TransformerBlockConfig {
 impl TransformerBlockConfig {
     /// Scalar parameters of the block this config builds.
     pub fn num_parameters(&self) -> usize {
-        self.attention.num_parameters()
-            + self.ffn.num_parameters()
-            + 2 * self.norm.num_parameters(self.attention.hidden_size)
+        lamina_core::count(&[
+            &[self.attention.num_parameters()],
+            &[self.ffn.num_parameters()],
+            &[2, self.norm.num_parameters(self.attention.hidden_size)],
+        ])
     }
 
     /// A block without dropout.
@@ -88,7 +90,8 @@ impl TransformerBlock {
     /// [`Error::InvalidConfig`] for a bad config.
     pub fn new(config: &TransformerBlockConfig) -> Result<Self> {
         config.validated()?;
-        let width = config.attention.hidden_size as i32;
+        let width =
+            lamina_core::to_dim(TransformerBlockConfig::NAME, "hidden_size", config.attention.hidden_size)?;
         Ok(TransformerBlock {
             input_layernorm: Norm::new(width, config.norm)?,
             self_attn: Attention::new(config.attention.clone())?,

@@ -2,7 +2,9 @@
 //! QK-norm, RoPE (or none, per layer), causal and sliding-window masks, through MLX's
 //! fused `scaled_dot_product_attention`.
 
-use lamina_core::{Config, Error, Result, ensure_divides, ensure_positive};
+use lamina_core::{
+    Config, Error, Result, ensure_dims, ensure_divides, ensure_positive, ensure_product_fits, to_dim,
+};
 use mlx_rs::Array;
 use mlx_rs::fast::scaled_dot_product_attention;
 use mlx_rs::macros::ModuleParameters;
@@ -93,11 +95,18 @@ impl AttentionConfig {
     /// Scalar parameters of the layer this config builds.
     pub fn num_parameters(&self) -> usize {
         let (h, d) = (self.hidden_size, self.head_dim());
-        let (q, kv) = (self.num_heads * d, self.num_kv_heads * d);
-        let projections = h * (q + 2 * kv) + q * h;
-        let biases = if self.qkv_bias { q + 2 * kv } else { 0 } + if self.o_bias { h } else { 0 };
-        let norms = self.qk_norm.map_or(0, |c| 2 * c.norm.num_parameters(d));
-        projections + biases + norms
+        let (heads, kv) = (self.num_heads, self.num_kv_heads);
+        let (qkv_bias, o_bias) = (usize::from(self.qkv_bias), usize::from(self.o_bias));
+        let norm = self.qk_norm.map_or(0, |c| c.norm.num_parameters(d));
+        lamina_core::count(&[
+            &[h, heads, d],
+            &[2, h, kv, d],
+            &[heads, d, h], // projections
+            &[qkv_bias, heads, d],
+            &[qkv_bias, 2, kv, d],
+            &[o_bias, h], // biases
+            &[2, norm],
+        ])
     }
 
     /// Features per head.
@@ -115,6 +124,17 @@ impl Config for AttentionConfig {
             ensure_divides(Self::NAME, "num_heads", self.num_heads, "hidden_size", self.hidden_size)?;
         }
         ensure_positive(Self::NAME, "head_dim", self.head_dim())?;
+        ensure_dims(
+            Self::NAME,
+            &[
+                ("hidden_size", self.hidden_size),
+                ("num_heads", self.num_heads),
+                ("num_kv_heads", self.num_kv_heads),
+                ("head_dim", self.head_dim()),
+                ("sliding_window", self.sliding_window.unwrap_or(0)),
+            ],
+        )?;
+        ensure_product_fits(Self::NAME, "num_heads * head_dim", &[self.num_heads, self.head_dim()])?;
         if let Some(window) = self.sliding_window {
             ensure_positive(Self::NAME, "sliding_window", window)?;
         }
@@ -183,8 +203,10 @@ impl Attention {
     /// [`Error::InvalidConfig`] for a bad config.
     pub fn new(config: AttentionConfig) -> Result<Self> {
         config.validated()?;
-        let (hidden, d) = (config.hidden_size as i32, config.head_dim() as i32);
-        let (heads, kv_heads) = (config.num_heads as i32, config.num_kv_heads as i32);
+        let dim = |field: &str, value: usize| to_dim(AttentionConfig::NAME, field, value);
+        let (hidden, d) = (dim("hidden_size", config.hidden_size)?, dim("head_dim", config.head_dim())?);
+        let (heads, kv_heads) =
+            (dim("num_heads", config.num_heads)?, dim("num_kv_heads", config.num_kv_heads)?);
         let norm = |qk: &QkNormConfig| Norm::new(d, qk.norm);
         Ok(Attention {
             q_proj: Linear::new(hidden, heads * d, config.qkv_bias)?,
@@ -255,9 +277,7 @@ impl<'a> Module<LayerInput<'a>> for Attention {
             }
             Some(LayerCache::Rotating(c)) => {
                 if padding_mask.is_some() {
-                    return Err(Error::InvalidInput(
-                        "padding masks are not supported with a rotating cache".into(),
-                    ));
+                    return Err(Error::Unsupported("padding masks with a rotating cache"));
                 }
                 let out = c.update_and_fetch(&k, &v)?;
                 let mask = match out.key_start {
@@ -267,7 +287,7 @@ impl<'a> Module<LayerInput<'a>> for Attention {
                 (out.keys, out.values, mask)
             }
             Some(other) => {
-                return Err(Error::InvalidInput(format!("an attention layer cannot use a {}", other.kind())));
+                return Err(Error::CacheKind { layer: "an attention layer", cache: other.kind() });
             }
         };
         let scale = self.config.scale.unwrap_or(1.0 / (d as f32).sqrt());

@@ -79,7 +79,7 @@ impl KvCache {
     /// `keys [B, H_kv, L, D_k]`, `values [B, H_kv, L, D_v]` -> both `[B, H_kv, offset + L, D]`
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when the batch, heads or head size differ from earlier calls.
+    /// [`Error::Shape`] when the batch, heads or head size differ from earlier calls.
     pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
         let prev = self.offset;
         let len = keys.dim(2);
@@ -104,7 +104,7 @@ impl KvCache {
         }
         self.offset += len;
         let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
-            return Err(Error::InvalidInput("KV cache lost its buffers".into()));
+            return Err(Error::Internal("the KV cache lost its buffers"));
         };
         k.try_index_mut((Ellipsis, prev..self.offset, ..), keys)?;
         v.try_index_mut((Ellipsis, prev..self.offset, ..), values)?;
@@ -165,7 +165,7 @@ impl RotatingKvCache {
     /// `keys [B, H_kv, L, D_k]`, `values [B, H_kv, L, D_v]`
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when the batch, heads or head size differ from earlier calls.
+    /// [`Error::Shape`] when the batch, heads or head size differ from earlier calls.
     pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<WindowedKv> {
         let len = keys.dim(2);
         let prev = self.offset;
@@ -192,7 +192,7 @@ impl RotatingKvCache {
     /// The first `n` slots.
     fn slots(&self, n: i32) -> Result<(Array, Array)> {
         let (Some(k), Some(v)) = (&self.keys, &self.values) else {
-            return Err(Error::InvalidInput("rotating cache is empty".into()));
+            return Err(Error::Internal("the rotating cache is empty"));
         };
         Ok((k.try_index((Ellipsis, ..n, ..))?, v.try_index((Ellipsis, ..n, ..))?))
     }
@@ -224,7 +224,7 @@ impl RotatingKvCache {
             self.values = Some(alloc(values)?);
         }
         let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
-            return Err(Error::InvalidInput("rotating cache lost its buffers".into()));
+            return Err(Error::Internal("the rotating cache lost its buffers"));
         };
         check_compatible(k, keys, "keys")?;
         check_compatible(v, values, "values")?;
@@ -277,9 +277,12 @@ fn concat_opt(old: Option<Array>, new: &Array) -> Result<Array> {
 fn check_compatible(stored: &Array, new: &Array, name: &str) -> Result<()> {
     let (s, n) = (stored.shape(), new.shape());
     if n.len() != 4 || s[0] != n[0] || s[1] != n[1] || s[3] != n[3] {
-        return Err(Error::InvalidInput(format!(
-            "cached {name} are {s:?} but new {name} are {n:?}: batch, heads and head size must match"
-        )));
+        // Batch, heads and head size must match what is stored; any length.
+        return Err(Error::Shape {
+            name: format!("new {name}"),
+            expected: vec![s[0], s[1], -1, s[3]],
+            actual: n.to_vec(),
+        });
     }
     Ok(())
 }
@@ -319,7 +322,7 @@ mod tests {
         let (k, v) = kv(2, 0.0);
         cache.update_and_fetch(&k, &v).unwrap();
         let other = array(&[2, 2, 1, 3], 0.0);
-        assert!(matches!(cache.update_and_fetch(&other, &other), Err(Error::InvalidInput(_))));
+        assert!(matches!(cache.update_and_fetch(&other, &other), Err(Error::Shape { .. })));
     }
 
     #[test]

@@ -13,12 +13,12 @@ use mlx_sys::{mlx_array, mlx_closure, mlx_vector_array};
 /// pass every array the gradient must reach (a layer's parameters) as an input.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] when MLX reports a failure (including one `f` returned).
+/// [`Error::Internal`] when MLX reports a failure (including one `f` returned).
 pub fn checkpointed<F>(f: F, inputs: &[Array]) -> Result<Vec<Array>>
 where
     F: FnMut(&[Array]) -> Result<Vec<Array>> + 'static,
 {
-    let fail = |what: &str| Error::InvalidInput(format!("gradient checkpointing: {what} failed"));
+    let fail = |what: &'static str| Error::Internal(what);
     // SAFETY: every handle made here is freed here; the payload (the boxed closure) is owned
     // by MLX from `mlx_closure_new_func_payload` on and dropped by `drop_payload` when MLX
     // releases its last copy (it may keep one in the graph for the backward pass, hence
@@ -32,7 +32,7 @@ where
         mlx_sys::mlx_closure_free(closure);
         if made != 0 {
             mlx_sys::mlx_closure_free(wrapped);
-            return Err(fail("mlx_checkpoint"));
+            return Err(fail("gradient checkpointing: mlx_checkpoint failed"));
         }
         let input = to_vector(inputs);
         let mut output = mlx_sys::mlx_vector_array_new();
@@ -41,7 +41,7 @@ where
         mlx_sys::mlx_closure_free(wrapped);
         let arrays = if applied == 0 { Some(from_vector(output)) } else { None };
         mlx_sys::mlx_vector_array_free(output);
-        arrays.ok_or_else(|| fail("the checkpointed function"))
+        arrays.ok_or_else(|| fail("gradient checkpointing: the checkpointed function failed"))
     }
 }
 
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn a_failing_function_is_an_error() {
         let x = Array::from_slice(&[1.0f32], &[1]);
-        let failing = |_: &[Array]| -> Result<Vec<Array>> { Err(Error::InvalidInput("no".into())) };
+        let failing = |_: &[Array]| -> Result<Vec<Array>> { Err(Error::Internal("no")) };
         assert!(checkpointed(failing, &[x]).is_err());
     }
 }

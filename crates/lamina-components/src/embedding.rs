@@ -57,10 +57,11 @@ impl Embedding {
     /// Quantizes the table in place.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] if already quantized or `dims` does not fit the groups.
+    /// [`Error::AlreadyApplied`] if already quantized, [`Error::GroupSize`] if `dims` does
+    /// not fit the groups.
     pub fn quantize(&mut self, config: QuantConfig) -> Result<()> {
         if self.quantization.is_some() {
-            return Err(Error::InvalidInput("this embedding is already quantized".into()));
+            return Err(Error::AlreadyApplied { layer: "Embedding", what: "quantization" });
         }
         let (packed, scales, biases) = config.quantize(&self.weight)?;
         self.set_quantized(config, packed, scales, biases);
@@ -70,7 +71,7 @@ impl Embedding {
     /// Quantized placeholders of the same shape, for loading a quantized checkpoint.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] if `dims` does not fit the groups.
+    /// [`Error::GroupSize`] if `dims` does not fit the groups.
     pub fn quantize_structure(&mut self, config: QuantConfig) -> Result<()> {
         let (packed, scales, biases) = config.placeholders(self.num_embeddings(), self.dims())?;
         self.set_quantized(config, packed, scales, biases);
@@ -119,7 +120,7 @@ impl Embedding {
     /// (Out-of-range ids would otherwise read arbitrary memory or clamp silently.)
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming the offending id.
+    /// [`Error::TokenOutOfRange`] naming the offending id.
     pub fn check_ids(&self, ids: &Array) -> Result<()> {
         check_ids(ids, self.num_embeddings())
     }
@@ -128,7 +129,8 @@ impl Embedding {
 /// Checks that `ids` is an integer array whose values lie in `[0, vocab_size)`.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for a float array or an id out of range.
+/// [`Error::NotIntegers`] for a float array, [`Error::TokenOutOfRange`] for an id out
+/// of range.
 pub fn check_ids(ids: &Array, vocab_size: i32) -> Result<()> {
     let integral = matches!(
         ids.dtype(),
@@ -142,7 +144,7 @@ pub fn check_ids(ids: &Array, vocab_size: i32) -> Result<()> {
             | Dtype::Uint64
     );
     if !integral {
-        return Err(Error::InvalidInput(format!("token ids must be integers, got {:?}", ids.dtype())));
+        return Err(Error::NotIntegers { name: "input_ids", dtype: format!("{:?}", ids.dtype()) });
     }
     if ids.size() == 0 {
         return Ok(());
@@ -152,9 +154,7 @@ pub fn check_ids(ids: &Array, vocab_size: i32) -> Result<()> {
     let max = ids64.max(None)?.item_exact::<i64>();
     if min < 0 || max >= i64::from(vocab_size) {
         let bad = if min < 0 { min } else { max };
-        return Err(Error::InvalidInput(format!(
-            "token id {bad} is outside the vocabulary [0, {vocab_size})"
-        )));
+        return Err(Error::TokenOutOfRange { id: bad, vocab_size: vocab_size.max(0) as usize });
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Feed-forward networks: gated (SwiGLU: `gate_proj`, `up_proj`, `down_proj`) or plain
 //! (`up_proj`, `down_proj`, e.g. a GELU MLP).
 
-use lamina_core::{Activation, Config, Error, FfnKind, Result};
+use lamina_core::{Activation, Config, Error, FfnKind, Result, ensure_dims, to_dim};
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Module;
 use mlx_rs::{Array, nn};
@@ -49,8 +49,8 @@ impl FeedForwardConfig {
             FfnKind::Gated => 3,
             FfnKind::Plain => 2,
         };
-        let biases = if self.bias { (projections - 1) * i + h } else { 0 };
-        projections * h * i + biases
+        let bias = usize::from(self.bias);
+        lamina_core::count(&[&[projections, h, i], &[bias, projections - 1, i], &[bias, h]])
     }
 
     /// A plain two-layer MLP with GELU, with biases.
@@ -67,6 +67,13 @@ impl FeedForwardConfig {
 
 impl Config for FeedForwardConfig {
     const NAME: &'static str = "FeedForwardConfig";
+
+    fn check(&self) -> Result<()> {
+        ensure_dims(
+            Self::NAME,
+            &[("hidden_size", self.hidden_size), ("intermediate_size", self.intermediate_size)],
+        )
+    }
 }
 
 /// A feed-forward network.
@@ -92,7 +99,8 @@ impl FeedForward {
     /// [`Error::InvalidConfig`] for a bad config.
     pub fn new(config: FeedForwardConfig) -> Result<Self> {
         config.validated()?;
-        let (h, i) = (config.hidden_size as i32, config.intermediate_size as i32);
+        let h = to_dim(FeedForwardConfig::NAME, "hidden_size", config.hidden_size)?;
+        let i = to_dim(FeedForwardConfig::NAME, "intermediate_size", config.intermediate_size)?;
         let gate_proj = match config.kind {
             FfnKind::Gated => Some(Linear::new(h, i, config.bias)?),
             FfnKind::Plain => None,

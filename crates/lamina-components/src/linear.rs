@@ -35,10 +35,11 @@ pub struct Linear {
     pub(crate) lora: Option<LoraConfig>,
     pub(crate) training: bool,
     quantization: Option<QuantConfig>,
-    /// `weight^T` as a view of the weight it was made from (identified by its handle):
-    /// once evaluated, later graphs use it as a leaf instead of adding a transpose node —
-    /// at one token per step, graph nodes are what decoding spends its time on.
-    transposed: Option<(usize, Array)>,
+    /// `weight^T` and the weight it was made from: once evaluated, later graphs use it as
+    /// a leaf instead of adding a transpose node — at one token per step, graph nodes are
+    /// what decoding spends its time on. Holding the source keeps its handle alive, so a
+    /// new weight can never reuse that address and be mistaken for it.
+    transposed: Option<(Array, Array)>,
 }
 
 impl Linear {
@@ -91,11 +92,12 @@ impl Linear {
     /// train; a LoRA adapter attached afterwards still does).
     ///
     /// # Errors
-    /// [`lamina_core::Error::InvalidInput`] if the layer is already quantized or its input
+    /// [`lamina_core::Error::AlreadyApplied`] if the layer is already quantized,
+    /// [`lamina_core::Error::GroupSize`] if its input
     /// width is not a multiple of the group size.
     pub fn quantize(&mut self, config: QuantConfig) -> Result<()> {
         if self.quantization.is_some() {
-            return Err(lamina_core::Error::InvalidInput("this layer is already quantized".into()));
+            return Err(lamina_core::Error::AlreadyApplied { layer: "Linear", what: "quantization" });
         }
         let (packed, scales, biases) = config.quantize(&self.weight)?;
         self.set_quantized(config, packed, scales, biases);
@@ -106,7 +108,7 @@ impl Linear {
     /// zeros, never allocated unless evaluated), for loading a quantized checkpoint.
     ///
     /// # Errors
-    /// [`lamina_core::Error::InvalidInput`] if the input width does not fit the groups.
+    /// [`lamina_core::Error::GroupSize`] if the input width does not fit the groups.
     pub fn quantize_structure(&mut self, config: QuantConfig) -> Result<()> {
         let (input, output) = self.dims();
         let (packed, scales, biases) = config.placeholders(output, input)?;
@@ -163,15 +165,16 @@ impl Linear {
         Ok(())
     }
 
-    /// `weight^T`, cached while not training (the cache is keyed by the weight's handle,
-    /// so loading or updating the weight invalidates it).
+    /// `weight^T`, cached while not training. The cache holds the weight it was made from
+    /// and is used only while that very array is still the weight, so loading or updating
+    /// the weight invalidates it.
     fn weight_t(&mut self) -> Array {
-        let handle = self.weight.as_ptr().ctx as usize;
         match &self.transposed {
-            Some((h, t)) if *h == handle => t.clone(),
+            Some((source, t)) if same_array(source, &self.weight) => t.clone(),
             _ => {
                 let t = self.weight.t();
-                self.transposed = if self.training { None } else { Some((handle, t.clone())) };
+                self.transposed =
+                    if self.training { None } else { Some((self.weight.value.clone(), t.clone())) };
                 t
             }
         }
@@ -191,6 +194,11 @@ impl Linear {
             None => ops::matmul(x, &weight_t)?,
         })
     }
+}
+
+/// Whether two handles refer to the same MLX array (not merely equal values).
+fn same_array(a: &Array, b: &Array) -> bool {
+    std::ptr::eq(a.as_ptr().ctx, b.as_ptr().ctx)
 }
 
 impl Module<&Array> for Linear {
@@ -258,6 +266,20 @@ mod tests {
         assert!(layer.quantize(QuantConfig::new(4, 64)).is_err());
         assert!(Linear::new(96, 4, false).unwrap().quantize(QuantConfig::new(4, 64)).is_err());
         assert!(lamina_core::count_trainable_parameters(&layer) == 0);
+    }
+
+    #[test]
+    fn a_replaced_weight_is_never_served_a_stale_transpose() {
+        let mut layer = Linear::from_weights(Array::from_slice(&[1.0f32, 0.0, 0.0, 1.0], &[2, 2]), None);
+        let x = Array::from_slice(&[1.0f32, 2.0], &[1, 2]);
+        assert_close(&layer.forward(&x).unwrap(), &[1.0, 2.0], 0.0);
+        // Many replacements in a row: freed handles get reused by the allocator, which a
+        // cache keyed by address alone would mistake for the old weight.
+        for k in 0..50 {
+            let w = k as f32;
+            layer.weight = Param::new(Array::from_slice(&[w, 0.0, 0.0, -w], &[2, 2]));
+            assert_close(&layer.forward(&x).unwrap(), &[w, -2.0 * w], 0.0);
+        }
     }
 
     #[test]

@@ -45,15 +45,15 @@ impl Linear {
     /// did before until it is trained.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a bad config, [`Error::InvalidInput`] if an adapter is
+    /// [`Error::InvalidConfig`] for a bad config, [`Error::AlreadyApplied`] if an adapter is
     /// already attached.
     pub fn attach_lora(&mut self, config: LoraConfig) -> Result<()> {
         config.validated()?;
         if self.lora.is_some() {
-            return Err(Error::InvalidInput("this layer already has a LoRA adapter".into()));
+            return Err(Error::AlreadyApplied { layer: "Linear", what: "a LoRA adapter" });
         }
         let (input, output) = self.dims();
-        let rank = config.rank as i32;
+        let rank = lamina_core::to_dim("LoraConfig", "rank", config.rank)?;
         let bound = 1.0 / (input.max(1) as f32).sqrt();
         self.lora_a =
             Param::new(Some(mlx_rs::random::uniform::<_, f32>(-bound, bound, &[input, rank], None)?));

@@ -53,7 +53,7 @@ impl NormConfig {
         match (self.affine, self.kind) {
             (false, _) => 0,
             (true, NormKind::RmsNorm) => dims,
-            (true, NormKind::LayerNorm) => 2 * dims,
+            (true, NormKind::LayerNorm) => dims.saturating_mul(2),
         }
     }
 

@@ -44,7 +44,7 @@ impl QuantConfig {
     /// unless evaluated), to load a quantized checkpoint into: `(packed, scales, biases)`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when `cols` is not a multiple of `group_size`.
+    /// [`Error::GroupSize`] when `cols` is not a multiple of `group_size`.
     pub fn placeholders(&self, rows: i32, cols: i32) -> Result<(Array, Array, Array)> {
         self.check_cols(cols)?;
         let (w, s) = self.shapes(rows, cols);
@@ -54,7 +54,7 @@ impl QuantConfig {
     /// Quantizes `w [rows, cols]`: `(packed, scales, biases)`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when `cols` is not a multiple of `group_size`.
+    /// [`Error::GroupSize`] when `cols` is not a multiple of `group_size`.
     pub fn quantize(&self, w: &Array) -> Result<(Array, Array, Array)> {
         self.check_cols(w.dim(-1))?;
         Ok(ops::quantize(w.as_dtype(Dtype::Float32)?, self.group_size, self.bits)?)
@@ -71,13 +71,10 @@ impl QuantConfig {
     /// Whether a matrix with `cols` columns can be quantized this way.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming the mismatch.
+    /// [`Error::GroupSize`] naming the mismatch.
     pub fn check_cols(&self, cols: i32) -> Result<()> {
         if cols % self.group_size != 0 {
-            return Err(Error::InvalidInput(format!(
-                "{cols} columns are not a multiple of the group size {}",
-                self.group_size
-            )));
+            return Err(Error::GroupSize { cols, group_size: self.group_size });
         }
         Ok(())
     }

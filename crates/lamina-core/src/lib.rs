@@ -36,6 +36,7 @@ mod config;
 mod dtype;
 mod enums;
 mod error;
+mod limits;
 mod outputs;
 mod params;
 pub mod runtime;
@@ -44,5 +45,8 @@ pub use config::{Config, ensure_divides, ensure_positive};
 pub use dtype::{DType, Device};
 pub use enums::{Activation, FfnKind, HeadKind, MixerKind, NormKind, Pooling};
 pub use error::{Error, Result};
+pub use limits::{
+    BLOCK_OVERHEAD_BYTES, SizeEstimate, count, ensure_dims, ensure_product_fits, machine_memory, mul, to_dim,
+};
 pub use outputs::{BackboneOutput, BlockOutput, HeadOutput, ModelOutput};
 pub use params::{count_parameters, count_trainable_parameters};

@@ -27,9 +27,11 @@ impl PresetConfig {
     /// # Errors
     /// [`Error::UnknownVariant`] listing the known families or names.
     pub fn from_spec(spec: &str) -> Result<Self> {
-        let (family, name) = spec.split_once(':').ok_or_else(|| Error::InvalidInput(format!(
-            "preset `{spec}` is not `family:name` (e.g. llama:tinyllama, mamba:mamba_130m, mobilellm:950m)"
-        )))?;
+        let (family, name) = spec.split_once(':').ok_or_else(|| Error::UnknownVariant {
+            kind: "preset (`family:name`)",
+            value: spec.to_owned(),
+            known: "e.g. llama:tinyllama, mamba:mamba_130m, mobilellm:950m".into(),
+        })?;
         let unknown = |known: Vec<&str>| Error::UnknownVariant {
             kind: "preset",
             value: spec.to_owned(),

@@ -164,10 +164,10 @@ impl<'a> Generation<'a> {
         }
         let info = model.info();
         if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= info.vocab_size) {
-            return Err(lamina_core::Error::InvalidInput(format!(
-                "token id {bad} is outside the vocabulary [0, {})",
-                info.vocab_size
-            ))
+            return Err(lamina_core::Error::TokenOutOfRange {
+                id: i64::from(bad),
+                vocab_size: info.vocab_size,
+            }
             .into());
         }
         let mut prompt = prompt;

@@ -11,7 +11,7 @@ pub const IGNORE_INDEX: i32 = -100;
 /// that are not [`IGNORE_INDEX`] (zero when none are counted).
 ///
 /// # Errors
-/// [`Error::Shape`] when the leading sizes differ, [`Error::InvalidInput`] for a target
+/// [`Error::Shape`] when the leading sizes differ, [`Error::LabelOutOfRange`] for a target
 /// outside `[0, C)` other than the ignore index.
 pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
     let (n, classes) = match logits.shape() {
@@ -36,9 +36,7 @@ pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
     let out_of_range = counted
         .logical_and(&targets.lt(Array::from_int(0))?.logical_or(&targets.ge(Array::from_int(classes))?)?)?;
     if out_of_range.any(None)?.item_exact::<bool>() {
-        return Err(Error::InvalidInput(format!(
-            "a label is outside [0, {classes}) and is not {IGNORE_INDEX}"
-        )));
+        return Err(Error::LabelOutOfRange { classes, ignore_index: IGNORE_INDEX });
     }
     let safe = ops::select(&counted, &targets, Array::from_int(0))?;
     let logits = logits.as_dtype(Dtype::Float32)?;
@@ -130,7 +128,7 @@ mod tests {
         let logits = Array::zeros::<f32>(&[2, 3]).unwrap();
         assert!(matches!(
             cross_entropy(&logits, &Array::from_slice(&[0i32, 3], &[2])),
-            Err(Error::InvalidInput(_))
+            Err(Error::LabelOutOfRange { .. })
         ));
         assert!(matches!(
             cross_entropy(&logits, &Array::from_slice(&[0i32], &[1])),

@@ -87,13 +87,21 @@ impl MambaConfig {
             self.conv_kernel,
             self.time_step_rank,
         );
-        let bias = usize::from(self.use_bias);
-        let in_proj = 2 * d * h + bias * 2 * d;
-        let conv = d * k + usize::from(self.use_conv_bias) * d;
-        let x_proj = (r + 2 * n) * d;
-        let dt_proj = d * r + d;
-        let out_proj = h * d + bias * h;
-        in_proj + conv + x_proj + dt_proj + d * n + d + out_proj
+        let (bias, conv_bias) = (usize::from(self.use_bias), usize::from(self.use_conv_bias));
+        lamina_core::count(&[
+            &[2, d, h],
+            &[bias, 2, d], // in_proj
+            &[d, k],
+            &[conv_bias, d], // conv1d
+            &[r, d],
+            &[2, n, d], // x_proj
+            &[d, r],
+            &[d], // dt_proj
+            &[d, n],
+            &[d], // A_log, D
+            &[h, d],
+            &[bias, h], // out_proj
+        ])
     }
 }
 
@@ -101,7 +109,24 @@ impl Config for MambaConfig {
     const NAME: &'static str = "MambaConfig";
 
     fn check(&self) -> Result<()> {
-        ensure_positive(Self::NAME, "scan_chunk", self.scan_chunk)
+        ensure_positive(Self::NAME, "scan_chunk", self.scan_chunk)?;
+        lamina_core::ensure_dims(
+            Self::NAME,
+            &[
+                ("hidden_size", self.hidden_size),
+                ("intermediate_size", self.intermediate_size),
+                ("state_size", self.state_size),
+                ("conv_kernel", self.conv_kernel),
+                ("time_step_rank", self.time_step_rank),
+                ("scan_chunk", self.scan_chunk),
+            ],
+        )?;
+        lamina_core::ensure_product_fits(Self::NAME, "2 * intermediate_size", &[2, self.intermediate_size])?;
+        lamina_core::ensure_product_fits(
+            Self::NAME,
+            "time_step_rank + 2 * state_size",
+            &[self.time_step_rank.saturating_add(self.state_size.saturating_mul(2))],
+        )
     }
 }
 
@@ -174,9 +199,11 @@ impl MambaMixer {
     /// [`Error::InvalidConfig`] for a bad config.
     pub fn new(config: MambaConfig) -> Result<Self> {
         config.validated()?;
-        let (h, d, n) =
-            (config.hidden_size as i32, config.intermediate_size as i32, config.state_size as i32);
-        let (k, r) = (config.conv_kernel as i32, config.time_step_rank as i32);
+        let dim = |field: &str, value: usize| lamina_core::to_dim(MambaConfig::NAME, field, value);
+        let (h, d) =
+            (dim("hidden_size", config.hidden_size)?, dim("intermediate_size", config.intermediate_size)?);
+        let (n, k) = (dim("state_size", config.state_size)?, dim("conv_kernel", config.conv_kernel)?);
+        let r = dim("time_step_rank", config.time_step_rank)?;
         let conv_bound = 1.0 / (k as f32).sqrt();
         let conv1d = CausalConv1d {
             weight: Param::new(mlx_rs::random::uniform::<_, f32>(-conv_bound, conv_bound, &[d, k, 1], None)?),
@@ -226,7 +253,7 @@ impl<'a> Module<crate::attention::LayerInput<'a>> for MambaMixer {
             None => None,
             Some(LayerCache::Ssm(state)) => Some(state),
             Some(other) => {
-                return Err(Error::InvalidInput(format!("a Mamba mixer cannot use a {}", other.kind())));
+                return Err(Error::CacheKind { layer: "a Mamba mixer", cache: other.kind() });
             }
         };
         let (d, k, n, r) = (
@@ -241,11 +268,11 @@ impl<'a> Module<crate::attention::LayerInput<'a>> for MambaMixer {
         let previous = match state.as_ref().and_then(|s| s.conv.as_ref()) {
             Some(conv) if conv.shape() == [b, k - 1, d] => conv.clone(),
             Some(conv) => {
-                return Err(Error::InvalidInput(format!(
-                    "SSM state holds a conv window {:?}, expected {:?}",
-                    conv.shape(),
-                    [b, k - 1, d]
-                )));
+                return Err(Error::Shape {
+                    name: "SSM state conv window".into(),
+                    expected: vec![b, k - 1, d],
+                    actual: conv.shape().to_vec(),
+                });
             }
             None => ops::zeros_dtype(&[b, k - 1, d], x_in.dtype())?,
         };
@@ -259,11 +286,11 @@ impl<'a> Module<crate::attention::LayerInput<'a>> for MambaMixer {
         let h0 = state.as_ref().and_then(|s| s.ssm.as_ref());
         if let Some(h0) = h0 {
             if h0.shape() != [b, d, n] {
-                return Err(Error::InvalidInput(format!(
-                    "SSM state is {:?}, expected {:?}",
-                    h0.shape(),
-                    [b, d, n]
-                )));
+                return Err(Error::Shape {
+                    name: "SSM state".into(),
+                    expected: vec![b, d, n],
+                    actual: h0.shape().to_vec(),
+                });
             }
         }
         let scan = ScanInput { x: &xc, dt: &dt, a: &a, b: &bm, c: &cm, h0 };
@@ -383,6 +410,6 @@ mod tests {
         let err = m
             .forward(LayerInput { x: &other_batch, cache: Some(&mut cache), padding_mask: None })
             .unwrap_err();
-        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
     }
 }
