@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use lamina::core::Budget;
 use lamina::core::DType;
-use lamina::families::{PresetConfig, Registry};
+use lamina::families::{Registry, preset};
 use lamina::loader::inspect;
 
 /// Describe a checkpoint (`--model`) or a preset (`--preset family:name`).
@@ -41,8 +42,9 @@ fn gib(bytes: u64) -> String {
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let dtype = args.dtype.as_deref().map(DType::parse).transpose()?;
     if let Some(spec) = &args.preset {
-        let preset = PresetConfig::from_spec(spec)?;
-        let model = preset.build()?;
+        let preset = preset(spec)?;
+        // The structure only (never evaluated), so any size may be described.
+        let model = preset.build(Budget::unlimited())?;
         let params = preset.num_parameters()?;
         let bytes = params as u64 * dtype.unwrap_or(DType::F32).size_of() as u64;
         println!("preset: {spec}\nfamily: {}", preset.family());
@@ -59,7 +61,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let path = args.model.ok_or("--model or --preset is required")?;
     let inspection = inspect(&path)?;
-    let model = Registry::with_builtins().build(&inspection.config)?;
+    let model = Registry::with_builtins().build_within(&inspection.config, Budget::unlimited())?;
     let info = model.info();
     let stored_bytes = inspection.bytes();
     let bytes = dtype.map_or(stored_bytes, |d| inspection.num_parameters() * d.size_of() as u64);

@@ -108,6 +108,7 @@ fn transformer_block() {
         ffn: FeedForwardConfig::swiglu(32, 48),
         norm: NormConfig::rms(1e-5),
         dropout: 0.0,
+        norm_placement: lamina::blocks::NormPlacement::Pre,
     };
     let mut block = TransformerBlock::new(&config).unwrap();
     load(&mut block, &f.params);

@@ -41,6 +41,7 @@ fn tiny_lm() -> CausalLm<TransformerBackbone> {
         ffn: FeedForwardConfig::swiglu(16, 32),
         norm: NormConfig::rms(1e-5),
         dropout: 0.0,
+        norm_placement: lamina::blocks::NormPlacement::Pre,
     };
     let backbone =
         TransformerBackbone::new(&TransformerBackboneConfig::uniform(40, block, 2, NormConfig::rms(1e-5)))

@@ -99,14 +99,8 @@ impl HybridBackbone {
 
 impl Backbone for HybridBackbone {
     fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        stack::run(
-            &mut self.embed_tokens,
-            &mut self.layers,
-            1,
-            &mut self.final_layernorm,
-            self.checkpointing,
-            input,
-        )
+        let stack = stack::Stack::plain(self.checkpointing);
+        stack::run(&mut self.embed_tokens, &mut self.layers, &mut self.final_layernorm, stack, input)
     }
 
     fn embedding(&self) -> &Embedding {

@@ -87,7 +87,8 @@ impl MambaBackbone {
 
 impl Backbone for MambaBackbone {
     fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        stack::run(&mut self.embeddings, &mut self.layers, 1, &mut self.norm_f, self.checkpointing, input)
+        let stack = stack::Stack::plain(self.checkpointing);
+        stack::run(&mut self.embeddings, &mut self.layers, &mut self.norm_f, stack, input)
     }
 
     fn embedding(&self) -> &Embedding {

@@ -98,15 +98,33 @@ pub trait Backbone: ModuleParameters + VisitLayers {
     fn set_gradient_checkpointing(&mut self, on: bool);
 }
 
+/// How a backbone runs its blocks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stack {
+    /// Runs of each block in a row.
+    pub repeats: usize,
+    /// Gradient checkpointing per block (without a cache).
+    pub checkpointing: bool,
+    /// A factor on the embeddings.
+    pub embedding_scale: Option<f32>,
+}
+
+impl Stack {
+    /// One run of each block, no checkpointing, no scale.
+    pub fn plain(checkpointing: bool) -> Self {
+        Stack { repeats: 1, checkpointing, embedding_scale: None }
+    }
+}
+
 /// Embeds, runs every block `repeats` times in a row, and applies the final norm.
 pub(crate) fn run<B: Block + 'static>(
     embedding: &mut Embedding,
     blocks: &mut [B],
-    repeats: usize,
     final_norm: &mut Norm,
-    checkpointing: bool,
+    stack: Stack,
     input: BackboneInput<'_>,
 ) -> Result<BackboneOutput> {
+    let Stack { repeats, checkpointing, embedding_scale } = stack;
     let ids = input.input_ids;
     if ids.ndim() != 2 {
         return Err(Error::Shape {
@@ -127,6 +145,9 @@ pub(crate) fn run<B: Block + 'static>(
         None => None,
     };
     let mut h = embedding.forward(ids)?;
+    if let Some(scale) = embedding_scale {
+        h = h.multiply(Array::from_f32(scale).as_dtype(h.dtype())?)?;
+    }
     let mut hidden = input.output_hidden_states.then(|| vec![h.clone()]);
     for block in blocks.iter_mut() {
         for _ in 0..repeats {

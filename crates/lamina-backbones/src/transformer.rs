@@ -28,6 +28,10 @@ pub struct TransformerBackboneConfig {
     /// [`Backbone::set_gradient_checkpointing`]).
     #[serde(default)]
     pub gradient_checkpointing: bool,
+    /// A factor on the token embeddings before the first block (Gemma: `sqrt(hidden)`,
+    /// rounded as the reference rounds it).
+    #[serde(default)]
+    pub embedding_scale: Option<f32>,
 }
 
 fn one() -> usize {
@@ -48,6 +52,7 @@ impl TransformerBackboneConfig {
             final_norm,
             layer_repeats: 1,
             gradient_checkpointing: false,
+            embedding_scale: None,
         }
     }
 
@@ -103,6 +108,7 @@ pub struct TransformerBackbone {
     repeats: usize,
     hidden_size: usize,
     checkpointing: bool,
+    embedding_scale: Option<f32>,
 }
 
 impl TransformerBackbone {
@@ -124,20 +130,19 @@ impl TransformerBackbone {
             repeats: config.layer_repeats,
             hidden_size: width,
             checkpointing: config.gradient_checkpointing,
+            embedding_scale: config.embedding_scale,
         })
     }
 }
 
 impl Backbone for TransformerBackbone {
     fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        stack::run(
-            &mut self.embed_tokens,
-            &mut self.layers,
-            self.repeats,
-            &mut self.norm,
-            self.checkpointing,
-            input,
-        )
+        let stack = stack::Stack {
+            repeats: self.repeats,
+            checkpointing: self.checkpointing,
+            embedding_scale: self.embedding_scale,
+        };
+        stack::run(&mut self.embed_tokens, &mut self.layers, &mut self.norm, stack, input)
     }
 
     fn embedding(&self) -> &Embedding {

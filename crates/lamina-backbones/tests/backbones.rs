@@ -21,6 +21,7 @@ fn block(window: Option<usize>) -> TransformerBlockConfig {
         ffn: FeedForwardConfig::swiglu(16, 32),
         norm: NormConfig::rms(1e-5),
         dropout: 0.0,
+        norm_placement: lamina_blocks::NormPlacement::Pre,
     }
 }
 

@@ -19,7 +19,7 @@ mod transformer;
 
 pub use hybrid::{HybridBlock, HybridBlockConfig, HybridMixerConfig};
 pub use mamba::{MambaBlock, MambaBlockConfig};
-pub use transformer::{TransformerBlock, TransformerBlockConfig};
+pub use transformer::{NormPlacement, TransformerBlock, TransformerBlockConfig};
 
 use lamina_components::{LayerCache, LayerInput, VisitLayers};
 use lamina_core::{BlockOutput, Error, Result};

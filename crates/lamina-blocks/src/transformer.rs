@@ -1,4 +1,5 @@
-//! The pre-norm transformer block of Llama and its descendants.
+//! The transformer block of Llama and its descendants: pre-norm (Llama), sandwich norms
+//! (Gemma 2/3) or post-sublayer norms (OLMo 2).
 
 use lamina_components::{
     Attention, AttentionConfig, FeedForward, FeedForwardConfig, KvCache, LayerCache, LayerInput, Norm,
@@ -13,6 +14,33 @@ use validator::Validate;
 
 use crate::Block;
 
+/// Where a block's norms sit around its two sublayers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormPlacement {
+    /// `h = x + attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))`
+    /// (Llama: the "post attention" norm is the MLP's input norm).
+    #[default]
+    Pre,
+    /// Gemma 2/3: each sublayer's input and output normalised,
+    /// `h = x + post_attention_layernorm(attn(input_layernorm(x)))`,
+    /// `out = h + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h)))`.
+    Sandwich,
+    /// OLMo 2: only the outputs, `h = x + post_attention_layernorm(attn(x))`,
+    /// `out = h + post_feedforward_layernorm(mlp(h))`.
+    Post,
+}
+
+impl NormPlacement {
+    /// Norms per block.
+    pub fn count(self) -> usize {
+        match self {
+            NormPlacement::Pre | NormPlacement::Post => 2,
+            NormPlacement::Sandwich => 4,
+        }
+    }
+}
+
 /// How a [`TransformerBlock`] is built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
 pub struct TransformerBlockConfig {
@@ -20,8 +48,11 @@ pub struct TransformerBlockConfig {
     pub attention: AttentionConfig,
     /// The feed-forward network.
     pub ffn: FeedForwardConfig,
-    /// Both norms.
+    /// Every norm of the block.
     pub norm: NormConfig,
+    /// Where the norms sit.
+    #[serde(default)]
+    pub norm_placement: NormPlacement,
     /// Dropout on the attention and feed-forward outputs while training.
     #[serde(default)]
     #[validate(range(min = 0.0, exclusive_max = 1.0))]
@@ -34,13 +65,13 @@ impl TransformerBlockConfig {
         lamina_core::count(&[
             &[self.attention.num_parameters()],
             &[self.ffn.num_parameters()],
-            &[2, self.norm.num_parameters(self.attention.hidden_size)],
+            &[self.norm_placement.count(), self.norm.num_parameters(self.attention.hidden_size)],
         ])
     }
 
     /// A block without dropout.
     pub fn new(attention: AttentionConfig, ffn: FeedForwardConfig, norm: NormConfig) -> Self {
-        TransformerBlockConfig { attention, ffn, norm, dropout: 0.0 }
+        TransformerBlockConfig { attention, ffn, norm, norm_placement: NormPlacement::Pre, dropout: 0.0 }
     }
 }
 
@@ -64,21 +95,30 @@ impl Config for TransformerBlockConfig {
     }
 }
 
-/// `h = x + attn(norm(x)); out = h + mlp(norm(h))`.
+/// Attention and a feed-forward network, each added to the residual stream, with norms
+/// placed as [`NormPlacement`] says.
 #[derive(Debug, Clone, ModuleParameters)]
 pub struct TransformerBlock {
-    /// The norm before attention.
+    /// The norm before attention (absent with [`NormPlacement::Post`]).
     #[param]
-    pub input_layernorm: Norm,
+    pub input_layernorm: Option<Norm>,
     /// Self-attention.
     #[param]
     pub self_attn: Attention,
-    /// The norm before the feed-forward network.
+    /// The norm before the feed-forward network ([`NormPlacement::Pre`]) or after attention
+    /// (the others).
     #[param]
     pub post_attention_layernorm: Norm,
+    /// The norm before the feed-forward network ([`NormPlacement::Sandwich`]).
+    #[param]
+    pub pre_feedforward_layernorm: Option<Norm>,
+    /// The norm after the feed-forward network ([`NormPlacement::Sandwich`], `Post`).
+    #[param]
+    pub post_feedforward_layernorm: Option<Norm>,
     /// The feed-forward network.
     #[param]
     pub mlp: FeedForward,
+    placement: NormPlacement,
     dropout: f32,
     training: bool,
 }
@@ -92,11 +132,16 @@ impl TransformerBlock {
         config.validated()?;
         let width =
             lamina_core::to_dim(TransformerBlockConfig::NAME, "hidden_size", config.attention.hidden_size)?;
+        let placement = config.norm_placement;
+        let norm_if = |present: bool| present.then(|| Norm::new(width, config.norm)).transpose();
         Ok(TransformerBlock {
-            input_layernorm: Norm::new(width, config.norm)?,
+            input_layernorm: norm_if(placement != NormPlacement::Post)?,
             self_attn: Attention::new(config.attention.clone())?,
             post_attention_layernorm: Norm::new(width, config.norm)?,
+            pre_feedforward_layernorm: norm_if(placement == NormPlacement::Sandwich)?,
+            post_feedforward_layernorm: norm_if(placement != NormPlacement::Pre)?,
             mlp: FeedForward::new(config.ffn)?,
+            placement,
             dropout: config.dropout,
             training: false,
         })
@@ -111,10 +156,17 @@ impl<'a> Module<LayerInput<'a>> for TransformerBlock {
     /// `x [B, L, hidden] -> [B, L, hidden]`
     fn forward(&mut self, input: LayerInput<'a>) -> Result<BlockOutput> {
         let x = input.x;
-        let normed = self.input_layernorm.forward(x)?;
-        let attended = self.self_attn.forward(LayerInput { x: &normed, ..input })?;
+        let normed = apply(&mut self.input_layernorm, x)?;
+        let mut attended = self.self_attn.forward(LayerInput { x: &normed, ..input })?;
+        if self.placement != NormPlacement::Pre {
+            attended = self.post_attention_layernorm.forward(&attended)?;
+        }
         let h = x.add(dropout(&attended, self.dropout, self.training)?)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        let mlp_in = match self.placement {
+            NormPlacement::Pre => self.post_attention_layernorm.forward(&h)?,
+            _ => apply(&mut self.pre_feedforward_layernorm, &h)?,
+        };
+        let mlp = apply(&mut self.post_feedforward_layernorm, &self.mlp.forward(&mlp_in)?)?;
         let out = h.add(dropout(&mlp, self.dropout, self.training)?)?;
         Ok(BlockOutput { hidden_states: out })
     }
@@ -129,6 +181,14 @@ impl<'a> Module<LayerInput<'a>> for TransformerBlock {
 impl Block for TransformerBlock {
     fn make_cache(&self) -> Result<LayerCache> {
         attention_cache(&self.self_attn)
+    }
+}
+
+/// `norm(x)` when the norm is present, `x` otherwise.
+fn apply(norm: &mut Option<Norm>, x: &Array) -> Result<Array> {
+    match norm {
+        Some(norm) => norm.forward(x),
+        None => Ok(x.clone()),
     }
 }
 

@@ -14,7 +14,7 @@ use validator::Validate;
 
 use crate::cache::LayerCache;
 use crate::linear::Linear;
-use crate::mask::{AttentionMask, MaskSpan, attention_mask};
+use crate::mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 use crate::norm::{Norm, NormConfig};
 use crate::rope::{Rope, RopeConfig};
 
@@ -69,9 +69,13 @@ pub struct AttentionConfig {
     /// Attend only to the last `sliding_window` positions.
     #[serde(default)]
     pub sliding_window: Option<usize>,
-    /// Score scale; `head_dim^-0.5` when absent.
+    /// Score scale; `head_dim^-0.5` when absent (Gemma: `query_pre_attn_scalar^-0.5`).
     #[serde(default)]
     pub scale: Option<f32>,
+    /// Soft-capping of the scores, `cap * tanh(scores / cap)` before the mask (Gemma 2's
+    /// `attn_logit_softcapping`). Attention then runs unfused.
+    #[serde(default)]
+    pub softcap: Option<f32>,
 }
 
 impl AttentionConfig {
@@ -89,6 +93,7 @@ impl AttentionConfig {
             rope: Some(RopeConfig::new(head_dim as i32, 10_000.0)),
             sliding_window: None,
             scale: None,
+            softcap: None,
         }
     }
 
@@ -137,6 +142,9 @@ impl Config for AttentionConfig {
         ensure_product_fits(Self::NAME, "num_heads * head_dim", &[self.num_heads, self.head_dim()])?;
         if let Some(window) = self.sliding_window {
             ensure_positive(Self::NAME, "sliding_window", window)?;
+        }
+        if self.softcap.is_some_and(|c| c.is_nan() || c <= 0.0) {
+            return Err(Error::invalid(Self::NAME, "softcap", "must be > 0"));
         }
         if let Some(rope) = &self.rope {
             rope.check()?;
@@ -215,7 +223,7 @@ impl Attention {
             o_proj: Linear::new(heads * d, hidden, config.o_bias)?,
             q_norm: config.qk_norm.as_ref().map(norm).transpose()?,
             k_norm: config.qk_norm.as_ref().map(norm).transpose()?,
-            rope: config.rope.map(Rope::new).transpose()?,
+            rope: config.rope.clone().map(Rope::new).transpose()?,
             config,
         })
     }
@@ -291,7 +299,10 @@ impl<'a> Module<LayerInput<'a>> for Attention {
             }
         };
         let scale = self.config.scale.unwrap_or(1.0 / (d as f32).sqrt());
-        let out = scaled_dot_product_attention(&q, &keys, &values, scale, mask.as_sdpa(), None)?;
+        let out = match self.config.softcap {
+            None => scaled_dot_product_attention(&q, &keys, &values, scale, mask.as_sdpa(), None)?,
+            Some(cap) => softcapped_attention(&q, &keys, &values, scale, cap, &mask)?,
+        };
         let out = if l == 1 {
             out.reshape(&[b, 1, heads * d])?
         } else {
@@ -301,6 +312,58 @@ impl<'a> Module<LayerInput<'a>> for Attention {
     }
 
     fn training_mode(&mut self, _mode: bool) {}
+}
+
+/// Attention whose scores are soft-capped before masking, as Gemma 2 computes it: the
+/// queries scaled, `scores = cap * tanh(q k^T / cap)`, masked, softmax in f32.
+///
+/// # Shapes
+/// `q [B, H, L, D]`, `k`/`v [B, H_kv, K, D]` -> `[B, H, L, D]`
+fn softcapped_attention(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f32,
+    cap: f32,
+    mask: &AttentionMask,
+) -> Result<Array> {
+    let (b, heads, l, d) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
+    let (kv_heads, len) = (k.dim(1), k.dim(2));
+    let repeats = heads / kv_heads.max(1);
+    let q =
+        q.multiply(Array::from_f32(scale).as_dtype(q.dtype())?)?.reshape(&[b, kv_heads, repeats, l, d])?;
+    let (k, v) = (k.expand_dims(2)?, v.expand_dims(2)?); // [B, H_kv, 1, K, D]
+    let scores = q.matmul(&k.swap_axes(-1, -2)?)?; // [B, H_kv, R, L, K]
+    let scores = softcap(&scores, cap)?;
+    let keep = match mask {
+        AttentionMask::None => None,
+        AttentionMask::Causal => Some(causal_mask(
+            MaskSpan { query_start: len - l, query_len: l, key_start: 0, key_len: len },
+            None,
+        )?),
+        AttentionMask::Explicit(m) => Some(m.clone()),
+    };
+    let scores = match keep {
+        // [L, K] or [B, 1, L, K] -> broadcast over the repeat axis.
+        Some(m) => {
+            let m = if m.ndim() == 4 { m.expand_dims(2)? } else { m };
+            let floor = Array::from_f32(f32::MIN).as_dtype(scores.dtype())?;
+            mlx_rs::ops::select(&m, &scores, &floor)?
+        }
+        None => scores,
+    };
+    let probs = mlx_rs::ops::softmax_axis(&scores.as_dtype(mlx_rs::Dtype::Float32)?, -1, None)?
+        .as_dtype(v.dtype())?;
+    Ok(probs.matmul(&v)?.reshape(&[b, heads, l, d])?)
+}
+
+/// `cap * tanh(x / cap)`: Gemma 2's soft-capping of attention scores and final logits.
+///
+/// # Errors
+/// When MLX fails.
+pub fn softcap(x: &Array, cap: f32) -> Result<Array> {
+    let cap = Array::from_f32(cap).as_dtype(x.dtype())?;
+    Ok(mlx_rs::ops::tanh(&x.divide(&cap)?)?.multiply(&cap)?)
 }
 
 /// `(B, L)` of a `[B, L, width]` input, or a shape error.

@@ -35,7 +35,9 @@ mod ssm;
 #[cfg(test)]
 mod testing;
 
-pub use attention::{Attention, AttentionConfig, LayerInput, QkNormConfig, QkNormPosition, batch_and_len};
+pub use attention::{
+    Attention, AttentionConfig, LayerInput, QkNormConfig, QkNormPosition, batch_and_len, softcap,
+};
 pub use cache::{KV_STEP, KvCache, LayerCache, RotatingKvCache, SsmState, WindowedKv};
 pub use checkpoint::checkpointed;
 pub use dropout::dropout;

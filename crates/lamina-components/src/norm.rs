@@ -20,6 +20,10 @@ pub struct NormConfig {
     /// MobileLLM-R1 (Llama 4) applies to queries and keys.
     #[serde(default = "yes")]
     pub affine: bool,
+    /// Scale by `1 + weight` instead of `weight` (Gemma's RMSNorm, whose checkpoints store
+    /// the offset from one).
+    #[serde(default)]
+    pub unit_offset: bool,
 }
 
 fn yes() -> bool {
@@ -40,12 +44,17 @@ impl Config for NormConfig {
 impl NormConfig {
     /// RMSNorm with a learned scale.
     pub fn rms(eps: f32) -> Self {
-        NormConfig { kind: NormKind::RmsNorm, eps, affine: true }
+        NormConfig { kind: NormKind::RmsNorm, eps, affine: true, unit_offset: false }
+    }
+
+    /// RMSNorm scaling by `1 + weight` (Gemma).
+    pub fn rms_unit_offset(eps: f32) -> Self {
+        NormConfig { unit_offset: true, ..Self::rms(eps) }
     }
 
     /// RMSNorm without a scale.
     pub fn rms_weightless(eps: f32) -> Self {
-        NormConfig { kind: NormKind::RmsNorm, eps, affine: false }
+        NormConfig { kind: NormKind::RmsNorm, eps, affine: false, unit_offset: false }
     }
 
     /// Scalar parameters of a norm over `dims` features.
@@ -59,7 +68,7 @@ impl NormConfig {
 
     /// LayerNorm with a learned scale and bias.
     pub fn layer(eps: f32) -> Self {
-        NormConfig { kind: NormKind::LayerNorm, eps, affine: true }
+        NormConfig { kind: NormKind::LayerNorm, eps, affine: true, unit_offset: false }
     }
 }
 
@@ -76,6 +85,8 @@ pub struct Norm {
     pub kind: NormKind,
     /// Added to the variance before the square root.
     pub eps: f32,
+    /// Scale by `1 + weight` (Gemma).
+    pub unit_offset: bool,
 }
 
 impl Norm {
@@ -92,7 +103,13 @@ impl Norm {
         } else {
             None
         };
-        Ok(Norm { weight: Param::new(weight), bias: Param::new(bias), kind: config.kind, eps: config.eps })
+        Ok(Norm {
+            weight: Param::new(weight),
+            bias: Param::new(bias),
+            kind: config.kind,
+            eps: config.eps,
+            unit_offset: config.unit_offset,
+        })
     }
 }
 
@@ -103,11 +120,17 @@ impl Module<&Array> for Norm {
     /// # Shapes
     /// `[..., dims] -> [..., dims]`
     fn forward(&mut self, x: &Array) -> Result<Array> {
-        let y = match self.kind {
-            NormKind::RmsNorm => fast::rms_norm(x, self.weight.value.as_ref(), self.eps)?,
-            NormKind::LayerNorm => {
-                fast::layer_norm(x, self.weight.value.as_ref(), self.bias.value.as_ref(), self.eps)?
+        let offset;
+        let weight = match (self.weight.value.as_ref(), self.unit_offset) {
+            (Some(w), true) => {
+                offset = w.add(Array::from_f32(1.0).as_dtype(w.dtype())?)?;
+                Some(&offset)
             }
+            (w, _) => w,
+        };
+        let y = match self.kind {
+            NormKind::RmsNorm => fast::rms_norm(x, weight, self.eps)?,
+            NormKind::LayerNorm => fast::layer_norm(x, weight, self.bias.value.as_ref(), self.eps)?,
         };
         Ok(y)
     }
@@ -124,6 +147,15 @@ mod tests {
     fn rms_norm_scales_to_unit_rms_then_by_weight() {
         let mut norm = Norm::new(2, NormConfig::rms(0.0)).unwrap();
         norm.weight = Param::new(Some(Array::from_slice(&[1.0f32, 2.0], &[2])));
+        let y = norm.forward(&Array::from_slice(&[3.0f32, 4.0], &[1, 2])).unwrap();
+        let rms = (12.5f32).sqrt();
+        assert_close(&y, &[3.0 / rms, 8.0 / rms], 1e-6);
+    }
+
+    #[test]
+    fn unit_offset_scales_by_one_plus_weight() {
+        let mut norm = Norm::new(2, NormConfig::rms_unit_offset(0.0)).unwrap();
+        norm.weight = Param::new(Some(Array::from_slice(&[0.0f32, 1.0], &[2])));
         let y = norm.forward(&Array::from_slice(&[3.0f32, 4.0], &[1, 2])).unwrap();
         let rms = (12.5f32).sqrt();
         assert_close(&y, &[3.0 / rms, 8.0 / rms], 1e-6);

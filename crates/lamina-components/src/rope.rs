@@ -1,5 +1,6 @@
-//! Rotary position embeddings (RoPE): default, linear scaling and Llama-3 scaling, in the
-//! split-halves layout or the interleaved (`traditional`) one, through MLX's fused kernel.
+//! Rotary position embeddings (RoPE): default, linear, Llama-3, YaRN and LongRoPE (Phi-3's
+//! `su`) scaling, in the split-halves layout or the interleaved (`traditional`) one,
+//! through MLX's fused kernel. Frequencies are computed as mlx-lm's `rope_utils` does.
 
 use lamina_core::{Error, Result};
 use mlx_rs::{Array, fast};
@@ -8,7 +9,7 @@ use validator::Validate;
 
 /// How the rotation frequencies are scaled for contexts longer than training's.
 /// Serialised as Hugging Face writes `rope_scaling` (tagged by `rope_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "rope_type", rename_all = "snake_case")]
 pub enum RopeScaling {
     /// Frequencies `base^(-2i/d)`, unscaled.
@@ -34,6 +35,51 @@ pub enum RopeScaling {
         #[serde(default = "eight_k")]
         original_max_position_embeddings: u32,
     },
+    /// YaRN: frequencies interpolated between `base^(2i/d)` and `factor` times it along a
+    /// ramp between the `beta_fast` and `beta_slow` rotation counts, and the rotated
+    /// features scaled by `mscale` (Qwen and DeepSeek long-context configs).
+    Yarn {
+        /// Context extension factor, > 0.
+        factor: f32,
+        /// The context length the model was pretrained with.
+        #[serde(default = "four_k")]
+        original_max_position_embeddings: u32,
+        /// Rotations at the fast end of the ramp.
+        #[serde(default = "thirty_two")]
+        beta_fast: f32,
+        /// Rotations at the slow end of the ramp.
+        #[serde(default = "one")]
+        beta_slow: f32,
+        /// Attention-magnitude correction (`0.1 * mscale * ln(factor) + 1`).
+        #[serde(default = "one")]
+        mscale: f32,
+        /// The same correction applied to every dimension (divides the former).
+        #[serde(default)]
+        mscale_all_dim: f32,
+    },
+    /// LongRoPE (Phi-3's `longrope`, formerly `su`): per-frequency factors and a magnitude
+    /// correction `sqrt(1 + ln(max / original) / ln(original))`. As mlx-lm, the long
+    /// factors are used at every length (so that cached decoding stays consistent).
+    #[serde(alias = "su")]
+    Longrope {
+        /// One factor per rotated pair, for contexts longer than the original.
+        long_factor: Vec<f32>,
+        /// One factor per rotated pair, for contexts within the original (kept for the
+        /// checkpoint's sake; see above).
+        #[serde(default)]
+        short_factor: Vec<f32>,
+        /// The context length the model was pretrained with.
+        original_max_position_embeddings: u32,
+        /// The extended context length (`max_position_embeddings`).
+        max_position_embeddings: u32,
+    },
+}
+
+fn four_k() -> u32 {
+    4096
+}
+fn thirty_two() -> f32 {
+    32.0
 }
 
 fn one() -> f32 {
@@ -47,7 +93,7 @@ fn eight_k() -> u32 {
 }
 
 /// How a [`Rope`] is built.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Validate)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
 pub struct RopeConfig {
     /// Rotated features per head (usually `head_dim`), even.
     #[validate(range(min = 2))]
@@ -78,10 +124,12 @@ impl RopeConfig {
         if self.dims % 2 != 0 {
             return Err(Error::invalid("RopeConfig", "dims", format!("must be even, got {}", self.dims)));
         }
-        match self.scaling {
+        match &self.scaling {
             RopeScaling::Default => Ok(()),
-            RopeScaling::Linear { factor } | RopeScaling::Llama3 { factor, .. }
-                if factor.is_nan() || factor <= 0.0 =>
+            RopeScaling::Linear { factor }
+            | RopeScaling::Llama3 { factor, .. }
+            | RopeScaling::Yarn { factor, .. }
+                if factor.is_nan() || *factor <= 0.0 =>
             {
                 Err(Error::invalid("RopeConfig", "scaling.factor", format!("must be > 0, got {factor}")))
             }
@@ -90,9 +138,9 @@ impl RopeConfig {
                 high_freq_factor,
                 original_max_position_embeddings,
                 ..
-            } if high_freq_factor.partial_cmp(&low_freq_factor) != Some(std::cmp::Ordering::Greater)
-                || low_freq_factor <= 0.0
-                || original_max_position_embeddings == 0 =>
+            } if high_freq_factor.partial_cmp(low_freq_factor) != Some(std::cmp::Ordering::Greater)
+                || *low_freq_factor <= 0.0
+                || *original_max_position_embeddings == 0 =>
             {
                 Err(Error::invalid(
                     "RopeConfig",
@@ -103,6 +151,24 @@ impl RopeConfig {
                     ),
                 ))
             }
+            RopeScaling::Longrope { long_factor, original_max_position_embeddings, .. }
+                if long_factor.len() != (self.dims / 2) as usize || *original_max_position_embeddings < 2 =>
+            {
+                Err(Error::invalid(
+                    "RopeConfig",
+                    "scaling.long_factor",
+                    format!(
+                        "longrope needs one factor per rotated pair ({}), got {}, and an original context > 1",
+                        self.dims / 2,
+                        long_factor.len()
+                    ),
+                ))
+            }
+            RopeScaling::Yarn { original_max_position_embeddings: 0, .. } => Err(Error::invalid(
+                "RopeConfig",
+                "scaling.original_max_position_embeddings",
+                "must be positive",
+            )),
             _ => Ok(()),
         }
     }
@@ -116,8 +182,11 @@ pub struct Rope {
     traditional: bool,
     base: Option<f32>,
     scale: f32,
-    /// Explicit frequencies (Llama-3 scaling); when set, `base` is unused.
+    /// Explicit frequencies (Llama-3, YaRN, LongRoPE); when set, `base` is unused.
     freqs: Option<Array>,
+    /// A factor on the rotated features before rotating (YaRN's and LongRoPE's magnitude
+    /// corrections), when not 1.
+    input_scale: Option<f32>,
 }
 
 impl Rope {
@@ -128,10 +197,51 @@ impl Rope {
     pub fn new(config: RopeConfig) -> Result<Self> {
         config.check()?;
         let RopeConfig { dims, base, traditional, scaling } = config;
+        let plain = Rope { dims, traditional, base: Some(base), scale: 1.0, freqs: None, input_scale: None };
+        let with_freqs = |freqs: Vec<f32>, input_scale: f32| Rope {
+            dims,
+            traditional,
+            base: None,
+            scale: 1.0,
+            freqs: Some(Array::from_slice(&freqs, &[dims / 2])),
+            input_scale: (input_scale != 1.0).then_some(input_scale),
+        };
         let rope = match scaling {
-            RopeScaling::Default => Rope { dims, traditional, base: Some(base), scale: 1.0, freqs: None },
-            RopeScaling::Linear { factor } => {
-                Rope { dims, traditional, base: Some(base), scale: 1.0 / factor, freqs: None }
+            RopeScaling::Default => plain,
+            RopeScaling::Linear { factor } => Rope { scale: 1.0 / factor, ..plain },
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                mscale,
+                mscale_all_dim,
+            } => {
+                let (freqs, magnitude) = yarn_freqs(
+                    dims,
+                    base,
+                    factor,
+                    original_max_position_embeddings as f32,
+                    (beta_fast, beta_slow),
+                    (mscale, mscale_all_dim),
+                );
+                with_freqs(freqs, magnitude)
+            }
+            RopeScaling::Longrope {
+                long_factor,
+                original_max_position_embeddings,
+                max_position_embeddings,
+                ..
+            } => {
+                let freqs = (0..dims / 2)
+                    .zip(&long_factor)
+                    .map(|(i, f)| f * base.powf((2 * i) as f32 / dims as f32))
+                    .collect();
+                let (max, original) =
+                    (max_position_embeddings as f32, original_max_position_embeddings as f32);
+                let factor = max / original;
+                let magnitude = if factor <= 1.0 { 1.0 } else { (1.0 + factor.ln() / original.ln()).sqrt() };
+                with_freqs(freqs, magnitude)
             }
             RopeScaling::Llama3 {
                 factor,
@@ -147,13 +257,7 @@ impl Rope {
                     high_freq_factor,
                     original_max_position_embeddings as f32,
                 );
-                Rope {
-                    dims,
-                    traditional,
-                    base: None,
-                    scale: 1.0,
-                    freqs: Some(Array::from_slice(&freqs, &[dims / 2])),
-                }
+                with_freqs(freqs, 1.0)
             }
         };
         Ok(rope)
@@ -167,8 +271,56 @@ impl Rope {
     /// # Errors
     /// When MLX rejects the input (fewer than `dims` features).
     pub fn forward(&self, x: &Array, offset: i32) -> Result<Array> {
+        let scaled;
+        let x = match self.input_scale {
+            Some(s) => {
+                scaled = scale_leading(x, self.dims, s)?;
+                &scaled
+            }
+            None => x,
+        };
         Ok(fast::rope(x, self.dims, self.traditional, self.base, self.scale, offset, self.freqs.as_ref())?)
     }
+}
+
+/// `x` with its first `dims` features (of the last axis) multiplied by `factor`.
+fn scale_leading(x: &Array, dims: i32, factor: f32) -> Result<Array> {
+    let last = x.dim(-1);
+    let factor = Array::from_f32(factor).as_dtype(x.dtype())?;
+    if dims >= last {
+        return Ok(x.multiply(&factor)?);
+    }
+    use mlx_rs::ops::indexing::{Ellipsis, TryIndexOp};
+    let head = x.try_index((Ellipsis, ..dims))?.multiply(&factor)?;
+    Ok(mlx_rs::ops::concatenate(&[head, x.try_index((Ellipsis, dims..))?], -1)?)
+}
+
+/// YaRN's frequencies and magnitude correction, as mlx-lm's `YarnRoPE` computes them.
+fn yarn_freqs(
+    dims: i32,
+    base: f32,
+    factor: f32,
+    original: f32,
+    (beta_fast, beta_slow): (f32, f32),
+    (mscale, mscale_all_dim): (f32, f32),
+) -> (Vec<f32>, f32) {
+    let d = dims as f32;
+    let correction_dim =
+        |rotations: f32| d * (original / (rotations * 2.0 * std::f32::consts::PI)).ln() / (2.0 * base.ln());
+    let low = correction_dim(beta_fast).floor().max(0.0);
+    let high = correction_dim(beta_slow).ceil().min(d - 1.0);
+    let high = if low == high { high + 0.001 } else { high };
+    let get_mscale = |m: f32| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
+    let freqs = (0..dims / 2)
+        .map(|i| {
+            let extra = base.powf((2 * i) as f32 / d);
+            let inter = factor * extra;
+            let ramp = ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+            let mask = 1.0 - ramp;
+            inter * extra / (inter * mask + extra * (1.0 - mask))
+        })
+        .collect();
+    (freqs, get_mscale(mscale) / get_mscale(mscale_all_dim))
 }
 
 /// Llama 3.1's scaled wavelengths, as `transformers` and mlx-lm compute them (in f32).

@@ -54,6 +54,31 @@ pub fn ensure_product_fits(config: &'static str, field: &str, factors: &[usize])
 /// refused as surely as one with huge layers.
 pub const BLOCK_OVERHEAD_BYTES: u64 = 16 * 1024;
 
+/// How much memory a model may take and how its weights will be held: what a config's
+/// [`SizeEstimate`] is checked against before anything is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Bytes allowed; the machine's memory when `None`.
+    pub limit: Option<u64>,
+    /// Bits per parameter of the weights that will be loaded (16 for bf16/f16
+    /// checkpoints, 4 for a 4-bit quantized one, 32 for f32).
+    pub bits: u64,
+}
+
+impl Default for Budget {
+    /// The machine's memory, at 16 bits per parameter.
+    fn default() -> Self {
+        Budget { limit: None, bits: 16 }
+    }
+}
+
+impl Budget {
+    /// No limit: for describing a model's structure (presets) without evaluating it.
+    pub fn unlimited() -> Self {
+        Budget { limit: Some(u64::MAX), bits: 16 }
+    }
+}
+
 /// What a config describes, counted from its sizes with saturating arithmetic (a
 /// saturated count is simply too large).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,22 +96,21 @@ impl SizeEstimate {
         weights.saturating_add(self.blocks.saturating_mul(BLOCK_OVERHEAD_BYTES))
     }
 
-    /// Refuses a model larger than `limit` bytes (the machine's memory when `None`) at
-    /// `bits` bits per parameter.
+    /// Refuses a model larger than the budget.
     ///
     /// # Errors
     /// [`Error::TooLarge`] naming `config`.
     ///
     /// ```
-    /// use lamina_core::SizeEstimate;
+    /// use lamina_core::{Budget, SizeEstimate};
     /// let small = SizeEstimate { parameters: 1000, blocks: 2 };
-    /// assert!(small.ensure_within("X", 16, Some(1 << 20)).is_ok());
+    /// assert!(small.ensure_within("X", Budget { limit: Some(1 << 20), bits: 16 }).is_ok());
     /// let bomb = SizeEstimate { parameters: u64::MAX, blocks: 1 };
-    /// assert!(bomb.ensure_within("X", 16, None).is_err());
+    /// assert!(bomb.ensure_within("X", Budget::default()).is_err());
     /// ```
-    pub fn ensure_within(&self, config: &'static str, bits: u64, limit: Option<u64>) -> Result<()> {
-        let limit = limit.or_else(machine_memory).unwrap_or(u64::MAX);
-        let needed = self.bytes(bits);
+    pub fn ensure_within(&self, config: &'static str, budget: Budget) -> Result<()> {
+        let limit = budget.limit.or_else(machine_memory).unwrap_or(u64::MAX);
+        let needed = self.bytes(budget.bits);
         if needed > limit {
             return Err(Error::TooLarge { config, parameters: self.parameters, needed, limit });
         }
@@ -151,7 +175,8 @@ mod tests {
         assert_eq!(e.bytes(32), 40 + 2 * BLOCK_OVERHEAD_BYTES);
         assert_eq!(e.bytes(4), 5 + 2 * BLOCK_OVERHEAD_BYTES);
         assert_eq!(SizeEstimate { parameters: u64::MAX, blocks: u64::MAX }.bytes(32), u64::MAX);
-        let err = SizeEstimate { parameters: 1 << 40, blocks: 1 }.ensure_within("C", 16, Some(1 << 30));
+        let err = SizeEstimate { parameters: 1 << 40, blocks: 1 }
+            .ensure_within("C", Budget { limit: Some(1 << 30), bits: 16 });
         assert!(matches!(err, Err(Error::TooLarge { config: "C", .. })));
         assert!(machine_memory().is_some_and(|m| m > 1 << 20));
         assert_eq!(mul(usize::MAX, 2), u64::MAX);

@@ -5,7 +5,7 @@
 use lamina_components::RopeScaling;
 use lamina_core::{Error, Result};
 use serde::{Deserialize, Serialize};
-use strum::{EnumString, VariantNames};
+use strum::{Display, EnumString, VariantNames};
 
 /// A named preset: its name and the function returning its config.
 pub type Preset<C> = (&'static str, fn() -> C);
@@ -36,27 +36,40 @@ pub fn ids(field: &Option<TokenIds>) -> Vec<u32> {
 }
 
 /// The RoPE kinds lamina implements, as `rope_type` (or the older `type`) names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumString, VariantNames)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Display, EnumString, VariantNames,
+)]
+#[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
-enum RopeType {
+pub enum RopeType {
+    /// Unscaled.
+    #[default]
     Default,
+    /// Positions divided by `factor`.
     Linear,
+    /// Llama 3.1's frequency-dependent scaling.
     Llama3,
+    /// YaRN.
+    Yarn,
+    /// LongRoPE (Phi-3; `su` in older configs).
+    #[serde(alias = "su")]
+    #[strum(serialize = "longrope", serialize = "su")]
+    Longrope,
 }
 
 /// `rope_scaling` or `rope_parameters` as written in `config.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HfRope {
-    /// `"default"`, `"linear"` or `"llama3"`.
+    /// The kind of scaling.
     #[serde(default)]
-    pub rope_type: Option<String>,
+    pub rope_type: Option<RopeType>,
     /// The older spelling of `rope_type`.
     #[serde(default, rename = "type")]
-    pub kind: Option<String>,
+    pub kind: Option<RopeType>,
     /// The frequency base (inside `rope_parameters` only).
     #[serde(default)]
     pub rope_theta: Option<f32>,
-    /// Linear and Llama-3 scaling factor.
+    /// Linear, Llama-3 and YaRN scaling factor.
     #[serde(default)]
     pub factor: Option<f32>,
     /// Llama-3 low-frequency factor.
@@ -65,17 +78,55 @@ pub struct HfRope {
     /// Llama-3 high-frequency factor.
     #[serde(default)]
     pub high_freq_factor: Option<f32>,
-    /// Llama-3 pretraining context.
+    /// Llama-3, YaRN and LongRoPE pretraining context.
     #[serde(default)]
     pub original_max_position_embeddings: Option<u32>,
+    /// YaRN: rotations at the fast end of the ramp.
+    #[serde(default)]
+    pub beta_fast: Option<f32>,
+    /// YaRN: rotations at the slow end of the ramp.
+    #[serde(default)]
+    pub beta_slow: Option<f32>,
+    /// YaRN magnitude correction.
+    #[serde(default)]
+    pub mscale: Option<f32>,
+    /// YaRN magnitude correction on every dimension.
+    #[serde(default)]
+    pub mscale_all_dim: Option<f32>,
+    /// LongRoPE factors for long contexts.
+    #[serde(default)]
+    pub long_factor: Option<Vec<f32>>,
+    /// LongRoPE factors for short contexts.
+    #[serde(default)]
+    pub short_factor: Option<Vec<f32>>,
+}
+
+/// Where a config keeps its RoPE settings (either form), and the context lengths that
+/// LongRoPE and YaRN read from the config's top level.
+#[derive(Debug, Clone, Copy)]
+pub struct RopeSource<'a> {
+    /// The config's name, for errors.
+    pub config: &'static str,
+    /// `rope_theta`.
+    pub rope_theta: Option<f32>,
+    /// `rope_scaling`.
+    pub rope_scaling: Option<&'a HfRope>,
+    /// `rope_parameters`.
+    pub rope_parameters: Option<&'a HfRope>,
+    /// The base when none is given.
+    pub default_theta: f32,
+    /// `max_position_embeddings`.
+    pub max_position_embeddings: Option<usize>,
+    /// `original_max_position_embeddings` at the config's top level (Phi-3).
+    pub original_max_position_embeddings: Option<usize>,
 }
 
 /// The frequency base and scaling a config describes, from either form; `rope_theta`
 /// defaults to `default_theta`.
 ///
 /// # Errors
-/// [`Error::UnknownVariant`] for an unsupported `rope_type`, [`Error::InvalidConfig`]
-/// for a scaling without its `factor`.
+/// [`Error::InvalidConfig`] for a scaling without its `factor` (or LongRoPE without its
+/// factors and context lengths).
 pub fn rope_settings(
     config: &'static str,
     rope_theta: Option<f32>,
@@ -83,18 +134,37 @@ pub fn rope_settings(
     rope_parameters: Option<&HfRope>,
     default_theta: f32,
 ) -> Result<(f32, RopeScaling)> {
+    rope_from(RopeSource {
+        config,
+        rope_theta,
+        rope_scaling,
+        rope_parameters,
+        default_theta,
+        max_position_embeddings: None,
+        original_max_position_embeddings: None,
+    })
+}
+
+/// [`rope_settings`] with the context lengths LongRoPE and YaRN need.
+///
+/// # Errors
+/// As [`rope_settings`].
+pub fn rope_from(source: RopeSource<'_>) -> Result<(f32, RopeScaling)> {
+    let RopeSource { config, rope_theta, rope_scaling, rope_parameters, default_theta, .. } = source;
     let spec = rope_parameters.or(rope_scaling);
     let base = rope_parameters.and_then(|p| p.rope_theta).or(rope_theta).unwrap_or(default_theta);
     let Some(spec) = spec else {
         return Ok((base, RopeScaling::Default));
     };
-    let name = spec.rope_type.as_deref().or(spec.kind.as_deref()).unwrap_or("default");
-    let kind: RopeType = name.parse().map_err(|_| Error::UnknownVariant {
-        kind: "rope_type",
-        value: name.to_owned(),
-        known: RopeType::VARIANTS.join(", "),
-    })?;
+    let kind = spec.rope_type.or(spec.kind).unwrap_or_default();
     let factor = || spec.factor.ok_or_else(|| Error::invalid(config, "rope_scaling.factor", "is required"));
+    let context = |field: &str, value: Option<usize>| {
+        value.and_then(|v| u32::try_from(v).ok()).ok_or_else(|| {
+            Error::invalid(config, field.to_owned(), "is required by this rope_type (and must fit u32)")
+        })
+    };
+    let original =
+        spec.original_max_position_embeddings.map(|v| v as usize).or(source.original_max_position_embeddings);
     let scaling = match kind {
         RopeType::Default => RopeScaling::Default,
         RopeType::Linear => RopeScaling::Linear { factor: factor()? },
@@ -103,6 +173,23 @@ pub fn rope_settings(
             low_freq_factor: spec.low_freq_factor.unwrap_or(1.0),
             high_freq_factor: spec.high_freq_factor.unwrap_or(4.0),
             original_max_position_embeddings: spec.original_max_position_embeddings.unwrap_or(8192),
+        },
+        RopeType::Yarn => RopeScaling::Yarn {
+            factor: factor()?,
+            original_max_position_embeddings: spec.original_max_position_embeddings.unwrap_or(4096),
+            beta_fast: spec.beta_fast.unwrap_or(32.0),
+            beta_slow: spec.beta_slow.unwrap_or(1.0),
+            mscale: spec.mscale.unwrap_or(1.0),
+            mscale_all_dim: spec.mscale_all_dim.unwrap_or(0.0),
+        },
+        RopeType::Longrope => RopeScaling::Longrope {
+            long_factor: spec
+                .long_factor
+                .clone()
+                .ok_or_else(|| Error::invalid(config, "rope_scaling.long_factor", "is required"))?,
+            short_factor: spec.short_factor.clone().unwrap_or_default(),
+            original_max_position_embeddings: context("original_max_position_embeddings", original)?,
+            max_position_embeddings: context("max_position_embeddings", source.max_position_embeddings)?,
         },
     };
     Ok((base, scaling))
@@ -138,8 +225,12 @@ mod tests {
         );
         assert_eq!(rope_settings("X", Some(5.0), None, None, 1e4).unwrap(), (5.0, RopeScaling::Default));
         let yarn = parse(r#"{"rope_type": "yarn", "factor": 4.0}"#);
-        let err = rope_settings("X", None, Some(&yarn), None, 1e4).unwrap_err().to_string();
-        assert!(err.contains("unknown rope_type `yarn`") && err.contains("llama3"), "{err}");
+        let (_, scaling) = rope_settings("X", None, Some(&yarn), None, 1e4).unwrap();
+        assert!(matches!(scaling, RopeScaling::Yarn { factor: 4.0, beta_fast: 32.0, .. }));
+        assert!(serde_json::from_str::<HfRope>(r#"{"rope_type": "sideways"}"#).is_err());
+        let su = parse(r#"{"type": "su", "long_factor": [1.0, 2.0], "short_factor": [1.0, 1.0]}"#);
+        assert_eq!(su.kind, Some(RopeType::Longrope));
+        assert!(rope_settings("X", None, Some(&su), None, 1e4).is_err(), "no context lengths");
         let no_factor = parse(r#"{"rope_type": "linear"}"#);
         assert!(rope_settings("X", None, Some(&no_factor), None, 1e4).is_err());
     }

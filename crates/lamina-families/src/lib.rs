@@ -1,20 +1,28 @@
 //! # lamina-families
 //!
-//! The model families: thin layers of config parsing, presets, `sanitize` and
-//! composition of the stack's blocks — no attention or SSM code of their own.
+//! The model families, each a thin spec over the stack's layers — no attention or SSM
+//! code of their own. A family is a typed config implementing [`FamilyConfig`] (how it
+//! maps onto a backbone, its `sanitize`), a row in [`FAMILIES`] (its `model_type`s and
+//! presets), and, for the decoder-only transformers, a row in [`decoder::spec`]. One
+//! generic [`CausalLM`] implements [`LanguageModel`] for all of them.
 //!
-//! | `model_type` | model | config |
+//! | family | `model_type` | config |
 //! | --- | --- | --- |
-//! | `llama`, `mistral` | [`LlamaForCausalLM`] | [`LlamaConfig`] |
-//! | `mamba` | [`MambaForCausalLM`] | [`MambaConfig`] |
-//! | `llama4_text` (MobileLLM-R1) | [`MobileLlmForCausalLM`] | [`Llama4TextConfig`] -> [`MobileLlmConfig`] |
-//! | `mobilellm` (classic) | [`MobileLlmForCausalLM`] | [`ClassicMobileLlmConfig`] -> [`MobileLlmConfig`] |
+//! | Llama (2/3.x, Mistral, TinyLlama, SmolLM2, Code Llama) | `llama`, `mistral` | [`DecoderConfig`] |
+//! | Qwen2 / Qwen2.5 | `qwen2` | [`DecoderConfig`] |
+//! | Qwen3 | `qwen3` | [`DecoderConfig`] |
+//! | Gemma 2 | `gemma2` | [`DecoderConfig`] |
+//! | Gemma 3 | `gemma3_text`, `gemma3` (`text_config`) | [`DecoderConfig`] |
+//! | Phi-3 | `phi3` | [`DecoderConfig`] |
+//! | SmolLM3 | `smollm3` | [`DecoderConfig`] |
+//! | Mamba | `mamba` | [`MambaConfig`] |
+//! | MobileLLM-R1, MobileLLM | `llama4_text`, `mobilellm` | [`Llama4TextConfig`], [`ClassicMobileLlmConfig`] -> [`MobileLlmConfig`] |
 //!
-//! Every model implements [`LanguageModel`]; the [`Registry`] maps `model_type` to a
-//! builder and takes user-registered types too.
+//! The [`Registry`] maps `model_type` to a model through that table and takes
+//! user-registered types too; [`preset`] looks up `family:name`.
 //!
 //! ```
-//! use lamina_families::{LlamaConfig, LlamaForCausalLM, LanguageModel};
+//! use lamina_families::{LanguageModel, LlamaConfig, LlamaForCausalLM};
 //! use lamina_heads::ModelInput;
 //! use mlx_rs::Array;
 //!
@@ -25,8 +33,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod causal;
+pub mod decoder;
+mod family;
 pub mod hf;
-mod llama;
 mod mamba;
 mod mobilellm;
 mod model;
@@ -34,13 +44,17 @@ mod preset;
 mod quantize;
 mod registry;
 
-pub use llama::{LlamaConfig, LlamaForCausalLM, LlamaModelType};
+pub use causal::CausalLM;
+pub use decoder::{DecoderConfig, DecoderForCausalLM, LlamaConfig, LlamaForCausalLM};
+pub use family::{AnyConfig, Family, FamilyConfig, ModelType};
 pub use mamba::{AutoRank, MambaConfig, MambaForCausalLM, SsmCfg, TimeStepRank};
 pub use mobilellm::{
     ClassicMobileLlmConfig, Llama4TextConfig, MOBILELLM_PRESETS, MobileLlmConfig, MobileLlmForCausalLM,
     MobileLlmVariant, get_mobilellm_config,
 };
 pub use model::{LanguageModel, ModelInfo, Weights};
-pub use preset::PresetConfig;
+pub use preset::preset;
 pub use quantize::{CheckpointQuantization, QuantizeReport, estimate_model_size, quantize_model};
-pub use registry::{Family, ModelBuilder, Registry, model_type, parse_config};
+pub use registry::{
+    FAMILIES, FamilyEntry, ModelBuilder, NamedConfig, Registry, family_entry, model_type, parse_config,
+};

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 
-use lamina_backbones::{Backbone, ModelCache};
+use lamina_backbones::ModelCache;
 use lamina_components::VisitLayers;
 use lamina_core::{ModelOutput, Result};
-use lamina_heads::{LmHead, ModelInput, lm_logits};
+use lamina_heads::ModelInput;
 use mlx_rs::Array;
 use mlx_rs::module::ModuleParameters;
 
-use crate::registry::Family;
+use crate::family::Family;
 
 /// Named tensors, as read from a checkpoint.
 pub type Weights = HashMap<String, Array>;
@@ -74,26 +74,6 @@ pub trait LanguageModel: ModuleParameters + VisitLayers + std::fmt::Debug + Send
     /// # Errors
     /// When a tensor cannot be converted.
     fn sanitize(&self, weights: Weights) -> Result<Weights>;
-}
-
-/// The forward pass of every causal LM: backbone, then the (own or tied) LM head.
-pub(crate) fn causal_forward(
-    backbone: &mut impl Backbone,
-    head: &mut LmHead,
-    input: ModelInput<'_>,
-) -> Result<ModelOutput> {
-    let (input, _, labels) = input.into_parts();
-    let out = backbone.forward(input)?;
-    let head_out = lm_logits(head, &out.last_hidden_state, backbone.embedding(), labels)?;
-    Ok(ModelOutput::new(out, head_out))
-}
-
-/// Switches dropout on (training) or off in the backbone and the LM head.
-pub(crate) fn causal_set_training(backbone: &mut impl Backbone, head: &mut LmHead, training: bool) {
-    backbone.set_training(training);
-    if let Some(head) = head {
-        mlx_rs::module::Module::training_mode(head, training);
-    }
 }
 
 /// Drops tensors that are recomputed, not loaded (`rotary_emb.inv_freq`), and a stray

@@ -1,109 +1,43 @@
-//! Presets by name, `family:name` (`llama:tinyllama`, `mamba:mamba_130m`,
-//! `mobilellm:950m`), as the examples take them.
+//! Presets by name, `family:name` (`llama:tinyllama`, `qwen3:0.6b`, `mamba:mamba_130m`,
+//! `mobilellm:950m`), looked up in the family table.
 
 use lamina_core::{Error, Result};
-use serde_json::Value;
+use strum::VariantNames;
 
-use crate::llama::{LlamaConfig, LlamaForCausalLM};
-use crate::mamba::{MambaConfig, MambaForCausalLM};
-use crate::mobilellm::{MOBILELLM_PRESETS, MobileLlmConfig, MobileLlmForCausalLM, get_mobilellm_config};
-use crate::model::LanguageModel;
-use crate::registry::Family;
+use crate::family::{AnyConfig, Family};
+use crate::registry::family_entry;
 
-/// A preset's config, by family.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PresetConfig {
-    /// A Llama-family preset.
-    Llama(LlamaConfig),
-    /// A Mamba preset.
-    Mamba(MambaConfig),
-    /// A MobileLLM preset.
-    MobileLlm(MobileLlmConfig),
-}
-
-impl PresetConfig {
-    /// Looks up `family:name`.
-    ///
-    /// # Errors
-    /// [`Error::UnknownVariant`] listing the known families or names.
-    pub fn from_spec(spec: &str) -> Result<Self> {
-        let (family, name) = spec.split_once(':').ok_or_else(|| Error::UnknownVariant {
-            kind: "preset (`family:name`)",
-            value: spec.to_owned(),
-            known: "e.g. llama:tinyllama, mamba:mamba_130m, mobilellm:950m".into(),
-        })?;
-        let unknown = |known: Vec<&str>| Error::UnknownVariant {
-            kind: "preset",
-            value: spec.to_owned(),
-            known: known.join(", "),
-        };
-        match family {
-            "llama" => LlamaConfig::presets()
-                .into_iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, f)| PresetConfig::Llama(f()))
-                .ok_or_else(|| unknown(LlamaConfig::presets().iter().map(|(n, _)| *n).collect())),
-            "mamba" => MambaConfig::presets()
-                .into_iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, f)| PresetConfig::Mamba(f()))
-                .ok_or_else(|| unknown(MambaConfig::presets().iter().map(|(n, _)| *n).collect())),
-            "mobilellm" => get_mobilellm_config(name)
-                .map(PresetConfig::MobileLlm)
-                .map_err(|_| unknown(MOBILELLM_PRESETS.to_vec())),
-            _ => Err(Error::UnknownVariant {
-                kind: "preset family",
-                value: family.to_owned(),
-                known: "llama, mamba, mobilellm".into(),
-            }),
-        }
-    }
-
-    /// The family.
-    pub fn family(&self) -> Family {
-        match self {
-            PresetConfig::Llama(_) => Family::Llama,
-            PresetConfig::Mamba(_) => Family::Mamba,
-            PresetConfig::MobileLlm(_) => Family::MobileLlm,
-        }
-    }
-
-    /// Parameters, counted from shapes.
-    ///
-    /// # Errors
-    /// For an invalid config.
-    pub fn num_parameters(&self) -> Result<usize> {
-        match self {
-            PresetConfig::Llama(c) => c.num_parameters(),
-            PresetConfig::Mamba(c) => c.num_parameters(),
-            PresetConfig::MobileLlm(c) => c.num_parameters(),
-        }
-    }
-
-    /// The config as JSON.
-    ///
-    /// # Errors
-    /// Never for the built-in configs.
-    pub fn to_json(&self) -> Result<Value> {
-        let value = match self {
-            PresetConfig::Llama(c) => serde_json::to_value(c),
-            PresetConfig::Mamba(c) => serde_json::to_value(c),
-            PresetConfig::MobileLlm(c) => serde_json::to_value(c),
-        };
-        value.map_err(|source| Error::Json { what: "preset".into(), source })
-    }
-
-    /// A model with random weights (allocated lazily: MLX evaluates them on first use).
-    ///
-    /// # Errors
-    /// For an invalid config.
-    pub fn build(&self) -> Result<Box<dyn LanguageModel>> {
-        Ok(match self {
-            PresetConfig::Llama(c) => Box::new(LlamaForCausalLM::new(c.clone())?),
-            PresetConfig::Mamba(c) => Box::new(MambaForCausalLM::new(c.clone())?),
-            PresetConfig::MobileLlm(c) => Box::new(MobileLlmForCausalLM::new(c.clone())?),
-        })
-    }
+/// The config of preset `family:name`.
+///
+/// # Errors
+/// [`Error::UnknownVariant`] listing the known families, or the family's known names.
+///
+/// ```
+/// let preset = lamina_families::preset("qwen3:0.6b").unwrap();
+/// assert_eq!(preset.num_parameters().unwrap(), 596_049_920);
+/// assert!(lamina_families::preset("qwen3:huge").unwrap_err().to_string().contains("0.6b"));
+/// ```
+pub fn preset(spec: &str) -> Result<Box<dyn AnyConfig>> {
+    let (family, name) = spec.split_once(':').ok_or_else(|| Error::UnknownVariant {
+        kind: "preset (`family:name`)",
+        value: spec.to_owned(),
+        known: "e.g. llama:tinyllama, qwen3:0.6b, mamba:mamba_130m, mobilellm:950m".into(),
+    })?;
+    let unknown_family = || Error::UnknownVariant {
+        kind: "preset family",
+        value: family.to_owned(),
+        known: Family::VARIANTS.iter().filter(|f| **f != "custom").copied().collect::<Vec<_>>().join(", "),
+    };
+    let family: Family = family.parse().map_err(|_| unknown_family())?;
+    let entry = family_entry(family).ok_or_else(unknown_family)?;
+    let mut presets = (entry.presets)();
+    let known = presets.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let at = presets.iter().position(|(n, _)| *n == name);
+    at.map(|i| presets.swap_remove(i).1).ok_or(Error::UnknownVariant {
+        kind: "preset",
+        value: spec.to_owned(),
+        known,
+    })
 }
 
 #[cfg(test)]
@@ -112,12 +46,14 @@ mod tests {
 
     #[test]
     fn specs_resolve_and_unknown_ones_list_the_known() {
-        assert!(matches!(PresetConfig::from_spec("mobilellm:950m").unwrap(), PresetConfig::MobileLlm(_)));
-        assert_eq!(PresetConfig::from_spec("llama:tinyllama").unwrap().family(), Family::Llama);
-        assert!(PresetConfig::from_spec("mamba:mamba_130m").is_ok());
-        let err = PresetConfig::from_spec("llama:gpt4").unwrap_err().to_string();
+        assert_eq!(preset("mobilellm:950m").unwrap().family(), Family::MobileLlm);
+        assert_eq!(preset("llama:tinyllama").unwrap().family(), Family::Llama);
+        assert_eq!(preset("mamba:mamba_130m").unwrap().family(), Family::Mamba);
+        assert_eq!(preset("gemma3:270m").unwrap().family(), Family::Gemma3);
+        let err = preset("llama:gpt4").unwrap_err().to_string();
         assert!(err.contains("smollm2_135m"), "{err}");
-        assert!(PresetConfig::from_spec("bert:base").is_err());
-        assert!(PresetConfig::from_spec("tinyllama").is_err());
+        let err = preset("bert:base").unwrap_err().to_string();
+        assert!(err.contains("qwen2") && err.contains("smollm3"), "{err}");
+        assert!(preset("tinyllama").is_err());
     }
 }

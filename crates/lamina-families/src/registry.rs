@@ -1,41 +1,207 @@
-//! From `config.json`'s `model_type` to a model: the built-in families, and any type a
-//! user registers at run time.
+//! From `config.json`'s `model_type` to a model: one table of the built-in families
+//! ([`FAMILIES`]), and any type a user registers at run time.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lamina_core::{Error, Result};
+use lamina_core::{Budget, Error, Result};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
-use strum::{Display, EnumString};
+use serde_json::{Map, Value, json};
+use strum::VariantNames;
 
-use crate::llama::{LlamaConfig, LlamaForCausalLM};
-use crate::mamba::{MambaConfig, MambaForCausalLM};
-use crate::mobilellm::{ClassicMobileLlmConfig, Llama4TextConfig, MobileLlmForCausalLM};
+use crate::decoder::DecoderConfig;
+use crate::family::{AnyConfig, Family, FamilyConfig, ModelType};
+use crate::mamba::MambaConfig;
+use crate::mobilellm::{ClassicMobileLlmConfig, Llama4TextConfig, MOBILELLM_PRESETS, get_mobilellm_config};
 use crate::model::LanguageModel;
 
-/// The model families lamina ships.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Display, EnumString)]
-#[strum(serialize_all = "snake_case")]
-pub enum Family {
-    /// Llama 2/3.x, Mistral, TinyLlama, SmolLM2, Code Llama.
-    Llama,
-    /// Mamba.
-    Mamba,
-    /// MobileLLM and MobileLLM-R1.
-    #[strum(serialize = "mobilellm")]
-    MobileLlm,
-    /// A family registered at run time.
-    Custom,
+/// A named preset of some family.
+pub type NamedConfig = (&'static str, Box<dyn AnyConfig>);
+
+/// One built-in family: its `model_type`s, how it reads a `config.json`, its presets.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyEntry {
+    /// The family.
+    pub family: Family,
+    /// The `model_type`s it reads.
+    pub model_types: &'static [ModelType],
+    /// Parses a `config.json` of one of those types.
+    pub parse: fn(ModelType, &Value) -> Result<Box<dyn AnyConfig>>,
+    /// Its presets, by name.
+    pub presets: fn() -> Vec<NamedConfig>,
 }
 
-/// Builds a model from a parsed `config.json`.
-pub type ModelBuilder = Arc<dyn Fn(&Value) -> Result<Box<dyn LanguageModel>> + Send + Sync>;
+/// The built-in families. A new Llama-like family is a row here plus a row in
+/// [`crate::decoder::spec`].
+pub const FAMILIES: &[FamilyEntry] = &[
+    FamilyEntry {
+        family: Family::Llama,
+        model_types: &[ModelType::Llama, ModelType::Mistral],
+        parse: decoder,
+        presets: llama_presets,
+    },
+    FamilyEntry {
+        family: Family::Qwen2,
+        model_types: &[ModelType::Qwen2],
+        parse: decoder,
+        presets: qwen2_presets,
+    },
+    FamilyEntry {
+        family: Family::Qwen3,
+        model_types: &[ModelType::Qwen3],
+        parse: decoder,
+        presets: qwen3_presets,
+    },
+    FamilyEntry {
+        family: Family::Gemma2,
+        model_types: &[ModelType::Gemma2],
+        parse: decoder,
+        presets: gemma2_presets,
+    },
+    FamilyEntry {
+        family: Family::Gemma3,
+        model_types: &[ModelType::Gemma3Text, ModelType::Gemma3],
+        parse: gemma3,
+        presets: gemma3_presets,
+    },
+    FamilyEntry {
+        family: Family::Phi3,
+        model_types: &[ModelType::Phi3],
+        parse: decoder,
+        presets: phi3_presets,
+    },
+    FamilyEntry {
+        family: Family::SmolLm3,
+        model_types: &[ModelType::SmolLm3],
+        parse: decoder,
+        presets: smollm3_presets,
+    },
+    FamilyEntry {
+        family: Family::Mamba,
+        model_types: &[ModelType::Mamba],
+        parse: mamba,
+        presets: mamba_presets,
+    },
+    FamilyEntry {
+        family: Family::MobileLlm,
+        model_types: &[ModelType::Llama4Text, ModelType::MobileLlm],
+        parse: mobilellm,
+        presets: mobilellm_presets,
+    },
+];
 
-/// `model_type` -> builder.
-#[derive(Clone)]
+/// The row of a family.
+pub fn family_entry(family: Family) -> Option<&'static FamilyEntry> {
+    FAMILIES.iter().find(|e| e.family == family)
+}
+
+/// Parses `config.json` (already read as JSON) into a family's config type.
+///
+/// # Errors
+/// [`Error::Json`] naming the first missing or mistyped key.
+pub fn parse_config<T: DeserializeOwned>(config: &Value) -> Result<T> {
+    T::deserialize(config).map_err(|source| Error::Json { what: "config.json".into(), source })
+}
+
+fn boxed<C: FamilyConfig + DeserializeOwned>(config: &Value) -> Result<Box<dyn AnyConfig>> {
+    Ok(Box::new(parse_config::<C>(config)?))
+}
+
+fn decoder(_: ModelType, config: &Value) -> Result<Box<dyn AnyConfig>> {
+    boxed::<DecoderConfig>(config)
+}
+
+fn mamba(_: ModelType, config: &Value) -> Result<Box<dyn AnyConfig>> {
+    boxed::<MambaConfig>(config)
+}
+
+fn mobilellm(model_type: ModelType, config: &Value) -> Result<Box<dyn AnyConfig>> {
+    Ok(Box::new(match model_type {
+        ModelType::Llama4Text => parse_config::<Llama4TextConfig>(config)?.to_mobilellm()?,
+        _ => parse_config::<ClassicMobileLlmConfig>(config)?.to_mobilellm()?,
+    }))
+}
+
+/// Gemma 3: a text-only config (`gemma3_text`), or the multimodal one whose text model is
+/// `text_config`, whose omitted keys take transformers' `Gemma3TextConfig` defaults.
+fn gemma3(model_type: ModelType, config: &Value) -> Result<Box<dyn AnyConfig>> {
+    if model_type == ModelType::Gemma3Text {
+        return boxed::<DecoderConfig>(config);
+    }
+    let text = config
+        .get("text_config")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::invalid("config.json", "text_config", "is required for model_type gemma3"))?;
+    let mut merged: Map<String, Value> = match json!({
+        "vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+        "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 131_072, "rms_norm_eps": 1e-6,
+        "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0, "query_pre_attn_scalar": 256,
+        "sliding_window": 4096, "sliding_window_pattern": 6,
+    }) {
+        Value::Object(defaults) => defaults,
+        _ => Map::new(),
+    };
+    merged.extend(text.iter().map(|(k, v)| (k.clone(), v.clone())));
+    merged.insert("model_type".into(), json!("gemma3_text"));
+    for key in ["eos_token_id", "bos_token_id", "tie_word_embeddings"] {
+        if let (false, Some(value)) = (merged.contains_key(key), config.get(key)) {
+            merged.insert(key.into(), value.clone());
+        }
+    }
+    boxed::<DecoderConfig>(&Value::Object(merged))
+}
+
+fn decoder_presets(family: Family) -> Vec<NamedConfig> {
+    DecoderConfig::presets(family)
+        .into_iter()
+        .map(|(name, make)| (name, Box::new(make()) as Box<dyn AnyConfig>))
+        .collect()
+}
+
+fn llama_presets() -> Vec<NamedConfig> {
+    decoder_presets(Family::Llama)
+}
+fn qwen2_presets() -> Vec<NamedConfig> {
+    decoder_presets(Family::Qwen2)
+}
+fn qwen3_presets() -> Vec<NamedConfig> {
+    decoder_presets(Family::Qwen3)
+}
+fn gemma2_presets() -> Vec<NamedConfig> {
+    decoder_presets(Family::Gemma2)
+}
+fn gemma3_presets() -> Vec<NamedConfig> {
+    decoder_presets(Family::Gemma3)
+}
+fn phi3_presets() -> Vec<NamedConfig> {
+    decoder_presets(Family::Phi3)
+}
+fn smollm3_presets() -> Vec<NamedConfig> {
+    decoder_presets(Family::SmolLm3)
+}
+fn mamba_presets() -> Vec<NamedConfig> {
+    MambaConfig::presets()
+        .into_iter()
+        .map(|(name, make)| (name, Box::new(make()) as Box<dyn AnyConfig>))
+        .collect()
+}
+fn mobilellm_presets() -> Vec<NamedConfig> {
+    MOBILELLM_PRESETS
+        .iter()
+        .filter_map(|&name| {
+            get_mobilellm_config(name).ok().map(|c| (name, Box::new(c) as Box<dyn AnyConfig>))
+        })
+        .collect()
+}
+
+/// Builds a model of a user-registered `model_type` from `config.json`, within a budget.
+pub type ModelBuilder = Arc<dyn Fn(&Value, Budget) -> Result<Box<dyn LanguageModel>> + Send + Sync>;
+
+/// `model_type` -> model: the built-in table, then the types registered at run time.
+#[derive(Clone, Default)]
 pub struct Registry {
-    builders: BTreeMap<String, ModelBuilder>,
+    custom: BTreeMap<String, ModelBuilder>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -44,92 +210,79 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-impl Default for Registry {
-    fn default() -> Self {
-        Self::with_builtins()
-    }
-}
-
-/// Parses `config.json` (already read as JSON) into a family's config type.
-///
-/// # Errors
-/// [`Error::Json`] naming the first missing or mistyped key.
-pub fn parse_config<T: DeserializeOwned>(config: &Value) -> Result<T> {
-    serde_json::from_value(config.clone())
-        .map_err(|source| Error::Json { what: "config.json".into(), source })
-}
-
 impl Registry {
-    /// A registry with no types.
-    pub fn empty() -> Self {
-        Registry { builders: BTreeMap::new() }
-    }
-
-    /// The built-in types: `llama`, `mistral`, `mamba`, `llama4_text`, `mobilellm`.
+    /// The built-in families only.
     pub fn with_builtins() -> Self {
-        let mut registry = Self::empty();
-        let llama: ModelBuilder = Arc::new(|c| {
-            Ok(Box::new(LlamaForCausalLM::new(parse_config::<LlamaConfig>(c)?)?) as Box<dyn LanguageModel>)
-        });
-        registry.register("llama", llama.clone());
-        registry.register("mistral", llama);
-        registry.register(
-            "mamba",
-            Arc::new(|c| {
-                Ok(Box::new(MambaForCausalLM::new(parse_config::<MambaConfig>(c)?)?)
-                    as Box<dyn LanguageModel>)
-            }),
-        );
-        registry.register(
-            "llama4_text",
-            Arc::new(|c| {
-                let config = parse_config::<Llama4TextConfig>(c)?.to_mobilellm()?;
-                Ok(Box::new(MobileLlmForCausalLM::new(config)?) as Box<dyn LanguageModel>)
-            }),
-        );
-        registry.register(
-            "mobilellm",
-            Arc::new(|c| {
-                let mut llama_view = c.clone();
-                if let Some(map) = llama_view.as_object_mut() {
-                    map.remove("model_type");
-                }
-                let config = parse_config::<ClassicMobileLlmConfig>(&llama_view)?.to_mobilellm()?;
-                Ok(Box::new(MobileLlmForCausalLM::new(config)?) as Box<dyn LanguageModel>)
-            }),
-        );
-        registry
+        Self::default()
     }
 
-    /// Adds (or replaces) a type.
+    /// Adds (or replaces) a type; it takes precedence over a built-in of the same name.
     pub fn register(&mut self, model_type: impl Into<String>, builder: ModelBuilder) {
-        self.builders.insert(model_type.into(), builder);
+        self.custom.insert(model_type.into(), builder);
     }
 
-    /// The registered types, sorted.
-    pub fn known(&self) -> Vec<&str> {
-        self.builders.keys().map(String::as_str).collect()
+    /// Registers a family defined outside lamina: `config.json`s of `model_type` parse
+    /// into `C` and build a [`crate::CausalLM<C>`].
+    pub fn register_family<C: FamilyConfig + DeserializeOwned>(&mut self, model_type: impl Into<String>) {
+        self.register(model_type, Arc::new(|config, budget| parse_config::<C>(config)?.build(budget)));
     }
 
-    /// Whether `model_type` is registered.
+    /// Every known type, sorted.
+    pub fn known(&self) -> Vec<String> {
+        let mut known: Vec<String> = ModelType::VARIANTS.iter().map(|s| (*s).to_owned()).collect();
+        known.extend(self.custom.keys().cloned());
+        known.sort();
+        known.dedup();
+        known
+    }
+
+    /// Whether `model_type` is known.
     pub fn contains(&self, model_type: &str) -> bool {
-        self.builders.contains_key(model_type)
+        self.custom.contains_key(model_type) || model_type.parse::<ModelType>().is_ok()
     }
 
-    /// Builds the model `config.json` describes (random weights; the loader applies the
-    /// checkpoint's).
+    /// The typed config of a built-in `config.json`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownVariant`] for an unknown type, the family's parse and validation
+    /// errors.
+    pub fn parse(&self, config: &Value) -> Result<Box<dyn AnyConfig>> {
+        let name = model_type(config)?;
+        let model_type: ModelType = name.parse().map_err(|_| self.unknown(name))?;
+        let entry = FAMILIES
+            .iter()
+            .find(|e| e.model_types.contains(&model_type))
+            .ok_or_else(|| self.unknown(name))?;
+        let parsed = (entry.parse)(model_type, config)?;
+        Ok(parsed)
+    }
+
+    /// Builds the model `config.json` describes (random weights, allocated lazily; the
+    /// loader applies the checkpoint's), refused if larger than the machine's memory at
+    /// 16 bits per parameter.
+    ///
+    /// # Errors
+    /// As [`Registry::build_within`].
+    pub fn build(&self, config: &Value) -> Result<Box<dyn LanguageModel>> {
+        self.build_within(config, Budget::default())
+    }
+
+    /// Builds the model `config.json` describes after checking its size against `budget`.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] without a `model_type`, [`Error::UnknownVariant`] listing
-    /// the known types for an unknown one, and the family's own config errors.
-    pub fn build(&self, config: &Value) -> Result<Box<dyn LanguageModel>> {
-        let model_type = model_type(config)?;
-        let builder = self.builders.get(model_type).ok_or_else(|| Error::UnknownVariant {
-            kind: "model_type",
-            value: model_type.to_owned(),
-            known: self.known().join(", "),
-        })?;
-        builder(config)
+    /// the known types for an unknown one, [`Error::TooLarge`] above the budget, and the
+    /// family's own config errors.
+    pub fn build_within(&self, config: &Value, budget: Budget) -> Result<Box<dyn LanguageModel>> {
+        let name = model_type(config)?;
+        if let Some(builder) = self.custom.get(name) {
+            return builder(config, budget);
+        }
+        self.parse(config)?.build(budget)
+    }
+
+    fn unknown(&self, name: &str) -> Error {
+        Error::UnknownVariant { kind: "model_type", value: name.to_owned(), known: self.known().join(", ") }
     }
 }
 

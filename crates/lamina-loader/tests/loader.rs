@@ -116,7 +116,10 @@ async fn a_config_that_fails_validation_names_the_file_and_field() {
     std::fs::write(&path, config.to_string()).unwrap();
     let err = load_err(&dir).await;
     assert!(matches!(err, LoaderError::Model { source: Error::UnknownVariant { .. }, .. }), "{err}");
-    assert!(err.to_string().contains("known: llama, llama4_text, mamba, mistral, mobilellm"), "{err}");
+    assert!(
+        err.to_string().contains("known: gemma2, gemma3, gemma3_text, llama, llama4_text, mamba"),
+        "{err}"
+    );
 }
 
 /// Rewrites the fixture's weights with one tensor missing, one extra, one mis-shaped.

@@ -68,7 +68,7 @@ impl MambaConfig {
             hidden_size,
             state_size: 16,
             conv_kernel: 4,
-            intermediate_size: expand * hidden_size,
+            intermediate_size: expand.saturating_mul(hidden_size),
             time_step_rank: hidden_size.div_ceil(16),
             use_bias: false,
             use_conv_bias: true,

@@ -4,7 +4,7 @@
 use lamina_backbones::MambaBackboneConfig;
 use lamina_blocks::MambaBlockConfig;
 use lamina_components::{MambaConfig as MixerConfig, NormConfig};
-use lamina_core::{Config, DType, Error, Result};
+use lamina_core::{Config, DType, Error, Result, SizeEstimate, count, ensure_dims};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
@@ -136,12 +136,22 @@ impl MambaConfig {
         self.ssm_cfg.unwrap_or_default()
     }
 
-    /// The vocabulary after padding.
+    /// The vocabulary after padding (saturating: a hostile size fails validation).
     pub fn padded_vocab_size(&self) -> usize {
         match self.pad_vocab_size_multiple {
-            Some(m) if m > 1 => self.vocab_size.div_ceil(m) * m,
+            Some(m) if m > 1 => self.vocab_size.div_ceil(m).saturating_mul(m),
             _ => self.vocab_size,
         }
+    }
+
+    /// Parameters and blocks, counted from the config alone.
+    pub fn estimate(&self) -> SizeEstimate {
+        let embedding = count(&[&[self.padded_vocab_size(), self.hidden_size]]);
+        let head = if self.tie_word_embeddings { 0 } else { embedding };
+        let block = self.mixer().num_parameters().saturating_add(self.hidden_size);
+        let parameters =
+            count(&[&[embedding], &[head], &[self.num_hidden_layers, block], &[self.hidden_size]]);
+        SizeEstimate { parameters: parameters as u64, blocks: self.num_hidden_layers as u64 }
     }
 
     /// The mixer config.
@@ -151,7 +161,7 @@ impl MambaConfig {
             hidden_size: self.hidden_size,
             state_size: self.state_size.or(self.ssm().d_state).unwrap_or(16),
             conv_kernel: self.conv_kernel.or(self.ssm().d_conv).unwrap_or(4),
-            intermediate_size: self.intermediate_size.unwrap_or(expand * self.hidden_size),
+            intermediate_size: self.intermediate_size.unwrap_or(expand.saturating_mul(self.hidden_size)),
             time_step_rank: match self.time_step_rank {
                 Some(TimeStepRank::Value(rank)) => rank,
                 _ => self.hidden_size.div_ceil(16),
@@ -168,8 +178,8 @@ impl MambaConfig {
     /// # Errors
     /// For an invalid config.
     pub fn num_parameters(&self) -> Result<usize> {
-        let head = if self.tie_word_embeddings { 0 } else { self.padded_vocab_size() * self.hidden_size };
-        Ok(self.backbone()?.num_parameters() + head)
+        self.validated()?;
+        Ok(self.estimate().parameters as usize)
     }
 
     /// The backbone this config describes.
@@ -193,6 +203,14 @@ impl Config for MambaConfig {
     const NAME: &'static str = "MambaConfig";
 
     fn check(&self) -> Result<()> {
+        ensure_dims(
+            Self::NAME,
+            &[
+                ("vocab_size", self.padded_vocab_size()),
+                ("hidden_size", self.hidden_size),
+                ("num_hidden_layers", self.num_hidden_layers),
+            ],
+        )?;
         self.mixer().validated().map_err(|e| match e {
             Error::InvalidConfig { field, reason, .. } => Error::invalid(Self::NAME, field, reason),
             other => other,

@@ -10,71 +10,46 @@ mod presets;
 
 pub use config::{AutoRank, MambaConfig, SsmCfg, TimeStepRank};
 
-use lamina_backbones::{Backbone, MambaBackbone, ModelCache};
-use lamina_core::{Config, ModelOutput, Result};
-use lamina_heads::{LmHead, ModelInput, lm_head};
-use mlx_rs::macros::ModuleParameters;
+use lamina_backbones::MambaBackbone;
+use lamina_core::{Result, SizeEstimate};
 
+use crate::causal::CausalLM;
+use crate::family::{Family, FamilyConfig};
 use crate::hf::ids;
-use crate::model::{LanguageModel, ModelInfo, Weights, causal_forward, causal_set_training, drop_common};
-use crate::registry::Family;
+use crate::model::{ModelInfo, Weights, drop_common};
 
 /// A Mamba causal language model.
-#[derive(Debug, Clone, ModuleParameters)]
-pub struct MambaForCausalLM {
-    /// The Mamba backbone.
-    #[param]
-    pub backbone: MambaBackbone,
-    /// The LM head (tied by default).
-    #[param]
-    pub lm_head: LmHead,
-    /// The config it was built from.
-    pub config: MambaConfig,
-}
+pub type MambaForCausalLM = CausalLM<MambaConfig>;
 
-impl MambaForCausalLM {
-    /// A model initialised as Mamba does.
-    ///
-    /// # Errors
-    /// [`lamina_core::Error::InvalidConfig`] for a bad config.
-    pub fn new(config: MambaConfig) -> Result<Self> {
-        config.validated()?;
-        let backbone = MambaBackbone::new(&config.backbone()?)?;
-        let lm_head = lm_head(
-            config.hidden_size as i32,
-            config.padded_vocab_size() as i32,
-            config.tie_word_embeddings,
-        )?;
-        Ok(MambaForCausalLM { backbone, lm_head, config })
-    }
-}
+impl FamilyConfig for MambaConfig {
+    type Backbone = MambaBackbone;
+    const BACKBONE_KEY: &'static str = "backbone";
 
-impl LanguageModel for MambaForCausalLM {
-    fn forward(&mut self, input: ModelInput<'_>) -> Result<ModelOutput> {
-        causal_forward(&mut self.backbone, &mut self.lm_head, input)
+    fn family(&self) -> Family {
+        Family::Mamba
     }
 
-    fn set_training(&mut self, training: bool) {
-        causal_set_training(&mut self.backbone, &mut self.lm_head, training);
+    fn estimate(&self) -> SizeEstimate {
+        MambaConfig::estimate(self)
     }
 
-    fn set_gradient_checkpointing(&mut self, on: bool) {
-        self.backbone.set_gradient_checkpointing(on);
+    fn build_backbone(&self) -> Result<MambaBackbone> {
+        MambaBackbone::new(&self.backbone()?)
     }
 
-    fn make_cache(&self) -> Result<ModelCache> {
-        self.backbone.make_cache()
+    fn tie_word_embeddings(&self) -> bool {
+        self.tie_word_embeddings
     }
 
     fn info(&self) -> ModelInfo {
         ModelInfo {
             family: Family::Mamba,
-            vocab_size: self.config.padded_vocab_size(),
-            hidden_size: self.config.hidden_size,
-            num_layers: self.config.num_hidden_layers,
+            vocab_size: self.padded_vocab_size(),
+            hidden_size: self.hidden_size,
+            num_layers: self.num_hidden_layers,
             max_position_embeddings: None,
-            bos_token_id: ids(&self.config.bos_token_id).first().copied(),
-            eos_token_ids: ids(&self.config.eos_token_id),
+            bos_token_id: ids(&self.bos_token_id).first().copied(),
+            eos_token_ids: ids(&self.eos_token_id),
         }
     }
 
@@ -82,7 +57,7 @@ impl LanguageModel for MambaForCausalLM {
     /// layout `[D, 1, K]` to MLX's `[D, K, 1]`.
     fn sanitize(&self, weights: Weights) -> Result<Weights> {
         let mut out = Weights::with_capacity(weights.len());
-        for (key, value) in drop_common(weights, self.config.tie_word_embeddings) {
+        for (key, value) in drop_common(weights, self.tie_word_embeddings) {
             let key = match key.strip_prefix("backbone.embedding.") {
                 Some(rest) => format!("backbone.embeddings.{rest}"),
                 None => key,
@@ -97,5 +72,3 @@ impl LanguageModel for MambaForCausalLM {
         Ok(out)
     }
 }
-
-lamina_components::visit_fields!(MambaForCausalLM { backbone, lm_head });

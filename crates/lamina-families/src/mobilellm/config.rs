@@ -3,17 +3,17 @@
 //! MobileLLM (`model_type: "mobilellm"`).
 
 use lamina_backbones::TransformerBackboneConfig;
-use lamina_blocks::TransformerBlockConfig;
+use lamina_blocks::{NormPlacement, TransformerBlockConfig};
 use lamina_components::{
     AttentionConfig, FeedForwardConfig, NormConfig, QkNormConfig, QkNormPosition, RopeConfig, RopeScaling,
 };
-use lamina_core::{Config, Error, Result, ensure_divides};
+use lamina_core::{Config, Error, Result, SizeEstimate, count, ensure_dims, ensure_divides};
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumString};
 use validator::Validate;
 
+use crate::decoder::LlamaConfig;
 use crate::hf::{HfRope, TokenIds, ids, rope_settings};
-use crate::llama::LlamaConfig;
 
 /// Which MobileLLM generation a config describes: it fixes the RoPE layout and the
 /// feed-forward's checkpoint name.
@@ -117,47 +117,59 @@ impl MobileLlmConfig {
         self.head_dim.unwrap_or(self.embed_dim.checked_div(self.num_heads).unwrap_or(0))
     }
 
+    /// The block of layer `i`.
+    pub fn block(&self, i: usize) -> TransformerBlockConfig {
+        let head_dim = self.head_dim();
+        let rope = RopeConfig {
+            dims: head_dim as i32,
+            base: self.rope_base,
+            traditional: self.variant == MobileLlmVariant::R1,
+            scaling: self.rope_scaling.clone(),
+        };
+        let qk_norm = self.use_qk_norm.then_some(QkNormConfig {
+            norm: NormConfig::rms_weightless(self.norm_eps),
+            position: QkNormPosition::BeforeRope,
+        });
+        let uses_rope = self.rope_layers.as_ref().is_none_or(|flags| flags.get(i).copied().unwrap_or(true));
+        TransformerBlockConfig {
+            attention: AttentionConfig {
+                head_dim: Some(head_dim),
+                qk_norm,
+                rope: uses_rope.then_some(rope),
+                ..AttentionConfig::new(self.embed_dim, self.num_heads, self.num_kv_heads)
+            },
+            ffn: FeedForwardConfig::swiglu(self.embed_dim, self.hidden_dim),
+            norm: NormConfig::rms(self.norm_eps),
+            norm_placement: NormPlacement::Pre,
+            dropout: self.dropout,
+        }
+    }
+
     /// The backbone this config describes.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an inconsistent config.
     pub fn backbone(&self) -> Result<TransformerBackboneConfig> {
         self.validated()?;
-        let head_dim = self.head_dim();
-        let rope = RopeConfig {
-            dims: head_dim as i32,
-            base: self.rope_base,
-            traditional: self.variant == MobileLlmVariant::R1,
-            scaling: self.rope_scaling,
-        };
-        let qk_norm = self.use_qk_norm.then_some(QkNormConfig {
-            norm: NormConfig::rms_weightless(self.norm_eps),
-            position: QkNormPosition::BeforeRope,
-        });
-        let layers = (0..self.num_layers)
-            .map(|i| {
-                let uses_rope =
-                    self.rope_layers.as_ref().is_none_or(|flags| flags.get(i).copied().unwrap_or(true));
-                TransformerBlockConfig {
-                    attention: AttentionConfig {
-                        head_dim: Some(head_dim),
-                        qk_norm,
-                        rope: uses_rope.then_some(rope),
-                        ..AttentionConfig::new(self.embed_dim, self.num_heads, self.num_kv_heads)
-                    },
-                    ffn: FeedForwardConfig::swiglu(self.embed_dim, self.hidden_dim),
-                    norm: NormConfig::rms(self.norm_eps),
-                    dropout: self.dropout,
-                }
-            })
-            .collect();
         Ok(TransformerBackboneConfig {
             vocab_size: self.vocab_size,
-            layers,
+            layers: (0..self.num_layers).map(|i| self.block(i)).collect(),
             final_norm: NormConfig::rms(self.norm_eps),
             layer_repeats: if self.layer_sharing { 2 } else { 1 },
             gradient_checkpointing: false,
+            embedding_scale: None,
         })
+    }
+
+    /// Parameters and blocks, counted from the config alone (tied head counted once;
+    /// shared layers hold their weights once but run twice).
+    pub fn estimate(&self) -> SizeEstimate {
+        let embedding = count(&[&[self.vocab_size, self.embed_dim]]);
+        let head = if self.tie_word_embeddings { 0 } else { embedding };
+        let block = self.block(0).num_parameters();
+        let parameters = count(&[&[embedding], &[head], &[self.num_layers, block], &[self.embed_dim]]);
+        let runs = if self.layer_sharing { 2 } else { 1 };
+        SizeEstimate { parameters: parameters as u64, blocks: (self.num_layers as u64).saturating_mul(runs) }
     }
 }
 
@@ -165,6 +177,19 @@ impl Config for MobileLlmConfig {
     const NAME: &'static str = "MobileLlmConfig";
 
     fn check(&self) -> Result<()> {
+        ensure_dims(
+            Self::NAME,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("num_layers", self.num_layers),
+                ("num_heads", self.num_heads),
+                ("num_kv_heads", self.num_kv_heads),
+                ("embed_dim", self.embed_dim),
+                ("hidden_dim", self.hidden_dim),
+                ("head_dim", self.head_dim()),
+                ("max_seq_len", self.max_seq_len),
+            ],
+        )?;
         ensure_divides(Self::NAME, "num_kv_heads", self.num_kv_heads, "num_heads", self.num_heads)?;
         if self.head_dim.is_none() {
             ensure_divides(Self::NAME, "num_heads", self.num_heads, "embed_dim", self.embed_dim)?;
@@ -335,6 +360,7 @@ impl ClassicMobileLlmConfig {
     pub fn to_mobilellm(&self) -> Result<MobileLlmConfig> {
         let l = &self.llama;
         let (rope_base, rope_scaling) = l.rope()?;
+        let eps = l.eps();
         let config = MobileLlmConfig {
             vocab_size: l.vocab_size,
             num_layers: l.num_hidden_layers,
@@ -345,9 +371,9 @@ impl ClassicMobileLlmConfig {
             max_seq_len: l.max_position_embeddings.unwrap_or(2048),
             rope_base,
             use_qk_norm: false,
-            tie_word_embeddings: self.share_embedding || l.tie_word_embeddings,
+            tie_word_embeddings: self.share_embedding || l.tied(),
             dropout: 0.0,
-            norm_eps: l.rms_norm_eps,
+            norm_eps: eps,
             head_dim: l.head_dim,
             layer_sharing: self.layer_sharing,
             rope_layers: None,

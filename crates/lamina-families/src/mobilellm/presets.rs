@@ -65,7 +65,8 @@ impl MobileLlmConfig {
     /// # Errors
     /// For an invalid config.
     pub fn num_parameters(&self) -> Result<usize> {
-        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * self.embed_dim };
-        Ok(self.backbone()?.num_parameters() + head)
+        use lamina_core::Config;
+        self.validated()?;
+        Ok(self.estimate().parameters as usize)
     }
 }
