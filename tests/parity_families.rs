@@ -22,10 +22,11 @@ fn max_diff(a: &Array, b: &Array) -> f32 {
 }
 
 /// Greedy decoding with the model's cache: prefill the prompt, then one token at a time.
-fn greedy(model: &mut dyn LanguageModel, prompt: &Array, steps: usize) -> Vec<i32> {
+/// Returns the tokens and each step's last-position logits.
+fn greedy(model: &mut dyn LanguageModel, prompt: &Array, steps: usize) -> (Vec<i32>, Vec<Array>) {
     let mut cache = model.make_cache().unwrap();
     let mut input = prompt.reshape(&[1, -1]).unwrap();
-    let mut out = Vec::with_capacity(steps);
+    let (mut out, mut step_logits) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
     for _ in 0..steps {
         let logits = model.forward(ModelInput::new(&input).with_cache(&mut cache)).unwrap().logits;
         let last = logits.index((.., -1, ..));
@@ -34,9 +35,31 @@ fn greedy(model: &mut dyn LanguageModel, prompt: &Array, steps: usize) -> Vec<i3
             .as_dtype(mlx_rs::Dtype::Int32)
             .unwrap();
         out.push(token.try_index(0).unwrap().item_exact::<i32>());
+        step_logits.push(last);
         input = token.reshape(&[1, 1]).unwrap();
     }
-    out
+    (out, step_logits)
+}
+
+/// The cached steps' logits equal one full forward over the prompt and the generated
+/// tokens (so every cache kind — KV, rotating, SSM — agrees with no cache at all).
+fn check_cache_equals_full_forward(
+    model: &mut dyn LanguageModel,
+    prompt: &Array,
+    tokens: &[i32],
+    steps: &[Array],
+) {
+    let mut all: Vec<i32> = prompt.as_slice::<i32>().to_vec();
+    all.extend_from_slice(&tokens[..tokens.len() - 1]);
+    let len = all.len() as i32;
+    let ids = Array::from_slice(&all, &[1, len]);
+    let full = model.forward(ModelInput::new(&ids)).unwrap().logits;
+    let first = prompt.dim(0) - 1;
+    for (i, step) in steps.iter().enumerate() {
+        let position = full.index((.., first + i as i32, ..));
+        let diff = max_diff(&position, step);
+        assert!(diff < 1e-4, "step {i}: cached logits differ from the full forward by {diff}");
+    }
 }
 
 async fn check(case: &str) {
@@ -49,11 +72,9 @@ async fn check(case: &str) {
     eprintln!("{case}: max logit difference to mlx-lm {diff:e}");
     assert!(diff < 1e-4, "{case}: max logit difference {diff}");
     let expected = reference["greedy"].as_slice::<i32>().to_vec();
-    assert_eq!(
-        greedy(model.as_mut(), &reference["prompt"], expected.len()),
-        expected,
-        "{case}: greedy continuation"
-    );
+    let (tokens, steps) = greedy(model.as_mut(), &reference["prompt"], expected.len());
+    assert_eq!(tokens, expected, "{case}: greedy continuation");
+    check_cache_equals_full_forward(model.as_mut(), &reference["prompt"], &tokens, &steps);
 }
 
 #[tokio::test]
@@ -84,4 +105,34 @@ async fn mamba_in_the_hugging_face_layout() {
 #[tokio::test]
 async fn mobilellm_r1_llama4_text() {
     check("mobilellm_r1").await;
+}
+
+#[tokio::test]
+async fn qwen2_with_qkv_biases_and_tied_embeddings() {
+    check("qwen2_bias_tied").await;
+}
+
+#[tokio::test]
+async fn qwen3_with_qk_norm_and_explicit_head_dim() {
+    check("qwen3_qk_norm").await;
+}
+
+#[tokio::test]
+async fn gemma2_with_soft_capping_and_sandwich_norms() {
+    check("gemma2_softcap").await;
+}
+
+#[tokio::test]
+async fn gemma3_with_local_and_global_layers() {
+    check("gemma3_local_global").await;
+}
+
+#[tokio::test]
+async fn phi3_with_fused_projections_and_longrope() {
+    check("phi3_fused_longrope").await;
+}
+
+#[tokio::test]
+async fn smollm3_with_nope_layers() {
+    check("smollm3_nope").await;
 }
