@@ -258,3 +258,99 @@ fn original_state_spaces_mamba_config_parses() {
         .unwrap();
     assert_eq!((auto.mixer().time_step_rank, auto.mixer().intermediate_size), (3, 120));
 }
+
+#[test]
+fn new_family_presets_have_their_published_parameter_counts() {
+    // Counts as the checkpoints' safetensors hold them (tied heads counted once).
+    for (spec, published) in [
+        ("qwen2:qwen2_5_0_5b", 494_032_768),
+        ("qwen2:qwen2_5_1_5b", 1_543_714_304),
+        ("qwen2:qwen2_5_7b", 7_615_616_512),
+        ("qwen3:0.6b", 596_049_920),
+        ("qwen3:1.7b", 1_720_574_976),
+        ("qwen3:4b", 4_022_468_096),
+        ("qwen3:8b", 8_190_735_360),
+        ("gemma2:2b", 2_614_341_888),
+        ("gemma2:9b", 9_241_705_984),
+        ("gemma3:270m", 268_098_176),
+        ("gemma3:1b", 999_885_952),
+        ("phi3:mini", 3_821_079_552),
+        ("phi3:medium", 13_960_238_080),
+        ("smollm3:3b", 3_075_098_624),
+    ] {
+        let preset = lamina_families::preset(spec).unwrap();
+        assert_eq!(preset.num_parameters().unwrap(), published, "{spec}");
+    }
+}
+
+#[test]
+fn gemma3_multimodal_configs_read_their_text_config_with_defaults() {
+    let config = json!({"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+        "eos_token_id": [1, 106],
+        "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+            "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+        "vision_config": {"hidden_size": 1152}});
+    let parsed = Registry::with_builtins().parse(&config).unwrap();
+    assert_eq!(parsed.family(), Family::Gemma3);
+    let expected = lamina_families::preset("gemma3:4b").unwrap();
+    assert_eq!(parsed.num_parameters().unwrap(), expected.num_parameters().unwrap());
+    let json = parsed.to_json().unwrap();
+    assert_eq!(json["eos_token_id"], json!([1, 106]));
+    assert_eq!(json["num_attention_heads"], json!(8));
+}
+
+#[test]
+fn layer_patterns_follow_each_family() {
+    let parse = |v: Value| -> LlamaConfig { parse_config(&v).unwrap() };
+    let base = json!({"vocab_size": 16, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 6,
+        "num_attention_heads": 4, "head_dim": 8, "sliding_window": 4});
+    let with = |extra: Value| {
+        let mut v = base.clone();
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        parse(v)
+    };
+    let windows = |c: &LlamaConfig| (0..6).map(|i| c.window(i).is_some()).collect::<Vec<_>>();
+    let gemma3 =
+        with(json!({"model_type": "gemma3_text", "sliding_window_pattern": 3, "rope_local_base_freq": 10.0}));
+    assert_eq!(windows(&gemma3), [true, true, false, true, true, false]);
+    let b = gemma3.backbone().unwrap();
+    assert_eq!(b.layers[0].attention.rope.as_ref().unwrap().base, 10.0);
+    assert_eq!(b.layers[2].attention.rope.as_ref().unwrap().base, 1_000_000.0);
+    assert!(b.layers[0].norm.unit_offset && b.embedding_scale.is_some());
+    let gemma2 = with(json!({"model_type": "gemma2"}));
+    assert_eq!(windows(&gemma2), [true, false, true, false, true, false]);
+    assert_eq!(gemma2.softcaps(), (Some(50.0), Some(30.0)));
+    let qwen = with(json!({"model_type": "qwen2", "use_sliding_window": true, "max_window_layers": 4}));
+    assert_eq!(windows(&qwen), [false, false, false, false, true, true]);
+    assert_eq!(windows(&with(json!({"model_type": "qwen2"}))), [false; 6]);
+    let listed = with(json!({"model_type": "qwen3", "layer_types": ["full_attention", "sliding_attention",
+        "full_attention", "full_attention", "full_attention", "sliding_attention"]}));
+    assert_eq!(windows(&listed), [false, true, false, false, false, true]);
+    let smol = with(json!({"model_type": "smollm3"}));
+    assert_eq!((0..6).map(|i| smol.uses_rope(i)).collect::<Vec<_>>(), [true, true, true, false, true, true]);
+    assert!(smol.backbone().unwrap().layers[3].attention.rope.is_none());
+    let phi = with(json!({"model_type": "phi3", "partial_rotary_factor": 0.5}));
+    assert_eq!(phi.backbone().unwrap().layers[0].attention.rope.as_ref().unwrap().dims, 4);
+    assert!(with(json!({"model_type": "gemma2", "layer_types": ["full_attention"]})).backbone().is_err());
+}
+
+#[test]
+fn phi3_fused_projections_are_split_by_sanitize() {
+    let config = json!({"model_type": "phi3", "vocab_size": 16, "hidden_size": 16, "intermediate_size": 24,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2});
+    let model = Registry::with_builtins().build(&config).unwrap();
+    let rows = |n: i32| Array::from_slice(&(0..n * 16).map(|v| v as f32).collect::<Vec<_>>(), &[n, 16]);
+    let mut weights = lamina_families::Weights::new();
+    weights.insert("model.layers.0.self_attn.qkv_proj.weight".into(), rows(16 + 8 + 8));
+    weights.insert("model.layers.0.mlp.gate_up_proj.weight".into(), rows(48));
+    let out = model.sanitize(weights).unwrap();
+    let shape = |k: &str| out[k].shape().to_vec();
+    assert_eq!(shape("model.layers.0.self_attn.q_proj.weight"), [16, 16]);
+    assert_eq!(shape("model.layers.0.self_attn.k_proj.weight"), [8, 16]);
+    assert_eq!(shape("model.layers.0.mlp.up_proj.weight"), [24, 16]);
+    // The value rows come after the key rows.
+    assert_eq!(out["model.layers.0.self_attn.v_proj.weight"].as_slice::<f32>()[0], (24 * 16) as f32);
+    let mut bad = lamina_families::Weights::new();
+    bad.insert("model.layers.0.self_attn.qkv_proj.weight".into(), rows(30));
+    assert!(matches!(model.sanitize(bad), Err(Error::Shape { .. })));
+}

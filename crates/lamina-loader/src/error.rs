@@ -113,8 +113,12 @@ impl LoaderError {
         LoaderError::Io { path: path.into(), source }
     }
 
-    /// A model-layer error about `path`.
+    /// A model-layer error about `path`; a config too large for the memory limit is the
+    /// same [`LoaderError::MemoryLimit`] the tensors' sizes give.
     pub fn model(path: impl Into<PathBuf>, source: lamina_core::Error) -> Self {
-        LoaderError::Model { path: path.into(), source }
+        match source {
+            lamina_core::Error::TooLarge { needed, limit, .. } => LoaderError::MemoryLimit { needed, limit },
+            source => LoaderError::Model { path: path.into(), source },
+        }
     }
 }

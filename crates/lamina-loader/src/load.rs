@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lamina_core::DType;
+use lamina_core::{Budget, DType};
 use lamina_families::{CheckpointQuantization, LanguageModel, Registry, Weights, model_type};
 use mlx_rs::module::ModuleParameters;
 use serde_json::Value;
@@ -29,7 +29,9 @@ pub struct LoadOptions {
     /// Load even when tensors are missing, unexpected or mis-shaped (they are reported,
     /// and mis-shaped ones are never applied). Off by default: a mismatch is an error.
     pub allow_mismatch: bool,
-    /// Refuse to load when the estimated memory exceeds this many bytes.
+    /// Refuse to load when the estimated memory exceeds this many bytes; the machine's
+    /// memory when `None`. Checked twice: from `config.json` alone before any layer is
+    /// built, and from the tensors' headers before any tensor is read.
     pub memory_limit: Option<u64>,
     /// `model_type` -> builder.
     pub registry: Arc<Registry>,
@@ -119,7 +121,9 @@ async fn read_json_async<T: DeserializeOwned>(path: PathBuf) -> Result<T> {
 async fn load_folder(folder: PathBuf, checkpoint: Checkpoint, options: LoadOptions) -> Result<LoadedModel> {
     let config_path = folder.join("config.json");
     let config: Value = read_json_async(config_path.clone()).await?;
-    let mut model = options.registry.build(&config).map_err(|e| LoaderError::model(&config_path, e))?;
+    let budget = Budget { limit: options.memory_limit, bits: weight_bits(&config, options.dtype) };
+    let mut model =
+        options.registry.build_within(&config, budget).map_err(|e| LoaderError::model(&config_path, e))?;
 
     let (weights, memory_bytes) =
         read_weights(&folder, options.dtype, options.memory_limit, &options.progress).await?;
@@ -149,6 +153,19 @@ async fn load_folder(folder: PathBuf, checkpoint: Checkpoint, options: LoadOptio
         None
     };
     Ok(LoadedModel { model, config, checkpoint, generation, tokenizer, report, memory_bytes })
+}
+
+/// Bits per parameter the loaded weights will take, from the config alone: the
+/// quantization's bits, else the requested or saved dtype's, else 16 (the usual bf16).
+/// A lower bound on purpose: the config check refuses only what cannot possibly fit.
+fn weight_bits(config: &Value, dtype: Option<DType>) -> u64 {
+    let quantized = config.pointer("/quantization/bits").and_then(Value::as_u64);
+    let saved = config
+        .get("torch_dtype")
+        .or_else(|| config.get("dtype"))
+        .and_then(|v| serde_json::from_value::<DType>(v.clone()).ok());
+    let bytes = |d: DType| 8 * d.size_of() as u64;
+    quantized.unwrap_or_else(|| dtype.or(saved).map_or(16, bytes)).clamp(1, 32)
 }
 
 /// Applies sanitized weights; an error unless they match or the caller allows a mismatch.

@@ -7,45 +7,52 @@ use super::config::DecoderConfig;
 use crate::family::{Family, ModelType};
 use crate::hf::{HfRope, Preset, RopeType, TokenIds};
 
-/// The keys every preset shares, with `model_type` set; the shape fields are zero and
-/// each preset fills them.
 fn base(model_type: ModelType) -> DecoderConfig {
-    DecoderConfig {
-        model_type,
-        vocab_size: 0,
-        hidden_size: 0,
-        intermediate_size: 0,
-        num_hidden_layers: 0,
-        num_attention_heads: 0,
-        num_key_value_heads: None,
-        head_dim: None,
-        rms_norm_eps: None,
-        rope_theta: None,
-        rope_scaling: None,
-        rope_parameters: None,
-        rope_traditional: false,
-        partial_rotary_factor: None,
-        rope_local_base_freq: None,
-        attention_bias: false,
-        mlp_bias: false,
-        hidden_act: None,
-        hidden_activation: None,
-        tie_word_embeddings: None,
-        max_position_embeddings: None,
-        original_max_position_embeddings: None,
-        sliding_window: None,
-        use_sliding_window: false,
-        max_window_layers: None,
-        sliding_window_pattern: None,
-        layer_types: None,
-        query_pre_attn_scalar: None,
-        attn_logit_softcapping: None,
-        final_logit_softcapping: None,
-        no_rope_layers: None,
-        no_rope_layer_interval: None,
-        bos_token_id: None,
-        eos_token_id: None,
-        torch_dtype: None,
+    DecoderConfig::new(model_type)
+}
+
+impl DecoderConfig {
+    /// A config of `model_type` with every optional key absent (the family's defaults)
+    /// and every size zero, to fill with struct update syntax:
+    /// `DecoderConfig { vocab_size: 32_000, ..DecoderConfig::new(ModelType::Llama) }`.
+    pub fn new(model_type: ModelType) -> Self {
+        DecoderConfig {
+            model_type,
+            vocab_size: 0,
+            hidden_size: 0,
+            intermediate_size: 0,
+            num_hidden_layers: 0,
+            num_attention_heads: 0,
+            num_key_value_heads: None,
+            head_dim: None,
+            rms_norm_eps: None,
+            rope_theta: None,
+            rope_scaling: None,
+            rope_parameters: None,
+            rope_traditional: false,
+            partial_rotary_factor: None,
+            rope_local_base_freq: None,
+            attention_bias: false,
+            mlp_bias: false,
+            hidden_act: None,
+            hidden_activation: None,
+            tie_word_embeddings: None,
+            max_position_embeddings: None,
+            original_max_position_embeddings: None,
+            sliding_window: None,
+            use_sliding_window: false,
+            max_window_layers: None,
+            sliding_window_pattern: None,
+            layer_types: None,
+            query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
+            no_rope_layers: None,
+            no_rope_layer_interval: None,
+            bos_token_id: None,
+            eos_token_id: None,
+            torch_dtype: None,
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-//! A Hugging Face style `config.json` derived from a Llama GGUF's metadata, so that the
-//! registry builds the model exactly as it would from a Hugging Face folder.
+//! The typed family config of a Llama GGUF, built from its metadata, so that the model is
+//! built exactly as it would be from a Hugging Face folder.
 
-use serde_json::{Map, Value as Json, json};
+use lamina_families::hf::{HfRope, RopeType, TokenIds};
+use lamina_families::{DecoderConfig, ModelType};
 
 use super::header::{Header, Value};
 
@@ -16,72 +17,68 @@ fn f64_of(header: &Header, key: &str) -> Option<f64> {
 /// The config of a Llama-architecture GGUF.
 ///
 /// # Errors
-/// A message naming the key that is missing or the feature lamina does not read.
-pub fn llama_config(header: &Header) -> Result<Json, String> {
+/// A message naming the key that is missing or too large, or the feature lamina does not
+/// read.
+pub fn llama_config(header: &Header) -> Result<DecoderConfig, String> {
     let arch = header.get("general.architecture").and_then(Value::as_str).unwrap_or("");
     if arch != "llama" {
         return Err(format!("general.architecture is `{arch}`; lamina reads Llama-architecture GGUF files"));
     }
-    let need = |key: &str| u64_of(header, key).ok_or_else(|| format!("metadata `{key}` is missing"));
+    let size = |key: &str, value: u64| {
+        usize::try_from(value).map_err(|_| format!("metadata `{key}` ({value}) is too large"))
+    };
+    let need = |key: &str| {
+        u64_of(header, key).ok_or_else(|| format!("metadata `{key}` is missing")).and_then(|v| size(key, v))
+    };
+    let optional = |key: &str| u64_of(header, key).map(|v| size(key, v)).transpose();
     if u64_of(header, "llama.expert_count").unwrap_or(0) > 0 {
         return Err("mixture-of-experts GGUF files (llama.expert_count > 0) are not supported".into());
     }
     if header.tensors.iter().any(|t| t.name == "rope_freqs.weight") {
         return Err("`rope_freqs.weight` (Llama 3.1 RoPE scaling in GGUF form) is not supported".into());
     }
-    let hidden = need("llama.embedding_length")?;
     let heads = need("llama.attention.head_count")?;
-    let vocab = match u64_of(header, "llama.vocab_size") {
+    let vocab = match optional("llama.vocab_size")? {
         Some(v) => v,
         None => match header.get("tokenizer.ggml.tokens") {
-            Some(Value::Array(tokens)) => tokens.len() as u64,
+            Some(Value::Array(tokens)) => tokens.len(),
             _ => header
                 .tensors
                 .iter()
                 .find(|t| t.name == "token_embd.weight")
                 .and_then(|t| t.shape.first().copied())
-                .ok_or("the vocabulary size is not in the metadata")?,
+                .ok_or_else(|| "the vocabulary size is not in the metadata".to_owned())
+                .and_then(|v| size("token_embd.weight", v))?,
         },
     };
-    let mut config = Map::new();
-    config.insert("model_type".into(), json!("llama"));
-    config.insert("vocab_size".into(), json!(vocab));
-    config.insert("hidden_size".into(), json!(hidden));
-    config.insert("intermediate_size".into(), json!(need("llama.feed_forward_length")?));
-    config.insert("num_hidden_layers".into(), json!(need("llama.block_count")?));
-    config.insert("num_attention_heads".into(), json!(heads));
-    config.insert(
-        "num_key_value_heads".into(),
-        json!(u64_of(header, "llama.attention.head_count_kv").unwrap_or(heads)),
-    );
-    if let Some(head_dim) = u64_of(header, "llama.attention.key_length") {
-        config.insert("head_dim".into(), json!(head_dim));
-    }
-    config.insert(
-        "rms_norm_eps".into(),
-        json!(f64_of(header, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5)),
-    );
-    config.insert("rope_theta".into(), json!(f64_of(header, "llama.rope.freq_base").unwrap_or(10_000.0)));
-    if let Some(kind) = header.get("llama.rope.scaling.type").and_then(Value::as_str) {
-        if kind != "none" {
+    let rope_scaling = match header.get("llama.rope.scaling.type").and_then(Value::as_str) {
+        None | Some("none") => None,
+        Some(kind) => {
+            let rope_type: RopeType =
+                kind.parse().map_err(|_| format!("llama.rope.scaling.type `{kind}` is not supported"))?;
             let factor =
                 f64_of(header, "llama.rope.scaling.factor").ok_or("llama.rope.scaling.factor is missing")?;
-            config.insert("rope_scaling".into(), json!({"rope_type": kind, "factor": factor}));
+            Some(HfRope { rope_type: Some(rope_type), factor: Some(factor as f32), ..HfRope::default() })
         }
-    }
-    if let Some(context) = u64_of(header, "llama.context_length") {
-        config.insert("max_position_embeddings".into(), json!(context));
-    }
-    let tied = !header.tensors.iter().any(|t| t.name == "output.weight");
-    config.insert("tie_word_embeddings".into(), json!(tied));
-    for (key, ours) in
-        [("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id")]
-    {
-        if let Some(id) = u64_of(header, key) {
-            config.insert(ours.into(), json!(id));
-        }
-    }
-    Ok(Json::Object(config))
+    };
+    let token = |key: &str| u64_of(header, key).and_then(|id| u32::try_from(id).ok()).map(TokenIds::One);
+    Ok(DecoderConfig {
+        vocab_size: vocab,
+        hidden_size: need("llama.embedding_length")?,
+        intermediate_size: need("llama.feed_forward_length")?,
+        num_hidden_layers: need("llama.block_count")?,
+        num_attention_heads: heads,
+        num_key_value_heads: Some(optional("llama.attention.head_count_kv")?.unwrap_or(heads)),
+        head_dim: optional("llama.attention.key_length")?,
+        rms_norm_eps: Some(f64_of(header, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32),
+        rope_theta: Some(f64_of(header, "llama.rope.freq_base").unwrap_or(10_000.0) as f32),
+        rope_scaling,
+        max_position_embeddings: optional("llama.context_length")?,
+        tie_word_embeddings: Some(!header.tensors.iter().any(|t| t.name == "output.weight")),
+        bos_token_id: token("tokenizer.ggml.bos_token_id"),
+        eos_token_id: token("tokenizer.ggml.eos_token_id"),
+        ..DecoderConfig::new(ModelType::Llama)
+    })
 }
 
 /// llama.cpp's tensor name -> the Hugging Face name, and whether the rows of the tensor
@@ -136,7 +133,7 @@ mod tests {
         assert!(err.contains("`gpt2`"), "{err}");
         let err =
             llama_config(&header(&[("general.architecture", Value::String("llama".into()))])).unwrap_err();
-        assert!(err.contains("llama.embedding_length"), "{err}");
+        assert!(err.contains("metadata `llama.") && err.contains("is missing"), "{err}");
         let moe = header(&[
             ("general.architecture", Value::String("llama".into())),
             ("llama.expert_count", Value::Uint(8)),

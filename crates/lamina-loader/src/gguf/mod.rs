@@ -13,7 +13,8 @@ pub use header::{Header, TensorDesc, TensorType, Value as GgufValue, parse};
 
 use std::path::{Path, PathBuf};
 
-use lamina_core::DType;
+use lamina_core::{Budget, DType};
+use lamina_families::AnyConfig;
 use lamina_families::Weights;
 use mlx_rs::{Array, Dtype, ops};
 
@@ -47,10 +48,14 @@ pub(crate) async fn load_gguf(
     let header = tokio::task::spawn_blocking(move || read_header(&header_path))
         .await
         .map_err(|e| LoaderError::Task(e.to_string()))??;
-    let config = config::llama_config(&header).map_err(|reason| gguf_error(&path, reason))?;
-    let mut model = options.registry.build(&config).map_err(|e| LoaderError::model(&path, e))?;
-
+    let family_config = config::llama_config(&header).map_err(|reason| gguf_error(&path, reason))?;
     let target = options.dtype.unwrap_or(DType::F32);
+    let budget = Budget { limit: options.memory_limit, bits: 8 * target.size_of() as u64 };
+    let mut model = family_config.build(budget).map_err(|e| LoaderError::model(&path, e))?;
+    let (heads, kv_heads) = (family_config.num_attention_heads, family_config.kv_heads());
+    let config = serde_json::to_value(&family_config)
+        .map_err(|source| LoaderError::Json { path: path.clone(), source })?;
+
     let needed: u64 = header.tensors.iter().map(|t| t.numel() * target.size_of() as u64).sum();
     if let Some(limit) = options.memory_limit {
         if needed > limit {
@@ -70,8 +75,6 @@ pub(crate) async fn load_gguf(
     .await
     .map_err(|e| LoaderError::Task(e.to_string()))??;
 
-    let heads = config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
-    let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(heads as u64) as usize;
     let mut weights = Weights::with_capacity(header.tensors.len());
     for desc in &header.tensors {
         let array = take_tensor(&mut arrays, desc, target).map_err(|reason| gguf_error(&path, reason))?;
