@@ -119,7 +119,7 @@ impl Backbone for HybridBackbone {
         self.checkpointing = on;
     }
 
-    fn set_training(&mut self, training: bool) {
+    fn training_mode(&mut self, training: bool) {
         for layer in &mut self.layers {
             mlx_rs::module::Module::training_mode(layer, training);
         }

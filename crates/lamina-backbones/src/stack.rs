@@ -91,7 +91,7 @@ pub trait Backbone: ModuleParameters + VisitLayers {
     fn hidden_size(&self) -> usize;
 
     /// Switches dropout (and other training-only behaviour) on or off in every block.
-    fn set_training(&mut self, training: bool);
+    fn training_mode(&mut self, training: bool);
 
     /// Recomputes each block's activations in the backward pass instead of keeping them
     /// (gradient checkpointing), when no cache is in use.

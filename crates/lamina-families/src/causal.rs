@@ -89,8 +89,8 @@ impl<C: FamilyConfig> LanguageModel for CausalLM<C> {
         self.config.info()
     }
 
-    fn set_training(&mut self, training: bool) {
-        self.backbone.set_training(training);
+    fn training_mode(&mut self, training: bool) {
+        self.backbone.training_mode(training);
         if let Some(head) = &mut self.lm_head {
             head.training_mode(training);
         }

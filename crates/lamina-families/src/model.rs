@@ -56,7 +56,7 @@ pub trait LanguageModel: ModuleParameters + VisitLayers + std::fmt::Debug + Send
     fn info(&self) -> ModelInfo;
 
     /// Switches dropout (and LoRA dropout) on or off.
-    fn set_training(&mut self, training: bool);
+    fn training_mode(&mut self, training: bool);
 
     /// Switches gradient checkpointing (per block) on or off.
     fn set_gradient_checkpointing(&mut self, on: bool);

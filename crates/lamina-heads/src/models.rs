@@ -114,7 +114,7 @@ impl<'a, B: Backbone + std::fmt::Debug> Module<ModelInput<'a>> for CausalLm<B> {
 
     /// Switches dropout in the backbone and the head.
     fn training_mode(&mut self, mode: bool) {
-        self.model.set_training(mode);
+        self.model.training_mode(mode);
         if let Some(head) = &mut self.lm_head {
             head.training_mode(mode);
         }
@@ -167,7 +167,7 @@ macro_rules! headed_model {
 
             /// Switches dropout in the backbone and the head.
             fn training_mode(&mut self, mode: bool) {
-                self.model.set_training(mode);
+                self.model.training_mode(mode);
                 self.score.training_mode(mode);
             }
         }

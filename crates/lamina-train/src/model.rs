@@ -17,7 +17,7 @@ pub trait TrainableModel: ModuleParameters + std::fmt::Debug {
     fn forward_train(&mut self, input: ModelInput<'_>) -> lamina_core::Result<ModelOutput>;
 
     /// Switches dropout on (training) or off.
-    fn set_train_mode(&mut self, training: bool);
+    fn training_mode(&mut self, training: bool);
 
     /// The vocabulary size, when the model reads token ids the trainer can check.
     fn vocab_size(&self) -> Option<usize>;
@@ -28,8 +28,8 @@ impl TrainableModel for Box<dyn LanguageModel> {
         self.forward(input)
     }
 
-    fn set_train_mode(&mut self, training: bool) {
-        self.set_training(training);
+    fn training_mode(&mut self, training: bool) {
+        LanguageModel::training_mode(self.as_mut(), training);
     }
 
     fn vocab_size(&self) -> Option<usize> {
@@ -44,7 +44,7 @@ macro_rules! trainable_headed_model {
                 Module::forward(self, input)
             }
 
-            fn set_train_mode(&mut self, training: bool) {
+            fn training_mode(&mut self, training: bool) {
                 Module::training_mode(self, training);
             }
 

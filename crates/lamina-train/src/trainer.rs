@@ -170,7 +170,7 @@ impl<M: TrainableModel> Trainer<M> {
         // Dropout draws from MLX's global generator: seeding it per step makes a resumed run
         // draw what the uninterrupted one drew.
         mlx_rs::random::seed(self.config.seed.wrapping_add(self.step as u64))?;
-        self.model.set_train_mode(true);
+        self.model.training_mode(true);
         let mut total: Option<FlattenedModuleParam> = None;
         let mut loss_sum = 0.0;
         for batch in batches {
@@ -188,7 +188,7 @@ impl<M: TrainableModel> Trainer<M> {
                 }
             });
         }
-        self.model.set_train_mode(false);
+        self.model.training_mode(false);
         let scale = Array::from_f32(1.0 / batches.len() as f32);
         let mut grads: FlattenedModuleParam = FlattenedModuleParam::new();
         for (key, grad) in total.unwrap_or_default() {

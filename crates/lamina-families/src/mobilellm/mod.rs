@@ -94,6 +94,6 @@ impl CausalLM<MobileLlmConfig> {
 
     /// Switches dropout on (training) or off.
     pub fn train(&mut self, training: bool) {
-        LanguageModel::set_training(self, training);
+        LanguageModel::training_mode(self, training);
     }
 }
