@@ -143,11 +143,7 @@ async fn load_folder(folder: PathBuf, checkpoint: Checkpoint, options: LoadOptio
     };
     let tokenizer_path = folder.join("tokenizer.json");
     let tokenizer = if options.tokenizer && tokenizer_path.is_file() {
-        let config_path = folder.join("tokenizer_config.json");
-        let config_path = config_path.is_file().then_some(config_path);
-        let read = tokio::task::spawn_blocking(move || {
-            Tokenizer::from_files(&tokenizer_path, config_path.as_deref())
-        });
+        let read = tokio::task::spawn_blocking(move || Tokenizer::from_folder(&folder));
         Some(read.await.map_err(|e| LoaderError::Task(e.to_string()))??)
     } else {
         None

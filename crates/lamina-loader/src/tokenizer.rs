@@ -19,6 +19,24 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
+    /// Reads the tokenizer files of a checkpoint folder: `tokenizer.json`, and when present
+    /// `tokenizer_config.json` and `chat_template.jinja` (which newer repos ship, and which
+    /// wins over the config's template, as in transformers).
+    ///
+    /// # Errors
+    /// As [`Tokenizer::from_files`], or [`LoaderError::Io`] for an unreadable template.
+    pub fn from_folder(folder: &Path) -> Result<Self> {
+        let config = folder.join("tokenizer_config.json");
+        let mut tokenizer =
+            Self::from_files(&folder.join("tokenizer.json"), config.is_file().then_some(&*config))?;
+        let template = folder.join("chat_template.jinja");
+        if template.is_file() {
+            let text = std::fs::read_to_string(&template).map_err(|e| LoaderError::io(&template, e))?;
+            tokenizer.chat_template = Some(text);
+        }
+        Ok(tokenizer)
+    }
+
     /// Reads `tokenizer.json` and, when given, `tokenizer_config.json`.
     ///
     /// # Errors

@@ -116,3 +116,20 @@ fn tokenizer_json_and_its_config_load_the_same_tokenizer() {
     let missing = lamina_loader::Tokenizer::from_files(&dir.join("nope.json"), None).unwrap_err();
     assert!(matches!(missing, LoaderError::Tokenizer { .. }), "{missing}");
 }
+
+#[test]
+fn a_chat_template_jinja_file_wins_over_the_config_template() {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizer");
+    let dir = std::env::temp_dir().join(format!("lamina-template-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(source.join(file), dir.join(file)).unwrap();
+    }
+    let from_config = lamina_loader::Tokenizer::from_folder(&dir).unwrap();
+    assert!(from_config.chat_template().unwrap().contains("add_generation_prompt"));
+    let qwen = std::fs::read_to_string(source.join("../templates/qwen2_5.jinja")).unwrap();
+    std::fs::write(dir.join("chat_template.jinja"), &qwen).unwrap();
+    let from_file = lamina_loader::Tokenizer::from_folder(&dir).unwrap();
+    assert_eq!(from_file.chat_template(), Some(qwen.as_str()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
