@@ -79,7 +79,31 @@ fn inspect_describes_checkpoints_and_presets() {
     let out = example("inspect").args(["--preset", "mobilellm:950m", "--limit", "0"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("parameters: 949685760"), "{text}");
+    for (preset, count) in
+        [("qwen3:0.6b", "596049920"), ("gemma3:270m", "268098176"), ("phi3:mini", "3821079552")]
+    {
+        let out = example("inspect").args(["--preset", preset, "--limit", "0"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("parameters: {count}")), "{preset}: {text}");
+    }
     one_line_error(&example("inspect").args(["--preset", "llama:gpt5"]).output().unwrap());
+}
+
+#[test]
+fn a_family_defined_in_an_example_loads_and_matches_mlx_lm() {
+    let out = example("custom_family")
+        .args(["--model", fixture("stablelm_custom").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("loaded stablelm (32 tensors, strict)"), "{text}");
+    assert!(text.contains("greedy continuation identical: true"), "{text}");
+    // Without the registration the same folder is an unknown model_type.
+    let err = one_line_error(
+        &example("inspect").args(["--model", fixture("stablelm_custom").to_str().unwrap()]).output().unwrap(),
+    );
+    assert!(err.contains("unknown model_type `stablelm`"), "{err}");
 }
 
 #[test]
