@@ -71,6 +71,16 @@ pub enum LoaderError {
         /// The missing shard's file name.
         shard: String,
     },
+    /// The shard index names a file outside the checkpoint folder (an absolute path, a
+    /// `..`, or a link leading out of the folder and, for a Hugging Face cache snapshot,
+    /// out of the cache entry's `blobs/`).
+    #[error("{}: shard `{shard}` lies outside the checkpoint", index.display())]
+    OutsideCheckpoint {
+        /// The index file.
+        index: PathBuf,
+        /// The offending entry, as written.
+        shard: String,
+    },
     /// The checkpoint's tensors do not match the model (strict loading).
     #[error("{0}")]
     Mismatch(LoadReport),

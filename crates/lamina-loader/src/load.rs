@@ -2,7 +2,7 @@
 //! apply strictly, read the generation config and tokenizer.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use lamina_core::{Budget, DType};
@@ -199,9 +199,18 @@ pub(crate) fn weight_files(folder: &Path) -> Result<(Vec<PathBuf>, Option<ShardI
         shards.dedup();
         let mut files = Vec::with_capacity(shards.len());
         for shard in shards {
-            let file = folder.join(shard);
+            let outside =
+                || LoaderError::OutsideCheckpoint { index: index_path.clone(), shard: shard.clone() };
+            let relative = Path::new(shard);
+            if shard.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+                return Err(outside());
+            }
+            let file = folder.join(relative);
             if !file.is_file() {
                 return Err(LoaderError::MissingShard { index: index_path, shard: shard.clone() });
+            }
+            if !inside_checkpoint(folder, &file)? {
+                return Err(outside());
             }
             files.push(file);
         }
@@ -224,6 +233,21 @@ pub(crate) fn weight_files(folder: &Path) -> Result<(Vec<PathBuf>, Option<ShardI
         });
     }
     Ok((files, None))
+}
+
+/// Whether `file` (in `folder`) resolves inside the folder, or — for a Hugging Face cache
+/// snapshot (`models--org--name/snapshots/<rev>/`), whose files link into the entry's
+/// `blobs/` — inside that `blobs/` folder.
+fn inside_checkpoint(folder: &Path, file: &Path) -> Result<bool> {
+    let canonical = |p: &Path| p.canonicalize().map_err(|e| LoaderError::io(p, e));
+    let target = canonical(file)?;
+    let root = canonical(folder)?;
+    if target.starts_with(&root) {
+        return Ok(true);
+    }
+    let snapshots = root.parent().filter(|p| p.file_name().is_some_and(|n| n == "snapshots"));
+    let blobs = snapshots.and_then(Path::parent).map(|entry| entry.join("blobs"));
+    Ok(blobs.is_some_and(|blobs| target.starts_with(blobs)))
 }
 
 /// Reads every tensor of a folder's safetensors files, the files concurrently, after

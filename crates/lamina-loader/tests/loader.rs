@@ -271,3 +271,65 @@ async fn a_saved_checkpoint_loads_back_with_the_same_logits() {
     let b = again.model.forward(lamina_heads::ModelInput::new(&ids)).unwrap().logits;
     assert!(a.eq_values(&b).unwrap());
 }
+
+/// Rewrites the index so that every key of shard 2 points at `entry` instead.
+fn point_shard_two_at(dir: &Path, entry: &str) {
+    let path = dir.join("model.safetensors.index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for value in index["weight_map"].as_object_mut().unwrap().values_mut() {
+        if value == "model-00002-of-00002.safetensors" {
+            *value = entry.into();
+        }
+    }
+    std::fs::write(&path, index.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn index_entries_must_stay_inside_the_checkpoint() {
+    let shard = "model-00002-of-00002.safetensors";
+    let outside = |err: LoaderError, expected: &str| match err {
+        LoaderError::OutsideCheckpoint { shard, index } => {
+            assert_eq!(shard, expected);
+            assert!(index.ends_with("model.safetensors.index.json"));
+        }
+        other => panic!("{expected}: {other}"),
+    };
+    // `..`, an absolute path, and `..` hidden inside a longer path: refused before any
+    // file is opened, even though each names a real, valid shard.
+    let dir = copy("llama_gqa_llama3_sharded", "escape");
+    let parent_copy = dir.parent().unwrap().join(format!("lamina-escape-{}.safetensors", std::process::id()));
+    std::fs::copy(dir.join(shard), &parent_copy).unwrap();
+    let up = format!("../{}", parent_copy.file_name().unwrap().to_string_lossy());
+    let absolute = dir.join(shard).to_string_lossy().into_owned();
+    for entry in [up.as_str(), absolute.as_str(), "sub/../../x.safetensors", "./model.safetensors", ""] {
+        let dir = copy("llama_gqa_llama3_sharded", "escape-case");
+        point_shard_two_at(&dir, entry);
+        outside(load_err(&dir).await, entry);
+    }
+    // A link inside the folder that leads out of it.
+    let dir = copy("llama_gqa_llama3_sharded", "escape-link");
+    std::fs::remove_file(dir.join(shard)).unwrap();
+    std::os::unix::fs::symlink(&parent_copy, dir.join(shard)).unwrap();
+    outside(load_err(&dir).await, shard);
+    std::fs::remove_file(&parent_copy).unwrap();
+}
+
+#[tokio::test]
+async fn sharded_cache_snapshots_link_into_their_blobs() {
+    let root = std::env::temp_dir().join(format!("lamina-loader-{}-hfcache-sharded", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let entry = root.join("models--lamina--sharded");
+    let snapshot = entry.join("snapshots").join("0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(entry.join("blobs")).unwrap();
+    for (i, file) in std::fs::read_dir(fixture("llama_gqa_llama3_sharded")).unwrap().enumerate() {
+        let path = file.unwrap().path();
+        let blob = entry.join("blobs").join(format!("blob{i}"));
+        std::fs::copy(&path, &blob).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/blob{i}"), snapshot.join(path.file_name().unwrap()))
+            .unwrap();
+    }
+    assert!(load(&snapshot, LoadOptions::default()).await.unwrap().report.is_clean());
+    std::fs::remove_dir_all(&root).unwrap();
+}
