@@ -14,7 +14,21 @@ use mlx_rs::module::{FlattenedModuleParam, Module, ModuleParameters};
 use mlx_rs::optimizers::{AdamW, Optimizer};
 use mlx_rs::{Array, nn};
 
+/// Builds under a fixed seed, one test at a time (MLX's default key is global and the
+/// tests of this file run on parallel threads), so that every run starts from the same
+/// weights.
+fn seeded<T>(seed: u64, build: impl FnOnce() -> T) -> T {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    mlx_rs::random::seed(seed).unwrap();
+    build()
+}
+
 fn hybrid_classifier() -> SequenceClassifier<HybridBackbone> {
+    seeded(11, hybrid_classifier_unseeded)
+}
+
+fn hybrid_classifier_unseeded() -> SequenceClassifier<HybridBackbone> {
     let layer = |mixer| HybridBlockConfig {
         mixer,
         ffn: FeedForwardConfig::swiglu(16, 32),
@@ -36,6 +50,10 @@ fn hybrid_classifier() -> SequenceClassifier<HybridBackbone> {
 }
 
 fn tiny_lm() -> CausalLm<TransformerBackbone> {
+    seeded(12, tiny_lm_unseeded)
+}
+
+fn tiny_lm_unseeded() -> CausalLm<TransformerBackbone> {
     let block = TransformerBlockConfig {
         attention: AttentionConfig::new(16, 4, 2),
         ffn: FeedForwardConfig::swiglu(16, 32),

@@ -229,27 +229,121 @@ mod tests {
         )
     }
 
-    #[test]
-    fn names_and_shapes() {
-        let mut block = TransformerBlock::new(&config()).unwrap();
-        let params = block.parameters().flatten();
-        for key in [
-            "input_layernorm.weight",
-            "self_attn.q_proj.weight",
-            "post_attention_layernorm.weight",
-            "mlp.gate_proj.weight",
-        ] {
-            assert!(params.contains_key(key), "{key}");
+    /// A deterministic input: `sin` of a ramp, `[B, L, 16]`.
+    fn input(b: i32, l: i32) -> Array {
+        let n = (b * l * 16) as usize;
+        let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        Array::from_slice(&values, &[b, l, 16])
+    }
+
+    /// Norm weights away from one, so that a norm applied in the wrong place shows.
+    fn perturb(norm: &mut Norm, salt: f32) {
+        let values: Vec<f32> = (0..16).map(|i| 1.0 + 0.3 * ((i as f32 + salt) * 1.3).cos()).collect();
+        norm.weight = mlx_rs::module::Param::new(Some(Array::from_slice(&values, &[16])));
+    }
+
+    fn block(placement: NormPlacement) -> TransformerBlock {
+        let mut block =
+            TransformerBlock::new(&TransformerBlockConfig { norm_placement: placement, ..config() }).unwrap();
+        let mut salt = 0.0;
+        for norm in [
+            block.input_layernorm.as_mut(),
+            Some(&mut block.post_attention_layernorm),
+            block.pre_feedforward_layernorm.as_mut(),
+            block.post_feedforward_layernorm.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            salt += 1.0;
+            perturb(norm, salt);
         }
-        let x = mlx_rs::random::normal::<f32>(&[2, 5, 16], None, None, None).unwrap();
-        assert_eq!(block.forward(LayerInput::new(&x)).unwrap().hidden_states.shape(), &[2, 5, 16]);
-        assert!(matches!(block.make_cache().unwrap(), LayerCache::Kv(_)));
+        block
+    }
+
+    fn max_diff(a: &Array, b: &Array) -> f32 {
+        a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>()
+    }
+
+    #[test]
+    fn each_placement_composes_its_sublayers_as_documented() {
+        let x = input(2, 5);
+        let run = |b: &mut TransformerBlock| b.forward(LayerInput::new(&x)).unwrap().hidden_states;
+        let norm = |n: &mut Option<Norm>, v: &Array| n.as_mut().unwrap().forward(v).unwrap();
+
+        let mut pre = block(NormPlacement::Pre);
+        let h = x
+            .add(pre.self_attn.forward(LayerInput::new(&norm(&mut pre.input_layernorm, &x))).unwrap())
+            .unwrap();
+        let expected =
+            h.add(pre.mlp.forward(&pre.post_attention_layernorm.forward(&h).unwrap()).unwrap()).unwrap();
+        assert!(max_diff(&run(&mut pre), &expected) < 1e-5);
+
+        let mut sandwich = block(NormPlacement::Sandwich);
+        let attended =
+            sandwich.self_attn.forward(LayerInput::new(&norm(&mut sandwich.input_layernorm, &x))).unwrap();
+        let h = x.add(sandwich.post_attention_layernorm.forward(&attended).unwrap()).unwrap();
+        let mlp = sandwich.mlp.forward(&norm(&mut sandwich.pre_feedforward_layernorm, &h)).unwrap();
+        let expected = h.add(norm(&mut sandwich.post_feedforward_layernorm, &mlp)).unwrap();
+        assert!(max_diff(&run(&mut sandwich), &expected) < 1e-5);
+
+        let mut post = block(NormPlacement::Post);
+        let h = x
+            .add(
+                post.post_attention_layernorm
+                    .forward(&post.self_attn.forward(LayerInput::new(&x)).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+        let expected =
+            h.add(norm(&mut post.post_feedforward_layernorm, &post.mlp.forward(&h).unwrap())).unwrap();
+        assert!(max_diff(&run(&mut post), &expected) < 1e-5);
+
+        // The three really differ on the same weights' shapes.
+        assert!(max_diff(&run(&mut pre), &run(&mut sandwich)) > 1e-3);
+    }
+
+    #[test]
+    fn names_follow_the_checkpoints_for_each_placement() {
+        let keys = |placement| {
+            let mut keys: Vec<String> = block(placement)
+                .parameters()
+                .flatten()
+                .keys()
+                .filter(|k| k.ends_with("layernorm.weight"))
+                .map(|k| k.to_string())
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(NormPlacement::Pre), ["input_layernorm.weight", "post_attention_layernorm.weight"]);
+        assert_eq!(
+            keys(NormPlacement::Sandwich),
+            [
+                "input_layernorm.weight",
+                "post_attention_layernorm.weight",
+                "post_feedforward_layernorm.weight",
+                "pre_feedforward_layernorm.weight"
+            ]
+        );
+        assert_eq!(
+            keys(NormPlacement::Post),
+            ["post_attention_layernorm.weight", "post_feedforward_layernorm.weight"]
+        );
+        let config = TransformerBlockConfig { norm_placement: NormPlacement::Sandwich, ..config() };
+        assert_eq!(
+            config.num_parameters(),
+            lamina_core::count_parameters(&TransformerBlock::new(&config).unwrap())
+        );
+        let mut pre = block(NormPlacement::Pre);
+        assert_eq!(pre.forward(LayerInput::new(&input(2, 5))).unwrap().hidden_states.shape(), &[2, 5, 16]);
+        assert!(matches!(pre.make_cache().unwrap(), LayerCache::Kv(_)));
     }
 
     #[test]
     fn dropout_applies_only_while_training() {
         let mut block = TransformerBlock::new(&TransformerBlockConfig { dropout: 0.5, ..config() }).unwrap();
-        let x = mlx_rs::random::normal::<f32>(&[1, 6, 16], None, None, None).unwrap();
+        let x = input(1, 6);
         let run = |b: &mut TransformerBlock| b.forward(LayerInput::new(&x)).unwrap().hidden_states;
         let (a, b) = (run(&mut block), run(&mut block));
         assert!(a.eq_values(&b).unwrap());

@@ -46,8 +46,8 @@ pub use dtype::{DType, Device};
 pub use enums::{Activation, FfnKind, HeadKind, MixerKind, NormKind, Pooling};
 pub use error::{Error, Result};
 pub use limits::{
-    BLOCK_OVERHEAD_BYTES, Budget, SizeEstimate, count, ensure_dims, ensure_product_fits, machine_memory, mul,
-    to_dim,
+    BLOCK_OVERHEAD_BYTES, Budget, MAX_LAYERS, SizeEstimate, count, ensure_dims, ensure_layers,
+    ensure_product_fits, machine_memory, mul, to_dim,
 };
 pub use outputs::{BackboneOutput, BlockOutput, HeadOutput, ModelOutput};
 pub use params::{count_parameters, count_trainable_parameters};

@@ -98,9 +98,14 @@ pub fn family_entry(family: Family) -> Option<&'static FamilyEntry> {
 /// Parses `config.json` (already read as JSON) into a family's config type.
 ///
 /// # Errors
-/// [`Error::Json`] naming the first missing or mistyped key.
+/// [`Error::Json`] naming the first missing or mistyped key (its path, e.g.
+/// `config.json at rope_scaling.factor`).
 pub fn parse_config<T: DeserializeOwned>(config: &Value) -> Result<T> {
-    T::deserialize(config).map_err(|source| Error::Json { what: "config.json".into(), source })
+    serde_path_to_error::deserialize(config).map_err(|e| {
+        let path = e.path().to_string();
+        let what = if path == "." { "config.json".to_owned() } else { format!("config.json at `{path}`") };
+        Error::Json { what, source: e.into_inner() }
+    })
 }
 
 fn boxed<C: FamilyConfig + DeserializeOwned>(config: &Value) -> Result<Box<dyn AnyConfig>> {
@@ -116,9 +121,23 @@ fn mamba(_: ModelType, config: &Value) -> Result<Box<dyn AnyConfig>> {
 }
 
 fn mobilellm(model_type: ModelType, config: &Value) -> Result<Box<dyn AnyConfig>> {
+    /// The keys classic MobileLLM adds to Llama's.
+    #[derive(serde::Deserialize)]
+    struct Sharing {
+        #[serde(default)]
+        share_embedding: bool,
+        #[serde(default)]
+        layer_sharing: bool,
+    }
     Ok(Box::new(match model_type {
         ModelType::Llama4Text => parse_config::<Llama4TextConfig>(config)?.to_mobilellm()?,
-        _ => parse_config::<ClassicMobileLlmConfig>(config)?.to_mobilellm()?,
+        _ => {
+            // Parsed in two passes rather than through `#[serde(flatten)]`, which loses
+            // the path of a bad key.
+            let Sharing { share_embedding, layer_sharing } = parse_config(config)?;
+            let llama = parse_config::<DecoderConfig>(config)?;
+            ClassicMobileLlmConfig { llama, share_embedding, layer_sharing }.to_mobilellm()?
+        }
     }))
 }
 

@@ -127,6 +127,8 @@ impl<'a> Module<HeadInput<'a>> for RegressionHead {
 
 #[cfg(test)]
 mod tests {
+    use mlx_rs::module::Param;
+
     use super::*;
 
     fn hidden() -> Array {
@@ -134,13 +136,30 @@ mod tests {
     }
 
     #[test]
-    fn sequence_head_shapes_and_loss() {
-        let mut head = SequenceClassifierHead::new(8, 3, false, Pooling::LastToken).unwrap();
-        let h = hidden();
-        let labels = Array::from_slice(&[2i32, 0], &[2]);
-        let out = head.forward(HeadInput { labels: Some(&labels), ..HeadInput::new(&h) }).unwrap();
-        assert_eq!(out.logits.shape(), &[2, 3]);
-        assert!(out.loss.unwrap().item_exact::<f32>() > 0.0);
+    fn sequence_head_scores_the_last_real_token_and_its_loss_is_the_cross_entropy() {
+        // Hidden states `[2, 4, 2]` whose rows are their positions, and an identity-like
+        // head: the logits are the pooled token's features, so a head pooling the wrong
+        // token shows.
+        let h = Array::from_slice(
+            &[0.0f32, 0.0, 1.0, 0.5, 2.0, 1.0, 3.0, 1.5, 0.0, 0.0, -1.0, 0.5, -2.0, 1.0, -3.0, 1.5],
+            &[2, 4, 2],
+        );
+        let mut head = SequenceClassifierHead::new(2, 2, false, Pooling::LastToken).unwrap();
+        head.weight = Param::new(Array::from_slice(&[1.0f32, 0.0, 0.0, 1.0], &[2, 2]));
+        // Row 0 right-padded after 3 tokens, row 1 left-padded by 1: last real tokens are
+        // positions 2 and 3.
+        let padding = Array::from_slice(&[1i32, 1, 1, 0, 0, 1, 1, 1], &[2, 4]);
+        let labels = Array::from_slice(&[0i32, 1], &[2]);
+        let out = head
+            .forward(HeadInput { hidden: &h, padding_mask: Some(&padding), labels: Some(&labels) })
+            .unwrap();
+        assert_eq!(out.logits.as_slice::<f32>(), [2.0, 1.0, -3.0, 1.5]);
+        let ce = |logits: [f32; 2], label: usize| {
+            let lse = (logits[0].exp() + logits[1].exp()).ln();
+            lse - logits[label]
+        };
+        let expected = (ce([2.0, 1.0], 0) + ce([-3.0, 1.5], 1)) / 2.0;
+        assert!((out.loss.unwrap().item_exact::<f32>() - expected).abs() < 1e-6);
         assert!(head.bias.is_none());
     }
 

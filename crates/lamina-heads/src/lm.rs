@@ -60,13 +60,22 @@ mod tests {
     }
 
     #[test]
-    fn own_head_computes_a_loss_with_labels() {
-        let embedding = Embedding::new(10, 4).unwrap();
-        let mut head = lm_head(4, 10, false).unwrap();
-        assert_eq!(head.as_ref().map(lamina_core::count_parameters), Some(40));
-        let hidden = mlx_rs::random::normal::<f32>(&[1, 5, 4], None, None, None).unwrap();
-        let labels = Array::from_slice(&[1i32, 2, 3, -100, 4], &[1, 5]);
-        let loss = lm_logits(&mut head, &hidden, &embedding, Some(&labels)).unwrap().loss.unwrap();
-        assert!(loss.item_exact::<f32>() > 0.0);
+    fn own_head_computes_the_shifted_cross_entropy() {
+        let embedding = Embedding::new(3, 2).unwrap();
+        let mut head = lm_head(2, 3, false).unwrap();
+        assert_eq!(head.as_ref().map(lamina_core::count_parameters), Some(6));
+        // Logits = hidden @ W^T with W = [[1, 0], [0, 1], [1, 1]].
+        head =
+            Some(Linear::from_weights(Array::from_slice(&[1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2]), None));
+        let hidden = Array::from_slice(&[1.0f32, 0.0, 0.0, 2.0, 1.0, -1.0, 0.5, 0.5], &[1, 4, 2]);
+        // Position t predicts label t + 1; -100 is not counted.
+        let labels = Array::from_slice(&[0i32, 2, -100, 1], &[1, 4]);
+        let out = lm_logits(&mut head, &hidden, &embedding, Some(&labels)).unwrap();
+        let rows = [[1.0f32, 0.0, 1.0], [0.0, 2.0, 2.0], [1.0, -1.0, 0.0]];
+        let ce = |row: [f32; 3], label: usize| row.iter().map(|v| v.exp()).sum::<f32>().ln() - row[label];
+        let expected = (ce(rows[0], 2) + ce(rows[2], 1)) / 2.0;
+        let loss = out.loss.unwrap().item_exact::<f32>();
+        assert!((loss - expected).abs() < 1e-6, "{loss} vs {expected}");
+        assert_eq!(out.logits.shape(), &[1, 4, 3]);
     }
 }

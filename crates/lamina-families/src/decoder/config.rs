@@ -361,6 +361,7 @@ impl Config for DecoderConfig {
                 ("max_position_embeddings", self.max_position_embeddings.unwrap_or(0)),
             ],
         )?;
+        lamina_core::ensure_layers(Self::NAME, "num_hidden_layers", self.num_hidden_layers)?;
         ensure_product_fits(
             Self::NAME,
             "num_attention_heads * head_dim",

@@ -206,9 +206,22 @@ impl Config for MambaConfig {
         ensure_dims(
             Self::NAME,
             &[
-                ("vocab_size", self.padded_vocab_size()),
+                ("vocab_size", self.vocab_size),
                 ("hidden_size", self.hidden_size),
                 ("num_hidden_layers", self.num_hidden_layers),
+                ("state_size", self.state_size.unwrap_or(0)),
+                ("conv_kernel", self.conv_kernel.unwrap_or(0)),
+                ("expand", self.expand.unwrap_or(0)),
+                ("intermediate_size", self.intermediate_size.unwrap_or(0)),
+                ("pad_vocab_size_multiple", self.pad_vocab_size_multiple.unwrap_or(0)),
+                (
+                    "time_step_rank",
+                    match self.time_step_rank {
+                        Some(TimeStepRank::Value(rank)) => rank,
+                        _ => 0,
+                    },
+                ),
+                ("vocab_size (padded)", self.padded_vocab_size()),
             ],
         )?;
         self.mixer().validated().map_err(|e| match e {

@@ -190,6 +190,7 @@ impl Config for MobileLlmConfig {
                 ("max_seq_len", self.max_seq_len),
             ],
         )?;
+        lamina_core::ensure_layers(Self::NAME, "num_layers", self.num_layers)?;
         ensure_divides(Self::NAME, "num_kv_heads", self.num_kv_heads, "num_heads", self.num_heads)?;
         if self.head_dim.is_none() {
             ensure_divides(Self::NAME, "num_heads", self.num_heads, "embed_dim", self.embed_dim)?;
@@ -286,6 +287,21 @@ impl Llama4TextConfig {
     /// [`Error::InvalidConfig`] for Llama 4 features lamina does not implement.
     pub fn to_mobilellm(&self) -> Result<MobileLlmConfig> {
         const NAME: &str = "Llama4TextConfig";
+        ensure_dims(
+            NAME,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("hidden_size", self.hidden_size),
+                ("intermediate_size", self.intermediate_size),
+                ("intermediate_size_mlp", self.intermediate_size_mlp.unwrap_or(0)),
+                ("num_hidden_layers", self.num_hidden_layers),
+                ("num_attention_heads", self.num_attention_heads),
+                ("num_key_value_heads", self.num_key_value_heads.unwrap_or(0)),
+                ("head_dim", self.head_dim.unwrap_or(0)),
+                ("max_position_embeddings", self.max_position_embeddings.unwrap_or(0)),
+            ],
+        )?;
+        lamina_core::ensure_layers(NAME, "num_hidden_layers", self.num_hidden_layers)?;
         if self.num_local_experts > 0 || !self.moe_layers.is_empty() {
             return Err(Error::invalid(
                 NAME,
@@ -359,6 +375,7 @@ impl ClassicMobileLlmConfig {
     /// [`Error::InvalidConfig`] for an inconsistent config.
     pub fn to_mobilellm(&self) -> Result<MobileLlmConfig> {
         let l = &self.llama;
+        l.validated()?;
         let (rope_base, rope_scaling) = l.rope()?;
         let eps = l.eps();
         let config = MobileLlmConfig {

@@ -180,18 +180,20 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
-    fn len(&mut self, what: &str) -> Result<usize, String> {
+    /// A count of entries that each take at least `min_bytes` in the file: it cannot
+    /// exceed what the remaining bytes can hold, which keeps corrupt counts from turning
+    /// into huge allocations or long loops.
+    fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize, String> {
         let n = self.u64(what)?;
-        // A length cannot exceed the bytes that remain; checking here keeps corrupt
-        // lengths from turning into huge allocations.
+        let room = self.data.len().saturating_sub(self.pos) / min_bytes.max(1);
         usize::try_from(n)
             .ok()
-            .filter(|&n| n <= self.data.len().saturating_sub(self.pos))
+            .filter(|&n| n <= room)
             .ok_or_else(|| format!("{what} claims {n} entries, more than the file holds"))
     }
 
     fn string(&mut self, what: &str) -> Result<String, String> {
-        let n = self.len(what)?;
+        let n = self.count(what, 1)?;
         let bytes = self.take(n, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
     }
@@ -209,7 +211,7 @@ impl<'a> Reader<'a> {
             8 => Value::String(self.string(key)?),
             9 if depth == 0 => {
                 let inner = self.u32(key)?;
-                let n = self.len(key)?;
+                let n = self.count(key, min_value_bytes(inner))?;
                 let mut items = Vec::with_capacity(n.min(1 << 20));
                 for _ in 0..n {
                     items.push(self.value(inner, key, depth + 1)?);
@@ -221,6 +223,17 @@ impl<'a> Reader<'a> {
             12 => Value::Float(f64::from_le_bytes(self.array(key)?)),
             other => return Err(format!("metadata `{key}` has unknown or nested value type {other}")),
         })
+    }
+}
+
+/// The fewest bytes a metadata value of type `kind` takes in the file.
+fn min_value_bytes(kind: u32) -> usize {
+    match kind {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 | 10..=12 => 8,
+        _ => 1,
     }
 }
 
@@ -238,8 +251,11 @@ pub fn parse(data: &[u8]) -> Result<Header, String> {
     if !(2..=3).contains(&version) {
         return Err(format!("GGUF version {version} is not supported (2 and 3 are)"));
     }
-    let tensor_count = r.len("the tensor count")?;
-    let kv_count = r.len("the metadata count")?;
+    // A metadata entry takes at least a key length (8), a type (4) and a 1-byte value; a
+    // tensor description at least a name length (8), ndim (4), one dimension (8), a type
+    // (4) and an offset (8).
+    let tensor_count = r.count("the tensor count", 32)?;
+    let kv_count = r.count("the metadata count", 13)?;
     let mut metadata = BTreeMap::new();
     for _ in 0..kv_count {
         let key = r.string("a metadata key")?;
