@@ -56,15 +56,34 @@ impl DecoderConfig {
     }
 }
 
-/// Llama 2 / Code Llama / TinyLlama / Mistral: ids 1 and 2, eps 1e-5.
-fn llama(hidden: usize, ffn: usize, layers: usize, heads: usize, kv_heads: usize) -> DecoderConfig {
-    DecoderConfig {
+/// What differs between the sizes of one family.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    hidden: usize,
+    ffn: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+}
+
+impl Shape {
+    /// `config` with this shape.
+    fn apply(self, config: DecoderConfig) -> DecoderConfig {
+        DecoderConfig {
+            hidden_size: self.hidden,
+            intermediate_size: self.ffn,
+            num_hidden_layers: self.layers,
+            num_attention_heads: self.heads,
+            num_key_value_heads: Some(self.kv_heads),
+            ..config
+        }
+    }
+}
+
+/// Llama 2 / Code Llama / TinyLlama / Mistral: vocabulary 32000, ids 1 and 2, eps 1e-5.
+fn llama(shape: Shape) -> DecoderConfig {
+    shape.apply(DecoderConfig {
         vocab_size: 32_000,
-        hidden_size: hidden,
-        intermediate_size: ffn,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        num_key_value_heads: Some(kv_heads),
         rms_norm_eps: Some(1e-5),
         rope_theta: Some(10_000.0),
         tie_word_embeddings: Some(false),
@@ -73,7 +92,7 @@ fn llama(hidden: usize, ffn: usize, layers: usize, heads: usize, kv_heads: usize
         eos_token_id: Some(TokenIds::One(2)),
         hidden_act: Some(Activation::Silu),
         ..base(ModelType::Llama)
-    }
+    })
 }
 
 /// Llama 3's vocabulary, RoPE base and special ids.
@@ -88,9 +107,10 @@ fn llama3(config: DecoderConfig) -> DecoderConfig {
     }
 }
 
-fn llama3_2(hidden: usize, layers: usize, heads: usize) -> DecoderConfig {
+/// Llama 3.2: Llama 3 with its RoPE scaling, tied.
+fn llama3_2(shape: Shape) -> DecoderConfig {
     DecoderConfig {
-        head_dim: Some(hidden / heads),
+        head_dim: Some(shape.hidden / shape.heads),
         tie_word_embeddings: Some(true),
         max_position_embeddings: Some(131_072),
         rope_scaling: Some(HfRope {
@@ -101,43 +121,25 @@ fn llama3_2(hidden: usize, layers: usize, heads: usize) -> DecoderConfig {
             original_max_position_embeddings: Some(8192),
             ..HfRope::default()
         }),
-        ..llama3(llama(hidden, 8192, layers, heads, 8))
+        ..llama3(llama(shape))
     }
 }
 
-fn smollm2(
-    hidden: usize,
-    ffn: usize,
-    layers: usize,
-    heads: usize,
-    kv_heads: usize,
-    theta: f32,
-) -> DecoderConfig {
+/// SmolLM2: Llama with vocabulary 49152, tied.
+fn smollm2(shape: Shape, rope_theta: f32) -> DecoderConfig {
     DecoderConfig {
         vocab_size: 49_152,
-        rope_theta: Some(theta),
+        rope_theta: Some(rope_theta),
         tie_word_embeddings: Some(true),
         max_position_embeddings: Some(8192),
-        ..llama(hidden, ffn, layers, heads, kv_heads)
+        ..llama(shape)
     }
 }
 
-/// Qwen2.5 and Qwen3: vocabulary 151936, RoPE base 1e6, eps 1e-6.
-fn qwen(
-    model_type: ModelType,
-    hidden: usize,
-    ffn: usize,
-    layers: usize,
-    heads: usize,
-    kv_heads: usize,
-) -> DecoderConfig {
-    DecoderConfig {
+/// Qwen2.5 and Qwen3: vocabulary 151936, RoPE base 1e6, eps 1e-6, tied.
+fn qwen(model_type: ModelType, shape: Shape) -> DecoderConfig {
+    shape.apply(DecoderConfig {
         vocab_size: 151_936,
-        hidden_size: hidden,
-        intermediate_size: ffn,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        num_key_value_heads: Some(kv_heads),
         rms_norm_eps: Some(1e-6),
         rope_theta: Some(1_000_000.0),
         tie_word_embeddings: Some(true),
@@ -145,27 +147,22 @@ fn qwen(
         bos_token_id: Some(TokenIds::One(151_643)),
         eos_token_id: Some(TokenIds::One(151_645)),
         ..base(model_type)
-    }
+    })
 }
 
-fn qwen3(hidden: usize, ffn: usize, layers: usize, heads: usize, tied: bool) -> DecoderConfig {
+/// Qwen3: heads of 128 features, context 40960.
+fn qwen3(shape: Shape) -> DecoderConfig {
     DecoderConfig {
         head_dim: Some(128),
-        tie_word_embeddings: Some(tied),
         max_position_embeddings: Some(40_960),
-        ..qwen(ModelType::Qwen3, hidden, ffn, layers, heads, 8)
+        ..qwen(ModelType::Qwen3, shape)
     }
 }
 
 /// Gemma 2: vocabulary 256000, head 256, window 4096, soft-capping 50 / 30.
-fn gemma2(hidden: usize, ffn: usize, layers: usize, heads: usize, kv_heads: usize) -> DecoderConfig {
-    DecoderConfig {
+fn gemma2(shape: Shape) -> DecoderConfig {
+    shape.apply(DecoderConfig {
         vocab_size: 256_000,
-        hidden_size: hidden,
-        intermediate_size: ffn,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        num_key_value_heads: Some(kv_heads),
         head_dim: Some(256),
         query_pre_attn_scalar: Some(256.0),
         sliding_window: Some(4096),
@@ -175,25 +172,13 @@ fn gemma2(hidden: usize, ffn: usize, layers: usize, heads: usize, kv_heads: usiz
         bos_token_id: Some(TokenIds::One(2)),
         eos_token_id: Some(TokenIds::Many(vec![1, 107])),
         ..base(ModelType::Gemma2)
-    }
+    })
 }
 
 /// Gemma 3 (text): vocabulary 262144, head 256, 5 local layers to 1 global.
-fn gemma3(
-    hidden: usize,
-    ffn: usize,
-    layers: usize,
-    heads: usize,
-    kv_heads: usize,
-    window: usize,
-) -> DecoderConfig {
-    DecoderConfig {
+fn gemma3(shape: Shape, window: usize) -> DecoderConfig {
+    shape.apply(DecoderConfig {
         vocab_size: 262_144,
-        hidden_size: hidden,
-        intermediate_size: ffn,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        num_key_value_heads: Some(kv_heads),
         head_dim: Some(256),
         query_pre_attn_scalar: Some(256.0),
         sliding_window: Some(window),
@@ -204,17 +189,13 @@ fn gemma3(
         bos_token_id: Some(TokenIds::One(2)),
         eos_token_id: Some(TokenIds::Many(vec![1, 106])),
         ..base(ModelType::Gemma3Text)
-    }
+    })
 }
 
-fn phi3(hidden: usize, ffn: usize, layers: usize, heads: usize, kv_heads: usize) -> DecoderConfig {
-    DecoderConfig {
+/// Phi-3: vocabulary 32064, window 2047, untied.
+fn phi3(shape: Shape) -> DecoderConfig {
+    shape.apply(DecoderConfig {
         vocab_size: 32_064,
-        hidden_size: hidden,
-        intermediate_size: ffn,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        num_key_value_heads: Some(kv_heads),
         rms_norm_eps: Some(1e-5),
         rope_theta: Some(10_000.0),
         sliding_window: Some(2047),
@@ -224,13 +205,17 @@ fn phi3(hidden: usize, ffn: usize, layers: usize, heads: usize, kv_heads: usize)
         bos_token_id: Some(TokenIds::One(1)),
         eos_token_id: Some(TokenIds::Many(vec![32_000, 32_007])),
         ..base(ModelType::Phi3)
-    }
+    })
 }
 
 impl DecoderConfig {
     /// A tiny Llama for tests: 2 layers, width 64, 4 heads (2 KV), vocab 256.
     pub fn tiny() -> Self {
-        DecoderConfig { vocab_size: 256, max_position_embeddings: Some(512), ..llama(64, 128, 2, 4, 2) }
+        DecoderConfig {
+            vocab_size: 256,
+            max_position_embeddings: Some(512),
+            ..llama(Shape { hidden: 64, ffn: 128, layers: 2, heads: 4, kv_heads: 2 })
+        }
     }
 
     /// The preset `name` of `family`.
@@ -242,13 +227,48 @@ impl DecoderConfig {
     pub fn presets(family: Family) -> Vec<Preset<DecoderConfig>> {
         let all: Vec<(Family, Preset<DecoderConfig>)> = vec![
             (Family::Llama, ("tiny", Self::tiny as fn() -> DecoderConfig)),
-            (Family::Llama, ("llama2_7b", || llama(4096, 11_008, 32, 32, 32))),
-            (Family::Llama, ("llama2_13b", || llama(5120, 13_824, 40, 40, 40))),
-            (Family::Llama, ("llama2_70b", || llama(8192, 28_672, 80, 64, 8))),
-            (Family::Llama, ("llama3_8b", || llama3(llama(4096, 14_336, 32, 32, 8)))),
-            (Family::Llama, ("llama3_70b", || llama3(llama(8192, 28_672, 80, 64, 8)))),
-            (Family::Llama, ("llama3_2_1b", || llama3_2(2048, 16, 32))),
-            (Family::Llama, ("llama3_2_3b", || llama3_2(3072, 28, 24))),
+            (
+                Family::Llama,
+                ("llama2_7b", || {
+                    llama(Shape { hidden: 4096, ffn: 11_008, layers: 32, heads: 32, kv_heads: 32 })
+                }),
+            ),
+            (
+                Family::Llama,
+                ("llama2_13b", || {
+                    llama(Shape { hidden: 5120, ffn: 13_824, layers: 40, heads: 40, kv_heads: 40 })
+                }),
+            ),
+            (
+                Family::Llama,
+                ("llama2_70b", || {
+                    llama(Shape { hidden: 8192, ffn: 28_672, layers: 80, heads: 64, kv_heads: 8 })
+                }),
+            ),
+            (
+                Family::Llama,
+                ("llama3_8b", || {
+                    llama3(llama(Shape { hidden: 4096, ffn: 14_336, layers: 32, heads: 32, kv_heads: 8 }))
+                }),
+            ),
+            (
+                Family::Llama,
+                ("llama3_70b", || {
+                    llama3(llama(Shape { hidden: 8192, ffn: 28_672, layers: 80, heads: 64, kv_heads: 8 }))
+                }),
+            ),
+            (
+                Family::Llama,
+                ("llama3_2_1b", || {
+                    llama3_2(Shape { hidden: 2048, ffn: 8192, layers: 16, heads: 32, kv_heads: 8 })
+                }),
+            ),
+            (
+                Family::Llama,
+                ("llama3_2_3b", || {
+                    llama3_2(Shape { hidden: 3072, ffn: 8192, layers: 28, heads: 24, kv_heads: 8 })
+                }),
+            ),
             (
                 Family::Llama,
                 ("mistral_7b", || DecoderConfig {
@@ -256,7 +276,7 @@ impl DecoderConfig {
                     head_dim: Some(128),
                     sliding_window: Some(4096),
                     max_position_embeddings: Some(32_768),
-                    ..llama(4096, 14_336, 32, 32, 8)
+                    ..llama(Shape { hidden: 4096, ffn: 14_336, layers: 32, heads: 32, kv_heads: 8 })
                 }),
             ),
             (
@@ -265,37 +285,107 @@ impl DecoderConfig {
                     vocab_size: 32_016,
                     rope_theta: Some(1_000_000.0),
                     max_position_embeddings: Some(16_384),
-                    ..llama(4096, 11_008, 32, 32, 32)
+                    ..llama(Shape { hidden: 4096, ffn: 11_008, layers: 32, heads: 32, kv_heads: 32 })
                 }),
             ),
             (
                 Family::Llama,
                 ("tinyllama", || DecoderConfig {
                     max_position_embeddings: Some(2048),
-                    ..llama(2048, 5632, 22, 32, 4)
+                    ..llama(Shape { hidden: 2048, ffn: 5632, layers: 22, heads: 32, kv_heads: 4 })
                 }),
             ),
-            (Family::Llama, ("smollm2_135m", || smollm2(576, 1536, 30, 9, 3, 100_000.0))),
-            (Family::Llama, ("smollm2_360m", || smollm2(960, 2560, 32, 15, 5, 100_000.0))),
-            (Family::Llama, ("smollm2_1_7b", || smollm2(2048, 8192, 24, 32, 32, 130_000.0))),
-            (Family::Qwen2, ("qwen2_5_0_5b", || qwen(ModelType::Qwen2, 896, 4864, 24, 14, 2))),
-            (Family::Qwen2, ("qwen2_5_1_5b", || qwen(ModelType::Qwen2, 1536, 8960, 28, 12, 2))),
+            (
+                Family::Llama,
+                ("smollm2_135m", || {
+                    smollm2(Shape { hidden: 576, ffn: 1536, layers: 30, heads: 9, kv_heads: 3 }, 100_000.0)
+                }),
+            ),
+            (
+                Family::Llama,
+                ("smollm2_360m", || {
+                    smollm2(Shape { hidden: 960, ffn: 2560, layers: 32, heads: 15, kv_heads: 5 }, 100_000.0)
+                }),
+            ),
+            (
+                Family::Llama,
+                ("smollm2_1_7b", || {
+                    smollm2(Shape { hidden: 2048, ffn: 8192, layers: 24, heads: 32, kv_heads: 32 }, 130_000.0)
+                }),
+            ),
+            (
+                Family::Qwen2,
+                ("qwen2_5_0_5b", || {
+                    qwen(
+                        ModelType::Qwen2,
+                        Shape { hidden: 896, ffn: 4864, layers: 24, heads: 14, kv_heads: 2 },
+                    )
+                }),
+            ),
+            (
+                Family::Qwen2,
+                ("qwen2_5_1_5b", || {
+                    qwen(
+                        ModelType::Qwen2,
+                        Shape { hidden: 1536, ffn: 8960, layers: 28, heads: 12, kv_heads: 2 },
+                    )
+                }),
+            ),
             (
                 Family::Qwen2,
                 ("qwen2_5_7b", || DecoderConfig {
                     vocab_size: 152_064,
                     tie_word_embeddings: Some(false),
-                    ..qwen(ModelType::Qwen2, 3584, 18_944, 28, 28, 4)
+                    ..qwen(
+                        ModelType::Qwen2,
+                        Shape { hidden: 3584, ffn: 18_944, layers: 28, heads: 28, kv_heads: 4 },
+                    )
                 }),
             ),
-            (Family::Qwen3, ("0.6b", || qwen3(1024, 3072, 28, 16, true))),
-            (Family::Qwen3, ("1.7b", || qwen3(2048, 6144, 28, 16, true))),
-            (Family::Qwen3, ("4b", || qwen3(2560, 9728, 36, 32, true))),
-            (Family::Qwen3, ("8b", || qwen3(4096, 12_288, 36, 32, false))),
-            (Family::Gemma2, ("2b", || gemma2(2304, 9216, 26, 8, 4))),
-            (Family::Gemma2, ("9b", || gemma2(3584, 14_336, 42, 16, 8))),
-            (Family::Gemma3, ("270m", || gemma3(640, 2048, 18, 4, 1, 512))),
-            (Family::Gemma3, ("1b", || gemma3(1152, 6912, 26, 4, 1, 512))),
+            (
+                Family::Qwen3,
+                ("0.6b", || DecoderConfig {
+                    tie_word_embeddings: Some(true),
+                    ..qwen3(Shape { hidden: 1024, ffn: 3072, layers: 28, heads: 16, kv_heads: 8 })
+                }),
+            ),
+            (
+                Family::Qwen3,
+                ("1.7b", || DecoderConfig {
+                    tie_word_embeddings: Some(true),
+                    ..qwen3(Shape { hidden: 2048, ffn: 6144, layers: 28, heads: 16, kv_heads: 8 })
+                }),
+            ),
+            (
+                Family::Qwen3,
+                ("4b", || DecoderConfig {
+                    tie_word_embeddings: Some(true),
+                    ..qwen3(Shape { hidden: 2560, ffn: 9728, layers: 36, heads: 32, kv_heads: 8 })
+                }),
+            ),
+            (
+                Family::Qwen3,
+                ("8b", || DecoderConfig {
+                    tie_word_embeddings: Some(false),
+                    ..qwen3(Shape { hidden: 4096, ffn: 12_288, layers: 36, heads: 32, kv_heads: 8 })
+                }),
+            ),
+            (
+                Family::Gemma2,
+                ("2b", || gemma2(Shape { hidden: 2304, ffn: 9216, layers: 26, heads: 8, kv_heads: 4 })),
+            ),
+            (
+                Family::Gemma2,
+                ("9b", || gemma2(Shape { hidden: 3584, ffn: 14_336, layers: 42, heads: 16, kv_heads: 8 })),
+            ),
+            (
+                Family::Gemma3,
+                ("270m", || gemma3(Shape { hidden: 640, ffn: 2048, layers: 18, heads: 4, kv_heads: 1 }, 512)),
+            ),
+            (
+                Family::Gemma3,
+                ("1b", || gemma3(Shape { hidden: 1152, ffn: 6912, layers: 26, heads: 4, kv_heads: 1 }, 512)),
+            ),
             (
                 Family::Gemma3,
                 ("4b", || DecoderConfig {
@@ -306,11 +396,17 @@ impl DecoderConfig {
                         ..HfRope::default()
                     }),
                     max_position_embeddings: Some(131_072),
-                    ..gemma3(2560, 10_240, 34, 8, 4, 1024)
+                    ..gemma3(Shape { hidden: 2560, ffn: 10_240, layers: 34, heads: 8, kv_heads: 4 }, 1024)
                 }),
             ),
-            (Family::Phi3, ("mini", || phi3(3072, 8192, 32, 32, 32))),
-            (Family::Phi3, ("medium", || phi3(5120, 17_920, 40, 40, 10))),
+            (
+                Family::Phi3,
+                ("mini", || phi3(Shape { hidden: 3072, ffn: 8192, layers: 32, heads: 32, kv_heads: 32 })),
+            ),
+            (
+                Family::Phi3,
+                ("medium", || phi3(Shape { hidden: 5120, ffn: 17_920, layers: 40, heads: 40, kv_heads: 10 })),
+            ),
             (
                 Family::SmolLm3,
                 ("3b", || DecoderConfig {
@@ -323,7 +419,7 @@ impl DecoderConfig {
                     bos_token_id: None,
                     eos_token_id: Some(TokenIds::One(128_012)),
                     model_type: ModelType::SmolLm3,
-                    ..llama(2048, 11_008, 36, 16, 4)
+                    ..llama(Shape { hidden: 2048, ffn: 11_008, layers: 36, heads: 16, kv_heads: 4 })
                 }),
             ),
         ];
