@@ -27,8 +27,8 @@ pub struct FamilyEntry {
     pub model_types: &'static [ModelType],
     /// Parses a `config.json` of one of those types.
     pub parse: fn(ModelType, &Value) -> Result<Box<dyn AnyConfig>>,
-    /// Its presets, by name.
-    pub presets: fn() -> Vec<NamedConfig>,
+    /// Its presets, by name (given the family, so that one function serves several).
+    pub presets: fn(Family) -> Vec<NamedConfig>,
 }
 
 /// The built-in families. A new Llama-like family is a row here plus a row in
@@ -38,43 +38,43 @@ pub const FAMILIES: &[FamilyEntry] = &[
         family: Family::Llama,
         model_types: &[ModelType::Llama, ModelType::Mistral],
         parse: decoder,
-        presets: llama_presets,
+        presets: decoder_presets,
     },
     FamilyEntry {
         family: Family::Qwen2,
         model_types: &[ModelType::Qwen2],
         parse: decoder,
-        presets: qwen2_presets,
+        presets: decoder_presets,
     },
     FamilyEntry {
         family: Family::Qwen3,
         model_types: &[ModelType::Qwen3],
         parse: decoder,
-        presets: qwen3_presets,
+        presets: decoder_presets,
     },
     FamilyEntry {
         family: Family::Gemma2,
         model_types: &[ModelType::Gemma2],
         parse: decoder,
-        presets: gemma2_presets,
+        presets: decoder_presets,
     },
     FamilyEntry {
         family: Family::Gemma3,
         model_types: &[ModelType::Gemma3Text, ModelType::Gemma3],
         parse: gemma3,
-        presets: gemma3_presets,
+        presets: decoder_presets,
     },
     FamilyEntry {
         family: Family::Phi3,
         model_types: &[ModelType::Phi3],
         parse: decoder,
-        presets: phi3_presets,
+        presets: decoder_presets,
     },
     FamilyEntry {
         family: Family::SmolLm3,
         model_types: &[ModelType::SmolLm3],
         parse: decoder,
-        presets: smollm3_presets,
+        presets: decoder_presets,
     },
     FamilyEntry {
         family: Family::Mamba,
@@ -178,34 +178,13 @@ fn decoder_presets(family: Family) -> Vec<NamedConfig> {
         .collect()
 }
 
-fn llama_presets() -> Vec<NamedConfig> {
-    decoder_presets(Family::Llama)
-}
-fn qwen2_presets() -> Vec<NamedConfig> {
-    decoder_presets(Family::Qwen2)
-}
-fn qwen3_presets() -> Vec<NamedConfig> {
-    decoder_presets(Family::Qwen3)
-}
-fn gemma2_presets() -> Vec<NamedConfig> {
-    decoder_presets(Family::Gemma2)
-}
-fn gemma3_presets() -> Vec<NamedConfig> {
-    decoder_presets(Family::Gemma3)
-}
-fn phi3_presets() -> Vec<NamedConfig> {
-    decoder_presets(Family::Phi3)
-}
-fn smollm3_presets() -> Vec<NamedConfig> {
-    decoder_presets(Family::SmolLm3)
-}
-fn mamba_presets() -> Vec<NamedConfig> {
+fn mamba_presets(_: Family) -> Vec<NamedConfig> {
     MambaConfig::presets()
         .into_iter()
         .map(|(name, make)| (name, Box::new(make()) as Box<dyn AnyConfig>))
         .collect()
 }
-fn mobilellm_presets() -> Vec<NamedConfig> {
+fn mobilellm_presets(_: Family) -> Vec<NamedConfig> {
     MOBILELLM_PRESETS
         .iter()
         .filter_map(|&name| {
