@@ -134,3 +134,44 @@ fn mamba_mixer_parallel_scan_matches_mlx_lm_token_loop() {
         assert_matches(&mixer.forward(LayerInput::new(&f.x)).unwrap(), &f.output, 1e-5);
     }
 }
+
+#[test]
+fn yarn_and_longrope_rotate_as_mlx_lm_does() {
+    use lamina::components::Rope;
+    let fixture = Array::load_safetensors(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/components/rope_scaled.safetensors"),
+    )
+    .unwrap();
+    let yarn = Rope::new(RopeConfig {
+        scaling: RopeScaling::Yarn {
+            factor: 4.0,
+            original_max_position_embeddings: 64,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            mscale: 1.0,
+            mscale_all_dim: 0.0,
+        },
+        ..RopeConfig::new(16, 10_000.0)
+    })
+    .unwrap();
+    let longrope = Rope::new(RopeConfig {
+        scaling: RopeScaling::Longrope {
+            long_factor: (0..8).map(|i| 1.0 + 0.25 * i as f32).collect(),
+            short_factor: vec![1.0; 8],
+            original_max_position_embeddings: 64,
+            max_position_embeddings: 1024,
+        },
+        ..RopeConfig::new(16, 10_000.0)
+    })
+    .unwrap();
+    let x = &fixture["x"];
+    for offset in [0, 7] {
+        for (name, rope) in [("yarn", &yarn), ("longrope", &longrope)] {
+            let out = rope.forward(x, offset).unwrap();
+            let expected = &fixture[format!("{name}_{offset}").as_str()];
+            let diff = out.subtract(expected).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+            assert!(diff < 1e-5, "{name} at offset {offset}: {diff}");
+        }
+    }
+}
