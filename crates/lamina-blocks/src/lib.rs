@@ -1,16 +1,37 @@
 //! # lamina-blocks
 //!
 //! Residual blocks composed from [`lamina_components`], each returning a
-//! [`BlockOutput`](lamina_core::BlockOutput):
+//! [`BlockOutput`]:
 //!
 //! | block | parameters (checkpoint names) |
 //! | --- | --- |
-//! | [`TransformerBlock`] | `input_layernorm`, `self_attn`, `post_attention_layernorm`, `mlp` |
+//! | [`TransformerBlock`] | `input_layernorm`, `self_attn`, `post_attention_layernorm`, `mlp`, and with sandwich norms `pre_feedforward_layernorm`, `post_feedforward_layernorm` |
 //! | [`MambaBlock`] | `norm`, `mixer` |
 //! | [`HybridBlock`] (Jamba-style) | `input_layernorm`, `self_attn` or `mamba`, `pre_ff_layernorm`, `feed_forward` |
 //!
 //! Every block implements [`Block`]: a forward over a
-//! [`LayerInput`](lamina_components::LayerInput) and the cache its mixer needs.
+//! [`LayerInput`] and the cache its mixer needs.
+//!
+//! ```
+//! use lamina_blocks::{NormPlacement, TransformerBlock, TransformerBlockConfig};
+//! use lamina_components::{AttentionConfig, FeedForwardConfig, LayerInput, NormConfig};
+//! use mlx_rs::Array;
+//! use mlx_rs::module::{Module, ModuleParameters};
+//!
+//! // A Gemma-style block: (1 + w) RMSNorms around both sublayers.
+//! let config = TransformerBlockConfig {
+//!     norm_placement: NormPlacement::Sandwich,
+//!     ..TransformerBlockConfig::new(
+//!         AttentionConfig::new(16, 4, 4),
+//!         FeedForwardConfig::swiglu(16, 32),
+//!         NormConfig::rms_unit_offset(1e-6),
+//!     )
+//! };
+//! let mut block = TransformerBlock::new(&config).unwrap();
+//! assert!(block.parameters().flatten().contains_key("pre_feedforward_layernorm.weight"));
+//! let x = Array::ones::<f32>(&[2, 5, 16]).unwrap();
+//! assert_eq!(block.forward(LayerInput::new(&x)).unwrap().hidden_states.shape(), &[2, 5, 16]);
+//! ```
 #![deny(missing_docs)]
 
 mod hybrid;

@@ -16,6 +16,24 @@
 //! Caches ([`KvCache`], [`RotatingKvCache`], [`SsmState`]) are values the caller holds and
 //! passes in through [`LayerInput`]. The layer crates share [`lamina_core::Error`]: their
 //! failures are the same kinds (bad config, bad shape, MLX error).
+//!
+//! ```
+//! use lamina_components::{Attention, AttentionConfig, KvCache, LayerCache, LayerInput};
+//! use mlx_rs::Array;
+//! use mlx_rs::module::Module;
+//!
+//! // Grouped-query attention: 4 query heads sharing 2 key/value heads, RoPE.
+//! let mut attention = Attention::new(AttentionConfig::new(16, 4, 2)).unwrap();
+//! let x = Array::ones::<f32>(&[1, 3, 16]).unwrap();
+//! let full = attention.forward(LayerInput::new(&x)).unwrap();
+//! assert_eq!(full.shape(), &[1, 3, 16]);
+//!
+//! // The same three positions through a KV cache give the same outputs.
+//! let mut cache = LayerCache::Kv(KvCache::new());
+//! let cached = attention.forward(LayerInput { x: &x, cache: Some(&mut cache), padding_mask: None }).unwrap();
+//! assert!(cached.all_close(&full, 1e-5, 1e-5, None).unwrap());
+//! assert_eq!(cache.offset(), 3);
+//! ```
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

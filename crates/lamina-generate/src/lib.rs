@@ -10,6 +10,18 @@
 //! - [`ChatTemplate`]: the checkpoint's Jinja chat template, rendered with minijinja;
 //! - [`ModelContainer`]: a thread-safe handle (model + tokenizer + configuration) that
 //!   many tasks can use at once, with async streaming.
+//!
+//! ```
+//! use lamina_generate::{GenerateParams, generate};
+//!
+//! let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/checkpoints/gemma2_softcap");
+//! let mut loaded = lamina_loader::load_blocking(folder, Default::default()).unwrap();
+//! let params = GenerateParams { max_new_tokens: 6, ..GenerateParams::default() };
+//! let out = generate(loaded.model.as_mut(), None, &[3, 14, 15, 92], &params).unwrap();
+//! assert_eq!(out.tokens.len(), 6);
+//! // Greedy decoding is deterministic.
+//! assert_eq!(generate(loaded.model.as_mut(), None, &[3, 14, 15, 92], &params).unwrap().tokens, out.tokens);
+//! ```
 #![deny(missing_docs)]
 
 mod chat;

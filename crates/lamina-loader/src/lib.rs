@@ -15,6 +15,19 @@
 //! 6. reads `generation_config.json` and the tokenizer.
 //!
 //! Every failure is a [`LoaderError`] naming the file.
+//!
+//! ```
+//! let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/checkpoints/qwen3_qk_norm");
+//! let loaded = lamina_loader::load_blocking(folder, lamina_loader::LoadOptions::default()).unwrap();
+//! assert!(loaded.report.is_clean());
+//! assert_eq!(loaded.model_type(), "qwen3");
+//! assert_eq!(loaded.model.info().family, lamina_families::Family::Qwen3);
+//!
+//! // A limit below what the config describes refuses before anything is read.
+//! let options = lamina_loader::LoadOptions { memory_limit: Some(1000), ..Default::default() };
+//! let err = lamina_loader::load_blocking(folder, options).unwrap_err();
+//! assert!(matches!(err, lamina_loader::LoaderError::MemoryLimit { .. }));
+//! ```
 #![deny(missing_docs)]
 
 mod error;

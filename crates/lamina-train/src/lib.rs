@@ -11,6 +11,21 @@
 //!   layout, [`fuse_adapters`]; on a quantized base it is QLoRA;
 //! - quantization: [`quantize_model`] (re-exported from lamina-families, which the loader
 //!   shares to read quantized checkpoints).
+//!
+//! ```
+//! use lamina_components::LoraConfig;
+//! use lamina_families::{LanguageModel, LlamaConfig, LlamaForCausalLM};
+//! use lamina_train::{LoraTargets, apply_lora};
+//!
+//! let mut model: Box<dyn LanguageModel> = Box::new(LlamaForCausalLM::new(LlamaConfig::tiny()).unwrap());
+//! let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0 };
+//! let adapted = apply_lora(model.as_mut(), &LoraTargets::query_value(), lora).unwrap();
+//! // q_proj (64 -> 64) and v_proj (64 -> 32, two KV heads) of both blocks get
+//! // `lora_a [in, 4]` and `lora_b [4, out]`; everything else is frozen.
+//! assert_eq!(adapted.len(), 4);
+//! let trainable = lamina_core::count_trainable_parameters(&model);
+//! assert_eq!(trainable, 2 * ((64 * 4 + 4 * 64) + (64 * 4 + 4 * 32)));
+//! ```
 #![deny(missing_docs)]
 
 mod data;

@@ -3,6 +3,19 @@
 //! This crate stands in for the published `mlx-sys` 0.7.0 (through the workspace's
 //! `[patch.crates-io]`), whose build is macOS-only. The bindings are the same; what differs
 //! is how MLX is found (see `build/`) and the two Linux shims below.
+//!
+//! ```
+//! // SAFETY: mlx-c fills a string it allocated; it is read, then freed.
+//! let version = unsafe {
+//!     let handle = mlx_sys::mlx_string_new();
+//!     let mut out = handle;
+//!     assert_eq!(mlx_sys::mlx_version(&mut out), 0);
+//!     let text = std::ffi::CStr::from_ptr(mlx_sys::mlx_string_data(out)).to_string_lossy().into_owned();
+//!     mlx_sys::mlx_string_free(out);
+//!     text
+//! };
+//! assert_eq!(version, mlx_sys::MLX_VERSION);
+//! ```
 #![allow(non_upper_case_globals)]
 #![allow(non_camel_case_types)]
 #![allow(non_snake_case)]
