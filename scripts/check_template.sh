@@ -16,7 +16,9 @@ answer() {
 answer target/debug/app
 bundle="$(mktemp -d)/app"
 bash scripts/bundle.sh target/debug/app "$bundle" >/dev/null
-env -u LD_LIBRARY_PATH ldd "$bundle/app" | grep -q "$bundle/lib/mlx/lib/libmlx.so" || {
+# (ldd's output is kept whole: `grep -q` in a pipe would cut it short under pipefail.)
+resolved=$(env -u LD_LIBRARY_PATH ldd "$bundle/app")
+grep -q "$bundle/lib/mlx/lib/libmlx.so" <<<"$resolved" || {
   echo "check_template: the bundled binary does not load its own libmlx" >&2
   exit 1
 }

@@ -59,6 +59,7 @@
 //! | [`backbones`] | `lamina-backbones` | block stacks with embeddings and final norm |
 //! | [`heads`] | `lamina-heads` | LM, classification and regression heads |
 //! | [`families`] | `lamina-families` | the families as specs (Llama, Qwen2, Qwen3, Gemma 2/3, Phi-3, SmolLM3, Mamba, MobileLLM) and the `model_type` registry |
+//! | [`kernels`] | `lamina-kernels` | CPU kernels as MLX primitives (quantized matmul) |
 //! | [`loader`] | `lamina-loader` | async checkpoint loading |
 //! | [`generate`] | `lamina-generate` | sampling, the generation loop, chat templates |
 //! | [`train`] | `lamina-train` | training, LoRA fine-tuning, quantization |
@@ -71,6 +72,7 @@ pub use lamina_core as core;
 pub use lamina_families as families;
 pub use lamina_generate as generate;
 pub use lamina_heads as heads;
+pub use lamina_kernels as kernels;
 pub use lamina_loader as loader;
 pub use lamina_train as train;
 pub use mlx_rs;

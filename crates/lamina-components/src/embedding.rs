@@ -111,7 +111,7 @@ impl Embedding {
     /// When the last axis of `x` is not `dims`.
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
         if let Some((q, scales, biases)) = self.quantized() {
-            return Ok(ops::quantized_matmul(x, &*self.weight, scales, biases, true, q.group_size, q.bits)?);
+            return lamina_kernels::quantized_matmul(x, &self.weight, scales, biases, q.group_size, q.bits);
         }
         Ok(ops::matmul(x, self.weight.t())?)
     }

@@ -182,7 +182,7 @@ impl Linear {
 
     fn base(&mut self, x: &Array) -> Result<Array> {
         if let Some((q, scales, biases)) = self.quantized() {
-            let y = ops::quantized_matmul(x, &*self.weight, scales, biases, true, q.group_size, q.bits)?;
+            let y = lamina_kernels::quantized_matmul(x, &self.weight, scales, biases, q.group_size, q.bits)?;
             return Ok(match self.bias.as_ref() {
                 Some(bias) => y.add(bias)?,
                 None => y,

@@ -135,6 +135,9 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// A lamina kernel refused its inputs or failed.
+    #[error("kernel: {0}")]
+    Kernel(String),
     /// An internal invariant failed (a bug in lamina, not bad input).
     #[error("internal error: {0}")]
     Internal(&'static str),

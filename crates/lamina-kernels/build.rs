@@ -1,0 +1,22 @@
+//! Compiles the C++ kernels against the MLX headers of the wheel `mlx-sys` built with.
+
+fn main() {
+    println!("cargo:rerun-if-changed=cpp");
+    println!("cargo:rerun-if-env-changed=DEP_MLX_INCLUDE");
+    let Some(include) = std::env::var_os("DEP_MLX_INCLUDE") else {
+        println!("cargo::error=lamina-kernels needs DEP_MLX_INCLUDE from mlx-sys (the MLX headers)");
+        return;
+    };
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++20")
+        .file("cpp/quantized_matmul.cpp")
+        .include(include)
+        .opt_level(3)
+        // Release code even in debug builds: the kernels are the hot path of decoding.
+        .debug(false)
+        .flag_if_supported("-fvisibility=hidden")
+        .flag_if_supported("-Wno-unused-parameter");
+    build.compile("lamina_kernels");
+}

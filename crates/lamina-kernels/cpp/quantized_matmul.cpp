@@ -1,0 +1,491 @@
+// lamina's CPU quantized matmul: `x @ dequantize(w)^T` for MLX's affine layout
+// (`w` packed little-endian bit streams, one per row; per-group f32 `scales` and
+// `biases`), as an MLX custom Primitive, the way MLX documents custom operations.
+//
+// - One-row products (decoding) read each packed weight once: per group, a dot product
+//   of the quantized values with x, then `scale * dot + bias * sum(x in group)`.
+//   4- and 8-bit rows take AVX2 + FMA paths picked at run time; every width 2..8 has a
+//   portable path.
+// - Many-row products (prefill) dequantize tiles of rows to f32 and hand them to BLAS
+//   `sgemm` (OpenBLAS, through lamina's shim).
+// - Rows are split over a small pool of threads that sleep between calls (no spinning),
+//   with the calling thread taking a share.
+// - The gradient with respect to x is MLX's own quantized_matmul (transpose = false), so
+//   QLoRA trains through the kernel.
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mlx/allocator.h"
+#include "mlx/array.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/device.h"
+#include "mlx/ops.h"
+#include "mlx/primitives.h"
+#include "mlx/stream.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace mc = mlx::core;
+
+extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                            const float* a, int lda, const float* b, int ldb, float beta, float* c,
+                            int ldc);
+
+namespace {
+
+constexpr int kRowMajor = 101;
+constexpr int kNoTrans = 111;
+constexpr int kTrans = 112;
+
+// ---------------------------------------------------------------------------------------
+// A pool of threads that sleep on a condition variable between parallel regions.
+
+class Pool {
+ public:
+  static Pool& get() {
+    // Leaked on purpose: worker threads must outlive static destructors at exit.
+    static Pool* pool = new Pool();
+    return *pool;
+  }
+
+  int size() const { return static_cast<int>(workers_) + 1; }
+
+  // Runs f(i) for every i in [0, n) on the workers and the calling thread.
+  void run(int n, const std::function<void(int)>& f) {
+    if (n <= 1 || workers_ == 0) {
+      for (int i = 0; i < n; ++i) f(i);
+      return;
+    }
+    std::lock_guard<std::mutex> region(region_);
+    task_.store(&f);
+    total_.store(n);
+    pending_.store(n);
+    next_.store(0);
+    {
+      std::lock_guard<std::mutex> g(m_);
+      ++generation_;
+    }
+    cv_.notify_all();
+    work();
+    std::unique_lock<std::mutex> g(m_);
+    done_.wait(g, [&] { return pending_.load() == 0; });
+    task_.store(nullptr);
+  }
+
+ private:
+  Pool() {
+    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    workers_ = cores - 1;
+    for (unsigned i = 0; i < workers_; ++i) {
+      std::thread([this] { loop(); }).detach();
+    }
+  }
+
+  void work() {
+    while (true) {
+      int i = next_.fetch_add(1);
+      if (i >= total_.load()) break;
+      const std::function<void(int)>* task = task_.load();
+      if (task != nullptr) (*task)(i);
+      if (pending_.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> g(m_);
+        done_.notify_all();
+      }
+    }
+  }
+
+  void loop() {
+    uint64_t seen = 0;
+    while (true) {
+      {
+        std::unique_lock<std::mutex> g(m_);
+        cv_.wait(g, [&] { return generation_ != seen; });
+        seen = generation_;
+      }
+      work();
+    }
+  }
+
+  unsigned workers_ = 0;
+  std::mutex region_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::condition_variable done_;
+  uint64_t generation_ = 0;
+  std::atomic<const std::function<void(int)>*> task_{nullptr};
+  std::atomic<int> next_{0};
+  std::atomic<int> total_{0};
+  std::atomic<int> pending_{0};
+};
+
+// ---------------------------------------------------------------------------------------
+// The problem, in plain pointers.
+
+struct Problem {
+  const float* x;         // [M, K], row-major
+  const uint8_t* w;       // [N, K * bits / 8] bytes
+  const float* scales;    // [N, K / group]
+  const float* biases;    // [N, K / group]
+  float* out;             // [M, N]
+  int m, n, k, group, bits;
+  int row_bytes() const { return k * bits / 8; }
+  int groups() const { return k / group; }
+};
+
+// Value j of a packed row (a little-endian bit stream of `bits`-wide values).
+inline uint32_t value_at(const uint8_t* row, int row_bytes, int j, int bits) {
+  const int bit = j * bits;
+  const int byte = bit >> 3;
+  uint32_t two = row[byte];
+  if (byte + 1 < row_bytes) two |= static_cast<uint32_t>(row[byte + 1]) << 8;
+  return (two >> (bit & 7)) & ((1u << bits) - 1u);
+}
+
+// Dequantizes row r of w into `dst` (K floats).
+void dequantize_row(const Problem& p, int r, float* dst) {
+  const uint8_t* row = p.w + static_cast<size_t>(r) * p.row_bytes();
+  const float* s = p.scales + static_cast<size_t>(r) * p.groups();
+  const float* b = p.biases + static_cast<size_t>(r) * p.groups();
+  if (p.bits == 4) {
+    for (int j = 0; j < p.k / 2; ++j) {
+      const int g = (2 * j) / p.group;
+      dst[2 * j] = s[g] * static_cast<float>(row[j] & 0x0F) + b[g];
+      dst[2 * j + 1] = s[g] * static_cast<float>(row[j] >> 4) + b[g];
+    }
+  } else if (p.bits == 8) {
+    for (int j = 0; j < p.k; ++j) {
+      const int g = j / p.group;
+      dst[j] = s[g] * static_cast<float>(row[j]) + b[g];
+    }
+  } else {
+    const int bytes = p.row_bytes();
+    for (int j = 0; j < p.k; ++j) {
+      const int g = j / p.group;
+      dst[j] = s[g] * static_cast<float>(value_at(row, bytes, j, p.bits)) + b[g];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// One-row products.
+
+// x prepared once per row of x: per-group sums, and for 4-bit the even/odd split of each
+// 32-value chunk (byte j of a chunk holds values 2j and 2j + 1).
+struct PreparedRow {
+  std::vector<float> group_sums;
+  std::vector<float> split;  // [K]: per 32-chunk, 16 even values then 16 odd values
+};
+
+PreparedRow prepare(const Problem& p, const float* x) {
+  PreparedRow out;
+  out.group_sums.assign(p.groups(), 0.0f);
+  for (int g = 0; g < p.groups(); ++g) {
+    float sum = 0.0f;
+    for (int j = 0; j < p.group; ++j) sum += x[g * p.group + j];
+    out.group_sums[g] = sum;
+  }
+  if (p.bits == 4) {
+    out.split.resize(p.k);
+    for (int c = 0; c < p.k / 32; ++c) {
+      for (int j = 0; j < 16; ++j) {
+        out.split[32 * c + j] = x[32 * c + 2 * j];
+        out.split[32 * c + 16 + j] = x[32 * c + 2 * j + 1];
+      }
+    }
+  }
+  return out;
+}
+
+float bias_dot(const Problem& p, int r, const PreparedRow& x) {
+  const float* b = p.biases + static_cast<size_t>(r) * p.groups();
+  float sum = 0.0f;
+  for (int g = 0; g < p.groups(); ++g) sum += b[g] * x.group_sums[g];
+  return sum;
+}
+
+float dot_portable(const Problem& p, int r, const float* x, const PreparedRow& prepared) {
+  const uint8_t* row = p.w + static_cast<size_t>(r) * p.row_bytes();
+  const float* s = p.scales + static_cast<size_t>(r) * p.groups();
+  const int bytes = p.row_bytes();
+  float total = 0.0f;
+  for (int g = 0; g < p.groups(); ++g) {
+    float acc = 0.0f;
+    for (int j = g * p.group; j < (g + 1) * p.group; ++j) {
+      acc += static_cast<float>(value_at(row, bytes, j, p.bits)) * x[j];
+    }
+    total += s[g] * acc;
+  }
+  return total + bias_dot(p, r, prepared);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+
+__attribute__((target("avx2,fma"))) float dot_q4_avx2(const Problem& p, int r, const PreparedRow& x) {
+  const uint8_t* row = p.w + static_cast<size_t>(r) * p.row_bytes();
+  const float* s = p.scales + static_cast<size_t>(r) * p.groups();
+  const float* xs = x.split.data();
+  const __m128i low_mask = _mm_set1_epi8(0x0F);
+  __m256 total = _mm256_setzero_ps();
+  const int chunks_per_group = p.group / 32;
+  for (int g = 0; g < p.groups(); ++g) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int c = 0; c < chunks_per_group; ++c) {
+      const int chunk = g * chunks_per_group + c;
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * chunk));
+      const __m128i lo = _mm_and_si128(bytes, low_mask);
+      const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low_mask);
+      const float* xe = xs + 32 * chunk;
+      const float* xo = xe + 16;
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(xe), acc);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))),
+                            _mm256_loadu_ps(xe + 8), acc);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(xo), acc);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))),
+                            _mm256_loadu_ps(xo + 8), acc);
+    }
+    total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), acc, total);
+  }
+  return hsum(total) + bias_dot(p, r, x);
+}
+
+__attribute__((target("avx2,fma"))) float dot_q8_avx2(const Problem& p, int r, const float* xv,
+                                                       const PreparedRow& x) {
+  const uint8_t* row = p.w + static_cast<size_t>(r) * p.row_bytes();
+  const float* s = p.scales + static_cast<size_t>(r) * p.groups();
+  __m256 total = _mm256_setzero_ps();
+  for (int g = 0; g < p.groups(); ++g) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int j = g * p.group; j < (g + 1) * p.group; j += 8) {
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + j));
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)), _mm256_loadu_ps(xv + j), acc);
+    }
+    total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), acc, total);
+  }
+  return hsum(total) + bias_dot(p, r, x);
+}
+
+bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
+
+// out[m, rows) for one row of x.
+void gemv_rows(const Problem& p, int m, const PreparedRow& prepared, int begin, int end) {
+  const float* x = p.x + static_cast<size_t>(m) * p.k;
+  float* out = p.out + static_cast<size_t>(m) * p.n;
+#if defined(__x86_64__)
+  if (has_avx2() && p.bits == 4 && p.group % 32 == 0) {
+    for (int r = begin; r < end; ++r) out[r] = dot_q4_avx2(p, r, prepared);
+    return;
+  }
+  if (has_avx2() && p.bits == 8 && p.group % 8 == 0) {
+    for (int r = begin; r < end; ++r) out[r] = dot_q8_avx2(p, r, x, prepared);
+    return;
+  }
+#endif
+  for (int r = begin; r < end; ++r) out[r] = dot_portable(p, r, x, prepared);
+}
+
+void gemv(const Problem& p) {
+  Pool& pool = Pool::get();
+  const int tasks = std::min(p.n, pool.size() * 4);
+  for (int m = 0; m < p.m; ++m) {
+    const PreparedRow prepared = prepare(p, p.x + static_cast<size_t>(m) * p.k);
+    pool.run(tasks, [&](int t) {
+      const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
+      const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
+      gemv_rows(p, m, prepared, begin, end);
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Many-row products: tiles of dequantized rows through sgemm.
+
+void gemm(const Problem& p) {
+  Pool& pool = Pool::get();
+  const int tile = 256;
+  std::vector<float> buffer(static_cast<size_t>(tile) * p.k);
+  for (int n0 = 0; n0 < p.n; n0 += tile) {
+    const int rows = std::min(tile, p.n - n0);
+    pool.run(rows, [&](int r) { dequantize_row(p, n0 + r, buffer.data() + static_cast<size_t>(r) * p.k); });
+    cblas_sgemm(kRowMajor, kNoTrans, kTrans, p.m, rows, p.k, 1.0f, p.x, p.k, buffer.data(), p.k, 0.0f,
+                p.out + n0, p.n);
+  }
+}
+
+// Rows of x at or below which the one-row path is used; above, dequantize + sgemm.
+constexpr int kGemvRows = 4;
+
+void compute(const Problem& p) {
+  if (p.m <= kGemvRows) {
+    gemv(p);
+  } else {
+    gemm(p);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The primitive.
+
+class QuantizedMatmulCpu : public mc::UnaryPrimitive {
+ public:
+  QuantizedMatmulCpu(mc::Stream stream, int group, int bits)
+      : mc::UnaryPrimitive(stream), group_(group), bits_(bits) {}
+
+  void eval_cpu(const std::vector<mc::array>& inputs, mc::array& out) override {
+    // The kernels read x as a dense [M, K]; a strided view is copied once (in the task).
+    const mc::array& x = inputs[0];
+    const int k = static_cast<int>(x.shape().back());
+    const int m = static_cast<int>(x.size() / std::max<size_t>(k, 1));
+    const bool contiguous = x.flags().row_contiguous;
+    out.set_data(mc::allocator::malloc(out.nbytes()));
+    auto& encoder = mc::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) encoder.set_input_array(a);
+    encoder.set_output_array(out);
+    mc::array w = inputs[1], scales = inputs[2], biases = inputs[3];
+    const int n = static_cast<int>(w.shape(0));
+    encoder.dispatch([x, w, scales, biases, out_ptr = out.data<float>(), m, n, k, contiguous,
+                      group = group_, bits = bits_]() mutable {
+      const float* xp = x.data<float>();
+      std::vector<float> dense;
+      if (!contiguous) {
+        dense.resize(static_cast<size_t>(m) * k);
+        const auto& shape = x.shape();
+        const auto& strides = x.strides();
+        const int nd = static_cast<int>(shape.size());
+        std::vector<int64_t> index(nd, 0);
+        for (size_t i = 0; i < dense.size(); ++i) {
+          int64_t offset = 0;
+          for (int d = 0; d < nd; ++d) offset += index[d] * strides[d];
+          dense[i] = xp[offset];
+          for (int d = nd - 1; d >= 0; --d) {
+            if (++index[d] < shape[d]) break;
+            index[d] = 0;
+          }
+        }
+        xp = dense.data();
+      }
+      Problem p{xp, w.data<uint8_t>(), scales.data<float>(), biases.data<float>(), out_ptr, m, n, k, group, bits};
+      compute(p);
+    });
+  }
+
+  void eval_gpu(const std::vector<mc::array>&, mc::array&) override {
+    throw std::runtime_error("lamina's quantized matmul runs on the CPU; the GPU uses MLX's own");
+  }
+
+  std::vector<mc::array> vjp(const std::vector<mc::array>& primals, const std::vector<mc::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mc::array>&) override {
+    std::vector<mc::array> grads;
+    for (int arg : argnums) {
+      if (arg != 0) {
+        throw std::invalid_argument("lamina's quantized matmul has no gradient for its quantized weight");
+      }
+      grads.push_back(mc::quantized_matmul(cotangents[0], primals[1], primals[2], primals[3], false, group_,
+                                           bits_, "affine", stream()));
+    }
+    return grads;
+  }
+
+  const char* name() const override { return "LaminaQuantizedMatmul"; }
+
+  bool is_equivalent(const mc::Primitive& other) const override {
+    const auto* o = dynamic_cast<const QuantizedMatmulCpu*>(&other);
+    return o != nullptr && o->group_ == group_ && o->bits_ == bits_;
+  }
+
+  std::vector<mc::Shape> output_shapes(const std::vector<mc::array>& inputs) override {
+    mc::Shape shape = inputs[0].shape();
+    shape.back() = inputs[1].shape(0);
+    return {shape};
+  }
+
+ private:
+  int group_;
+  int bits_;
+};
+
+// mlx-c's handle: a heap-allocated mlx::core::array behind `ctx` (mlx-c 0.7.0).
+struct Handle {
+  void* ctx;
+};
+
+mc::array& from_handle(Handle h) { return *static_cast<mc::array*>(h.ctx); }
+
+void to_handle(Handle* out, const mc::array& a) {
+  if (out->ctx != nullptr) {
+    *static_cast<mc::array*>(out->ctx) = a;
+  } else {
+    out->ctx = new mc::array(a);
+  }
+}
+
+thread_local std::string last_error;
+
+}  // namespace
+
+extern "C" {
+
+// `out = x @ dequantize(w, scales, biases)^T` on the CPU (MLX's own op elsewhere).
+// x: f32 [..., K]; w: u32 [N, K * bits / 32]; scales, biases: f32 [N, K / group].
+// Returns 0, or 1 with the reason in lamina_kernels_last_error().
+__attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, Handle x, Handle w, Handle scales,
+                                                                   Handle biases, int group, int bits) {
+  try {
+    const mc::array& xa = from_handle(x);
+    const mc::array& wa = from_handle(w);
+    const mc::array& sa = from_handle(scales);
+    const mc::array& ba = from_handle(biases);
+    const mc::Stream stream = mc::default_stream(mc::default_device());
+    const bool ours = stream.device.type == mc::Device::DeviceType::cpu && xa.dtype() == mc::float32 &&
+                      sa.dtype() == mc::float32 && ba.dtype() == mc::float32 && wa.dtype() == mc::uint32 &&
+                      bits >= 2 && bits <= 8 && group > 0 && xa.ndim() >= 1 && wa.ndim() == 2;
+    if (!ours) {
+      to_handle(out, mc::quantized_matmul(xa, wa, sa, ba, true, group, bits, "affine", stream));
+      return 0;
+    }
+    const int k = static_cast<int>(xa.shape().back());
+    const int n = static_cast<int>(wa.shape(0));
+    if (k % group != 0 || static_cast<int64_t>(wa.shape(1)) * 32 != static_cast<int64_t>(k) * bits ||
+        sa.shape() != mc::Shape{n, k / group} || ba.shape() != sa.shape()) {
+      last_error = "quantized matmul: x [..., " + std::to_string(k) + "] does not fit w " +
+                   std::to_string(wa.shape(0)) + "x" + std::to_string(wa.shape(1)) + " at " +
+                   std::to_string(bits) + " bits, group " + std::to_string(group);
+      return 1;
+    }
+    mc::Shape shape = xa.shape();
+    shape.back() = n;
+    auto primitive = std::make_shared<QuantizedMatmulCpu>(stream, group, bits);
+    to_handle(out, mc::array(shape, mc::float32, primitive, {xa, wa, sa, ba}));
+    return 0;
+  } catch (const std::exception& e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+__attribute__((visibility("default"))) const char* lamina_kernels_last_error() { return last_error.c_str(); }
+
+}  // extern "C"

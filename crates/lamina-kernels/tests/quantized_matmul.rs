@@ -1,0 +1,115 @@
+//! lamina's CPU quantized matmul against MLX's own `quantized_matmul`: every width and
+//! group size, one-row (decode) and many-row (prefill) shapes, odd sizes, strided inputs,
+//! batch dimensions, gradients, and shape errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use lamina_kernels::quantized_matmul;
+use mlx_rs::ops;
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{Array, Dtype};
+
+/// Deterministic values in [-1, 1).
+fn values(shape: &[i32], salt: f32) -> Array {
+    let n: i32 = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.7548 + salt) * 12.9898).sin()).collect();
+    Array::from_slice(&v, shape)
+}
+
+fn max_rel_diff(a: &Array, b: &Array) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let diff = a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+    let scale = b.abs().unwrap().max(None).unwrap().item_exact::<f32>().max(1.0);
+    diff / scale
+}
+
+fn check(m: i32, n: i32, k: i32, group: i32, bits: i32) {
+    let w = values(&[n, k], bits as f32 + group as f32);
+    let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
+    let x = values(&[m, k], 0.5);
+    let ours = quantized_matmul(&x, &packed, &scales, &biases, group, bits).unwrap();
+    let mlx = ops::quantized_matmul(&x, &packed, &scales, &biases, true, group, bits).unwrap();
+    let diff = max_rel_diff(&ours, &mlx);
+    assert!(diff < 2e-5, "m {m} n {n} k {k} group {group} bits {bits}: {diff}");
+}
+
+#[test]
+fn every_width_and_group_matches_mlx_for_one_row_and_many() {
+    for bits in [2, 3, 4, 5, 6, 8] {
+        for group in [32, 64, 128] {
+            for (m, n) in [(1, 1), (1, 37), (3, 19), (4, 64), (5, 7), (17, 300)] {
+                check(m, n, 2 * group, group, bits);
+            }
+        }
+    }
+}
+
+#[test]
+fn model_shapes_match_mlx() {
+    // SmolLM2-135M's projections and its tied 49152-row head, at decode and prefill.
+    for (n, k) in [(576, 576), (1536, 576), (576, 1536), (49_152, 576)] {
+        for m in [1, 9] {
+            check(m, n, k, 32, 4);
+            check(m, n, k, 64, 8);
+        }
+    }
+}
+
+#[test]
+fn batch_dimensions_and_strided_inputs_are_read_correctly() {
+    let (group, bits) = (32, 4);
+    let w = values(&[24, 64], 1.0);
+    let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
+    let x = values(&[2, 3, 64], 2.0);
+    let ours = quantized_matmul(&x, &packed, &scales, &biases, group, bits).unwrap();
+    assert_eq!(ours.shape(), &[2, 3, 24]);
+    let mlx = ops::quantized_matmul(&x, &packed, &scales, &biases, true, group, bits).unwrap();
+    assert!(max_rel_diff(&ours, &mlx) < 2e-5);
+    // A transposed (non-contiguous) view of x.
+    let xt = values(&[64, 5], 3.0).t();
+    let ours = quantized_matmul(&xt, &packed, &scales, &biases, group, bits).unwrap();
+    let mlx = ops::quantized_matmul(&xt, &packed, &scales, &biases, true, group, bits).unwrap();
+    assert!(max_rel_diff(&ours, &mlx) < 2e-5);
+    // A slice of a decode step (one row of a bigger batch).
+    let row = x.index((1, 2..3, ..));
+    let ours = quantized_matmul(&row, &packed, &scales, &biases, group, bits).unwrap();
+    let mlx = ops::quantized_matmul(&row, &packed, &scales, &biases, true, group, bits).unwrap();
+    assert!(max_rel_diff(&ours, &mlx) < 2e-5);
+}
+
+#[test]
+fn gradients_with_respect_to_x_flow_through_the_kernel() {
+    let (group, bits) = (32, 4);
+    let w = values(&[16, 64], 4.0);
+    let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
+    let x = values(&[3, 64], 5.0);
+    let loss = |kernel: bool| {
+        let (packed, scales, biases) = (packed.clone(), scales.clone(), biases.clone());
+        move |x: &Array| -> Result<Array, mlx_rs::error::Exception> {
+            let y = if kernel {
+                quantized_matmul(x, &packed, &scales, &biases, group, bits)
+                    .map_err(|e| mlx_rs::error::Exception::custom(e.to_string()))?
+            } else {
+                ops::quantized_matmul(x, &packed, &scales, &biases, true, group, bits)?
+            };
+            y.square()?.sum(None)
+        }
+    };
+    let ours = mlx_rs::transforms::grad(loss(true))(&x).unwrap();
+    let mlx = mlx_rs::transforms::grad(loss(false))(&x).unwrap();
+    assert_eq!(ours.shape(), &[3, 64]);
+    assert!(max_rel_diff(&ours, &mlx) < 1e-4);
+}
+
+#[test]
+fn other_dtypes_go_through_mlx_and_bad_shapes_are_errors() {
+    let (group, bits) = (32, 4);
+    let w = values(&[8, 64], 6.0);
+    let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
+    let x16 = values(&[1, 64], 7.0).as_dtype(Dtype::Bfloat16).unwrap();
+    let (s16, b16) = (scales.as_dtype(Dtype::Bfloat16).unwrap(), biases.as_dtype(Dtype::Bfloat16).unwrap());
+    let out = quantized_matmul(&x16, &packed, &s16, &b16, group, bits).unwrap();
+    assert_eq!(out.dtype(), Dtype::Bfloat16);
+    let wrong = values(&[1, 96], 8.0);
+    let err = quantized_matmul(&wrong, &packed, &scales, &biases, group, bits).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+}
