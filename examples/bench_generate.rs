@@ -21,9 +21,13 @@ use mlx_rs::random;
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// Checkpoint (default: the embedded SmolLM2-135M-Instruct GGUF, dequantized to f32).
+    /// Checkpoint (default: the embedded SmolLM2-135M-Instruct GGUF, as stored: 4-bit).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Weights dtype (f32, f16, bf16); quantized GGUF tensors are dequantized to it. As
+    /// stored when absent.
+    #[arg(long)]
+    dtype: Option<String>,
     /// Prompt tokens.
     #[arg(long, default_value_t = 256)]
     prompt_len: usize,
@@ -46,7 +50,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => path,
         None => PathBuf::from(option_env!("LAMINA_DEFAULT_MODEL").ok_or("no default model; pass --model")?),
     };
-    let mut loaded = load_blocking(&path, LoadOptions { tokenizer: false, ..LoadOptions::default() })?;
+    let dtype = args.dtype.as_deref().map(lamina::core::DType::parse).transpose()?;
+    let mut loaded = load_blocking(&path, LoadOptions { tokenizer: false, dtype, ..LoadOptions::default() })?;
     if let Some(dir) = args.export {
         save_checkpoint(&dir, &loaded.config, loaded.model.as_ref())?;
         println!("exported {} to {}", path.display(), dir.display());

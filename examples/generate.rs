@@ -60,7 +60,8 @@ struct Args {
     /// Seed for sampling.
     #[arg(long)]
     seed: Option<u64>,
-    /// Weights dtype (f32, f16, bf16); GGUF files are dequantized to it (f32 by default).
+    /// Weights dtype (f32, f16, bf16); quantized GGUF tensors are dequantized to it. As
+    /// stored when absent (a quantized file stays quantized).
     #[arg(long)]
     dtype: Option<String>,
     /// Print one JSON object (tokens, text, speeds, peak memory) instead of streaming.

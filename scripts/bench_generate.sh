@@ -17,7 +17,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import mlx_lm" 2>/dev
   "$venv/bin/pip" install --quiet --disable-pip-version-check mlx==0.32.2 mlx-cpu==0.32.2 mlx-lm==0.32.2
 fi
 model=$env_dir/smollm2-135m-f32
-[ -f "$model/model.safetensors" ] || ./target/release/examples/bench_generate --export "$model"
+[ -f "$model/model.safetensors" ] || ./target/release/examples/bench_generate --dtype f32 --export "$model"
 openblas=$(ldconfig -p | awk '/libopenblas\.so\.0 /{print $NF; exit}')
 shim=$(ls -t target/release/build/mlx-sys-*/out/blas-shim/libmlx_blas_shim.so | head -1)
 log=$(mktemp)

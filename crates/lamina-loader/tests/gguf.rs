@@ -13,8 +13,8 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gguf").join(name)
 }
 
-async fn logits_match(name: &str) {
-    let mut loaded = load(fixture(&format!("{name}.gguf")), LoadOptions::default()).await.unwrap();
+async fn logits_match(name: &str, options: LoadOptions) {
+    let mut loaded = load(fixture(&format!("{name}.gguf")), options).await.unwrap();
     assert!(loaded.report.is_clean(), "{}", loaded.report);
     let reference = Array::load_safetensors(fixture(&format!("reference_{name}.safetensors"))).unwrap();
     let logits = loaded.model.forward(ModelInput::new(&reference["input_ids"])).unwrap().logits;
@@ -26,12 +26,50 @@ async fn logits_match(name: &str) {
 
 #[tokio::test]
 async fn f32_gguf_matches_mlx_lm() {
-    logits_match("tiny_f32").await;
+    logits_match("tiny_f32", LoadOptions::default()).await;
 }
 
 #[tokio::test]
 async fn q8_0_q4_0_q4_1_gguf_matches_mlx_lm_on_the_dequantized_weights() {
-    logits_match("tiny_quant").await;
+    // Kept quantized (the default: lamina's kernel computes on the packed weights) and
+    // dequantized to f32 on request: both match the f32 reference.
+    logits_match("tiny_quant", LoadOptions::default()).await;
+    logits_match(
+        "tiny_quant",
+        LoadOptions { dtype: Some(lamina_core::DType::F32), ..LoadOptions::default() },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn quantized_tensors_stay_quantized_unless_a_dtype_is_asked_for() {
+    use lamina_families::LanguageModel;
+    let count_quantized = |model: &mut dyn LanguageModel| {
+        let mut bits = Vec::new();
+        model
+            .visit_layers("", &mut |path, layer| {
+                let q = match layer {
+                    lamina_components::Quantizable::Linear(l) => l.quantization(),
+                    lamina_components::Quantizable::Embedding(e) => e.quantization(),
+                };
+                if let Some(q) = q {
+                    bits.push((path.to_owned(), q.bits, q.group_size));
+                }
+                Ok(())
+            })
+            .unwrap();
+        bits
+    };
+    let mut kept = load(fixture("tiny_quant.gguf"), LoadOptions::default()).await.unwrap();
+    let layers = count_quantized(kept.model.as_mut());
+    assert!(!layers.is_empty());
+    assert!(layers.iter().all(|(_, bits, group)| [4, 8].contains(bits) && *group == 32), "{layers:?}");
+    assert!(layers.iter().any(|(p, ..)| p.ends_with("q_proj")), "{layers:?}");
+    assert_eq!(kept.config["quantization"]["group_size"], 32);
+    let options = LoadOptions { dtype: Some(lamina_core::DType::F32), ..LoadOptions::default() };
+    let mut dense = load(fixture("tiny_quant.gguf"), options).await.unwrap();
+    assert!(count_quantized(dense.model.as_mut()).is_empty());
+    assert!(dense.memory_bytes > kept.memory_bytes);
 }
 
 #[tokio::test]

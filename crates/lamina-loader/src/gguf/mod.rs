@@ -1,8 +1,9 @@
 //! GGUF checkpoints (llama.cpp's format, Llama architecture): the header is parsed and
 //! validated by lamina, the tensors are read by MLX's GGUF reader (Q4_0, Q4_1 and Q8_0
-//! arrive as MLX's affine quantization), the config and tokenizer are built from the
-//! metadata, llama.cpp's q/k row permutation is undone, and quantized tensors are
-//! dequantized (in f32) to the requested dtype.
+//! arrive as MLX's affine quantization, group 32), the config and tokenizer are built from
+//! the metadata, and llama.cpp's q/k row permutation is undone. Quantized tensors stay
+//! quantized (computed by lamina's CPU kernel); asking for a dtype dequantizes them (in
+//! f32) to it.
 
 mod config;
 mod header;
@@ -13,9 +14,12 @@ pub use header::{Header, TensorDesc, TensorType, Value as GgufValue, parse};
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use lamina_components::QuantConfig;
 use lamina_core::{Budget, DType};
-use lamina_families::AnyConfig;
 use lamina_families::Weights;
+use lamina_families::{AnyConfig, CheckpointQuantization};
 use mlx_rs::{Array, Dtype, ops};
 
 use crate::error::{LoaderError, Result};
@@ -49,14 +53,19 @@ pub(crate) async fn load_gguf(
         .await
         .map_err(|e| LoaderError::Task(e.to_string()))??;
     let family_config = config::llama_config(&header).map_err(|reason| gguf_error(&path, reason))?;
+    // Quantized tensors stay quantized unless a dtype is asked for.
+    let keep_quantized = options.dtype.is_none();
     let target = options.dtype.unwrap_or(DType::F32);
-    let budget = Budget { limit: options.memory_limit, bits: 8 * target.size_of() as u64 };
+    let held = |t: &TensorDesc| match (keep_quantized, t.kind.quantized_bits()) {
+        (true, Some(bits)) => held_quantized(t, bits),
+        _ => t.numel() * target.size_of() as u64,
+    };
+    let needed: u64 = header.tensors.iter().map(held).sum();
+    let parameters: u64 = header.tensors.iter().map(TensorDesc::numel).sum();
+    let bits = (needed.saturating_mul(8) / parameters.max(1)).max(1);
+    let budget = Budget { limit: options.memory_limit, bits };
     let mut model = family_config.build(budget).map_err(|e| LoaderError::model(&path, e))?;
     let (heads, kv_heads) = (family_config.num_attention_heads, family_config.kv_heads());
-    let config = serde_json::to_value(&family_config)
-        .map_err(|source| LoaderError::Json { path: path.clone(), source })?;
-
-    let needed: u64 = header.tensors.iter().map(|t| t.numel() * target.size_of() as u64).sum();
     if let Some(limit) = options.memory_limit {
         if needed > limit {
             return Err(LoaderError::MemoryLimit { needed, limit });
@@ -76,20 +85,44 @@ pub(crate) async fn load_gguf(
     .map_err(|e| LoaderError::Task(e.to_string()))??;
 
     let mut weights = Weights::with_capacity(header.tensors.len());
+    let mut quantized = BTreeMap::new();
     for desc in &header.tensors {
-        let array = take_tensor(&mut arrays, desc, target).map_err(|reason| gguf_error(&path, reason))?;
         let (name, permuted) = config::hf_name(&desc.name, heads, kv_heads);
-        let array = match permuted {
-            Some(h) => unpermute(&array, h)?,
-            None => array,
+        let rows = |a: Array| -> Result<Array> {
+            match permuted {
+                Some(h) => unpermute(&a, h),
+                None => Ok(a),
+            }
         };
+        match (keep_quantized, desc.kind.quantized_bits()) {
+            (true, Some(bits)) => {
+                let (w, scales, biases) =
+                    take_quantized(&mut arrays, desc, bits).map_err(|reason| gguf_error(&path, reason))?;
+                let layer = name.strip_suffix(".weight").unwrap_or(&name).to_owned();
+                weights.insert(format!("{layer}.scales"), rows(scales)?);
+                weights.insert(format!("{layer}.biases"), rows(biases)?);
+                weights.insert(name, rows(w)?);
+                quantized.insert(layer, Some(QuantConfig::new(bits, GGUF_GROUP)));
+            }
+            _ => {
+                let array =
+                    take_tensor(&mut arrays, desc, target).map_err(|reason| gguf_error(&path, reason))?;
+                weights.insert(name, rows(array)?);
+            }
+        }
         options.progress.send(Progress::Tensor { name: desc.name.clone(), bytes: desc.bytes });
-        weights.insert(name, array);
     }
     mlx_rs::transforms::eval(weights.values())?;
     options.progress.send(Progress::FileDone { path: path.clone() });
 
     let weights = model.sanitize(weights).map_err(|e| LoaderError::model(&path, e))?;
+    let mut config = serde_json::to_value(&family_config)
+        .map_err(|source| LoaderError::Json { path: path.clone(), source })?;
+    if let Some(default) = quantized.values().flatten().next().copied() {
+        let plan = CheckpointQuantization { default, overrides: quantized };
+        plan.prepare(model.as_mut(), &weights).map_err(|e| LoaderError::model(&path, e))?;
+        config["quantization"] = CheckpointQuantization::config_entry(default);
+    }
     let report = apply_strictly(model.as_mut(), weights, options.allow_mismatch, &options.progress)?;
     let tokenizer = if options.tokenizer {
         Some(
@@ -110,6 +143,45 @@ pub(crate) async fn load_gguf(
     })
 }
 
+/// The group size of the GGUF types MLX's reader hands over in its affine layout.
+const GGUF_GROUP: i32 = 32;
+
+/// Bytes a quantized tensor takes once held in MLX's layout (packed values, f32 scales
+/// and biases per group of 32).
+fn held_quantized(t: &TensorDesc, bits: i32) -> u64 {
+    let cols = t.shape.last().copied().unwrap_or(0);
+    let rows = t.numel() / cols.max(1);
+    QuantConfig::new(bits, GGUF_GROUP).bytes(rows, cols)
+}
+
+/// The packed weight, scales and biases (f32) of a quantized tensor, as MLX's reader
+/// hands them over in its affine layout.
+fn take_quantized(
+    arrays: &mut std::collections::HashMap<String, Array>,
+    desc: &TensorDesc,
+    bits: i32,
+) -> std::result::Result<(Array, Array, Array), String> {
+    let missing = |key: &str| format!("MLX's reader returned no `{key}`");
+    let weight = arrays.remove(&desc.name).ok_or_else(|| missing(&desc.name))?;
+    let prefix = desc.name.strip_suffix(".weight").unwrap_or(&desc.name);
+    let scales = arrays.remove(&format!("{prefix}.scales")).ok_or_else(|| missing("scales"))?;
+    let biases = arrays.remove(&format!("{prefix}.biases")).ok_or_else(|| missing("biases"))?;
+    let f32 = |a: Array| a.as_dtype(Dtype::Float32).map_err(|e| e.to_string());
+    let (scales, biases) = (f32(scales)?, f32(biases)?);
+    let rows = desc.numel() / desc.shape.last().copied().unwrap_or(1).max(1);
+    let cols = desc.shape.last().copied().unwrap_or(0);
+    let (packed_shape, group_shape) = QuantConfig::new(bits, GGUF_GROUP).shapes(rows as i32, cols as i32);
+    if weight.shape() != packed_shape.as_slice() || scales.shape() != group_shape.as_slice() {
+        return Err(format!(
+            "tensor `{}` arrives as {:?} with scales {:?}, expected {packed_shape:?} and {group_shape:?}",
+            desc.name,
+            weight.shape(),
+            scales.shape()
+        ));
+    }
+    Ok((weight, scales, biases))
+}
+
 /// The tensor `desc` describes, dequantized (in f32) if it was quantized, cast to `target`.
 fn take_tensor(
     arrays: &mut std::collections::HashMap<String, Array>,
@@ -124,7 +196,8 @@ fn take_tensor(
             let scales = arrays.remove(&format!("{prefix}.scales")).ok_or_else(|| missing("scales"))?;
             let biases = arrays.remove(&format!("{prefix}.biases")).ok_or_else(|| missing("biases"))?;
             let f32 = |a: Array| a.as_dtype(Dtype::Float32).map_err(|e| e.to_string());
-            ops::dequantize(&weight, f32(scales)?, &f32(biases)?, 32, bits).map_err(|e| e.to_string())?
+            ops::dequantize(&weight, f32(scales)?, &f32(biases)?, GGUF_GROUP, bits)
+                .map_err(|e| e.to_string())?
         }
         None => weight,
     };
