@@ -171,3 +171,23 @@ fn a_chat_template_jinja_file_wins_over_the_config_template() {
     assert_eq!(from_file.chat_template(), Some(qwen.as_str()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sentencepiece_gguf_tokenizers_give_llama_cpps_ids() {
+    // A subset of Gemma 3's vocabulary (scores, byte and control tokens as the file has
+    // them); the ids are llama.cpp's for the same file (scripts/fixtures/spm_gguf.py).
+    let header = lamina_loader::gguf::read_header(&fixture("spm_tokenizer.gguf")).unwrap();
+    let tokenizer = lamina_loader::gguf::tokenizer(&header).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("spm_reference.json")).unwrap()).unwrap();
+    assert_eq!(tokenizer.vocab_size() as u64, reference["vocab_size"].as_u64().unwrap());
+    for case in reference["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<u32> =
+            case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids = tokenizer.encode(text, false).unwrap();
+        assert_eq!(ids, expected, "{text:?}");
+        // Every byte survives the round trip (byte fallback included).
+        assert_eq!(tokenizer.decode(&ids, false).unwrap(), text, "{text:?}");
+    }
+}

@@ -59,19 +59,41 @@ impl Value {
     }
 }
 
-/// The ggml tensor types lamina reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The ggml tensor types a header may declare (their block layouts are ggml's
+/// `ggml-common.h`). Which of them lamina loads is [`TensorType::readable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display)]
+#[allow(non_camel_case_types)] // spelled as ggml spells them (`Q4_K`), so messages match llama.cpp's
 pub enum TensorType {
     /// f32.
     F32,
     /// f16.
     F16,
+    /// bf16.
+    BF16,
     /// Blocks of 32: an f16 scale and 32 4-bit values (offset 8).
     Q4_0,
     /// Blocks of 32: f16 scale and minimum, 32 4-bit values.
     Q4_1,
+    /// Blocks of 32: an f16 scale, 32 5-bit values (offset 16).
+    Q5_0,
+    /// Blocks of 32: f16 scale and minimum, 32 5-bit values.
+    Q5_1,
     /// Blocks of 32: an f16 scale and 32 int8 values.
     Q8_0,
+    /// Blocks of 32: f32 scale and sum, 32 int8 values.
+    Q8_1,
+    /// Super-blocks of 256: 16 groups of 16 2-bit values with 4-bit scales and minimums.
+    Q2_K,
+    /// Super-blocks of 256: 16 groups of 16 3-bit values with 6-bit scales.
+    Q3_K,
+    /// Super-blocks of 256: 8 groups of 32 4-bit values with 6-bit scales and minimums.
+    Q4_K,
+    /// Super-blocks of 256: 8 groups of 32 5-bit values with 6-bit scales and minimums.
+    Q5_K,
+    /// Super-blocks of 256: 16 groups of 16 6-bit values with 8-bit scales.
+    Q6_K,
+    /// Super-blocks of 256: f32 scale, 256 int8 values and group sums.
+    Q8_K,
 }
 
 impl TensorType {
@@ -81,31 +103,62 @@ impl TensorType {
             1 => TensorType::F16,
             2 => TensorType::Q4_0,
             3 => TensorType::Q4_1,
+            6 => TensorType::Q5_0,
+            7 => TensorType::Q5_1,
             8 => TensorType::Q8_0,
+            9 => TensorType::Q8_1,
+            10 => TensorType::Q2_K,
+            11 => TensorType::Q3_K,
+            12 => TensorType::Q4_K,
+            13 => TensorType::Q5_K,
+            14 => TensorType::Q6_K,
+            15 => TensorType::Q8_K,
+            30 => TensorType::BF16,
             _ => return None,
         })
     }
 
-    /// Bytes of `elements` values, or `None` when `elements` is not a whole number of
-    /// blocks.
-    pub fn bytes(self, elements: u64) -> Option<u64> {
-        let block = |size: u64| (elements % 32 == 0).then(|| elements / 32 * size);
+    /// `(values, bytes)` of one block.
+    fn block(self) -> (u64, u64) {
         match self {
-            TensorType::F32 => elements.checked_mul(4),
-            TensorType::F16 => elements.checked_mul(2),
-            TensorType::Q4_0 => block(18),
-            TensorType::Q4_1 => block(20),
-            TensorType::Q8_0 => block(34),
+            TensorType::F32 => (1, 4),
+            TensorType::F16 | TensorType::BF16 => (1, 2),
+            TensorType::Q4_0 => (32, 18),
+            TensorType::Q4_1 => (32, 20),
+            TensorType::Q5_0 => (32, 22),
+            TensorType::Q5_1 => (32, 24),
+            TensorType::Q8_0 => (32, 34),
+            TensorType::Q8_1 => (32, 36),
+            TensorType::Q2_K => (256, 84),
+            TensorType::Q3_K => (256, 110),
+            TensorType::Q4_K => (256, 144),
+            TensorType::Q5_K => (256, 176),
+            TensorType::Q6_K => (256, 210),
+            TensorType::Q8_K => (256, 292),
         }
     }
 
-    /// Bits per quantized value, for the quantized types.
+    /// Bytes of `elements` values, or `None` when `elements` is not a whole number of
+    /// blocks (or the size overflows).
+    pub fn bytes(self, elements: u64) -> Option<u64> {
+        let (values, bytes) = self.block();
+        (elements % values == 0).then(|| (elements / values).checked_mul(bytes)).flatten()
+    }
+
+    /// Bits per quantized value, for the quantized types MLX's reader hands over in its
+    /// affine layout.
     pub fn quantized_bits(self) -> Option<i32> {
         match self {
             TensorType::Q4_0 | TensorType::Q4_1 => Some(4),
             TensorType::Q8_0 => Some(8),
-            TensorType::F32 | TensorType::F16 => None,
+            _ => None,
         }
+    }
+
+    /// Whether lamina loads tensors of this type (F32, F16, Q4_0, Q4_1, Q8_0); the
+    /// others parse, and loading names them.
+    pub fn readable(self) -> bool {
+        matches!(self, TensorType::F32 | TensorType::F16) || self.quantized_bits().is_some()
     }
 }
 
@@ -283,16 +336,15 @@ pub fn parse(data: &[u8]) -> Result<Header, String> {
     let available = (data.len() as u64).saturating_sub(start);
     let mut tensors = Vec::with_capacity(raw.len());
     for (name, dims, type_id, offset) in raw {
-        let kind = TensorType::from_id(type_id).ok_or_else(|| {
-            format!("tensor `{name}` has ggml type {type_id}; lamina reads F32, F16, Q4_0, Q4_1, Q8_0")
-        })?;
+        let kind = TensorType::from_id(type_id)
+            .ok_or_else(|| format!("tensor `{name}` has unknown ggml type {type_id}"))?;
         let numel = dims
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| format!("tensor `{name}` is too large"))?;
         let bytes = kind
             .bytes(numel)
-            .ok_or_else(|| format!("tensor `{name}` is not a whole number of 32-value blocks"))?;
+            .ok_or_else(|| format!("tensor `{name}` is not a whole number of {kind} blocks"))?;
         let end = offset.checked_add(bytes).ok_or_else(|| format!("tensor `{name}` has a corrupt offset"))?;
         if end > available {
             return Err(format!(
@@ -378,8 +430,8 @@ mod tests {
         assert!(parse(&huge_count).is_err());
         let mut bad_type = sample();
         let pos = find_tensor_type(&bad_type);
-        bad_type[pos..pos + 4].copy_from_slice(&12u32.to_le_bytes());
-        assert!(parse(&bad_type).unwrap_err().contains("ggml type 12"));
+        bad_type[pos..pos + 4].copy_from_slice(&99u32.to_le_bytes());
+        assert!(parse(&bad_type).unwrap_err().contains("ggml type 99"));
     }
 
     fn find_tensor_type(file: &[u8]) -> usize {

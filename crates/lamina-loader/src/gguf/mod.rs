@@ -11,6 +11,7 @@ mod tokenizer;
 
 pub use config::llama_config;
 pub use header::{Header, TensorDesc, TensorType, Value as GgufValue, parse};
+pub use tokenizer::tokenizer;
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,15 @@ pub(crate) async fn load_gguf(
         .await
         .map_err(|e| LoaderError::Task(e.to_string()))??;
     let family_config = config::llama_config(&header).map_err(|reason| gguf_error(&path, reason))?;
+    if let Some(t) = header.tensors.iter().find(|t| !t.kind.readable()) {
+        return Err(gguf_error(
+            &path,
+            format!(
+                "tensor `{}` is {}, which lamina does not read yet (F32, F16, Q4_0, Q4_1, Q8_0)",
+                t.name, t.kind
+            ),
+        ));
+    }
     // Quantized tensors stay quantized unless a dtype is asked for.
     let keep_quantized = options.dtype.is_none();
     let target = options.dtype.unwrap_or(DType::F32);
