@@ -191,3 +191,43 @@ fn sentencepiece_gguf_tokenizers_give_llama_cpps_ids() {
         assert_eq!(tokenizer.decode(&ids, false).unwrap(), text, "{text:?}");
     }
 }
+
+#[test]
+fn every_ggml_type_decodes_as_gguf_py_does_and_repacks_into_mlx_layout() {
+    use lamina_loader::gguf::{Tensor, read_tensors};
+    let reference = Array::load_safetensors(fixture("types_reference.safetensors")).unwrap();
+    let dense = read_tensors(&fixture("types.gguf"), Some(lamina_core::DType::F32)).unwrap();
+    assert_eq!(dense.len(), 9);
+    for (name, tensor) in &dense {
+        let Tensor::Dense(values) = tensor else { panic!("{name}: expected dense") };
+        let expected = &reference[name.as_str()];
+        let diff = values.subtract(expected).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+        assert!(diff <= 1e-6, "{name}: {diff}");
+    }
+    let kept = read_tensors(&fixture("types.gguf"), None).unwrap();
+    for (name, tensor) in &kept {
+        let expected = &reference[name.as_str()];
+        let values = match tensor {
+            Tensor::Dense(values) => {
+                assert_eq!(name, "bf16.weight");
+                values.clone()
+            }
+            Tensor::Quantized { config, packed, scales, biases } => {
+                let want = match name.as_str() {
+                    "q4_0.weight" | "q4_1.weight" | "q4_k.weight" => 4,
+                    "q5_0.weight" | "q5_1.weight" | "q5_k.weight" => 5,
+                    _ => 8,
+                };
+                assert_eq!((config.bits, config.group_size), (want, 32), "{name}");
+                config.dequantize(packed, scales, biases).unwrap()
+            }
+        };
+        let diff = values.subtract(expected).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+        let scale = expected.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+        // Exact forms up to float rounding; Q6_K is re-quantized to 8 bits (its 16-value
+        // groups have scales of their own): within one 8-bit step of the tensor's range.
+        let bound = if name == "q6_k.weight" { 2.0 * scale / 255.0 } else { 1e-6 * scale.max(1.0) };
+        eprintln!("{name}: max |kept - reference| {diff:e} (bound {bound:e})");
+        assert!(diff <= bound, "{name}: {diff} > {bound}");
+    }
+}

@@ -119,7 +119,7 @@ impl TensorType {
     }
 
     /// `(values, bytes)` of one block.
-    fn block(self) -> (u64, u64) {
+    pub(crate) fn block(self) -> (u64, u64) {
         match self {
             TensorType::F32 => (1, 4),
             TensorType::F16 | TensorType::BF16 => (1, 2),
@@ -155,10 +155,10 @@ impl TensorType {
         }
     }
 
-    /// Whether lamina loads tensors of this type (F32, F16, Q4_0, Q4_1, Q8_0); the
+    /// Whether lamina loads tensors of this type (all but Q2_K, Q3_K, Q8_1 and Q8_K); the
     /// others parse, and loading names them.
     pub fn readable(self) -> bool {
-        matches!(self, TensorType::F32 | TensorType::F16) || self.quantized_bits().is_some()
+        !matches!(self, TensorType::Q2_K | TensorType::Q3_K | TensorType::Q8_1 | TensorType::Q8_K)
     }
 }
 
@@ -173,6 +173,8 @@ pub struct TensorDesc {
     pub kind: TensorType,
     /// Bytes in the file.
     pub bytes: u64,
+    /// Where its bytes start in the file (checked to lie inside it with `bytes`).
+    pub offset: u64,
 }
 
 impl TensorDesc {
@@ -352,7 +354,8 @@ pub fn parse(data: &[u8]) -> Result<Header, String> {
             ));
         }
         let shape = dims.into_iter().rev().collect();
-        tensors.push(TensorDesc { name, shape, kind, bytes });
+        let offset = start + offset;
+        tensors.push(TensorDesc { name, shape, kind, bytes, offset });
     }
     Ok(Header { version, metadata, tensors })
 }

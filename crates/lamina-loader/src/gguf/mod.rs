@@ -1,10 +1,10 @@
 //! GGUF checkpoints (llama.cpp's format, Llama architecture): the header is parsed and
-//! validated by lamina, the tensors are read by MLX's GGUF reader (Q4_0, Q4_1 and Q8_0
-//! arrive as MLX's affine quantization, group 32), the config and tokenizer are built from
-//! the metadata, and llama.cpp's q/k row permutation is undone. Quantized tensors stay
-//! quantized (computed by lamina's CPU kernel); asking for a dtype dequantizes them (in
-//! f32) to it.
+//! validated by lamina and every tensor's blocks are read by lamina (`blocks`): quantized
+//! types are repacked into MLX's affine layout (group 32) and stay quantized, computed by
+//! lamina's CPU kernel; asking for a dtype dequantizes them (in f32) to it. The config and
+//! tokenizer are built from the metadata, and llama.cpp's q/k row permutation is undone.
 
+mod blocks;
 mod config;
 mod header;
 mod tokenizer;
@@ -21,7 +21,7 @@ use lamina_components::QuantConfig;
 use lamina_core::{Budget, DType};
 use lamina_families::Weights;
 use lamina_families::{AnyConfig, CheckpointQuantization};
-use mlx_rs::{Array, Dtype, ops};
+use mlx_rs::Array;
 
 use crate::error::{LoaderError, Result};
 use crate::generation::GenerationConfig;
@@ -50,7 +50,7 @@ pub(crate) async fn load_gguf(
     options: LoadOptions,
 ) -> Result<LoadedModel> {
     let header_path = path.clone();
-    let header = tokio::task::spawn_blocking(move || read_header(&header_path))
+    let (header, mmap) = tokio::task::spawn_blocking(move || map_and_parse(&header_path))
         .await
         .map_err(|e| LoaderError::Task(e.to_string()))??;
     let family_config = config::llama_config(&header).map_err(|reason| gguf_error(&path, reason))?;
@@ -58,7 +58,8 @@ pub(crate) async fn load_gguf(
         return Err(gguf_error(
             &path,
             format!(
-                "tensor `{}` is {}, which lamina does not read yet (F32, F16, Q4_0, Q4_1, Q8_0)",
+                "tensor `{}` is {}, which lamina does not read yet (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, \
+                 Q8_0, Q4_K, Q5_K, Q6_K)",
                 t.name, t.kind
             ),
         ));
@@ -66,7 +67,7 @@ pub(crate) async fn load_gguf(
     // Quantized tensors stay quantized unless a dtype is asked for.
     let keep_quantized = options.dtype.is_none();
     let target = options.dtype.unwrap_or(DType::F32);
-    let held = |t: &TensorDesc| match (keep_quantized, t.kind.quantized_bits()) {
+    let held = |t: &TensorDesc| match (keep_quantized, held_bits(t.kind)) {
         (true, Some(bits)) => held_quantized(t, bits),
         _ => t.numel() * target.size_of() as u64,
     };
@@ -85,15 +86,6 @@ pub(crate) async fn load_gguf(
     options.progress.send(Progress::Started { files: 1, tensors: header.tensors.len(), bytes: disk });
     options.progress.send(Progress::FileStarted { path: path.clone() });
 
-    let read_path = path.clone();
-    let mut arrays = tokio::task::spawn_blocking(move || {
-        mlx_rs::io::GgufFile::load(&read_path)
-            .and_then(|file| file.arrays())
-            .map_err(|e| gguf_error(&read_path, e.to_string()))
-    })
-    .await
-    .map_err(|e| LoaderError::Task(e.to_string()))??;
-
     let mut weights = Weights::with_capacity(header.tensors.len());
     let mut quantized = BTreeMap::new();
     for desc in &header.tensors {
@@ -104,24 +96,23 @@ pub(crate) async fn load_gguf(
                 None => Ok(a),
             }
         };
-        match (keep_quantized, desc.kind.quantized_bits()) {
-            (true, Some(bits)) => {
-                let (w, scales, biases) =
-                    take_quantized(&mut arrays, desc, bits).map_err(|reason| gguf_error(&path, reason))?;
+        let tensor =
+            read_tensor(&mmap, desc, keep_quantized, target).map_err(|reason| gguf_error(&path, reason))?;
+        match tensor {
+            Tensor::Dense(array) => {
+                weights.insert(name, rows(array)?);
+            }
+            Tensor::Quantized { config, packed, scales, biases } => {
                 let layer = name.strip_suffix(".weight").unwrap_or(&name).to_owned();
                 weights.insert(format!("{layer}.scales"), rows(scales)?);
                 weights.insert(format!("{layer}.biases"), rows(biases)?);
-                weights.insert(name, rows(w)?);
-                quantized.insert(layer, Some(QuantConfig::new(bits, GGUF_GROUP)));
-            }
-            _ => {
-                let array =
-                    take_tensor(&mut arrays, desc, target).map_err(|reason| gguf_error(&path, reason))?;
-                weights.insert(name, rows(array)?);
+                weights.insert(name, rows(packed)?);
+                quantized.insert(layer, Some(config));
             }
         }
         options.progress.send(Progress::Tensor { name: desc.name.clone(), bytes: desc.bytes });
     }
+    drop(mmap);
     mlx_rs::transforms::eval(weights.values())?;
     options.progress.send(Progress::FileDone { path: path.clone() });
 
@@ -153,8 +144,27 @@ pub(crate) async fn load_gguf(
     })
 }
 
-/// The group size of the GGUF types MLX's reader hands over in its affine layout.
+/// Maps a GGUF file and parses its header.
+fn map_and_parse(path: &Path) -> Result<(Header, memmap2::Mmap)> {
+    let file = std::fs::File::open(path).map_err(|e| LoaderError::io(path, e))?;
+    // SAFETY: read-only map; see `TensorFile::open`.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LoaderError::io(path, e))?;
+    let header = parse(&mmap).map_err(|reason| gguf_error(path, reason))?;
+    Ok((header, mmap))
+}
+
+/// The group size of every quantized form lamina keeps.
 const GGUF_GROUP: i32 = 32;
+
+/// The bits a type is held at when kept quantized (Q6_K is re-quantized to 8 bits).
+fn held_bits(kind: TensorType) -> Option<i32> {
+    match kind {
+        TensorType::Q4_0 | TensorType::Q4_1 | TensorType::Q4_K => Some(4),
+        TensorType::Q5_0 | TensorType::Q5_1 | TensorType::Q5_K => Some(5),
+        TensorType::Q8_0 | TensorType::Q6_K => Some(8),
+        _ => None,
+    }
+}
 
 /// Bytes a quantized tensor takes once held in MLX's layout (packed values, f32 scales
 /// and biases per group of 32).
@@ -164,62 +174,88 @@ fn held_quantized(t: &TensorDesc, bits: i32) -> u64 {
     QuantConfig::new(bits, GGUF_GROUP).bytes(rows, cols)
 }
 
-/// The packed weight, scales and biases (f32) of a quantized tensor, as MLX's reader
-/// hands them over in its affine layout.
-fn take_quantized(
-    arrays: &mut std::collections::HashMap<String, Array>,
-    desc: &TensorDesc,
-    bits: i32,
-) -> std::result::Result<(Array, Array, Array), String> {
-    let missing = |key: &str| format!("MLX's reader returned no `{key}`");
-    let weight = arrays.remove(&desc.name).ok_or_else(|| missing(&desc.name))?;
-    let prefix = desc.name.strip_suffix(".weight").unwrap_or(&desc.name);
-    let scales = arrays.remove(&format!("{prefix}.scales")).ok_or_else(|| missing("scales"))?;
-    let biases = arrays.remove(&format!("{prefix}.biases")).ok_or_else(|| missing("biases"))?;
-    let f32 = |a: Array| a.as_dtype(Dtype::Float32).map_err(|e| e.to_string());
-    let (scales, biases) = (f32(scales)?, f32(biases)?);
-    let rows = desc.numel() / desc.shape.last().copied().unwrap_or(1).max(1);
-    let cols = desc.shape.last().copied().unwrap_or(0);
-    let (packed_shape, group_shape) = QuantConfig::new(bits, GGUF_GROUP).shapes(rows as i32, cols as i32);
-    if weight.shape() != packed_shape.as_slice() || scales.shape() != group_shape.as_slice() {
-        return Err(format!(
-            "tensor `{}` arrives as {:?} with scales {:?}, expected {packed_shape:?} and {group_shape:?}",
-            desc.name,
-            weight.shape(),
-            scales.shape()
-        ));
-    }
-    Ok((weight, scales, biases))
+/// A GGUF tensor as lamina holds it.
+#[derive(Debug)]
+pub enum Tensor {
+    /// Dense values.
+    Dense(Array),
+    /// MLX's affine layout.
+    Quantized {
+        /// Bits and group size.
+        config: QuantConfig,
+        /// The packed values (u32).
+        packed: Array,
+        /// Per-group scales (f32).
+        scales: Array,
+        /// Per-group offsets (f32).
+        biases: Array,
+    },
 }
 
-/// The tensor `desc` describes, dequantized (in f32) if it was quantized, cast to `target`.
-fn take_tensor(
-    arrays: &mut std::collections::HashMap<String, Array>,
+/// Every tensor of a GGUF file under its llama.cpp name, read by lamina: kept quantized
+/// in MLX's affine layout where the type is quantized and `dtype` is `None`, dense in
+/// `dtype` (f32 by default) otherwise. No q/k un-permutation (that is the model loader's).
+///
+/// # Errors
+/// [`LoaderError::Gguf`] naming the file and tensor.
+pub fn read_tensors(path: &Path, dtype: Option<DType>) -> Result<Vec<(String, Tensor)>> {
+    let (header, mmap) = map_and_parse(path)?;
+    let keep = dtype.is_none();
+    let target = dtype.unwrap_or(DType::F32);
+    header
+        .tensors
+        .iter()
+        .map(|desc| {
+            let tensor = read_tensor(&mmap, desc, keep, target).map_err(|reason| gguf_error(path, reason))?;
+            Ok((desc.name.clone(), tensor))
+        })
+        .collect()
+}
+
+/// Reads one tensor from the mapped file: repacked into MLX's affine layout when kept
+/// quantized (Q6_K through MLX's own 8-bit quantization), dense in `target` otherwise.
+fn read_tensor(
+    mmap: &[u8],
     desc: &TensorDesc,
+    keep_quantized: bool,
     target: DType,
-) -> std::result::Result<Array, String> {
-    let missing = |key: &str| format!("MLX's reader returned no `{key}`");
-    let weight = arrays.remove(&desc.name).ok_or_else(|| missing(&desc.name))?;
-    let dequantized = match desc.kind.quantized_bits() {
-        Some(bits) => {
-            let prefix = desc.name.strip_suffix(".weight").unwrap_or(&desc.name);
-            let scales = arrays.remove(&format!("{prefix}.scales")).ok_or_else(|| missing("scales"))?;
-            let biases = arrays.remove(&format!("{prefix}.biases")).ok_or_else(|| missing("biases"))?;
-            let f32 = |a: Array| a.as_dtype(Dtype::Float32).map_err(|e| e.to_string());
-            ops::dequantize(&weight, f32(scales)?, &f32(biases)?, GGUF_GROUP, bits)
-                .map_err(|e| e.to_string())?
+) -> std::result::Result<Tensor, String> {
+    let start = usize::try_from(desc.offset)
+        .map_err(|_| format!("tensor `{}` lies past the address space", desc.name))?;
+    let end = start.checked_add(desc.bytes as usize).filter(|&e| e <= mmap.len());
+    let data = end
+        .map(|e| &mmap[start..e])
+        .ok_or_else(|| format!("tensor `{}` lies outside the file", desc.name))?;
+    let cols = desc.shape.last().copied().unwrap_or(1);
+    let rows = desc.numel() / cols.max(1);
+    let dim = |v: u64| i32::try_from(v).map_err(|_| format!("tensor `{}` is too large", desc.name));
+    let (r, c) = (dim(rows)?, dim(cols)?);
+    let shape: Vec<i32> = desc.shape.iter().map(|&d| dim(d)).collect::<std::result::Result<_, _>>()?;
+    let mlx = |e: mlx_rs::error::Exception| e.to_string();
+    match blocks::decode(desc.kind, data, rows as usize, cols as usize, keep_quantized)? {
+        blocks::Decoded::Affine { bits, packed, scales, biases } => {
+            let config = QuantConfig::new(bits, GGUF_GROUP);
+            let (packed_shape, group_shape) = config.shapes(r, c);
+            Ok(Tensor::Quantized {
+                config,
+                packed: Array::from_slice(&packed, &packed_shape),
+                scales: Array::from_slice(&scales, &group_shape),
+                biases: Array::from_slice(&biases, &group_shape),
+            })
         }
-        None => weight,
-    };
-    let expected: Vec<i32> = desc.shape.iter().map(|&d| d as i32).collect();
-    if dequantized.shape() != expected.as_slice() {
-        return Err(format!(
-            "tensor `{}` has shape {:?}, the header says {expected:?}",
-            desc.name,
-            dequantized.shape()
-        ));
+        blocks::Decoded::Dense(values) => {
+            let dense = Array::from_slice(&values, &shape);
+            match (keep_quantized, held_bits(desc.kind)) {
+                (true, Some(bits)) => {
+                    let config = QuantConfig::new(bits, GGUF_GROUP);
+                    let (packed, scales, biases) =
+                        config.quantize(&dense.reshape(&[r, c]).map_err(mlx)?).map_err(|e| e.to_string())?;
+                    Ok(Tensor::Quantized { config, packed, scales, biases })
+                }
+                _ => Ok(Tensor::Dense(dense.as_dtype(target.into()).map_err(mlx)?)),
+            }
+        }
     }
-    dequantized.as_dtype(target.into()).map_err(|e| e.to_string())
 }
 
 /// Undoes llama.cpp's q/k row permutation (which interleaves each head's two RoPE halves
