@@ -54,8 +54,8 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         }
         Checkpoint::Gguf(file) => {
             let header = gguf::read_header(file)?;
-            let config = gguf::llama_config(&header)
-                .map_err(|reason| LoaderError::Gguf { path: file.clone(), reason })?;
+            let (_, config) =
+                gguf::config(&header).map_err(|reason| LoaderError::Gguf { path: file.clone(), reason })?;
             let config = serde_json::to_value(&config)
                 .map_err(|source| LoaderError::Json { path: file.clone(), source })?;
             let mut tensors: Vec<TensorInfo> = header

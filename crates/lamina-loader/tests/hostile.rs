@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lamina_core::Budget;
 use lamina_families::AnyConfig;
-use lamina_loader::gguf::{llama_config, parse};
+use lamina_loader::gguf::{config, parse};
 use lamina_loader::{ProgressSink, TensorFile};
 use proptest::prelude::*;
 
@@ -131,7 +131,7 @@ proptest! {
             let total: u64 = header.tensors.iter().map(|t| t.bytes).sum();
             prop_assert!(total <= data.len() as u64);
             prop_assert!(header.tensors.len() <= data.len() / 32);
-            if let Ok(config) = llama_config(&header) {
+            if let Ok((_, config)) = config(&header) {
                 let _ = config.build(Budget { limit: Some(64 << 20), bits: 32 });
             }
         }

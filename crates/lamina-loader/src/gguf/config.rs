@@ -14,6 +14,89 @@ fn f64_of(header: &Header, key: &str) -> Option<f64> {
     header.get(key).and_then(Value::as_f64)
 }
 
+/// The model architectures lamina builds from GGUF metadata (`general.architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+pub enum Arch {
+    /// `llama` (Llama, Mistral, SmolLM2, ...): q/k rows permuted by llama.cpp.
+    Llama,
+    /// `gemma3`: norms stored as `1 + w`, no permutation.
+    Gemma3,
+}
+
+/// The architecture and typed config a GGUF's metadata describes.
+///
+/// # Errors
+/// A message naming the architecture, or the key that is missing or too large.
+pub fn config(header: &Header) -> Result<(Arch, DecoderConfig), String> {
+    let name = header.get("general.architecture").and_then(Value::as_str).unwrap_or("");
+    let arch: Arch = name.parse().map_err(|_| {
+        format!("general.architecture is `{name}`; lamina reads `llama` and `gemma3` GGUF files")
+    })?;
+    Ok((
+        arch,
+        match arch {
+            Arch::Llama => llama_config(header)?,
+            Arch::Gemma3 => gemma3_config(header)?,
+        },
+    ))
+}
+
+/// A metadata size as `usize`.
+fn size(key: &str, value: u64) -> Result<usize, String> {
+    usize::try_from(value).map_err(|_| format!("metadata `{key}` ({value}) is too large"))
+}
+
+/// The vocabulary size: `<arch>.vocab_size`, else the token list, else the embedding.
+fn vocab_size(header: &Header, arch: &str) -> Result<usize, String> {
+    let key = format!("{arch}.vocab_size");
+    if let Some(v) = u64_of(header, &key) {
+        return size(&key, v);
+    }
+    match header.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(tokens)) => Ok(tokens.len()),
+        _ => header
+            .tensors
+            .iter()
+            .find(|t| t.name == "token_embd.weight")
+            .and_then(|t| t.shape.first().copied())
+            .ok_or_else(|| "the vocabulary size is not in the metadata".to_owned())
+            .and_then(|v| size("token_embd.weight", v)),
+    }
+}
+
+/// The config of a Gemma 3 GGUF (`gemma3.*` metadata; the local RoPE base and the 5:1
+/// pattern are Gemma 3's, which llama.cpp does not store).
+fn gemma3_config(header: &Header) -> Result<DecoderConfig, String> {
+    let need = |key: &str| {
+        u64_of(header, key).ok_or_else(|| format!("metadata `{key}` is missing")).and_then(|v| size(key, v))
+    };
+    let optional = |key: &str| u64_of(header, key).map(|v| size(key, v)).transpose();
+    let heads = need("gemma3.attention.head_count")?;
+    let head_dim = need("gemma3.attention.key_length")?;
+    let token = |key: &str| u64_of(header, key).and_then(|id| u32::try_from(id).ok()).map(TokenIds::One);
+    Ok(DecoderConfig {
+        vocab_size: vocab_size(header, "gemma3")?,
+        hidden_size: need("gemma3.embedding_length")?,
+        intermediate_size: need("gemma3.feed_forward_length")?,
+        num_hidden_layers: need("gemma3.block_count")?,
+        num_attention_heads: heads,
+        num_key_value_heads: Some(optional("gemma3.attention.head_count_kv")?.unwrap_or(heads)),
+        head_dim: Some(head_dim),
+        rms_norm_eps: Some(f64_of(header, "gemma3.attention.layer_norm_rms_epsilon").unwrap_or(1e-6) as f32),
+        rope_theta: Some(f64_of(header, "gemma3.rope.freq_base").unwrap_or(1_000_000.0) as f32),
+        rope_local_base_freq: Some(10_000.0),
+        sliding_window: optional("gemma3.attention.sliding_window")?,
+        sliding_window_pattern: Some(6),
+        query_pre_attn_scalar: Some(head_dim as f32),
+        max_position_embeddings: optional("gemma3.context_length")?,
+        tie_word_embeddings: Some(!header.tensors.iter().any(|t| t.name == "output.weight")),
+        bos_token_id: token("tokenizer.ggml.bos_token_id"),
+        eos_token_id: token("tokenizer.ggml.eos_token_id"),
+        ..DecoderConfig::new(ModelType::Gemma3Text)
+    })
+}
+
 /// The config of a Llama-architecture GGUF.
 ///
 /// # Errors
@@ -81,6 +164,46 @@ pub fn llama_config(header: &Header) -> Result<DecoderConfig, String> {
     })
 }
 
+/// How a GGUF tensor becomes a checkpoint tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapped {
+    /// The Hugging Face name.
+    pub name: String,
+    /// `Some(heads)` when llama.cpp permuted the rows for ggml's RoPE layout.
+    pub permuted: Option<usize>,
+    /// Whether llama.cpp stored the norm as `1 + w` (Gemma), so `1` must come off.
+    pub unit_offset: bool,
+}
+
+/// llama.cpp's tensor name -> the Hugging Face name, per architecture.
+pub fn map_name(arch: Arch, name: &str, heads: usize, kv_heads: usize) -> Mapped {
+    match arch {
+        Arch::Llama => {
+            let (name, permuted) = hf_name(name, heads, kv_heads);
+            Mapped { name, permuted, unit_offset: false }
+        }
+        Arch::Gemma3 => {
+            let unit_offset = name.ends_with("norm.weight");
+            let gemma = match name.split_once('.').map(|(_, rest)| rest.split_once('.')) {
+                Some(Some((layer, part))) if name.starts_with("blk.") => {
+                    let hf = match part {
+                        "attn_q_norm.weight" => Some("self_attn.q_norm.weight"),
+                        "attn_k_norm.weight" => Some("self_attn.k_norm.weight"),
+                        "post_attention_norm.weight" => Some("post_attention_layernorm.weight"),
+                        "ffn_norm.weight" => Some("pre_feedforward_layernorm.weight"),
+                        "post_ffw_norm.weight" => Some("post_feedforward_layernorm.weight"),
+                        _ => None,
+                    };
+                    hf.map(|hf| format!("model.layers.{layer}.{hf}"))
+                }
+                _ => None,
+            };
+            let name = gemma.unwrap_or_else(|| hf_name(name, heads, kv_heads).0);
+            Mapped { name, permuted: None, unit_offset }
+        }
+    }
+}
+
 /// llama.cpp's tensor name -> the Hugging Face name, and whether the rows of the tensor
 /// were permuted for ggml's RoPE layout (`Some(heads)`).
 pub fn hf_name(name: &str, heads: usize, kv_heads: usize) -> (String, Option<usize>) {
@@ -139,6 +262,38 @@ mod tests {
             ("llama.expert_count", Value::Uint(8)),
         ]);
         assert!(llama_config(&moe).unwrap_err().contains("mixture-of-experts"));
+    }
+
+    #[test]
+    fn gemma3_metadata_builds_a_gemma3_config_and_its_names_map() {
+        let gemma = header(&[
+            ("general.architecture", Value::String("gemma3".into())),
+            ("gemma3.embedding_length", Value::Uint(640)),
+            ("gemma3.feed_forward_length", Value::Uint(2048)),
+            ("gemma3.block_count", Value::Uint(18)),
+            ("gemma3.attention.head_count", Value::Uint(4)),
+            ("gemma3.attention.head_count_kv", Value::Uint(1)),
+            ("gemma3.attention.key_length", Value::Uint(256)),
+            ("gemma3.attention.sliding_window", Value::Uint(512)),
+            ("gemma3.vocab_size", Value::Uint(262_144)),
+        ]);
+        let (arch, gemma_config) = config(&gemma).unwrap();
+        assert_eq!(arch, Arch::Gemma3);
+        assert_eq!(gemma_config.model_type, ModelType::Gemma3Text);
+        assert_eq!(gemma_config.num_parameters().unwrap(), 268_098_176, "the published Gemma 3 270M count");
+        assert_eq!((gemma_config.window(0), gemma_config.window(5)), (Some(512), None));
+        let norm = map_name(Arch::Gemma3, "blk.3.ffn_norm.weight", 4, 1);
+        assert_eq!(norm.name, "model.layers.3.pre_feedforward_layernorm.weight");
+        assert!(norm.unit_offset && norm.permuted.is_none());
+        let q = map_name(Arch::Gemma3, "blk.0.attn_q.weight", 4, 1);
+        assert_eq!(
+            (q.name.as_str(), q.permuted, q.unit_offset),
+            ("model.layers.0.self_attn.q_proj.weight", None, false)
+        );
+        assert_eq!(map_name(Arch::Gemma3, "output_norm.weight", 4, 1).name, "model.norm.weight");
+        assert_eq!(map_name(Arch::Llama, "blk.0.attn_q.weight", 4, 1).permuted, Some(4));
+        let other = header(&[("general.architecture", Value::String("falcon".into()))]);
+        assert!(config(&other).unwrap_err().contains("`falcon`"));
     }
 
     #[test]

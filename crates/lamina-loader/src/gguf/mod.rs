@@ -9,7 +9,7 @@ mod config;
 mod header;
 mod tokenizer;
 
-pub use config::llama_config;
+pub use config::{Arch, Mapped, config, llama_config, map_name};
 pub use header::{Header, TensorDesc, TensorType, Value as GgufValue, parse};
 pub use tokenizer::tokenizer;
 
@@ -53,7 +53,7 @@ pub(crate) async fn load_gguf(
     let (header, mmap) = tokio::task::spawn_blocking(move || map_and_parse(&header_path))
         .await
         .map_err(|e| LoaderError::Task(e.to_string()))??;
-    let family_config = config::llama_config(&header).map_err(|reason| gguf_error(&path, reason))?;
+    let (arch, family_config) = config::config(&header).map_err(|reason| gguf_error(&path, reason))?;
     if let Some(t) = header.tensors.iter().find(|t| !t.kind.readable()) {
         return Err(gguf_error(
             &path,
@@ -89,7 +89,7 @@ pub(crate) async fn load_gguf(
     let mut weights = Weights::with_capacity(header.tensors.len());
     let mut quantized = BTreeMap::new();
     for desc in &header.tensors {
-        let (name, permuted) = config::hf_name(&desc.name, heads, kv_heads);
+        let Mapped { name, permuted, unit_offset } = config::map_name(arch, &desc.name, heads, kv_heads);
         let rows = |a: Array| -> Result<Array> {
             match permuted {
                 Some(h) => unpermute(&a, h),
@@ -100,6 +100,11 @@ pub(crate) async fn load_gguf(
             read_tensor(&mmap, desc, keep_quantized, target).map_err(|reason| gguf_error(&path, reason))?;
         match tensor {
             Tensor::Dense(array) => {
+                let array = if unit_offset {
+                    array.subtract(Array::from_f32(1.0).as_dtype(array.dtype())?)?
+                } else {
+                    array
+                };
                 weights.insert(name, rows(array)?);
             }
             Tensor::Quantized { config, packed, scales, biases } => {
