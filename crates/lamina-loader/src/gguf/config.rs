@@ -47,6 +47,16 @@ fn size(key: &str, value: u64) -> Result<usize, String> {
     usize::try_from(value).map_err(|_| format!("metadata `{key}` ({value}) is too large"))
 }
 
+/// A size the metadata must hold.
+fn need(header: &Header, key: &str) -> Result<usize, String> {
+    u64_of(header, key).ok_or_else(|| format!("metadata `{key}` is missing")).and_then(|v| size(key, v))
+}
+
+/// A size the metadata may hold.
+fn optional(header: &Header, key: &str) -> Result<Option<usize>, String> {
+    u64_of(header, key).map(|v| size(key, v)).transpose()
+}
+
 /// The vocabulary size: `<arch>.vocab_size`, else the token list, else the embedding.
 fn vocab_size(header: &Header, arch: &str) -> Result<usize, String> {
     let key = format!("{arch}.vocab_size");
@@ -68,10 +78,8 @@ fn vocab_size(header: &Header, arch: &str) -> Result<usize, String> {
 /// The config of a Gemma 3 GGUF (`gemma3.*` metadata; the local RoPE base and the 5:1
 /// pattern are Gemma 3's, which llama.cpp does not store).
 fn gemma3_config(header: &Header) -> Result<DecoderConfig, String> {
-    let need = |key: &str| {
-        u64_of(header, key).ok_or_else(|| format!("metadata `{key}` is missing")).and_then(|v| size(key, v))
-    };
-    let optional = |key: &str| u64_of(header, key).map(|v| size(key, v)).transpose();
+    let need = |key: &str| need(header, key);
+    let optional = |key: &str| optional(header, key);
     let heads = need("gemma3.attention.head_count")?;
     let head_dim = need("gemma3.attention.key_length")?;
     let token = |key: &str| u64_of(header, key).and_then(|id| u32::try_from(id).ok()).map(TokenIds::One);
@@ -107,13 +115,8 @@ pub fn llama_config(header: &Header) -> Result<DecoderConfig, String> {
     if arch != "llama" {
         return Err(format!("general.architecture is `{arch}`; lamina reads Llama-architecture GGUF files"));
     }
-    let size = |key: &str, value: u64| {
-        usize::try_from(value).map_err(|_| format!("metadata `{key}` ({value}) is too large"))
-    };
-    let need = |key: &str| {
-        u64_of(header, key).ok_or_else(|| format!("metadata `{key}` is missing")).and_then(|v| size(key, v))
-    };
-    let optional = |key: &str| u64_of(header, key).map(|v| size(key, v)).transpose();
+    let need = |key: &str| need(header, key);
+    let optional = |key: &str| optional(header, key);
     if u64_of(header, "llama.expert_count").unwrap_or(0) > 0 {
         return Err("mixture-of-experts GGUF files (llama.expert_count > 0) are not supported".into());
     }
@@ -121,19 +124,7 @@ pub fn llama_config(header: &Header) -> Result<DecoderConfig, String> {
         return Err("`rope_freqs.weight` (Llama 3.1 RoPE scaling in GGUF form) is not supported".into());
     }
     let heads = need("llama.attention.head_count")?;
-    let vocab = match optional("llama.vocab_size")? {
-        Some(v) => v,
-        None => match header.get("tokenizer.ggml.tokens") {
-            Some(Value::Array(tokens)) => tokens.len(),
-            _ => header
-                .tensors
-                .iter()
-                .find(|t| t.name == "token_embd.weight")
-                .and_then(|t| t.shape.first().copied())
-                .ok_or_else(|| "the vocabulary size is not in the metadata".to_owned())
-                .and_then(|v| size("token_embd.weight", v))?,
-        },
-    };
+    let vocab = vocab_size(header, "llama")?;
     let rope_scaling = match header.get("llama.rope.scaling.type").and_then(Value::as_str) {
         None | Some("none") => None,
         Some(kind) => {
