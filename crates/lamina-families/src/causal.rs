@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use lamina_backbones::{Backbone, BackboneInput, ModelCache};
-use lamina_components::{Quantizable, VisitLayers, join, softcap};
+use lamina_components::{Quantizable, VisitLayers, join};
 use lamina_core::{Budget, ModelOutput, Result, to_dim};
 use lamina_heads::{LmHead, ModelInput, lm_head, lm_logits};
 use mlx_rs::module::{Module, ModuleParamMut, ModuleParamRef, ModuleParameters, Parameter};
@@ -72,12 +72,9 @@ impl<C: FamilyConfig> LanguageModel for CausalLM<C> {
     fn forward(&mut self, input: ModelInput<'_>) -> Result<ModelOutput> {
         let (input, _, labels): (BackboneInput<'_>, _, _) = input.into_parts();
         let out = self.backbone.forward(input)?;
-        let mut head = lm_logits(&mut self.lm_head, &out.last_hidden_state, self.backbone.embedding(), None)?;
-        if let Some(cap) = self.config.final_logit_softcapping() {
-            head.logits = softcap(&head.logits, cap)?;
-        }
-        head.loss =
-            labels.map(|labels| lamina_heads::losses::causal_lm_loss(&head.logits, labels)).transpose()?;
+        let softcap = self.config.final_logit_softcapping();
+        let head =
+            lm_logits(&mut self.lm_head, &out.last_hidden_state, self.backbone.embedding(), softcap, labels)?;
         Ok(ModelOutput::new(out, head))
     }
 

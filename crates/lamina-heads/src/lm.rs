@@ -21,7 +21,9 @@ pub fn lm_head(hidden: i32, vocab: i32, tied: bool) -> Result<LmHead> {
     if tied { Ok(None) } else { Linear::new(hidden, vocab, false).map(Some) }
 }
 
-/// Logits, and the causal LM loss when labels are given.
+/// Logits, soft-capped to `cap * tanh(logits / cap)` when `softcap` is given (Gemma 2's
+/// `final_logit_softcapping`), and the causal LM loss of those logits when labels are
+/// given.
 ///
 /// # Shapes
 /// `hidden [B, L, H]`, `labels [B, L]` -> `logits [B, L, vocab]`
@@ -32,11 +34,16 @@ pub fn lm_logits(
     head: &mut LmHead,
     hidden: &Array,
     embedding: &Embedding,
+    softcap: Option<f32>,
     labels: Option<&Array>,
 ) -> Result<HeadOutput> {
     let logits = match head {
         Some(linear) => linear.forward(hidden)?,
         None => embedding.as_linear(hidden)?,
+    };
+    let logits = match softcap {
+        Some(cap) => lamina_components::softcap(&logits, cap)?,
+        None => logits,
     };
     let loss = labels.map(|labels| causal_lm_loss(&logits, labels)).transpose()?;
     Ok(HeadOutput { logits, loss })
@@ -52,7 +59,7 @@ mod tests {
         let hidden = mlx_rs::random::normal::<f32>(&[2, 3, 4], None, None, None).unwrap();
         let mut tied = lm_head(4, 10, true).unwrap();
         assert!(tied.is_none());
-        let out = lm_logits(&mut tied, &hidden, &embedding, None).unwrap();
+        let out = lm_logits(&mut tied, &hidden, &embedding, None, None).unwrap();
         assert_eq!(out.logits.shape(), &[2, 3, 10]);
         assert!(out.loss.is_none());
         let expected = embedding.as_linear(&hidden).unwrap();
@@ -70,7 +77,7 @@ mod tests {
         let hidden = Array::from_slice(&[1.0f32, 0.0, 0.0, 2.0, 1.0, -1.0, 0.5, 0.5], &[1, 4, 2]);
         // Position t predicts label t + 1; -100 is not counted.
         let labels = Array::from_slice(&[0i32, 2, -100, 1], &[1, 4]);
-        let out = lm_logits(&mut head, &hidden, &embedding, Some(&labels)).unwrap();
+        let out = lm_logits(&mut head, &hidden, &embedding, None, Some(&labels)).unwrap();
         let rows = [[1.0f32, 0.0, 1.0], [0.0, 2.0, 2.0], [1.0, -1.0, 0.0]];
         let ce = |row: [f32; 3], label: usize| row.iter().map(|v| v.exp()).sum::<f32>().ln() - row[label];
         let expected = (ce(rows[0], 2) + ce(rows[2], 1)) / 2.0;

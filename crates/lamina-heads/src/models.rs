@@ -108,7 +108,8 @@ impl<'a, B: Backbone + std::fmt::Debug> Module<ModelInput<'a>> for CausalLm<B> {
     fn forward(&mut self, input: ModelInput<'a>) -> Result<ModelOutput> {
         let (input, _, labels) = input.into_parts();
         let out = self.model.forward(input)?;
-        let head = lm_logits(&mut self.lm_head, &out.last_hidden_state, self.model.embedding(), labels)?;
+        let head =
+            lm_logits(&mut self.lm_head, &out.last_hidden_state, self.model.embedding(), None, labels)?;
         Ok(ModelOutput::new(out, head))
     }
 

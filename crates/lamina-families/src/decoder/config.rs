@@ -324,8 +324,7 @@ impl DecoderConfig {
     /// # Errors
     /// For an invalid config.
     pub fn num_parameters(&self) -> Result<usize> {
-        self.validated()?;
-        Ok(self.estimate().parameters as usize)
+        crate::family::AnyConfig::num_parameters(self)
     }
 }
 

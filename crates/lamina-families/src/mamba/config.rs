@@ -178,8 +178,7 @@ impl MambaConfig {
     /// # Errors
     /// For an invalid config.
     pub fn num_parameters(&self) -> Result<usize> {
-        self.validated()?;
-        Ok(self.estimate().parameters as usize)
+        crate::family::AnyConfig::num_parameters(self)
     }
 
     /// The backbone this config describes.

@@ -65,8 +65,6 @@ impl MobileLlmConfig {
     /// # Errors
     /// For an invalid config.
     pub fn num_parameters(&self) -> Result<usize> {
-        use lamina_core::Config;
-        self.validated()?;
-        Ok(self.estimate().parameters as usize)
+        crate::family::AnyConfig::num_parameters(self)
     }
 }

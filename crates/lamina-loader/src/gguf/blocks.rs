@@ -123,6 +123,12 @@ fn affine_bits(kind: TensorType) -> Option<i32> {
     }
 }
 
+/// The bits a type is held at when kept quantized: its exact affine form, or 8 for Q6_K
+/// (re-quantized).
+pub(super) fn held_bits(kind: TensorType) -> Option<i32> {
+    affine_bits(kind).or((kind == TensorType::Q6_K).then_some(8))
+}
+
 /// Q6_K's 256 values of one block (ggml's `dequantize_row_q6_K`).
 fn q6_k(b: &[u8], out: &mut Vec<f32>) {
     let (ql_all, qh_all, sc_all, d) = (&b[0..128], &b[128..192], &b[192..208], half(b, 208));

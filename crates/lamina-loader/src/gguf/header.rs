@@ -145,16 +145,6 @@ impl TensorType {
         (elements % values == 0).then(|| (elements / values).checked_mul(bytes)).flatten()
     }
 
-    /// Bits per quantized value, for the quantized types MLX's reader hands over in its
-    /// affine layout.
-    pub fn quantized_bits(self) -> Option<i32> {
-        match self {
-            TensorType::Q4_0 | TensorType::Q4_1 => Some(4),
-            TensorType::Q8_0 => Some(8),
-            _ => None,
-        }
-    }
-
     /// Whether lamina loads tensors of this type (all but Q2_K, Q3_K, Q8_1 and Q8_K); the
     /// others parse, and loading names them.
     pub fn readable(self) -> bool {

@@ -38,10 +38,7 @@ fn gguf_error(path: &Path, reason: impl Into<String>) -> LoaderError {
 /// # Errors
 /// [`LoaderError::Io`] or [`LoaderError::Gguf`] naming the file.
 pub fn read_header(path: &Path) -> Result<Header> {
-    let file = std::fs::File::open(path).map_err(|e| LoaderError::io(path, e))?;
-    // SAFETY: read-only map; see `TensorFile::open`.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LoaderError::io(path, e))?;
-    parse(&mmap).map_err(|reason| gguf_error(path, reason))
+    map_and_parse(path).map(|(header, _)| header)
 }
 
 pub(crate) async fn load_gguf(
@@ -67,7 +64,7 @@ pub(crate) async fn load_gguf(
     // Quantized tensors stay quantized unless a dtype is asked for.
     let keep_quantized = options.dtype.is_none();
     let target = options.dtype.unwrap_or(DType::F32);
-    let held = |t: &TensorDesc| match (keep_quantized, held_bits(t.kind)) {
+    let held = |t: &TensorDesc| match (keep_quantized, blocks::held_bits(t.kind)) {
         (true, Some(bits)) => held_quantized(t, bits),
         _ => t.numel() * target.size_of() as u64,
     };
@@ -161,16 +158,6 @@ fn map_and_parse(path: &Path) -> Result<(Header, memmap2::Mmap)> {
 /// The group size of every quantized form lamina keeps.
 const GGUF_GROUP: i32 = 32;
 
-/// The bits a type is held at when kept quantized (Q6_K is re-quantized to 8 bits).
-fn held_bits(kind: TensorType) -> Option<i32> {
-    match kind {
-        TensorType::Q4_0 | TensorType::Q4_1 | TensorType::Q4_K => Some(4),
-        TensorType::Q5_0 | TensorType::Q5_1 | TensorType::Q5_K => Some(5),
-        TensorType::Q8_0 | TensorType::Q6_K => Some(8),
-        _ => None,
-    }
-}
-
 /// Bytes a quantized tensor takes once held in MLX's layout (packed values, f32 scales
 /// and biases per group of 32).
 fn held_quantized(t: &TensorDesc, bits: i32) -> u64 {
@@ -250,7 +237,7 @@ fn read_tensor(
         }
         blocks::Decoded::Dense(values) => {
             let dense = Array::from_slice(&values, &shape);
-            match (keep_quantized, held_bits(desc.kind)) {
+            match (keep_quantized, blocks::held_bits(desc.kind)) {
                 (true, Some(bits)) => {
                     let config = QuantConfig::new(bits, GGUF_GROUP);
                     let (packed, scales, biases) =
