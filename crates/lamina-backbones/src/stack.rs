@@ -21,6 +21,81 @@ impl ModelCache {
         self.layers.first().map_or(0, LayerCache::offset)
     }
 
+    /// Bytes the caches hold.
+    pub fn nbytes(&self) -> usize {
+        self.layers.iter().map(LayerCache::nbytes).sum()
+    }
+
+    /// Whether every layer can be trimmed back to `len` positions.
+    pub fn can_trim_to(&self, len: i32) -> bool {
+        self.layers.iter().all(|l| l.can_trim_to(len))
+    }
+
+    /// Forgets every position from `len` on.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when a layer cannot be trimmed to `len` (check
+    /// [`ModelCache::can_trim_to`] first).
+    pub fn trim(&mut self, len: i32) -> Result<()> {
+        self.layers.iter_mut().try_for_each(|l| l.trim(len))
+    }
+
+    /// An empty batch of `layers` layers: rows join with [`ModelCache::join`] and leave with
+    /// [`ModelCache::leave`]; a forward pass on it takes one row of input per member.
+    pub fn batch(layers: usize) -> Self {
+        ModelCache { layers: (0..layers).map(|_| LayerCache::Batch(Vec::new())).collect() }
+    }
+
+    /// Rows in this batch (0 for a cache that is not a batch).
+    pub fn rows(&self) -> usize {
+        match self.layers.first() {
+            Some(LayerCache::Batch(rows)) => rows.len(),
+            _ => 0,
+        }
+    }
+
+    /// Adds a sequence's own cache as the batch's last row.
+    ///
+    /// # Errors
+    /// [`Error::CacheLayers`] when the layer counts differ, [`Error::CacheKind`] when this
+    /// cache is not a batch.
+    pub fn join(&mut self, row: ModelCache) -> Result<()> {
+        if row.layers.len() != self.layers.len() {
+            return Err(Error::CacheLayers { expected: self.layers.len(), actual: row.layers.len() });
+        }
+        for (layer, cache) in self.layers.iter_mut().zip(row.layers) {
+            match layer {
+                LayerCache::Batch(rows) => rows.push(cache),
+                other => return Err(Error::CacheKind { layer: "a batch", cache: other.kind() }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes row `index` out of the batch, returning that sequence's own cache.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for a row that does not exist, [`Error::CacheKind`] when this cache
+    /// is not a batch.
+    pub fn leave(&mut self, index: usize) -> Result<ModelCache> {
+        let rows = self.rows();
+        if index >= rows {
+            return Err(Error::Shape {
+                name: "batch row".into(),
+                expected: vec![rows as i32],
+                actual: vec![index as i32],
+            });
+        }
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &mut self.layers {
+            match layer {
+                LayerCache::Batch(rows) => layers.push(rows.remove(index)),
+                other => return Err(Error::CacheKind { layer: "a batch", cache: other.kind() }),
+            }
+        }
+        Ok(ModelCache { layers })
+    }
+
     /// Evaluates every array the caches hold (what a prefill chunk computes), without
     /// evaluating anything else of the graph (such as the chunk's logits).
     ///

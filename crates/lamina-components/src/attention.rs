@@ -9,6 +9,7 @@ use mlx_rs::Array;
 use mlx_rs::fast::scaled_dot_product_attention;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Module;
+use mlx_rs::ops::indexing::TryIndexOp;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
@@ -233,6 +234,58 @@ impl Attention {
         &self.config
     }
 
+    /// RoPE, the cache and the attention itself for heads-first `q`, `k`, `v`.
+    ///
+    /// # Shapes
+    /// `q [B, H, L, D]`, `k`/`v [B, H_kv, L, D]` -> `[B, H, L, D]`
+    fn attend(
+        &mut self,
+        q: Array,
+        k: Array,
+        v: Array,
+        cache: Option<&mut LayerCache>,
+        padding_mask: Option<&Array>,
+    ) -> Result<Array> {
+        let (l, d) = (q.dim(2), q.dim(3));
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let (mut q, mut k) = (q, k);
+        if let Some(rope) = &self.rope {
+            q = rope.forward(&q, offset)?;
+            k = rope.forward(&k, offset)?;
+        }
+        let (q, k) = self.qk_norm(q, k, QkNormPosition::AfterRope)?;
+
+        let window = self.config.sliding_window.map(|w| w as i32);
+        let span =
+            |key_start: i32, key_len: i32| MaskSpan { query_start: offset, query_len: l, key_start, key_len };
+        let (keys, values, mask) = match cache {
+            None => (k, v, attention_mask(span(0, l), window, padding_mask)?),
+            Some(LayerCache::Kv(c)) => {
+                let (k, v) = c.update_and_fetch(&k, &v)?;
+                (k, v, attention_mask(span(0, offset + l), window, padding_mask)?)
+            }
+            Some(LayerCache::Rotating(c)) => {
+                if padding_mask.is_some() {
+                    return Err(Error::Unsupported("padding masks with a rotating cache"));
+                }
+                let out = c.update_and_fetch(&k, &v)?;
+                let mask = match out.key_start {
+                    Some(start) => attention_mask(span(start, out.keys.dim(2)), window, None)?,
+                    None => AttentionMask::None,
+                };
+                (out.keys, out.values, mask)
+            }
+            Some(other) => {
+                return Err(Error::CacheKind { layer: "an attention layer", cache: other.kind() });
+            }
+        };
+        let scale = self.config.scale.unwrap_or(1.0 / (d as f32).sqrt());
+        match self.config.softcap {
+            None => Ok(scaled_dot_product_attention(&q, &keys, &values, scale, mask.as_sdpa(), None)?),
+            Some(cap) => softcapped_attention(&q, &keys, &values, scale, cap, &mask),
+        }
+    }
+
     fn qk_norm(&mut self, q: Array, k: Array, position: QkNormPosition) -> Result<(Array, Array)> {
         let applies = self.config.qk_norm.is_some_and(|c| c.position == position);
         match (&mut self.q_norm, &mut self.k_norm) {
@@ -266,42 +319,22 @@ impl<'a> Module<LayerInput<'a>> for Attention {
         let k = split(self.k_proj.forward(x)?, kv_heads)?;
         let v = split(self.v_proj.forward(x)?, kv_heads)?;
 
-        let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let (mut q, mut k) = self.qk_norm(q, k, QkNormPosition::BeforeRope)?;
-        if let Some(rope) = &self.rope {
-            q = rope.forward(&q, offset)?;
-            k = rope.forward(&k, offset)?;
-        }
-        let (q, k) = self.qk_norm(q, k, QkNormPosition::AfterRope)?;
-
-        let window = self.config.sliding_window.map(|w| w as i32);
-        let span =
-            |key_start: i32, key_len: i32| MaskSpan { query_start: offset, query_len: l, key_start, key_len };
-        let (keys, values, mask) = match cache {
-            None => (k, v, attention_mask(span(0, l), window, padding_mask)?),
-            Some(LayerCache::Kv(c)) => {
-                let (k, v) = c.update_and_fetch(&k, &v)?;
-                (k, v, attention_mask(span(0, offset + l), window, padding_mask)?)
-            }
-            Some(LayerCache::Rotating(c)) => {
+        let (q, k) = self.qk_norm(q, k, QkNormPosition::BeforeRope)?;
+        let out = match cache {
+            Some(LayerCache::Batch(rows)) => {
                 if padding_mask.is_some() {
-                    return Err(Error::Unsupported("padding masks with a rotating cache"));
+                    return Err(Error::Unsupported("padding masks with a batch of caches"));
                 }
-                let out = c.update_and_fetch(&k, &v)?;
-                let mask = match out.key_start {
-                    Some(start) => attention_mask(span(start, out.keys.dim(2)), window, None)?,
-                    None => AttentionMask::None,
-                };
-                (out.keys, out.values, mask)
+                check_rows(rows, b)?;
+                let mut outs = Vec::with_capacity(rows.len());
+                for (i, row) in rows.iter_mut().enumerate() {
+                    let i = i as i32;
+                    let pick = |t: &Array| t.try_index(i..i + 1);
+                    outs.push(self.attend(pick(&q)?, pick(&k)?, pick(&v)?, Some(row), None)?);
+                }
+                mlx_rs::ops::concatenate(&outs, 0)?
             }
-            Some(other) => {
-                return Err(Error::CacheKind { layer: "an attention layer", cache: other.kind() });
-            }
-        };
-        let scale = self.config.scale.unwrap_or(1.0 / (d as f32).sqrt());
-        let out = match self.config.softcap {
-            None => scaled_dot_product_attention(&q, &keys, &values, scale, mask.as_sdpa(), None)?,
-            Some(cap) => softcapped_attention(&q, &keys, &values, scale, cap, &mask)?,
+            cache => self.attend(q, k, v, cache, padding_mask)?,
         };
         let out = if l == 1 {
             out.reshape(&[b, 1, heads * d])?
@@ -364,6 +397,18 @@ fn softcapped_attention(
 pub fn softcap(x: &Array, cap: f32) -> Result<Array> {
     let cap = Array::from_f32(cap).as_dtype(x.dtype())?;
     Ok(mlx_rs::ops::tanh(&x.divide(&cap)?)?.multiply(&cap)?)
+}
+
+/// A batch of caches must hold one cache per row of the input.
+pub(crate) fn check_rows(rows: &[LayerCache], batch: i32) -> Result<()> {
+    if rows.len() == batch as usize {
+        return Ok(());
+    }
+    Err(Error::Shape {
+        name: "batch of caches".into(),
+        expected: vec![batch],
+        actual: vec![rows.len() as i32],
+    })
 }
 
 /// `(B, L)` of a `[B, L, width]` input, or a shape error.

@@ -1,5 +1,7 @@
 //! Per-layer caches for incremental decoding, held by the caller: a growing KV cache, a
-//! rotating KV cache for sliding-window attention, and the Mamba mixer's state.
+//! rotating KV cache for sliding-window attention, the Mamba mixer's state, and a batch of
+//! independent per-sequence caches (continuous batching: sequences of different lengths
+//! decode together, joining and leaving between steps).
 
 use lamina_core::{Error, Result};
 use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
@@ -18,15 +20,19 @@ pub enum LayerCache {
     Rotating(RotatingKvCache),
     /// The convolution window and SSM state of a Mamba mixer.
     Ssm(SsmState),
+    /// One cache per row of the batch, each with its own length: the layer runs its
+    /// projections on the whole batch and its cache-dependent part row by row.
+    Batch(Vec<LayerCache>),
 }
 
 impl LayerCache {
-    /// Positions processed so far.
+    /// Positions processed so far (for a batch, the longest row's).
     pub fn offset(&self) -> i32 {
         match self {
             LayerCache::Kv(c) => c.offset,
             LayerCache::Rotating(c) => c.offset,
             LayerCache::Ssm(c) => c.offset,
+            LayerCache::Batch(rows) => rows.iter().map(LayerCache::offset).max().unwrap_or(0),
         }
     }
 
@@ -36,7 +42,13 @@ impl LayerCache {
             LayerCache::Kv(c) => c.keys.iter().chain(c.values.iter()).collect(),
             LayerCache::Rotating(c) => c.keys.iter().chain(c.values.iter()).collect(),
             LayerCache::Ssm(c) => c.conv.iter().chain(c.ssm.iter()).collect(),
+            LayerCache::Batch(rows) => rows.iter().flat_map(LayerCache::arrays).collect(),
         }
+    }
+
+    /// Bytes of the arrays the cache holds (allocated capacity, not only the used part).
+    pub fn nbytes(&self) -> usize {
+        self.arrays().iter().map(|a| a.nbytes()).sum()
     }
 
     /// The kind's name, for error messages.
@@ -45,7 +57,36 @@ impl LayerCache {
             LayerCache::Kv(_) => "KV cache",
             LayerCache::Rotating(_) => "rotating KV cache",
             LayerCache::Ssm(_) => "SSM state",
+            LayerCache::Batch(_) => "batch of caches",
         }
+    }
+
+    /// Whether [`LayerCache::trim`] can bring the cache back to `len` positions: a KV cache
+    /// always (for `len <= offset`), a rotating cache while it has not wrapped around, a
+    /// recurrent state only at its own length.
+    pub fn can_trim_to(&self, len: i32) -> bool {
+        match self {
+            _ if len == self.offset() => true,
+            LayerCache::Kv(c) => (0..=c.offset).contains(&len),
+            LayerCache::Rotating(c) => c.offset <= c.window && (0..=c.offset).contains(&len),
+            LayerCache::Ssm(_) | LayerCache::Batch(_) => false,
+        }
+    }
+
+    /// Forgets every position from `len` on (see [`LayerCache::can_trim_to`]).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the cache cannot be trimmed to `len`.
+    pub fn trim(&mut self, len: i32) -> Result<()> {
+        if !self.can_trim_to(len) {
+            return Err(Error::Unsupported("trimming this cache to that length"));
+        }
+        match self {
+            LayerCache::Kv(c) => c.offset = len,
+            LayerCache::Rotating(c) => c.offset = len,
+            LayerCache::Ssm(_) | LayerCache::Batch(_) => {}
+        }
+        Ok(())
     }
 }
 
@@ -66,6 +107,31 @@ impl KvCache {
     /// Positions stored.
     pub fn offset(&self) -> i32 {
         self.offset
+    }
+
+    /// A cache holding `keys` and `values` (`[B, H_kv, capacity, D]`), valid up to `offset`
+    /// (how a saved cache is restored).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the arrays do not agree or hold fewer than `offset` positions.
+    pub fn from_state(keys: Array, values: Array, offset: i32) -> Result<Self> {
+        check_state(&keys, &values, offset, None)?;
+        Ok(KvCache { keys: Some(keys), values: Some(values), offset })
+    }
+
+    /// The keys and values of the positions stored, `[B, H_kv, offset, D]` (`None` while
+    /// empty).
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub fn state(&self) -> Result<Option<(Array, Array)>> {
+        match (&self.keys, &self.values) {
+            (Some(k), Some(v)) => Ok(Some((
+                k.try_index((Ellipsis, ..self.offset, ..))?,
+                v.try_index((Ellipsis, ..self.offset, ..))?,
+            ))),
+            _ => Ok(None),
+        }
     }
 
     /// Positions that fit before the next reallocation.
@@ -152,6 +218,26 @@ impl RotatingKvCache {
     /// Positions processed so far (not all of them are kept).
     pub fn offset(&self) -> i32 {
         self.offset
+    }
+
+    /// A cache of `window` slots holding `keys` and `values` (`[B, H_kv, window, D]`,
+    /// position `p` at slot `p % window`) after `offset` positions.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the arrays do not agree with each other or with `window`;
+    /// [`Error::InvalidConfig`] for a window below 1.
+    pub fn from_state(window: i32, keys: Array, values: Array, offset: i32) -> Result<Self> {
+        let mut cache = Self::new(window)?;
+        check_state(&keys, &values, offset.min(window), Some(window))?;
+        cache.keys = Some(keys);
+        cache.values = Some(values);
+        cache.offset = offset;
+        Ok(cache)
+    }
+
+    /// The slot buffers `[B, H_kv, window, D]` (`None` while empty).
+    pub fn state(&self) -> Option<(&Array, &Array)> {
+        self.keys.as_ref().zip(self.values.as_ref())
     }
 
     /// The number of positions kept.
@@ -270,6 +356,22 @@ fn concat_opt(old: Option<Array>, new: &Array) -> Result<Array> {
     Ok(match old {
         Some(old) => ops::concatenate(&[&old, new], 2)?,
         None => new.clone(),
+    })
+}
+
+/// Restored keys and values: 4-D, the same batch and heads, at least `len` positions (exactly
+/// `slots` when given).
+fn check_state(keys: &Array, values: &Array, len: i32, slots: Option<i32>) -> Result<()> {
+    let (k, v) = (keys.shape(), values.shape());
+    let agree = k.len() == 4 && v.len() == 4 && k[..3] == v[..3];
+    let long_enough = agree && len >= 0 && k[2] >= len && slots.is_none_or(|s| k[2] == s);
+    if long_enough {
+        return Ok(());
+    }
+    Err(Error::Shape {
+        name: "restored keys and values".into(),
+        expected: vec![k.first().copied().unwrap_or(-1), -1, slots.unwrap_or(len), -1],
+        actual: v.to_vec(),
     })
 }
 

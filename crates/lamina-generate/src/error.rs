@@ -35,6 +35,14 @@ pub enum GenerateError {
     /// The prompt is empty.
     #[error("the prompt has no tokens")]
     EmptyPrompt,
+    /// A saved prompt cache cannot be used.
+    #[error("prompt cache {path}: {reason}")]
+    PromptCache {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A background task failed.
     #[error("a generation task failed: {0}")]
     Task(String),

@@ -2,22 +2,19 @@
 //! decode one token at a time with the model's cache, building the next step's graph
 //! while the current one computes (as mlx-lm's `generate_step` does with `async_eval`).
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use lamina_backbones::ModelCache;
 use lamina_families::LanguageModel;
-use lamina_heads::ModelInput;
 use lamina_loader::Tokenizer;
-use mlx_rs::ops::indexing::{IndexOp, TryIndexOp};
+use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, memory};
 use serde::{Deserialize, Serialize};
 use strum::Display;
 
-use crate::detokenizer::StreamingDetokenizer;
-use crate::error::{GenerateError, Result};
-use crate::sampler::{Sampler, SamplerConfig};
-use crate::stop::{StopCheck, StopStrings};
+use crate::error::Result;
+use crate::sampler::SamplerConfig;
+use crate::sequence::{SequenceState, last_logits, plan, prefill};
 
 /// What to do when the prompt plus the new tokens would pass the model's maximum length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -118,33 +115,17 @@ pub struct GenerationOutput {
 pub struct Generation<'a> {
     model: &'a mut dyn LanguageModel,
     cache: ModelCache,
-    sampler: Sampler,
-    detokenizer: Option<StreamingDetokenizer<'a>>,
-    stops: StopStrings,
-    eos: HashSet<u32>,
-    history: Vec<u32>,
-    prompt_len: usize,
-    budget: usize,
-    budget_reason: FinishReason,
+    state: SequenceState<'a>,
     next: Option<Array>,
-    tokens: Vec<u32>,
-    text: String,
-    finished: Option<FinishReason>,
-    started: Instant,
-    first_token: Option<Instant>,
-    last_token: Option<Instant>,
 }
 
 impl std::fmt::Debug for Generation<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generation").field("tokens", &self.tokens).field("finished", &self.finished).finish()
+        f.debug_struct("Generation")
+            .field("tokens", &self.state.tokens)
+            .field("finished", &self.state.finished)
+            .finish()
     }
-}
-
-/// Runs the model on `ids` with the cache; returns the last position's logits `[1, V]`.
-fn last_logits(model: &mut dyn LanguageModel, cache: &mut ModelCache, ids: &Array) -> Result<Array> {
-    let input = ModelInput { check_ids: false, ..ModelInput::new(ids).with_cache(cache) };
-    Ok(model.forward(input)?.logits.index((.., -1, ..)))
 }
 
 impl<'a> Generation<'a> {
@@ -159,82 +140,18 @@ impl<'a> Generation<'a> {
         prompt: &[u32],
         params: &GenerateParams,
     ) -> Result<Self> {
-        if prompt.is_empty() {
-            return Err(GenerateError::EmptyPrompt);
-        }
-        let info = model.info();
-        if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= info.vocab_size) {
-            return Err(lamina_core::Error::TokenOutOfRange {
-                id: i64::from(bad),
-                vocab_size: info.vocab_size,
-            }
-            .into());
-        }
-        let mut prompt = prompt;
-        let (mut budget, mut budget_reason) = (params.max_new_tokens, FinishReason::MaxTokens);
-        if let Some(max) = info.max_position_embeddings {
-            if prompt.len() + params.max_new_tokens > max {
-                match params.length_policy {
-                    LengthPolicy::Error => {
-                        return Err(GenerateError::TooLong {
-                            prompt: prompt.len(),
-                            requested: params.max_new_tokens,
-                            max,
-                        });
-                    }
-                    LengthPolicy::Truncate => {
-                        if prompt.len() >= max {
-                            prompt = &prompt[prompt.len() + 1 - max..];
-                        }
-                        budget = max - prompt.len();
-                        budget_reason = FinishReason::MaxLength;
-                    }
-                }
-            }
-        }
+        let plan = plan(model, prompt, params)?;
         memory::reset_peak_memory()?;
-        let started = Instant::now();
+        let mut state = SequenceState::new(tokenizer, &plan, params, Instant::now())?;
         let mut cache = model.make_cache()?;
-        let step = params.prefill_step.max(1);
-        let as_array = |ids: &[u32]| {
-            Array::from_slice(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), &[1, ids.len() as i32])
-        };
-        let mut rest = prompt;
-        while rest.len() > 1 {
-            let n = step.min(rest.len() - 1);
-            let chunk = as_array(&rest[..n]);
-            model
-                .forward(ModelInput { check_ids: false, ..ModelInput::new(&chunk).with_cache(&mut cache) })?;
-            cache.eval()?;
-            rest = &rest[n..];
-        }
-        let mut sampler = Sampler::new(&params.sampler)?;
-        let logits = last_logits(model, &mut cache, &as_array(rest))?;
-        let first = sampler.sample(&logits, prompt)?;
+        let logits = prefill(model, &mut cache, plan.prompt, params.prefill_step)?;
+        let first = state.sampler.sample(&logits, plan.prompt)?;
         mlx_rs::transforms::async_eval([&first])?;
-        Ok(Generation {
-            model,
-            cache,
-            sampler,
-            detokenizer: tokenizer.map(StreamingDetokenizer::new),
-            stops: StopStrings::new(&params.stop_strings),
-            eos: params.eos_token_ids.iter().copied().collect(),
-            history: prompt.to_vec(),
-            prompt_len: prompt.len(),
-            budget,
-            budget_reason,
-            next: Some(first),
-            tokens: Vec::new(),
-            text: String::new(),
-            finished: if budget == 0 { Some(budget_reason) } else { None },
-            started,
-            first_token: None,
-            last_token: None,
-        })
+        Ok(Generation { model, cache, state, next: Some(first) })
     }
 
     fn advance(&mut self) -> Result<Option<TokenEvent>> {
-        if self.finished.is_some() {
+        if self.state.finished.is_some() {
             return Ok(None);
         }
         let Some(current) = self.next.take() else {
@@ -242,48 +159,23 @@ impl<'a> Generation<'a> {
         };
         // Build the following step before waiting for this one, unless the sampler must
         // see this token first (repetition penalty) or this is the last step allowed.
-        let pipelined = !self.sampler.needs_history() && self.tokens.len() + 1 < self.budget;
+        let pipelined = self.state.may_pipeline();
         if pipelined {
-            let following = self.step(&current)?;
-            mlx_rs::transforms::async_eval([&following])?;
-            self.next = Some(following);
+            self.next = Some(self.step(&current)?);
         }
         let id = current.try_index(0)?.item_exact::<i32>() as u32;
-        let now = Instant::now();
-        self.first_token.get_or_insert(now);
-        self.last_token = Some(now);
-        if self.eos.contains(&id) {
-            self.finished = Some(FinishReason::Eos);
-            return Ok(None);
+        let event = self.state.accept(id)?;
+        if self.state.finished.is_none() && !pipelined {
+            self.next = Some(self.step(&current)?);
         }
-        self.tokens.push(id);
-        self.history.push(id);
-        let mut text = match &mut self.detokenizer {
-            Some(d) => d.push(id)?,
-            None => String::new(),
-        };
-        match self.stops.push(&text) {
-            StopCheck::Continue(released) => text = released,
-            StopCheck::Stop(before, _) => {
-                self.text.push_str(&before);
-                self.finished = Some(FinishReason::StopString);
-                return Ok(Some(TokenEvent { id, text: before }));
-            }
-        }
-        if self.tokens.len() >= self.budget {
-            self.finished = Some(self.budget_reason);
-        } else if !pipelined {
-            let following = self.step(&current)?;
-            mlx_rs::transforms::async_eval([&following])?;
-            self.next = Some(following);
-        }
-        self.text.push_str(&text);
-        Ok(Some(TokenEvent { id, text }))
+        Ok(event)
     }
 
     fn step(&mut self, token: &Array) -> Result<Array> {
         let logits = last_logits(self.model, &mut self.cache, &token.reshape(&[1, 1])?)?;
-        Ok(self.sampler.sample(&logits, &self.history)?)
+        let next = self.state.sampler.sample(&logits, &self.state.history)?;
+        mlx_rs::transforms::async_eval([&next])?;
+        Ok(next)
     }
 
     /// Ends the generation (running it to completion first) and returns the result.
@@ -292,34 +184,8 @@ impl<'a> Generation<'a> {
     /// As the iteration.
     pub fn output(mut self) -> Result<GenerationOutput> {
         while self.advance()?.is_some() {}
-        let mut tail = match &mut self.detokenizer {
-            Some(d) => d.finish()?,
-            None => String::new(),
-        };
-        if self.finished != Some(FinishReason::StopString) {
-            tail = format!("{}{tail}", self.stops.flush());
-            self.text.push_str(&tail);
-        }
-        let finish_reason = self.finished.unwrap_or(FinishReason::MaxTokens);
-        let first = self.first_token.unwrap_or(self.started);
-        let prompt_seconds = first.duration_since(self.started).as_secs_f64();
-        let decode_seconds = self.last_token.unwrap_or(first).duration_since(first).as_secs_f64();
-        let stats = GenerationStats {
-            prompt_tokens: self.prompt_len,
-            generated_tokens: self.tokens.len(),
-            prompt_tokens_per_s: if prompt_seconds > 0.0 {
-                self.prompt_len as f64 / prompt_seconds
-            } else {
-                0.0
-            },
-            generation_tokens_per_s: if decode_seconds > 0.0 && self.tokens.len() > 1 {
-                (self.tokens.len() - 1) as f64 / decode_seconds
-            } else {
-                0.0
-            },
-            peak_memory_bytes: memory::peak_memory()?,
-        };
-        Ok(GenerationOutput { tokens: self.tokens, text: self.text, finish_reason, stats })
+        self.state.flush()?;
+        Ok(self.state.output(memory::peak_memory()?))
     }
 }
 

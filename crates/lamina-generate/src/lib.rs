@@ -24,14 +24,20 @@
 //! ```
 #![deny(missing_docs)]
 
+mod batch;
 mod chat;
 mod container;
 mod detokenizer;
 mod error;
 mod generate;
+mod prompt_cache;
 mod sampler;
+mod sequence;
 mod stop;
 
+pub use batch::{
+    BatchConfig, BatchEvent, BatchGenerator, BatchRequest, SequenceId, TokenLogprobs, batch_generate,
+};
 pub use chat::{ChatTemplate, Message, Role};
 pub use container::{GenerationStream, ModelConfiguration, ModelContainer, ModelContext, StreamEvent};
 pub use detokenizer::StreamingDetokenizer;
@@ -40,6 +46,7 @@ pub use generate::{
     FinishReason, GenerateParams, Generation, GenerationOutput, GenerationStats, LengthPolicy, TokenEvent,
     generate,
 };
+pub use prompt_cache::{CacheHit, PromptCache, load_prompt_cache, save_prompt_cache};
 pub use sampler::{LogitsTransform, MinP, RepetitionPenalty, Sampler, SamplerConfig, TopK, TopP};
 pub use stop::{StopCheck, StopStrings};
 /// The async stream trait [`GenerationStream`] implements (from `tokio-stream`).

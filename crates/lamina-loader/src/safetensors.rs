@@ -80,6 +80,16 @@ impl TensorFile {
             .map_err(|e| LoaderError::Safetensors { path: self.path.clone(), reason: e.to_string() })
     }
 
+    /// The header's `__metadata__` strings (empty when it has none).
+    ///
+    /// # Errors
+    /// Never after a successful [`TensorFile::open`]; kept fallible for the type's sake.
+    pub fn metadata(&self) -> Result<std::collections::HashMap<String, String>> {
+        let (_, metadata) = SafeTensors::read_metadata(&self.mmap)
+            .map_err(|e| LoaderError::Safetensors { path: self.path.clone(), reason: e.to_string() })?;
+        Ok(metadata.metadata().clone().unwrap_or_default())
+    }
+
     /// Every tensor's name, dtype and shape, from the header alone.
     ///
     /// # Errors

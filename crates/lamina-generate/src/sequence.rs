@@ -1,0 +1,230 @@
+//! What every generated sequence tracks, alone or in a batch: the length plan, the
+//! prefill, and the bookkeeping of each new token (EOS ids, detokenizing, stop strings,
+//! the token budget, timing).
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use lamina_backbones::ModelCache;
+use lamina_families::LanguageModel;
+use lamina_heads::ModelInput;
+use lamina_loader::Tokenizer;
+use mlx_rs::Array;
+use mlx_rs::ops::indexing::IndexOp;
+
+use crate::detokenizer::StreamingDetokenizer;
+use crate::error::{GenerateError, Result};
+use crate::generate::{
+    FinishReason, GenerateParams, GenerationOutput, GenerationStats, LengthPolicy, TokenEvent,
+};
+use crate::sampler::Sampler;
+use crate::stop::{StopCheck, StopStrings};
+
+/// The prompt that will be processed and how many tokens may follow it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan<'p> {
+    pub prompt: &'p [u32],
+    pub budget: usize,
+    pub budget_reason: FinishReason,
+}
+
+/// Checks the prompt against the model and applies the length policy.
+pub(crate) fn plan<'p>(
+    model: &dyn LanguageModel,
+    prompt: &'p [u32],
+    params: &GenerateParams,
+) -> Result<Plan<'p>> {
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    let info = model.info();
+    if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= info.vocab_size) {
+        return Err(
+            lamina_core::Error::TokenOutOfRange { id: i64::from(bad), vocab_size: info.vocab_size }.into()
+        );
+    }
+    let mut plan = Plan { prompt, budget: params.max_new_tokens, budget_reason: FinishReason::MaxTokens };
+    if let Some(max) = info.max_position_embeddings {
+        if prompt.len() + params.max_new_tokens > max {
+            match params.length_policy {
+                LengthPolicy::Error => {
+                    return Err(GenerateError::TooLong {
+                        prompt: prompt.len(),
+                        requested: params.max_new_tokens,
+                        max,
+                    });
+                }
+                LengthPolicy::Truncate => {
+                    if prompt.len() >= max {
+                        plan.prompt = &prompt[prompt.len() + 1 - max..];
+                    }
+                    plan.budget = max - plan.prompt.len();
+                    plan.budget_reason = FinishReason::MaxLength;
+                }
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// `[1, L]` int32 ids.
+pub(crate) fn ids_array(ids: &[u32]) -> Array {
+    Array::from_slice(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), &[1, ids.len() as i32])
+}
+
+/// Runs `ids` through the model with the cache; the last position's logits `[B, V]`.
+pub(crate) fn last_logits(
+    model: &mut dyn LanguageModel,
+    cache: &mut ModelCache,
+    ids: &Array,
+) -> Result<Array> {
+    let input = ModelInput { check_ids: false, ..ModelInput::new(ids).with_cache(cache) };
+    Ok(model.forward(input)?.logits.index((.., -1, ..)))
+}
+
+/// Feeds all of `prompt` but its last token in chunks of `step` (evaluating only the
+/// cache), then the last token; returns its logits `[1, V]`.
+pub(crate) fn prefill(
+    model: &mut dyn LanguageModel,
+    cache: &mut ModelCache,
+    prompt: &[u32],
+    step: usize,
+) -> Result<Array> {
+    let step = step.max(1);
+    let mut rest = prompt;
+    while rest.len() > 1 {
+        let n = step.min(rest.len() - 1);
+        model.forward(ModelInput {
+            check_ids: false,
+            ..ModelInput::new(&ids_array(&rest[..n])).with_cache(cache)
+        })?;
+        cache.eval()?;
+        rest = &rest[n..];
+    }
+    last_logits(model, cache, &ids_array(rest))
+}
+
+/// The per-token bookkeeping of one sequence.
+pub(crate) struct SequenceState<'t> {
+    pub sampler: Sampler,
+    detokenizer: Option<StreamingDetokenizer<'t>>,
+    stops: StopStrings,
+    eos: HashSet<u32>,
+    /// Prompt and every token read since, EOS included: the ids the cache was fed.
+    pub history: Vec<u32>,
+    prompt_len: usize,
+    budget: usize,
+    budget_reason: FinishReason,
+    pub tokens: Vec<u32>,
+    text: String,
+    pub finished: Option<FinishReason>,
+    started: Instant,
+    first_token: Option<Instant>,
+    last_token: Option<Instant>,
+}
+
+impl<'t> SequenceState<'t> {
+    pub fn new(
+        tokenizer: Option<&'t Tokenizer>,
+        plan: &Plan<'_>,
+        params: &GenerateParams,
+        started: Instant,
+    ) -> Result<Self> {
+        Ok(SequenceState {
+            sampler: Sampler::new(&params.sampler)?,
+            detokenizer: tokenizer.map(StreamingDetokenizer::new),
+            stops: StopStrings::new(&params.stop_strings),
+            eos: params.eos_token_ids.iter().copied().collect(),
+            history: plan.prompt.to_vec(),
+            prompt_len: plan.prompt.len(),
+            budget: plan.budget,
+            budget_reason: plan.budget_reason,
+            tokens: Vec::new(),
+            text: String::new(),
+            finished: if plan.budget == 0 { Some(plan.budget_reason) } else { None },
+            started,
+            first_token: None,
+            last_token: None,
+        })
+    }
+
+    /// Whether the token after the next may be built before the next is read.
+    pub fn may_pipeline(&self) -> bool {
+        !self.sampler.needs_history() && self.tokens.len() + 1 < self.budget
+    }
+
+    /// Takes a new token: `None` for an EOS id; sets `finished` when the sequence ends.
+    pub fn accept(&mut self, id: u32) -> Result<Option<TokenEvent>> {
+        let now = Instant::now();
+        self.first_token.get_or_insert(now);
+        self.last_token = Some(now);
+        self.history.push(id);
+        if self.eos.contains(&id) {
+            self.finished = Some(FinishReason::Eos);
+            return Ok(None);
+        }
+        self.tokens.push(id);
+        let mut text = match &mut self.detokenizer {
+            Some(d) => d.push(id)?,
+            None => String::new(),
+        };
+        match self.stops.push(&text) {
+            StopCheck::Continue(released) => text = released,
+            StopCheck::Stop(before, _) => {
+                self.text.push_str(&before);
+                self.finished = Some(FinishReason::StopString);
+                return Ok(Some(TokenEvent { id, text: before }));
+            }
+        }
+        if self.tokens.len() >= self.budget {
+            self.finished = Some(self.budget_reason);
+        }
+        self.text.push_str(&text);
+        Ok(Some(TokenEvent { id, text }))
+    }
+
+    /// Text still held back when the sequence ends (an incomplete character, a possible
+    /// stop string that never completed); added to the output's text.
+    pub fn flush(&mut self) -> Result<String> {
+        let mut tail = match &mut self.detokenizer {
+            Some(d) => d.finish()?,
+            None => String::new(),
+        };
+        if self.finished != Some(FinishReason::StopString) {
+            tail = format!("{}{tail}", self.stops.flush());
+            self.text.push_str(&tail);
+        } else {
+            tail.clear();
+        }
+        Ok(tail)
+    }
+
+    /// The result (call [`SequenceState::flush`] first).
+    pub fn output(&self, peak_memory_bytes: usize) -> GenerationOutput {
+        let first = self.first_token.unwrap_or(self.started);
+        let prompt_seconds = first.duration_since(self.started).as_secs_f64();
+        let decode_seconds = self.last_token.unwrap_or(first).duration_since(first).as_secs_f64();
+        let generated = self.tokens.len();
+        let stats = GenerationStats {
+            prompt_tokens: self.prompt_len,
+            generated_tokens: generated,
+            prompt_tokens_per_s: if prompt_seconds > 0.0 {
+                self.prompt_len as f64 / prompt_seconds
+            } else {
+                0.0
+            },
+            generation_tokens_per_s: if decode_seconds > 0.0 && generated > 1 {
+                (generated - 1) as f64 / decode_seconds
+            } else {
+                0.0
+            },
+            peak_memory_bytes,
+        };
+        GenerationOutput {
+            tokens: self.tokens.clone(),
+            text: self.text.clone(),
+            finish_reason: self.finished.unwrap_or(FinishReason::MaxTokens),
+            stats,
+        }
+    }
+}

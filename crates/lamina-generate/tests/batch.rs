@@ -1,0 +1,309 @@
+//! Continuous batching: every sequence of a batch, joining and leaving at different steps,
+//! gets the greedy tokens it gets alone (KV, rotating-window and Mamba caches); the prompt
+//! cache reuses a finished conversation's positions; a saved prompt cache continues as the
+//! live one; log-probabilities are those of the model's distribution.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use lamina_generate::{
+    BatchConfig, BatchEvent, BatchGenerator, BatchRequest, FinishReason, GenerateParams, SamplerConfig,
+    batch_generate, generate, load_prompt_cache, save_prompt_cache,
+};
+use lamina_loader::{LoadOptions, LoadedModel, load_blocking};
+
+fn fixture(case: &str) -> LoadedModel {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/checkpoints").join(case);
+    load_blocking(path, LoadOptions::default()).unwrap()
+}
+
+/// Prompts of different lengths, from ids valid in every fixture.
+fn prompts() -> Vec<Vec<u32>> {
+    vec![
+        vec![5, 9, 2, 7, 11, 3, 8],
+        vec![1, 4],
+        vec![13, 6, 10, 2, 2, 9, 14, 3, 5, 7, 12, 1, 4],
+        vec![7],
+        vec![3, 3, 8, 1, 9],
+    ]
+}
+
+fn greedy(n: usize) -> GenerateParams {
+    GenerateParams { max_new_tokens: n, prefill_step: 4, ..GenerateParams::default() }
+}
+
+/// Runs `requests` through a batch, inserting request `k` before step `join[k]`; returns
+/// each sequence's streamed tokens and final output tokens.
+fn run_batch(
+    loaded: &mut LoadedModel,
+    requests: &[(usize, BatchRequest)],
+    config: BatchConfig,
+) -> HashMap<u64, (Vec<u32>, Vec<u32>, FinishReason)> {
+    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, config).unwrap();
+    let mut ids = HashMap::new();
+    let mut streamed: HashMap<u64, Vec<u32>> = HashMap::new();
+    let mut done = HashMap::new();
+    let mut step = 0;
+    while done.len() < requests.len() {
+        for (k, (at, request)) in requests.iter().enumerate() {
+            if *at == step {
+                ids.insert(generator.insert(request.clone()), k);
+            }
+        }
+        for event in generator.step().unwrap() {
+            match event {
+                BatchEvent::Token { sequence, token, .. } => {
+                    streamed.entry(sequence).or_default().push(token.id)
+                }
+                BatchEvent::Done { sequence, output, .. } => {
+                    let stream = streamed.remove(&sequence).unwrap_or_default();
+                    done.insert(ids[&sequence] as u64, (stream, output.tokens, output.finish_reason));
+                }
+                BatchEvent::Failed { error, .. } => panic!("{error}"),
+            }
+        }
+        step += 1;
+        assert!(step < 500, "the batch never finished");
+    }
+    assert!(generator.is_idle());
+    done
+}
+
+#[test]
+fn batched_greedy_equals_each_sequence_alone_with_joins_and_leaves() {
+    for case in ["llama_tied_smollm", "mamba_hf", "gemma2_softcap", "gemma3_local_global", "qwen3_qk_norm"] {
+        let mut loaded = fixture(case);
+        // Different budgets so that sequences leave at different steps; joins at steps
+        // 0, 0, 3, 5, 9 (the last after the first has left).
+        let budgets = [6, 14, 9, 12, 4];
+        let joins = [0, 0, 3, 5, 9];
+        let alone: Vec<Vec<u32>> = prompts()
+            .iter()
+            .zip(budgets)
+            .map(|(p, n)| generate(loaded.model.as_mut(), None, p, &greedy(n)).unwrap().tokens)
+            .collect();
+        let requests: Vec<_> = prompts()
+            .into_iter()
+            .zip(budgets)
+            .zip(joins)
+            .map(|((p, n), at)| (at, BatchRequest::new(p, greedy(n))))
+            .collect();
+        for max_batch in [2, 8] {
+            let config = BatchConfig { max_batch, prompt_cache_bytes: 0, ..BatchConfig::default() };
+            let batch = run_batch(&mut loaded, &requests, config);
+            for (k, expected) in alone.iter().enumerate() {
+                let (streamed, output, reason) = &batch[&(k as u64)];
+                assert_eq!(output, expected, "{case}, sequence {k}, max_batch {max_batch}");
+                assert_eq!(streamed, expected, "{case}, sequence {k}: the stream is the output");
+                assert_eq!(*reason, FinishReason::MaxTokens);
+            }
+        }
+    }
+}
+
+#[test]
+fn eos_and_repetition_penalty_behave_in_a_batch_as_alone() {
+    let mut loaded = fixture("llama_tied_smollm");
+    let sampler = SamplerConfig { repetition_penalty: 1.5, ..SamplerConfig::default() };
+    let mut params: Vec<GenerateParams> =
+        (0..5).map(|k| GenerateParams { sampler: sampler.clone(), ..greedy(10 + k) }).collect();
+    // The third sequence stops at the fourth token it would produce alone.
+    let free = generate(loaded.model.as_mut(), None, &prompts()[2], &params[2]).unwrap().tokens;
+    params[2].eos_token_ids = vec![free[3]];
+    params[1].sampler = SamplerConfig::default();
+    let alone: Vec<_> = prompts()
+        .iter()
+        .zip(&params)
+        .map(|(p, g)| generate(loaded.model.as_mut(), None, p, g).unwrap())
+        .collect();
+    assert_eq!(alone[2].finish_reason, FinishReason::Eos);
+    let requests: Vec<_> = prompts()
+        .into_iter()
+        .zip(params)
+        .enumerate()
+        .map(|(k, (p, g))| (k, BatchRequest::new(p, g)))
+        .collect();
+    let batch = run_batch(&mut loaded, &requests, BatchConfig::default());
+    for (k, expected) in alone.iter().enumerate() {
+        let (_, tokens, reason) = &batch[&(k as u64)];
+        assert_eq!((tokens, *reason), (&expected.tokens, expected.finish_reason), "sequence {k}");
+    }
+}
+
+#[test]
+fn the_prompt_cache_reuses_a_finished_conversation() {
+    let mut loaded = fixture("llama_tied_smollm");
+    let first = prompts()[2].clone();
+    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, BatchConfig::default()).unwrap();
+    generator.insert(BatchRequest::new(first.clone(), greedy(5)));
+    let mut answer = Vec::new();
+    while !generator.is_idle() {
+        for event in generator.step().unwrap() {
+            if let BatchEvent::Done { output, cached_tokens, .. } = event {
+                assert_eq!(cached_tokens, 0);
+                answer = output.tokens;
+            }
+        }
+    }
+    assert_eq!(generator.prompt_cache().len(), 1);
+    // The next turn: the first prompt, the answer, and a new question.
+    let second: Vec<u32> = first.iter().chain(&answer).chain(&[4, 8, 15]).copied().collect();
+    generator.insert(BatchRequest::new(second.clone(), greedy(7)));
+    let mut reused = None;
+    let mut tokens = Vec::new();
+    while !generator.is_idle() {
+        for event in generator.step().unwrap() {
+            if let BatchEvent::Done { output, cached_tokens, .. } = event {
+                reused = Some(cached_tokens);
+                tokens = output.tokens;
+            }
+        }
+    }
+    // Pipelined decoding fed the first answer's tokens but the last: every position up to
+    // the answer's end is reused.
+    assert!(reused.unwrap() >= first.len() + answer.len() - 1, "{reused:?}");
+    assert!(reused.unwrap() < second.len());
+    drop(generator);
+    let alone = generate(loaded.model.as_mut(), None, &second, &greedy(7)).unwrap();
+    assert_eq!(tokens, alone.tokens);
+}
+
+#[test]
+fn the_prompt_cache_stays_within_its_bytes() {
+    let mut loaded = fixture("llama_tied_smollm");
+    let one = {
+        let mut cache = loaded.model.make_cache().unwrap();
+        let input = mlx_rs::Array::from_slice(&[1i32, 2, 3], &[1, 3]);
+        loaded.model.forward(lamina_heads::ModelInput::new(&input).with_cache(&mut cache)).unwrap();
+        cache.nbytes()
+    };
+    let config = BatchConfig { prompt_cache_bytes: 2 * one + one / 2, ..BatchConfig::default() };
+    let requests: Vec<_> = prompts().into_iter().map(|p| (0, BatchRequest::new(p, greedy(3)))).collect();
+    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, config).unwrap();
+    for (_, r) in &requests {
+        generator.insert(r.clone());
+    }
+    while !generator.is_idle() {
+        generator.step().unwrap();
+    }
+    let cache = generator.prompt_cache();
+    assert_eq!(cache.len(), 2, "the least recently used went");
+    assert!(cache.nbytes() <= 2 * one + one / 2);
+}
+
+#[test]
+fn a_saved_prompt_cache_continues_as_the_live_one() {
+    for case in ["llama_tied_smollm", "mamba_hf", "gemma2_softcap"] {
+        let mut loaded = fixture(case);
+        let prompt = prompts()[2].clone();
+        let mut cache = loaded.model.make_cache().unwrap();
+        let input = mlx_rs::Array::from_slice(
+            &prompt.iter().map(|&t| t as i32).collect::<Vec<_>>(),
+            &[1, prompt.len() as i32],
+        );
+        loaded.model.forward(lamina_heads::ModelInput::new(&input).with_cache(&mut cache)).unwrap();
+        let dir = std::env::temp_dir().join(format!("lamina-prompt-cache-{case}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("prompt.safetensors");
+        save_prompt_cache(&path, &cache, &prompt).unwrap();
+        let (restored, tokens) = load_prompt_cache(&path, &loaded.model.make_cache().unwrap()).unwrap();
+        assert_eq!(tokens, prompt);
+        // Seed a batch's prompt cache with it: a longer prompt reuses every saved position.
+        let longer: Vec<u32> = prompt.iter().chain(&[2, 6, 1]).copied().collect();
+        let alone = generate(loaded.model.as_mut(), None, &longer, &greedy(6)).unwrap().tokens;
+        let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, BatchConfig::default()).unwrap();
+        generator.prompt_cache().insert(tokens, restored);
+        generator.insert(BatchRequest::new(longer.clone(), greedy(6)));
+        let mut got = None;
+        while !generator.is_idle() {
+            for event in generator.step().unwrap() {
+                if let BatchEvent::Done { output, cached_tokens, .. } = event {
+                    got = Some((output.tokens, cached_tokens));
+                }
+            }
+        }
+        assert_eq!(got, Some((alone, prompt.len())), "{case}");
+        // Another model's cache file is refused with a reason.
+        let other = fixture(if case == "mamba_hf" { "llama_tied_smollm" } else { "mamba_hf" });
+        let err = load_prompt_cache(&path, &other.model.make_cache().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("prompt cache"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn logprobs_are_the_distribution_of_the_model() {
+    let mut loaded = fixture("llama_tied_smollm");
+    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, BatchConfig::default()).unwrap();
+    generator
+        .insert(BatchRequest { top_logprobs: Some(3), ..BatchRequest::new(prompts()[0].clone(), greedy(5)) });
+    let mut seen = 0;
+    while !generator.is_idle() {
+        for event in generator.step().unwrap() {
+            if let BatchEvent::Token { token, logprobs, .. } = event {
+                let lp = logprobs.unwrap();
+                assert_eq!(lp.top.len(), 3);
+                assert_eq!(lp.top[0], (token.id, lp.logprob), "greedy picks the most likely token");
+                assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+                let mass: f32 = lp.top.iter().map(|(_, l)| l.exp()).sum();
+                assert!(lp.logprob <= 0.0 && mass <= 1.0 + 1e-5);
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, 5);
+}
+
+#[test]
+fn batch_generate_keeps_order_reports_progress_and_isolates_bad_prompts() {
+    let mut loaded = fixture("llama_tied_smollm");
+    let mut all = prompts();
+    all.insert(2, Vec::new());
+    let alone: Vec<_> = prompts()
+        .iter()
+        .map(|p| generate(loaded.model.as_mut(), None, p, &greedy(5)).unwrap().tokens)
+        .collect();
+    let mut calls = Vec::new();
+    let config = BatchConfig { max_batch: 3, ..BatchConfig::default() };
+    let out = batch_generate(loaded.model.as_mut(), None, &all, &greedy(5), config, |done, total| {
+        calls.push((done, total))
+    })
+    .unwrap();
+    assert!(matches!(out[2], Err(lamina_generate::GenerateError::EmptyPrompt)));
+    let good: Vec<_> = out.into_iter().filter_map(Result::ok).map(|o| o.tokens).collect();
+    assert_eq!(good, alone);
+    assert_eq!(calls.last(), Some(&(6, 6)));
+    assert_eq!(calls.len(), 6);
+}
+
+#[test]
+fn a_cancelled_sequence_leaves_without_disturbing_the_others() {
+    let mut loaded = fixture("llama_tied_smollm");
+    let alone = generate(loaded.model.as_mut(), None, &prompts()[0], &greedy(8)).unwrap().tokens;
+    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, BatchConfig::default()).unwrap();
+    let keep = generator.insert(BatchRequest::new(prompts()[0].clone(), greedy(8)));
+    let drop = generator.insert(BatchRequest::new(prompts()[1].clone(), greedy(50)));
+    let queued = generator.insert(BatchRequest::new(prompts()[2].clone(), greedy(50)));
+    assert!(generator.cancel(queued));
+    let mut tokens = Vec::new();
+    let mut ended = Vec::new();
+    for step in 0.. {
+        if step == 2 {
+            assert!(generator.cancel(drop));
+        }
+        for event in generator.step().unwrap() {
+            match event {
+                BatchEvent::Token { sequence, token, .. } if sequence == keep => tokens.push(token.id),
+                BatchEvent::Done { sequence, .. } => ended.push(sequence),
+                _ => {}
+            }
+        }
+        if generator.is_idle() {
+            break;
+        }
+    }
+    assert_eq!(tokens, alone);
+    assert_eq!(ended, vec![keep], "cancelled sequences are not reported");
+    assert!(!generator.cancel(999));
+}
