@@ -8,6 +8,8 @@
 //! ```
 
 mod common;
+#[path = "common/default_model.rs"]
+mod default_model;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -69,25 +71,8 @@ struct Args {
     json: bool,
 }
 
-fn default_model() -> Result<PathBuf, String> {
-    let path = option_env!("LAMINA_DEFAULT_MODEL")
-        .map(PathBuf::from)
-        .ok_or("no default model was provisioned at build time; pass --model")?;
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "the default model is not at {} (its install failed at build time); pass --model",
-            path.display()
-        ))
-    }
-}
-
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let path = match args.model.clone() {
-        Some(path) => path,
-        None => default_model()?,
-    };
+    let path = default_model::model_or_default(args.model.clone())?;
     let dtype = args.dtype.as_deref().map(DType::parse).transpose()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let bar = ProgressBar::new(0);

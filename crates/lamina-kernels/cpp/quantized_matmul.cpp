@@ -328,6 +328,143 @@ void gemv(const Problem& p) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Dequantizing rows, with AVX2 for 4 and 8 bits.
+
+#if defined(__x86_64__)
+// dst[0..8) = scale * eight bytes + bias.
+__attribute__((target("avx2,fma"))) inline void put8(__m128i eight, __m256 scale, __m256 bias, float* dst) {
+  _mm256_storeu_ps(dst, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight)), scale, bias));
+}
+
+// 32 values (16 bytes of 4-bit pairs) of one group: dst[j] = s * q_j + b.
+__attribute__((target("avx2,fma"))) inline void dequantize_q4_chunk(const uint8_t* src, float s, float b,
+                                                                     float* dst) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  const __m128i lo = _mm_and_si128(bytes, mask);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+  const __m128i first = _mm_unpacklo_epi8(lo, hi);  // values 0..15 in order
+  const __m128i second = _mm_unpackhi_epi8(lo, hi);  // values 16..31
+  const __m256 scale = _mm256_set1_ps(s), bias = _mm256_set1_ps(b);
+  put8(first, scale, bias, dst);
+  put8(_mm_srli_si128(first, 8), scale, bias, dst + 8);
+  put8(second, scale, bias, dst + 16);
+  put8(_mm_srli_si128(second, 8), scale, bias, dst + 24);
+}
+
+__attribute__((target("avx2,fma"))) void dequantize_row_avx2(const Problem& p, int r, float* dst) {
+  const uint8_t* row = p.w + static_cast<size_t>(r) * p.row_bytes();
+  const float* s = p.scales + static_cast<size_t>(r) * p.groups();
+  const float* b = p.biases + static_cast<size_t>(r) * p.groups();
+  if (p.bits == 4) {
+    for (int c = 0; c < p.k / 32; ++c) {
+      const int g = (32 * c) / p.group;
+      dequantize_q4_chunk(row + 16 * c, s[g], b[g], dst + 32 * c);
+    }
+    return;
+  }
+  for (int j = 0; j < p.k; j += 8) {  // 8 bits
+    const int g = j / p.group;
+    const __m128i eight = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + j));
+    put8(eight, _mm256_set1_ps(s[g]), _mm256_set1_ps(b[g]), dst + j);
+  }
+}
+
+// out[i * ldo] = dot(w, x + i * k) for the m rows of x; four rows share each load of w.
+__attribute__((target("avx2,fma"))) void dots_avx2(const float* w, const float* x, int m, int k, float* out,
+                                                    int ldo) {
+  const int tail = k - k % 8;
+  int i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const float* x0 = x + static_cast<size_t>(i) * k;
+    const float *x1 = x0 + k, *x2 = x1 + k, *x3 = x2 + k;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+           a3 = _mm256_setzero_ps();
+    for (int j = 0; j < tail; j += 8) {
+      const __m256 wv = _mm256_loadu_ps(w + j);
+      a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + j), a0);
+      a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + j), a1);
+      a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x2 + j), a2);
+      a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x3 + j), a3);
+    }
+    float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+    for (int j = tail; j < k; ++j) {
+      s0 += w[j] * x0[j];
+      s1 += w[j] * x1[j];
+      s2 += w[j] * x2[j];
+      s3 += w[j] * x3[j];
+    }
+    out[static_cast<size_t>(i) * ldo] = s0;
+    out[static_cast<size_t>(i + 1) * ldo] = s1;
+    out[static_cast<size_t>(i + 2) * ldo] = s2;
+    out[static_cast<size_t>(i + 3) * ldo] = s3;
+  }
+  for (; i < m; ++i) {
+    const float* xi = x + static_cast<size_t>(i) * k;
+    __m256 a = _mm256_setzero_ps();
+    for (int j = 0; j < tail; j += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), _mm256_loadu_ps(xi + j), a);
+    float sum = hsum(a);
+    for (int j = tail; j < k; ++j) sum += w[j] * xi[j];
+    out[static_cast<size_t>(i) * ldo] = sum;
+  }
+}
+#endif
+
+bool fast_dequantize(const Problem& p) {
+#if defined(__x86_64__)
+  return has_avx2() && (p.bits == 4 || p.bits == 8) && p.group % 32 == 0;
+#else
+  (void)p;
+  return false;
+#endif
+}
+
+// Row r of w as K floats, with the fastest path the machine and layout allow.
+void dequantize(const Problem& p, int r, float* dst) {
+#if defined(__x86_64__)
+  if (fast_dequantize(p)) {
+    dequantize_row_avx2(p, r, dst);
+    return;
+  }
+#endif
+  dequantize_row(p, r, dst);
+}
+
+void dots(const float* w, const float* x, int m, int k, float* out, int ldo) {
+#if defined(__x86_64__)
+  if (has_avx2()) {
+    dots_avx2(w, x, m, k, out, ldo);
+    return;
+  }
+#endif
+  for (int i = 0; i < m; ++i) {
+    const float* xi = x + static_cast<size_t>(i) * k;
+    float sum = 0.0f;
+    for (int j = 0; j < k; ++j) sum += w[j] * xi[j];
+    out[static_cast<size_t>(i) * ldo] = sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// A few rows (a decoding batch): each weight row is read from memory once, dequantized
+// into a buffer that stays in L1, and dotted with every row of x.
+
+void gemv_batch(const Problem& p) {
+  Pool& pool = Pool::get();
+  const size_t work = static_cast<size_t>(p.n) * p.row_bytes() * p.m;
+  const int tasks = work < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
+  pool.run(tasks, [&](int t) {
+    const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
+    const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
+    std::vector<float> row(p.k);
+    for (int r = begin; r < end; ++r) {
+      dequantize(p, r, row.data());
+      dots(row.data(), p.x, p.m, p.k, p.out + r, p.n);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
 // Many-row products: tiles of dequantized rows through sgemm.
 
 void gemm(const Problem& p) {
@@ -336,18 +473,21 @@ void gemm(const Problem& p) {
   std::vector<float> buffer(static_cast<size_t>(tile) * p.k);
   for (int n0 = 0; n0 < p.n; n0 += tile) {
     const int rows = std::min(tile, p.n - n0);
-    pool.run(rows, [&](int r) { dequantize_row(p, n0 + r, buffer.data() + static_cast<size_t>(r) * p.k); });
+    pool.run(rows, [&](int r) { dequantize(p, n0 + r, buffer.data() + static_cast<size_t>(r) * p.k); });
     cblas_sgemm(kRowMajor, kNoTrans, kTrans, p.m, rows, p.k, 1.0f, p.x, p.k, buffer.data(), p.k, 0.0f,
                 p.out + n0, p.n);
   }
 }
 
-// Rows of x at or below which the one-row path is used; above, dequantize + sgemm.
-constexpr int kGemvRows = 4;
+// Rows of x up to which each weight row is dequantized once and dotted with every row of
+// x; above, tiles go through sgemm.
+constexpr int kBatchRows = 32;
 
 void compute(const Problem& p) {
-  if (p.m <= kGemvRows) {
+  if (p.m == 1) {
     gemv(p);
+  } else if (p.m <= kBatchRows) {
+    gemv_batch(p);
   } else {
     gemm(p);
   }

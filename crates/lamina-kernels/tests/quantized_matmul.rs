@@ -36,7 +36,7 @@ fn check(m: i32, n: i32, k: i32, group: i32, bits: i32) {
 fn every_width_and_group_matches_mlx_for_one_row_and_many() {
     for bits in [2, 3, 4, 5, 6, 8] {
         for group in [32, 64, 128] {
-            for (m, n) in [(1, 1), (1, 37), (3, 19), (4, 64), (5, 7), (17, 300)] {
+            for (m, n) in [(1, 1), (1, 37), (2, 5), (3, 19), (4, 64), (5, 7), (17, 300), (33, 40)] {
                 check(m, n, 2 * group, group, bits);
             }
         }
@@ -47,7 +47,7 @@ fn every_width_and_group_matches_mlx_for_one_row_and_many() {
 fn model_shapes_match_mlx() {
     // SmolLM2-135M's projections and its tied 49152-row head, at decode and prefill.
     for (n, k) in [(576, 576), (1536, 576), (576, 1536), (49_152, 576)] {
-        for m in [1, 9] {
+        for m in [1, 9, 16, 40] {
             check(m, n, k, 32, 4);
             check(m, n, k, 64, 8);
         }
