@@ -1,5 +1,5 @@
 //! lamina's CPU quantized matmul against MLX's own, on SmolLM2-135M's shapes: one row
-//! (a decoded token) and 128 rows (a prefill chunk). Prints microseconds per call and the
+//! (a decoded token), 4 and 16 rows (a decoding batch) and 128 rows (a prefill chunk). Prints microseconds per call and the
 //! weight bytes read per second.
 //!
 //! `cargo run --release --example bench_qmatmul`
@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let w = mlx_rs::random::normal::<f32>(&[n, k], None, None, None)?;
             let (packed, scales, biases) = ops::quantize(&w, group, bits)?;
             mlx_rs::transforms::eval([&packed, &scales, &biases])?;
-            for m in [1, 128] {
+            for m in [1, 4, 16, 128] {
                 let x = mlx_rs::random::normal::<f32>(&[m, k], None, None, None)?;
                 x.eval()?;
                 let reps = if m == 1 { 200 } else { 10 };

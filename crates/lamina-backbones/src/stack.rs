@@ -3,10 +3,13 @@
 use lamina_blocks::Block;
 use std::rc::Rc;
 
-use lamina_components::{Embedding, LayerCache, LayerInput, Norm, VisitLayers, check_ids, checkpointed};
+use lamina_components::{
+    BatchKvCache, Embedding, LayerCache, LayerInput, Norm, SsmState, VisitLayers, check_ids, checkpointed,
+};
 use lamina_core::{BackboneOutput, Error, Result};
 use mlx_rs::Array;
 use mlx_rs::module::{Module, ModuleParameters};
+use mlx_rs::ops::indexing::TryIndexOp;
 
 /// The caches of every block execution of a model, held by the caller.
 #[derive(Debug, Clone)]
@@ -40,33 +43,50 @@ impl ModelCache {
         self.layers.iter_mut().try_for_each(|l| l.trim(len))
     }
 
-    /// An empty batch of `layers` layers: rows join with [`ModelCache::join`] and leave with
-    /// [`ModelCache::leave`]; a forward pass on it takes one row of input per member.
-    pub fn batch(layers: usize) -> Self {
-        ModelCache { layers: (0..layers).map(|_| LayerCache::Batch(Vec::new())).collect() }
+    /// An empty batch shaped like `fresh` (a model's own empty cache): attention layers get
+    /// a [`BatchKvCache`] (windowed where `fresh` rotates), Mamba layers a state with a
+    /// row per sequence. Rows join with [`ModelCache::join`] and leave with
+    /// [`ModelCache::leave`].
+    ///
+    /// # Errors
+    /// [`Error::CacheKind`] when `fresh` is itself a batch.
+    pub fn batch_like(fresh: &ModelCache) -> Result<Self> {
+        let layers = fresh
+            .layers
+            .iter()
+            .map(|layer| match layer {
+                LayerCache::Kv(_) => Ok(LayerCache::Batch(BatchKvCache::new(None))),
+                LayerCache::Rotating(c) => Ok(LayerCache::Batch(BatchKvCache::new(Some(c.window())))),
+                LayerCache::Ssm(_) => Ok(LayerCache::Ssm(SsmState::new())),
+                other => Err(Error::CacheKind { layer: "a batch", cache: other.kind() }),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ModelCache { layers })
     }
 
-    /// Rows in this batch (0 for a cache that is not a batch).
+    /// Rows in this batch (see [`ModelCache::batch_like`]).
     pub fn rows(&self) -> usize {
         match self.layers.first() {
-            Some(LayerCache::Batch(rows)) => rows.len(),
+            Some(LayerCache::Batch(c)) => c.rows(),
+            Some(LayerCache::Ssm(s)) => s.conv.as_ref().map_or(0, |c| c.dim(0) as usize),
             _ => 0,
         }
     }
 
-    /// Adds a sequence's own cache as the batch's last row.
+    /// Adds a sequence's own cache (batch 1, after its prefill) as the batch's last row.
     ///
     /// # Errors
-    /// [`Error::CacheLayers`] when the layer counts differ, [`Error::CacheKind`] when this
-    /// cache is not a batch.
+    /// [`Error::CacheLayers`] when the layer counts differ, [`Error::CacheKind`] when a
+    /// layer's kinds do not match, [`Error::Shape`] for mismatched sizes.
     pub fn join(&mut self, row: ModelCache) -> Result<()> {
         if row.layers.len() != self.layers.len() {
             return Err(Error::CacheLayers { expected: self.layers.len(), actual: row.layers.len() });
         }
         for (layer, cache) in self.layers.iter_mut().zip(row.layers) {
-            match layer {
-                LayerCache::Batch(rows) => rows.push(cache),
-                other => return Err(Error::CacheKind { layer: "a batch", cache: other.kind() }),
+            match (layer, cache) {
+                (LayerCache::Batch(batch), cache) => batch.join(&cache)?,
+                (LayerCache::Ssm(batch), LayerCache::Ssm(state)) => join_state(batch, state)?,
+                (_, other) => return Err(Error::CacheKind { layer: "a batch", cache: other.kind() }),
             }
         }
         Ok(())
@@ -80,18 +100,16 @@ impl ModelCache {
     pub fn leave(&mut self, index: usize) -> Result<ModelCache> {
         let rows = self.rows();
         if index >= rows {
-            return Err(Error::Shape {
-                name: "batch row".into(),
-                expected: vec![rows as i32],
-                actual: vec![index as i32],
-            });
+            let (expected, actual) = (vec![rows as i32], vec![index as i32]);
+            return Err(Error::Shape { name: "batch row".into(), expected, actual });
         }
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &mut self.layers {
-            match layer {
-                LayerCache::Batch(rows) => layers.push(rows.remove(index)),
+            layers.push(match layer {
+                LayerCache::Batch(batch) => batch.leave(index)?,
+                LayerCache::Ssm(state) => LayerCache::Ssm(leave_state(state, index, rows)?),
                 other => return Err(Error::CacheKind { layer: "a batch", cache: other.kind() }),
-            }
+            });
         }
         Ok(ModelCache { layers })
     }
@@ -264,6 +282,49 @@ fn checkpointed_block<B: Block + 'static>(block: &B, h: &Array, padding: Option<
         &inputs,
     )?;
     outputs.into_iter().next().ok_or(Error::Internal("the checkpointed block returned nothing"))
+}
+
+/// Appends a sequence's Mamba state to a batch's (rows stacked on axis 0).
+fn join_state(batch: &mut SsmState, row: SsmState) -> Result<()> {
+    let (Some(conv), Some(ssm)) = (row.conv, row.ssm) else {
+        return Err(Error::Unsupported("joining an empty SSM state to a batch"));
+    };
+    let stack = |stored: Option<Array>, new: Array| -> Result<Array> {
+        Ok(match stored {
+            Some(stored) => mlx_rs::ops::concatenate(&[stored, new], 0)?,
+            None => new,
+        })
+    };
+    batch.conv = Some(stack(batch.conv.take(), conv)?);
+    batch.ssm = Some(stack(batch.ssm.take(), ssm)?);
+    batch.offset = batch.offset.max(row.offset);
+    batch.row_offsets.push(row.offset);
+    Ok(())
+}
+
+/// Row `index` of a batch's Mamba state, removed from it.
+fn leave_state(batch: &mut SsmState, index: usize, rows: usize) -> Result<SsmState> {
+    let (Some(conv), Some(ssm)) = (batch.conv.take(), batch.ssm.take()) else {
+        return Err(Error::Internal("a batch's SSM state lost its arrays"));
+    };
+    let at = index as i32;
+    let offset = if index < batch.row_offsets.len() { batch.row_offsets.remove(index) } else { batch.offset };
+    let row = SsmState {
+        conv: Some(conv.try_index(at..at + 1)?),
+        ssm: Some(ssm.try_index(at..at + 1)?),
+        offset,
+        row_offsets: Vec::new(),
+    };
+    if rows > 1 {
+        let rest: Vec<i32> = (0..rows as i32).filter(|&r| r != at).collect();
+        let rest = Array::from_slice(&rest, &[rest.len() as i32]);
+        batch.conv = Some(conv.take_axis(&rest, 0)?);
+        batch.ssm = Some(ssm.take_axis(&rest, 0)?);
+        batch.offset = batch.row_offsets.iter().copied().max().unwrap_or(0);
+    } else {
+        *batch = SsmState::new();
+    }
+    Ok(row)
 }
 
 /// One cache per block execution.

@@ -9,7 +9,6 @@ use mlx_rs::Array;
 use mlx_rs::fast::scaled_dot_product_attention;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Module;
-use mlx_rs::ops::indexing::TryIndexOp;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
@@ -250,8 +249,14 @@ impl Attention {
         let offset = cache.as_ref().map_or(0, |c| c.offset());
         let (mut q, mut k) = (q, k);
         if let Some(rope) = &self.rope {
-            q = rope.forward(&q, offset)?;
-            k = rope.forward(&k, offset)?;
+            if let Some(LayerCache::Batch(c)) = &cache {
+                let positions = c.positions()?;
+                q = rope.forward_positions(&q, &positions)?;
+                k = rope.forward_positions(&k, &positions)?;
+            } else {
+                q = rope.forward(&q, offset)?;
+                k = rope.forward(&k, offset)?;
+            }
         }
         let (q, k) = self.qk_norm(q, k, QkNormPosition::AfterRope)?;
 
@@ -274,6 +279,13 @@ impl Attention {
                     None => AttentionMask::None,
                 };
                 (out.keys, out.values, mask)
+            }
+            Some(LayerCache::Batch(c)) => {
+                if padding_mask.is_some() {
+                    return Err(Error::Unsupported("padding masks with a batch KV cache"));
+                }
+                let out = c.update_and_fetch(&k, &v)?;
+                (out.keys, out.values, AttentionMask::Explicit(out.mask))
             }
             Some(other) => {
                 return Err(Error::CacheKind { layer: "an attention layer", cache: other.kind() });
@@ -320,22 +332,7 @@ impl<'a> Module<LayerInput<'a>> for Attention {
         let v = split(self.v_proj.forward(x)?, kv_heads)?;
 
         let (q, k) = self.qk_norm(q, k, QkNormPosition::BeforeRope)?;
-        let out = match cache {
-            Some(LayerCache::Batch(rows)) => {
-                if padding_mask.is_some() {
-                    return Err(Error::Unsupported("padding masks with a batch of caches"));
-                }
-                check_rows(rows, b)?;
-                let mut outs = Vec::with_capacity(rows.len());
-                for (i, row) in rows.iter_mut().enumerate() {
-                    let i = i as i32;
-                    let pick = |t: &Array| t.try_index(i..i + 1);
-                    outs.push(self.attend(pick(&q)?, pick(&k)?, pick(&v)?, Some(row), None)?);
-                }
-                mlx_rs::ops::concatenate(&outs, 0)?
-            }
-            cache => self.attend(q, k, v, cache, padding_mask)?,
-        };
+        let out = self.attend(q, k, v, cache, padding_mask)?;
         let out = if l == 1 {
             out.reshape(&[b, 1, heads * d])?
         } else {
@@ -397,18 +394,6 @@ fn softcapped_attention(
 pub fn softcap(x: &Array, cap: f32) -> Result<Array> {
     let cap = Array::from_f32(cap).as_dtype(x.dtype())?;
     Ok(mlx_rs::ops::tanh(&x.divide(&cap)?)?.multiply(&cap)?)
-}
-
-/// A batch of caches must hold one cache per row of the input.
-pub(crate) fn check_rows(rows: &[LayerCache], batch: i32) -> Result<()> {
-    if rows.len() == batch as usize {
-        return Ok(());
-    }
-    Err(Error::Shape {
-        name: "batch of caches".into(),
-        expected: vec![batch],
-        actual: vec![rows.len() as i32],
-    })
 }
 
 /// `(B, L)` of a `[B, L, width]` input, or a shape error.

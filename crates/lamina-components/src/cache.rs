@@ -7,6 +7,8 @@ use lamina_core::{Error, Result};
 use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
 use mlx_rs::{Array, ops};
 
+pub use crate::batch_cache::BatchKvCache;
+
 /// Keys and values grow in blocks of this many positions, so that decoding does not
 /// reallocate (or concatenate) on every token.
 pub const KV_STEP: i32 = 256;
@@ -20,9 +22,9 @@ pub enum LayerCache {
     Rotating(RotatingKvCache),
     /// The convolution window and SSM state of a Mamba mixer.
     Ssm(SsmState),
-    /// One cache per row of the batch, each with its own length: the layer runs its
-    /// projections on the whole batch and its cache-dependent part row by row.
-    Batch(Vec<LayerCache>),
+    /// Keys and values of a batch of sequences of different lengths, left-padded into one
+    /// array (continuous batching).
+    Batch(BatchKvCache),
 }
 
 impl LayerCache {
@@ -32,7 +34,7 @@ impl LayerCache {
             LayerCache::Kv(c) => c.offset,
             LayerCache::Rotating(c) => c.offset,
             LayerCache::Ssm(c) => c.offset,
-            LayerCache::Batch(rows) => rows.iter().map(LayerCache::offset).max().unwrap_or(0),
+            LayerCache::Batch(c) => c.offset,
         }
     }
 
@@ -42,7 +44,7 @@ impl LayerCache {
             LayerCache::Kv(c) => c.keys.iter().chain(c.values.iter()).collect(),
             LayerCache::Rotating(c) => c.keys.iter().chain(c.values.iter()).collect(),
             LayerCache::Ssm(c) => c.conv.iter().chain(c.ssm.iter()).collect(),
-            LayerCache::Batch(rows) => rows.iter().flat_map(LayerCache::arrays).collect(),
+            LayerCache::Batch(c) => c.keys.iter().chain(c.values.iter()).collect(),
         }
     }
 
@@ -57,7 +59,7 @@ impl LayerCache {
             LayerCache::Kv(_) => "KV cache",
             LayerCache::Rotating(_) => "rotating KV cache",
             LayerCache::Ssm(_) => "SSM state",
-            LayerCache::Batch(_) => "batch of caches",
+            LayerCache::Batch(_) => "batch KV cache",
         }
     }
 
@@ -220,6 +222,13 @@ impl RotatingKvCache {
         self.offset
     }
 
+    /// The kept positions in temporal order, `[B, H_kv, kept, D]` each, and how many.
+    pub(crate) fn temporal(&self) -> Result<Option<(Array, Array, i32)>> {
+        let kept = self.offset.min(self.window);
+        let (keys, values) = self.ordered(self.offset, kept)?;
+        Ok(keys.zip(values).map(|(k, v)| (k, v, kept)))
+    }
+
     /// A cache of `window` slots holding `keys` and `values` (`[B, H_kv, window, D]`,
     /// position `p` at slot `p % window`) after `offset` positions.
     ///
@@ -341,8 +350,11 @@ pub struct SsmState {
     pub conv: Option<Array>,
     /// The SSM state `h`, `[B, D_inner, N]`.
     pub ssm: Option<Array>,
-    /// Positions processed so far.
+    /// Positions processed so far (the longest row's, for a batch).
     pub offset: i32,
+    /// Each row's positions when the state holds a decoding batch of sequences of
+    /// different lengths (empty otherwise).
+    pub row_offsets: Vec<i32>,
 }
 
 impl SsmState {
@@ -361,7 +373,7 @@ fn concat_opt(old: Option<Array>, new: &Array) -> Result<Array> {
 
 /// Restored keys and values: 4-D, the same batch and heads, at least `len` positions (exactly
 /// `slots` when given).
-fn check_state(keys: &Array, values: &Array, len: i32, slots: Option<i32>) -> Result<()> {
+pub(crate) fn check_state(keys: &Array, values: &Array, len: i32, slots: Option<i32>) -> Result<()> {
     let (k, v) = (keys.shape(), values.shape());
     let agree = k.len() == 4 && v.len() == 4 && k[..3] == v[..3];
     let long_enough = agree && len >= 0 && k[2] >= len && slots.is_none_or(|s| k[2] == s);
@@ -376,7 +388,7 @@ fn check_state(keys: &Array, values: &Array, len: i32, slots: Option<i32>) -> Re
 }
 
 /// New entries must match the stored batch, heads and head size.
-fn check_compatible(stored: &Array, new: &Array, name: &str) -> Result<()> {
+pub(crate) fn check_compatible(stored: &Array, new: &Array, name: &str) -> Result<()> {
     let (s, n) = (stored.shape(), new.shape());
     if n.len() != 4 || s[0] != n[0] || s[1] != n[1] || s[3] != n[3] {
         // Batch, heads and head size must match what is stored; any length.

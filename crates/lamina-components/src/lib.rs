@@ -38,6 +38,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod attention;
+mod batch_cache;
 mod cache;
 mod checkpoint;
 mod dropout;
@@ -56,7 +57,8 @@ mod testing;
 pub use attention::{
     Attention, AttentionConfig, LayerInput, QkNormConfig, QkNormPosition, batch_and_len, softcap,
 };
-pub use cache::{KV_STEP, KvCache, LayerCache, RotatingKvCache, SsmState, WindowedKv};
+pub use batch_cache::BatchedKv;
+pub use cache::{BatchKvCache, KV_STEP, KvCache, LayerCache, RotatingKvCache, SsmState, WindowedKv};
 pub use checkpoint::checkpointed;
 pub use dropout::dropout;
 pub use embedding::{Embedding, check_ids};

@@ -281,6 +281,27 @@ impl Rope {
         };
         Ok(fast::rope(x, self.dims, self.traditional, self.base, self.scale, offset, self.freqs.as_ref())?)
     }
+
+    /// Rotates each row `b` of `x` as if its first position were `positions[b]` (a batch of
+    /// sequences at different lengths).
+    ///
+    /// # Shapes
+    /// `x [B, H, L, D]`, `positions [B]` int32 -> `[B, H, L, D]`
+    ///
+    /// # Errors
+    /// When MLX rejects the input.
+    pub fn forward_positions(&self, x: &Array, positions: &Array) -> Result<Array> {
+        let scaled;
+        let x = match self.input_scale {
+            Some(s) => {
+                scaled = scale_leading(x, self.dims, s)?;
+                &scaled
+            }
+            None => x,
+        };
+        let (base, freqs) = (self.base, self.freqs.as_ref());
+        Ok(fast::rope_dynamic(x, self.dims, self.traditional, base, self.scale, positions, freqs)?)
+    }
 }
 
 /// `x` with its first `dims` features (of the last axis) multiplied by `factor`.

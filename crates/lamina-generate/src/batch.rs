@@ -152,13 +152,13 @@ impl<'a> BatchGenerator<'a> {
         tokenizer: Option<&'a Tokenizer>,
         config: BatchConfig,
     ) -> Result<Self> {
-        let layers = model.make_cache()?.layers.len();
+        let fresh = model.make_cache()?;
         Ok(BatchGenerator {
             model,
             tokenizer,
             prompt_cache: PromptCache::new(config.prompt_cache_bytes),
             config,
-            cache: ModelCache::batch(layers),
+            cache: ModelCache::batch_like(&fresh)?,
             active: Vec::new(),
             waiting: VecDeque::new(),
             next_id: 0,

@@ -160,7 +160,7 @@ pub fn save_prompt_cache(path: &Path, cache: &ModelCache, tokens: &[u32]) -> Res
                 }
                 None => SavedLayer::Empty,
             },
-            LayerCache::Ssm(SsmState { conv: Some(conv), ssm: Some(ssm), offset }) => {
+            LayerCache::Ssm(SsmState { conv: Some(conv), ssm: Some(ssm), offset, .. }) => {
                 put("conv", conv);
                 put("ssm", ssm);
                 SavedLayer::Ssm { offset: *offset }
@@ -223,9 +223,12 @@ pub fn load_prompt_cache(path: &Path, fresh: &ModelCache) -> Result<(ModelCache,
                     offset,
                 )?)
             }
-            (SavedLayer::Ssm { offset }, LayerCache::Ssm(_)) => {
-                LayerCache::Ssm(SsmState { conv: Some(take(i, "conv")?), ssm: Some(take(i, "ssm")?), offset })
-            }
+            (SavedLayer::Ssm { offset }, LayerCache::Ssm(_)) => LayerCache::Ssm(SsmState {
+                conv: Some(take(i, "conv")?),
+                ssm: Some(take(i, "ssm")?),
+                offset,
+                row_offsets: Vec::new(),
+            }),
             _ => return Err(mismatch()),
         });
     }

@@ -172,24 +172,32 @@ fn the_prompt_cache_reuses_a_finished_conversation() {
 #[test]
 fn the_prompt_cache_stays_within_its_bytes() {
     let mut loaded = fixture("llama_tied_smollm");
-    let one = {
-        let mut cache = loaded.model.make_cache().unwrap();
-        let input = mlx_rs::Array::from_slice(&[1i32, 2, 3], &[1, 3]);
-        loaded.model.forward(lamina_heads::ModelInput::new(&input).with_cache(&mut cache)).unwrap();
-        cache.nbytes()
-    };
-    let config = BatchConfig { prompt_cache_bytes: 2 * one + one / 2, ..BatchConfig::default() };
-    let requests: Vec<_> = prompts().into_iter().map(|p| (0, BatchRequest::new(p, greedy(3)))).collect();
-    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, config).unwrap();
-    for (_, r) in &requests {
-        generator.insert(r.clone());
-    }
-    while !generator.is_idle() {
-        generator.step().unwrap();
-    }
-    let cache = generator.prompt_cache();
-    assert_eq!(cache.len(), 2, "the least recently used went");
-    assert!(cache.nbytes() <= 2 * one + one / 2);
+    let run =
+        |loaded: &mut LoadedModel, limit: usize, check: &mut dyn FnMut(&mut lamina_generate::PromptCache)| {
+            let config = BatchConfig { prompt_cache_bytes: limit, ..BatchConfig::default() };
+            let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, config).unwrap();
+            for prompt in prompts() {
+                generator.insert(BatchRequest::new(prompt, greedy(3)));
+            }
+            while !generator.is_idle() {
+                generator.step().unwrap();
+            }
+            check(generator.prompt_cache());
+        };
+    let mut total = 0;
+    run(&mut loaded, usize::MAX, &mut |cache| {
+        assert_eq!(cache.len(), 5);
+        total = cache.nbytes();
+    });
+    run(&mut loaded, total / 2, &mut |cache| {
+        assert!((1..5).contains(&cache.len()), "{}", cache.len());
+        assert!(cache.nbytes() <= total / 2);
+        // The batch retires its rows last to first: the first prompt went in last and stays.
+        let first = &prompts()[0];
+        let query: Vec<u32> = first.iter().chain(&[1]).copied().collect();
+        assert_eq!(cache.fetch(&query).unwrap().map(|hit| hit.reused), Some(first.len()));
+    });
+    run(&mut loaded, 0, &mut |cache| assert!(cache.is_empty()));
 }
 
 #[test]

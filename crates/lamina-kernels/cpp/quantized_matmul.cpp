@@ -408,6 +408,52 @@ __attribute__((target("avx2,fma"))) void dots_avx2(const float* w, const float* 
     out[static_cast<size_t>(i) * ldo] = sum;
   }
 }
+
+// The same for two weight rows at once (out[i * ldo] and out[i * ldo + 1]): a 2 x 4 block
+// of accumulators, six loads per eight FMAs.
+__attribute__((target("avx2,fma"))) void dots2_avx2(const float* w0, const float* w1, const float* x, int m,
+                                                     int k, float* out, int ldo) {
+  const int tail = k - k % 8;
+  int i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const float* x0 = x + static_cast<size_t>(i) * k;
+    const float *x1 = x0 + k, *x2 = x1 + k, *x3 = x2 + k;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+           a3 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(),
+           b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+    for (int j = 0; j < tail; j += 8) {
+      const __m256 u = _mm256_loadu_ps(w0 + j), v = _mm256_loadu_ps(w1 + j);
+      __m256 xv = _mm256_loadu_ps(x0 + j);
+      a0 = _mm256_fmadd_ps(u, xv, a0);
+      b0 = _mm256_fmadd_ps(v, xv, b0);
+      xv = _mm256_loadu_ps(x1 + j);
+      a1 = _mm256_fmadd_ps(u, xv, a1);
+      b1 = _mm256_fmadd_ps(v, xv, b1);
+      xv = _mm256_loadu_ps(x2 + j);
+      a2 = _mm256_fmadd_ps(u, xv, a2);
+      b2 = _mm256_fmadd_ps(v, xv, b2);
+      xv = _mm256_loadu_ps(x3 + j);
+      a3 = _mm256_fmadd_ps(u, xv, a3);
+      b3 = _mm256_fmadd_ps(v, xv, b3);
+    }
+    const float* xs[4] = {x0, x1, x2, x3};
+    float sa[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+    float sb[4] = {hsum(b0), hsum(b1), hsum(b2), hsum(b3)};
+    for (int r = 0; r < 4; ++r) {
+      for (int j = tail; j < k; ++j) {
+        sa[r] += w0[j] * xs[r][j];
+        sb[r] += w1[j] * xs[r][j];
+      }
+      out[static_cast<size_t>(i + r) * ldo] = sa[r];
+      out[static_cast<size_t>(i + r) * ldo + 1] = sb[r];
+    }
+  }
+  if (i < m) {
+    const float* rest = x + static_cast<size_t>(i) * k;
+    dots_avx2(w0, rest, m - i, k, out + static_cast<size_t>(i) * ldo, ldo);
+    dots_avx2(w1, rest, m - i, k, out + static_cast<size_t>(i) * ldo + 1, ldo);
+  }
+}
 #endif
 
 bool fast_dequantize(const Problem& p) {
@@ -456,10 +502,22 @@ void gemv_batch(const Problem& p) {
   pool.run(tasks, [&](int t) {
     const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
     const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
-    std::vector<float> row(p.k);
-    for (int r = begin; r < end; ++r) {
-      dequantize(p, r, row.data());
-      dots(row.data(), p.x, p.m, p.k, p.out + r, p.n);
+    std::vector<float> rows(2 * static_cast<size_t>(p.k));
+    float* first = rows.data();
+    float* second = first + p.k;
+    int r = begin;
+#if defined(__x86_64__)
+    if (has_avx2()) {
+      for (; r + 2 <= end; r += 2) {
+        dequantize(p, r, first);
+        dequantize(p, r + 1, second);
+        dots2_avx2(first, second, p.x, p.m, p.k, p.out + r, p.n);
+      }
+    }
+#endif
+    for (; r < end; ++r) {
+      dequantize(p, r, first);
+      dots(first, p.x, p.m, p.k, p.out + r, p.n);
     }
   });
 }

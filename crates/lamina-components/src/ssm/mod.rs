@@ -252,7 +252,6 @@ impl<'a> Module<crate::attention::LayerInput<'a>> for MambaMixer {
         let state = match input.cache {
             None => None,
             Some(LayerCache::Ssm(state)) => Some(state),
-            Some(LayerCache::Batch(rows)) => return self.forward_rows(x, rows),
             Some(other) => {
                 return Err(Error::CacheKind { layer: "a Mamba mixer", cache: other.kind() });
             }
@@ -301,53 +300,12 @@ impl<'a> Module<crate::attention::LayerInput<'a>> for MambaMixer {
             state.conv = Some(window.try_index((.., l.., ..))?);
             state.ssm = Some(h);
             state.offset += l;
+            state.row_offsets.iter_mut().for_each(|o| *o += l);
         }
         self.out_proj.forward(&y)
     }
 
     fn training_mode(&mut self, _mode: bool) {}
-}
-
-impl MambaMixer {
-    /// A batch of independent states: stacked into one state, advanced together (the scan
-    /// treats rows independently), and split back.
-    fn forward_rows(&mut self, x: &Array, rows: &mut [LayerCache]) -> Result<Array> {
-        let (b, _) = batch_and_len(x, self.config.hidden_size)?;
-        crate::attention::check_rows(rows, b)?;
-        let (mut convs, mut ssms) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
-        for row in rows.iter() {
-            match row {
-                LayerCache::Ssm(SsmState { conv: Some(conv), ssm: Some(ssm), .. }) => {
-                    convs.push(conv.clone());
-                    ssms.push(ssm.clone());
-                }
-                LayerCache::Ssm(_) => {
-                    return Err(Error::Unsupported("a batch of SSM states not all started"));
-                }
-                other => return Err(Error::CacheKind { layer: "a Mamba mixer", cache: other.kind() }),
-            }
-        }
-        let merged = SsmState {
-            conv: Some(ops::concatenate(&convs, 0)?),
-            ssm: Some(ops::concatenate(&ssms, 0)?),
-            offset: 0,
-        };
-        let mut merged = LayerCache::Ssm(merged);
-        let y =
-            self.forward(crate::attention::LayerInput { x, cache: Some(&mut merged), padding_mask: None })?;
-        let LayerCache::Ssm(SsmState { conv: Some(conv), ssm: Some(ssm), offset }) = merged else {
-            return Err(Error::Internal("the merged SSM state lost its arrays"));
-        };
-        for (i, row) in rows.iter_mut().enumerate() {
-            if let LayerCache::Ssm(state) = row {
-                let i = i as i32;
-                state.conv = Some(conv.try_index(i..i + 1)?);
-                state.ssm = Some(ssm.try_index(i..i + 1)?);
-                state.offset += offset;
-            }
-        }
-        Ok(y)
-    }
 }
 
 /// A fresh state for this mixer's cache slot.

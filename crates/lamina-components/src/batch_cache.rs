@@ -1,0 +1,297 @@
+//! The KV cache of a decoding batch: sequences of different lengths share one
+//! `[B, H_kv, capacity, D]` array, each left-padded so that they all write their next
+//! position at the same index. Each row remembers where its position 0 sits (its RoPE
+//! offset is `offset - start`) and where its first kept key sits (keys before it are
+//! masked); a sliding window is a mask on the same array. Sequences join (their own cache
+//! padded in) and leave (their keys cut back out into a cache of their own) between steps,
+//! so that a forward pass costs the same number of graph nodes for one row as for 32.
+
+use lamina_core::{Error, Result};
+use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
+use mlx_rs::{Array, ops};
+
+use crate::cache::{KV_STEP, KvCache, LayerCache, RotatingKvCache, check_compatible};
+
+/// Keys and values of a batch of sequences, left-padded into one array.
+#[derive(Debug, Clone, Default)]
+pub struct BatchKvCache {
+    window: Option<i32>,
+    pub(crate) keys: Option<Array>,
+    pub(crate) values: Option<Array>,
+    /// The index every row writes its next position at.
+    pub(crate) offset: i32,
+    /// Per row: the index of its position 0 (negative when a window dropped early keys).
+    starts: Vec<i32>,
+    /// Per row: the index of its first kept key.
+    firsts: Vec<i32>,
+}
+
+/// What a batch cache returns to the attention layer for `L` new positions.
+#[derive(Debug, Clone)]
+pub struct BatchedKv {
+    /// `[B, H_kv, K, D_k]`.
+    pub keys: Array,
+    /// `[B, H_kv, K, D_v]`.
+    pub values: Array,
+    /// `[B, 1, L, K]`, `true` where a query may attend.
+    pub mask: Array,
+}
+
+impl BatchKvCache {
+    /// An empty batch; `window` for sliding-window attention layers.
+    pub fn new(window: Option<i32>) -> Self {
+        BatchKvCache { window, ..Self::default() }
+    }
+
+    /// Sequences in the batch.
+    pub fn rows(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Each row's position of its next token, `[B]` int32 (RoPE offsets).
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub fn positions(&self) -> Result<Array> {
+        let positions: Vec<i32> = self.starts.iter().map(|s| self.offset - s).collect();
+        Ok(Array::from_slice(&positions, &[positions.len() as i32]))
+    }
+
+    /// Appends `L` positions to every row; returns all keys and values with the mask the
+    /// `L` queries attend under.
+    ///
+    /// # Shapes
+    /// `keys [B, H_kv, L, D_k]`, `values [B, H_kv, L, D_v]`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the batch, heads or head size differ from the stored ones.
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<BatchedKv> {
+        let (Some(stored_k), Some(stored_v)) = (&self.keys, &self.values) else {
+            return Err(Error::Unsupported("decoding an empty batch"));
+        };
+        check_compatible(stored_k, keys, "keys")?;
+        check_compatible(stored_v, values, "values")?;
+        let (prev, len) = (self.offset, keys.dim(2));
+        let capacity = stored_k.dim(2);
+        if prev + len > capacity {
+            let grow = |stored: &Array| -> Result<Array> {
+                let s = stored.shape();
+                let steps = (prev + len - capacity + KV_STEP - 1) / KV_STEP;
+                let block = ops::zeros_dtype(&[s[0], s[1], steps * KV_STEP, s[3]], stored.dtype())?;
+                Ok(ops::concatenate(&[stored.try_index((Ellipsis, ..prev, ..))?, block], 2)?)
+            };
+            self.keys = Some(grow(stored_k)?);
+            self.values = Some(grow(stored_v)?);
+        }
+        self.offset += len;
+        let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
+            return Err(Error::Internal("the batch KV cache lost its buffers"));
+        };
+        k.try_index_mut((Ellipsis, prev..self.offset, ..), keys)?;
+        v.try_index_mut((Ellipsis, prev..self.offset, ..), values)?;
+        let total = self.offset;
+        let index = ops::arange::<_, i32>(0, total, None)?.reshape(&[1, 1, 1, total])?;
+        let query = ops::arange::<_, i32>(prev, total, None)?.reshape(&[1, 1, len, 1])?;
+        let firsts = Array::from_slice(&self.firsts, &[self.firsts.len() as i32, 1, 1, 1]);
+        let mut mask = index.ge(&firsts)?.logical_and(&index.le(&query)?)?;
+        if let Some(window) = self.window {
+            mask = mask.logical_and(&index.gt(&(&query - window))?)?;
+        }
+        Ok(BatchedKv {
+            keys: k.try_index((Ellipsis, ..total, ..))?,
+            values: v.try_index((Ellipsis, ..total, ..))?,
+            mask,
+        })
+    }
+
+    /// Pads a sequence's own cache (a KV or rotating cache, batch 1) in as the last row.
+    ///
+    /// # Errors
+    /// [`Error::CacheKind`] for another kind of cache, [`Error::Unsupported`] for an empty
+    /// one, [`Error::Shape`] when heads or head size differ from the batch's.
+    pub fn join(&mut self, row: &LayerCache) -> Result<()> {
+        let (keys, values, kept, len) = match row {
+            LayerCache::Kv(c) => match c.state()? {
+                Some((k, v)) => (k, v, c.offset(), c.offset()),
+                None => return Err(Error::Unsupported("joining an empty cache to a batch")),
+            },
+            LayerCache::Rotating(c) => match c.temporal()? {
+                Some((k, v, kept)) => (k, v, kept, c.offset()),
+                None => return Err(Error::Unsupported("joining an empty cache to a batch")),
+            },
+            other => return Err(Error::CacheKind { layer: "a batch KV cache", cache: other.kind() }),
+        };
+        if keys.dim(0) != 1 {
+            return Err(Error::Shape {
+                name: "joining cache".into(),
+                expected: vec![1],
+                actual: vec![keys.dim(0)],
+            });
+        }
+        if let (Some(k), Some(v)) = (&self.keys, &self.values) {
+            same_heads(k, &keys, "keys")?;
+            same_heads(v, &values, "values")?;
+        }
+        let (Some(stored_k), Some(stored_v)) = (self.keys.take(), self.values.take()) else {
+            self.keys = Some(keys);
+            self.values = Some(values);
+            self.offset = kept;
+            self.starts = vec![kept - len];
+            self.firsts = vec![0];
+            return Ok(());
+        };
+        let zeros = |like: &Array, batch: i32, n: i32| {
+            let s = like.shape();
+            ops::zeros_dtype(&[batch, s[1], n, s[3]], like.dtype())
+        };
+        // Make room on the left when the newcomer is longer than the batch.
+        let (mut stored_k, mut stored_v) = (stored_k, stored_v);
+        if kept > self.offset {
+            let shift = kept - self.offset;
+            let rows = stored_k.dim(0);
+            stored_k = ops::concatenate(&[zeros(&stored_k, rows, shift)?, stored_k], 2)?;
+            stored_v = ops::concatenate(&[zeros(&stored_v, rows, shift)?, stored_v], 2)?;
+            self.offset += shift;
+            self.starts.iter_mut().chain(self.firsts.iter_mut()).for_each(|i| *i += shift);
+        }
+        let (offset, capacity) = (self.offset, stored_k.dim(2));
+        let pad = |row: Array| -> Result<Array> {
+            let left = zeros(&row, 1, offset - kept)?;
+            let right = zeros(&row, 1, capacity - offset)?;
+            Ok(ops::concatenate(&[left, row, right], 2)?)
+        };
+        self.keys = Some(ops::concatenate(&[stored_k, pad(keys)?], 0)?);
+        self.values = Some(ops::concatenate(&[stored_v, pad(values)?], 0)?);
+        self.starts.push(offset - len);
+        self.firsts.push(offset - kept);
+        Ok(())
+    }
+
+    /// Takes row `index` out: its keys and values as a cache of its own (a rotating cache
+    /// for a windowed layer), continuing exactly where the row was.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for a row that does not exist; MLX errors.
+    pub fn leave(&mut self, index: usize) -> Result<LayerCache> {
+        if index >= self.rows() {
+            let (expected, actual) = (vec![self.rows() as i32], vec![index as i32]);
+            return Err(Error::Shape { name: "batch row".into(), expected, actual });
+        }
+        let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) else {
+            return Err(Error::Internal("a batch KV cache with rows lost its buffers"));
+        };
+        let (start, first) = (self.starts.remove(index), self.firsts.remove(index));
+        let at = index as i32;
+        // A copy, so that the row does not keep the whole batch's buffer alive.
+        let own = |a: &Array| a.try_index((at..at + 1, .., first..self.offset, ..))?.contiguous();
+        let (row_k, row_v) = (own(&k)?, own(&v)?);
+        let (len, kept) = (self.offset - start, self.offset - first);
+        let row = match self.window {
+            None => LayerCache::Kv(KvCache::from_state(row_k, row_v, len)?),
+            Some(window) => LayerCache::Rotating(to_slots(window, row_k, row_v, len, kept)?),
+        };
+        if self.starts.is_empty() {
+            *self = BatchKvCache::new(self.window);
+            return Ok(row);
+        }
+        let rest: Vec<i32> = (0..k.dim(0)).filter(|&r| r != at).collect();
+        let rest = Array::from_slice(&rest, &[rest.len() as i32]);
+        // Drop the padding every remaining row has on the left.
+        let drop = self.firsts.iter().copied().min().unwrap_or(0);
+        let keep =
+            |a: &Array| -> Result<Array> { Ok(a.take_axis(&rest, 0)?.try_index((Ellipsis, drop.., ..))?) };
+        self.keys = Some(keep(&k)?);
+        self.values = Some(keep(&v)?);
+        self.offset -= drop;
+        self.starts.iter_mut().chain(self.firsts.iter_mut()).for_each(|i| *i -= drop);
+        Ok(row)
+    }
+}
+
+/// A joining row must have the batch's heads and head size.
+fn same_heads(stored: &Array, new: &Array, name: &str) -> Result<()> {
+    let (s, n) = (stored.shape(), new.shape());
+    if n.len() == 4 && s[1] == n[1] && s[3] == n[3] {
+        return Ok(());
+    }
+    Err(Error::Shape {
+        name: format!("joining {name}"),
+        expected: vec![1, s[1], -1, s[3]],
+        actual: n.to_vec(),
+    })
+}
+
+/// A rotating cache of `window` slots from the last `kept` keys (in order) of a sequence
+/// of `len` positions: position `p` at slot `p % window`.
+fn to_slots(window: i32, keys: Array, values: Array, len: i32, kept: i32) -> Result<RotatingKvCache> {
+    let n = kept.min(window);
+    let tail = |a: &Array| a.try_index((Ellipsis, kept - n.., ..));
+    let (keys, values) = (tail(&keys)?, tail(&values)?);
+    let slots = |a: Array| -> Result<Array> {
+        if len <= window {
+            // Positions 0..len sit at slots 0..len; the rest are empty.
+            let s = a.shape();
+            let empty = ops::zeros_dtype(&[s[0], s[1], window - n, s[3]], a.dtype())?;
+            return Ok(ops::concatenate(&[a, empty], 2)?);
+        }
+        // Slot s holds position p = len - window + t with p % window == s.
+        let order: Vec<i32> = (0..window).map(|s| (s - (len - window)).rem_euclid(window)).collect();
+        Ok(a.take_axis(Array::from_slice(&order, &[window]), 2)?)
+    };
+    RotatingKvCache::from_state(window, slots(keys)?, slots(values)?, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{array, to_vec};
+
+    fn kv_cache(len: i32, salt: f32) -> (LayerCache, Array) {
+        let keys = array(&[1, 2, len, 3], salt);
+        let mut cache = KvCache::new();
+        cache.update_and_fetch(&keys, &keys).unwrap();
+        (LayerCache::Kv(cache), keys)
+    }
+
+    #[test]
+    fn rows_of_different_lengths_pad_left_and_leave_unchanged() {
+        let mut batch = BatchKvCache::new(None);
+        let (short, short_keys) = kv_cache(2, 0.0);
+        let (long, long_keys) = kv_cache(5, 1.0);
+        batch.join(&short).unwrap();
+        batch.join(&long).unwrap(); // longer: the first row is shifted right
+        assert_eq!((batch.rows(), batch.offset), (2, 5));
+        assert_eq!(batch.positions().unwrap().as_slice::<i32>(), &[2, 5]);
+        let new = array(&[2, 2, 1, 3], 2.0);
+        let out = batch.update_and_fetch(&new, &new).unwrap();
+        // Row 0 sees its 2 keys and the new one; row 1 all 6.
+        let mask: Vec<bool> = out.mask.as_slice::<bool>().to_vec();
+        assert_eq!(mask, [false, false, false, true, true, true, true, true, true, true, true, true]);
+        let LayerCache::Kv(first) = batch.leave(0).unwrap() else { panic!("a KV cache") };
+        let (k, _) = first.state().unwrap().unwrap();
+        let expected = ops::concatenate(&[short_keys, new.try_index(0..1).unwrap()], 2).unwrap();
+        assert_eq!((first.offset(), to_vec(&k)), (3, to_vec(&expected)));
+        // The remaining row lost no key and no padding is left.
+        assert_eq!((batch.rows(), batch.offset), (1, 6));
+        let LayerCache::Kv(second) = batch.leave(0).unwrap() else { panic!("a KV cache") };
+        let (k, _) = second.state().unwrap().unwrap();
+        let expected = ops::concatenate(&[long_keys, new.try_index(1..2).unwrap()], 2).unwrap();
+        assert_eq!(to_vec(&k), to_vec(&expected));
+        assert!(batch.leave(0).is_err());
+    }
+
+    #[test]
+    fn a_windowed_row_leaves_as_the_rotating_cache_it_would_be() {
+        let window = 4;
+        let all = array(&[1, 1, 7, 2], 0.5);
+        let mut rotating = RotatingKvCache::new(window).unwrap();
+        rotating.update_and_fetch(&all, &all).unwrap();
+        let mut batch = BatchKvCache::new(Some(window));
+        batch.join(&LayerCache::Rotating(rotating.clone())).unwrap();
+        assert_eq!(batch.positions().unwrap().as_slice::<i32>(), &[7]);
+        let LayerCache::Rotating(back) = batch.leave(0).unwrap() else { panic!("a rotating cache") };
+        let (k, _) = back.state().unwrap();
+        let (expected, _) = rotating.state().unwrap();
+        assert_eq!((back.offset(), to_vec(k)), (7, to_vec(expected)));
+    }
+}
