@@ -61,7 +61,8 @@
 //! | [`families`] | `lamina-families` | the families as specs (Llama, Qwen2, Qwen3, Gemma 2/3, Phi-3, SmolLM3, Mamba, MobileLLM) and the `model_type` registry |
 //! | [`kernels`] | `lamina-kernels` | CPU kernels as MLX primitives (quantized matmul) |
 //! | [`loader`] | `lamina-loader` | async checkpoint loading |
-//! | [`generate`] | `lamina-generate` | sampling, the generation loop, chat templates |
+//! | [`generate`] | `lamina-generate` | sampling, the generation loop, continuous batching, prompt caching, chat templates |
+//! | [`server`] | `lamina-server` | an OpenAI-compatible HTTP server (chat, completions, streaming, tool calls) |
 //! | [`train`] | `lamina-train` | training, LoRA fine-tuning, quantization |
 #![deny(missing_docs)]
 
@@ -74,5 +75,6 @@ pub use lamina_generate as generate;
 pub use lamina_heads as heads;
 pub use lamina_kernels as kernels;
 pub use lamina_loader as loader;
+pub use lamina_server as server;
 pub use lamina_train as train;
 pub use mlx_rs;

@@ -145,14 +145,43 @@ impl ChatTemplate {
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<String> {
+        let messages = serde_json::to_value(messages).map_err(|e| GenerateError::Template(e.to_string()))?;
+        let input =
+            ChatInput { messages: &messages, tools: None, add_generation_prompt, bos_token, eos_token };
+        self.render_json(&input)
+    }
+
+    /// Renders a conversation given as JSON (OpenAI-style messages with `tool_calls`,
+    /// `tool_call_id`, `name`), with tool definitions when given, as transformers'
+    /// `apply_chat_template(messages, tools=...)` does.
+    ///
+    /// # Errors
+    /// [`GenerateError::Template`] when rendering fails.
+    pub fn render_json(&self, input: &ChatInput<'_>) -> Result<String> {
         let template = self.env.get_template("chat").map_err(|e| GenerateError::Template(e.to_string()))?;
         template
             .render(context! {
-                messages => Value::from(Serde(messages)),
-                add_generation_prompt => add_generation_prompt,
-                bos_token => bos_token.unwrap_or(""),
-                eos_token => eos_token.unwrap_or(""),
+                messages => Value::from(Serde(input.messages)),
+                tools => input.tools.map(|t| Value::from(Serde(t))),
+                add_generation_prompt => input.add_generation_prompt,
+                bos_token => input.bos_token.unwrap_or(""),
+                eos_token => input.eos_token.unwrap_or(""),
             })
             .map_err(|e| GenerateError::Template(e.to_string()))
     }
+}
+
+/// What a chat template renders.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatInput<'a> {
+    /// A JSON array of messages.
+    pub messages: &'a serde_json::Value,
+    /// A JSON array of tool definitions (`{"type": "function", "function": {...}}`).
+    pub tools: Option<&'a serde_json::Value>,
+    /// End with the assistant's turn opening.
+    pub add_generation_prompt: bool,
+    /// The tokenizer's BOS token.
+    pub bos_token: Option<&'a str>,
+    /// The tokenizer's EOS token.
+    pub eos_token: Option<&'a str>,
 }

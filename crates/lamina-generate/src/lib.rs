@@ -38,7 +38,7 @@ mod stop;
 pub use batch::{
     BatchConfig, BatchEvent, BatchGenerator, BatchRequest, SequenceId, TokenLogprobs, batch_generate,
 };
-pub use chat::{ChatTemplate, Message, Role};
+pub use chat::{ChatInput, ChatTemplate, Message, Role};
 pub use container::{GenerationStream, ModelConfiguration, ModelContainer, ModelContext, StreamEvent};
 pub use detokenizer::StreamingDetokenizer;
 pub use error::{GenerateError, Result};

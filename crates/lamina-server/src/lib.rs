@@ -1,0 +1,110 @@
+//! # lamina-server
+//!
+//! An OpenAI-compatible HTTP server over lamina's continuous batching: `POST
+//! /v1/chat/completions` (chat templates, tools and tool calls, streaming), `POST
+//! /v1/completions`, `GET /v1/models`, `GET /health`. Requests from every client share one
+//! decoding batch ([`lamina_generate::BatchGenerator`]) on an engine thread that owns the
+//! model; a client that disconnects leaves the batch at the next step. Bad requests get a
+//! 4xx with OpenAI's error body; the server keeps serving.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use lamina_generate::ModelContext;
+//! use lamina_server::{ServerConfig, router};
+//!
+//! let loaded = lamina_loader::load("model-folder", Default::default()).await?;
+//! let app = router(ModelContext::new(loaded)?, ServerConfig::new("my-model"))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod engine;
+mod error;
+mod openai;
+mod params;
+mod routes;
+mod stream;
+mod tools;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use lamina_generate::{BatchConfig, ChatTemplate, ModelContext};
+
+/// The HTTP framework the server is built on (to serve the router).
+pub use axum;
+pub use engine::{Engine, EngineEvent, Load};
+pub use error::ApiError;
+pub use tools::{ToolCall, ToolCallParser, ToolEvent, ToolFormat};
+
+/// How the server runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The id `/v1/models` reports and responses carry.
+    pub model_id: String,
+    /// Decoding batch: sequences at once, prefill per step, prompt cache bytes.
+    pub batch: BatchConfig,
+    /// Requests that may wait beyond a full batch (more get 503).
+    pub max_queue: usize,
+    /// The largest request body (bigger ones get 413).
+    pub max_body_bytes: usize,
+    /// `max_tokens` when a request gives none.
+    pub default_max_tokens: usize,
+}
+
+impl ServerConfig {
+    /// Defaults: 32 sequences at once, 256 more queued, 4 MiB bodies, 512 new tokens.
+    pub fn new(model_id: impl Into<String>) -> Self {
+        ServerConfig {
+            model_id: model_id.into(),
+            batch: BatchConfig::default(),
+            max_queue: 256,
+            max_body_bytes: 4 << 20,
+            default_max_tokens: 512,
+        }
+    }
+}
+
+/// The server's routes over a model; serve them with [`axum::serve`]. Starts the engine
+/// thread.
+///
+/// # Errors
+/// When the engine thread cannot start, or the chat template does not compile.
+pub fn router(
+    context: ModelContext,
+    config: ServerConfig,
+) -> Result<Router, Box<dyn std::error::Error + Send + Sync>> {
+    let tokenizer = context.tokenizer.clone();
+    let source = tokenizer.as_ref().and_then(|t| t.chat_template()).map(str::to_owned);
+    let template = source.as_deref().map(ChatTemplate::new).transpose()?;
+    let stop_ids = context.stop_ids(&[]);
+    let context_length = context.model.info().max_position_embeddings;
+    let engine = Engine::start(context, config.batch.clone(), config.max_queue)?;
+    let state = Arc::new(routes::AppState {
+        engine,
+        tokenizer,
+        template,
+        tool_format: ToolFormat::detect(source.as_deref()),
+        stop_ids,
+        model_id: config.model_id,
+        context_length,
+        default_max_tokens: config.default_max_tokens,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    });
+    Ok(Router::new()
+        .route("/v1/chat/completions", post(routes::chat))
+        .route("/v1/completions", post(routes::completions))
+        .route("/v1/models", get(routes::models))
+        .route("/health", get(routes::health))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::wrong_method)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state))
+}

@@ -1,0 +1,294 @@
+//! The endpoints: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
+//! `GET /health`; anything else is a JSON 404 or 405.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use lamina_generate::{BatchRequest, ChatInput, ChatTemplate};
+use lamina_loader::Tokenizer;
+use serde_json::{Value, json};
+
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::openai::{ChatRequest, CompletionRequest, Prompt, ToolChoice, parse};
+use crate::params::{check_context, generate_params};
+use crate::stream::{Endpoint, Reply};
+use crate::tools::{ToolCallParser, ToolFormat};
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// The tokenizer (requests are tokenized on the server's tasks).
+    pub tokenizer: Option<Tokenizer>,
+    /// The chat template.
+    pub template: Option<ChatTemplate>,
+    /// How the model writes tool calls.
+    pub tool_format: ToolFormat,
+    /// Ids generation stops at.
+    pub stop_ids: Vec<u32>,
+    /// The served model's id.
+    pub model_id: String,
+    /// The model's context length.
+    pub context_length: Option<usize>,
+    /// `max_tokens` when a request gives none.
+    pub default_max_tokens: usize,
+    /// Unix seconds at start.
+    pub created: u64,
+}
+
+/// Top logprobs a chat request may ask for, and a completion request.
+const MAX_TOP_LOGPROBS_CHAT: i64 = 20;
+const MAX_TOP_LOGPROBS_COMPLETIONS: i64 = 5;
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn request_id(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{:x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed), nanos)
+}
+
+/// A body that could not be read (too large, or cut off).
+fn body_error(rejection: BytesRejection) -> ApiError {
+    let status = rejection.status();
+    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "invalid_request_error" } else { "server_error" };
+    ApiError::status(status, kind, rejection.body_text())
+}
+
+fn answer(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+impl AppState {
+    fn tokenizer(&self) -> Result<&Tokenizer, ApiError> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            ApiError::invalid("this model has no tokenizer: send token ids to /v1/completions", None)
+        })
+    }
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    answer(chat_inner(&state, body).await)
+}
+
+async fn chat_inner(
+    state: &Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: ChatRequest = parse(&body.map_err(body_error)?)?;
+    let params = generate_params(
+        &request.sampling,
+        request.max_completion_tokens,
+        state.default_max_tokens,
+        &state.stop_ids,
+    )?;
+    if request.messages.is_empty() {
+        return Err(ApiError::invalid("`messages` must hold at least one message", Some("messages")));
+    }
+    let top_logprobs = match (request.logprobs, request.top_logprobs) {
+        (_, Some(n)) if !(0..=MAX_TOP_LOGPROBS_CHAT).contains(&n) => {
+            return Err(ApiError::invalid(
+                format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS_CHAT}"),
+                Some("top_logprobs"),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::invalid("`top_logprobs` needs `logprobs: true`", Some("top_logprobs")));
+        }
+        (true, n) => Some(usize::try_from(n.unwrap_or(0)).unwrap_or(0)),
+        (false, None) => None,
+    };
+    let tools = template_tools(&request)?;
+    let template = state
+        .template
+        .as_ref()
+        .ok_or_else(|| ApiError::invalid("this model has no chat template: use /v1/completions", None))?;
+    let tokenizer = state.tokenizer()?;
+    let messages = request.messages.iter().map(|m| m.to_template()).collect::<Result<Vec<_>, _>>()?;
+    let messages = Value::Array(messages);
+    let input = ChatInput {
+        messages: &messages,
+        tools: tools.as_ref(),
+        add_generation_prompt: true,
+        bos_token: tokenizer.bos_token(),
+        eos_token: tokenizer.eos_token(),
+    };
+    let text =
+        template.render_json(&input).map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
+    let prompt =
+        tokenizer.encode(&text, false).map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
+    check_context(prompt.len(), state.context_length, "messages")?;
+    let stream = request.sampling.stream;
+    let reply = Reply {
+        id: request_id("chatcmpl"),
+        created: now(),
+        model: state.model_id.clone(),
+        endpoint: Endpoint::Chat,
+        prompt_tokens: prompt.len(),
+        top_logprobs,
+        tools: tools.is_some().then(|| ToolCallParser::new(state.tool_format)),
+        include_usage: request.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        echo: None,
+    };
+    let events = state.engine.submit(BatchRequest { prompt, params, top_logprobs })?;
+    if stream {
+        Ok(reply.stream(events, state.tokenizer.clone()))
+    } else {
+        Ok(Json(reply.whole(events, state.tokenizer.as_ref()).await?).into_response())
+    }
+}
+
+/// The tool definitions the template sees: none for `tool_choice: "none"`, only the named
+/// one for a named choice.
+fn template_tools(request: &ChatRequest) -> Result<Option<Value>, ApiError> {
+    let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if let Some(bad) = tools.iter().find(|t| t.kind != "function") {
+        return Err(ApiError::invalid(
+            format!("tools of type `{}` are not supported", bad.kind),
+            Some("tools"),
+        ));
+    }
+    let chosen: Vec<_> = match &request.tool_choice {
+        None => tools.iter().collect(),
+        Some(ToolChoice::Mode(mode)) => match mode.as_str() {
+            "none" => return Ok(None),
+            "auto" | "required" => tools.iter().collect(),
+            other => {
+                return Err(ApiError::invalid(
+                    format!("`tool_choice` must be none, auto, required or a function, got `{other}`"),
+                    Some("tool_choice"),
+                ));
+            }
+        },
+        Some(ToolChoice::Named { kind, .. }) if kind != "function" => {
+            return Err(ApiError::invalid(
+                format!("`tool_choice` of type `{kind}` is not supported"),
+                Some("tool_choice"),
+            ));
+        }
+        Some(ToolChoice::Named { function, .. }) => {
+            let named: Vec<_> = tools.iter().filter(|t| t.function.name == function.name).collect();
+            if named.is_empty() {
+                return Err(ApiError::invalid(
+                    format!("`tool_choice` names `{}`, which is not among `tools`", function.name),
+                    Some("tool_choice"),
+                ));
+            }
+            named
+        }
+    };
+    let tools = chosen
+        .into_iter()
+        .map(|t| {
+            json!({"type": "function", "function": {
+                "name": t.function.name,
+                "description": t.function.description,
+                "parameters": t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            }})
+        })
+        .collect();
+    Ok(Some(Value::Array(tools)))
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer(completions_inner(&state, body).await)
+}
+
+async fn completions_inner(
+    state: &Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: CompletionRequest = parse(&body.map_err(body_error)?)?;
+    let params = generate_params(&request.sampling, None, state.default_max_tokens, &state.stop_ids)?;
+    let top_logprobs = match request.logprobs {
+        Some(n) if !(0..=MAX_TOP_LOGPROBS_COMPLETIONS).contains(&n) => {
+            return Err(ApiError::invalid(
+                format!("`logprobs` must be between 0 and {MAX_TOP_LOGPROBS_COMPLETIONS}"),
+                Some("logprobs"),
+            ));
+        }
+        n => n.map(|n| usize::try_from(n).unwrap_or(0)),
+    };
+    let (prompt, text) = match &request.prompt {
+        Prompt::Text(text) => (state.tokenizer()?.encode(text, true), text.clone()),
+        Prompt::Texts(texts) if texts.len() == 1 => {
+            (state.tokenizer()?.encode(&texts[0], true), texts[0].clone())
+        }
+        Prompt::Texts(_) => {
+            return Err(ApiError::invalid("only one prompt per request is supported", Some("prompt")));
+        }
+        Prompt::Tokens(ids) => {
+            let text = state.tokenizer.as_ref().and_then(|t| t.decode(ids, false).ok()).unwrap_or_default();
+            (Ok(ids.clone()), text)
+        }
+    };
+    let prompt = prompt.map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
+    check_context(prompt.len(), state.context_length, "prompt")?;
+    let reply = Reply {
+        id: request_id("cmpl"),
+        created: now(),
+        model: state.model_id.clone(),
+        endpoint: Endpoint::Completions,
+        prompt_tokens: prompt.len(),
+        top_logprobs,
+        tools: None,
+        include_usage: request.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        echo: request.echo.then_some(text),
+    };
+    let events = state.engine.submit(BatchRequest { prompt, params, top_logprobs })?;
+    if request.sampling.stream {
+        Ok(reply.stream(events, state.tokenizer.clone()))
+    } else {
+        Ok(Json(reply.whole(events, state.tokenizer.as_ref()).await?).into_response())
+    }
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{"id": state.model_id, "object": "model", "created": state.created, "owned_by": "lamina"}],
+    }))
+}
+
+/// `GET /health`: `ok`, with the sequences decoding and waiting.
+pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let load = state.engine.load();
+    Json(json!({
+        "status": "ok",
+        "active": load.active.load(Ordering::SeqCst),
+        "waiting": load.waiting.load(Ordering::SeqCst),
+    }))
+}
+
+/// Unknown paths.
+pub async fn not_found() -> ApiError {
+    ApiError::status(StatusCode::NOT_FOUND, "invalid_request_error", "no such endpoint")
+}
+
+/// Known paths, wrong method.
+pub async fn wrong_method() -> ApiError {
+    ApiError::status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "this endpoint does not take that method",
+    )
+}

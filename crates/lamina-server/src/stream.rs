@@ -1,0 +1,340 @@
+//! Engine events into OpenAI responses: whole bodies, or server-sent event chunks
+//! (`data: {...}` then `data: [DONE]`), for both endpoints.
+
+use std::convert::Infallible;
+
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use lamina_generate::{FinishReason, TokenLogprobs};
+use lamina_loader::Tokenizer;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::engine::EngineEvent;
+use crate::error::ApiError;
+use crate::tools::{ToolCallParser, ToolEvent};
+
+/// Which endpoint is answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Completions,
+}
+
+/// What every response of one request repeats.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// `chatcmpl-...` or `cmpl-...`.
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The served model's id.
+    pub model: String,
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Report log-probabilities with this many alternatives.
+    pub top_logprobs: Option<usize>,
+    /// Parse tool calls from the output.
+    pub tools: Option<ToolCallParser>,
+    /// Send a usage chunk at the end of a stream.
+    pub include_usage: bool,
+    /// Text before the output (a completion's `echo`).
+    pub echo: Option<String>,
+}
+
+/// OpenAI's `finish_reason`.
+pub fn finish_reason(reason: FinishReason, called_tools: bool) -> &'static str {
+    match reason {
+        _ if called_tools => "tool_calls",
+        FinishReason::Eos | FinishReason::StopString => "stop",
+        FinishReason::MaxTokens | FinishReason::MaxLength => "length",
+    }
+}
+
+fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    })
+}
+
+fn token_text(tokenizer: Option<&Tokenizer>, id: u32) -> String {
+    tokenizer.and_then(|t| t.decode(&[id], false).ok()).unwrap_or_default()
+}
+
+/// One token's log-probabilities in chat's form.
+fn chat_logprob(tokenizer: Option<&Tokenizer>, id: u32, lp: &TokenLogprobs) -> Value {
+    let entry = |id: u32, logprob: f32| {
+        let token = token_text(tokenizer, id);
+        json!({"token": token, "logprob": logprob, "bytes": token.as_bytes()})
+    };
+    let mut value = entry(id, lp.logprob);
+    value["top_logprobs"] = Value::Array(lp.top.iter().map(|&(t, l)| entry(t, l)).collect());
+    value
+}
+
+/// Log-probabilities of completion tokens in the legacy form.
+#[derive(Debug, Default)]
+struct LegacyLogprobs {
+    tokens: Vec<String>,
+    token_logprobs: Vec<f32>,
+    top_logprobs: Vec<Value>,
+    text_offset: Vec<usize>,
+}
+
+impl LegacyLogprobs {
+    fn push(&mut self, tokenizer: Option<&Tokenizer>, id: u32, lp: &TokenLogprobs, offset: usize) {
+        self.tokens.push(token_text(tokenizer, id));
+        self.token_logprobs.push(lp.logprob);
+        let top: serde_json::Map<String, Value> =
+            lp.top.iter().map(|&(t, l)| (token_text(tokenizer, t), json!(l))).collect();
+        self.top_logprobs.push(Value::Object(top));
+        self.text_offset.push(offset);
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "tokens": self.tokens,
+            "token_logprobs": self.token_logprobs,
+            "top_logprobs": self.top_logprobs,
+            "text_offset": self.text_offset,
+        })
+    }
+}
+
+fn tool_call_json(index: usize, call: &crate::tools::ToolCall, id: &str) -> Value {
+    json!({
+        "index": index,
+        "id": format!("call_{id}_{index}"),
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    })
+}
+
+impl Reply {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.endpoint, chunk) {
+            (Endpoint::Chat, false) => "chat.completion",
+            (Endpoint::Chat, true) => "chat.completion.chunk",
+            (Endpoint::Completions, _) => "text_completion",
+        }
+    }
+
+    fn envelope(&self, chunk: bool, choices: Value) -> Value {
+        json!({"id": self.id, "object": self.object(chunk), "created": self.created, "model": self.model, "choices": choices})
+    }
+
+    /// Waits for the end and answers with one JSON body.
+    ///
+    /// # Errors
+    /// The engine's error for this request.
+    pub async fn whole(
+        mut self,
+        mut events: UnboundedReceiver<EngineEvent>,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<Value, ApiError> {
+        let mut chat_logprobs = Vec::new();
+        let mut legacy = LegacyLogprobs::default();
+        let mut text = self.echo.clone().unwrap_or_default();
+        while let Some(event) = events.recv().await {
+            match event {
+                EngineEvent::Token { token, logprobs } => {
+                    if let Some(lp) = &logprobs {
+                        match self.endpoint {
+                            Endpoint::Chat => chat_logprobs.push(chat_logprob(tokenizer, token.id, lp)),
+                            Endpoint::Completions => legacy.push(tokenizer, token.id, lp, text.len()),
+                        }
+                    }
+                    text.push_str(&token.text);
+                }
+                EngineEvent::Done { tail, output, cached_tokens } => {
+                    text.push_str(&tail);
+                    let usage = usage(self.prompt_tokens, output.tokens.len(), cached_tokens);
+                    let logprobs_wanted = self.top_logprobs.is_some();
+                    let choice = match self.endpoint {
+                        Endpoint::Chat => {
+                            let (content, calls) = match self.tools.as_mut() {
+                                Some(parser) => split_calls(parser, &text),
+                                None => (Some(text), Vec::new()),
+                            };
+                            let mut message = json!({"role": "assistant", "content": content});
+                            if !calls.is_empty() {
+                                let calls: Vec<Value> = calls
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, c)| tool_call_json(i, c, &self.id))
+                                    .collect();
+                                message["tool_calls"] = Value::Array(calls);
+                            }
+                            json!({
+                                "index": 0,
+                                "message": message,
+                                "logprobs": logprobs_wanted.then(|| json!({"content": chat_logprobs})),
+                                "finish_reason": finish_reason(output.finish_reason, !calls.is_empty()),
+                            })
+                        }
+                        Endpoint::Completions => json!({
+                            "index": 0,
+                            "text": text,
+                            "logprobs": logprobs_wanted.then(|| legacy.json()),
+                            "finish_reason": finish_reason(output.finish_reason, false),
+                        }),
+                    };
+                    let mut body = self.envelope(false, json!([choice]));
+                    body["usage"] = usage;
+                    return Ok(body);
+                }
+                EngineEvent::Failed(error) => return Err(error),
+            }
+        }
+        Err(ApiError::internal("the generation ended without a result"))
+    }
+
+    /// Streams the answer as server-sent events.
+    pub fn stream(self, events: UnboundedReceiver<EngineEvent>, tokenizer: Option<Tokenizer>) -> Response {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
+        tokio::spawn(async move {
+            let mut writer = ChunkWriter { reply: self, tx, calls: 0, tokenizer };
+            // A send fails only when the client has gone: stop, dropping `events`, which
+            // takes the request out of the batch.
+            let _ = writer.run(events).await;
+        });
+        Sse::new(ReceiverStream::new(rx)).into_response()
+    }
+}
+
+/// Content and calls of a whole chat answer.
+fn split_calls(parser: &mut ToolCallParser, text: &str) -> (Option<String>, Vec<crate::tools::ToolCall>) {
+    let mut events = parser.push(text);
+    events.extend(parser.finish());
+    let mut content = String::new();
+    let mut calls = Vec::new();
+    for event in events {
+        match event {
+            ToolEvent::Content(c) => content.push_str(&c),
+            ToolEvent::Call(call) => calls.push(call),
+        }
+    }
+    let content = if content.is_empty() && !calls.is_empty() { None } else { Some(content) };
+    (content, calls)
+}
+
+struct ChunkWriter {
+    reply: Reply,
+    tx: tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
+    calls: usize,
+    tokenizer: Option<Tokenizer>,
+}
+
+struct Gone;
+
+impl ChunkWriter {
+    async fn send(&self, value: &Value) -> Result<(), Gone> {
+        self.tx.send(Ok(Event::default().data(value.to_string()))).await.map_err(|_| Gone)
+    }
+
+    async fn choice(&self, choice: Value) -> Result<(), Gone> {
+        self.send(&self.reply.envelope(true, json!([choice]))).await
+    }
+
+    /// Sends released text and calls (chat) or text (completions).
+    async fn release(&mut self, events: Vec<ToolEvent>, logprobs: Option<Value>) -> Result<(), Gone> {
+        let mut logprobs = logprobs;
+        if events.is_empty() && logprobs.is_some() {
+            return self.choice(self.delta(json!({"content": ""}), logprobs.take())).await;
+        }
+        for event in events {
+            let choice = match (self.reply.endpoint, event) {
+                (Endpoint::Chat, ToolEvent::Content(text)) => {
+                    self.delta(json!({"content": text}), logprobs.take())
+                }
+                (Endpoint::Chat, ToolEvent::Call(call)) => {
+                    let call = tool_call_json(self.calls, &call, &self.reply.id);
+                    self.calls += 1;
+                    self.delta(json!({"tool_calls": [call]}), logprobs.take())
+                }
+                (Endpoint::Completions, ToolEvent::Content(text)) => {
+                    json!({"index": 0, "text": text, "logprobs": logprobs.take(), "finish_reason": null})
+                }
+                (Endpoint::Completions, ToolEvent::Call(_)) => continue, // completions parse no calls
+            };
+            self.choice(choice).await?;
+        }
+        Ok(())
+    }
+
+    fn delta(&self, delta: Value, logprobs: Option<Value>) -> Value {
+        json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null})
+    }
+
+    async fn run(&mut self, mut events: UnboundedReceiver<EngineEvent>) -> Result<(), Gone> {
+        if self.reply.endpoint == Endpoint::Chat {
+            self.choice(self.delta(json!({"role": "assistant", "content": ""}), None)).await?;
+        }
+        if let Some(echo) = self.reply.echo.take() {
+            self.release(vec![ToolEvent::Content(echo)], None).await?;
+        }
+        let mut offset = 0;
+        while let Some(event) = events.recv().await {
+            match event {
+                EngineEvent::Token { token, logprobs } => {
+                    let tokenizer = self.tokenizer.as_ref();
+                    let logprobs = logprobs.map(|lp| match self.reply.endpoint {
+                        Endpoint::Chat => json!({"content": [chat_logprob(tokenizer, token.id, &lp)]}),
+                        Endpoint::Completions => {
+                            let mut one = LegacyLogprobs::default();
+                            one.push(tokenizer, token.id, &lp, offset);
+                            one.json()
+                        }
+                    });
+                    offset += token.text.len();
+                    let released = self.text_events(&token.text);
+                    self.release(released, logprobs).await?;
+                }
+                EngineEvent::Done { tail, output, cached_tokens } => {
+                    let mut released = self.text_events(&tail);
+                    if let Some(parser) = self.reply.tools.as_mut() {
+                        released.extend(parser.finish());
+                    }
+                    self.release(released, None).await?;
+                    let reason = finish_reason(output.finish_reason, self.calls > 0);
+                    let last = match self.reply.endpoint {
+                        Endpoint::Chat => {
+                            json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason})
+                        }
+                        Endpoint::Completions => {
+                            json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason})
+                        }
+                    };
+                    self.choice(last).await?;
+                    if self.reply.include_usage {
+                        let mut chunk = self.reply.envelope(true, json!([]));
+                        chunk["usage"] = usage(self.reply.prompt_tokens, output.tokens.len(), cached_tokens);
+                        self.send(&chunk).await?;
+                    }
+                    break;
+                }
+                EngineEvent::Failed(error) => {
+                    self.send(&error.body()).await?;
+                    break;
+                }
+            }
+        }
+        self.tx.send(Ok(Event::default().data("[DONE]"))).await.map_err(|_| Gone)
+    }
+
+    fn text_events(&mut self, text: &str) -> Vec<ToolEvent> {
+        match self.reply.tools.as_mut() {
+            Some(parser) => parser.push(text),
+            None if text.is_empty() => Vec::new(),
+            None => vec![ToolEvent::Content(text.to_owned())],
+        }
+    }
+}
