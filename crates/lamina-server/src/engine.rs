@@ -46,6 +46,8 @@ pub struct Load {
     pub active: AtomicUsize,
     /// Accepted, not started.
     pub waiting: AtomicUsize,
+    /// Requests whose client went away before the end, since the start.
+    pub cancelled: AtomicUsize,
     /// Accepted and not finished (the queue bound counts these).
     outstanding: AtomicUsize,
 }
@@ -172,6 +174,7 @@ fn run(mut context: ModelContext, batch: BatchConfig, inbox: mpsc::Receiver<Subm
                 let gone = events.is_closed();
                 if gone {
                     generator.cancel(*id);
+                    load.cancelled.fetch_add(1, Ordering::SeqCst);
                     load.outstanding.fetch_sub(1, Ordering::SeqCst);
                 }
                 !gone

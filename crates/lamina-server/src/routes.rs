@@ -269,13 +269,15 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
-/// `GET /health`: `ok`, with the sequences decoding and waiting.
+/// `GET /health`: `ok`, with the sequences decoding and waiting, and how many requests
+/// were cancelled by their clients going away.
 pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let load = state.engine.load();
     Json(json!({
         "status": "ok",
         "active": load.active.load(Ordering::SeqCst),
         "waiting": load.waiting.load(Ordering::SeqCst),
+        "cancelled": load.cancelled.load(Ordering::SeqCst),
     }))
 }
 
