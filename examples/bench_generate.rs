@@ -1,5 +1,5 @@
 //! lamina's side of the generation benchmark: prefill a prompt of random tokens, then
-//! decode greedily (no EOS), and print tokens per second. `--export DIR` writes the model
+//! decode greedily (no EOS), and print tokens per second. `--export DIR` writes the model (and its tokenizer)
 //! (GGUF files are dequantized to f32) as a Hugging Face folder for mlx-lm to load.
 //! `scripts/bench_generate.sh` runs this and mlx-lm side by side.
 //!
@@ -51,9 +51,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => PathBuf::from(option_env!("LAMINA_DEFAULT_MODEL").ok_or("no default model; pass --model")?),
     };
     let dtype = args.dtype.as_deref().map(lamina::core::DType::parse).transpose()?;
-    let mut loaded = load_blocking(&path, LoadOptions { tokenizer: false, dtype, ..LoadOptions::default() })?;
+    let export = args.export.is_some();
+    let mut loaded =
+        load_blocking(&path, LoadOptions { tokenizer: export, dtype, ..LoadOptions::default() })?;
     if let Some(dir) = args.export {
         save_checkpoint(&dir, &loaded.config, loaded.model.as_ref())?;
+        if let Some(tokenizer) = &loaded.tokenizer {
+            tokenizer.save(&dir)?;
+        }
         println!("exported {} to {}", path.display(), dir.display());
         return Ok(());
     }

@@ -71,7 +71,7 @@ async fn run(args: Args) -> common::RunResult {
         default_max_tokens: args.max_tokens,
         ..ServerConfig::new(model_id.clone())
     };
-    let app = router(context, config).map_err(|e| e.to_string())?;
+    let app = router(context, config)?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     eprintln!("serving {model_id} on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;

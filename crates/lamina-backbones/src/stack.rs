@@ -64,6 +64,35 @@ impl ModelCache {
         Ok(ModelCache { layers })
     }
 
+    /// A batch shaped like `fresh` for prompts of `lengths` tokens prefilled together
+    /// (left-padded; see [`BatchKvCache::padded`]).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a model with recurrent layers (padding would enter their
+    /// state), [`Error::CacheKind`] when `fresh` is itself a batch.
+    pub fn padded_batch(fresh: &ModelCache, lengths: &[i32]) -> Result<Self> {
+        let layers = fresh
+            .layers
+            .iter()
+            .map(|layer| match layer {
+                LayerCache::Kv(_) => Ok(LayerCache::Batch(BatchKvCache::padded(None, lengths))),
+                LayerCache::Rotating(c) => {
+                    Ok(LayerCache::Batch(BatchKvCache::padded(Some(c.window()), lengths)))
+                }
+                LayerCache::Ssm(_) => {
+                    Err(Error::Unsupported("prefilling padded prompts through a recurrent layer"))
+                }
+                other => Err(Error::CacheKind { layer: "a batch", cache: other.kind() }),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ModelCache { layers })
+    }
+
+    /// Whether every layer is attention (a padded batch can be prefilled).
+    pub fn all_attention(&self) -> bool {
+        self.layers.iter().all(|l| matches!(l, LayerCache::Kv(_) | LayerCache::Rotating(_)))
+    }
+
     /// Rows in this batch (see [`ModelCache::batch_like`]).
     pub fn rows(&self) -> usize {
         match self.layers.first() {

@@ -43,6 +43,15 @@ impl BatchKvCache {
         BatchKvCache { window, ..Self::default() }
     }
 
+    /// An empty batch for prompts of `lengths` tokens prefilled together, each left-padded
+    /// to the longest (the padding is masked; RoPE positions start at 0 on each prompt's
+    /// first token).
+    pub fn padded(window: Option<i32>, lengths: &[i32]) -> Self {
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        let pads: Vec<i32> = lengths.iter().map(|l| longest - l).collect();
+        BatchKvCache { window, keys: None, values: None, offset: 0, starts: pads.clone(), firsts: pads }
+    }
+
     /// Sequences in the batch.
     pub fn rows(&self) -> usize {
         self.starts.len()
@@ -66,22 +75,28 @@ impl BatchKvCache {
     /// # Errors
     /// [`Error::Shape`] when the batch, heads or head size differ from the stored ones.
     pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<BatchedKv> {
-        let (Some(stored_k), Some(stored_v)) = (&self.keys, &self.values) else {
-            return Err(Error::Unsupported("decoding an empty batch"));
-        };
-        check_compatible(stored_k, keys, "keys")?;
-        check_compatible(stored_v, values, "values")?;
+        if keys.ndim() != 4 || keys.dim(0) as usize != self.rows() {
+            let (expected, actual) = (vec![self.rows() as i32, -1, -1, -1], keys.shape().to_vec());
+            return Err(Error::Shape { name: "new keys".into(), expected, actual });
+        }
+        if let (Some(k), Some(v)) = (&self.keys, &self.values) {
+            check_compatible(k, keys, "keys")?;
+            check_compatible(v, values, "values")?;
+        }
         let (prev, len) = (self.offset, keys.dim(2));
-        let capacity = stored_k.dim(2);
+        let capacity = self.keys.as_ref().map_or(0, |k| k.dim(2));
         if prev + len > capacity {
-            let grow = |stored: &Array| -> Result<Array> {
-                let s = stored.shape();
-                let steps = (prev + len - capacity + KV_STEP - 1) / KV_STEP;
-                let block = ops::zeros_dtype(&[s[0], s[1], steps * KV_STEP, s[3]], stored.dtype())?;
-                Ok(ops::concatenate(&[stored.try_index((Ellipsis, ..prev, ..))?, block], 2)?)
+            let steps = (prev + len - capacity + KV_STEP - 1) / KV_STEP;
+            let grow = |stored: Option<Array>, new: &Array| -> Result<Array> {
+                let s = new.shape();
+                let block = ops::zeros_dtype(&[s[0], s[1], steps * KV_STEP, s[3]], new.dtype())?;
+                Ok(match stored {
+                    Some(stored) => ops::concatenate(&[stored.try_index((Ellipsis, ..prev, ..))?, block], 2)?,
+                    None => block,
+                })
             };
-            self.keys = Some(grow(stored_k)?);
-            self.values = Some(grow(stored_v)?);
+            self.keys = Some(grow(self.keys.take(), keys)?);
+            self.values = Some(grow(self.values.take(), values)?);
         }
         self.offset += len;
         let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
@@ -91,12 +106,24 @@ impl BatchKvCache {
         v.try_index_mut((Ellipsis, prev..self.offset, ..), values)?;
         let total = self.offset;
         let index = ops::arange::<_, i32>(0, total, None)?.reshape(&[1, 1, 1, total])?;
-        let query = ops::arange::<_, i32>(prev, total, None)?.reshape(&[1, 1, len, 1])?;
         let firsts = Array::from_slice(&self.firsts, &[self.firsts.len() as i32, 1, 1, 1]);
-        let mut mask = index.ge(&firsts)?.logical_and(&index.le(&query)?)?;
-        if let Some(window) = self.window {
-            mask = mask.logical_and(&index.gt(&(&query - window))?)?;
-        }
+        let mask = if len == 1 {
+            // One query per row, at the last index (never padding): every kept key in the
+            // window.
+            let kept = index.ge(&firsts)?;
+            match self.window {
+                Some(window) => kept.logical_and(&index.gt(Array::from_int(total - 1 - window))?)?,
+                None => kept,
+            }
+        } else {
+            // A padding position attends to itself alone, so that no row of scores is empty.
+            let query = ops::arange::<_, i32>(prev, total, None)?.reshape(&[1, 1, len, 1])?;
+            let mask = index.ge(&firsts)?.logical_or(&index.eq(&query)?)?.logical_and(&index.le(&query)?)?;
+            match self.window {
+                Some(window) => mask.logical_and(&index.gt(&(&query - window))?)?,
+                None => mask,
+            }
+        };
         Ok(BatchedKv {
             keys: k.try_index((Ellipsis, ..total, ..))?,
             values: v.try_index((Ellipsis, ..total, ..))?,

@@ -70,11 +70,17 @@ impl<C: FamilyConfig> CausalLM<C> {
 
 impl<C: FamilyConfig> LanguageModel for CausalLM<C> {
     fn forward(&mut self, input: ModelInput<'_>) -> Result<ModelOutput> {
+        let last_only = input.last_position_only && input.labels.is_none();
         let (input, _, labels): (BackboneInput<'_>, _, _) = input.into_parts();
         let out = self.backbone.forward(input)?;
         let softcap = self.config.final_logit_softcapping();
-        let head =
-            lm_logits(&mut self.lm_head, &out.last_hidden_state, self.backbone.embedding(), softcap, labels)?;
+        let hidden = if last_only {
+            use mlx_rs::ops::indexing::TryIndexOp;
+            out.last_hidden_state.try_index((.., -1.., ..))?
+        } else {
+            out.last_hidden_state.clone()
+        };
+        let head = lm_logits(&mut self.lm_head, &hidden, self.backbone.embedding(), softcap, labels)?;
         Ok(ModelOutput::new(out, head))
     }
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use lamina_backbones::ModelCache;
 use lamina_families::LanguageModel;
+use lamina_heads::ModelInput;
 use lamina_loader::Tokenizer;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype, memory, ops};
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{GenerateError, Result};
 use crate::generate::{GenerateParams, GenerationOutput, TokenEvent};
-use crate::prompt_cache::PromptCache;
+use crate::prompt_cache::{CacheHit, PromptCache};
 use crate::sequence::{SequenceState, last_logits, plan, prefill};
 
 /// Identifies a sequence of a [`BatchGenerator`].
@@ -234,9 +235,13 @@ impl<'a> BatchGenerator<'a> {
         Ok(events)
     }
 
+    /// Starts waiting requests: one with a cached prefix alone (from that prefix), the
+    /// others prefilled together as one padded batch when the model is all attention.
     fn admit(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
         let mut admitted_tokens = 0;
-        while self.active.len() < self.config.max_batch.max(1) {
+        let mut group = Vec::new();
+        let groupable = self.model.make_cache()?.all_attention();
+        while self.active.len() + group.len() < self.config.max_batch.max(1) {
             let Some(front) = self.waiting.front() else { break };
             if admitted_tokens > 0
                 && admitted_tokens + front.1.prompt.len() > self.config.prefill_tokens_per_step
@@ -245,38 +250,125 @@ impl<'a> BatchGenerator<'a> {
             }
             let Some((id, request)) = self.waiting.pop_front() else { break };
             admitted_tokens += request.prompt.len();
-            match self.start(id, &request) {
-                Ok(seq) => self.active.push(seq),
-                Err(error) => events.push(BatchEvent::Failed { sequence: id, error }),
+            let planned = plan(self.model, &request.prompt, &request.params).map(|p| p.prompt.len());
+            let hit = match planned {
+                Ok(len) => self.prompt_cache.fetch(&request.prompt[request.prompt.len() - len..])?,
+                Err(error) => {
+                    events.push(BatchEvent::Failed { sequence: id, error });
+                    continue;
+                }
+            };
+            match hit {
+                None if groupable => group.push((id, request)),
+                hit => match self.start(id, &request, hit) {
+                    Ok(seq) => self.active.push(seq),
+                    Err(error) => events.push(BatchEvent::Failed { sequence: id, error }),
+                },
+            }
+        }
+        match group.len() {
+            0 => {}
+            1 => {
+                let (id, request) = &group[0];
+                match self.start(*id, request, None) {
+                    Ok(seq) => self.active.push(seq),
+                    Err(error) => events.push(BatchEvent::Failed { sequence: *id, error }),
+                }
+            }
+            _ => {
+                if let Err(error) = self.start_group(&group) {
+                    let message = error.to_string();
+                    events.extend(group.iter().map(|(id, _)| BatchEvent::Failed {
+                        sequence: *id,
+                        error: GenerateError::Task(format!("prefill failed: {message}")),
+                    }));
+                }
             }
         }
         Ok(())
     }
 
-    /// Prefills one request into its own cache row (one with a budget of 0 leaves at the
-    /// first retirement, before decoding).
-    fn start(&mut self, id: SequenceId, request: &BatchRequest) -> Result<Sequence<'a>> {
+    /// A sequence whose prefill produced `logits [1, V]` (its first token is sampled).
+    fn sequence(
+        &self,
+        id: SequenceId,
+        request: &BatchRequest,
+        logits: &Array,
+        reused: usize,
+    ) -> Result<Sequence<'a>> {
         let plan = plan(self.model, &request.prompt, &request.params)?;
         let mut state = SequenceState::new(self.tokenizer, &plan, &request.params, Instant::now())?;
-        let (mut cache, reused) = match self.prompt_cache.fetch(plan.prompt)? {
-            Some(hit) => (hit.cache, hit.reused),
-            None => (self.model.make_cache()?, 0),
-        };
-        let logits = prefill(self.model, &mut cache, &plan.prompt[reused..], request.params.prefill_step)?;
-        let token = state.sampler.sample(&logits, plan.prompt)?;
-        let logprobs = request.top_logprobs.map(|_| log_softmax(&logits)).transpose()?;
-        mlx_rs::transforms::async_eval([&token])?;
-        self.cache.join(cache)?;
-        let pending = VecDeque::from([Pending { token: token.clone(), logprobs }]);
+        let token = state.sampler.sample(logits, plan.prompt)?;
+        let logprobs = request.top_logprobs.map(|_| log_softmax(logits)).transpose()?;
         Ok(Sequence {
             id,
             state,
             top_logprobs: request.top_logprobs,
-            pending,
+            pending: VecDeque::from([Pending { token: token.clone(), logprobs }]),
             last: token,
             cached_tokens: reused,
             cancelled: false,
         })
+    }
+
+    /// Prefills one request into its own cache row (from a cached prefix when given); one
+    /// with a budget of 0 leaves at the first retirement, before decoding.
+    fn start(
+        &mut self,
+        id: SequenceId,
+        request: &BatchRequest,
+        hit: Option<CacheHit>,
+    ) -> Result<Sequence<'a>> {
+        let plan = plan(self.model, &request.prompt, &request.params)?;
+        let (mut cache, reused) = match hit {
+            Some(hit) => (hit.cache, hit.reused),
+            None => (self.model.make_cache()?, 0),
+        };
+        let logits = prefill(self.model, &mut cache, &plan.prompt[reused..], request.params.prefill_step)?;
+        let seq = self.sequence(id, request, &logits, reused)?;
+        mlx_rs::transforms::async_eval([&seq.last])?;
+        self.cache.join(cache)?;
+        Ok(seq)
+    }
+
+    /// Prefills several requests as one left-padded batch, then moves each into the
+    /// decoding batch.
+    fn start_group(&mut self, group: &[(SequenceId, BatchRequest)]) -> Result<()> {
+        let prompts = group
+            .iter()
+            .map(|(_, r)| plan(self.model, &r.prompt, &r.params).map(|p| p.prompt.to_vec()))
+            .collect::<Result<Vec<_>>>()?;
+        let lengths: Vec<i32> = prompts.iter().map(|p| p.len() as i32).collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0) as usize;
+        let ids: Vec<i32> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(0, longest - p.len()).chain(p.iter().map(|&t| t as i32)))
+            .collect();
+        let ids = Array::from_slice(&ids, &[prompts.len() as i32, longest as i32]);
+        let mut cache = ModelCache::padded_batch(&self.model.make_cache()?, &lengths)?;
+        let step = group.iter().map(|(_, r)| r.params.prefill_step).min().unwrap_or(512).max(1) as i32;
+        let mut start = 0;
+        while longest as i32 - start > step {
+            let chunk = ids.try_index((.., start..start + step))?;
+            self.model
+                .forward(ModelInput { check_ids: false, ..ModelInput::new(&chunk).with_cache(&mut cache) })?;
+            cache.eval()?;
+            start += step;
+        }
+        let logits = last_logits(self.model, &mut cache, &ids.try_index((.., start..))?)?; // [B, V]
+        let mut sequences = Vec::with_capacity(group.len());
+        for (i, (id, request)) in group.iter().enumerate() {
+            let i = i as i32;
+            sequences.push(self.sequence(*id, request, &logits.try_index(i..i + 1)?, 0)?);
+        }
+        mlx_rs::transforms::async_eval(sequences.iter().map(|s| &s.last))?;
+        let mut rows = (0..group.len()).rev().map(|i| cache.leave(i)).collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        for (row, seq) in rows.into_iter().zip(sequences) {
+            self.cache.join(row)?;
+            self.active.push(seq);
+        }
+        Ok(())
     }
 
     /// Runs one token of every sequence through the model and samples the next.

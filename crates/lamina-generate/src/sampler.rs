@@ -248,6 +248,10 @@ impl Sampler {
                 actual: logits.shape().to_vec(),
             });
         }
+        if self.temperature == 0.0 && self.transforms.is_empty() {
+            // Greedy without filters: the argmax of the logits is that of the log-probabilities.
+            return Ok(argmax_axis(logits, -1, None)?.as_dtype(Dtype::Int32)?);
+        }
         let logprobs = self.logprobs(logits, history)?;
         let token = if self.temperature == 0.0 {
             argmax_axis(&logprobs, -1, None)?

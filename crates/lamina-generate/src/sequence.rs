@@ -78,12 +78,13 @@ pub(crate) fn last_logits(
     cache: &mut ModelCache,
     ids: &Array,
 ) -> Result<Array> {
-    let input = ModelInput { check_ids: false, ..ModelInput::new(ids).with_cache(cache) };
+    let input =
+        ModelInput { check_ids: false, last_position_only: true, ..ModelInput::new(ids).with_cache(cache) };
     Ok(model.forward(input)?.logits.index((.., -1, ..)))
 }
 
-/// Feeds all of `prompt` but its last token in chunks of `step` (evaluating only the
-/// cache), then the last token; returns its logits `[1, V]`.
+/// Feeds `prompt` in chunks of `step` (evaluating only the cache after each but the last);
+/// returns the last position's logits `[1, V]`.
 pub(crate) fn prefill(
     model: &mut dyn LanguageModel,
     cache: &mut ModelCache,
@@ -92,8 +93,8 @@ pub(crate) fn prefill(
 ) -> Result<Array> {
     let step = step.max(1);
     let mut rest = prompt;
-    while rest.len() > 1 {
-        let n = step.min(rest.len() - 1);
+    while rest.len() > step {
+        let n = step;
         model.forward(ModelInput {
             check_ids: false,
             ..ModelInput::new(&ids_array(&rest[..n])).with_cache(cache)

@@ -26,6 +26,9 @@ pub struct ModelInput<'a> {
     /// Check that every id is inside the vocabulary (a device sync; generation loops whose
     /// ids come from the model itself turn it off).
     pub check_ids: bool,
+    /// Compute the LM head's logits for the last position only (`[B, 1, V]`): what a
+    /// prefill needs. Ignored when labels are given.
+    pub last_position_only: bool,
 }
 
 impl<'a> ModelInput<'a> {
@@ -38,6 +41,7 @@ impl<'a> ModelInput<'a> {
             labels: None,
             output_hidden_states: false,
             check_ids: true,
+            last_position_only: false,
         }
     }
 

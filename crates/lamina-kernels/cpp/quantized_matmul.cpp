@@ -454,6 +454,48 @@ __attribute__((target("avx2,fma"))) void dots2_avx2(const float* w0, const float
     dots_avx2(w1, rest, m - i, k, out + static_cast<size_t>(i) * ldo + 1, ldo);
   }
 }
+
+// Four weight rows against four rows of x: sixteen accumulators, which need the 32 vector
+// registers AVX-512VL gives (the arithmetic stays 256 bits wide, which is as fast on cores
+// that split 512-bit operations). Eight loads per sixteen FMAs.
+__attribute__((target("avx2,fma,avx512f,avx512vl"))) void dots4_avx512vl(const float* const* w, const float* x,
+                                                                         int m, int k, float* out, int ldo) {
+  const int tail = k - k % 8;
+  int i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const float* xr[4];
+    for (int r = 0; r < 4; ++r) xr[r] = x + static_cast<size_t>(i + r) * k;
+    __m256 acc[4][4];
+    for (int a = 0; a < 4; ++a)
+      for (int r = 0; r < 4; ++r) acc[a][r] = _mm256_setzero_ps();
+    for (int j = 0; j < tail; j += 8) {
+      const __m256 w0 = _mm256_loadu_ps(w[0] + j), w1 = _mm256_loadu_ps(w[1] + j),
+                   w2 = _mm256_loadu_ps(w[2] + j), w3 = _mm256_loadu_ps(w[3] + j);
+      for (int r = 0; r < 4; ++r) {
+        const __m256 xv = _mm256_loadu_ps(xr[r] + j);
+        acc[0][r] = _mm256_fmadd_ps(w0, xv, acc[0][r]);
+        acc[1][r] = _mm256_fmadd_ps(w1, xv, acc[1][r]);
+        acc[2][r] = _mm256_fmadd_ps(w2, xv, acc[2][r]);
+        acc[3][r] = _mm256_fmadd_ps(w3, xv, acc[3][r]);
+      }
+    }
+    for (int a = 0; a < 4; ++a) {
+      for (int r = 0; r < 4; ++r) {
+        float sum = hsum(acc[a][r]);
+        for (int j = tail; j < k; ++j) sum += w[a][j] * xr[r][j];
+        out[static_cast<size_t>(i + r) * ldo + a] = sum;
+      }
+    }
+  }
+  for (int a = 0; a < 4 && i < m; ++a) {
+    dots_avx2(w[a], x + static_cast<size_t>(i) * k, m - i, k, out + static_cast<size_t>(i) * ldo + a, ldo);
+  }
+}
+
+bool has_avx512vl() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  return yes;
+}
 #endif
 
 bool fast_dequantize(const Problem& p) {
@@ -502,11 +544,18 @@ void gemv_batch(const Problem& p) {
   pool.run(tasks, [&](int t) {
     const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
     const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
-    std::vector<float> rows(2 * static_cast<size_t>(p.k));
+    std::vector<float> rows(4 * static_cast<size_t>(p.k));
     float* first = rows.data();
     float* second = first + p.k;
     int r = begin;
 #if defined(__x86_64__)
+    if (has_avx512vl() && has_avx2()) {
+      const float* four[4] = {first, second, first + 2 * p.k, first + 3 * p.k};
+      for (; r + 4 <= end; r += 4) {
+        for (int a = 0; a < 4; ++a) dequantize(p, r + a, rows.data() + static_cast<size_t>(a) * p.k);
+        dots4_avx512vl(four, p.x, p.m, p.k, p.out + r, p.n);
+      }
+    }
     if (has_avx2()) {
       for (; r + 2 <= end; r += 2) {
         dequantize(p, r, first);

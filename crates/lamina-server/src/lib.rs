@@ -70,15 +70,24 @@ impl ServerConfig {
     }
 }
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The checkpoint's chat template does not compile.
+    #[error(transparent)]
+    Template(#[from] lamina_generate::GenerateError),
+    /// The engine thread could not be started.
+    #[error("cannot start the engine thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
 /// The server's routes over a model; serve them with [`axum::serve`]. Starts the engine
 /// thread.
 ///
 /// # Errors
-/// When the engine thread cannot start, or the chat template does not compile.
-pub fn router(
-    context: ModelContext,
-    config: ServerConfig,
-) -> Result<Router, Box<dyn std::error::Error + Send + Sync>> {
+/// [`StartError`] when the engine thread cannot start or the chat template does not compile.
+pub fn router(context: ModelContext, config: ServerConfig) -> Result<Router, StartError> {
     let tokenizer = context.tokenizer.clone();
     let source = tokenizer.as_ref().and_then(|t| t.chat_template()).map(str::to_owned);
     let template = source.as_deref().map(ChatTemplate::new).transpose()?;

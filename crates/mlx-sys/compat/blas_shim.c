@@ -35,6 +35,17 @@ static void tiny_sgemm(int ta, int tb, int m, int n, int k, float alpha, const f
                        const float *b, int ldb, float beta, float *c, int ldc) {
   for (int i = 0; i < m; ++i) {
     float *ci = c + (size_t)i * ldc;
+    if (ta == NoTrans && tb != NoTrans) {
+      /* Both operands run along k: a dot product per output (queries times keys). */
+      const float *ai = a + (size_t)i * lda;
+      for (int j = 0; j < n; ++j) {
+        const float *bj = b + (size_t)j * ldb;
+        float sum = 0.0f;
+        for (int l = 0; l < k; ++l) sum += ai[l] * bj[l];
+        ci[j] = alpha * sum + (beta == 0.0f ? 0.0f : beta * ci[j]);
+      }
+      continue;
+    }
     for (int j = 0; j < n; ++j) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
     for (int l = 0; l < k; ++l) {
       const float ail = alpha * (ta == NoTrans ? a[(size_t)i * lda + l] : a[(size_t)l * lda + i]);

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Serving, lamina vs mlx_lm.server (mlx-lm 0.32.2), side by side in one run: the same
+# model (SmolLM2-135M-Instruct, exported from the embedded GGUF and quantized to MLX
+# 4-bit, group 32, by mlx_lm.convert), the same MLX 0.32.2 and OpenBLAS; 1, 4 and 16
+# concurrent greedy chat streams of up to 64 tokens driven by the official `openai`
+# client. Prints time to first token, tokens/s per stream and in total, peak RSS of each
+# server, the ratios, and whether greedy answers are the same before and after the load.
+#
+#   bash scripts/bench_serve.sh            (SERVERS=lamina for lamina's side alone)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/prereqs.sh
+cargo build --release --example serve --example bench_generate
+env_dir=target/mlx-env
+venv=$env_dir/bench-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import mlx_lm, openai" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check mlx==0.32.2 mlx-cpu==0.32.2 mlx-lm==0.32.2 openai
+fi
+f32=$env_dir/smollm2-135m-f32
+[ -f "$f32/model.safetensors" ] || ./target/release/examples/bench_generate --dtype f32 --export "$f32"
+model=$env_dir/smollm2-135m-mlx-4bit
+# transformers' strict config classes refuse explicit nulls (`"hidden_act": null`).
+"$venv/bin/python" - "$f32/config.json" <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+json.dump({k: v for k, v in config.items() if v is not None}, open(sys.argv[1], "w"), indent=2)
+PY
+[ -f "$model/model.safetensors" ] || "$venv/bin/python" -m mlx_lm convert --hf-path "$f32" --mlx-path "$model" -q --q-bits 4 --q-group-size 32
+openblas=$(ldconfig -p | awk '/libopenblas\.so\.0 /{print $NF; exit}')
+log=$(mktemp)
+peak() { awk '/VmHWM/{printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+wait_up() { for _ in $(seq 600); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
+
+servers=${SERVERS:-lamina mlx-lm}
+if [[ " $servers " == *" lamina "* ]]; then
+./target/release/examples/serve --model "$model" --port 8181 --served-model-name default 2>/dev/null &
+lamina=$!
+wait_up http://127.0.0.1:8181/health
+"$venv/bin/python" scripts/bench_serve.py --url http://127.0.0.1:8181/v1 --label lamina | tee -a "$log"
+echo "RESULT {\"server\": \"lamina\", \"peak_rss_mib\": $(peak $lamina)}" | tee -a "$log"
+kill $lamina
+fi
+if [[ " $servers " == *" mlx-lm "* ]]; then
+
+LD_PRELOAD="$openblas" "$venv/bin/python" -m mlx_lm server --model "$model" --port 8182 2>/dev/null &
+mlx=$!
+wait_up http://127.0.0.1:8182/health
+"$venv/bin/python" scripts/bench_serve.py --url http://127.0.0.1:8182/v1 --label mlx-lm --model "$model" | tee -a "$log"
+echo "RESULT {\"server\": \"mlx-lm\", \"peak_rss_mib\": $(peak $mlx)}" | tee -a "$log"
+kill $mlx
+fi
+
+[[ " $servers " == *" lamina "* && " $servers " == *" mlx-lm "* ]] || { rm -f "$log"; exit 0; }
+python3 - "$log" <<'PY'
+import json, sys
+rows = [json.loads(l[7:]) for l in open(sys.argv[1]) if l.startswith("RESULT ")]
+by = {}
+for r in rows:
+    by.setdefault(r["server"], {}).update({r["concurrency"]: r} if "concurrency" in r else r)
+print(f"{'streams':>7} {'server':>7} {'ttft s':>7} {'tok/s/stream':>13} {'total tok/s':>12}")
+for c in (1, 4, 16):
+    for s in ("lamina", "mlx-lm"):
+        r = by[s][c]
+        print(f"{c:>7} {s:>7} {r['ttft_median_s']:>7.2f} {r['per_stream_tps']:>13.1f} {r['total_tps']:>12.1f}")
+    print(f"{c:>7} {'ratio':>7} {by['mlx-lm'][c]['ttft_median_s'] / by['lamina'][c]['ttft_median_s']:>7.2f}"
+          f" {by['lamina'][c]['per_stream_tps'] / by['mlx-lm'][c]['per_stream_tps']:>13.2f}"
+          f" {by['lamina'][c]['total_tps'] / by['mlx-lm'][c]['total_tps']:>12.2f}")
+for s in ("lamina", "mlx-lm"):
+    print(f"{s}: 16 streams / 1 stream total tok/s = {by[s][16]['total_tps'] / by[s][1]['total_tps']:.2f}x; "
+          f"peak RSS {by[s]['peak_rss_mib']} MiB; greedy same after load: {by[s]['greedy_same_after_load']}")
+PY
+rm -f "$log"
