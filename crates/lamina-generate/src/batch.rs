@@ -420,6 +420,9 @@ impl<'a> BatchGenerator<'a> {
             }
             let mut seq = self.active.remove(i);
             let cache = self.cache.leave(i)?;
+            // Evaluated now: until then the row's copy would keep the whole batch's buffers
+            // alive (measured: the prompt cache held 2 GiB for its 512 MiB of rows).
+            cache.eval()?;
             let fed = (cache.offset().max(0) as usize).min(seq.state.history.len());
             self.prompt_cache.insert(seq.state.history[..fed].to_vec(), cache);
             if !seq.cancelled {
