@@ -52,6 +52,9 @@ struct Args {
     /// Bytes of finished conversations' caches kept for reuse (0 = off).
     #[arg(long, default_value_t = 512 << 20)]
     prompt_cache_bytes: usize,
+    /// A prompt cache saved by the `cache_prompt` example to start with (repeatable).
+    #[arg(long)]
+    prompt_cache_file: Vec<PathBuf>,
 }
 
 async fn run(args: Args) -> common::RunResult {
@@ -69,6 +72,7 @@ async fn run(args: Args) -> common::RunResult {
         max_queue: args.max_queue,
         max_body_bytes: args.max_body_bytes,
         default_max_tokens: args.max_tokens,
+        prompt_cache_files: args.prompt_cache_file,
         ..ServerConfig::new(model_id.clone())
     };
     let app = router(context, config)?;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use axum::http::StatusCode;
+use lamina_backbones::ModelCache;
 use lamina_generate::{
     BatchConfig, BatchEvent, BatchGenerator, BatchRequest, GenerateError, GenerationOutput, ModelContext,
     SequenceId, TokenEvent, TokenLogprobs,
@@ -73,18 +74,24 @@ impl std::fmt::Debug for Submission {
 
 impl Engine {
     /// Starts the engine thread with the model; `max_queue` requests may wait beyond the
-    /// `batch.max_batch` decoding.
+    /// `batch.max_batch` decoding; the prompt cache starts with `preload` (tokens and the
+    /// cache holding them).
     ///
     /// # Errors
     /// When the thread cannot be started.
-    pub fn start(context: ModelContext, batch: BatchConfig, max_queue: usize) -> std::io::Result<Self> {
+    pub fn start(
+        context: ModelContext,
+        batch: BatchConfig,
+        max_queue: usize,
+        preload: Vec<(Vec<u32>, ModelCache)>,
+    ) -> std::io::Result<Self> {
         let (commands, inbox) = mpsc::channel();
         let load = Arc::new(Load::default());
         let capacity = batch.max_batch.max(1) + max_queue;
         let thread_load = load.clone();
         std::thread::Builder::new()
             .name("lamina-engine".into())
-            .spawn(move || run(context, batch, inbox, &thread_load))?;
+            .spawn(move || run(context, batch, preload, inbox, &thread_load))?;
         Ok(Engine { commands, load, capacity })
     }
 
@@ -140,7 +147,14 @@ fn api_error(error: GenerateError) -> ApiError {
 
 /// The engine thread: a batch generator, restarted (its sequences failed) after an MLX
 /// error; ends when every [`Engine`] handle is gone.
-fn run(mut context: ModelContext, batch: BatchConfig, inbox: mpsc::Receiver<Submission>, load: &Load) {
+fn run(
+    mut context: ModelContext,
+    batch: BatchConfig,
+    preload: Vec<(Vec<u32>, ModelCache)>,
+    inbox: mpsc::Receiver<Submission>,
+    load: &Load,
+) {
+    let mut preload = Some(preload);
     loop {
         let ModelContext { model, tokenizer, .. } = &mut context;
         let mut generator = match BatchGenerator::new(model.as_mut(), tokenizer.as_ref(), batch.clone()) {
@@ -155,6 +169,9 @@ fn run(mut context: ModelContext, batch: BatchConfig, inbox: mpsc::Receiver<Subm
                 return;
             }
         };
+        for (tokens, cache) in preload.take().into_iter().flatten() {
+            generator.prompt_cache().insert(tokens, cache);
+        }
         let mut clients: HashMap<SequenceId, UnboundedSender<EngineEvent>> = HashMap::new();
         loop {
             let mut accept = |submission: Submission, generator: &mut BatchGenerator<'_>| {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use lamina_generate::{BatchConfig, ChatTemplate, ModelContext};
+use lamina_generate::{BatchConfig, ChatTemplate, ModelContext, load_prompt_cache};
 
 /// The HTTP framework the server is built on (to serve the router).
 pub use axum;
@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// `max_tokens` when a request gives none.
     pub default_max_tokens: usize,
+    /// Saved prompt caches (`lamina_generate::save_prompt_cache`) to start the prompt cache
+    /// with.
+    pub prompt_cache_files: Vec<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -66,6 +69,7 @@ impl ServerConfig {
             max_queue: 256,
             max_body_bytes: 4 << 20,
             default_max_tokens: 512,
+            prompt_cache_files: Vec::new(),
         }
     }
 }
@@ -77,6 +81,12 @@ pub enum StartError {
     /// The checkpoint's chat template does not compile.
     #[error(transparent)]
     Template(#[from] lamina_generate::GenerateError),
+    /// The model cannot describe its cache.
+    #[error(transparent)]
+    Model(#[from] lamina_core::Error),
+    /// A saved prompt cache cannot be used with this model.
+    #[error("{0}")]
+    PromptCache(String),
     /// The engine thread could not be started.
     #[error("cannot start the engine thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -93,7 +103,14 @@ pub fn router(context: ModelContext, config: ServerConfig) -> Result<Router, Sta
     let template = source.as_deref().map(ChatTemplate::new).transpose()?;
     let stop_ids = context.stop_ids(&[]);
     let context_length = context.model.info().max_position_embeddings;
-    let engine = Engine::start(context, config.batch.clone(), config.max_queue)?;
+    let mut preload = Vec::with_capacity(config.prompt_cache_files.len());
+    for file in &config.prompt_cache_files {
+        let fresh = context.model.make_cache()?;
+        let (cache, tokens) =
+            load_prompt_cache(file, &fresh).map_err(|e| StartError::PromptCache(e.to_string()))?;
+        preload.push((tokens, cache));
+    }
+    let engine = Engine::start(context, config.batch.clone(), config.max_queue, preload)?;
     let state = Arc::new(routes::AppState {
         engine,
         tokenizer,

@@ -365,3 +365,42 @@ async fn a_full_queue_is_a_503() {
     assert_eq!((status, &error["error"]["code"]), (503, &json!("queue_full")));
     drop(running);
 }
+
+#[tokio::test]
+async fn a_saved_prompt_cache_serves_from_the_first_request_and_a_bad_one_is_refused() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/checkpoints/scripted_chat");
+    let mut context = ModelContext::new(load(&path, LoadOptions::default()).await.unwrap()).unwrap();
+    // The chat template's rendering of a system message, prefilled and saved.
+    let system = json!([{"role": "system", "content": "You are helpful."}]);
+    let tokens = context.encode("<|system|> You are helpful. <|end|> ").unwrap();
+    let ids = mlx_rs::Array::from_slice(
+        &tokens.iter().map(|&t| t as i32).collect::<Vec<_>>(),
+        &[1, tokens.len() as i32],
+    );
+    let mut cache = context.model.make_cache().unwrap();
+    context.model.forward(lamina_heads::ModelInput::new(&ids).with_cache(&mut cache)).unwrap();
+    let file = std::env::temp_dir().join(format!("lamina-server-prompt-{}.safetensors", std::process::id()));
+    lamina_generate::save_prompt_cache(&file, &cache, &tokens).unwrap();
+    let app = router(
+        context,
+        ServerConfig { prompt_cache_files: vec![file.clone()], ..ServerConfig::new("scripted") },
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { lamina_server::axum::serve(listener, app).await.unwrap() });
+    let mut messages = system.as_array().unwrap().clone();
+    messages.push(json!({"role": "user", "content": "Hi"}));
+    let (status, body) = post(&base, "/v1/chat/completions", json!({"messages": messages})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], tokens.len());
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello world!");
+    // A file that is not a prompt cache stops the start with a reason.
+    let context = ModelContext::new(load(&path, LoadOptions::default()).await.unwrap()).unwrap();
+    let bad = path.join("config.json");
+    let err = router(context, ServerConfig { prompt_cache_files: vec![bad], ..ServerConfig::new("x") })
+        .unwrap_err();
+    assert!(err.to_string().contains("config.json"), "{err}");
+    std::fs::remove_file(file).unwrap();
+}
