@@ -7,10 +7,10 @@
 //! so that a forward pass costs the same number of graph nodes for one row as for 32.
 
 use lamina_core::{Error, Result};
-use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
+use mlx_rs::ops::indexing::{Ellipsis, TryIndexOp};
 use mlx_rs::{Array, ops};
 
-use crate::cache::{KV_STEP, KvCache, LayerCache, RotatingKvCache, check_compatible};
+use crate::cache::{KvCache, LayerCache, RotatingKvCache, append, check_compatible};
 
 /// Keys and values of a batch of sequences, left-padded into one array.
 #[derive(Debug, Clone, Default)]
@@ -84,26 +84,8 @@ impl BatchKvCache {
             check_compatible(v, values, "values")?;
         }
         let (prev, len) = (self.offset, keys.dim(2));
-        let capacity = self.keys.as_ref().map_or(0, |k| k.dim(2));
-        if prev + len > capacity {
-            let steps = (prev + len - capacity + KV_STEP - 1) / KV_STEP;
-            let grow = |stored: Option<Array>, new: &Array| -> Result<Array> {
-                let s = new.shape();
-                let block = ops::zeros_dtype(&[s[0], s[1], steps * KV_STEP, s[3]], new.dtype())?;
-                Ok(match stored {
-                    Some(stored) => ops::concatenate(&[stored.try_index((Ellipsis, ..prev, ..))?, block], 2)?,
-                    None => block,
-                })
-            };
-            self.keys = Some(grow(self.keys.take(), keys)?);
-            self.values = Some(grow(self.values.take(), values)?);
-        }
+        let (all_keys, all_values) = append(&mut self.keys, &mut self.values, keys, values, prev)?;
         self.offset += len;
-        let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
-            return Err(Error::Internal("the batch KV cache lost its buffers"));
-        };
-        k.try_index_mut((Ellipsis, prev..self.offset, ..), keys)?;
-        v.try_index_mut((Ellipsis, prev..self.offset, ..), values)?;
         let total = self.offset;
         let index = ops::arange::<_, i32>(0, total, None)?.reshape(&[1, 1, 1, total])?;
         let firsts = Array::from_slice(&self.firsts, &[self.firsts.len() as i32, 1, 1, 1]);
@@ -124,11 +106,7 @@ impl BatchKvCache {
                 None => mask,
             }
         };
-        Ok(BatchedKv {
-            keys: k.try_index((Ellipsis, ..total, ..))?,
-            values: v.try_index((Ellipsis, ..total, ..))?,
-            mask,
-        })
+        Ok(BatchedKv { keys: all_keys, values: all_values, mask })
     }
 
     /// Pads a sequence's own cache (a KV or rotating cache, batch 1) in as the last row.

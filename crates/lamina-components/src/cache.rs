@@ -157,27 +157,41 @@ impl KvCache {
         if let Some(stored) = &self.values {
             check_compatible(stored, values, "values")?;
         }
-        if prev + len > self.capacity() {
-            let grow = |stored: Option<Array>, new: &Array| -> Result<Array> {
-                let shape = new.shape();
-                let steps = (len + KV_STEP - 1) / KV_STEP;
-                let block = ops::zeros_dtype(&[shape[0], shape[1], steps * KV_STEP, shape[3]], new.dtype())?;
-                Ok(match stored {
-                    Some(old) => ops::concatenate(&[old.try_index((Ellipsis, ..prev, ..))?, block], 2)?,
-                    None => block,
-                })
-            };
-            self.keys = Some(grow(self.keys.take(), keys)?);
-            self.values = Some(grow(self.values.take(), values)?);
-        }
         self.offset += len;
-        let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
-            return Err(Error::Internal("the KV cache lost its buffers"));
-        };
-        k.try_index_mut((Ellipsis, prev..self.offset, ..), keys)?;
-        v.try_index_mut((Ellipsis, prev..self.offset, ..), values)?;
-        Ok((k.try_index((Ellipsis, ..self.offset, ..))?, v.try_index((Ellipsis, ..self.offset, ..))?))
+        append(&mut self.keys, &mut self.values, keys, values, prev)
     }
+}
+
+/// Writes `keys` and `values` (`[B, H, L, D]`) at positions `prev..prev + L` of the stored
+/// buffers, growing them by whole [`KV_STEP`] blocks when full (or allocating them);
+/// returns positions `..prev + L`.
+pub(crate) fn append(
+    stored_keys: &mut Option<Array>,
+    stored_values: &mut Option<Array>,
+    keys: &Array,
+    values: &Array,
+    prev: i32,
+) -> Result<(Array, Array)> {
+    let end = prev + keys.dim(2);
+    if end > stored_keys.as_ref().map_or(0, |k| k.dim(2)) {
+        let steps = (keys.dim(2) + KV_STEP - 1) / KV_STEP;
+        let grow = |stored: Option<Array>, new: &Array| -> Result<Array> {
+            let s = new.shape();
+            let block = ops::zeros_dtype(&[s[0], s[1], steps * KV_STEP, s[3]], new.dtype())?;
+            Ok(match stored {
+                Some(old) => ops::concatenate(&[old.try_index((Ellipsis, ..prev, ..))?, block], 2)?,
+                None => block,
+            })
+        };
+        *stored_keys = Some(grow(stored_keys.take(), keys)?);
+        *stored_values = Some(grow(stored_values.take(), values)?);
+    }
+    let (Some(k), Some(v)) = (stored_keys.as_mut(), stored_values.as_mut()) else {
+        return Err(Error::Internal("a KV cache lost its buffers"));
+    };
+    k.try_index_mut((Ellipsis, prev..end, ..), keys)?;
+    v.try_index_mut((Ellipsis, prev..end, ..), values)?;
+    Ok((k.try_index((Ellipsis, ..end, ..))?, v.try_index((Ellipsis, ..end, ..))?))
 }
 
 /// Keys and values of the last `window` positions, position `p` at slot `p % window`.

@@ -271,15 +271,14 @@ impl Rope {
     /// # Errors
     /// When MLX rejects the input (fewer than `dims` features).
     pub fn forward(&self, x: &Array, offset: i32) -> Result<Array> {
-        let scaled;
-        let x = match self.input_scale {
-            Some(s) => {
-                scaled = scale_leading(x, self.dims, s)?;
-                &scaled
-            }
-            None => x,
-        };
+        let scaled = self.prescaled(x)?;
+        let x = scaled.as_ref().unwrap_or(x);
         Ok(fast::rope(x, self.dims, self.traditional, self.base, self.scale, offset, self.freqs.as_ref())?)
+    }
+
+    /// `x` with the magnitude correction applied, when the scaling has one.
+    fn prescaled(&self, x: &Array) -> Result<Option<Array>> {
+        self.input_scale.map(|s| scale_leading(x, self.dims, s)).transpose()
     }
 
     /// Rotates each row `b` of `x` as if its first position were `positions[b]` (a batch of
@@ -291,14 +290,8 @@ impl Rope {
     /// # Errors
     /// When MLX rejects the input.
     pub fn forward_positions(&self, x: &Array, positions: &Array) -> Result<Array> {
-        let scaled;
-        let x = match self.input_scale {
-            Some(s) => {
-                scaled = scale_leading(x, self.dims, s)?;
-                &scaled
-            }
-            None => x,
-        };
+        let scaled = self.prescaled(x)?;
+        let x = scaled.as_ref().unwrap_or(x);
         let (base, freqs) = (self.base, self.freqs.as_ref());
         Ok(fast::rope_dynamic(x, self.dims, self.traditional, base, self.scale, positions, freqs)?)
     }
