@@ -20,7 +20,7 @@ use crate::sequence::{SequenceState, last_logits, plan, prefill};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LengthPolicy {
-    /// Refuse with [`GenerateError::TooLong`].
+    /// Refuse with [`GenerateError::TooLong`](crate::GenerateError::TooLong).
     #[default]
     Error,
     /// Generate fewer tokens; drop the oldest prompt tokens if the prompt alone is too long.
@@ -132,7 +132,7 @@ impl<'a> Generation<'a> {
     /// Prefills `prompt` and prepares to decode.
     ///
     /// # Errors
-    /// [`GenerateError::EmptyPrompt`], [`GenerateError::TooLong`] (with
+    /// [`GenerateError::EmptyPrompt`](crate::GenerateError::EmptyPrompt), [`GenerateError::TooLong`](crate::GenerateError::TooLong) (with
     /// [`LengthPolicy::Error`]), ids outside the vocabulary, MLX errors.
     pub fn start(
         model: &'a mut dyn LanguageModel,

@@ -1,4 +1,5 @@
-//! GGUF files as llama.cpp writes them (made by `scripts/fixtures/gguf_files.py`): logits
+//! GGUF files as llama.cpp writes them (made by `scripts/fixtures/gguf_files.py` and
+//! `gguf_qwen.py`): logits
 //! match mlx-lm on the same (dequantized) weights, the tokenizer built from the metadata
 //! matches Hugging Face `tokenizers`, and truncated or corrupt files are typed errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -27,6 +28,18 @@ async fn logits_match(name: &str, options: LoadOptions) {
 #[tokio::test]
 async fn f32_gguf_matches_mlx_lm() {
     logits_match("tiny_f32", LoadOptions::default()).await;
+}
+
+#[tokio::test]
+async fn qwen2_and_qwen3_ggufs_match_mlx_lm() {
+    // `qwen2` (q/k/v biases) and `qwen3` (QK-norm, head_dim from key_length) metadata and
+    // tensor names, unpermuted, a Q8_0 tied embedding (made by scripts/fixtures/gguf_qwen.py).
+    for name in ["tiny_qwen2", "tiny_qwen3"] {
+        logits_match(name, LoadOptions::default()).await;
+        let loaded = load(fixture(&format!("{name}.gguf")), LoadOptions::default()).await.unwrap();
+        let expected = if name.ends_with('2') { "qwen2" } else { "qwen3" };
+        assert_eq!(loaded.model_type(), expected);
+    }
 }
 
 #[tokio::test]

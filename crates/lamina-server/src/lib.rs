@@ -92,7 +92,7 @@ pub enum StartError {
     Thread(#[from] std::io::Error),
 }
 
-/// The server's routes over a model; serve them with [`axum::serve`]. Starts the engine
+/// The server's routes over a model; serve them with [`axum::serve()`]. Starts the engine
 /// thread.
 ///
 /// # Errors

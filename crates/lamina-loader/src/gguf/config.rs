@@ -22,6 +22,10 @@ pub enum Arch {
     Llama,
     /// `gemma3`: norms stored as `1 + w`, no permutation.
     Gemma3,
+    /// `qwen2` (Qwen2, Qwen2.5): q/k/v biases, no permutation.
+    Qwen2,
+    /// `qwen3`: QK-norm, no permutation.
+    Qwen3,
 }
 
 /// The architecture and typed config a GGUF's metadata describes.
@@ -31,13 +35,17 @@ pub enum Arch {
 pub fn config(header: &Header) -> Result<(Arch, DecoderConfig), String> {
     let name = header.get("general.architecture").and_then(Value::as_str).unwrap_or("");
     let arch: Arch = name.parse().map_err(|_| {
-        format!("general.architecture is `{name}`; lamina reads `llama` and `gemma3` GGUF files")
+        format!(
+            "general.architecture is `{name}`; lamina reads `llama`, `qwen2`, `qwen3` and `gemma3` GGUF files"
+        )
     })?;
     Ok((
         arch,
         match arch {
             Arch::Llama => llama_config(header)?,
             Arch::Gemma3 => gemma3_config(header)?,
+            Arch::Qwen2 => decoder_config(header, "qwen2", ModelType::Qwen2)?,
+            Arch::Qwen3 => decoder_config(header, "qwen3", ModelType::Qwen3)?,
         },
     ))
 }
@@ -115,43 +123,50 @@ pub fn llama_config(header: &Header) -> Result<DecoderConfig, String> {
     if arch != "llama" {
         return Err(format!("general.architecture is `{arch}`; lamina reads Llama-architecture GGUF files"));
     }
-    let need = |key: &str| need(header, key);
-    let optional = |key: &str| optional(header, key);
     if u64_of(header, "llama.expert_count").unwrap_or(0) > 0 {
         return Err("mixture-of-experts GGUF files (llama.expert_count > 0) are not supported".into());
     }
     if header.tensors.iter().any(|t| t.name == "rope_freqs.weight") {
         return Err("`rope_freqs.weight` (Llama 3.1 RoPE scaling in GGUF form) is not supported".into());
     }
-    let heads = need("llama.attention.head_count")?;
-    let vocab = vocab_size(header, "llama")?;
-    let rope_scaling = match header.get("llama.rope.scaling.type").and_then(Value::as_str) {
+    decoder_config(header, "llama", ModelType::Llama)
+}
+
+/// The config of a decoder whose metadata keys start with `arch` (`llama`, `qwen2`,
+/// `qwen3`): the keys llama.cpp's converter writes for all of them.
+fn decoder_config(header: &Header, arch: &str, model_type: ModelType) -> Result<DecoderConfig, String> {
+    let key = |name: &str| format!("{arch}.{name}");
+    let need = |name: &str| need(header, &key(name));
+    let optional = |name: &str| optional(header, &key(name));
+    let float = |name: &str| f64_of(header, &key(name));
+    let heads = need("attention.head_count")?;
+    let rope_scaling = match header.get(&key("rope.scaling.type")).and_then(Value::as_str) {
         None | Some("none") => None,
         Some(kind) => {
             let rope_type: RopeType =
-                kind.parse().map_err(|_| format!("llama.rope.scaling.type `{kind}` is not supported"))?;
-            let factor =
-                f64_of(header, "llama.rope.scaling.factor").ok_or("llama.rope.scaling.factor is missing")?;
+                kind.parse().map_err(|_| format!("{arch}.rope.scaling.type `{kind}` is not supported"))?;
+            let factor = float("rope.scaling.factor")
+                .ok_or_else(|| format!("{arch}.rope.scaling.factor is missing"))?;
             Some(HfRope { rope_type: Some(rope_type), factor: Some(factor as f32), ..HfRope::default() })
         }
     };
     let token = |key: &str| u64_of(header, key).and_then(|id| u32::try_from(id).ok()).map(TokenIds::One);
     Ok(DecoderConfig {
-        vocab_size: vocab,
-        hidden_size: need("llama.embedding_length")?,
-        intermediate_size: need("llama.feed_forward_length")?,
-        num_hidden_layers: need("llama.block_count")?,
+        vocab_size: vocab_size(header, arch)?,
+        hidden_size: need("embedding_length")?,
+        intermediate_size: need("feed_forward_length")?,
+        num_hidden_layers: need("block_count")?,
         num_attention_heads: heads,
-        num_key_value_heads: Some(optional("llama.attention.head_count_kv")?.unwrap_or(heads)),
-        head_dim: optional("llama.attention.key_length")?,
-        rms_norm_eps: Some(f64_of(header, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32),
-        rope_theta: Some(f64_of(header, "llama.rope.freq_base").unwrap_or(10_000.0) as f32),
+        num_key_value_heads: Some(optional("attention.head_count_kv")?.unwrap_or(heads)),
+        head_dim: optional("attention.key_length")?,
+        rms_norm_eps: Some(float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32),
+        rope_theta: Some(float("rope.freq_base").unwrap_or(10_000.0) as f32),
         rope_scaling,
-        max_position_embeddings: optional("llama.context_length")?,
+        max_position_embeddings: optional("context_length")?,
         tie_word_embeddings: Some(!header.tensors.iter().any(|t| t.name == "output.weight")),
         bos_token_id: token("tokenizer.ggml.bos_token_id"),
         eos_token_id: token("tokenizer.ggml.eos_token_id"),
-        ..DecoderConfig::new(ModelType::Llama)
+        ..DecoderConfig::new(model_type)
     })
 }
 
@@ -172,6 +187,9 @@ pub fn map_name(arch: Arch, name: &str, heads: usize, kv_heads: usize) -> Mapped
         Arch::Llama => {
             let (name, permuted) = hf_name(name, heads, kv_heads);
             Mapped { name, permuted, unit_offset: false }
+        }
+        Arch::Qwen2 | Arch::Qwen3 => {
+            Mapped { name: hf_name(name, heads, kv_heads).0, permuted: None, unit_offset: false }
         }
         Arch::Gemma3 => {
             let unit_offset = name.ends_with("norm.weight");
@@ -219,6 +237,11 @@ pub fn hf_name(name: &str, heads: usize, kv_heads: usize) -> (String, Option<usi
         "attn_k.weight" => ("self_attn.k_proj.weight", Some(kv_heads)),
         "attn_v.weight" => ("self_attn.v_proj.weight", None),
         "attn_output.weight" => ("self_attn.o_proj.weight", None),
+        "attn_q.bias" => ("self_attn.q_proj.bias", None),
+        "attn_k.bias" => ("self_attn.k_proj.bias", None),
+        "attn_v.bias" => ("self_attn.v_proj.bias", None),
+        "attn_q_norm.weight" => ("self_attn.q_norm.weight", None),
+        "attn_k_norm.weight" => ("self_attn.k_norm.weight", None),
         "ffn_norm.weight" => ("post_attention_layernorm.weight", None),
         "ffn_gate.weight" => ("mlp.gate_proj.weight", None),
         "ffn_up.weight" => ("mlp.up_proj.weight", None),
