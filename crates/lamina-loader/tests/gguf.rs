@@ -1,5 +1,5 @@
 //! GGUF files as llama.cpp writes them (made by `scripts/fixtures/gguf_files.py` and
-//! `gguf_qwen.py`): logits
+//! `gguf_families.py`): logits
 //! match mlx-lm on the same (dequantized) weights, the tokenizer built from the metadata
 //! matches Hugging Face `tokenizers`, and truncated or corrupt files are typed errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -31,14 +31,17 @@ async fn f32_gguf_matches_mlx_lm() {
 }
 
 #[tokio::test]
-async fn qwen2_and_qwen3_ggufs_match_mlx_lm() {
-    // `qwen2` (q/k/v biases) and `qwen3` (QK-norm, head_dim from key_length) metadata and
-    // tensor names, unpermuted, a Q8_0 tied embedding (made by scripts/fixtures/gguf_qwen.py).
-    for name in ["tiny_qwen2", "tiny_qwen3"] {
+async fn qwen2_qwen3_gemma2_and_phi3_ggufs_match_mlx_lm() {
+    // Each architecture's metadata keys and tensor names as llama.cpp's converter writes
+    // them (made by scripts/fixtures/gguf_families.py): Qwen2's q/k/v biases, Qwen3's
+    // QK-norm and key_length, Gemma 2's `1 + w` norms and soft-capping keys, Phi-3's fused
+    // attn_qkv and gate/up; a Q8_0 embedding, nothing permuted.
+    for (name, model_type) in
+        [("tiny_qwen2", "qwen2"), ("tiny_qwen3", "qwen3"), ("tiny_gemma2", "gemma2"), ("tiny_phi3", "phi3")]
+    {
         logits_match(name, LoadOptions::default()).await;
         let loaded = load(fixture(&format!("{name}.gguf")), LoadOptions::default()).await.unwrap();
-        let expected = if name.ends_with('2') { "qwen2" } else { "qwen3" };
-        assert_eq!(loaded.model_type(), expected);
+        assert_eq!(loaded.model_type(), model_type);
     }
 }
 

@@ -26,6 +26,10 @@ pub enum Arch {
     Qwen2,
     /// `qwen3`: QK-norm, no permutation.
     Qwen3,
+    /// `gemma2`: norms stored as `1 + w`, soft-capping, no permutation.
+    Gemma2,
+    /// `phi3`: fused `attn_qkv` and gate/up (`ffn_up`), no permutation.
+    Phi3,
 }
 
 /// The architecture and typed config a GGUF's metadata describes.
@@ -46,6 +50,11 @@ pub fn config(header: &Header) -> Result<(Arch, DecoderConfig), String> {
             Arch::Gemma3 => gemma3_config(header)?,
             Arch::Qwen2 => decoder_config(header, "qwen2", ModelType::Qwen2)?,
             Arch::Qwen3 => decoder_config(header, "qwen3", ModelType::Qwen3)?,
+            Arch::Phi3 => DecoderConfig {
+                sliding_window: optional(header, "phi3.attention.sliding_window")?,
+                ..decoder_config(header, "phi3", ModelType::Phi3)?
+            },
+            Arch::Gemma2 => gemma2_config(header)?,
         },
     ))
 }
@@ -81,6 +90,23 @@ fn vocab_size(header: &Header, arch: &str) -> Result<usize, String> {
             .ok_or_else(|| "the vocabulary size is not in the metadata".to_owned())
             .and_then(|v| size("token_embd.weight", v)),
     }
+}
+
+/// The config of a Gemma 2 GGUF (`gemma2.*` metadata, with its soft-capping values; the
+/// alternating window pattern is Gemma 2's).
+fn gemma2_config(header: &Header) -> Result<DecoderConfig, String> {
+    let float = |key: &str| f64_of(header, key).map(|v| v as f32);
+    let base = decoder_config(header, "gemma2", ModelType::Gemma2)?;
+    let head_dim = need(header, "gemma2.attention.key_length")?;
+    Ok(DecoderConfig {
+        head_dim: Some(head_dim),
+        query_pre_attn_scalar: Some(head_dim as f32),
+        rms_norm_eps: Some(float("gemma2.attention.layer_norm_rms_epsilon").unwrap_or(1e-6)),
+        sliding_window: optional(header, "gemma2.attention.sliding_window")?,
+        attn_logit_softcapping: float("gemma2.attn_logit_softcapping"),
+        final_logit_softcapping: float("gemma2.final_logit_softcapping"),
+        ..base
+    })
 }
 
 /// The config of a Gemma 3 GGUF (`gemma3.*` metadata; the local RoPE base and the 5:1
@@ -191,7 +217,20 @@ pub fn map_name(arch: Arch, name: &str, heads: usize, kv_heads: usize) -> Mapped
         Arch::Qwen2 | Arch::Qwen3 => {
             Mapped { name: hf_name(name, heads, kv_heads).0, permuted: None, unit_offset: false }
         }
-        Arch::Gemma3 => {
+        Arch::Phi3 => {
+            let fused = match name.strip_prefix("blk.").and_then(|rest| rest.split_once('.')) {
+                Some((layer, "attn_qkv.weight")) => {
+                    Some(format!("model.layers.{layer}.self_attn.qkv_proj.weight"))
+                }
+                Some((layer, "ffn_up.weight")) => {
+                    Some(format!("model.layers.{layer}.mlp.gate_up_proj.weight"))
+                }
+                _ => None,
+            };
+            let name = fused.unwrap_or_else(|| hf_name(name, heads, kv_heads).0);
+            Mapped { name, permuted: None, unit_offset: false }
+        }
+        Arch::Gemma2 | Arch::Gemma3 => {
             let unit_offset = name.ends_with("norm.weight");
             let gemma = match name.split_once('.').map(|(_, rest)| rest.split_once('.')) {
                 Some(Some((layer, part))) if name.starts_with("blk.") => {
