@@ -50,6 +50,9 @@ pub fn config(header: &Header) -> Result<(Arch, DecoderConfig), String> {
             Arch::Gemma3 => gemma3_config(header)?,
             Arch::Qwen2 => decoder_config(header, "qwen2", ModelType::Qwen2)?,
             Arch::Qwen3 => decoder_config(header, "qwen3", ModelType::Qwen3)?,
+            Arch::Phi3 if header.tensors.iter().any(|t| t.name.starts_with("rope_factors_")) => {
+                return Err("Phi-3 LongRoPE factors stored as GGUF tensors (`rope_factors_long/short`) are not supported".into());
+            }
             Arch::Phi3 => DecoderConfig {
                 sliding_window: optional(header, "phi3.attention.sliding_window")?,
                 ..decoder_config(header, "phi3", ModelType::Phi3)?
