@@ -8,7 +8,7 @@
 //! | Q4_0, Q4_1, Q4_K | 4-bit, group 32 | yes (`bias = -8d`, `m`, `-dmin*m`) |
 //! | Q5_0, Q5_1, Q5_K | 5-bit, group 32 | yes |
 //! | Q8_0 | 8-bit, group 32 | yes (`q + 128`, `bias = -128d`) |
-//! | Q6_K | 8-bit, group 32, re-quantized | no: its 16-value groups have scales of their own |
+//! | Q6_K, Q3_K, Q2_K | 8-bit, group 32, re-quantized | no: their 16-value groups have scales of their own |
 //! | F32, F16, BF16 | dense | — |
 
 use half::{bf16, f16};
@@ -123,10 +123,58 @@ fn affine_bits(kind: TensorType) -> Option<i32> {
     }
 }
 
-/// The bits a type is held at when kept quantized: its exact affine form, or 8 for Q6_K
-/// (re-quantized).
+/// The bits a type is held at when kept quantized: its exact affine form, or 8 for the
+/// k-quants whose 16-value groups MLX cannot hold (re-quantized).
 pub(super) fn held_bits(kind: TensorType) -> Option<i32> {
-    affine_bits(kind).or((kind == TensorType::Q6_K).then_some(8))
+    affine_bits(kind).or(matches!(kind, TensorType::Q6_K | TensorType::Q3_K | TensorType::Q2_K).then_some(8))
+}
+
+/// Q2_K's 256 values of one block (ggml's `dequantize_row_q2_K`): 16 groups of 16 with a
+/// 4-bit scale and a 4-bit minimum each.
+fn q2_k(b: &[u8], out: &mut Vec<f32>) {
+    let (scales, qs, d, dmin) = (&b[0..16], &b[16..80], half(b, 80), half(b, 82));
+    let mut is = 0;
+    for n in 0..2 {
+        let q = &qs[32 * n..];
+        for shift in [0, 2, 4, 6] {
+            for half_group in 0..2 {
+                let sc = scales[is];
+                is += 1;
+                let (dl, ml) = (d * f32::from(sc & 0xF), dmin * f32::from(sc >> 4));
+                let q = &q[16 * half_group..];
+                out.extend((0..16).map(|l| dl * f32::from((q[l] >> shift) & 3) - ml));
+            }
+        }
+    }
+}
+
+/// Q3_K's 256 values of one block (ggml's `dequantize_row_q3_K`): 16 groups of 16 with a
+/// 6-bit signed scale each; the third bit of each value in `hmask`.
+fn q3_k(b: &[u8], out: &mut Vec<f32>) {
+    let (hmask, qs, packed, d) = (&b[0..32], &b[32..96], &b[96..108], half(b, 108));
+    // The 16 scales: low 4 bits from bytes 0..8, high 2 bits from bytes 8..12.
+    let scale = |i: usize| -> i32 {
+        let low = if i < 8 { packed[i] & 0xF } else { packed[i - 8] >> 4 };
+        let high = (packed[8 + i % 4] >> (2 * (i / 4))) & 3;
+        i32::from(low | (high << 4)) - 32
+    };
+    let mut is = 0;
+    let mut m = 1u8;
+    for n in 0..2 {
+        let q = &qs[32 * n..];
+        for shift in [0, 2, 4, 6] {
+            for half_group in 0..2 {
+                let dl = d * scale(is) as f32;
+                is += 1;
+                let (q, hm) = (&q[16 * half_group..], &hmask[16 * half_group..]);
+                out.extend((0..16).map(|l| {
+                    let low = i32::from((q[l] >> shift) & 3);
+                    dl * (low - if hm[l] & m != 0 { 0 } else { 4 }) as f32
+                }));
+            }
+            m <<= 1;
+        }
+    }
 }
 
 /// Q6_K's 256 values of one block (ggml's `dequantize_row_q6_K`).
@@ -196,9 +244,14 @@ pub fn decode(
         TensorType::BF16 => {
             Ok(Decoded::Dense(blocks.map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()))
         }
-        TensorType::Q6_K => {
+        TensorType::Q6_K | TensorType::Q3_K | TensorType::Q2_K => {
+            let read = match kind {
+                TensorType::Q6_K => q6_k,
+                TensorType::Q3_K => q3_k,
+                _ => q2_k,
+            };
             let mut out = Vec::with_capacity(rows * cols);
-            blocks.for_each(|b| q6_k(b, &mut out));
+            blocks.for_each(|b| read(b, &mut out));
             Ok(Decoded::Dense(out))
         }
         _ => {
@@ -258,6 +311,6 @@ mod tests {
         assert_eq!(values[16], 0.5 * (15.0 - 8.0));
         assert_eq!(values[31], 0.5 * (0.0 - 8.0));
         assert!(decode(TensorType::Q4_0, &block[..17], 1, 32, false).is_err());
-        assert!(decode(TensorType::Q2_K, &[0u8; 84], 1, 256, true).is_err());
+        assert!(decode(TensorType::Q8_K, &[0u8; 292], 1, 256, true).is_err(), "an activation format");
     }
 }

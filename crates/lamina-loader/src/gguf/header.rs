@@ -145,10 +145,10 @@ impl TensorType {
         (elements % values == 0).then(|| (elements / values).checked_mul(bytes)).flatten()
     }
 
-    /// Whether lamina loads tensors of this type (all but Q2_K, Q3_K, Q8_1 and Q8_K); the
-    /// others parse, and loading names them.
+    /// Whether lamina loads tensors of this type (all but Q8_1 and Q8_K, llama.cpp's
+    /// activation formats); the others parse, and loading names them.
     pub fn readable(self) -> bool {
-        !matches!(self, TensorType::Q2_K | TensorType::Q3_K | TensorType::Q8_1 | TensorType::Q8_K)
+        !matches!(self, TensorType::Q8_1 | TensorType::Q8_K)
     }
 }
 
