@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use lamina_backbones::ModelCache;
 use lamina_families::LanguageModel;
-use lamina_heads::ModelInput;
 use lamina_loader::Tokenizer;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype, memory, ops};
@@ -20,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{GenerateError, Result};
 use crate::generate::{GenerateParams, GenerationOutput, TokenEvent};
 use crate::prompt_cache::{CacheHit, PromptCache};
-use crate::sequence::{SequenceState, last_logits, plan, prefill};
+use crate::sequence::{Plan, SequenceState, ids_array, last_logits, plan, prefill};
 
 /// Identifies a sequence of a [`BatchGenerator`].
 pub type SequenceId = u64;
@@ -105,6 +104,13 @@ pub enum BatchEvent {
     },
 }
 
+/// A request taken from the queue, its prompt checked and planned once.
+struct Admitted {
+    id: SequenceId,
+    request: BatchRequest,
+    plan: Plan,
+}
+
 /// A token sampled but not read yet.
 struct Pending {
     token: Array,
@@ -130,6 +136,8 @@ pub struct BatchGenerator<'a> {
     active: Vec<Sequence<'a>>,
     waiting: VecDeque<(SequenceId, BatchRequest)>,
     prompt_cache: PromptCache,
+    /// Whether new prompts can be prefilled together (no recurrent layer to pad into).
+    groupable: bool,
     next_id: SequenceId,
 }
 
@@ -160,6 +168,7 @@ impl<'a> BatchGenerator<'a> {
             prompt_cache: PromptCache::new(config.prompt_cache_bytes),
             config,
             cache: ModelCache::batch_like(&fresh)?,
+            groupable: fresh.all_attention(),
             active: Vec::new(),
             waiting: VecDeque::new(),
             next_id: 0,
@@ -240,7 +249,6 @@ impl<'a> BatchGenerator<'a> {
     fn admit(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
         let mut admitted_tokens = 0;
         let mut group = Vec::new();
-        let groupable = self.model.make_cache()?.all_attention();
         while self.active.len() + group.len() < self.config.max_batch.max(1) {
             let Some(front) = self.waiting.front() else { break };
             if admitted_tokens > 0
@@ -250,36 +258,32 @@ impl<'a> BatchGenerator<'a> {
             }
             let Some((id, request)) = self.waiting.pop_front() else { break };
             admitted_tokens += request.prompt.len();
-            let planned = plan(self.model, &request.prompt, &request.params).map(|p| p.prompt.len());
-            let hit = match planned {
-                Ok(len) => self.prompt_cache.fetch(&request.prompt[request.prompt.len() - len..])?,
+            let plan = match plan(self.model, &request.prompt, &request.params) {
+                Ok(plan) => plan,
                 Err(error) => {
                     events.push(BatchEvent::Failed { sequence: id, error });
                     continue;
                 }
             };
-            match hit {
-                None if groupable => group.push((id, request)),
-                hit => match self.start(id, &request, hit) {
+            match self.prompt_cache.fetch(plan.prompt(&request.prompt))? {
+                None if self.groupable => group.push(Admitted { id, request, plan }),
+                hit => match self.start(&Admitted { id, request, plan }, hit) {
                     Ok(seq) => self.active.push(seq),
                     Err(error) => events.push(BatchEvent::Failed { sequence: id, error }),
                 },
             }
         }
-        match group.len() {
-            0 => {}
-            1 => {
-                let (id, request) = &group[0];
-                match self.start(*id, request, None) {
-                    Ok(seq) => self.active.push(seq),
-                    Err(error) => events.push(BatchEvent::Failed { sequence: *id, error }),
-                }
-            }
+        match group.as_slice() {
+            [] => {}
+            [one] => match self.start(one, None) {
+                Ok(seq) => self.active.push(seq),
+                Err(error) => events.push(BatchEvent::Failed { sequence: one.id, error }),
+            },
             _ => {
                 if let Err(error) = self.start_group(&group) {
                     let message = error.to_string();
-                    events.extend(group.iter().map(|(id, _)| BatchEvent::Failed {
-                        sequence: *id,
+                    events.extend(group.iter().map(|a| BatchEvent::Failed {
+                        sequence: a.id,
                         error: GenerateError::Task(format!("prefill failed: {message}")),
                     }));
                 }
@@ -289,19 +293,14 @@ impl<'a> BatchGenerator<'a> {
     }
 
     /// A sequence whose prefill produced `logits [1, V]` (its first token is sampled).
-    fn sequence(
-        &self,
-        id: SequenceId,
-        request: &BatchRequest,
-        logits: &Array,
-        reused: usize,
-    ) -> Result<Sequence<'a>> {
-        let plan = plan(self.model, &request.prompt, &request.params)?;
-        let mut state = SequenceState::new(self.tokenizer, &plan, &request.params, Instant::now())?;
-        let token = state.sampler.sample(logits, plan.prompt)?;
+    fn sequence(&self, admitted: &Admitted, logits: &Array, reused: usize) -> Result<Sequence<'a>> {
+        let Admitted { id, request, plan } = admitted;
+        let prompt = plan.prompt(&request.prompt);
+        let mut state = SequenceState::new(self.tokenizer, prompt, plan, &request.params, Instant::now())?;
+        let token = state.sampler.sample(logits, prompt)?;
         let logprobs = request.top_logprobs.map(|_| log_softmax(logits)).transpose()?;
         Ok(Sequence {
-            id,
+            id: *id,
             state,
             top_logprobs: request.top_logprobs,
             pending: VecDeque::from([Pending { token: token.clone(), logprobs }]),
@@ -313,19 +312,15 @@ impl<'a> BatchGenerator<'a> {
 
     /// Prefills one request into its own cache row (from a cached prefix when given); one
     /// with a budget of 0 leaves at the first retirement, before decoding.
-    fn start(
-        &mut self,
-        id: SequenceId,
-        request: &BatchRequest,
-        hit: Option<CacheHit>,
-    ) -> Result<Sequence<'a>> {
-        let plan = plan(self.model, &request.prompt, &request.params)?;
+    fn start(&mut self, admitted: &Admitted, hit: Option<CacheHit>) -> Result<Sequence<'a>> {
         let (mut cache, reused) = match hit {
             Some(hit) => (hit.cache, hit.reused),
             None => (self.model.make_cache()?, 0),
         };
-        let logits = prefill(self.model, &mut cache, &plan.prompt[reused..], request.params.prefill_step)?;
-        let seq = self.sequence(id, request, &logits, reused)?;
+        let prompt = &admitted.plan.prompt(&admitted.request.prompt)[reused..];
+        let logits =
+            prefill(self.model, &mut cache, &ids_array(prompt), admitted.request.params.prefill_step)?;
+        let seq = self.sequence(admitted, &logits, reused)?;
         mlx_rs::transforms::async_eval([&seq.last])?;
         self.cache.join(cache)?;
         Ok(seq)
@@ -333,33 +328,22 @@ impl<'a> BatchGenerator<'a> {
 
     /// Prefills several requests as one left-padded batch, then moves each into the
     /// decoding batch.
-    fn start_group(&mut self, group: &[(SequenceId, BatchRequest)]) -> Result<()> {
-        let prompts = group
-            .iter()
-            .map(|(_, r)| plan(self.model, &r.prompt, &r.params).map(|p| p.prompt.to_vec()))
-            .collect::<Result<Vec<_>>>()?;
+    fn start_group(&mut self, group: &[Admitted]) -> Result<()> {
+        let prompts: Vec<&[u32]> = group.iter().map(|a| a.plan.prompt(&a.request.prompt)).collect();
         let lengths: Vec<i32> = prompts.iter().map(|p| p.len() as i32).collect();
-        let longest = lengths.iter().copied().max().unwrap_or(0) as usize;
+        let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
         let ids: Vec<i32> = prompts
             .iter()
             .flat_map(|p| std::iter::repeat_n(0, longest - p.len()).chain(p.iter().map(|&t| t as i32)))
             .collect();
         let ids = Array::from_slice(&ids, &[prompts.len() as i32, longest as i32]);
         let mut cache = ModelCache::padded_batch(&self.model.make_cache()?, &lengths)?;
-        let step = group.iter().map(|(_, r)| r.params.prefill_step).min().unwrap_or(512).max(1) as i32;
-        let mut start = 0;
-        while longest as i32 - start > step {
-            let chunk = ids.try_index((.., start..start + step))?;
-            self.model
-                .forward(ModelInput { check_ids: false, ..ModelInput::new(&chunk).with_cache(&mut cache) })?;
-            cache.eval()?;
-            start += step;
-        }
-        let logits = last_logits(self.model, &mut cache, &ids.try_index((.., start..))?)?; // [B, V]
+        let step = group.iter().map(|a| a.request.params.prefill_step).min().unwrap_or(512);
+        let logits = prefill(self.model, &mut cache, &ids, step)?; // [B, V]
         let mut sequences = Vec::with_capacity(group.len());
-        for (i, (id, request)) in group.iter().enumerate() {
+        for (i, admitted) in group.iter().enumerate() {
             let i = i as i32;
-            sequences.push(self.sequence(*id, request, &logits.try_index(i..i + 1)?, 0)?);
+            sequences.push(self.sequence(admitted, &logits.try_index(i..i + 1)?, 0)?);
         }
         mlx_rs::transforms::async_eval(sequences.iter().map(|s| &s.last))?;
         let mut rows = (0..group.len()).rev().map(|i| cache.leave(i)).collect::<Result<Vec<_>, _>>()?;

@@ -14,7 +14,7 @@ use strum::Display;
 
 use crate::error::Result;
 use crate::sampler::SamplerConfig;
-use crate::sequence::{SequenceState, last_logits, plan, prefill};
+use crate::sequence::{SequenceState, ids_array, last_logits, plan, prefill};
 
 /// What to do when the prompt plus the new tokens would pass the model's maximum length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -141,11 +141,12 @@ impl<'a> Generation<'a> {
         params: &GenerateParams,
     ) -> Result<Self> {
         let plan = plan(model, prompt, params)?;
+        let prompt = plan.prompt(prompt);
         memory::reset_peak_memory()?;
-        let mut state = SequenceState::new(tokenizer, &plan, params, Instant::now())?;
+        let mut state = SequenceState::new(tokenizer, prompt, &plan, params, Instant::now())?;
         let mut cache = model.make_cache()?;
-        let logits = prefill(model, &mut cache, plan.prompt, params.prefill_step)?;
-        let first = state.sampler.sample(&logits, plan.prompt)?;
+        let logits = prefill(model, &mut cache, &ids_array(prompt), params.prefill_step)?;
+        let first = state.sampler.sample(&logits, prompt)?;
         mlx_rs::transforms::async_eval([&first])?;
         Ok(Generation { model, cache, state, next: Some(first) })
     }

@@ -10,7 +10,7 @@ use lamina_families::LanguageModel;
 use lamina_heads::ModelInput;
 use lamina_loader::Tokenizer;
 use mlx_rs::Array;
-use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::ops::indexing::{IndexOp, TryIndexOp};
 
 use crate::detokenizer::StreamingDetokenizer;
 use crate::error::{GenerateError, Result};
@@ -20,20 +20,24 @@ use crate::generate::{
 use crate::sampler::Sampler;
 use crate::stop::{StopCheck, StopStrings};
 
-/// The prompt that will be processed and how many tokens may follow it.
+/// Which part of a prompt will be processed and how many tokens may follow it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Plan<'p> {
-    pub prompt: &'p [u32],
+pub(crate) struct Plan {
+    /// Leading prompt tokens dropped by [`LengthPolicy::Truncate`].
+    skip: usize,
     pub budget: usize,
     pub budget_reason: FinishReason,
 }
 
+impl Plan {
+    /// The tokens of `prompt` (the one the plan was made for) that will be processed.
+    pub fn prompt<'p>(&self, prompt: &'p [u32]) -> &'p [u32] {
+        &prompt[self.skip.min(prompt.len())..]
+    }
+}
+
 /// Checks the prompt against the model and applies the length policy.
-pub(crate) fn plan<'p>(
-    model: &dyn LanguageModel,
-    prompt: &'p [u32],
-    params: &GenerateParams,
-) -> Result<Plan<'p>> {
+pub(crate) fn plan(model: &dyn LanguageModel, prompt: &[u32], params: &GenerateParams) -> Result<Plan> {
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
@@ -43,7 +47,7 @@ pub(crate) fn plan<'p>(
             lamina_core::Error::TokenOutOfRange { id: i64::from(bad), vocab_size: info.vocab_size }.into()
         );
     }
-    let mut plan = Plan { prompt, budget: params.max_new_tokens, budget_reason: FinishReason::MaxTokens };
+    let mut plan = Plan { skip: 0, budget: params.max_new_tokens, budget_reason: FinishReason::MaxTokens };
     if let Some(max) = info.max_position_embeddings {
         if prompt.len() + params.max_new_tokens > max {
             match params.length_policy {
@@ -56,9 +60,9 @@ pub(crate) fn plan<'p>(
                 }
                 LengthPolicy::Truncate => {
                     if prompt.len() >= max {
-                        plan.prompt = &prompt[prompt.len() + 1 - max..];
+                        plan.skip = prompt.len() + 1 - max;
                     }
-                    plan.budget = max - plan.prompt.len();
+                    plan.budget = max - (prompt.len() - plan.skip);
                     plan.budget_reason = FinishReason::MaxLength;
                 }
             }
@@ -83,26 +87,23 @@ pub(crate) fn last_logits(
     Ok(model.forward(input)?.logits.index((.., -1, ..)))
 }
 
-/// Feeds `prompt` in chunks of `step` (evaluating only the cache after each but the last);
-/// returns the last position's logits `[1, V]`.
+/// Feeds `ids [B, L]` in chunks of `step` positions (evaluating only the cache after each
+/// but the last); returns the last position's logits `[B, V]`.
 pub(crate) fn prefill(
     model: &mut dyn LanguageModel,
     cache: &mut ModelCache,
-    prompt: &[u32],
+    ids: &Array,
     step: usize,
 ) -> Result<Array> {
-    let step = step.max(1);
-    let mut rest = prompt;
-    while rest.len() > step {
-        let n = step;
-        model.forward(ModelInput {
-            check_ids: false,
-            ..ModelInput::new(&ids_array(&rest[..n])).with_cache(cache)
-        })?;
+    let (len, step) = (ids.dim(1), i32::try_from(step.max(1)).unwrap_or(i32::MAX));
+    let mut start = 0;
+    while len - start > step {
+        let chunk = ids.try_index((.., start..start + step))?;
+        model.forward(ModelInput { check_ids: false, ..ModelInput::new(&chunk).with_cache(cache) })?;
         cache.eval()?;
-        rest = &rest[n..];
+        start += step;
     }
-    last_logits(model, cache, &ids_array(rest))
+    last_logits(model, cache, &ids.try_index((.., start..))?)
 }
 
 /// The per-token bookkeeping of one sequence.
@@ -125,9 +126,11 @@ pub(crate) struct SequenceState<'t> {
 }
 
 impl<'t> SequenceState<'t> {
+    /// State for a sequence whose processed prompt is `prompt` (the plan's part of it).
     pub fn new(
         tokenizer: Option<&'t Tokenizer>,
-        plan: &Plan<'_>,
+        prompt: &[u32],
+        plan: &Plan,
         params: &GenerateParams,
         started: Instant,
     ) -> Result<Self> {
@@ -136,8 +139,8 @@ impl<'t> SequenceState<'t> {
             detokenizer: tokenizer.map(StreamingDetokenizer::new),
             stops: StopStrings::new(&params.stop_strings),
             eos: params.eos_token_ids.iter().copied().collect(),
-            history: plan.prompt.to_vec(),
-            prompt_len: plan.prompt.len(),
+            history: prompt.to_vec(),
+            prompt_len: prompt.len(),
             budget: plan.budget,
             budget_reason: plan.budget_reason,
             tokens: Vec::new(),
