@@ -98,7 +98,7 @@ pub enum StartError {
 /// # Errors
 /// [`StartError`] when the engine thread cannot start or the chat template does not compile.
 pub fn router(context: ModelContext, config: ServerConfig) -> Result<Router, StartError> {
-    let tokenizer = context.tokenizer.clone();
+    let tokenizer = context.tokenizer.clone().map(Arc::new);
     let source = tokenizer.as_ref().and_then(|t| t.chat_template()).map(str::to_owned);
     let template = source.as_deref().map(ChatTemplate::new).transpose()?;
     let stop_ids = context.stop_ids(&[]);

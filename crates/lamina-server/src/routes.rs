@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::openai::{ChatRequest, CompletionRequest, Prompt, ToolChoice, parse};
+use crate::openai::{ChatRequest, CompletionRequest, Prompt, Sampling, ToolChoice, parse};
 use crate::params::{check_context, generate_params};
 use crate::stream::{Endpoint, Reply};
 use crate::tools::{ToolCallParser, ToolFormat};
@@ -27,8 +27,8 @@ use crate::tools::{ToolCallParser, ToolFormat};
 pub struct AppState {
     /// The engine.
     pub engine: Engine,
-    /// The tokenizer (requests are tokenized on the server's tasks).
-    pub tokenizer: Option<Tokenizer>,
+    /// The tokenizer (requests are tokenized on the server's tasks; streams share it).
+    pub tokenizer: Option<Arc<Tokenizer>>,
     /// The chat template.
     pub template: Option<ChatTemplate>,
     /// How the model writes tool calls.
@@ -72,9 +72,44 @@ fn answer(result: Result<Response, ApiError>) -> Response {
 
 impl AppState {
     fn tokenizer(&self) -> Result<&Tokenizer, ApiError> {
-        self.tokenizer.as_ref().ok_or_else(|| {
+        self.tokenizer.as_deref().ok_or_else(|| {
             ApiError::invalid("this model has no tokenizer: send token ids to /v1/completions", None)
         })
+    }
+
+    /// What every response to a request repeats (no tool parsing, no echo).
+    fn reply(
+        &self,
+        endpoint: Endpoint,
+        prompt_tokens: usize,
+        top_logprobs: Option<usize>,
+        sampling: &Sampling,
+    ) -> Reply {
+        let prefix = match endpoint {
+            Endpoint::Chat => "chatcmpl",
+            Endpoint::Completions => "cmpl",
+        };
+        Reply {
+            id: request_id(prefix),
+            created: now(),
+            model: self.model_id.clone(),
+            endpoint,
+            prompt_tokens,
+            top_logprobs,
+            tools: None,
+            include_usage: sampling.stream_options.as_ref().is_some_and(|o| o.include_usage),
+            echo: None,
+        }
+    }
+
+    /// Queues the request and answers: a stream of server-sent events, or the whole body.
+    async fn respond(&self, reply: Reply, request: BatchRequest, stream: bool) -> Result<Response, ApiError> {
+        let events = self.engine.submit(request)?;
+        if stream {
+            Ok(reply.stream(events, self.tokenizer.clone()))
+        } else {
+            Ok(Json(reply.whole(events, self.tokenizer.as_deref()).await?).into_response())
+        }
     }
 }
 
@@ -132,22 +167,10 @@ async fn chat_inner(
     check_context(prompt.len(), state.context_length, "messages")?;
     let stream = request.sampling.stream;
     let reply = Reply {
-        id: request_id("chatcmpl"),
-        created: now(),
-        model: state.model_id.clone(),
-        endpoint: Endpoint::Chat,
-        prompt_tokens: prompt.len(),
-        top_logprobs,
         tools: tools.is_some().then(|| ToolCallParser::new(state.tool_format)),
-        include_usage: request.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage),
-        echo: None,
+        ..state.reply(Endpoint::Chat, prompt.len(), top_logprobs, &request.sampling)
     };
-    let events = state.engine.submit(BatchRequest { prompt, params, top_logprobs })?;
-    if stream {
-        Ok(reply.stream(events, state.tokenizer.clone()))
-    } else {
-        Ok(Json(reply.whole(events, state.tokenizer.as_ref()).await?).into_response())
-    }
+    state.respond(reply, BatchRequest { prompt, params, top_logprobs }, stream).await
 }
 
 /// The tool definitions the template sees: none for `tool_choice: "none"`, only the named
@@ -236,29 +259,17 @@ async fn completions_inner(
             return Err(ApiError::invalid("only one prompt per request is supported", Some("prompt")));
         }
         Prompt::Tokens(ids) => {
-            let text = state.tokenizer.as_ref().and_then(|t| t.decode(ids, false).ok()).unwrap_or_default();
+            let text = state.tokenizer.as_deref().and_then(|t| t.decode(ids, false).ok()).unwrap_or_default();
             (Ok(ids.clone()), text)
         }
     };
     let prompt = prompt.map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
     check_context(prompt.len(), state.context_length, "prompt")?;
     let reply = Reply {
-        id: request_id("cmpl"),
-        created: now(),
-        model: state.model_id.clone(),
-        endpoint: Endpoint::Completions,
-        prompt_tokens: prompt.len(),
-        top_logprobs,
-        tools: None,
-        include_usage: request.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage),
         echo: request.echo.then_some(text),
+        ..state.reply(Endpoint::Completions, prompt.len(), top_logprobs, &request.sampling)
     };
-    let events = state.engine.submit(BatchRequest { prompt, params, top_logprobs })?;
-    if request.sampling.stream {
-        Ok(reply.stream(events, state.tokenizer.clone()))
-    } else {
-        Ok(Json(reply.whole(events, state.tokenizer.as_ref()).await?).into_response())
-    }
+    state.respond(reply, BatchRequest { prompt, params, top_logprobs }, request.sampling.stream).await
 }
 
 /// `GET /v1/models`.

@@ -2,6 +2,7 @@
 //! (`data: {...}` then `data: [DONE]`), for both endpoints.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -198,7 +199,11 @@ impl Reply {
     }
 
     /// Streams the answer as server-sent events.
-    pub fn stream(self, events: UnboundedReceiver<EngineEvent>, tokenizer: Option<Tokenizer>) -> Response {
+    pub fn stream(
+        self,
+        events: UnboundedReceiver<EngineEvent>,
+        tokenizer: Option<Arc<Tokenizer>>,
+    ) -> Response {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
         tokio::spawn(async move {
             let mut writer = ChunkWriter { reply: self, tx, calls: 0, tokenizer };
@@ -230,7 +235,7 @@ struct ChunkWriter {
     reply: Reply,
     tx: tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
     calls: usize,
-    tokenizer: Option<Tokenizer>,
+    tokenizer: Option<Arc<Tokenizer>>,
 }
 
 struct Gone;
@@ -285,7 +290,7 @@ impl ChunkWriter {
         while let Some(event) = events.recv().await {
             match event {
                 EngineEvent::Token { token, logprobs } => {
-                    let tokenizer = self.tokenizer.as_ref();
+                    let tokenizer = self.tokenizer.as_deref();
                     let logprobs = logprobs.map(|lp| match self.reply.endpoint {
                         Endpoint::Chat => json!({"content": [chat_logprob(tokenizer, token.id, &lp)]}),
                         Endpoint::Completions => {
