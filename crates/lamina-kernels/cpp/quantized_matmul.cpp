@@ -142,6 +142,10 @@ struct Problem {
   int m, n, k, group, bits;
   int row_bytes() const { return k * bits / 8; }
   int groups() const { return k / group; }
+  // Row r's packed values, scales and biases.
+  const uint8_t* row(int r) const { return w + static_cast<size_t>(r) * row_bytes(); }
+  const float* row_scales(int r) const { return scales + static_cast<size_t>(r) * groups(); }
+  const float* row_biases(int r) const { return biases + static_cast<size_t>(r) * groups(); }
 };
 
 // Value j of a packed row (a little-endian bit stream of `bits`-wide values).
@@ -155,9 +159,9 @@ inline uint32_t value_at(const uint8_t* row, int row_bytes, int j, int bits) {
 
 // Dequantizes row r of w into `dst` (K floats).
 void dequantize_row(const Problem& p, int r, float* dst) {
-  const uint8_t* row = p.w + static_cast<size_t>(r) * p.row_bytes();
-  const float* s = p.scales + static_cast<size_t>(r) * p.groups();
-  const float* b = p.biases + static_cast<size_t>(r) * p.groups();
+  const uint8_t* row = p.row(r);
+  const float* s = p.row_scales(r);
+  const float* b = p.row_biases(r);
   if (p.bits == 4) {
     for (int j = 0; j < p.k / 2; ++j) {
       const int g = (2 * j) / p.group;
@@ -209,15 +213,15 @@ PreparedRow prepare(const Problem& p, const float* x) {
 }
 
 float bias_dot(const Problem& p, int r, const PreparedRow& x) {
-  const float* b = p.biases + static_cast<size_t>(r) * p.groups();
+  const float* b = p.row_biases(r);
   float sum = 0.0f;
   for (int g = 0; g < p.groups(); ++g) sum += b[g] * x.group_sums[g];
   return sum;
 }
 
 float dot_portable(const Problem& p, int r, const float* x, const PreparedRow& prepared) {
-  const uint8_t* row = p.w + static_cast<size_t>(r) * p.row_bytes();
-  const float* s = p.scales + static_cast<size_t>(r) * p.groups();
+  const uint8_t* row = p.row(r);
+  const float* s = p.row_scales(r);
   const int bytes = p.row_bytes();
   float total = 0.0f;
   for (int g = 0; g < p.groups(); ++g) {
@@ -241,8 +245,8 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
 }
 
 __attribute__((target("avx2,fma"))) float dot_q4_avx2(const Problem& p, int r, const PreparedRow& x) {
-  const uint8_t* row = p.w + static_cast<size_t>(r) * p.row_bytes();
-  const float* s = p.scales + static_cast<size_t>(r) * p.groups();
+  const uint8_t* row = p.row(r);
+  const float* s = p.row_scales(r);
   const float* xs = x.split.data();
   const __m128i low_mask = _mm_set1_epi8(0x0F);
   __m256 total = _mm256_setzero_ps();
@@ -270,8 +274,8 @@ __attribute__((target("avx2,fma"))) float dot_q4_avx2(const Problem& p, int r, c
 
 __attribute__((target("avx2,fma"))) float dot_q8_avx2(const Problem& p, int r, const float* xv,
                                                        const PreparedRow& x) {
-  const uint8_t* row = p.w + static_cast<size_t>(r) * p.row_bytes();
-  const float* s = p.scales + static_cast<size_t>(r) * p.groups();
+  const uint8_t* row = p.row(r);
+  const float* s = p.row_scales(r);
   __m256 total = _mm256_setzero_ps();
   for (int g = 0; g < p.groups(); ++g) {
     __m256 acc = _mm256_setzero_ps();
@@ -353,9 +357,9 @@ __attribute__((target("avx2,fma"))) inline void dequantize_q4_chunk(const uint8_
 }
 
 __attribute__((target("avx2,fma"))) void dequantize_row_avx2(const Problem& p, int r, float* dst) {
-  const uint8_t* row = p.w + static_cast<size_t>(r) * p.row_bytes();
-  const float* s = p.scales + static_cast<size_t>(r) * p.groups();
-  const float* b = p.biases + static_cast<size_t>(r) * p.groups();
+  const uint8_t* row = p.row(r);
+  const float* s = p.row_scales(r);
+  const float* b = p.row_biases(r);
   if (p.bits == 4) {
     for (int c = 0; c < p.k / 32; ++c) {
       const int g = (32 * c) / p.group;
