@@ -26,7 +26,7 @@ use lamina::loader::{LoadOptions, load_blocking};
 struct Args {
     /// Checkpoint (default: the embedded SmolLM2-135M-Instruct).
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<String>,
     /// A text file with one prompt per line (default: sixteen built-in questions).
     #[arg(long)]
     prompts: Option<PathBuf>,

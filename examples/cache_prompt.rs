@@ -26,7 +26,7 @@ use lamina::loader::{LoadOptions, load_blocking};
 struct Args {
     /// Checkpoint (default: the embedded SmolLM2-135M-Instruct).
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<String>,
     /// A system message: the prompt is the chat template's rendering of it (without a
     /// generation prompt), so that conversations starting with it reuse the cache.
     #[arg(long, conflicts_with = "raw")]

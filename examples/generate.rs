@@ -12,7 +12,6 @@ mod common;
 mod default_model;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -25,10 +24,17 @@ use lamina::loader::{LoadOptions, Progress, ProgressSink};
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// Checkpoint: a folder, a Hugging Face cache snapshot, or a .gguf file (default: the
-    /// embedded SmolLM2-135M-Instruct).
+    /// Checkpoint: a folder, a Hugging Face cache snapshot, a .gguf file, a Hub repo id
+    /// (`org/name`, `org/name@revision`, `org/name:Q4_K_M`) or a known model's name (see
+    /// --list-models). Default: the embedded SmolLM2-135M-Instruct.
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<String>,
+    /// The branch, tag or commit of a Hub repo.
+    #[arg(long)]
+    revision: Option<String>,
+    /// Print the models --model knows by name, and exit.
+    #[arg(long)]
+    list_models: bool,
     /// The prompt; wrapped in the model's chat template unless --raw.
     #[arg(long, default_value = "What is the capital of France?")]
     prompt: String,
@@ -72,28 +78,55 @@ struct Args {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.list_models {
+        print!("{}", default_model::known_models());
+        return Ok(());
+    }
     let path = default_model::model_or_default(args.model.clone())?;
     let dtype = args.dtype.as_deref().map(DType::parse).transpose()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("loading {msg} {bar:30} {bytes}/{total_bytes}")?);
-    bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    bar.set_style(ProgressStyle::with_template("{prefix} {msg} {bar:30} {bytes}/{total_bytes}")?);
+    bar.set_prefix("loading");
+    bar.set_message(
+        std::path::Path::new(&path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    );
     if args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let progress = tokio::spawn({
         let bar = bar.clone();
         async move {
+            let mut downloaded = std::collections::HashMap::new();
             while let Some(event) = rx.recv().await {
                 match event {
-                    Progress::Started { bytes, .. } => bar.set_length(bytes),
+                    Progress::Fetching { bytes, .. } => {
+                        bar.set_prefix("downloading");
+                        bar.set_position(0);
+                        bar.set_length(bytes);
+                        downloaded.clear();
+                    }
+                    Progress::Downloaded { file, bytes, .. } => {
+                        let before = downloaded.insert(file, bytes).unwrap_or(0);
+                        bar.inc(bytes.saturating_sub(before));
+                    }
+                    Progress::Started { bytes, .. } => {
+                        bar.set_prefix("loading");
+                        bar.set_position(0);
+                        bar.set_length(bytes);
+                    }
                     Progress::Tensor { bytes, .. } => bar.inc(bytes),
                     _ => {}
                 }
             }
         }
     });
-    let options = LoadOptions { dtype, progress: ProgressSink::new(tx), ..LoadOptions::default() };
+    let options = LoadOptions {
+        dtype,
+        revision: args.revision.clone(),
+        progress: ProgressSink::new(tx),
+        ..LoadOptions::default()
+    };
     let container = ModelContainer::load(&path, options).await?;
     let _ = progress.await;
     bar.finish_and_clear();

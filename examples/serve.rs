@@ -27,7 +27,7 @@ use lamina::server::{ServerConfig, axum, router};
 struct Args {
     /// Checkpoint (default: the embedded SmolLM2-135M-Instruct).
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<String>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -60,7 +60,9 @@ struct Args {
 async fn run(args: Args) -> common::RunResult {
     let path = default_model::model_or_default(args.model)?;
     let model_id = args.served_model_name.unwrap_or_else(|| {
-        path.file_stem().map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned())
+        std::path::Path::new(&path)
+            .file_stem()
+            .map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned())
     });
     let context = ModelContext::new(load(&path, LoadOptions::default()).await?)?;
     let config = ServerConfig {

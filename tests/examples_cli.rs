@@ -7,6 +7,10 @@ use std::process::{Command, Output};
 
 use mlx_rs::Array;
 
+#[path = "../crates/lamina-loader/tests/common/fake_hub.rs"]
+#[allow(dead_code)]
+mod fake_hub;
+
 /// `cargo test` builds the examples next to the test binaries' folder.
 fn example(name: &str) -> Command {
     let exe = std::env::current_exe().unwrap();
@@ -120,6 +124,47 @@ fn generate_answers_with_the_default_model_as_json() {
     assert!(one_line_error(&err).contains("outside the vocabulary"));
     let err = example("generate").args(["--top-p", "0"]).output().unwrap();
     assert!(one_line_error(&err).contains("top_p"));
+}
+
+#[test]
+fn generate_takes_a_repo_id_from_hf_endpoint_then_runs_offline() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let names = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
+    let repo = fake_hub::HubRepo::from_folder("test-org/scripted-chat", &fixture("scripted_chat"), &names);
+    let hub = runtime.block_on(fake_hub::FakeHub::start(vec![repo]));
+    let home = std::env::temp_dir().join(format!("lamina-cli-hub-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let run = |model: &str, offline: bool| {
+        let mut command = example("generate");
+        command.args(["--model", model, "--prompt", "count", "--max-new-tokens", "6", "--json"]);
+        command.env("HF_HOME", &home).env("HF_ENDPOINT", &hub.endpoint).env_remove("HF_TOKEN");
+        if offline {
+            command.env("HF_HUB_OFFLINE", "1");
+        }
+        command.output().unwrap()
+    };
+    let first = run("test-org/scripted-chat", false);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert!(home.join("hub/models--test-org--scripted-chat/refs/main").is_file());
+    hub.clear();
+    let second = run("test-org/scripted-chat", true);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(first["tokens"], second["tokens"]);
+    assert!(!first["tokens"].as_array().unwrap().is_empty());
+    assert!(hub.seen().is_empty(), "the offline run asked the Hub: {:?}", hub.seen());
+    let err = one_line_error(&run("test-org/other-model", true));
+    assert!(err.contains("not in the cache") && err.contains("HF_HUB_OFFLINE"), "{err}");
+    let err = one_line_error(&run("test-org/other-model", false));
+    assert!(err.contains("no such repository"), "{err}");
+
+    let listed = example("generate").arg("--list-models").output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.lines().any(|l| l.starts_with("qwen3-0.6b ") && l.contains("Qwen/Qwen3-0.6B")),
+        "{listed}"
+    );
 }
 
 #[test]

@@ -112,9 +112,20 @@ pub enum LoaderError {
     /// MLX failed.
     #[error("MLX: {0}")]
     Mlx(#[from] mlx_rs::error::Exception),
+    /// The Hub could not give the checkpoint.
+    #[cfg(feature = "hub")]
+    #[error("{0}")]
+    Hub(Box<crate::hub::HubError>),
     /// A loading task panicked or was cancelled.
     #[error("a loading task failed: {0}")]
     Task(String),
+}
+
+#[cfg(feature = "hub")]
+impl From<crate::hub::HubError> for LoaderError {
+    fn from(error: crate::hub::HubError) -> Self {
+        LoaderError::Hub(Box::new(error))
+    }
 }
 
 impl LoaderError {

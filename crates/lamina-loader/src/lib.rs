@@ -30,12 +30,16 @@
 //! ```
 #![deny(missing_docs)]
 
+mod catalog;
 mod error;
 mod generation;
 pub mod gguf;
+#[cfg(feature = "hub")]
+pub mod hub;
 mod inspect;
 mod json;
 mod load;
+mod locate;
 mod progress;
 mod report;
 mod resolve;
@@ -43,11 +47,13 @@ mod safetensors;
 mod save;
 mod tokenizer;
 
+pub use catalog::{Format, KNOWN_MODELS, KnownModel, ModelConfiguration, known_model};
 pub use error::{LoaderError, Result};
 pub use generation::GenerationConfig;
 pub use inspect::{Inspection, inspect};
 pub use json::{read_json, write_json};
 pub use load::{LoadOptions, LoadedModel, load, load_blocking, read_weights};
+pub use locate::locate;
 pub use progress::{Progress, ProgressSink};
 pub use report::{LoadReport, ShapeMismatch, apply, compare};
 pub use resolve::{Checkpoint, resolve};

@@ -15,9 +15,10 @@ use serde::de::DeserializeOwned;
 use crate::error::{LoaderError, Result};
 use crate::generation::GenerationConfig;
 use crate::json::{parse_json, read_json};
+use crate::locate::{finish, locate};
 use crate::progress::{Progress, ProgressSink};
 use crate::report::{LoadReport, apply};
-use crate::resolve::{Checkpoint, resolve};
+use crate::resolve::Checkpoint;
 use crate::safetensors::TensorFile;
 use crate::tokenizer::Tokenizer;
 
@@ -39,6 +40,22 @@ pub struct LoadOptions {
     pub progress: ProgressSink,
     /// Read the tokenizer when the checkpoint has one.
     pub tokenizer: bool,
+    /// For a repo id: the branch, tag or commit (the id's own `@revision` wins; `main`
+    /// when neither).
+    pub revision: Option<String>,
+    /// For a GGUF repository: the `.gguf` file, or a quantization tag naming it.
+    pub file: Option<String>,
+    /// Read the tokenizer from this path or repo id instead of the checkpoint's.
+    pub tokenizer_source: Option<String>,
+    /// Tokens that also end generation, added to the checkpoint's end-of-sequence ids
+    /// (those the vocabulary lacks are skipped).
+    pub extra_eos_tokens: Vec<String>,
+    /// The Hub's settings; from the environment when `None`.
+    #[cfg(feature = "hub")]
+    pub hub: Option<crate::hub::HubConfig>,
+    /// How Hub downloads run.
+    #[cfg(feature = "hub")]
+    pub download: crate::hub::DownloadOptions,
 }
 
 impl Default for LoadOptions {
@@ -50,6 +67,14 @@ impl Default for LoadOptions {
             registry: Arc::new(Registry::with_builtins()),
             progress: ProgressSink::default(),
             tokenizer: true,
+            revision: None,
+            file: None,
+            tokenizer_source: None,
+            extra_eos_tokens: Vec::new(),
+            #[cfg(feature = "hub")]
+            hub: None,
+            #[cfg(feature = "hub")]
+            download: crate::hub::DownloadOptions::default(),
         }
     }
 }
@@ -89,16 +114,21 @@ impl LoadedModel {
     }
 }
 
-/// Loads a checkpoint (see the crate docs for the steps).
+/// Loads a checkpoint (see the crate docs for the steps). `reference` is a path, a known
+/// model's name ([`crate::KNOWN_MODELS`]) or, with the `hub` feature, a repo id
+/// (`org/name`, `org/name@revision`, `org/name:file.gguf`) fetched into the Hub cache.
 ///
 /// # Errors
 /// A [`LoaderError`] naming the file at fault.
-pub async fn load(path: impl AsRef<Path>, options: LoadOptions) -> Result<LoadedModel> {
-    let checkpoint = resolve(path.as_ref())?;
-    match &checkpoint {
-        Checkpoint::Folder(folder) => load_folder(folder.clone(), checkpoint.clone(), options).await,
-        Checkpoint::Gguf(file) => crate::gguf::load_gguf(file.clone(), checkpoint.clone(), options).await,
-    }
+pub async fn load(reference: impl AsRef<Path>, options: LoadOptions) -> Result<LoadedModel> {
+    let (checkpoint, options) = locate(reference.as_ref(), options).await?;
+    let finishing = options.clone();
+    let mut loaded = match &checkpoint {
+        Checkpoint::Folder(folder) => load_folder(folder.clone(), checkpoint.clone(), options).await?,
+        Checkpoint::Gguf(file) => crate::gguf::load_gguf(file.clone(), checkpoint.clone(), options).await?,
+    };
+    finish(&mut loaded, &finishing).await?;
+    Ok(loaded)
 }
 
 /// [`load`] on a runtime of its own, for callers without one.

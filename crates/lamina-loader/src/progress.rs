@@ -6,7 +6,26 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// One step of loading.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Progress {
+    /// Files are being downloaded from the Hub.
+    Fetching {
+        /// The repository (`org/name@revision`).
+        repo: String,
+        /// Files to download.
+        files: usize,
+        /// Their bytes.
+        bytes: u64,
+    },
+    /// Bytes of a file arrived from the Hub.
+    Downloaded {
+        /// The file's path in the repository.
+        file: String,
+        /// Bytes of it so far (resumed bytes included).
+        bytes: u64,
+        /// Its size.
+        total: u64,
+    },
     /// Headers are read: what will be loaded.
     Started {
         /// Files to read.
