@@ -105,7 +105,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         path.display()
     );
 
-    let lora = LoraConfig { rank: args.rank, alpha: args.alpha, dropout: 0.0 };
+    let lora = LoraConfig { rank: args.rank, alpha: args.alpha, dropout: 0.0, ..LoraConfig::default() };
     let targets = LoraTargets::all_linear().in_last_layers(args.layers);
     // The adapters' `lora_a` starts random, from MLX's global generator.
     mlx_rs::random::seed(args.seed)?;
@@ -143,7 +143,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let (first, last) = (logs.first().map_or(0.0, |l| l.loss), logs.last().map_or(0.0, |l| l.loss));
     println!("loss {first:.4} -> {last:.4} ({:.1}% of the start)", 100.0 * last / first);
-    save_adapters(trainer.model.as_ref(), &AdapterConfig { lora, targets }, &args.out)?;
+    save_adapters(trainer.model.as_ref(), &AdapterConfig::adapters(lora, targets), &args.out)?;
     println!("adapters written to {}", args.out.display());
 
     let mut fresh = load(&path)?;

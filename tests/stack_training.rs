@@ -111,7 +111,7 @@ fn gradients_reach_every_trainable_parameter_of_a_hybrid_classifier() {
 fn lora_trains_only_the_adapters_and_lowers_the_loss() {
     let mut model = tiny_lm();
     model.freeze_parameters(true);
-    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0 };
+    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() };
     for layer in &mut model.model.layers {
         layer.self_attn.q_proj.attach_lora(lora).unwrap();
         layer.self_attn.v_proj.attach_lora(lora).unwrap();

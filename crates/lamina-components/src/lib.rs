@@ -64,7 +64,7 @@ pub use dropout::dropout;
 pub use embedding::{Embedding, check_ids};
 pub use ffn::{FeedForward, FeedForwardConfig, activate};
 pub use linear::Linear;
-pub use lora::{LoraConfig, trainable_names};
+pub use lora::{AdapterKind, LoraConfig, trainable_names};
 pub use mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 pub use norm::{Norm, NormConfig};
 pub use quant::{QuantConfig, Quantizable, VisitLayers, join};

@@ -32,6 +32,9 @@ pub struct Linear {
     /// LoRA up-projection `[rank, output_dims]`, when an adapter is attached.
     #[param]
     pub lora_b: Param<Option<Array>>,
+    /// DoRA's magnitude `[output_dims]`, when a DoRA adapter is attached.
+    #[param]
+    pub m: Param<Option<Array>>,
     pub(crate) lora: Option<LoraConfig>,
     pub(crate) training: bool,
     quantization: Option<QuantConfig>,
@@ -68,6 +71,7 @@ impl Linear {
             biases: Param::new(None),
             lora_a: Param::new(None),
             lora_b: Param::new(None),
+            m: Param::new(None),
             lora: None,
             training: false,
             quantization: None,
@@ -180,16 +184,18 @@ impl Linear {
         }
     }
 
-    fn base(&mut self, x: &Array) -> Result<Array> {
+    /// `x W^T`, plus the bias when `with_bias`.
+    fn base(&mut self, x: &Array, with_bias: bool) -> Result<Array> {
+        let bias = if with_bias { self.bias.value.clone() } else { None };
         if let Some((q, scales, biases)) = self.quantized() {
             let y = lamina_kernels::quantized_matmul(x, &self.weight, scales, biases, q.group_size, q.bits)?;
-            return Ok(match self.bias.as_ref() {
+            return Ok(match bias {
                 Some(bias) => y.add(bias)?,
                 None => y,
             });
         }
         let weight_t = self.weight_t();
-        Ok(match self.bias.as_ref() {
+        Ok(match bias {
             Some(bias) => ops::addmm(bias, x, &weight_t, None, None)?,
             None => ops::matmul(x, &weight_t)?,
         })
@@ -208,14 +214,24 @@ impl Module<&Array> for Linear {
     /// # Shapes
     /// `[..., input_dims] -> [..., output_dims]`
     fn forward(&mut self, x: &Array) -> Result<Array> {
-        let y = self.base(x)?;
-        match (&self.lora, self.lora_a.as_ref(), self.lora_b.as_ref()) {
-            (Some(config), Some(a), Some(b)) => {
-                let update = crate::lora::low_rank_update(x, a, b, config, self.training)?;
-                Ok(y.add(update)?)
-            }
-            _ => Ok(y),
-        }
+        let (Some(config), Some(a), Some(b)) =
+            (self.lora, self.lora_a.value.clone(), self.lora_b.value.clone())
+        else {
+            return self.base(x, true);
+        };
+        let Some(m) = self.m.value.clone() else {
+            let y = self.base(x, true)?;
+            let update = crate::lora::low_rank_update(x, &a, &b, &config, self.training)?;
+            return Ok(y.add(update.as_dtype(y.dtype())?)?);
+        };
+        let y = self.base(x, false)?;
+        let update = crate::lora::low_rank_update(x, &a, &b, &config, self.training)?;
+        let y = y.add(update.as_dtype(y.dtype())?)?;
+        let y = crate::lora::dora_rescale(&y, &self.dense_weight()?, &a, &b, &m, &config)?;
+        Ok(match self.bias.as_ref() {
+            Some(bias) => y.add(bias)?,
+            None => y,
+        })
     }
 
     fn training_mode(&mut self, mode: bool) {

@@ -1,11 +1,11 @@
-//! Models by name: what to load and how, as mlx-swift-lm's `ModelConfiguration` and
-//! `LLMRegistry` describe them.
+//! What to load and how (`ModelSpec`, as mlx-swift-lm's `ModelConfiguration`), and the
+//! models lamina knows by name (as its `LLMRegistry`).
 
 use crate::load::LoadOptions;
 
 /// How a model is loaded: where from, at which revision, and what to add to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ModelConfiguration {
+pub struct ModelSpec {
     /// A local path (folder, cache snapshot, `.gguf` file) or a repo id `org/name`
     /// (optionally `@revision` and `:file`).
     pub id: String,
@@ -21,10 +21,10 @@ pub struct ModelConfiguration {
     pub default_prompt: Option<String>,
 }
 
-impl ModelConfiguration {
+impl ModelSpec {
     /// A configuration loading `id` as it is.
     pub fn new(id: impl Into<String>) -> Self {
-        ModelConfiguration { id: id.into(), ..Default::default() }
+        ModelSpec { id: id.into(), ..Default::default() }
     }
 
     /// `options` with this configuration's settings where `options` leaves them unset.
@@ -75,14 +75,14 @@ pub struct KnownModel {
 }
 
 impl KnownModel {
-    /// Its [`ModelConfiguration`].
-    pub fn configuration(&self) -> ModelConfiguration {
-        ModelConfiguration {
+    /// Its [`ModelSpec`].
+    pub fn configuration(&self) -> ModelSpec {
+        ModelSpec {
             id: self.repo.to_owned(),
             file: self.file.map(str::to_owned),
             extra_eos_tokens: self.extra_eos_tokens.iter().map(|t| (*t).to_owned()).collect(),
             default_prompt: Some("What is the capital of France?".to_owned()),
-            ..ModelConfiguration::default()
+            ..ModelSpec::default()
         }
     }
 }

@@ -47,7 +47,7 @@ mod safetensors;
 mod save;
 mod tokenizer;
 
-pub use catalog::{Format, KNOWN_MODELS, KnownModel, ModelConfiguration, known_model};
+pub use catalog::{Format, KNOWN_MODELS, KnownModel, ModelSpec, known_model};
 pub use error::{LoaderError, Result};
 pub use generation::GenerationConfig;
 pub use inspect::{Inspection, inspect};

@@ -31,24 +31,53 @@ pub struct Batch {
     pub tokens: usize,
 }
 
-/// A set of token sequences.
+/// A set of token sequences, each with the length of its prompt: the tokens before it
+/// are context only, not predicted (all are predicted when it is 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenDataset {
     sequences: Vec<Vec<u32>>,
+    prompt_lens: Vec<usize>,
+}
+
+/// A row of a batch: its ids and, for each, whether it is predicted (counted in the loss).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    ids: Vec<u32>,
+    targets: Vec<bool>,
 }
 
 impl TokenDataset {
-    /// Sequences of at least two tokens (one is nothing to predict from); shorter ones are
-    /// dropped.
+    /// Sequences of at least two tokens (one is nothing to predict from), every token
+    /// predicted; shorter ones are dropped.
     ///
     /// # Errors
     /// [`TrainError::Data`] when nothing is left.
     pub fn new(sequences: Vec<Vec<u32>>) -> Result<Self> {
-        let sequences: Vec<_> = sequences.into_iter().filter(|s| s.len() >= 2).collect();
+        Self::with_prompts(sequences.into_iter().map(|s| (s, 0)).collect())
+    }
+
+    /// Sequences with their prompt lengths (the tokens before are not predicted).
+    /// Sequences of fewer than two tokens, or with nothing after the prompt, are dropped.
+    ///
+    /// # Errors
+    /// [`TrainError::Data`] when nothing is left.
+    pub fn with_prompts(sequences: Vec<(Vec<u32>, usize)>) -> Result<Self> {
+        let (sequences, prompt_lens): (Vec<_>, Vec<_>) =
+            sequences.into_iter().filter(|(s, prompt)| s.len() >= 2 && *prompt < s.len()).unzip();
         if sequences.is_empty() {
-            return Err(TrainError::Data("no sequence of two or more tokens".into()));
+            return Err(TrainError::Data("no sequence of two or more tokens with tokens to predict".into()));
         }
-        Ok(TokenDataset { sequences })
+        Ok(TokenDataset { sequences, prompt_lens })
+    }
+
+    /// The prompt length of each sequence.
+    pub fn prompt_lens(&self) -> &[usize] {
+        &self.prompt_lens
+    }
+
+    /// How many sequences are longer than `seq_len` (cut when batched by padding).
+    pub fn longer_than(&self, seq_len: usize) -> usize {
+        self.sequences.iter().filter(|s| s.len() > seq_len).count()
     }
 
     /// Tokenizes each text (with the tokenizer's special tokens), appending `eos` when
@@ -96,18 +125,30 @@ impl TokenDataset {
     pub fn split_every(self, n: usize) -> Result<(TokenDataset, TokenDataset)> {
         let n = n.max(2);
         let (held, kept): (Vec<_>, Vec<_>) =
-            self.sequences.into_iter().enumerate().partition(|(i, _)| i % n == n - 1);
-        let strip = |v: Vec<(usize, Vec<u32>)>| v.into_iter().map(|(_, s)| s).collect::<Vec<_>>();
-        Ok((Self::new(strip(kept))?, Self::new(strip(held))?))
+            self.sequences.into_iter().zip(self.prompt_lens).enumerate().partition(|(i, _)| i % n == n - 1);
+        let strip = |v: Vec<(usize, (Vec<u32>, usize))>| v.into_iter().map(|(_, s)| s).collect::<Vec<_>>();
+        Ok((Self::with_prompts(strip(kept))?, Self::with_prompts(strip(held))?))
     }
 
-    /// The rows this dataset makes (before batching): `(ids, real length)`.
-    fn rows(&self, seq_len: usize, batching: Batching) -> Vec<Vec<u32>> {
+    /// The rows this dataset makes (before batching).
+    fn rows(&self, seq_len: usize, batching: Batching) -> Vec<Row> {
+        let targets = |s: &[u32], prompt: usize| (0..s.len()).map(|i| i >= prompt).collect::<Vec<_>>();
+        let whole = self.sequences.iter().zip(&self.prompt_lens).map(|(s, &p)| (s, targets(s, p)));
         match batching {
-            Batching::Pad => self.sequences.iter().map(|s| s[..s.len().min(seq_len)].to_vec()).collect(),
+            Batching::Pad => whole
+                .map(|(s, t)| {
+                    let len = s.len().min(seq_len);
+                    Row { ids: s[..len].to_vec(), targets: t[..len].to_vec() }
+                })
+                .filter(|row| row.targets.iter().skip(1).any(|&t| t))
+                .collect(),
             Batching::Pack => {
-                let all: Vec<u32> = self.sequences.iter().flatten().copied().collect();
-                all.chunks_exact(seq_len).map(<[u32]>::to_vec).collect()
+                let (ids, flags): (Vec<u32>, Vec<bool>) =
+                    whole.flat_map(|(s, t)| s.iter().copied().zip(t).collect::<Vec<_>>()).unzip();
+                ids.chunks_exact(seq_len)
+                    .zip(flags.chunks_exact(seq_len))
+                    .map(|(ids, targets)| Row { ids: ids.to_vec(), targets: targets.to_vec() })
+                    .collect()
             }
         }
     }
@@ -155,7 +196,7 @@ impl TokenDataset {
 /// the others.
 #[derive(Debug, Clone)]
 pub(crate) struct BatchRows {
-    rows: Vec<Vec<u32>>,
+    rows: Vec<Row>,
     batch_size: usize,
     pad_id: u32,
 }
@@ -181,23 +222,23 @@ impl BatchRows {
 
     /// The batch of the rows numbered in `chunk`.
     fn make(&self, chunk: &[usize]) -> Batch {
-        batch(chunk.iter().map(|&i| self.rows[i].as_slice()), self.pad_id)
+        batch(chunk.iter().map(|&i| &self.rows[i]), self.pad_id)
     }
 }
 
-fn batch<'a>(rows: impl Iterator<Item = &'a [u32]> + Clone, pad_id: u32) -> Batch {
-    let width = rows.clone().map(<[u32]>::len).max().unwrap_or(0);
+fn batch<'a>(rows: impl Iterator<Item = &'a Row> + Clone, pad_id: u32) -> Batch {
+    let width = rows.clone().map(|r| r.ids.len()).max().unwrap_or(0);
     let (mut ids, mut labels, mut mask) = (Vec::new(), Vec::new(), Vec::new());
     let mut tokens = 0;
     let mut count = 0;
     for row in rows {
         count += 1;
-        tokens += row.len();
+        tokens += row.ids.len();
         for i in 0..width {
-            let real = i < row.len();
-            let id = if real { row[i] } else { pad_id };
+            let real = i < row.ids.len();
+            let id = if real { row.ids[i] } else { pad_id };
             ids.push(id as i32);
-            labels.push(if real { id as i32 } else { -100 });
+            labels.push(if real && row.targets[i] { id as i32 } else { -100 });
             mask.push(i32::from(real));
         }
     }
@@ -242,6 +283,27 @@ mod tests {
         assert_eq!(b.labels.as_slice::<i32>(), &[5, 6, 7, 8, 9, -100]);
         assert_eq!(b.padding_mask.as_slice::<i32>(), &[1, 1, 1, 1, 1, 0]);
         assert_eq!(b.tokens, 5);
+    }
+
+    #[test]
+    fn prompts_are_context_not_targets() {
+        // Prompt lengths 2 and 1: labels -100 on the prompt's tokens, padding too.
+        let data =
+            TokenDataset::with_prompts(vec![(vec![5, 6, 7, 8], 2), (vec![9, 10, 11], 1), (vec![1, 2], 2)])
+                .unwrap();
+        assert_eq!(data.sequences().len(), 2, "a sequence that is all prompt is dropped");
+        let b = &data.batches(2, 8, Batching::Pad, 0, None).unwrap()[0];
+        assert_eq!(b.labels.as_slice::<i32>(), &[-100, -100, 7, 8, -100, 10, 11, -100]);
+        assert_eq!(b.padding_mask.as_slice::<i32>(), &[1, 1, 1, 1, 1, 1, 1, 0]);
+        // Cut to 2 tokens, the first sequence has nothing left to predict: its row goes.
+        let cut = &data.batches(2, 2, Batching::Pad, 0, None).unwrap()[0];
+        assert_eq!(cut.labels.as_slice::<i32>(), &[-100, 10]);
+        assert_eq!(data.longer_than(3), 1);
+        // Packing carries each token's flag across the row boundaries.
+        let packed = &data.batches(1, 7, Batching::Pack, 0, None).unwrap()[0];
+        assert_eq!(packed.labels.as_slice::<i32>(), &[-100, -100, 7, 8, -100, 10, 11]);
+        let (train, held) = data.split_every(2).unwrap();
+        assert_eq!((train.prompt_lens(), held.prompt_lens()), (&[2][..], &[1][..]));
     }
 
     #[test]

@@ -35,6 +35,16 @@ pub enum TrainError {
         /// What does not fit.
         reason: String,
     },
+    /// A dataset file's row cannot be used.
+    #[error("{}:{line}: {reason}", path.display())]
+    Dataset {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line (0 for the file as a whole).
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The training data cannot be used.
     #[error("training data: {0}")]
     Data(String),

@@ -18,7 +18,7 @@
 //! use lamina_train::{LoraTargets, apply_lora};
 //!
 //! let mut model: Box<dyn LanguageModel> = Box::new(LlamaForCausalLM::new(LlamaConfig::tiny()).unwrap());
-//! let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0 };
+//! let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() };
 //! let adapted = apply_lora(model.as_mut(), &LoraTargets::query_value(), lora).unwrap();
 //! // q_proj (64 -> 64) and v_proj (64 -> 32, two KV heads) of both blocks get
 //! // `lora_a [in, 4]` and `lora_b [4, out]`; everything else is frozen.
@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 mod data;
+mod datasets;
 mod error;
 mod lora;
 mod model;
@@ -38,11 +39,12 @@ mod trainer;
 mod weights;
 
 pub use data::{Batch, Batching, TokenDataset, shuffled};
+pub use datasets::{DataFormat, DatasetFolder, Encoder, JsonlSet, Record};
 pub use error::{Result, TrainError};
 pub use lamina_families::{CheckpointQuantization, QuantizeReport, estimate_model_size, quantize_model};
 pub use lora::{
-    ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, LoraTargets, adapter_weights, apply_lora, fuse_adapters,
-    load_adapters, save_adapters,
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, FineTuneType, LoraTargets, adapter_weights,
+    apply_fine_tuning, apply_lora, fuse_adapters, load_adapters, save_adapters,
 };
 pub use model::TrainableModel;
 pub use optimizer::{OptimizerConfig, TrainOptimizer};

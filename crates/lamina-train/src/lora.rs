@@ -1,14 +1,16 @@
-//! LoRA fine-tuning of whole models: attach adapters to linear layers chosen by name,
-//! train only them, save and load them (`adapters.safetensors` + `adapter_config.json`,
-//! mlx-lm's layout), and fuse them into the base weights.
+//! Fine-tuning of whole models, as mlx-lm's `--fine-tune-type`: LoRA or DoRA adapters on
+//! linear layers chosen by name, or full fine-tuning of those layers' own weights. Only
+//! they train; they save and load (`adapters.safetensors` + `adapter_config.json`,
+//! mlx-lm's layout) and fuse into the base weights.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use lamina_components::{LoraConfig, Quantizable};
+use lamina_components::{AdapterKind, LoraConfig, Quantizable};
 use lamina_core::Config;
 use lamina_families::LanguageModel;
 use mlx_rs::Array;
+use mlx_rs::module::Parameter;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -69,13 +71,88 @@ impl LoraTargets {
     }
 }
 
+/// What trains.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, strum::Display, strum::EnumString,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum FineTuneType {
+    /// Low-rank adapters on the targeted layers.
+    #[default]
+    Lora,
+    /// Weight-decomposed low-rank adapters (a learned magnitude per output row).
+    Dora,
+    /// The targeted layers' own weights and biases (dense layers only).
+    Full,
+}
+
 /// What `adapter_config.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterConfig {
-    /// Rank, alpha, dropout.
+    /// Rank, alpha, dropout, and LoRA or DoRA (unused for full fine-tuning).
     pub lora: LoraConfig,
     /// Which layers.
     pub targets: LoraTargets,
+    /// What trains (LoRA when absent from a saved config).
+    #[serde(default)]
+    pub fine_tune_type: FineTuneType,
+}
+
+impl AdapterConfig {
+    /// LoRA or DoRA adapters (as `kind`) of `lora`'s shape on `targets`.
+    pub fn adapters(lora: LoraConfig, targets: LoraTargets) -> Self {
+        let fine_tune_type = match lora.kind {
+            AdapterKind::Lora => FineTuneType::Lora,
+            AdapterKind::Dora => FineTuneType::Dora,
+        };
+        AdapterConfig { lora, targets, fine_tune_type }
+    }
+
+    /// Full fine-tuning of `targets`.
+    pub fn full(targets: LoraTargets) -> Self {
+        AdapterConfig { lora: LoraConfig::default(), targets, fine_tune_type: FineTuneType::Full }
+    }
+}
+
+/// Freezes the model and makes what `config` names trainable: adapters on the targeted
+/// layers (LoRA or DoRA), or the targeted layers' weights (full). Returns their paths.
+///
+/// # Errors
+/// As [`apply_lora`]; full fine-tuning of a quantized layer.
+pub fn apply_fine_tuning(model: &mut dyn LanguageModel, config: &AdapterConfig) -> Result<Vec<String>> {
+    let kind = match config.fine_tune_type {
+        FineTuneType::Lora => AdapterKind::Lora,
+        FineTuneType::Dora => AdapterKind::Dora,
+        FineTuneType::Full => return unfreeze_targets(model, &config.targets),
+    };
+    apply_lora(model, &config.targets, LoraConfig { kind, ..config.lora })
+}
+
+/// Freezes the model, then unfreezes the targeted linear layers' weights and biases.
+fn unfreeze_targets(model: &mut dyn LanguageModel, targets: &LoraTargets) -> Result<Vec<String>> {
+    model.freeze_parameters(true);
+    let num_layers = model.info().num_layers;
+    let mut chosen = Vec::new();
+    model.visit_layers("", &mut |path, layer| {
+        if let Quantizable::Linear(linear) = layer {
+            if targets.matches(path, num_layers) {
+                if linear.quantization().is_some() {
+                    return Err(lamina_core::Error::Unsupported(
+                        "full fine-tuning of a quantized layer (load the model with a float dtype)",
+                    ));
+                }
+                linear.weight.unfreeze(true);
+                linear.bias.unfreeze(true);
+                chosen.push(path.to_owned());
+            }
+        }
+        Ok(())
+    })?;
+    if chosen.is_empty() {
+        return Err(TrainError::Data(format!("no linear layer is named any of {:?}", targets.names)));
+    }
+    Ok(chosen)
 }
 
 /// Freezes the model and attaches adapters to the targeted linear layers (quantized ones
@@ -107,15 +184,11 @@ pub fn apply_lora(
     Ok(adapted)
 }
 
-/// The adapters' arrays under their full keys (`model.layers.0.self_attn.q_proj.lora_a`).
+/// What trains, under full keys: the adapters' arrays
+/// (`model.layers.0.self_attn.q_proj.lora_a`, `lora_b`, DoRA's `m`), or for full
+/// fine-tuning the layers' `weight` and `bias`.
 pub fn adapter_weights(model: &dyn LanguageModel) -> HashMap<String, Array> {
-    model
-        .parameters()
-        .flatten()
-        .into_iter()
-        .filter(|(k, _)| k.ends_with(".lora_a") || k.ends_with(".lora_b"))
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    model.trainable_parameters().flatten().into_iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 /// Writes `adapters.safetensors` and `adapter_config.json` into `dir`.
@@ -135,22 +208,23 @@ pub fn save_adapters(model: &dyn LanguageModel, config: &AdapterConfig, dir: &Pa
     Ok(write_json(&dir.join(ADAPTER_CONFIG), config)?)
 }
 
-/// Attaches the adapters saved in `dir` to a base model and loads their weights,
-/// strictly: every saved adapter must have a layer, every attached adapter a tensor of
-/// its shape.
+/// Attaches the adapters saved in `dir` to a base model (or, for full fine-tuning, makes
+/// the saved layers trainable) and loads their weights, strictly: every saved array must
+/// have a place, every trainable array a tensor of its shape.
 ///
 /// # Errors
 /// [`TrainError::Adapters`] naming the mismatch; I/O and JSON errors naming the file.
 pub fn load_adapters(model: &mut dyn LanguageModel, dir: &Path) -> Result<AdapterConfig> {
     let config: AdapterConfig = read_json(&dir.join(ADAPTER_CONFIG))?;
-    apply_lora(model, &config.targets, config.lora)?;
+    apply_fine_tuning(model, &config)?;
     let expected = weights::shapes(&adapter_weights(model));
     weights::load_into(model, &dir.join(ADAPTER_WEIGHTS), &expected)?;
     Ok(config)
 }
 
 /// Merges every adapter into its base weight (re-quantizing quantized bases) and
-/// removes it. Returns how many were fused.
+/// removes it. Returns how many were fused (none after full fine-tuning, whose weights
+/// are the model's own).
 ///
 /// # Errors
 /// MLX errors.

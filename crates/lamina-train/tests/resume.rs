@@ -10,7 +10,7 @@ use lamina_train::{LoraTargets, Trainer, TrainerConfig, apply_lora};
 
 #[test]
 fn resuming_from_a_checkpoint_continues_with_identical_losses() {
-    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.1 };
+    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.1, ..LoraConfig::default() };
     let fresh = || {
         let mut model = tiny(4);
         // The adapters' initial `lora_a` comes from MLX's global generator.

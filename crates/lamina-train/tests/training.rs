@@ -5,13 +5,14 @@
 
 use std::rc::Rc;
 
-use lamina_components::{LoraConfig, QuantConfig};
+use lamina_components::{AdapterKind, LoraConfig, QuantConfig};
 use lamina_families::{LanguageModel, LlamaConfig, LlamaForCausalLM, MambaConfig, MambaForCausalLM};
 use lamina_heads::ModelInput;
 use lamina_loader::{LoadOptions, load_blocking, save_checkpoint};
 use lamina_train::{
-    Batching, CheckpointQuantization, LoraTargets, LrSchedule, OptimizerConfig, Trainer, TrainerConfig,
-    apply_lora, fuse_adapters, load_adapters, quantize_model, save_adapters,
+    AdapterConfig, Batching, CheckpointQuantization, LoraTargets, LrSchedule, OptimizerConfig, Trainer,
+    TrainerConfig, apply_fine_tuning, apply_lora, fuse_adapters, load_adapters, quantize_model,
+    save_adapters,
 };
 use mlx_rs::Array;
 use mlx_rs::module::{FlattenedModuleParam, ModuleParameters};
@@ -87,7 +88,7 @@ fn lora_fuse_equals_unfused_and_adapters_round_trip() {
     let ids = Array::from_slice(&[3i32, 9, 27, 14, 5], &[1, 5]);
     let mut model = tiny(3);
     let base = logits(&mut model, &ids);
-    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0 };
+    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() };
     let adapted = apply_lora(model.as_mut(), &LoraTargets::query_value(), lora).unwrap();
     assert_eq!(adapted, ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"]);
     // Train a little so the adapters are not the identity.
@@ -97,7 +98,7 @@ fn lora_fuse_equals_unfused_and_adapters_round_trip() {
     let with_adapters = logits(&mut model, &ids);
     assert!(max_diff(&with_adapters, &base) > 1e-4, "training moved nothing");
     let dir = temp("adapters");
-    let adapter_config = lamina_train::AdapterConfig { lora, targets: LoraTargets::query_value() };
+    let adapter_config = lamina_train::AdapterConfig::adapters(lora, LoraTargets::query_value());
     save_adapters(model.as_ref(), &adapter_config, &dir).unwrap();
 
     let mut reloaded = tiny(3);
@@ -126,6 +127,59 @@ fn lora_fuse_equals_unfused_and_adapters_round_trip() {
             .unwrap();
     let err = load_adapters(&mut other, &dir).unwrap_err().to_string();
     assert!(err.contains("adapters.safetensors"), "{err}");
+}
+
+/// Trains `config`'s kind of fine-tuning a little, then checks that the saved adapters
+/// reload onto a fresh base to the same logits, and that fusing changes nothing.
+fn fine_tune_round_trip(adapter_config: AdapterConfig, tag: &str, trainable: &[&str]) {
+    let ids = Array::from_slice(&[3i32, 9, 27, 14, 5], &[1, 5]);
+    let mut model = tiny(7);
+    let base = logits(&mut model, &ids);
+    apply_fine_tuning(model.as_mut(), &adapter_config).unwrap();
+    let mut names: Vec<String> =
+        model.trainable_parameters().flatten().keys().map(|k| k.to_string()).collect();
+    names.sort();
+    assert_eq!(names, trainable, "{tag}");
+    assert!(max_diff(&logits(&mut model, &ids), &base) < 1e-5, "{tag}: untrained, the model is the base");
+    let mut trainer = Trainer::new(model, config(3));
+    trainer.fit(&data(), None, |_| {}).unwrap();
+    let mut model = trainer.model;
+    let trained = logits(&mut model, &ids);
+    assert!(max_diff(&trained, &base) > 1e-4, "{tag}: training moved nothing");
+
+    let dir = temp(tag);
+    save_adapters(model.as_ref(), &adapter_config, &dir).unwrap();
+    let mut reloaded = tiny(7);
+    assert_eq!(load_adapters(reloaded.as_mut(), &dir).unwrap(), adapter_config);
+    assert!(max_diff(&logits(&mut reloaded, &ids), &trained) < 1e-6, "{tag}: reloaded");
+    fuse_adapters(model.as_mut()).unwrap();
+    assert!(model.parameters().flatten().keys().all(|k| !k.contains("lora") && !k.ends_with(".m")), "{tag}");
+    assert!(max_diff(&logits(&mut model, &ids), &trained) < 1e-5, "{tag}: fused");
+}
+
+#[test]
+fn dora_and_full_fine_tuning_save_load_and_fuse_like_lora() {
+    let targets = LoraTargets::query_value();
+    let dora = LoraConfig { rank: 4, alpha: 8.0, kind: AdapterKind::Dora, ..LoraConfig::default() };
+    let q = "model.layers.0.self_attn.q_proj";
+    let v = "model.layers.0.self_attn.v_proj";
+    let adapters = |layer: &str| ["lora_a", "lora_b", "m"].map(|p| format!("{layer}.{p}"));
+    let expected: Vec<String> = adapters(q).into_iter().chain(adapters(v)).collect();
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    fine_tune_round_trip(AdapterConfig::adapters(dora, targets.clone()), "dora", &expected);
+    let full = [format!("{q}.weight"), format!("{v}.weight")];
+    fine_tune_round_trip(
+        AdapterConfig::full(targets),
+        "full",
+        &full.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+
+    // Full fine-tuning needs dense weights.
+    let mut quantized = tiny(7);
+    quantize_model(quantized.as_mut(), QuantConfig::new(8, 32)).unwrap();
+    let err =
+        apply_fine_tuning(quantized.as_mut(), &AdapterConfig::full(LoraTargets::query_value())).unwrap_err();
+    assert!(err.to_string().contains("quantized"), "{err}");
 }
 
 #[test]
@@ -193,7 +247,7 @@ fn qlora_trains_adapters_on_a_quantized_base() {
     let mut model = tiny(7);
     quantize_model(model.as_mut(), QuantConfig::new(4, 32)).unwrap();
     let packed_before = model.parameters().flatten()["model.layers.0.mlp.up_proj.weight"].clone();
-    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0 };
+    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() };
     apply_lora(model.as_mut(), &LoraTargets::all_linear(), lora).unwrap();
     let trainable: Vec<String> =
         model.trainable_parameters().flatten().keys().map(|k| k.to_string()).collect();
@@ -275,7 +329,7 @@ fn fit_reports_the_held_out_loss_every_eval_every_steps() {
 
 #[test]
 fn resuming_into_a_differently_adapted_model_is_an_error() {
-    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0 };
+    let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() };
     let mut model = tiny(11);
     apply_lora(model.as_mut(), &LoraTargets::all_linear(), lora).unwrap();
     let dir = temp("resume-mismatch");
