@@ -34,6 +34,7 @@ mod error;
 mod lora;
 mod model;
 mod optimizer;
+mod precision;
 mod schedule;
 mod trainer;
 mod weights;
@@ -48,5 +49,6 @@ pub use lora::{
 };
 pub use model::TrainableModel;
 pub use optimizer::{OptimizerConfig, TrainOptimizer};
+pub use precision::{LossScale, Precision, cast_frozen};
 pub use schedule::LrSchedule;
 pub use trainer::{StepLog, Trainer, TrainerConfig};

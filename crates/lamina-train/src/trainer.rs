@@ -12,6 +12,7 @@ use mlx_rs::module::FlattenedModuleParam;
 use mlx_rs::{Array, nn};
 use serde::{Deserialize, Serialize};
 
+use crate::precision::{LossScale, Precision, cast_frozen};
 use crate::data::{Batch, Batching, TokenDataset};
 use crate::error::{Result, TrainError};
 use crate::model::TrainableModel;
@@ -48,6 +49,9 @@ pub struct TrainerConfig {
     pub eval_every: usize,
     /// Shuffling and dropout seed.
     pub seed: u64,
+    /// f32, or bf16/f16 frozen weights and activations over f32 trainable parameters.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainerConfig {
@@ -64,6 +68,7 @@ impl Default for TrainerConfig {
             optimizer: OptimizerConfig::default(),
             eval_every: 0,
             seed: 0,
+            precision: Precision::F32,
         }
     }
 }
@@ -83,12 +88,17 @@ pub struct StepLog {
     pub tokens_per_s: f64,
     /// Held-out loss, when evaluated at this step.
     pub eval_loss: Option<f32>,
+    /// Whether the update was skipped: the gradients overflowed under f16 loss scaling.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct TrainerState {
     step: usize,
     config: TrainerConfig,
+    #[serde(default)]
+    loss_scale: Option<LossScale>,
 }
 
 /// Trains a model: a family's language model (the default), or any [`TrainableModel`]
@@ -105,6 +115,9 @@ pub struct Trainer<M: TrainableModel = Box<dyn LanguageModel>> {
     config: TrainerConfig,
     optimizer: TrainOptimizer,
     step: usize,
+    /// Whether the frozen weights were cast to the precision yet.
+    cast: bool,
+    loss_scale: Option<LossScale>,
 }
 
 fn to_exception(e: impl std::fmt::Display) -> Exception {
@@ -134,7 +147,22 @@ impl<M: TrainableModel> Trainer<M> {
     /// A trainer for `model`.
     pub fn new(model: M, config: TrainerConfig) -> Self {
         let optimizer = TrainOptimizer::new(config.optimizer, config.schedule.lr(0));
-        Trainer { model, config, optimizer, step: 0 }
+        let loss_scale = config.precision.scales_loss().then(LossScale::default);
+        Trainer { model, config, optimizer, step: 0, cast: false, loss_scale }
+    }
+
+    /// Casts the frozen weights to the configured precision, once.
+    fn prepare(&mut self) -> Result<()> {
+        if !self.cast && self.config.precision != Precision::F32 {
+            cast_frozen(&mut self.model, self.config.precision)?;
+        }
+        self.cast = true;
+        Ok(())
+    }
+
+    /// The current f16 loss scale (`None` unless training in f16).
+    pub fn loss_scale(&self) -> Option<LossScale> {
+        self.loss_scale
     }
 
     /// Steps taken.
@@ -152,10 +180,26 @@ impl<M: TrainableModel> Trainer<M> {
     /// # Errors
     /// Model and MLX errors.
     pub fn loss_and_grads(&mut self, batch: &Batch) -> Result<(f32, FlattenedModuleParam)> {
-        let mut value_and_grad = nn::value_and_grad(batch_loss::<M>);
+        self.prepare()?;
+        let Some(scale) = self.loss_scale else {
+            let mut value_and_grad = nn::value_and_grad(batch_loss::<M>);
+            let (loss, grads) =
+                value_and_grad(&mut self.model, (&batch.input_ids, &batch.labels, &batch.padding_mask))?;
+            return Ok((loss.item_exact::<f32>(), grads));
+        };
+        let factor = scale.array();
+        let scaled = move |model: &mut M, batch: (&Array, &Array, &Array)| {
+            batch_loss(model, batch).and_then(|loss| loss.multiply(&factor))
+        };
+        let mut value_and_grad = nn::value_and_grad(scaled);
         let (loss, grads) =
             value_and_grad(&mut self.model, (&batch.input_ids, &batch.labels, &batch.padding_mask))?;
-        Ok((loss.item_exact::<f32>(), grads))
+        let inverse = Array::from_f32(1.0 / scale.scale);
+        let mut unscaled = FlattenedModuleParam::new();
+        for (key, grad) in grads {
+            unscaled.insert(key, grad.as_dtype(mlx_rs::Dtype::Float32)?.multiply(&inverse)?);
+        }
+        Ok((loss.item_exact::<f32>() / scale.scale, unscaled))
     }
 
     /// One optimizer step over `batches` (micro-batches whose gradients are averaged).
@@ -195,6 +239,22 @@ impl<M: TrainableModel> Trainer<M> {
             grads.insert(key, grad.multiply(&scale)?);
         }
         let grad_norm = global_norm(&grads)?;
+        if let Some(scale) = self.loss_scale.as_mut() {
+            scale.update(grad_norm.is_finite());
+            if !grad_norm.is_finite() {
+                self.step += 1;
+                let tokens: usize = batches.iter().map(|b| b.tokens).sum();
+                return Ok(StepLog {
+                    step: self.step,
+                    loss: loss_sum / batches.len() as f32,
+                    lr: self.config.schedule.lr(self.step - 1),
+                    grad_norm,
+                    tokens_per_s: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                    eval_loss: None,
+                    skipped: true,
+                });
+            }
+        }
         let clipped = match self.config.grad_clip {
             Some(max) if grad_norm > max => {
                 // mlx's `clip_grad_norm` scaling, on a norm summed in a fixed order.
@@ -221,6 +281,7 @@ impl<M: TrainableModel> Trainer<M> {
             grad_norm,
             tokens_per_s: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
             eval_loss: None,
+            skipped: false,
         })
     }
 
@@ -229,6 +290,7 @@ impl<M: TrainableModel> Trainer<M> {
     /// # Errors
     /// Model errors.
     pub fn evaluate(&mut self, batches: &[Batch]) -> Result<f32> {
+        self.prepare()?;
         let mut sum = 0.0;
         for batch in batches {
             sum += batch_loss(&mut self.model, (&batch.input_ids, &batch.labels, &batch.padding_mask))?
@@ -308,7 +370,7 @@ impl<M: TrainableModel> Trainer<M> {
         let params = self.model.trainable_parameters().flatten();
         weights::save(&dir.join(TRAINABLE), params.iter().map(|(k, v)| (k.as_ref(), *v)))?;
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
-        let state = TrainerState { step: self.step, config: self.config.clone() };
+        let state = TrainerState { step: self.step, config: self.config.clone(), loss_scale: self.loss_scale };
         Ok(write_json(&dir.join("trainer_state.json"), &state)?)
     }
 
@@ -325,6 +387,7 @@ impl<M: TrainableModel> Trainer<M> {
         self.optimizer.load(&dir.join("optimizer.safetensors"))?;
         self.step = state.step;
         self.config = state.config;
+        self.loss_scale = state.loss_scale.or(self.config.precision.scales_loss().then(LossScale::default));
         Ok(())
     }
 }
