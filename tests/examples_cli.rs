@@ -192,6 +192,73 @@ fn train_lora_and_quantize_run_on_a_tiny_model() {
     assert!(text.contains("step   4") && text.contains("% of the start"), "{text}");
     assert!(out.join("adapters.safetensors").exists() && out.join("adapter_config.json").exists());
 
+    // A JSONL chat folder, prompts masked, DoRA in bf16, then resumed to more steps.
+    let data = std::env::temp_dir().join(format!("lamina-cli-chat-{}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let row = r#"{"messages": [{"role": "user", "content": "count"}, {"role": "assistant", "content": "Hello world !"}]}"#;
+    std::fs::write(data.join("train.jsonl"), [row; 12].join("\n")).unwrap();
+    std::fs::write(data.join("test.jsonl"), row).unwrap();
+    let chat_out = std::env::temp_dir().join(format!("lamina-cli-dora-{}", std::process::id()));
+    let train = |kind: &str, precision: &str, resume: bool| {
+        let mut command = example("train_lora");
+        command.args([
+            "--model",
+            fixture("scripted_chat").to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ]);
+        command.args(["--mask-prompt", "--fine-tune-type", kind, "--precision", precision, "--layers", "1"]);
+        command.args([
+            "--steps",
+            "6",
+            "--eval-every",
+            "2",
+            "--save-every",
+            "2",
+            "--out",
+            chat_out.to_str().unwrap(),
+        ]);
+        if resume {
+            command.args(["--resume", chat_out.join("checkpoints/step-000004").to_str().unwrap()]);
+        }
+        command.output().unwrap()
+    };
+    let step_lines =
+        |text: &str| text.lines().filter(|l| l.starts_with("step ")).map(str::to_owned).collect::<Vec<_>>();
+    let run = train("dora", "bf16", false);
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    for expected in [
+        "12 rows (chat)",
+        "prompt masked",
+        "dora on",
+        "bf16",
+        "step   6  loss",
+        "held-out loss",
+        "test loss",
+        "perplexity",
+    ] {
+        assert!(text.contains(expected), "`{expected}` missing from:\n{text}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(chat_out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["fine_tune_type"], "dora");
+    // LoRA in f32, then resumed from step 4: steps 5 and 6 print what the whole run did.
+    let whole = train("lora", "f32", false);
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+    let whole = step_lines(&String::from_utf8_lossy(&whole.stdout));
+    let resumed = train("lora", "f32", true);
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(text.contains("resumed at step 4"), "{text}");
+    let strip = |l: &String| l.split("  ").take(4).collect::<Vec<_>>().join("  "); // without tok/s
+    let continued: Vec<String> = step_lines(&text).iter().map(strip).collect();
+    assert_eq!(continued, whole[4..].iter().map(strip).collect::<Vec<_>>(), "{text}");
+    std::fs::write(data.join("train.jsonl"), format!("{row}\n{{\"text\": \"x\"}}")).unwrap();
+    let err = one_line_error(&train("lora", "f32", false));
+    assert!(err.contains("train.jsonl:2") && err.contains("a text row in a file of chat rows"), "{err}");
+
     let quantized = std::env::temp_dir().join(format!("lamina-cli-quant-{}", std::process::id()));
     let run = example("quantize")
         .args([

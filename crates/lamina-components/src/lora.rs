@@ -117,7 +117,8 @@ impl Linear {
         let dense = self.dense_weight()?;
         let mut fused = adapted_weight(&dense.as_dtype(mlx_rs::Dtype::Float32)?, &a, &b, &config)?;
         if let Some(m) = self.m.value.take() {
-            fused = fused.multiply(m.divide(row_norms(&fused)?)?.expand_dims(-1)?)?;
+            let norms = ops::maximum(row_norms(&fused)?, Array::from_f32(f32::MIN_POSITIVE))?;
+            fused = fused.multiply(m.divide(&norms)?.expand_dims(-1)?)?;
         }
         let fused = fused.as_dtype(dense.dtype())?;
         let quantized = self.quantization().is_some();
@@ -152,7 +153,9 @@ pub(crate) fn dora_rescale(
     config: &LoraConfig,
 ) -> Result<Array> {
     let adapted = adapted_weight(&weight.as_dtype(mlx_rs::Dtype::Float32)?, a, b, config)?;
-    let norms = mlx_rs::stop_gradient(&row_norms(&adapted)?)?;
+    // A row of zeros has norm 0 (and m 0): its output stays 0 rather than 0/0.
+    let norms =
+        ops::maximum(mlx_rs::stop_gradient(&row_norms(&adapted)?)?, Array::from_f32(f32::MIN_POSITIVE))?;
     Ok(y.multiply(m.divide(&norms)?.as_dtype(y.dtype())?)?)
 }
 

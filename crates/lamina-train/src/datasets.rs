@@ -213,6 +213,42 @@ impl<'a> Encoder<'a> {
         TokenDataset::with_prompts(sequences)
     }
 
+    /// The ids of a conversation rendered with the generation prompt (what a model
+    /// answers after), for chat and completion rows; a text row's own ids.
+    ///
+    /// # Errors
+    /// As [`Encoder::encode`], as a message.
+    pub fn prompt_ids(&self, record: &Record) -> std::result::Result<Vec<u32>, String> {
+        let (messages, tools) = match record {
+            Record::Text(text) => return self.tokenizer.encode(text, true).map_err(|e| e.to_string()),
+            Record::Completion { prompt, .. } => {
+                (serde_json::json!([{ "role": "user", "content": prompt }]), None)
+            }
+            Record::Chat { messages, tools } => (messages.clone(), tools.as_ref()),
+        };
+        self.render(&messages, tools, true)
+    }
+
+    /// A conversation's ids through the chat template.
+    fn render(
+        &self,
+        messages: &Value,
+        tools: Option<&Value>,
+        add_generation_prompt: bool,
+    ) -> std::result::Result<Vec<u32>, String> {
+        let template =
+            self.template.as_ref().ok_or("the tokenizer has no chat template for this row format")?;
+        let input = ChatInput {
+            messages,
+            tools,
+            add_generation_prompt,
+            bos_token: self.tokenizer.bos_token(),
+            eos_token: self.tokenizer.eos_token(),
+        };
+        let text = template.render_json(&input).map_err(|e| e.to_string())?;
+        self.tokenizer.encode(&text, false).map_err(|e| e.to_string())
+    }
+
     /// One row's ids and prompt length.
     pub fn encode_record(&self, record: &Record) -> std::result::Result<(Vec<u32>, usize), String> {
         let (messages, tools) = match record {
@@ -251,7 +287,7 @@ impl<'a> Encoder<'a> {
         if list.last().and_then(|m| m.get("role")).and_then(Value::as_str) != Some("assistant") {
             return Err("with the prompt masked, the last message must be the assistant's".into());
         }
-        let prompt = render(&Value::Array(list[..list.len() - 1].to_vec()), true)?;
+        let prompt = self.render(&Value::Array(list[..list.len() - 1].to_vec()), tools, true)?;
         if !ids.starts_with(&prompt) {
             return Err("the chat template renders the conversation without its prompt as a prefix".into());
         }

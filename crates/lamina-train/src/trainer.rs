@@ -12,11 +12,11 @@ use mlx_rs::module::FlattenedModuleParam;
 use mlx_rs::{Array, nn};
 use serde::{Deserialize, Serialize};
 
-use crate::precision::{LossScale, Precision, cast_frozen};
 use crate::data::{Batch, Batching, TokenDataset};
 use crate::error::{Result, TrainError};
 use crate::model::TrainableModel;
 use crate::optimizer::{OptimizerConfig, TrainOptimizer};
+use crate::precision::{LossScale, Precision, cast_frozen};
 use crate::schedule::LrSchedule;
 use crate::weights;
 
@@ -370,7 +370,8 @@ impl<M: TrainableModel> Trainer<M> {
         let params = self.model.trainable_parameters().flatten();
         weights::save(&dir.join(TRAINABLE), params.iter().map(|(k, v)| (k.as_ref(), *v)))?;
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
-        let state = TrainerState { step: self.step, config: self.config.clone(), loss_scale: self.loss_scale };
+        let state =
+            TrainerState { step: self.step, config: self.config.clone(), loss_scale: self.loss_scale };
         Ok(write_json(&dir.join("trainer_state.json"), &state)?)
     }
 

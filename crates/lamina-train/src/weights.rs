@@ -16,10 +16,14 @@ pub(crate) fn save<'a>(path: &Path, arrays: impl IntoIterator<Item = (&'a str, &
         .map_err(|e| TrainError::Adapters { path: path.to_path_buf(), reason: e.to_string() })
 }
 
-/// Reads a safetensors file.
+/// Reads a safetensors file, eagerly: MLX loads lazily, and a lazy array would read the
+/// file when first used — after a checkpoint written to the same path truncated it.
 pub(crate) fn read(path: &Path) -> Result<HashMap<String, Array>> {
-    Array::load_safetensors(path)
-        .map_err(|e| TrainError::Adapters { path: path.to_path_buf(), reason: e.to_string() })
+    let failed =
+        |e: &dyn std::fmt::Display| TrainError::Adapters { path: path.to_path_buf(), reason: e.to_string() };
+    let arrays = Array::load_safetensors(path).map_err(|e| failed(&e))?;
+    mlx_rs::transforms::eval(arrays.values()).map_err(|e| failed(&e))?;
+    Ok(arrays)
 }
 
 /// Loads the file at `path` into the model's parameters `expected` (key and shape),

@@ -10,12 +10,12 @@ use lamina_families::{LanguageModel, LlamaConfig, LlamaForCausalLM, MambaConfig,
 use lamina_heads::ModelInput;
 use lamina_loader::{LoadOptions, load_blocking, save_checkpoint};
 use lamina_train::{
-    AdapterConfig, Batching, Precision, CheckpointQuantization, LoraTargets, LrSchedule, OptimizerConfig, Trainer,
-    TrainerConfig, apply_fine_tuning, apply_lora, fuse_adapters, load_adapters, quantize_model,
+    AdapterConfig, Batching, CheckpointQuantization, LoraTargets, LrSchedule, OptimizerConfig, Precision,
+    Trainer, TrainerConfig, apply_fine_tuning, apply_lora, fuse_adapters, load_adapters, quantize_model,
     save_adapters,
 };
-use mlx_rs::{Array, Dtype};
 use mlx_rs::module::{FlattenedModuleParam, ModuleParameters};
+use mlx_rs::{Array, Dtype};
 
 mod common;
 use common::{config, data, temp, tiny};
@@ -208,13 +208,17 @@ fn mixed_precision_keeps_f32_masters_and_follows_the_f32_loss_curve() {
         // learning rate of 1e-2, bf16's 8-bit mantissa moves Adam's steps a little).
         assert!((losses[0] - f32_losses[0]).abs() < 0.002 * f32_losses[0], "{precision}: {losses:?}");
         for (step, (a, b)) in f32_losses.iter().zip(&losses).enumerate() {
-            assert!((a - b).abs() < 0.08 * a.abs(), "{precision} step {step}: {losses:?} vs f32 {f32_losses:?}");
+            assert!(
+                (a - b).abs() < 0.08 * a.abs(),
+                "{precision} step {step}: {losses:?} vs f32 {f32_losses:?}"
+            );
         }
         assert!(losses.last() < losses.first(), "{precision}: {losses:?}");
         let trainable: Vec<String> =
             trainer.model.trainable_parameters().flatten().keys().map(|k| k.to_string()).collect();
         for (key, value) in trainer.model.parameters().flatten() {
-            let expected = if trainable.contains(&key.to_string()) { Dtype::Float32 } else { precision.dtype() };
+            let expected =
+                if trainable.contains(&key.to_string()) { Dtype::Float32 } else { precision.dtype() };
             assert_eq!(value.dtype(), expected, "{precision}: {key}");
         }
         assert_eq!(trainer.loss_scale().is_some(), precision == Precision::F16);
