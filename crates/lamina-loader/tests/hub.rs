@@ -325,6 +325,26 @@ async fn a_download_that_fails_its_checksum_is_discarded() {
 }
 
 #[tokio::test]
+async fn a_known_model_name_loads_its_repo_with_its_settings() {
+    // The catalog's `qwen3-0.6b` is `Qwen/Qwen3-0.6B` with `<|im_end|>` as an extra end
+    // token; the stand-in Hub serves the scripted chat model under that id.
+    let hub = FakeHub::start(vec![scripted_chat("Qwen/Qwen3-0.6B")]).await;
+    let cache = temp("known");
+    let loaded = load("qwen3-0.6b", options(config(&hub, &cache))).await.unwrap();
+    assert!(loaded.checkpoint.path().starts_with(cache.join("models--Qwen--Qwen3-0.6B/snapshots")));
+    let spec = lamina_loader::known_model("qwen3-0.6b").unwrap().configuration();
+    assert_eq!(spec.extra_eos_tokens, ["<|im_end|>"]);
+    // The scripted vocabulary has no `<|im_end|>`: the extra token is skipped, not an error.
+    assert_eq!(
+        loaded.eos_token_ids(),
+        load(fixture("fixtures/checkpoints/scripted_chat"), LoadOptions::default())
+            .await
+            .unwrap()
+            .eos_token_ids()
+    );
+}
+
+#[tokio::test]
 async fn a_tokenizer_from_another_repo_and_extra_end_tokens() {
     let hub = FakeHub::start(repos()).await;
     let cache = temp("tokenizer");

@@ -266,21 +266,8 @@ impl<'a> Encoder<'a> {
             ),
             Record::Chat { messages, tools } => (messages.clone(), tools.as_ref()),
         };
-        let template =
-            self.template.as_ref().ok_or("the tokenizer has no chat template for this row format")?;
         let list = messages.as_array().ok_or("`messages` must be an array")?;
-        let render = |messages: &Value, add_generation_prompt: bool| {
-            let input = ChatInput {
-                messages,
-                tools,
-                add_generation_prompt,
-                bos_token: self.tokenizer.bos_token(),
-                eos_token: self.tokenizer.eos_token(),
-            };
-            let text = template.render_json(&input).map_err(|e| e.to_string())?;
-            self.tokenizer.encode(&text, false).map_err(|e| e.to_string())
-        };
-        let ids = render(&messages, false)?;
+        let ids = self.render(&messages, tools, false)?;
         if !self.mask_prompt {
             return Ok((ids, 0));
         }

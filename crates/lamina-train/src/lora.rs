@@ -131,28 +131,16 @@ pub fn apply_fine_tuning(model: &mut dyn LanguageModel, config: &AdapterConfig) 
 
 /// Freezes the model, then unfreezes the targeted linear layers' weights and biases.
 fn unfreeze_targets(model: &mut dyn LanguageModel, targets: &LoraTargets) -> Result<Vec<String>> {
-    model.freeze_parameters(true);
-    let num_layers = model.info().num_layers;
-    let mut chosen = Vec::new();
-    model.visit_layers("", &mut |path, layer| {
-        if let Quantizable::Linear(linear) = layer {
-            if targets.matches(path, num_layers) {
-                if linear.quantization().is_some() {
-                    return Err(lamina_core::Error::Unsupported(
-                        "full fine-tuning of a quantized layer (load the model with a float dtype)",
-                    ));
-                }
-                linear.weight.unfreeze(true);
-                linear.bias.unfreeze(true);
-                chosen.push(path.to_owned());
-            }
+    for_targets(model, targets, &mut |linear| {
+        if linear.quantization().is_some() {
+            return Err(lamina_core::Error::Unsupported(
+                "full fine-tuning of a quantized layer (load the model with a float dtype)",
+            ));
         }
+        linear.weight.unfreeze(true);
+        linear.bias.unfreeze(true);
         Ok(())
-    })?;
-    if chosen.is_empty() {
-        return Err(TrainError::Data(format!("no linear layer is named any of {:?}", targets.names)));
-    }
-    Ok(chosen)
+    })
 }
 
 /// Freezes the model and attaches adapters to the targeted linear layers (quantized ones
@@ -166,22 +154,32 @@ pub fn apply_lora(
     config: LoraConfig,
 ) -> Result<Vec<String>> {
     config.validated()?;
+    for_targets(model, targets, &mut |linear| linear.attach_lora(config))
+}
+
+/// Freezes the model and calls `f` on every targeted linear layer; returns their paths,
+/// an error when none matches.
+fn for_targets(
+    model: &mut dyn LanguageModel,
+    targets: &LoraTargets,
+    f: &mut dyn FnMut(&mut lamina_components::Linear) -> lamina_core::Result<()>,
+) -> Result<Vec<String>> {
     model.freeze_parameters(true);
     let num_layers = model.info().num_layers;
-    let mut adapted = Vec::new();
+    let mut chosen = Vec::new();
     model.visit_layers("", &mut |path, layer| {
         if let Quantizable::Linear(linear) = layer {
             if targets.matches(path, num_layers) {
-                linear.attach_lora(config)?;
-                adapted.push(path.to_owned());
+                f(linear)?;
+                chosen.push(path.to_owned());
             }
         }
         Ok(())
     })?;
-    if adapted.is_empty() {
+    if chosen.is_empty() {
         return Err(TrainError::Data(format!("no linear layer is named any of {:?}", targets.names)));
     }
-    Ok(adapted)
+    Ok(chosen)
 }
 
 /// What trains, under full keys: the adapters' arrays
