@@ -135,6 +135,9 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// A distributed group could not start, or a collective failed.
+    #[error("distributed: {0}")]
+    Distributed(String),
     /// A lamina kernel refused its inputs or failed.
     #[error("kernel: {0}")]
     Kernel(String),

@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod distributed;
 mod dtype;
 mod enums;
 mod error;

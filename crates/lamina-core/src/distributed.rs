@@ -1,0 +1,227 @@
+//! MLX's distributed engine (`mx.distributed`) through mlx-c: a [`Group`] of processes
+//! (ranks) and its collectives as lazy array operations, so that they sit inside any
+//! graph, `value_and_grad`'s included.
+//!
+//! Processes find each other as `mlx.launch` tells them: the ring backend reads
+//! `MLX_RANK` and `MLX_HOSTFILE` (a JSON list, one `["host:port"]` per rank); MPI and NCCL
+//! read their own launchers' variables.
+
+use std::ffi::CString;
+use std::time::Duration;
+
+use mlx_rs::{Array, Dtype, Stream};
+
+use crate::error::{Error, Result};
+
+/// A distributed backend, by MLX's name for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
+pub enum Backend {
+    /// The first available.
+    Any,
+    /// TCP rings (`MLX_RANK`, `MLX_HOSTFILE`).
+    Ring,
+    /// MPI (`mpirun`).
+    Mpi,
+    /// NVIDIA's collectives (CUDA builds).
+    Nccl,
+}
+
+/// A group of ranks. Cheap to share between threads of one process.
+#[derive(Debug)]
+pub struct Group {
+    raw: mlx_sys::mlx_distributed_group,
+}
+
+// SAFETY: an MLX group is a reference-counted handle to a communicator that MLX itself
+// uses from its own threads; lamina only reads its rank and size and passes it to ops.
+unsafe impl Send for Group {}
+// SAFETY: as above; no method mutates the handle.
+unsafe impl Sync for Group {}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from mlx-c and is freed once.
+        unsafe {
+            mlx_sys::mlx_distributed_group_free(self.raw);
+        }
+    }
+}
+
+fn failed(what: &str) -> Error {
+    Error::Distributed(format!("{what} failed (MLX's message is on standard error)"))
+}
+
+impl Group {
+    /// Whether `backend` is compiled into this MLX.
+    pub fn is_available(backend: Backend) -> bool {
+        let Ok(name) = CString::new(backend.to_string()) else { return false };
+        // SAFETY: a valid C string for the call.
+        unsafe { mlx_sys::mlx_distributed_is_available(name.as_ptr()) }
+    }
+
+    /// Joins the group the environment describes (see the module docs), waiting at most
+    /// `timeout` for the other ranks. A process started without a launcher is a group of
+    /// one with [`Backend::Any`].
+    ///
+    /// # Errors
+    /// [`Error::Distributed`] when the backend is missing, the environment is incomplete,
+    /// or the peers do not answer within `timeout` (the connecting thread is left behind;
+    /// end the process).
+    pub fn init(backend: Backend, timeout: Duration) -> Result<Group> {
+        if !Self::is_available(backend) {
+            return Err(Error::Distributed(format!("the `{backend}` backend is not in this MLX build")));
+        }
+        let name = CString::new(backend.to_string()).map_err(|_| Error::Internal("backend name"))?;
+        let strict = backend != Backend::Any;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: `raw` is written by mlx-c; the name outlives the call.
+            let result = unsafe {
+                let mut raw = mlx_sys::mlx_distributed_group_new();
+                let rc = mlx_sys::mlx_distributed_init(&mut raw, strict, name.as_ptr());
+                if rc == 0 && !raw.ctx.is_null() { Ok(Group { raw }) } else { Err(rc) }
+            };
+            let _ = sender.send(result);
+        });
+        match receiver.recv_timeout(timeout) {
+            Ok(Ok(group)) => Ok(group),
+            Ok(Err(_)) => Err(Error::Distributed(format!(
+                "the `{backend}` backend could not start: check MLX_RANK and MLX_HOSTFILE (or the launcher)"
+            ))),
+            Err(_) => Err(Error::Distributed(format!(
+                "the `{backend}` backend's peers did not answer within {} s",
+                timeout.as_secs_f32()
+            ))),
+        }
+    }
+
+    /// This process's rank, `0..size`.
+    pub fn rank(&self) -> usize {
+        // SAFETY: a live group.
+        unsafe { mlx_sys::mlx_distributed_group_rank(self.raw).max(0) as usize }
+    }
+
+    /// How many ranks.
+    pub fn size(&self) -> usize {
+        // SAFETY: a live group.
+        unsafe { mlx_sys::mlx_distributed_group_size(self.raw).max(1) as usize }
+    }
+
+    /// The subgroup of the ranks that pass the same `color`, ordered by `key`.
+    ///
+    /// # Errors
+    /// [`Error::Distributed`] when the backend cannot split.
+    pub fn split(&self, color: i32, key: i32) -> Result<Group> {
+        // SAFETY: `raw` is written by mlx-c.
+        unsafe {
+            let mut raw = mlx_sys::mlx_distributed_group_new();
+            if mlx_sys::mlx_distributed_group_split(&mut raw, self.raw, color, key) != 0 {
+                return Err(failed("splitting the group"));
+            }
+            Ok(Group { raw })
+        }
+    }
+
+    fn unary(
+        &self,
+        what: &str,
+        x: &Array,
+        op: unsafe extern "C" fn(
+            *mut mlx_sys::mlx_array,
+            mlx_sys::mlx_array,
+            mlx_sys::mlx_distributed_group,
+            mlx_sys::mlx_stream,
+        ) -> std::os::raw::c_int,
+    ) -> Result<Array> {
+        let stream = Stream::default();
+        // SAFETY: valid handles for the call; `out` is owned by the returned Array.
+        unsafe {
+            let mut out = mlx_sys::mlx_array_new();
+            if op(&mut out, x.as_ptr(), self.raw, stream.as_ptr()) != 0 {
+                mlx_sys::mlx_array_free(out);
+                return Err(failed(what));
+            }
+            Ok(Array::from_ptr(out))
+        }
+    }
+
+    /// The element-wise sum of `x` over the ranks (lazy; differentiable).
+    ///
+    /// # Errors
+    /// [`Error::Distributed`] when MLX refuses the operation.
+    pub fn all_sum(&self, x: &Array) -> Result<Array> {
+        self.unary("all_sum", x, mlx_sys::mlx_distributed_all_sum)
+    }
+
+    /// The element-wise maximum of `x` over the ranks.
+    ///
+    /// # Errors
+    /// As [`Group::all_sum`].
+    pub fn all_max(&self, x: &Array) -> Result<Array> {
+        self.unary("all_max", x, mlx_sys::mlx_distributed_all_max)
+    }
+
+    /// Every rank's `x` concatenated along the first axis, in rank order.
+    ///
+    /// # Errors
+    /// As [`Group::all_sum`].
+    pub fn all_gather(&self, x: &Array) -> Result<Array> {
+        self.unary("all_gather", x, mlx_sys::mlx_distributed_all_gather)
+    }
+
+    /// Sends `x` to rank `dst`; the result is an array to evaluate (evaluating it sends).
+    ///
+    /// # Errors
+    /// As [`Group::all_sum`]; a rank outside the group.
+    pub fn send(&self, x: &Array, dst: usize) -> Result<Array> {
+        let dst = self.peer(dst)?;
+        let stream = Stream::default();
+        // SAFETY: as in `unary`.
+        unsafe {
+            let mut out = mlx_sys::mlx_array_new();
+            if mlx_sys::mlx_distributed_send(&mut out, x.as_ptr(), dst, self.raw, stream.as_ptr()) != 0 {
+                mlx_sys::mlx_array_free(out);
+                return Err(failed("send"));
+            }
+            Ok(Array::from_ptr(out))
+        }
+    }
+
+    /// Receives an array of `shape` and `dtype` from rank `src`.
+    ///
+    /// # Errors
+    /// As [`Group::all_sum`]; a rank outside the group.
+    pub fn recv(&self, shape: &[i32], dtype: Dtype, src: usize) -> Result<Array> {
+        let src = self.peer(src)?;
+        let stream = Stream::default();
+        // SAFETY: as in `unary`; the shape slice outlives the call.
+        unsafe {
+            let mut out = mlx_sys::mlx_array_new();
+            let rc = mlx_sys::mlx_distributed_recv(
+                &mut out,
+                shape.as_ptr(),
+                shape.len(),
+                dtype.into(),
+                src,
+                self.raw,
+                stream.as_ptr(),
+            );
+            if rc != 0 {
+                mlx_sys::mlx_array_free(out);
+                return Err(failed("recv"));
+            }
+            Ok(Array::from_ptr(out))
+        }
+    }
+
+    fn peer(&self, rank: usize) -> Result<i32> {
+        if rank >= self.size() || rank == self.rank() {
+            return Err(Error::Distributed(format!(
+                "rank {rank} is not another rank of this group of {}",
+                self.size()
+            )));
+        }
+        i32::try_from(rank).map_err(|_| Error::Internal("rank"))
+    }
+}
