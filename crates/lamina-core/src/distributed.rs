@@ -225,3 +225,115 @@ impl Group {
         i32::try_from(rank).map_err(|_| Error::Internal("rank"))
     }
 }
+
+/// Local ranks started as `mlx.launch -n N` starts them: a hostfile of loopback ports and
+/// one process per rank with `MLX_RANK` and `MLX_HOSTFILE` set.
+#[derive(Debug)]
+pub struct LocalLaunch {
+    /// The hostfile written for the ranks.
+    pub hostfile: std::path::PathBuf,
+    children: Vec<std::process::Child>,
+}
+
+/// What one rank did.
+#[derive(Debug)]
+pub struct RankOutput {
+    /// Its rank.
+    pub rank: usize,
+    /// Its exit status; `None` when it was killed at the deadline.
+    pub status: Option<std::process::ExitStatus>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl LocalLaunch {
+    /// Writes a hostfile of `hosts` free loopback ports and starts `started` of those
+    /// ranks (all of them normally), each as `command()` with the variables set and its
+    /// output captured.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a port, the hostfile or a process cannot be had.
+    pub fn start(
+        hosts: usize,
+        started: usize,
+        mut command: impl FnMut(usize) -> std::process::Command,
+    ) -> Result<Self> {
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path: path.clone(), source }
+        };
+        let listeners = (0..hosts)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(io(std::path::Path::new("127.0.0.1")))?;
+        let addresses = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| vec![a.to_string()]))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(io(std::path::Path::new("127.0.0.1")))?;
+        drop(listeners);
+        let unique =
+            format!("lamina-hosts-{}-{}.json", std::process::id(), addresses[0][0].replace([':', '.'], "-"));
+        let hostfile = std::env::temp_dir().join(unique);
+        let json = serde_json::to_string(&addresses).map_err(|_| Error::Internal("hostfile"))?;
+        std::fs::write(&hostfile, json).map_err(io(&hostfile))?;
+        let mut children = Vec::with_capacity(started);
+        for rank in 0..started.min(hosts) {
+            let child = command(rank)
+                .env("MLX_RANK", rank.to_string())
+                .env("MLX_HOSTFILE", &hostfile)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(io(&hostfile))?;
+            children.push(child);
+        }
+        Ok(LocalLaunch { hostfile, children })
+    }
+
+    /// Waits for every rank, killing those still running after `deadline`; when one rank
+    /// fails the others are given `grace` to notice before they are killed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a process cannot be waited for.
+    pub fn wait(mut self, deadline: Duration, grace: Duration) -> Result<Vec<RankOutput>> {
+        let started = std::time::Instant::now();
+        let mut failed_at: Option<std::time::Instant> = None;
+        let io = |source| Error::Io { path: std::path::PathBuf::from("rank process"), source };
+        loop {
+            let mut running = 0;
+            for child in &mut self.children {
+                match child.try_wait().map_err(io)? {
+                    None => running += 1,
+                    Some(status) if !status.success() => {
+                        failed_at.get_or_insert_with(std::time::Instant::now);
+                    }
+                    Some(_) => {}
+                }
+            }
+            let past_grace = failed_at.is_some_and(|t| t.elapsed() > grace);
+            if running == 0 || started.elapsed() > deadline || past_grace {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut outputs = Vec::with_capacity(self.children.len());
+        for (rank, mut child) in self.children.drain(..).enumerate() {
+            let status = child.try_wait().map_err(io)?;
+            if status.is_none() {
+                let _ = child.kill();
+            }
+            let output = child.wait_with_output().map_err(io)?;
+            outputs.push(RankOutput {
+                rank,
+                status,
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        let _ = std::fs::remove_file(&self.hostfile);
+        Ok(outputs)
+    }
+}

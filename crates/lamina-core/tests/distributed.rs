@@ -3,53 +3,26 @@
 //! them), run the collectives; a rank whose peer never comes fails within its timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lamina_core::distributed::{Backend, Group};
+use lamina_core::distributed::{Backend, Group, LocalLaunch, RankOutput};
 use mlx_rs::{Array, Dtype};
 
 /// Set in the ranks this test starts.
 const RANK_RUN: &str = "LAMINA_DISTRIBUTED_RANK_RUN";
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-/// Starts `ranks` of the `hostfile_ranks` listed in a fresh hostfile, each running `test`
-/// alone, and waits for them (killed after 60 s).
-fn launch(test: &str, ranks: usize, hostfile_ranks: usize) -> Vec<Output> {
-    let hosts: Vec<Vec<String>> =
-        free_ports(hostfile_ranks).iter().map(|p| vec![format!("127.0.0.1:{p}")]).collect();
-    let hostfile = std::env::temp_dir().join(format!("lamina-hosts-{}-{test}.json", std::process::id()));
-    std::fs::write(&hostfile, serde_json::to_string(&hosts).unwrap()).unwrap();
-    let children: Vec<_> = (0..ranks)
-        .map(|rank| {
-            Command::new(std::env::current_exe().unwrap())
-                .args([test, "--exact", "--nocapture", "--test-threads=1"])
-                .env(RANK_RUN, "1")
-                .env("MLX_RANK", rank.to_string())
-                .env("MLX_HOSTFILE", &hostfile)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let started = Instant::now();
-    children
-        .into_iter()
-        .map(|mut child| {
-            while child.try_wait().unwrap().is_none() {
-                if started.elapsed() > Duration::from_secs(60) {
-                    let _ = child.kill();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            child.wait_with_output().unwrap()
-        })
-        .collect()
+/// Starts `started` of `hosts` ranks, each running `test` alone, and waits (60 s at most).
+fn launch(test: &str, started: usize, hosts: usize) -> Vec<RankOutput> {
+    let command = |_| {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(RANK_RUN, "1");
+        command
+    };
+    LocalLaunch::start(hosts, started, command)
+        .unwrap()
+        .wait(Duration::from_secs(60), Duration::from_secs(10))
+        .unwrap()
 }
 
 fn values(a: &Array) -> Vec<f32> {
@@ -59,9 +32,9 @@ fn values(a: &Array) -> Vec<f32> {
 #[test]
 fn two_ranks_sum_gather_send_and_receive() {
     if std::env::var_os(RANK_RUN).is_none() {
-        for (rank, out) in launch("two_ranks_sum_gather_send_and_receive", 2, 2).iter().enumerate() {
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "rank {rank}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        for out in launch("two_ranks_sum_gather_send_and_receive", 2, 2) {
+            let (rank, stdout) = (out.rank, &out.stdout);
+            assert!(out.status.is_some_and(|s| s.success()), "rank {rank}: {stdout}\n{}", out.stderr);
             assert!(stdout.contains(&format!("rank {rank} of 2: ok")), "{stdout}");
         }
         return;
@@ -102,8 +75,8 @@ fn a_rank_whose_peer_never_comes_fails_within_its_timeout() {
     if std::env::var_os(RANK_RUN).is_none() {
         let started = Instant::now();
         let outs = launch("a_rank_whose_peer_never_comes_fails_within_its_timeout", 1, 2);
-        let stdout = String::from_utf8_lossy(&outs[0].stdout);
-        assert!(outs[0].status.success(), "{stdout}\n{}", String::from_utf8_lossy(&outs[0].stderr));
+        let stdout = &outs[0].stdout;
+        assert!(outs[0].status.is_some_and(|s| s.success()), "{stdout}\n{}", outs[0].stderr);
         assert!(stdout.contains("failed cleanly"), "{stdout}");
         assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
         return;

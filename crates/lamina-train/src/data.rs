@@ -31,6 +31,42 @@ pub struct Batch {
     pub tokens: usize,
 }
 
+impl Batch {
+    /// How many labels the causal loss counts: positions after the first whose label is
+    /// not `-100`.
+    ///
+    /// # Errors
+    /// MLX errors reading the labels.
+    pub fn counted_targets(&self) -> Result<usize> {
+        let labels = self.labels.as_dtype(mlx_rs::Dtype::Int32)?;
+        let width = labels.shape().get(1).copied().unwrap_or(0).max(0) as usize;
+        let values = labels.as_slice::<i32>();
+        Ok(values.chunks(width.max(1)).map(|row| row.iter().skip(1).filter(|&&l| l != -100).count()).sum())
+    }
+
+    /// Rank `rank`'s share of the rows, of `size` ranks (contiguous, as even as can be).
+    ///
+    /// # Errors
+    /// [`TrainError::Data`] when there are fewer rows than ranks.
+    pub fn shard(&self, rank: usize, size: usize) -> Result<Batch> {
+        let shape = self.input_ids.shape().to_vec();
+        let (rows, width) =
+            (shape.first().copied().unwrap_or(0) as usize, shape.get(1).copied().unwrap_or(0));
+        if rows < size {
+            return Err(TrainError::Data(format!("a batch of {rows} rows cannot be shared by {size} ranks")));
+        }
+        let (lo, hi) = (rows * rank / size, rows * (rank + 1) / size);
+        let take = |a: &Array| -> Result<Array> {
+            let a = a.as_dtype(mlx_rs::Dtype::Int32)?;
+            let values = &a.as_slice::<i32>()[lo * width as usize..hi * width as usize];
+            Ok(Array::from_slice(values, &[(hi - lo) as i32, width]))
+        };
+        let padding_mask = take(&self.padding_mask)?;
+        let tokens = padding_mask.as_slice::<i32>().iter().filter(|&&m| m != 0).count();
+        Ok(Batch { input_ids: take(&self.input_ids)?, labels: take(&self.labels)?, padding_mask, tokens })
+    }
+}
+
 /// A set of token sequences, each with the length of its prompt: the tokens before it
 /// are context only, not predicted (all are predicted when it is 0).
 #[derive(Debug, Clone, PartialEq, Eq)]

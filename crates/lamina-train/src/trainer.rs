@@ -3,12 +3,15 @@
 //! resume from exactly.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
+use lamina_core::distributed::Group;
 use lamina_families::LanguageModel;
 use lamina_heads::ModelInput;
 use mlx_rs::error::Exception;
 use mlx_rs::module::FlattenedModuleParam;
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, nn};
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +121,8 @@ pub struct Trainer<M: TrainableModel = Box<dyn LanguageModel>> {
     /// Whether the frozen weights were cast to the precision yet.
     cast: bool,
     loss_scale: Option<LossScale>,
+    /// The ranks training data-parallel, when more than this process.
+    group: Option<Arc<Group>>,
 }
 
 fn to_exception(e: impl std::fmt::Display) -> Exception {
@@ -148,7 +153,52 @@ impl<M: TrainableModel> Trainer<M> {
     pub fn new(model: M, config: TrainerConfig) -> Self {
         let optimizer = TrainOptimizer::new(config.optimizer, config.schedule.lr(0));
         let loss_scale = config.precision.scales_loss().then(LossScale::default);
-        Trainer { model, config, optimizer, step: 0, cast: false, loss_scale }
+        Trainer { model, config, optimizer, step: 0, cast: false, loss_scale, group: None }
+    }
+
+    /// Trains data-parallel over `group`: every rank takes its share of the rows of each
+    /// micro-batch, and the gradients (weighted by the targets each share counts) are
+    /// summed over the ranks before clipping and the optimizer step, so every rank takes
+    /// the step the single process would take on the whole batch. Only rank 0 writes
+    /// checkpoints. A group of one changes nothing.
+    pub fn data_parallel(mut self, group: Arc<Group>) -> Self {
+        self.group = (group.size() > 1).then_some(group);
+        self
+    }
+
+    /// Whether this process logs and writes (rank 0, or not distributed).
+    pub fn is_main(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.rank() == 0)
+    }
+
+    /// This rank's loss and gradients of `batch`, made those of the whole batch: each
+    /// rank's share weighted by the targets it counts, summed over the ranks (one
+    /// collective over the gradients flattened in key order, the same on every rank).
+    fn shared_loss_and_grads(&mut self, batch: &Batch, group: &Group) -> Result<(f32, FlattenedModuleParam)> {
+        let total = batch.counted_targets()?.max(1) as f32;
+        let local = batch.shard(group.rank(), group.size())?;
+        let weight = local.counted_targets()? as f32 / total;
+        let (loss, grads) = self.loss_and_grads(&local)?;
+        let mut keys: Vec<_> = grads.keys().cloned().collect();
+        keys.sort();
+        let mut flat = Vec::with_capacity(keys.len() + 1);
+        for key in &keys {
+            flat.push(grads[key].as_dtype(mlx_rs::Dtype::Float32)?.flatten(None, None)?);
+        }
+        flat.push(Array::from_slice(&[loss], &[1]));
+        let summed =
+            group.all_sum(&mlx_rs::ops::concatenate(&flat, 0)?.multiply(Array::from_f32(weight))?)?;
+        mlx_rs::transforms::eval([&summed])?;
+        let mut shared = FlattenedModuleParam::new();
+        let mut offset = 0i32;
+        for key in keys {
+            let grad = &grads[&key];
+            let size = grad.size() as i32;
+            let part = summed.index(offset..offset + size).reshape(grad.shape())?.as_dtype(grad.dtype())?;
+            shared.insert(key, part);
+            offset += size;
+        }
+        Ok((summed.index(offset).item_exact::<f32>(), shared))
     }
 
     /// Casts the frozen weights to the configured precision, once.
@@ -218,7 +268,10 @@ impl<M: TrainableModel> Trainer<M> {
         let mut total: Option<FlattenedModuleParam> = None;
         let mut loss_sum = 0.0;
         for batch in batches {
-            let (loss, grads) = self.loss_and_grads(batch)?;
+            let (loss, grads) = match self.group.clone() {
+                Some(group) => self.shared_loss_and_grads(batch, &group)?,
+                None => self.loss_and_grads(batch)?,
+            };
             loss_sum += loss;
             total = Some(match total {
                 None => grads,
@@ -366,6 +419,9 @@ impl<M: TrainableModel> Trainer<M> {
     /// # Errors
     /// I/O errors naming the file.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        if !self.is_main() {
+            return Ok(());
+        }
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         let params = self.model.trainable_parameters().flatten();
         weights::save(&dir.join(TRAINABLE), params.iter().map(|(k, v)| (k.as_ref(), *v)))?;
