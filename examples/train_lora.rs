@@ -12,7 +12,12 @@
 //! cargo run --release --example train_lora -- --data examples/data/harbor --mask-prompt --steps 120
 //! cargo run --release --example train_lora -- --fine-tune-type dora --precision bf16
 //! cargo run --release --example train_lora -- --resume target/lora-adapters/checkpoints/step-000040
+//! cargo run --release --example launch -- -n 2 target/release/examples/train_lora --steps 30
 //! ```
+//!
+//! Started as a rank (`MLX_RANK` and `MLX_HOSTFILE` set, as the `launch` example and
+//! `mlx.launch` set them), it trains data-parallel: each rank takes its share of every
+//! batch, and only rank 0 prints and writes.
 
 mod common;
 #[path = "common/default_model.rs"]
@@ -24,6 +29,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use lamina::components::{AdapterKind, LoraConfig};
+use lamina::core::distributed::{Backend, Group};
 use lamina::generate::{GenerateParams, generate};
 use lamina::loader::{LoadOptions, LoadedModel, Tokenizer, load_blocking};
 use lamina::train::{
@@ -31,6 +37,18 @@ use lamina::train::{
     Precision, Record, TokenDataset, Trainer, TrainerConfig, apply_fine_tuning, load_adapters, save_adapters,
 };
 use serde_json::Value;
+
+/// Whether this process prints: rank 0 of a data-parallel run, or the only process.
+static MAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// `println!` on the main rank only.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if MAIN.load(std::sync::atomic::Ordering::Relaxed) {
+            println!($($arg)*);
+        }
+    };
+}
 
 /// Fine-tuning on a text file or a JSONL dataset folder.
 #[derive(Parser)]
@@ -128,7 +146,7 @@ fn read_text(
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect();
     let (train, held_out) =
         TokenDataset::from_texts(tokenizer, &lines, eos)?.split_every(args.hold_out_every)?;
-    println!("{} lines from {}", lines.len(), args.data.display());
+    say!("{} lines from {}", lines.len(), args.data.display());
     let prompt = args.prompt.clone().unwrap_or_else(|| "Q: Which river flows through Kestrel? A:".into());
     let ids = tokenizer.encode(&prompt, true)?;
     Ok(Data {
@@ -150,7 +168,7 @@ fn read_folder(args: &Args, tokenizer: &Tokenizer) -> Result<Data, Box<dyn std::
         None => train.split_every(args.hold_out_every)?,
     };
     let test = folder.test.as_ref().map(|t| encoder.encode(t)).transpose()?;
-    println!(
+    say!(
         "{}: {} rows ({}), {} held out, {} test; prompt {}",
         args.data.display(),
         folder.train.records.len(),
@@ -201,6 +219,20 @@ fn answer(loaded: &mut LoadedModel, ids: &[u32]) -> Result<String, Box<dyn std::
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Started as a rank (by the `launch` example or `mlx.launch`): train data-parallel.
+    let group = if std::env::var_os("MLX_HOSTFILE").is_some() {
+        let group = std::sync::Arc::new(Group::init(Backend::Ring, std::time::Duration::from_secs(60))?);
+        MAIN.store(group.rank() == 0, std::sync::atomic::Ordering::Relaxed);
+        say!(
+            "rank {} of {} ranks, training data-parallel (only rank 0 prints and writes)",
+            group.rank(),
+            group.size()
+        );
+        Some(group)
+    } else {
+        None
+    };
+    let main = MAIN.load(std::sync::atomic::Ordering::Relaxed);
     let model = default_model::model_or_default(args.model.clone())?;
     let mut loaded = load(&model, args.dtype.as_deref())?;
     let tokenizer = loaded.tokenizer.clone().ok_or("the model has no tokenizer")?;
@@ -208,14 +240,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let data =
         if args.data.is_dir() { read_folder(&args, &tokenizer)? } else { read_text(&args, &tokenizer, eos)? };
     let cut = data.train.longer_than(data.seq_len);
-    println!(
+    say!(
         "{} training tokens, {} held out; {cut} training rows longer than {} tokens {}; base model {model}",
         data.train.tokens(),
         data.held_out.tokens(),
         data.seq_len,
         if data.batching == Batching::Pad { "cut" } else { "packed across rows" },
     );
-    let before = answer(&mut loaded, &data.prompt.0)?;
+    let before = if main { answer(&mut loaded, &data.prompt.0)? } else { String::new() };
 
     let kind = if args.fine_tune_type == FineTuneType::Dora { AdapterKind::Dora } else { AdapterKind::Lora };
     let lora = LoraConfig { rank: args.rank, alpha: args.alpha, dropout: 0.0, kind };
@@ -227,7 +259,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // The adapters' `lora_a` starts random, from MLX's global generator.
     mlx_rs::random::seed(args.seed)?;
     let adapted = apply_fine_tuning(loaded.model.as_mut(), &adapter_config)?;
-    println!(
+    say!(
         "{} on {} layers, {} trainable parameters, {}",
         args.fine_tune_type,
         adapted.len(),
@@ -252,18 +284,21 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ..TrainerConfig::default()
     };
     let mut trainer = Trainer::new(loaded.model, config);
+    if let Some(group) = group {
+        trainer = trainer.data_parallel(group);
+    }
     if let Some(vocab) = lamina::train::TrainableModel::vocab_size(&trainer.model) {
         data.train.check_vocab(vocab)?;
     }
     if let Some(dir) = &args.resume {
         trainer.resume(dir)?;
-        println!("resumed at step {} from {}", trainer.step(), dir.display());
+        say!("resumed at step {} from {}", trainer.step(), dir.display());
     }
     let held_out_batches = data.held_out.batches(args.batch_size, data.seq_len, data.batching, 0, None)?;
     let start_loss = trainer.evaluate(&held_out_batches)?;
-    println!("held-out loss {start_loss:.4} (before this run)");
+    say!("held-out loss {start_loss:.4} (before this run)");
 
-    let bar = ProgressBar::new(args.steps as u64);
+    let bar = if main { ProgressBar::new(args.steps as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")?);
     bar.set_position(trainer.step() as u64);
     mlx_rs::memory::reset_peak_memory()?;
@@ -275,12 +310,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         let skipped = if log.skipped { "  (skipped: f16 overflow)" } else { "" };
         bar.suspend(|| {
-            println!(
+            say!(
                 "step {:>3}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.0} tok/s{skipped}",
-                log.step, log.loss, log.lr, log.grad_norm, log.tokens_per_s
+                log.step,
+                log.loss,
+                log.lr,
+                log.grad_norm,
+                log.tokens_per_s
             );
             if let Some(loss) = log.eval_loss {
-                println!("held-out loss {loss:.4}");
+                say!("held-out loss {loss:.4}");
             }
         });
         if args.save_every > 0 && log.step % args.save_every == 0 {
@@ -295,7 +334,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let peak = mlx_rs::memory::peak_memory()? as f64 / (1 << 20) as f64;
     if let (Some(first), Some(last)) = (logs.first(), logs.last()) {
         let mean_tps = logs.iter().map(|l| l.tokens_per_s).sum::<f64>() / logs.len() as f64;
-        println!(
+        say!(
             "loss {:.4} -> {:.4} ({:.1}% of the start); {mean_tps:.0} tok/s; peak memory {peak:.0} MiB",
             first.loss,
             last.loss,
@@ -303,21 +342,24 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let end_loss = trainer.evaluate(&held_out_batches)?;
-    println!("held-out loss {end_loss:.4} (was {start_loss:.4})");
+    say!("held-out loss {end_loss:.4} (was {start_loss:.4})");
     if let Some(test) = &data.test {
         let batches = test.batches(args.batch_size, data.seq_len, data.batching, 0, None)?;
         let loss = trainer.evaluate(&batches)?;
-        println!("test loss {loss:.4}  perplexity {:.2}", loss.exp());
+        say!("test loss {loss:.4}  perplexity {:.2}", loss.exp());
+    }
+    if !main {
+        return Ok(());
     }
     save_adapters(trainer.model.as_ref(), &adapter_config, &args.out)?;
-    println!("adapters written to {}", args.out.display());
+    say!("adapters written to {}", args.out.display());
 
     let mut fresh = load(&model, args.dtype.as_deref())?;
     load_adapters(fresh.model.as_mut(), &args.out)?;
     let after = answer(&mut fresh, &data.prompt.0)?;
-    println!("prompt: {}\nbefore: {before}\nafter:  {after}", data.prompt.1);
+    say!("prompt: {}\nbefore: {before}\nafter:  {after}", data.prompt.1);
     if let Some(reference) = &data.prompt.2 {
-        println!("target: {reference}");
+        say!("target: {reference}");
     }
     Ok(())
 }

@@ -168,6 +168,49 @@ fn generate_takes_a_repo_id_from_hf_endpoint_then_runs_offline() {
 }
 
 #[test]
+fn launch_runs_train_lora_as_two_ranks_and_ends_the_rest_when_one_fails() {
+    let data = std::env::temp_dir().join(format!("lamina-cli-launch-{}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let row = r#"{"messages": [{"role": "user", "content": "count"}, {"role": "assistant", "content": "Hello world !"}]}"#;
+    std::fs::write(data.join("train.jsonl"), [row; 12].join("\n")).unwrap();
+    let train_lora = example("train_lora").get_program().to_owned();
+    let args = |out: &str| {
+        let out = data.join(out);
+        vec![
+            "--model".to_owned(),
+            fixture("scripted_chat").to_string_lossy().into_owned(),
+            "--data".to_owned(),
+            data.to_string_lossy().into_owned(),
+            "--layers".to_owned(),
+            "1".to_owned(),
+            "--steps".to_owned(),
+            "3".to_owned(),
+            "--out".to_owned(),
+            out.to_string_lossy().into_owned(),
+        ]
+    };
+    let single = Command::new(&train_lora).args(args("single")).output().unwrap();
+    assert!(single.status.success(), "{}", String::from_utf8_lossy(&single.stderr));
+    let launched = example("launch").args(["-n", "2"]).arg(&train_lora).args(args("ranks")).output().unwrap();
+    let text = String::from_utf8_lossy(&launched.stdout);
+    assert!(launched.status.success(), "{text}\n{}", String::from_utf8_lossy(&launched.stderr));
+    assert!(text.contains("[0] rank 0 of 2 ranks, training data-parallel"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("[1]")), "rank 1 printed: {text}");
+    // The first step's loss is the whole batch's (later steps differ by float rounding).
+    let first = |t: &str| {
+        t.lines().find(|l| l.contains("step   1  loss")).map(|l| l.split("  ").nth(1).unwrap().to_owned())
+    };
+    assert_eq!(first(&text), first(&String::from_utf8_lossy(&single.stdout)), "{text}");
+
+    let started = std::time::Instant::now();
+    let script = r#"if [ "$MLX_RANK" = 1 ]; then echo dying; exit 3; fi; sleep 60"#;
+    let failed = example("launch").args(["-n", "2", "--grace", "1", "sh", "-c", script]).output().unwrap();
+    let err = one_line_error(&failed);
+    assert!(err.contains("rank 1 exited with exit status: 3") && err.contains("rank 0 was ended"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
+#[test]
 fn train_lora_and_quantize_run_on_a_tiny_model() {
     let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/tiny_f32.gguf");
     let out = std::env::temp_dir().join(format!("lamina-cli-lora-{}", std::process::id()));

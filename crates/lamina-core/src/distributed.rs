@@ -235,6 +235,30 @@ pub struct LocalLaunch {
     children: Vec<std::process::Child>,
 }
 
+/// Ends a rank and the processes it started (its process group).
+fn end(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: signals the rank's own process group, which `start` created for it.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
+}
+
+/// Copies a rank's output, line by line, with its rank in front.
+fn forward(rank: usize, from: impl std::io::Read, to_stderr: bool) {
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(from).lines().map_while(std::result::Result::ok) {
+        if to_stderr {
+            eprintln!("[{rank}] {line}");
+        } else {
+            println!("[{rank}] {line}");
+        }
+    }
+}
+
 /// What one rank did.
 #[derive(Debug)]
 pub struct RankOutput {
@@ -249,6 +273,32 @@ pub struct RankOutput {
 }
 
 impl LocalLaunch {
+    /// Forwards every rank's output as it comes, each line prefixed `[rank]`, and waits
+    /// as [`LocalLaunch::wait`] does. Returns each rank's exit status (`None`: killed).
+    ///
+    /// # Errors
+    /// As [`LocalLaunch::wait`].
+    pub fn stream(
+        mut self,
+        deadline: Duration,
+        grace: Duration,
+    ) -> Result<Vec<Option<std::process::ExitStatus>>> {
+        let mut forwarders = Vec::new();
+        for (rank, child) in self.children.iter_mut().enumerate() {
+            if let Some(out) = child.stdout.take() {
+                forwarders.push(std::thread::spawn(move || forward(rank, out, false)));
+            }
+            if let Some(err) = child.stderr.take() {
+                forwarders.push(std::thread::spawn(move || forward(rank, err, true)));
+            }
+        }
+        let outputs = self.wait(deadline, grace)?;
+        for forwarder in forwarders {
+            let _ = forwarder.join();
+        }
+        Ok(outputs.into_iter().map(|o| o.status).collect())
+    }
+
     /// Writes a hostfile of `hosts` free loopback ports and starts `started` of those
     /// ranks (all of them normally), each as `command()` with the variables set and its
     /// output captured.
@@ -281,7 +331,11 @@ impl LocalLaunch {
         std::fs::write(&hostfile, json).map_err(io(&hostfile))?;
         let mut children = Vec::with_capacity(started);
         for rank in 0..started.min(hosts) {
-            let child = command(rank)
+            let mut command = command(rank);
+            // Its own process group, so that ending a rank ends what it started too.
+            #[cfg(unix)]
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            let child = command
                 .env("MLX_RANK", rank.to_string())
                 .env("MLX_HOSTFILE", &hostfile)
                 .stdout(std::process::Stdio::piped())
@@ -323,7 +377,7 @@ impl LocalLaunch {
         for (rank, mut child) in self.children.drain(..).enumerate() {
             let status = child.try_wait().map_err(io)?;
             if status.is_none() {
-                let _ = child.kill();
+                end(&mut child);
             }
             let output = child.wait_with_output().map_err(io)?;
             outputs.push(RankOutput {
