@@ -2,7 +2,7 @@
 //! hostfile of free loopback ports and runs the program once per rank with `MLX_RANK` and
 //! `MLX_HOSTFILE` set, forwarding each rank's output prefixed with its rank. When a rank
 //! fails, the others are given `--grace` seconds and then ended, so that a lost peer never
-//! leaves the rest waiting.
+//! leaves the rest waiting; Ctrl-C ends every rank.
 //!
 //! ```text
 //! cargo build --release --example train_lora
@@ -15,7 +15,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use clap::Parser;
-use lamina::core::distributed::LocalLaunch;
+use lamina::core::distributed::{LocalLaunch, end_ranks_on_interrupt, interrupted};
 
 /// Run a program as N local ranks.
 #[derive(Parser)]
@@ -40,6 +40,7 @@ fn run(args: Args) -> common::RunResult {
         return Err("-n must be at least 1".into());
     }
     let (program, rest) = args.command.split_first().ok_or("no program to run")?;
+    end_ranks_on_interrupt();
     let launch = LocalLaunch::start(args.ranks, args.ranks, |_| {
         let mut command = Command::new(program);
         command.args(rest);
@@ -55,6 +56,9 @@ fn run(args: Args) -> common::RunResult {
             None => format!("rank {rank} was ended (a peer failed or the time ran out)"),
         })
         .collect();
+    if interrupted() {
+        return Err("interrupted: every rank was ended".into());
+    }
     if failed.is_empty() { Ok(()) } else { Err(failed.join("; ").into()) }
 }
 

@@ -167,6 +167,11 @@ fn generate_takes_a_repo_id_from_hf_endpoint_then_runs_offline() {
     );
 }
 
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
 #[test]
 fn launch_runs_train_lora_as_two_ranks_and_ends_the_rest_when_one_fails() {
     let data = std::env::temp_dir().join(format!("lamina-cli-launch-{}", std::process::id()));
@@ -208,6 +213,31 @@ fn launch_runs_train_lora_as_two_ranks_and_ends_the_rest_when_one_fails() {
     let err = one_line_error(&failed);
     assert!(err.contains("rank 1 exited with exit status: 3") && err.contains("rank 0 was ended"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+
+    // Ctrl-C (SIGINT) on the launcher ends both ranks, whose process groups it does not reach.
+    let marker = format!("lamina-launch-sleeper-{}", std::process::id());
+    let script = format!("exec -a {marker} sleep 60");
+    let mut launcher = example("launch").args(["-n", "2", "bash", "-c", &script]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // Processes whose command line is exactly `<marker> 60` (the renamed sleeps).
+    let running = || {
+        let wanted = format!("{marker}\060\0");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted.as_bytes()))
+            .count()
+    };
+    assert_eq!(running(), 2, "both ranks should be running");
+    // SAFETY: signals the launcher this test started.
+    unsafe {
+        libc_kill(launcher.id() as i32, 2);
+    }
+    let started = std::time::Instant::now();
+    let status = launcher.wait().unwrap();
+    assert!(!status.success() && started.elapsed() < std::time::Duration::from_secs(10));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(running(), 0, "a rank outlived the interrupted launcher");
 }
 
 #[test]

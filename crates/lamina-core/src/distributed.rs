@@ -235,6 +235,32 @@ pub struct LocalLaunch {
     children: Vec<std::process::Child>,
 }
 
+/// Set by SIGINT or SIGTERM once [`end_ranks_on_interrupt`] installed its handler.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(unix)]
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes SIGINT (Ctrl-C) and SIGTERM end the ranks of every [`LocalLaunch`] being waited
+/// for (they run in process groups of their own, which the terminal's signal does not
+/// reach), then return from the wait as if the deadline had passed.
+pub fn end_ranks_on_interrupt() {
+    #[cfg(unix)]
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`end_ranks_on_interrupt`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Ends a rank and the processes it started (its process group).
 fn end(child: &mut std::process::Child) {
     #[cfg(unix)]
@@ -347,8 +373,9 @@ impl LocalLaunch {
         Ok(LocalLaunch { hostfile, children })
     }
 
-    /// Waits for every rank, killing those still running after `deadline`; when one rank
-    /// fails the others are given `grace` to notice before they are killed.
+    /// Waits for every rank, killing those still running after `deadline` (or at once
+    /// after an interrupt, see [`end_ranks_on_interrupt`]); when one rank fails the others
+    /// are given `grace` to notice before they are killed.
     ///
     /// # Errors
     /// [`Error::Io`] when a process cannot be waited for.
@@ -368,7 +395,7 @@ impl LocalLaunch {
                 }
             }
             let past_grace = failed_at.is_some_and(|t| t.elapsed() > grace);
-            if running == 0 || started.elapsed() > deadline || past_grace {
+            if running == 0 || started.elapsed() > deadline || past_grace || interrupted() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
