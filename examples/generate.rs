@@ -5,11 +5,19 @@
 //! cargo run --release --example generate
 //! cargo run --release --example generate -- --prompt "Write a haiku about Rust" --temperature 0.7 --seed 1
 //! cargo run --release --example generate -- --model PATH --prompt-tokens 1,2,3 --json
+//! cargo run --release --example launch -- -n 2 target/release/examples/generate
 //! ```
+//!
+//! Started as a rank (`MLX_RANK` and `MLX_HOSTFILE` set, as the `launch` example and
+//! `mlx.launch` set them), it generates pipeline-parallel: the model's layers are split
+//! over the ranks, each loading and running only its own, and only rank 0 prints the
+//! answer (every rank reports its layers and peak memory on standard error).
 
 mod common;
 #[path = "common/default_model.rs"]
 mod default_model;
+#[path = "common/ranks.rs"]
+mod ranks;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -82,6 +90,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         print!("{}", default_model::known_models());
         return Ok(());
     }
+    let group = ranks::join()?;
+    let (rank, main) = group.as_ref().map_or((0, true), |g| (g.rank(), g.rank() == 0));
     let path = default_model::model_or_default(args.model.clone())?;
     let dtype = args.dtype.as_deref().map(DType::parse).transpose()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -91,7 +101,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     bar.set_message(
         std::path::Path::new(&path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
     );
-    if args.json {
+    if args.json || !main {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let progress = tokio::spawn({
@@ -125,11 +135,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         dtype,
         revision: args.revision.clone(),
         progress: ProgressSink::new(tx),
+        pipeline: group.clone(),
         ..LoadOptions::default()
     };
+    // Rank 0 loads first (and downloads what a repo id needs), the others then read
+    // the same cache.
+    let wait = |turn: bool| group.as_ref().filter(|_| turn).map_or(Ok(()), |g| g.barrier());
+    wait(!main)?;
     let container = ModelContainer::load(&path, options).await?;
+    wait(main)?;
     let _ = progress.await;
     bar.finish_and_clear();
+    let layers = container.perform(|ctx| ctx.pipeline_layers.clone()).await?;
 
     let prompt = match &args.prompt_tokens {
         Some(ids) => ids
@@ -165,6 +182,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut stdout = std::io::stdout();
     while let Some(event) = stream.next().await {
         match event? {
+            StreamEvent::Done(output) if !main => {
+                report_rank(rank, layers.as_ref(), output.stats.peak_memory_bytes)
+            }
+            StreamEvent::Token(_) if !main => {}
             StreamEvent::Token(token) if !args.json => {
                 write!(stdout, "{}", token.text)?;
                 stdout.flush()?;
@@ -172,6 +193,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             StreamEvent::Token(_) => {}
             StreamEvent::Done(output) => {
                 let s = output.stats;
+                if group.is_some() {
+                    report_rank(rank, layers.as_ref(), s.peak_memory_bytes);
+                }
                 if args.json {
                     let json = serde_json::json!({
                         "tokens": output.tokens,
@@ -199,6 +223,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// One line on standard error: a pipeline rank's layers and peak memory.
+fn report_rank(rank: usize, layers: Option<&std::ops::Range<usize>>, peak: usize) {
+    let layers =
+        layers.map_or_else(|| "every layer".to_string(), |l| format!("layers {}..{}", l.start, l.end));
+    eprintln!("[rank {rank}: {layers}; peak memory {:.1} MB]", peak as f64 / 1e6);
 }
 
 fn main() -> ExitCode {

@@ -22,6 +22,8 @@
 mod common;
 #[path = "common/default_model.rs"]
 mod default_model;
+#[path = "common/ranks.rs"]
+mod ranks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,7 +31,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use lamina::components::{AdapterKind, LoraConfig};
-use lamina::core::distributed::{Backend, Group};
 use lamina::generate::{GenerateParams, generate};
 use lamina::loader::{LoadOptions, LoadedModel, Tokenizer, load_blocking};
 use lamina::train::{
@@ -220,8 +221,7 @@ fn answer(loaded: &mut LoadedModel, ids: &[u32]) -> Result<String, Box<dyn std::
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Started as a rank (by the `launch` example or `mlx.launch`): train data-parallel.
-    let group = if std::env::var_os("MLX_HOSTFILE").is_some() {
-        let group = std::sync::Arc::new(Group::init(Backend::Ring, std::time::Duration::from_secs(60))?);
+    let group = if let Some(group) = ranks::join()? {
         MAIN.store(group.rank() == 0, std::sync::atomic::Ordering::Relaxed);
         say!(
             "rank {} of {} ranks, training data-parallel (only rank 0 prints and writes)",

@@ -7,6 +7,7 @@ use mlx_rs::macros::ModuleParameters;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
+use crate::pipeline::{PipelineStage, keep_stage};
 use crate::stack::{self, Backbone, BackboneInput, ModelCache};
 
 /// How a [`HybridBackbone`] is built: one block config per layer, each with its mixer.
@@ -73,6 +74,7 @@ pub struct HybridBackbone {
     pub final_layernorm: Norm,
     hidden_size: usize,
     checkpointing: bool,
+    pipeline: Option<PipelineStage>,
 }
 
 impl HybridBackbone {
@@ -93,13 +95,14 @@ impl HybridBackbone {
             final_layernorm: Norm::new(dims, config.final_norm)?,
             hidden_size: width,
             checkpointing: config.gradient_checkpointing,
+            pipeline: None,
         })
     }
 }
 
 impl Backbone for HybridBackbone {
     fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        let stack = stack::Stack::plain(self.checkpointing);
+        let stack = stack::Stack::plain(self.checkpointing, self.pipeline.as_ref());
         stack::run(&mut self.embed_tokens, &mut self.layers, &mut self.final_layernorm, stack, input)
     }
 
@@ -117,6 +120,16 @@ impl Backbone for HybridBackbone {
 
     fn set_gradient_checkpointing(&mut self, on: bool) {
         self.checkpointing = on;
+    }
+
+    fn split_for_pipeline(&mut self, stage: PipelineStage) -> Result<()> {
+        keep_stage(&mut self.layers, &stage)?;
+        self.pipeline = Some(stage);
+        Ok(())
+    }
+
+    fn block_bytes(&self) -> Vec<u64> {
+        stack::block_bytes(&self.layers)
     }
 
     fn training_mode(&mut self, training: bool) {

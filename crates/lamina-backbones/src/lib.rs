@@ -38,10 +38,12 @@
 
 mod hybrid;
 mod mamba;
+mod pipeline;
 mod stack;
 mod transformer;
 
 pub use hybrid::{HybridBackbone, HybridBackboneConfig};
 pub use mamba::{MambaBackbone, MambaBackboneConfig};
+pub use pipeline::{PipelineStage, layer_of, renumber, split_by_bytes};
 pub use stack::{Backbone, BackboneInput, ModelCache};
 pub use transformer::{TransformerBackbone, TransformerBackboneConfig};

@@ -7,6 +7,7 @@ use mlx_rs::macros::ModuleParameters;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
+use crate::pipeline::{PipelineStage, keep_stage};
 use crate::stack::{self, Backbone, BackboneInput, ModelCache};
 
 /// How a [`MambaBackbone`] is built.
@@ -61,6 +62,7 @@ pub struct MambaBackbone {
     pub norm_f: Norm,
     hidden_size: usize,
     checkpointing: bool,
+    pipeline: Option<PipelineStage>,
 }
 
 impl MambaBackbone {
@@ -81,13 +83,14 @@ impl MambaBackbone {
             norm_f: Norm::new(dims, config.final_norm)?,
             hidden_size: width,
             checkpointing: config.gradient_checkpointing,
+            pipeline: None,
         })
     }
 }
 
 impl Backbone for MambaBackbone {
     fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        let stack = stack::Stack::plain(self.checkpointing);
+        let stack = stack::Stack::plain(self.checkpointing, self.pipeline.as_ref());
         stack::run(&mut self.embeddings, &mut self.layers, &mut self.norm_f, stack, input)
     }
 
@@ -105,6 +108,16 @@ impl Backbone for MambaBackbone {
 
     fn set_gradient_checkpointing(&mut self, on: bool) {
         self.checkpointing = on;
+    }
+
+    fn split_for_pipeline(&mut self, stage: PipelineStage) -> Result<()> {
+        keep_stage(&mut self.layers, &stage)?;
+        self.pipeline = Some(stage);
+        Ok(())
+    }
+
+    fn block_bytes(&self) -> Vec<u64> {
+        stack::block_bytes(&self.layers)
     }
 
     fn training_mode(&mut self, training: bool) {

@@ -7,6 +7,8 @@ use lamina_components::{
     BatchKvCache, Embedding, LayerCache, LayerInput, Norm, SsmState, VisitLayers, check_ids, checkpointed,
 };
 use lamina_core::{BackboneOutput, Error, Result};
+
+use crate::pipeline::PipelineStage;
 use mlx_rs::Array;
 use mlx_rs::module::{Module, ModuleParameters};
 use mlx_rs::ops::indexing::TryIndexOp;
@@ -218,23 +220,48 @@ pub trait Backbone: ModuleParameters + VisitLayers {
     /// Recomputes each block's activations in the backward pass instead of keeping them
     /// (gradient checkpointing), when no cache is in use.
     fn set_gradient_checkpointing(&mut self, on: bool);
+
+    /// Keeps only the blocks of `stage` (dropping the others before any weight is read)
+    /// and runs as that stage of a pipeline from then on: its caches are those blocks',
+    /// its checkpoint keys number them from 0 (see [`crate::renumber`]), and
+    /// `hidden_states` lists only its own blocks' outputs.
+    ///
+    /// # Errors
+    /// [`Error::Distributed`] for a range outside the blocks, [`Error::Unsupported`] for a
+    /// backbone that cannot be split (the default).
+    fn split_for_pipeline(&mut self, stage: PipelineStage) -> Result<()> {
+        let _ = stage;
+        Err(Error::Unsupported("splitting this backbone over pipeline ranks"))
+    }
+
+    /// Bytes each block's parameters take (as built, before weights are applied).
+    fn block_bytes(&self) -> Vec<u64> {
+        Vec::new()
+    }
+}
+
+/// Bytes of each block's parameters.
+pub(crate) fn block_bytes<B: ModuleParameters>(blocks: &[B]) -> Vec<u64> {
+    blocks.iter().map(|b| b.parameters().flatten().values().map(|a| a.nbytes() as u64).sum()).collect()
 }
 
 /// How a backbone runs its blocks.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Stack {
+pub(crate) struct Stack<'a> {
     /// Runs of each block in a row.
     pub repeats: usize,
     /// Gradient checkpointing per block (without a cache).
     pub checkpointing: bool,
     /// A factor on the embeddings.
     pub embedding_scale: Option<f32>,
+    /// This rank's share of a pipeline, when the blocks are split over ranks.
+    pub pipeline: Option<&'a PipelineStage>,
 }
 
-impl Stack {
+impl<'a> Stack<'a> {
     /// One run of each block, no checkpointing, no scale.
-    pub fn plain(checkpointing: bool) -> Self {
-        Stack { repeats: 1, checkpointing, embedding_scale: None }
+    pub fn plain(checkpointing: bool, pipeline: Option<&'a PipelineStage>) -> Self {
+        Stack { repeats: 1, checkpointing, embedding_scale: None, pipeline }
     }
 }
 
@@ -243,10 +270,10 @@ pub(crate) fn run<B: Block + 'static>(
     embedding: &mut Embedding,
     blocks: &mut [B],
     final_norm: &mut Norm,
-    stack: Stack,
+    stack: Stack<'_>,
     input: BackboneInput<'_>,
 ) -> Result<BackboneOutput> {
-    let Stack { repeats, checkpointing, embedding_scale } = stack;
+    let Stack { repeats, checkpointing, embedding_scale, pipeline } = stack;
     let ids = input.input_ids;
     if ids.ndim() != 2 {
         return Err(Error::Shape {
@@ -259,16 +286,19 @@ pub(crate) fn run<B: Block + 'static>(
         check_ids(ids, embedding.num_embeddings())?;
     }
     let executions = blocks.len() * repeats;
-    let mut caches = match input.cache {
-        Some(cache) if cache.layers.len() != executions => {
+    let mut model_cache = input.cache;
+    if let Some(cache) = &model_cache {
+        if cache.layers.len() != executions {
             return Err(Error::CacheLayers { expected: executions, actual: cache.layers.len() });
         }
-        Some(cache) => Some(cache.layers.iter_mut()),
-        None => None,
-    };
+    }
+    let mut caches = model_cache.as_deref_mut().map(|c| c.layers.iter_mut());
     let mut h = embedding.forward(ids)?;
     if let Some(scale) = embedding_scale {
         h = h.multiply(Array::from_f32(scale).as_dtype(h.dtype())?)?;
+    }
+    if let Some(stage) = pipeline {
+        h = stage.receive(h)?;
     }
     let mut hidden = input.output_hidden_states.then(|| vec![h.clone()]);
     for block in blocks.iter_mut() {
@@ -283,6 +313,9 @@ pub(crate) fn run<B: Block + 'static>(
                 states.push(h.clone());
             }
         }
+    }
+    if let Some(stage) = pipeline {
+        h = stage.pass_on(h, model_cache)?;
     }
     Ok(BackboneOutput { last_hidden_state: final_norm.forward(&h)?, hidden_states: hidden })
 }

@@ -7,6 +7,7 @@ use mlx_rs::macros::ModuleParameters;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
+use crate::pipeline::{PipelineStage, keep_stage};
 use crate::stack::{self, Backbone, BackboneInput, ModelCache};
 
 /// How a [`TransformerBackbone`] is built: one block config per layer (layers may differ,
@@ -108,6 +109,7 @@ pub struct TransformerBackbone {
     repeats: usize,
     hidden_size: usize,
     checkpointing: bool,
+    pipeline: Option<PipelineStage>,
     embedding_scale: Option<f32>,
 }
 
@@ -130,6 +132,7 @@ impl TransformerBackbone {
             repeats: config.layer_repeats,
             hidden_size: width,
             checkpointing: config.gradient_checkpointing,
+            pipeline: None,
             embedding_scale: config.embedding_scale,
         })
     }
@@ -141,6 +144,7 @@ impl Backbone for TransformerBackbone {
             repeats: self.repeats,
             checkpointing: self.checkpointing,
             embedding_scale: self.embedding_scale,
+            pipeline: self.pipeline.as_ref(),
         };
         stack::run(&mut self.embed_tokens, &mut self.layers, &mut self.norm, stack, input)
     }
@@ -159,6 +163,16 @@ impl Backbone for TransformerBackbone {
 
     fn set_gradient_checkpointing(&mut self, on: bool) {
         self.checkpointing = on;
+    }
+
+    fn split_for_pipeline(&mut self, stage: PipelineStage) -> Result<()> {
+        keep_stage(&mut self.layers, &stage)?;
+        self.pipeline = Some(stage);
+        Ok(())
+    }
+
+    fn block_bytes(&self) -> Vec<u64> {
+        stack::block_bytes(&self.layers)
     }
 
     fn training_mode(&mut self, training: bool) {

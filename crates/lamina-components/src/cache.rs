@@ -48,6 +48,16 @@ impl LayerCache {
         }
     }
 
+    /// The arrays the cache holds, to replace (e.g. by the same values with a dependency).
+    pub fn arrays_mut(&mut self) -> Vec<&mut Array> {
+        match self {
+            LayerCache::Kv(c) => c.keys.iter_mut().chain(c.values.iter_mut()).collect(),
+            LayerCache::Rotating(c) => c.keys.iter_mut().chain(c.values.iter_mut()).collect(),
+            LayerCache::Ssm(c) => c.conv.iter_mut().chain(c.ssm.iter_mut()).collect(),
+            LayerCache::Batch(c) => c.keys.iter_mut().chain(c.values.iter_mut()).collect(),
+        }
+    }
+
     /// Bytes of the arrays the cache holds (allocated capacity, not only the used part).
     pub fn nbytes(&self) -> usize {
         self.arrays().iter().map(|a| a.nbytes()).sum()

@@ -215,6 +215,17 @@ impl Group {
         }
     }
 
+    /// Returns once every rank of the group has called it (an `all_sum` of one value,
+    /// evaluated).
+    ///
+    /// # Errors
+    /// As [`Group::all_sum`].
+    pub fn barrier(&self) -> Result<()> {
+        let one = Array::from_f32(1.0);
+        self.all_sum(&one)?.eval()?;
+        Ok(())
+    }
+
     fn peer(&self, rank: usize) -> Result<i32> {
         if rank >= self.size() || rank == self.rank() {
             return Err(Error::Distributed(format!(
@@ -223,6 +234,36 @@ impl Group {
             )));
         }
         i32::try_from(rank).map_err(|_| Error::Internal("rank"))
+    }
+}
+
+/// `x`, evaluated only after `dependencies` (MLX's `depends`): evaluating the result
+/// evaluates them too. A pipeline stage ties its `send` to its cache this way, so that a
+/// prefill that evaluates only the caches still passes the hidden states on.
+///
+/// # Errors
+/// [`Error::Distributed`] when MLX refuses the operation.
+pub fn after(x: &Array, dependencies: &[Array]) -> Result<Array> {
+    let dependencies: Vec<mlx_sys::mlx_array> = dependencies.iter().map(Array::as_ptr).collect();
+    // SAFETY: the vectors copy the handles they are given (mlx-c retains them) and are
+    // freed here; `out` is owned by the returned Array.
+    unsafe {
+        let inputs = mlx_sys::mlx_vector_array_new_value(x.as_ptr());
+        let deps = mlx_sys::mlx_vector_array_new_data(dependencies.as_ptr(), dependencies.len());
+        let mut results = mlx_sys::mlx_vector_array_new();
+        let rc = mlx_sys::mlx_depends(&mut results, inputs, deps);
+        mlx_sys::mlx_vector_array_free(inputs);
+        mlx_sys::mlx_vector_array_free(deps);
+        let mut out = mlx_sys::mlx_array_new();
+        let got = rc == 0
+            && mlx_sys::mlx_vector_array_size(results) == 1
+            && mlx_sys::mlx_vector_array_get(&mut out, results, 0) == 0;
+        mlx_sys::mlx_vector_array_free(results);
+        if !got {
+            mlx_sys::mlx_array_free(out);
+            return Err(failed("depends"));
+        }
+        Ok(Array::from_ptr(out))
     }
 }
 
@@ -383,6 +424,26 @@ impl LocalLaunch {
         let started = std::time::Instant::now();
         let mut failed_at: Option<std::time::Instant> = None;
         let io = |source| Error::Io { path: std::path::PathBuf::from("rank process"), source };
+        // Drained while the ranks run: a rank writing more than a pipe holds would
+        // otherwise block until it is killed.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut text);
+                }
+                String::from_utf8_lossy(&text).into_owned()
+            })
+        };
+        let readers: Vec<_> = self
+            .children
+            .iter_mut()
+            .map(|child| {
+                let out = child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>);
+                let err = child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>);
+                (drain(out), drain(err))
+            })
+            .collect();
         loop {
             let mut running = 0;
             for child in &mut self.children {
@@ -401,18 +462,14 @@ impl LocalLaunch {
             std::thread::sleep(Duration::from_millis(20));
         }
         let mut outputs = Vec::with_capacity(self.children.len());
-        for (rank, mut child) in self.children.drain(..).enumerate() {
+        for (rank, (mut child, (out, err))) in self.children.drain(..).zip(readers).enumerate() {
             let status = child.try_wait().map_err(io)?;
             if status.is_none() {
                 end(&mut child);
             }
-            let output = child.wait_with_output().map_err(io)?;
-            outputs.push(RankOutput {
-                rank,
-                status,
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            });
+            child.wait().map_err(io)?;
+            let text = |reader: std::thread::JoinHandle<String>| reader.join().unwrap_or_default();
+            outputs.push(RankOutput { rank, status, stdout: text(out), stderr: text(err) });
         }
         let _ = std::fs::remove_file(&self.hostfile);
         Ok(outputs)

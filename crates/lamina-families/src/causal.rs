@@ -106,6 +106,14 @@ impl<C: FamilyConfig> LanguageModel for CausalLM<C> {
     fn sanitize(&self, weights: Weights) -> Result<Weights> {
         self.config.sanitize(weights)
     }
+
+    fn split_for_pipeline(&mut self, stage: lamina_backbones::PipelineStage) -> Result<()> {
+        self.backbone.split_for_pipeline(stage)
+    }
+
+    fn block_bytes(&self) -> Vec<u64> {
+        self.backbone.block_bytes()
+    }
 }
 
 impl<C: FamilyConfig> VisitLayers for CausalLM<C> {

@@ -68,6 +68,25 @@ pub trait LanguageModel: ModuleParameters + VisitLayers + std::fmt::Debug + Send
         self.set_gradient_checkpointing(true);
     }
 
+    /// Keeps only the blocks of `stage` and runs as that stage of a pipeline over its
+    /// group (see [`lamina_backbones::PipelineStage`]); call it before weights are applied,
+    /// with the blocks' checkpoint keys renumbered from the stage's first
+    /// ([`lamina_backbones::renumber`]).
+    ///
+    /// # Errors
+    /// [`lamina_core::Error::Distributed`] for a range outside the model,
+    /// [`lamina_core::Error::Unsupported`] for a model that cannot be split (the default).
+    fn split_for_pipeline(&mut self, stage: lamina_backbones::PipelineStage) -> Result<()> {
+        let _ = stage;
+        Err(lamina_core::Error::Unsupported("splitting this model over pipeline ranks"))
+    }
+
+    /// Bytes each block's parameters take as built (for balancing a pipeline); empty for
+    /// a model that cannot be split.
+    fn block_bytes(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// Fixes the checkpoint's quirks (renamed keys, PyTorch layouts, tensors that are
     /// recomputed rather than loaded) before the weights are applied.
     ///

@@ -42,6 +42,9 @@ pub struct ModelContext {
     pub chat_template: Option<ChatTemplate>,
     /// Ids, stop tokens, defaults.
     pub configuration: ModelConfiguration,
+    /// The blocks this process holds when it is one stage of a pipeline (see
+    /// `LoadOptions::pipeline`), numbered as in the whole model.
+    pub pipeline_layers: Option<std::ops::Range<usize>>,
 }
 
 impl ModelContext {
@@ -62,7 +65,13 @@ impl ModelContext {
             extra_eos_tokens: Vec::new(),
             generation: loaded.generation.clone(),
         };
-        Ok(ModelContext { model: loaded.model, tokenizer: loaded.tokenizer, chat_template, configuration })
+        Ok(ModelContext {
+            model: loaded.model,
+            tokenizer: loaded.tokenizer,
+            chat_template,
+            configuration,
+            pipeline_layers: loaded.pipeline_layers,
+        })
     }
 
     fn tokenizer(&self) -> Result<&Tokenizer> {

@@ -40,6 +40,7 @@ mod inspect;
 mod json;
 mod load;
 mod locate;
+mod pipeline;
 mod progress;
 mod report;
 mod resolve;

@@ -16,6 +16,7 @@ use crate::error::{LoaderError, Result};
 use crate::generation::GenerationConfig;
 use crate::json::{parse_json, read_json};
 use crate::locate::{finish, locate};
+use crate::pipeline::{Share, split};
 use crate::progress::{Progress, ProgressSink};
 use crate::report::{LoadReport, apply};
 use crate::resolve::Checkpoint;
@@ -56,6 +57,11 @@ pub struct LoadOptions {
     /// How Hub downloads run.
     #[cfg(feature = "hub")]
     pub download: crate::hub::DownloadOptions,
+    /// Load one stage of a pipeline over this group (when it has more than one rank): the
+    /// model's blocks split over the ranks in contiguous ranges balanced by their bytes in
+    /// the checkpoint, this rank building and reading only its own blocks (plus the
+    /// embeddings, final norm and head). Every rank then runs generation alike.
+    pub pipeline: Option<Arc<lamina_core::distributed::Group>>,
 }
 
 impl Default for LoadOptions {
@@ -75,6 +81,7 @@ impl Default for LoadOptions {
             hub: None,
             #[cfg(feature = "hub")]
             download: crate::hub::DownloadOptions::default(),
+            pipeline: None,
         }
     }
 }
@@ -96,6 +103,9 @@ pub struct LoadedModel {
     pub report: LoadReport,
     /// Estimated bytes of the loaded weights.
     pub memory_bytes: u64,
+    /// The blocks this process holds, numbered as in the whole model, when it is one
+    /// stage of a pipeline ([`LoadOptions::pipeline`]).
+    pub pipeline_layers: Option<std::ops::Range<usize>>,
 }
 
 impl LoadedModel {
@@ -154,10 +164,15 @@ async fn load_folder(folder: PathBuf, checkpoint: Checkpoint, options: LoadOptio
     let budget = Budget { limit: options.memory_limit, bits: weight_bits(&config, options.dtype) };
     let mut model =
         options.registry.build_within(&config, budget).map_err(|e| LoaderError::model(&config_path, e))?;
+    let share = match &options.pipeline {
+        Some(group) => split(model.as_mut(), Some(group), tensor_bytes(&folder)?, &config_path)?,
+        None => Share::All,
+    };
 
     let (weights, memory_bytes) =
-        read_weights(&folder, options.dtype, options.memory_limit, &options.progress).await?;
+        read_shared_weights(&folder, options.dtype, options.memory_limit, &options.progress, &share).await?;
     let weights = model.sanitize(weights).map_err(|e| LoaderError::model(&config_path, e))?;
+    let weights = share.renumbered(weights);
     if let Some(quantization) =
         CheckpointQuantization::from_config(&config).map_err(|e| LoaderError::model(&config_path, e))?
     {
@@ -178,7 +193,17 @@ async fn load_folder(folder: PathBuf, checkpoint: Checkpoint, options: LoadOptio
     } else {
         None
     };
-    Ok(LoadedModel { model, config, checkpoint, generation, tokenizer, report, memory_bytes })
+    let pipeline_layers = share.layers();
+    Ok(LoadedModel {
+        model,
+        config,
+        checkpoint,
+        generation,
+        tokenizer,
+        report,
+        memory_bytes,
+        pipeline_layers,
+    })
 }
 
 /// Bits per parameter the loaded weights will take, from the config alone: the
@@ -292,6 +317,27 @@ pub async fn read_weights(
     limit: Option<u64>,
     progress: &ProgressSink,
 ) -> Result<(Weights, u64)> {
+    read_shared_weights(folder, dtype, limit, progress, &Share::All).await
+}
+
+/// Every tensor's key and bytes, from the headers of a folder's safetensors files.
+fn tensor_bytes(folder: &Path) -> Result<Vec<(String, u64)>> {
+    let (paths, _) = weight_files(folder)?;
+    let mut bytes = Vec::new();
+    for path in paths {
+        bytes.extend(TensorFile::open(&path)?.tensors()?.into_iter().map(|t| (t.name, t.bytes)));
+    }
+    Ok(bytes)
+}
+
+/// [`read_weights`] of the tensors `share` keeps (the estimate counts only those).
+async fn read_shared_weights(
+    folder: &Path,
+    dtype: Option<DType>,
+    limit: Option<u64>,
+    progress: &ProgressSink,
+    share: &Share,
+) -> Result<(Weights, u64)> {
     let (paths, index) = weight_files(folder)?;
     let opened = tokio::task::spawn_blocking(move || {
         paths.iter().map(|p| TensorFile::open(p)).collect::<Result<Vec<_>>>()
@@ -303,9 +349,11 @@ pub async fn read_weights(
     let mut owner: HashMap<String, PathBuf> = HashMap::new();
     for file in &opened {
         for info in file.tensors()? {
-            tensors += 1;
-            disk += info.bytes;
-            needed += info.loaded_bytes(dtype);
+            if share.keeps(&info.name) {
+                tensors += 1;
+                disk += info.bytes;
+                needed += info.loaded_bytes(dtype);
+            }
             if let Some(first) = owner.insert(info.name.clone(), file.path().to_path_buf()) {
                 return Err(LoaderError::Safetensors {
                     path: file.path().to_path_buf(),
@@ -335,9 +383,10 @@ pub async fn read_weights(
     let mut tasks = tokio::task::JoinSet::new();
     for file in opened {
         let sink = progress.clone();
+        let share = share.clone();
         tasks.spawn_blocking(move || {
             sink.send(Progress::FileStarted { path: file.path().to_path_buf() });
-            let read = file.read(&sink);
+            let read = file.read_where(&sink, |name| share.keeps(name));
             sink.send(Progress::FileDone { path: file.path().to_path_buf() });
             read
         });

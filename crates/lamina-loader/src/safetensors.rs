@@ -115,9 +115,21 @@ impl TensorFile {
     /// # Errors
     /// [`LoaderError::UnsupportedDtype`] for a dtype MLX lacks, or a shape too large.
     pub fn read(&self, progress: &ProgressSink) -> Result<Vec<(String, Array)>> {
+        self.read_where(progress, |_| true)
+    }
+
+    /// Copies the tensors whose names pass `keep` (the others are never touched).
+    ///
+    /// # Errors
+    /// As [`TensorFile::read`].
+    pub fn read_where(
+        &self,
+        progress: &ProgressSink,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, Array)>> {
         let parsed = self.parsed()?;
         let mut out = Vec::with_capacity(parsed.len());
-        for (name, view) in parsed.tensors() {
+        for (name, view) in parsed.tensors().into_iter().filter(|(name, _)| keep(name)) {
             let unsupported = || LoaderError::UnsupportedDtype {
                 path: self.path.clone(),
                 key: name.clone(),

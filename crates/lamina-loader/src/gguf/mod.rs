@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
 
+use lamina_backbones::renumber;
 use lamina_components::QuantConfig;
 use lamina_core::{Budget, DType};
 use lamina_families::Weights;
@@ -26,6 +27,7 @@ use mlx_rs::Array;
 use crate::error::{LoaderError, Result};
 use crate::generation::GenerationConfig;
 use crate::load::{LoadOptions, LoadedModel, apply_strictly};
+use crate::pipeline::{Share, split};
 use crate::progress::Progress;
 use crate::resolve::Checkpoint;
 
@@ -68,25 +70,36 @@ pub(crate) async fn load_gguf(
         (true, Some(bits)) => held_quantized(t, bits),
         _ => t.numel() * target.size_of() as u64,
     };
-    let needed: u64 = header.tensors.iter().map(held).sum();
+    let whole: u64 = header.tensors.iter().map(held).sum();
     let parameters: u64 = header.tensors.iter().map(TensorDesc::numel).sum();
-    let bits = (needed.saturating_mul(8) / parameters.max(1)).max(1);
+    let bits = (whole.saturating_mul(8) / parameters.max(1)).max(1);
     let budget = Budget { limit: options.memory_limit, bits };
     let mut model = family_config.build(budget).map_err(|e| LoaderError::model(&path, e))?;
     let (heads, kv_heads) = (family_config.num_attention_heads, family_config.kv_heads());
+    let names: Vec<Mapped> =
+        header.tensors.iter().map(|t| config::map_name(arch, &t.name, heads, kv_heads)).collect();
+    let share = match &options.pipeline {
+        Some(group) => {
+            let bytes = names.iter().zip(&header.tensors).map(|(m, t)| (m.name.clone(), t.bytes));
+            split(model.as_mut(), Some(group), bytes, &path)?
+        }
+        None => Share::All,
+    };
+    let kept: Vec<(Mapped, &TensorDesc)> =
+        names.into_iter().zip(&header.tensors).filter(|(m, _)| share.keeps(&m.name)).collect();
+    let needed: u64 = kept.iter().map(|(_, t)| held(t)).sum();
     if let Some(limit) = options.memory_limit {
         if needed > limit {
             return Err(LoaderError::MemoryLimit { needed, limit });
         }
     }
-    let disk: u64 = header.tensors.iter().map(|t| t.bytes).sum();
-    options.progress.send(Progress::Started { files: 1, tensors: header.tensors.len(), bytes: disk });
+    let disk: u64 = kept.iter().map(|(_, t)| t.bytes).sum();
+    options.progress.send(Progress::Started { files: 1, tensors: kept.len(), bytes: disk });
     options.progress.send(Progress::FileStarted { path: path.clone() });
 
-    let mut weights = Weights::with_capacity(header.tensors.len());
+    let mut weights = Weights::with_capacity(kept.len());
     let mut quantized = BTreeMap::new();
-    for desc in &header.tensors {
-        let Mapped { name, permuted, unit_offset } = config::map_name(arch, &desc.name, heads, kv_heads);
+    for (Mapped { name, permuted, unit_offset }, desc) in kept {
         let rows = |a: Array| -> Result<Array> {
             match permuted {
                 Some(h) => unpermute(&a, h),
@@ -118,7 +131,9 @@ pub(crate) async fn load_gguf(
     mlx_rs::transforms::eval(weights.values())?;
     options.progress.send(Progress::FileDone { path: path.clone() });
 
-    let weights = model.sanitize(weights).map_err(|e| LoaderError::model(&path, e))?;
+    let weights = share.renumbered(model.sanitize(weights).map_err(|e| LoaderError::model(&path, e))?);
+    let quantized: BTreeMap<String, Option<QuantConfig>> =
+        quantized.into_iter().map(|(layer, q)| (renumber(&layer, share.first()), q)).collect();
     let mut config = serde_json::to_value(&family_config)
         .map_err(|source| LoaderError::Json { path: path.clone(), source })?;
     if let Some(default) = quantized.values().flatten().next().copied() {
@@ -143,6 +158,7 @@ pub(crate) async fn load_gguf(
         tokenizer,
         report,
         memory_bytes: needed,
+        pipeline_layers: share.layers(),
     })
 }
 
