@@ -241,6 +241,62 @@ fn launch_runs_train_lora_as_two_ranks_and_ends_the_rest_when_one_fails() {
 }
 
 #[test]
+fn generate_runs_pipeline_parallel_as_local_ranks_and_as_ranks_over_ssh() {
+    let generate = example("generate").get_program().to_owned();
+    let args = |case: &str| {
+        let model = fixture(case).to_string_lossy().into_owned();
+        ["--model", &model, "--prompt-tokens", "5,9,2,7,11,3,8,1,4", "--max-new-tokens", "8", "--json"]
+            .map(str::to_owned)
+    };
+    let tokens = |text: &str| {
+        let line = text.lines().find_map(|l| l.find("{\"tokens\"").map(|at| &l[at..])).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(line).map(|v| v["tokens"].clone()).unwrap_or_default()
+    };
+    for case in ["llama_gqa_llama3_sharded", "mamba_hf"] {
+        let single = Command::new(&generate).args(args(case)).output().unwrap();
+        assert!(single.status.success(), "{}", String::from_utf8_lossy(&single.stderr));
+        let alone = tokens(&String::from_utf8_lossy(&single.stdout));
+        assert!(alone.as_array().is_some_and(|t| t.len() == 8), "{alone}");
+
+        let launched = example("launch").args(["-n", "2"]).arg(&generate).args(args(case)).output().unwrap();
+        let (out, err) =
+            (String::from_utf8_lossy(&launched.stdout), String::from_utf8_lossy(&launched.stderr));
+        assert!(launched.status.success(), "{out}\n{err}");
+        assert_eq!(tokens(&out), alone, "{case}: {out}");
+        assert!(!out.lines().any(|l| l.starts_with("[1]")), "rank 1 printed: {out}");
+        assert!(err.contains("[0] [rank 0: layers 0..1; peak memory"), "{err}");
+        assert!(err.contains("[1] [rank 1: layers 1..2; peak memory"), "{err}");
+    }
+
+    // --hosts: each rank started through `ssh HOST COMMAND` (here a stand-in that runs the
+    // command locally), which writes its hostfile and sets the variables itself.
+    let dir = std::env::temp_dir().join(format!("lamina-cli-ssh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ssh = dir.join("ssh");
+    std::fs::write(&ssh, "#!/bin/sh\necho \"$1\" >> \"$0.hosts\"\nshift\nexec sh -c \"$1\"\n").unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let launched = example("launch")
+        .args(["--hosts", "127.0.0.1,me@127.0.0.1", "--starting-port", &port.to_string(), "--ssh"])
+        .arg(&ssh)
+        .arg(&generate)
+        .args(args("llama_gqa_llama3_sharded"))
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&launched.stdout), String::from_utf8_lossy(&launched.stderr));
+    assert!(launched.status.success(), "{out}\n{err}");
+    let single = Command::new(&generate).args(args("llama_gqa_llama3_sharded")).output().unwrap();
+    assert_eq!(tokens(&out), tokens(&String::from_utf8_lossy(&single.stdout)), "{out}");
+    let reached = std::fs::read_to_string(dir.join("ssh.hosts")).unwrap();
+    let mut reached: Vec<&str> = reached.lines().collect();
+    reached.sort_unstable();
+    assert_eq!(reached, ["127.0.0.1", "me@127.0.0.1"]);
+    let bad = example("launch").args(["--hosts", "a b", "true"]).output().unwrap();
+    assert!(one_line_error(&bad).contains("`a b` is not a host name"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn train_lora_and_quantize_run_on_a_tiny_model() {
     let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/tiny_f32.gguf");
     let out = std::env::temp_dir().join(format!("lamina-cli-lora-{}", std::process::id()));

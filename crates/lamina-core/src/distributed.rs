@@ -268,7 +268,8 @@ pub fn after(x: &Array, dependencies: &[Array]) -> Result<Array> {
 }
 
 /// Local ranks started as `mlx.launch -n N` starts them: a hostfile of loopback ports and
-/// one process per rank with `MLX_RANK` and `MLX_HOSTFILE` set.
+/// one process per rank with `MLX_RANK` and `MLX_HOSTFILE` set (and, unless set already,
+/// `OPENBLAS_NUM_THREADS` to the rank's share of the cores).
 #[derive(Debug)]
 pub struct LocalLaunch {
     /// The hostfile written for the ranks.
@@ -367,13 +368,40 @@ impl LocalLaunch {
     }
 
     /// Writes a hostfile of `hosts` free loopback ports and starts `started` of those
-    /// ranks (all of them normally), each as `command()` with the variables set and its
-    /// output captured.
+    /// ranks (all of them normally), each as `command(rank)` with the variables set and
+    /// its output captured.
     ///
     /// # Errors
     /// [`Error::Io`] when a port, the hostfile or a process cannot be had.
     pub fn start(
         hosts: usize,
+        started: usize,
+        command: impl FnMut(usize) -> std::process::Command,
+    ) -> Result<Self> {
+        let loopback = |source| Error::Io { path: std::path::PathBuf::from("127.0.0.1"), source };
+        let listeners = (0..hosts)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(loopback)?;
+        let addresses = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.to_string()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(loopback)?;
+        drop(listeners);
+        Self::start_at(&addresses, started, command)
+    }
+
+    /// Writes a hostfile of `addresses` (`host:port`, one per rank) and starts `started`
+    /// of those ranks from this machine, each as `command(rank)` with the variables set
+    /// and its output captured. A rank on another host is a command that reaches it (the
+    /// launch example's `ssh`), which must set the variables there itself: see
+    /// [`LocalLaunch::hostfile_json`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the hostfile or a process cannot be had.
+    pub fn start_at(
+        addresses: &[String],
         started: usize,
         mut command: impl FnMut(usize) -> std::process::Command,
     ) -> Result<Self> {
@@ -381,24 +409,22 @@ impl LocalLaunch {
             let path = path.to_path_buf();
             move |source| Error::Io { path: path.clone(), source }
         };
-        let listeners = (0..hosts)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(io(std::path::Path::new("127.0.0.1")))?;
-        let addresses = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| vec![a.to_string()]))
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(io(std::path::Path::new("127.0.0.1")))?;
-        drop(listeners);
+        let first = addresses.first().map_or("none", String::as_str);
         let unique =
-            format!("lamina-hosts-{}-{}.json", std::process::id(), addresses[0][0].replace([':', '.'], "-"));
+            format!("lamina-hosts-{}-{}.json", std::process::id(), first.replace([':', '.', '@'], "-"));
         let hostfile = std::env::temp_dir().join(unique);
-        let json = serde_json::to_string(&addresses).map_err(|_| Error::Internal("hostfile"))?;
-        std::fs::write(&hostfile, json).map_err(io(&hostfile))?;
+        std::fs::write(&hostfile, Self::hostfile_json(addresses)?).map_err(io(&hostfile))?;
         let mut children = Vec::with_capacity(started);
-        for rank in 0..started.min(hosts) {
+        // Ranks share this machine's cores: BLAS threads beyond a rank's share spin against
+        // the other ranks' (measured: 2 pipeline ranks on 2 cores decode 3.7x faster with
+        // one BLAS thread each). A value the caller set is kept.
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let blas_threads = (cores / started.max(1)).max(1).to_string();
+        for rank in 0..started.min(addresses.len()) {
             let mut command = command(rank);
+            if std::env::var_os("OPENBLAS_NUM_THREADS").is_none() {
+                command.env("OPENBLAS_NUM_THREADS", &blas_threads);
+            }
             // Its own process group, so that ending a rank ends what it started too.
             #[cfg(unix)]
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -412,6 +438,16 @@ impl LocalLaunch {
             children.push(child);
         }
         Ok(LocalLaunch { hostfile, children })
+    }
+
+    /// The ring backend's hostfile for `addresses`: a JSON list with one `["host:port"]`
+    /// per rank.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] only if JSON cannot be written.
+    pub fn hostfile_json(addresses: &[String]) -> Result<String> {
+        let ranks: Vec<[&str; 1]> = addresses.iter().map(|a| [a.as_str()]).collect();
+        serde_json::to_string(&ranks).map_err(|_| Error::Internal("hostfile"))
     }
 
     /// Waits for every rank, killing those still running after `deadline` (or at once
