@@ -12,6 +12,7 @@ fn main() {
         .cpp(true)
         .std("c++20")
         .file("cpp/quantized_matmul.cpp")
+        .file("cpp/half_matmul.cpp")
         .include(include)
         .opt_level(3)
         // Release code even in debug builds: the kernels are the hot path of decoding.

@@ -292,10 +292,27 @@ impl Attention {
             }
         };
         let scale = self.config.scale.unwrap_or(1.0 / (d as f32).sqrt());
-        match self.config.softcap {
-            None => Ok(scaled_dot_product_attention(&q, &keys, &values, scale, mask.as_sdpa(), None)?),
-            Some(cap) => softcapped_attention(&q, &keys, &values, scale, cap, &mask),
-        }
+        // MLX's CPU matmuls in bf16/f16 are not BLAS: there, a prompt's attention is
+        // computed in f32 (the casts cost O(L * D); the products O(L^2 * D)).
+        let dtype = q.dtype();
+        let widen = l > 1 && crate::linear::is_half(dtype) && on_cpu();
+        let (q, keys, values, mask) = if widen {
+            let f32 = |a: &Array| a.as_dtype(mlx_rs::Dtype::Float32);
+            let mask = match mask {
+                AttentionMask::Explicit(m) if m.dtype() != mlx_rs::Dtype::Bool => {
+                    AttentionMask::Explicit(f32(&m)?)
+                }
+                other => other,
+            };
+            (f32(&q)?, f32(&keys)?, f32(&values)?, mask)
+        } else {
+            (q, keys, values, mask)
+        };
+        let out = match self.config.softcap {
+            None => scaled_dot_product_attention(&q, &keys, &values, scale, mask.as_sdpa(), None)?,
+            Some(cap) => softcapped_attention(&q, &keys, &values, scale, cap, &mask)?,
+        };
+        Ok(if widen { out.as_dtype(dtype)? } else { out })
     }
 
     fn qk_norm(&mut self, q: Array, k: Array, position: QkNormPosition) -> Result<(Array, Array)> {
@@ -349,6 +366,11 @@ impl<'a> Module<LayerInput<'a>> for Attention {
 ///
 /// # Shapes
 /// `q [B, H, L, D]`, `k`/`v [B, H_kv, K, D]` -> `[B, H, L, D]`
+/// Whether MLX's default device is the CPU.
+fn on_cpu() -> bool {
+    matches!(mlx_rs::Device::default().get_type(), Ok(mlx_rs::DeviceType::Cpu))
+}
+
 fn softcapped_attention(
     q: &Array,
     k: &Array,

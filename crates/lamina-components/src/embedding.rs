@@ -113,6 +113,9 @@ impl Embedding {
         if let Some((q, scales, biases)) = self.quantized() {
             return lamina_kernels::quantized_matmul(x, &self.weight, scales, biases, q.group_size, q.bits);
         }
+        if crate::linear::is_half(self.weight.dtype()) {
+            return lamina_kernels::half_matmul(x, &self.weight);
+        }
         Ok(ops::matmul(x, self.weight.t())?)
     }
 

@@ -187,19 +187,28 @@ impl Linear {
     /// `x W^T`, plus the bias when `with_bias`.
     fn base(&mut self, x: &Array, with_bias: bool) -> Result<Array> {
         let bias = if with_bias { self.bias.value.clone() } else { None };
-        if let Some((q, scales, biases)) = self.quantized() {
-            let y = lamina_kernels::quantized_matmul(x, &self.weight, scales, biases, q.group_size, q.bits)?;
+        let y = if let Some((q, scales, biases)) = self.quantized() {
+            lamina_kernels::quantized_matmul(x, &self.weight, scales, biases, q.group_size, q.bits)?
+        } else if is_half(self.weight.dtype()) {
+            // Read as stored by lamina's kernel (MLX's CPU matmul is not BLAS in bf16/f16).
+            lamina_kernels::half_matmul(x, &self.weight)?
+        } else {
+            let weight_t = self.weight_t();
             return Ok(match bias {
-                Some(bias) => y.add(bias)?,
-                None => y,
+                Some(bias) => ops::addmm(bias, x, &weight_t, None, None)?,
+                None => ops::matmul(x, &weight_t)?,
             });
-        }
-        let weight_t = self.weight_t();
+        };
         Ok(match bias {
-            Some(bias) => ops::addmm(bias, x, &weight_t, None, None)?,
-            None => ops::matmul(x, &weight_t)?,
+            Some(bias) => y.add(bias)?,
+            None => y,
         })
     }
+}
+
+/// bf16 or f16.
+pub(crate) fn is_half(dtype: mlx_rs::Dtype) -> bool {
+    matches!(dtype, mlx_rs::Dtype::Bfloat16 | mlx_rs::Dtype::Float16)
 }
 
 /// Whether two handles refer to the same MLX array (not merely equal values).
@@ -258,6 +267,28 @@ mod tests {
         assert_eq!(y.shape(), &[1, 2]);
         assert_close(&y, &[-1.5, -2.5], 1e-6);
         assert_eq!(layer.dims(), (3, 2));
+    }
+
+    #[test]
+    fn half_precision_layers_compute_with_their_stored_weight_and_bias() {
+        for dtype in [mlx_rs::Dtype::Bfloat16, mlx_rs::Dtype::Float16] {
+            let weight = Array::from_slice(&values(24 * 40, 0.3), &[24, 40]).as_dtype(dtype).unwrap();
+            let bias = Array::from_slice(&values(24, 0.7), &[24]).as_dtype(dtype).unwrap();
+            let mut layer = Linear::from_weights(weight.clone(), Some(bias.clone()));
+            let f32 = |a: &Array| a.as_dtype(mlx_rs::Dtype::Float32).unwrap();
+            for rows in [1, 5] {
+                let x =
+                    Array::from_slice(&values(rows * 40, 0.1), &[rows as i32, 40]).as_dtype(dtype).unwrap();
+                let y = layer.forward(&x).unwrap();
+                assert_eq!(y.dtype(), dtype);
+                let exact = ops::matmul(&f32(&x), f32(&weight).t()).unwrap().add(f32(&bias)).unwrap();
+                // Two roundings (product, then bias) of the dtype, relative to the largest output.
+                let max = |a: &Array| a.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                let relative = max(&f32(&y).subtract(&exact).unwrap()) / max(&exact);
+                let ulp = if dtype == mlx_rs::Dtype::Bfloat16 { 2f32.powi(-8) } else { 2f32.powi(-11) };
+                assert!(relative < 4.0 * ulp, "{dtype:?}, {rows} rows: {relative}");
+            }
+        }
     }
 
     #[test]

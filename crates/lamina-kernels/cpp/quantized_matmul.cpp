@@ -33,102 +33,18 @@
 #include "mlx/primitives.h"
 #include "mlx/stream.h"
 
+#include "common.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
 namespace mc = mlx::core;
 
-extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
-                            const float* a, int lda, const float* b, int ldb, float beta, float* c,
-                            int ldc);
-
 namespace {
 
-constexpr int kRowMajor = 101;
-constexpr int kNoTrans = 111;
-constexpr int kTrans = 112;
+using namespace lamina_kernels;
 
-// ---------------------------------------------------------------------------------------
-// A pool of threads that sleep on a condition variable between parallel regions.
-
-class Pool {
- public:
-  static Pool& get() {
-    // Leaked on purpose: worker threads must outlive static destructors at exit.
-    static Pool* pool = new Pool();
-    return *pool;
-  }
-
-  int size() const { return static_cast<int>(workers_) + 1; }
-
-  // Runs f(i) for every i in [0, n) on the workers and the calling thread.
-  void run(int n, const std::function<void(int)>& f) {
-    if (n <= 1 || workers_ == 0) {
-      for (int i = 0; i < n; ++i) f(i);
-      return;
-    }
-    std::lock_guard<std::mutex> region(region_);
-    task_.store(&f);
-    total_.store(n);
-    pending_.store(n);
-    next_.store(0);
-    {
-      std::lock_guard<std::mutex> g(m_);
-      ++generation_;
-    }
-    cv_.notify_all();
-    work();
-    std::unique_lock<std::mutex> g(m_);
-    done_.wait(g, [&] { return pending_.load() == 0; });
-    task_.store(nullptr);
-  }
-
- private:
-  Pool() {
-    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    workers_ = cores - 1;
-    for (unsigned i = 0; i < workers_; ++i) {
-      std::thread([this] { loop(); }).detach();
-    }
-  }
-
-  void work() {
-    while (true) {
-      int i = next_.fetch_add(1);
-      if (i >= total_.load()) break;
-      const std::function<void(int)>* task = task_.load();
-      if (task != nullptr) (*task)(i);
-      if (pending_.fetch_sub(1) == 1) {
-        std::lock_guard<std::mutex> g(m_);
-        done_.notify_all();
-      }
-    }
-  }
-
-  void loop() {
-    uint64_t seen = 0;
-    while (true) {
-      {
-        std::unique_lock<std::mutex> g(m_);
-        cv_.wait(g, [&] { return generation_ != seen; });
-        seen = generation_;
-      }
-      work();
-    }
-  }
-
-  unsigned workers_ = 0;
-  std::mutex region_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::condition_variable done_;
-  uint64_t generation_ = 0;
-  std::atomic<const std::function<void(int)>*> task_{nullptr};
-  std::atomic<int> next_{0};
-  std::atomic<int> total_{0};
-  std::atomic<int> pending_{0};
-};
 
 // ---------------------------------------------------------------------------------------
 // The problem, in plain pointers.
@@ -288,10 +204,6 @@ __attribute__((target("avx2,fma"))) float dot_q8_avx2(const Problem& p, int r, c
   return hsum(total) + bias_dot(p, r, x);
 }
 
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
 #endif
 
 // out[m, rows) for one row of x.
@@ -685,24 +597,12 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
   int bits_;
 };
 
-// mlx-c's handle: a heap-allocated mlx::core::array behind `ctx` (mlx-c 0.7.0).
-struct Handle {
-  void* ctx;
-};
-
-mc::array& from_handle(Handle h) { return *static_cast<mc::array*>(h.ctx); }
-
-void to_handle(Handle* out, const mc::array& a) {
-  if (out->ctx != nullptr) {
-    *static_cast<mc::array*>(out->ctx) = a;
-  } else {
-    out->ctx = new mc::array(a);
-  }
-}
-
-thread_local std::string last_error;
-
 }  // namespace
+
+std::string& lamina_kernels::last_error() {
+  thread_local std::string text;
+  return text;
+}
 
 extern "C" {
 
@@ -728,7 +628,7 @@ __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, 
     const int n = static_cast<int>(wa.shape(0));
     if (k % group != 0 || static_cast<int64_t>(wa.shape(1)) * 32 != static_cast<int64_t>(k) * bits ||
         sa.shape() != mc::Shape{n, k / group} || ba.shape() != sa.shape()) {
-      last_error = "quantized matmul: x [..., " + std::to_string(k) + "] does not fit w " +
+      last_error() = "quantized matmul: x [..., " + std::to_string(k) + "] does not fit w " +
                    std::to_string(wa.shape(0)) + "x" + std::to_string(wa.shape(1)) + " at " +
                    std::to_string(bits) + " bits, group " + std::to_string(group);
       return 1;
@@ -739,11 +639,11 @@ __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, 
     to_handle(out, mc::array(shape, mc::float32, primitive, {xa, wa, sa, ba}));
     return 0;
   } catch (const std::exception& e) {
-    last_error = e.what();
+    last_error() = e.what();
     return 1;
   }
 }
 
-__attribute__((visibility("default"))) const char* lamina_kernels_last_error() { return last_error.c_str(); }
+__attribute__((visibility("default"))) const char* lamina_kernels_last_error() { return last_error().c_str(); }
 
 }  // extern "C"

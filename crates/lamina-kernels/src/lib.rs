@@ -7,6 +7,7 @@
 //! | function | what | where it runs |
 //! | --- | --- | --- |
 //! | [`quantized_matmul`] | `x @ dequantize(w)^T` over MLX's affine layout, 2–8 bits | lamina's kernel on the CPU (AVX2 + FMA picked at run time, threads that sleep between calls); MLX's own op elsewhere |
+//! | [`half_matmul`] | `x @ w^T` for a bf16 or f16 weight read as stored, f32 accumulation | lamina's kernel on the CPU (AVX2 + FMA + F16C at run time; BLAS sgemm on widened tiles for many rows); MLX's own matmul elsewhere |
 //!
 //! ```
 //! use mlx_rs::{Array, ops};
@@ -36,7 +37,59 @@ unsafe extern "C" {
         group: c_int,
         bits: c_int,
     ) -> c_int;
+    fn lamina_half_matmul(
+        out: *mut mlx_sys::mlx_array,
+        x: mlx_sys::mlx_array,
+        w: mlx_sys::mlx_array,
+    ) -> c_int;
     fn lamina_kernels_last_error() -> *const c_char;
+}
+
+/// The array a kernel call produced, or its error.
+///
+/// # Safety
+/// `out` must be the handle the call filled (freed here on failure).
+unsafe fn produced(rc: c_int, out: mlx_sys::mlx_array) -> Result<Array> {
+    // SAFETY: as the caller promises; the error text is a NUL-terminated thread-local.
+    unsafe {
+        if rc != 0 {
+            mlx_sys::mlx_array_free(out);
+            let reason = CStr::from_ptr(lamina_kernels_last_error()).to_string_lossy().into_owned();
+            return Err(Error::Kernel(reason));
+        }
+        Ok(Array::from_ptr(out))
+    }
+}
+
+/// `x @ w^T` for a weight stored in bf16 or f16 (the layout of a dense `Linear`), on
+/// lamina's CPU kernel when the default device is the CPU: the weight is read as stored
+/// and widened in registers, products accumulate in f32, and the result is rounded once
+/// to MLX's promotion of the two dtypes. Through MLX's own matmul for other dtypes or
+/// devices. Differentiable (through MLX's ops).
+///
+/// ```
+/// use mlx_rs::{Array, Dtype, ops};
+///
+/// let w = mlx_rs::random::normal::<f32>(&[8, 40], None, None, None).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+/// let x = mlx_rs::random::normal::<f32>(&[3, 40], None, None, None).unwrap();
+/// let ours = lamina_kernels::half_matmul(&x, &w).unwrap();
+/// let mlx = ops::matmul(&x, &w.as_dtype(Dtype::Float32).unwrap().t()).unwrap();
+/// let diff = ours.subtract(&mlx).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+/// assert!(diff < 1e-4);
+/// ```
+///
+/// # Shapes
+/// `x [..., K]`, `w [N, K]` -> `[..., N]`
+///
+/// # Errors
+/// [`Error::Kernel`] when the shapes do not fit together, or an MLX error.
+pub fn half_matmul(x: &Array, w: &Array) -> Result<Array> {
+    // SAFETY: valid handles for the call; the kernel fills `out`, which `produced` takes.
+    unsafe {
+        let mut out = mlx_sys::mlx_array_new();
+        let rc = lamina_half_matmul(&mut out, x.as_ptr(), w.as_ptr());
+        produced(rc, out)
+    }
 }
 
 /// `x @ dequantize(w, scales, biases)^T`: what MLX's `quantized_matmul` computes with
@@ -71,11 +124,6 @@ pub fn quantized_matmul(
             group_size,
             bits,
         );
-        if rc != 0 {
-            mlx_sys::mlx_array_free(out);
-            let reason = CStr::from_ptr(lamina_kernels_last_error()).to_string_lossy().into_owned();
-            return Err(Error::Kernel(reason));
-        }
-        Ok(Array::from_ptr(out))
+        produced(rc, out)
     }
 }

@@ -1,0 +1,364 @@
+// lamina's CPU matmul for half-precision weights: `x @ w^T` with `w` a bf16 or f16 [N, K]
+// row-major matrix read as stored (never widened in memory), f32 accumulation, as an MLX
+// custom Primitive. MLX's own CPU matmul runs bf16/f16 outside BLAS, several times slower
+// than f32; this keeps a half-precision checkpoint at half the memory and f32's speed.
+//
+// - One-row products (decoding): each weight row is read once, widened in registers
+//   (bf16: a 16-bit shift; f16: F16C) and dotted with x in f32 (AVX2 + FMA at run time,
+//   a portable loop otherwise), rows split over the sleeping pool above 1 MiB.
+// - Many-row products (prefill): tiles of 256 weight rows widened to f32 (in parallel),
+//   then BLAS sgemm.
+// - The result is rounded once to the output dtype (MLX's promotion of x and w).
+// - Gradients go through MLX's own ops, so training works through the kernel.
+
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "mlx/allocator.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/device.h"
+#include "mlx/ops.h"
+#include "mlx/primitives.h"
+#include "mlx/stream.h"
+#include "mlx/types/half_types.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "common.h"
+
+namespace {
+
+using namespace lamina_kernels;
+
+// The problem, in plain pointers: x [M, K] f32, w [N, K] 16-bit, out [M, N] f32.
+struct HalfProblem {
+  const float* x;
+  const uint16_t* w;
+  float* out;
+  int m, n, k;
+  bool bf16;
+  const uint16_t* row(int r) const { return w + static_cast<size_t>(r) * k; }
+};
+
+inline float widen(uint16_t v, bool bf16) {
+  if (bf16) {
+    uint32_t bits = static_cast<uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  }
+  mc::float16_t h;
+  std::memcpy(&h, &v, sizeof h);
+  return static_cast<float>(h);
+}
+
+#if defined(__x86_64__)
+bool has_f16c() {
+  static const bool yes = __builtin_cpu_supports("f16c");
+  return yes;
+}
+
+__attribute__((target("avx2,fma,f16c"))) inline __m256 widen8(const uint16_t* src, bool bf16) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  if (bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+  return _mm256_cvtph_ps(raw);
+}
+
+__attribute__((target("avx2,fma,f16c"))) inline float sum8(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  lo = _mm_add_ps(lo, _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+
+__attribute__((target("avx2,fma,f16c"))) float dot_avx2(const uint16_t* w, const float* x, int k, bool bf16) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 16 <= k; j += 16) {
+    a0 = _mm256_fmadd_ps(widen8(w + j, bf16), _mm256_loadu_ps(x + j), a0);
+    a1 = _mm256_fmadd_ps(widen8(w + j + 8, bf16), _mm256_loadu_ps(x + j + 8), a1);
+  }
+  for (; j + 8 <= k; j += 8) a0 = _mm256_fmadd_ps(widen8(w + j, bf16), _mm256_loadu_ps(x + j), a0);
+  float sum = sum8(_mm256_add_ps(a0, a1));
+  for (; j < k; ++j) sum += widen(w[j], bf16) * x[j];
+  return sum;
+}
+
+__attribute__((target("avx2,fma,f16c"))) void widen_row_avx2(const uint16_t* src, float* dst, int k, bool bf16) {
+  int j = 0;
+  for (; j + 8 <= k; j += 8) _mm256_storeu_ps(dst + j, widen8(src + j, bf16));
+  for (; j < k; ++j) dst[j] = widen(src[j], bf16);
+}
+
+// dst[0..8) = v rounded to nearest even (NaN stays NaN).
+__attribute__((target("avx2,fma,f16c"))) inline void narrow8(__m256 v, uint16_t* dst, bool bf16) {
+  __m128i out;
+  if (bf16) {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    __m256i top = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    top = _mm256_blendv_epi8(top, _mm256_set1_epi32(0x7FC0), nan);
+    out = _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(top, top), 0b1000));
+  } else {
+    out = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), out);
+}
+
+__attribute__((target("avx2,fma,f16c"))) void narrow_avx2(const float* src, uint16_t* dst, size_t n, bool bf16) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) narrow8(_mm256_loadu_ps(src + i), dst + i, bf16);
+  for (; i < n; ++i) {
+    if (bf16) {
+      const mc::bfloat16_t h(src[i]);
+      std::memcpy(dst + i, &h, 2);
+    } else {
+      const mc::float16_t h(src[i]);
+      std::memcpy(dst + i, &h, 2);
+    }
+  }
+}
+
+bool fast(bool bf16) { return has_avx2() && (bf16 || has_f16c()); }
+#endif
+
+// The f32 results rounded into a 16-bit output.
+void narrow(const float* src, uint16_t* dst, size_t n, bool bf16) {
+#if defined(__x86_64__)
+  if (fast(bf16)) return narrow_avx2(src, dst, n, bf16);
+#endif
+  for (size_t i = 0; i < n; ++i) {
+    if (bf16) {
+      const mc::bfloat16_t h(src[i]);
+      std::memcpy(dst + i, &h, 2);
+    } else {
+      const mc::float16_t h(src[i]);
+      std::memcpy(dst + i, &h, 2);
+    }
+  }
+}
+
+float dot(const uint16_t* w, const float* x, int k, bool bf16) {
+#if defined(__x86_64__)
+  if (fast(bf16)) return dot_avx2(w, x, k, bf16);
+#endif
+  float sum = 0.0f;
+  for (int j = 0; j < k; ++j) sum += widen(w[j], bf16) * x[j];
+  return sum;
+}
+
+void widen_row(const uint16_t* src, float* dst, int k, bool bf16) {
+#if defined(__x86_64__)
+  if (fast(bf16)) return widen_row_avx2(src, dst, k, bf16);
+#endif
+  for (int j = 0; j < k; ++j) dst[j] = widen(src[j], bf16);
+}
+
+// Weight bytes below which a one-row product stays on the calling thread (as in the
+// quantized kernel: waking a worker costs about as much as reading this much).
+constexpr size_t kParallelBytes = size_t{1} << 20;
+
+void gemv(const HalfProblem& p) {
+  Pool& pool = Pool::get();
+  const size_t bytes = static_cast<size_t>(p.n) * p.k * 2;
+  const int tasks = bytes < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
+  pool.run(tasks, [&](int t) {
+    const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
+    const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
+    for (int r = begin; r < end; ++r) p.out[r] = dot(p.row(r), p.x, p.k, p.bf16);
+  });
+}
+
+void gemm(const HalfProblem& p) {
+  Pool& pool = Pool::get();
+  const int tile = 256;
+  std::vector<float> buffer(static_cast<size_t>(std::min(tile, p.n)) * p.k);
+  for (int n0 = 0; n0 < p.n; n0 += tile) {
+    const int rows = std::min(tile, p.n - n0);
+    pool.run(rows, [&](int r) { widen_row(p.row(n0 + r), buffer.data() + static_cast<size_t>(r) * p.k, p.k, p.bf16); });
+    cblas_sgemm(kRowMajor, kNoTrans, kTrans, p.m, rows, p.k, 1.0f, p.x, p.k, buffer.data(), p.k, 0.0f,
+                p.out + n0, p.n);
+  }
+}
+
+// An array's elements in row-major order as T (a strided or non-f32 x, a strided w).
+template <typename T>
+std::vector<T> dense_copy(const mc::array& a) {
+  std::vector<T> dense(a.size());
+  const auto& shape = a.shape();
+  const auto& strides = a.strides();
+  const int nd = static_cast<int>(shape.size());
+  std::vector<int64_t> index(nd, 0);
+  auto element = [&](int64_t offset) -> T {
+    switch (a.dtype()) {
+      case mc::float32: return static_cast<T>(a.data<float>()[offset]);
+      case mc::bfloat16: return static_cast<T>(static_cast<float>(a.data<mc::bfloat16_t>()[offset]));
+      case mc::float16: return static_cast<T>(static_cast<float>(a.data<mc::float16_t>()[offset]));
+      default: return T{};
+    }
+  };
+  for (size_t i = 0; i < dense.size(); ++i) {
+    int64_t offset = 0;
+    for (int d = 0; d < nd; ++d) offset += index[d] * strides[d];
+    dense[i] = element(offset);
+    for (int d = nd - 1; d >= 0; --d) {
+      if (++index[d] < shape[d]) break;
+      index[d] = 0;
+    }
+  }
+  return dense;
+}
+
+// w's 16-bit elements, row-major (copied only when w is a strided view).
+std::vector<uint16_t> dense_bits(const mc::array& w) {
+  std::vector<uint16_t> dense(w.size());
+  const auto& shape = w.shape();
+  const auto& strides = w.strides();
+  const uint16_t* src = w.data<uint16_t>();
+  for (int64_t r = 0; r < shape[0]; ++r) {
+    for (int64_t c = 0; c < shape[1]; ++c) dense[r * shape[1] + c] = src[r * strides[0] + c * strides[1]];
+  }
+  return dense;
+}
+
+class HalfMatmulCpu : public mc::UnaryPrimitive {
+ public:
+  explicit HalfMatmulCpu(mc::Stream stream) : mc::UnaryPrimitive(stream) {}
+
+  void eval_cpu(const std::vector<mc::array>& inputs, mc::array& out) override {
+    const mc::array& x = inputs[0];
+    const mc::array& w = inputs[1];
+    const int k = static_cast<int>(x.shape().back());
+    const int m = static_cast<int>(x.size() / std::max<size_t>(k, 1));
+    const int n = static_cast<int>(w.shape(0));
+    out.set_data(mc::allocator::malloc(out.nbytes()));
+    auto& encoder = mc::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) encoder.set_input_array(a);
+    encoder.set_output_array(out);
+    encoder.dispatch([x, w, out, m, n, k]() mutable {
+      std::vector<float> xs;
+      const float* xp = nullptr;
+      const bool half_x = x.dtype() == mc::bfloat16 || x.dtype() == mc::float16;
+      if (x.dtype() == mc::float32 && x.flags().row_contiguous) {
+        xp = x.data<float>();
+      } else if (half_x && x.flags().row_contiguous) {
+        xs.resize(x.size());
+        for (int r = 0; r < m; ++r) {
+          const size_t at = static_cast<size_t>(r) * k;
+          widen_row(x.data<uint16_t>() + at, xs.data() + at, k, x.dtype() == mc::bfloat16);
+        }
+        xp = xs.data();
+      } else {
+        xs = dense_copy<float>(x);
+        xp = xs.data();
+      }
+      std::vector<uint16_t> ws;
+      const uint16_t* wp = w.data<uint16_t>();
+      if (!w.flags().row_contiguous) {
+        ws = dense_bits(w);
+        wp = ws.data();
+      }
+      std::vector<float> result;
+      float* op = nullptr;
+      if (out.dtype() == mc::float32) {
+        op = out.data<float>();
+      } else {
+        result.resize(static_cast<size_t>(m) * n);
+        op = result.data();
+      }
+      HalfProblem p{xp, wp, op, m, n, k, w.dtype() == mc::bfloat16};
+      if (m == 0 || n == 0) {
+        return;
+      } else if (m == 1) {
+        gemv(p);
+      } else {
+        gemm(p);
+      }
+      if (out.dtype() != mc::float32) {
+        narrow(result.data(), out.data<uint16_t>(), result.size(), out.dtype() == mc::bfloat16);
+      }
+    });
+  }
+
+  void eval_gpu(const std::vector<mc::array>&, mc::array&) override {
+    throw std::runtime_error("lamina's half-precision matmul runs on the CPU; the GPU uses MLX's own");
+  }
+
+  std::vector<mc::array> vjp(const std::vector<mc::array>& primals, const std::vector<mc::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mc::array>&) override {
+    const mc::array& x = primals[0];
+    const mc::array& w = primals[1];
+    const mc::array& cot = cotangents[0];
+    std::vector<mc::array> grads;
+    for (int arg : argnums) {
+      if (arg == 0) {
+        grads.push_back(mc::astype(mc::matmul(cot, mc::astype(w, cot.dtype(), stream()), stream()), x.dtype(),
+                                   stream()));
+      } else {
+        const int k = static_cast<int>(x.shape().back());
+        const int n = static_cast<int>(w.shape(0));
+        mc::array rows = mc::reshape(cot, {-1, n}, stream());
+        mc::array xs = mc::astype(mc::reshape(x, {-1, k}, stream()), rows.dtype(), stream());
+        grads.push_back(mc::astype(mc::matmul(mc::transpose(rows, stream()), xs, stream()), w.dtype(), stream()));
+      }
+    }
+    return grads;
+  }
+
+  const char* name() const override { return "LaminaHalfMatmul"; }
+
+  bool is_equivalent(const mc::Primitive& other) const override {
+    return dynamic_cast<const HalfMatmulCpu*>(&other) != nullptr;
+  }
+
+  std::vector<mc::Shape> output_shapes(const std::vector<mc::array>& inputs) override {
+    mc::Shape shape = inputs[0].shape();
+    shape.back() = inputs[1].shape(0);
+    return {shape};
+  }
+};
+
+bool is_float(mc::Dtype t) { return t == mc::float32 || t == mc::bfloat16 || t == mc::float16; }
+
+}  // namespace
+
+extern "C" {
+
+// `out = x @ w^T` for a bf16/f16 `w` [N, K] on the CPU (MLX's own matmul elsewhere, or for
+// other dtypes). x: f32, bf16 or f16 [..., K]. Returns 0, or 1 with the reason in
+// lamina_kernels_last_error().
+__attribute__((visibility("default"))) int lamina_half_matmul(Handle* out, Handle x, Handle w) {
+  try {
+    const mc::array& xa = from_handle(x);
+    const mc::array& wa = from_handle(w);
+    const mc::Stream stream = mc::default_stream(mc::default_device());
+    const bool ours = stream.device.type == mc::Device::DeviceType::cpu &&
+                      (wa.dtype() == mc::bfloat16 || wa.dtype() == mc::float16) && is_float(xa.dtype()) &&
+                      wa.ndim() == 2 && xa.ndim() >= 1;
+    if (!ours) {
+      to_handle(out, mc::matmul(xa, mc::transpose(wa, stream), stream));
+      return 0;
+    }
+    if (xa.shape().back() != wa.shape(1)) {
+      last_error() = "half matmul: x [..., " + std::to_string(xa.shape().back()) + "] does not fit w " +
+                     std::to_string(wa.shape(0)) + "x" + std::to_string(wa.shape(1));
+      return 1;
+    }
+    mc::Shape shape = xa.shape();
+    shape.back() = wa.shape(0);
+    const mc::Dtype dtype = mc::promote_types(xa.dtype(), wa.dtype());
+    auto primitive = std::make_shared<HalfMatmulCpu>(stream);
+    to_handle(out, mc::array(shape, dtype, primitive, {xa, wa}));
+    return 0;
+  } catch (const std::exception& e) {
+    last_error() = e.what();
+    return 1;
+  }
+}
+
+}  // extern "C"
