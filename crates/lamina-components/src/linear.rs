@@ -281,7 +281,7 @@ mod tests {
                     Array::from_slice(&values(rows * 40, 0.1), &[rows as i32, 40]).as_dtype(dtype).unwrap();
                 let y = layer.forward(&x).unwrap();
                 assert_eq!(y.dtype(), dtype);
-                let exact = ops::matmul(&f32(&x), f32(&weight).t()).unwrap().add(f32(&bias)).unwrap();
+                let exact = ops::matmul(f32(&x), f32(&weight).t()).unwrap().add(f32(&bias)).unwrap();
                 // Two roundings (product, then bias) of the dtype, relative to the largest output.
                 let max = |a: &Array| a.abs().unwrap().max(None).unwrap().item_exact::<f32>();
                 let relative = max(&f32(&y).subtract(&exact).unwrap()) / max(&exact);

@@ -39,10 +39,10 @@ fn check(m: i32, n: i32, k: i32, w_dtype: Dtype, x_dtype: Dtype) {
     let w = values(&[n, k], k as f32 + 0.25).as_dtype(w_dtype).unwrap();
     let x = values(&[m, k], 0.5).as_dtype(x_dtype).unwrap();
     let ours = half_matmul(&x, &w).unwrap();
-    let mlx = ops::matmul(&x, &w.t()).unwrap();
+    let mlx = ops::matmul(&x, w.t()).unwrap();
     assert_eq!(ours.dtype(), mlx.dtype(), "{w_dtype:?} x {x_dtype:?}");
     // Against MLX's own op, and against the exact f32 product of the same stored values.
-    let exact = ops::matmul(&f32(&x), &f32(&w).t()).unwrap();
+    let exact = ops::matmul(f32(&x), f32(&w).t()).unwrap();
     let tol = tolerance(ours.dtype());
     let (to_mlx, to_exact) = (max_rel_diff(&ours, &mlx), max_rel_diff(&ours, &exact));
     assert!(to_mlx < 2.0 * tol, "m {m} n {n} k {k} {w_dtype:?} x {x_dtype:?}: vs MLX {to_mlx}");
@@ -74,16 +74,16 @@ fn strided_inputs_and_batch_dimensions() {
     let w = values(&[24, 40], 1.0).as_dtype(Dtype::Bfloat16).unwrap();
     // A transposed view of x: [40, 6] -> [6, 40], strided.
     let x = values(&[40, 6], 2.0).t();
-    let exact = ops::matmul(&x, &f32(&w).t()).unwrap();
+    let exact = ops::matmul(&x, f32(&w).t()).unwrap();
     assert!(max_rel_diff(&half_matmul(&x, &w).unwrap(), &exact) < 2e-5);
     // A strided weight (a transposed view) is read through its strides.
     let wt = values(&[40, 24], 3.0).as_dtype(Dtype::Float16).unwrap().t();
-    let exact = ops::matmul(&x, &f32(&wt).t()).unwrap();
+    let exact = ops::matmul(&x, f32(&wt).t()).unwrap();
     assert!(max_rel_diff(&half_matmul(&x, &wt).unwrap(), &exact) < 2e-5);
     let x = values(&[2, 3, 40], 4.0);
     let ours = half_matmul(&x, &w).unwrap();
     assert_eq!(ours.shape(), [2, 3, 24]);
-    assert!(max_rel_diff(&ours, &ops::matmul(&x, &f32(&w).t()).unwrap()) < 2e-5);
+    assert!(max_rel_diff(&ours, &ops::matmul(&x, f32(&w).t()).unwrap()) < 2e-5);
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn gradients_flow_to_x_and_w() {
     let weights = values(&[3, 9], 7.0);
     let weighted = |y: Array| vec![f32(&y).multiply(&weights).unwrap().sum(None).unwrap()];
     let ours = |inputs: &[Array]| weighted(half_matmul(&inputs[0], &inputs[1]).unwrap());
-    let reference = |inputs: &[Array]| weighted(ops::matmul(&inputs[0], &f32(&inputs[1]).t()).unwrap());
+    let reference = |inputs: &[Array]| weighted(ops::matmul(&inputs[0], f32(&inputs[1]).t()).unwrap());
     let primals = [x, w];
     let one = [Array::from_f32(1.0)];
     let (_, got) = mlx_rs::transforms::vjp(ours, &primals, &one).unwrap();
