@@ -202,6 +202,7 @@ pub struct Attention {
     pub k_norm: Option<Norm>,
     rope: Option<Rope>,
     config: AttentionConfig,
+    training: bool,
 }
 
 impl Attention {
@@ -225,6 +226,7 @@ impl Attention {
             k_norm: config.qk_norm.as_ref().map(norm).transpose()?,
             rope: config.rope.clone().map(Rope::new).transpose()?,
             config,
+            training: false,
         })
     }
 
@@ -293,9 +295,10 @@ impl Attention {
         };
         let scale = self.config.scale.unwrap_or(1.0 / (d as f32).sqrt());
         // MLX's CPU matmuls in bf16/f16 are not BLAS: there, a prompt's attention is
-        // computed in f32 (the casts cost O(L * D); the products O(L^2 * D)).
+        // computed in f32 (the casts cost O(L * D); the products O(L^2 * D)). Not while
+        // training, where the f32 copies would be kept for the backward pass.
         let dtype = q.dtype();
-        let widen = l > 1 && crate::linear::is_half(dtype) && on_cpu();
+        let widen = !self.training && l > 1 && crate::linear::is_half(dtype) && on_cpu();
         let (q, keys, values, mask) = if widen {
             let f32 = |a: &Array| a.as_dtype(mlx_rs::Dtype::Float32);
             let mask = match mask {
@@ -358,7 +361,9 @@ impl<'a> Module<LayerInput<'a>> for Attention {
         self.o_proj.forward(&out)
     }
 
-    fn training_mode(&mut self, _mode: bool) {}
+    fn training_mode(&mut self, mode: bool) {
+        self.training = mode;
+    }
 }
 
 /// Attention whose scores are soft-capped before masking, as Gemma 2 computes it: the
