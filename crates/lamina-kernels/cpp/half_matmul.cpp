@@ -55,6 +55,17 @@ inline float widen(uint16_t v, bool bf16) {
   return static_cast<float>(h);
 }
 
+// One f32 result rounded to the 16-bit output (MLX's own conversions).
+inline void narrow_one(float v, uint16_t* dst, bool bf16) {
+  if (bf16) {
+    const mc::bfloat16_t h(v);
+    std::memcpy(dst, &h, 2);
+  } else {
+    const mc::float16_t h(v);
+    std::memcpy(dst, &h, 2);
+  }
+}
+
 #if defined(__x86_64__)
 bool has_f16c() {
   static const bool yes = __builtin_cpu_supports("f16c");
@@ -113,15 +124,7 @@ __attribute__((target("avx2,fma,f16c"))) inline void narrow8(__m256 v, uint16_t*
 __attribute__((target("avx2,fma,f16c"))) void narrow_avx2(const float* src, uint16_t* dst, size_t n, bool bf16) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) narrow8(_mm256_loadu_ps(src + i), dst + i, bf16);
-  for (; i < n; ++i) {
-    if (bf16) {
-      const mc::bfloat16_t h(src[i]);
-      std::memcpy(dst + i, &h, 2);
-    } else {
-      const mc::float16_t h(src[i]);
-      std::memcpy(dst + i, &h, 2);
-    }
-  }
+  for (; i < n; ++i) narrow_one(src[i], dst + i, bf16);
 }
 
 bool fast(bool bf16) { return has_avx2() && (bf16 || has_f16c()); }
@@ -132,15 +135,7 @@ void narrow(const float* src, uint16_t* dst, size_t n, bool bf16) {
 #if defined(__x86_64__)
   if (fast(bf16)) return narrow_avx2(src, dst, n, bf16);
 #endif
-  for (size_t i = 0; i < n; ++i) {
-    if (bf16) {
-      const mc::bfloat16_t h(src[i]);
-      std::memcpy(dst + i, &h, 2);
-    } else {
-      const mc::float16_t h(src[i]);
-      std::memcpy(dst + i, &h, 2);
-    }
-  }
+  for (size_t i = 0; i < n; ++i) narrow_one(src[i], dst + i, bf16);
 }
 
 float dot(const uint16_t* w, const float* x, int k, bool bf16) {
