@@ -133,6 +133,7 @@ impl Backbone for HybridBackbone {
     }
 
     fn training_mode(&mut self, training: bool) {
+        mlx_rs::module::Module::training_mode(&mut self.embed_tokens, training);
         for layer in &mut self.layers {
             mlx_rs::module::Module::training_mode(layer, training);
         }

@@ -121,6 +121,7 @@ impl Backbone for MambaBackbone {
     }
 
     fn training_mode(&mut self, training: bool) {
+        mlx_rs::module::Module::training_mode(&mut self.embeddings, training);
         for layer in &mut self.layers {
             mlx_rs::module::Module::training_mode(layer, training);
         }

@@ -176,6 +176,7 @@ impl Backbone for TransformerBackbone {
     }
 
     fn training_mode(&mut self, training: bool) {
+        mlx_rs::module::Module::training_mode(&mut self.embed_tokens, training);
         for layer in &mut self.layers {
             mlx_rs::module::Module::training_mode(layer, training);
         }

@@ -363,6 +363,9 @@ impl<'a> Module<LayerInput<'a>> for Attention {
 
     fn training_mode(&mut self, mode: bool) {
         self.training = mode;
+        for projection in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.o_proj] {
+            projection.training_mode(mode);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub struct Embedding {
     #[param]
     pub biases: Param<Option<Array>>,
     quantization: Option<QuantConfig>,
+    training: bool,
 }
 
 impl Embedding {
@@ -40,6 +41,7 @@ impl Embedding {
             scales: Param::new(None),
             biases: Param::new(None),
             quantization: None,
+            training: false,
         }
     }
 
@@ -113,7 +115,7 @@ impl Embedding {
         if let Some((q, scales, biases)) = self.quantized() {
             return lamina_kernels::quantized_matmul(x, &self.weight, scales, biases, q.group_size, q.bits);
         }
-        if crate::linear::is_half(self.weight.dtype()) {
+        if crate::linear::is_half(self.weight.dtype()) && !self.training {
             return lamina_kernels::half_matmul(x, &self.weight);
         }
         Ok(ops::matmul(x, self.weight.t())?)
@@ -176,7 +178,9 @@ impl Module<&Array> for Embedding {
         Ok(self.weight.take_axis(ids, 0)?)
     }
 
-    fn training_mode(&mut self, _mode: bool) {}
+    fn training_mode(&mut self, mode: bool) {
+        self.training = mode;
+    }
 }
 
 #[cfg(test)]

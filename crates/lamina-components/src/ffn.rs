@@ -142,7 +142,13 @@ impl Module<&Array> for FeedForward {
         self.down_proj.forward(&inner)
     }
 
-    fn training_mode(&mut self, _mode: bool) {}
+    fn training_mode(&mut self, mode: bool) {
+        if let Some(gate) = &mut self.gate_proj {
+            gate.training_mode(mode);
+        }
+        self.up_proj.training_mode(mode);
+        self.down_proj.training_mode(mode);
+    }
 }
 
 crate::visit_fields!(FeedForward { gate_proj, up_proj, down_proj });

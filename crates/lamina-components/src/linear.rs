@@ -189,8 +189,9 @@ impl Linear {
         let bias = if with_bias { self.bias.value.clone() } else { None };
         let y = if let Some((q, scales, biases)) = self.quantized() {
             lamina_kernels::quantized_matmul(x, &self.weight, scales, biases, q.group_size, q.bits)?
-        } else if is_half(self.weight.dtype()) {
+        } else if is_half(self.weight.dtype()) && !self.training {
             // Read as stored by lamina's kernel (MLX's CPU matmul is not BLAS in bf16/f16).
+            // Not while training: with MLX's backward products it held 1.8x the memory.
             lamina_kernels::half_matmul(x, &self.weight)?
         } else {
             let weight_t = self.weight_t();

@@ -168,7 +168,9 @@ __attribute__((target("avx2,fma"))) float dot_q4_avx2(const Problem& p, int r, c
   __m256 total = _mm256_setzero_ps();
   const int chunks_per_group = p.group / 32;
   for (int g = 0; g < p.groups(); ++g) {
-    __m256 acc = _mm256_setzero_ps();
+    // Four independent accumulators: one chain of FMAs would wait on each one's latency.
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+           a3 = _mm256_setzero_ps();
     for (int c = 0; c < chunks_per_group; ++c) {
       const int chunk = g * chunks_per_group + c;
       const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * chunk));
@@ -176,16 +178,22 @@ __attribute__((target("avx2,fma"))) float dot_q4_avx2(const Problem& p, int r, c
       const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low_mask);
       const float* xe = xs + 32 * chunk;
       const float* xo = xe + 16;
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(xe), acc);
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))),
-                            _mm256_loadu_ps(xe + 8), acc);
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(xo), acc);
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))),
-                            _mm256_loadu_ps(xo + 8), acc);
+      a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(xe), a0);
+      a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))),
+                           _mm256_loadu_ps(xe + 8), a1);
+      a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(xo), a2);
+      a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))),
+                           _mm256_loadu_ps(xo + 8), a3);
     }
+    const __m256 acc = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
     total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), acc, total);
   }
   return hsum(total) + bias_dot(p, r, x);
+}
+
+// Eight 8-bit values from `row + j` as floats.
+__attribute__((target("avx2,fma"))) inline __m256 eight_q8(const uint8_t* row, int j) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + j))));
 }
 
 __attribute__((target("avx2,fma"))) float dot_q8_avx2(const Problem& p, int r, const float* xv,
@@ -194,12 +202,21 @@ __attribute__((target("avx2,fma"))) float dot_q8_avx2(const Problem& p, int r, c
   const float* s = p.row_scales(r);
   __m256 total = _mm256_setzero_ps();
   for (int g = 0; g < p.groups(); ++g) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int j = g * p.group; j < (g + 1) * p.group; j += 8) {
-      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + j));
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)), _mm256_loadu_ps(xv + j), acc);
+    // Four independent accumulators (one chain of FMAs would wait on each one's latency);
+    // the group is a multiple of 8.
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+           a3 = _mm256_setzero_ps();
+    const int end = (g + 1) * p.group;
+    int j = g * p.group;
+    for (; j + 32 <= end; j += 32) {
+      a0 = _mm256_fmadd_ps(eight_q8(row, j), _mm256_loadu_ps(xv + j), a0);
+      a1 = _mm256_fmadd_ps(eight_q8(row, j + 8), _mm256_loadu_ps(xv + j + 8), a1);
+      a2 = _mm256_fmadd_ps(eight_q8(row, j + 16), _mm256_loadu_ps(xv + j + 16), a2);
+      a3 = _mm256_fmadd_ps(eight_q8(row, j + 24), _mm256_loadu_ps(xv + j + 24), a3);
     }
-    total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), acc, total);
+    for (; j < end; j += 8) a0 = _mm256_fmadd_ps(eight_q8(row, j), _mm256_loadu_ps(xv + j), a0);
+    const __m256 sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), sum, total);
   }
   return hsum(total) + bias_dot(p, r, x);
 }

@@ -305,7 +305,11 @@ impl<'a> Module<crate::attention::LayerInput<'a>> for MambaMixer {
         self.out_proj.forward(&y)
     }
 
-    fn training_mode(&mut self, _mode: bool) {}
+    fn training_mode(&mut self, mode: bool) {
+        for projection in [&mut self.in_proj, &mut self.x_proj, &mut self.dt_proj, &mut self.out_proj] {
+            projection.training_mode(mode);
+        }
+    }
 }
 
 /// A fresh state for this mixer's cache slot.
