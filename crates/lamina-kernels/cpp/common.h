@@ -1,5 +1,6 @@
 // What lamina's CPU kernels share: a pool of threads that sleep between parallel regions,
-// BLAS's sgemm, mlx-c's array handles and the last error's text.
+// BLAS's sgemm, mlx-c's array handles, the last error's text, a dense copy of a strided
+// input and a horizontal sum.
 #pragma once
 
 #include <algorithm>
@@ -11,7 +12,14 @@
 #include <string>
 #include <thread>
 
+#include <vector>
+
 #include "mlx/array.h"
+#include "mlx/types/half_types.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                             const float* a, int lda, const float* b, int ldb, float beta, float* c,
@@ -123,7 +131,44 @@ inline void to_handle(Handle* out, const mc::array& a) {
 // The reason of the last failed call on this thread (lamina_kernels_last_error).
 std::string& last_error();
 
+// An f32, bf16 or f16 array's elements in row-major order as f32 (a strided view, or a
+// half-precision x, read once into a dense buffer).
+inline std::vector<float> dense_f32(const mc::array& a) {
+  std::vector<float> dense(a.size());
+  const auto& shape = a.shape();
+  const auto& strides = a.strides();
+  const int nd = static_cast<int>(shape.size());
+  std::vector<int64_t> index(nd, 0);
+  auto element = [&](int64_t offset) -> float {
+    switch (a.dtype()) {
+      case mc::float32: return a.data<float>()[offset];
+      case mc::bfloat16: return static_cast<float>(a.data<mc::bfloat16_t>()[offset]);
+      case mc::float16: return static_cast<float>(a.data<mc::float16_t>()[offset]);
+      default: return 0.0f;
+    }
+  };
+  for (size_t i = 0; i < dense.size(); ++i) {
+    int64_t offset = 0;
+    for (int d = 0; d < nd; ++d) offset += index[d] * strides[d];
+    dense[i] = element(offset);
+    for (int d = nd - 1; d >= 0; --d) {
+      if (++index[d] < shape[d]) break;
+      index[d] = 0;
+    }
+  }
+  return dense;
+}
+
 #if defined(__x86_64__)
+// The sum of a vector's eight lanes.
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  lo = _mm_add_ps(lo, _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+
 inline bool has_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return yes;

@@ -23,10 +23,6 @@
 #include "mlx/stream.h"
 #include "mlx/types/half_types.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 #include "common.h"
 
 namespace {
@@ -78,14 +74,6 @@ __attribute__((target("avx2,fma,f16c"))) inline __m256 widen8(const uint16_t* sr
   return _mm256_cvtph_ps(raw);
 }
 
-__attribute__((target("avx2,fma,f16c"))) inline float sum8(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  lo = _mm_add_ps(lo, _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  return _mm_cvtss_f32(lo);
-}
-
 __attribute__((target("avx2,fma,f16c"))) float dot_avx2(const uint16_t* w, const float* x, int k, bool bf16) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   int j = 0;
@@ -94,7 +82,7 @@ __attribute__((target("avx2,fma,f16c"))) float dot_avx2(const uint16_t* w, const
     a1 = _mm256_fmadd_ps(widen8(w + j + 8, bf16), _mm256_loadu_ps(x + j + 8), a1);
   }
   for (; j + 8 <= k; j += 8) a0 = _mm256_fmadd_ps(widen8(w + j, bf16), _mm256_loadu_ps(x + j), a0);
-  float sum = sum8(_mm256_add_ps(a0, a1));
+  float sum = hsum(_mm256_add_ps(a0, a1));
   for (; j < k; ++j) sum += widen(w[j], bf16) * x[j];
   return sum;
 }
@@ -181,34 +169,6 @@ void gemm(const HalfProblem& p) {
   }
 }
 
-// An array's elements in row-major order as T (a strided or non-f32 x, a strided w).
-template <typename T>
-std::vector<T> dense_copy(const mc::array& a) {
-  std::vector<T> dense(a.size());
-  const auto& shape = a.shape();
-  const auto& strides = a.strides();
-  const int nd = static_cast<int>(shape.size());
-  std::vector<int64_t> index(nd, 0);
-  auto element = [&](int64_t offset) -> T {
-    switch (a.dtype()) {
-      case mc::float32: return static_cast<T>(a.data<float>()[offset]);
-      case mc::bfloat16: return static_cast<T>(static_cast<float>(a.data<mc::bfloat16_t>()[offset]));
-      case mc::float16: return static_cast<T>(static_cast<float>(a.data<mc::float16_t>()[offset]));
-      default: return T{};
-    }
-  };
-  for (size_t i = 0; i < dense.size(); ++i) {
-    int64_t offset = 0;
-    for (int d = 0; d < nd; ++d) offset += index[d] * strides[d];
-    dense[i] = element(offset);
-    for (int d = nd - 1; d >= 0; --d) {
-      if (++index[d] < shape[d]) break;
-      index[d] = 0;
-    }
-  }
-  return dense;
-}
-
 // w's 16-bit elements, row-major (copied only when w is a strided view).
 std::vector<uint16_t> dense_bits(const mc::array& w) {
   std::vector<uint16_t> dense(w.size());
@@ -249,7 +209,7 @@ class HalfMatmulCpu : public mc::UnaryPrimitive {
         }
         xp = xs.data();
       } else {
-        xs = dense_copy<float>(x);
+        xs = dense_f32(x);
         xp = xs.data();
       }
       std::vector<uint16_t> ws;

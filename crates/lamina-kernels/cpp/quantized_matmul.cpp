@@ -39,12 +39,9 @@
 #include <immintrin.h>
 #endif
 
-namespace mc = mlx::core;
-
 namespace {
 
 using namespace lamina_kernels;
-
 
 // ---------------------------------------------------------------------------------------
 // The problem, in plain pointers.
@@ -151,15 +148,6 @@ float dot_portable(const Problem& p, int r, const float* x, const PreparedRow& p
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  __m128 hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  return _mm_cvtss_f32(lo);
-}
-
 __attribute__((target("avx2,fma"))) float dot_q4_avx2(const Problem& p, int r, const PreparedRow& x) {
   const uint8_t* row = p.row(r);
   const float* s = p.row_scales(r);
@@ -558,20 +546,7 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
       const float* xp = x.data<float>();
       std::vector<float> dense;
       if (!contiguous) {
-        dense.resize(static_cast<size_t>(m) * k);
-        const auto& shape = x.shape();
-        const auto& strides = x.strides();
-        const int nd = static_cast<int>(shape.size());
-        std::vector<int64_t> index(nd, 0);
-        for (size_t i = 0; i < dense.size(); ++i) {
-          int64_t offset = 0;
-          for (int d = 0; d < nd; ++d) offset += index[d] * strides[d];
-          dense[i] = xp[offset];
-          for (int d = nd - 1; d >= 0; --d) {
-            if (++index[d] < shape[d]) break;
-            index[d] = 0;
-          }
-        }
+        dense = dense_f32(x);
         xp = dense.data();
       }
       Problem p{xp, w.data<uint8_t>(), scales.data<float>(), biases.data<float>(), out_ptr, m, n, k, group, bits};
