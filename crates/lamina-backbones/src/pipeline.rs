@@ -140,8 +140,7 @@ pub fn split_by_bytes(bytes: &[u64], ranks: usize) -> Result<Vec<Range<usize>>> 
 /// assert_eq!(layer_of("model.embed_tokens.weight"), None);
 /// ```
 pub fn layer_of(key: &str) -> Option<usize> {
-    let (_, rest) = split_at_layers(key)?;
-    rest.split('.').next()?.parse().ok()
+    split_at_layers(key).map(|(_, n, _)| n)
 }
 
 /// `key` with its block renumbered from `first` on (a stage holding blocks `first..`
@@ -153,26 +152,24 @@ pub fn layer_of(key: &str) -> Option<usize> {
 /// assert_eq!(renumber("model.norm.weight", 10), "model.norm.weight");
 /// ```
 pub fn renumber(key: &str, first: usize) -> String {
-    match (split_at_layers(key), layer_of(key)) {
-        (Some((head, rest)), Some(n)) if n >= first => {
-            let tail = rest.split_once('.').map_or("", |(_, tail)| tail);
-            let dot = if tail.is_empty() { "" } else { "." };
-            format!("{head}{}{dot}{tail}", n - first)
-        }
+    match split_at_layers(key) {
+        Some((head, n, tail)) if n >= first => format!("{head}{}{tail}", n - first),
         _ => key.to_owned(),
     }
 }
 
-/// `("...layers.", "N.rest")` for a key with a `layers.N` component.
-fn split_at_layers(key: &str) -> Option<(&str, &str)> {
+/// `("...layers.", N, ".rest")` for a key with a `layers.N` component (the tail empty
+/// when the key ends at `N`).
+fn split_at_layers(key: &str) -> Option<(&str, usize, &str)> {
     const MARK: &str = "layers.";
     let mut from = 0;
     while let Some(found) = key[from..].find(MARK) {
         let at = from + found;
         let starts_component = at == 0 || key.as_bytes()[at - 1] == b'.';
         let after = &key[at + MARK.len()..];
-        if starts_component && after.split('.').next().is_some_and(|n| n.parse::<usize>().is_ok()) {
-            return Some((&key[..at + MARK.len()], after));
+        let digits = after.find('.').unwrap_or(after.len());
+        if let (true, Ok(n)) = (starts_component, after[..digits].parse::<usize>()) {
+            return Some((&key[..at + MARK.len()], n, &after[digits..]));
         }
         from = at + MARK.len();
     }

@@ -7,11 +7,11 @@ use lamina_components::{
     BatchKvCache, Embedding, LayerCache, LayerInput, Norm, SsmState, VisitLayers, check_ids, checkpointed,
 };
 use lamina_core::{BackboneOutput, Error, Result};
-
-use crate::pipeline::PipelineStage;
 use mlx_rs::Array;
 use mlx_rs::module::{Module, ModuleParameters};
 use mlx_rs::ops::indexing::TryIndexOp;
+
+use crate::pipeline::PipelineStage;
 
 /// The caches of every block execution of a model, held by the caller.
 #[derive(Debug, Clone)]

@@ -369,16 +369,16 @@ impl<'a> Module<LayerInput<'a>> for Attention {
     }
 }
 
-/// Attention whose scores are soft-capped before masking, as Gemma 2 computes it: the
-/// queries scaled, `scores = cap * tanh(q k^T / cap)`, masked, softmax in f32.
-///
-/// # Shapes
-/// `q [B, H, L, D]`, `k`/`v [B, H_kv, K, D]` -> `[B, H, L, D]`
 /// Whether MLX's default device is the CPU.
 fn on_cpu() -> bool {
     matches!(mlx_rs::Device::default().get_type(), Ok(mlx_rs::DeviceType::Cpu))
 }
 
+/// Attention whose scores are soft-capped before masking, as Gemma 2 computes it: the
+/// queries scaled, `scores = cap * tanh(q k^T / cap)`, masked, softmax in f32.
+///
+/// # Shapes
+/// `q [B, H, L, D]`, `k`/`v [B, H_kv, K, D]` -> `[B, H, L, D]`
 fn softcapped_attention(
     q: &Array,
     k: &Array,

@@ -164,10 +164,7 @@ async fn load_folder(folder: PathBuf, checkpoint: Checkpoint, options: LoadOptio
     let budget = Budget { limit: options.memory_limit, bits: weight_bits(&config, options.dtype) };
     let mut model =
         options.registry.build_within(&config, budget).map_err(|e| LoaderError::model(&config_path, e))?;
-    let share = match &options.pipeline {
-        Some(group) => split(model.as_mut(), Some(group), tensor_bytes(&folder)?, &config_path)?,
-        None => Share::All,
-    };
+    let share = split(model.as_mut(), options.pipeline.as_ref(), || tensor_bytes(&folder), &config_path)?;
 
     let (weights, memory_bytes) =
         read_shared_weights(&folder, options.dtype, options.memory_limit, &options.progress, &share).await?;

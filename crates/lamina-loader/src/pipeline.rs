@@ -33,21 +33,19 @@ impl Share {
         }
     }
 
+    /// `key` with the stage's blocks numbered from 0 (as it is without a pipeline).
+    pub fn renumber(&self, key: String) -> String {
+        match self {
+            Share::All => key,
+            Share::Stage(layers) => renumber(&key, layers.start),
+        }
+    }
+
     /// The sanitized weights with the stage's blocks numbered from 0.
     pub fn renumbered(&self, weights: Weights) -> Weights {
         match self {
             Share::All => weights,
-            Share::Stage(layers) => {
-                weights.into_iter().map(|(k, v)| (renumber(&k, layers.start), v)).collect()
-            }
-        }
-    }
-
-    /// The first block held (0 without a pipeline).
-    pub fn first(&self) -> usize {
-        match self {
-            Share::All => 0,
-            Share::Stage(layers) => layers.start,
+            Share::Stage(_) => weights.into_iter().map(|(k, v)| (self.renumber(k), v)).collect(),
         }
     }
 
@@ -61,22 +59,23 @@ impl Share {
 }
 
 /// Splits `model` for this rank of `group` (nothing to do without a group, or for a
-/// group of one): the blocks balanced by `bytes` (key -> bytes of every tensor in the
-/// checkpoint; the built blocks' own sizes when the keys do not number every block).
+/// group of one): the blocks balanced by `bytes()` (key -> bytes of every tensor in the
+/// checkpoint, asked for only when there is a pipeline; the built blocks' own sizes when
+/// the keys do not number every block).
 ///
 /// # Errors
 /// [`LoaderError::Model`] when the model cannot be split (more ranks than blocks, a
-/// backbone without pipeline support).
-pub(crate) fn split(
+/// backbone without pipeline support); what `bytes` returns.
+pub(crate) fn split<I: IntoIterator<Item = (String, u64)>>(
     model: &mut dyn LanguageModel,
     group: Option<&Arc<Group>>,
-    bytes: impl IntoIterator<Item = (String, u64)>,
+    bytes: impl FnOnce() -> Result<I>,
     source: &Path,
 ) -> Result<Share> {
     let Some(group) = group.filter(|g| g.size() > 1) else { return Ok(Share::All) };
     let built = model.block_bytes();
     let mut per_block: BTreeMap<usize, u64> = BTreeMap::new();
-    for (key, size) in bytes {
+    for (key, size) in bytes()? {
         if let Some(n) = layer_of(&key) {
             *per_block.entry(n).or_default() += size;
         }

@@ -149,7 +149,11 @@ impl TensorFile {
             // SAFETY: safetensors validated that `data` holds exactly numel * size_of(dtype)
             // bytes; MLX copies them (alignment does not matter to a byte copy).
             let array = unsafe { Array::from_raw_data(data.as_ptr().cast::<c_void>(), &shape, mlx_dtype) };
-            self.forget(data);
+            forget_pages(
+                &self.mmap,
+                (data.as_ptr() as usize).wrapping_sub(self.mmap.as_ptr() as usize),
+                data.len(),
+            );
             progress.send(Progress::Tensor { name: name.clone(), bytes: data.len() as u64 });
             out.push((name, array));
         }
@@ -157,19 +161,14 @@ impl TensorFile {
     }
 }
 
-impl TensorFile {
-    /// Lets the kernel drop the mapped pages of `data` (a slice of this map that has been
-    /// copied into MLX), so that a load does not hold the file's pages and the model's
-    /// arrays at once.
-    fn forget(&self, data: &[u8]) {
-        let start = (data.as_ptr() as usize).wrapping_sub(self.mmap.as_ptr() as usize);
-        if !data.is_empty() && start.checked_add(data.len()).is_some_and(|end| end <= self.mmap.len()) {
-            // SAFETY: a read-only, file-backed map; the range was copied out and is not
-            // borrowed past this call's caller; a later read would fetch it from the file.
-            let _ = unsafe {
-                self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, data.len())
-            };
-        }
+/// Lets the kernel drop the mapped pages of `len` bytes at `start` of `mmap`, a tensor that
+/// has been copied into MLX, so that a load does not hold the file's pages and the model's
+/// arrays at once (a range outside the map is left alone).
+pub(crate) fn forget_pages(mmap: &Mmap, start: usize, len: usize) {
+    if len > 0 && start.checked_add(len).is_some_and(|end| end <= mmap.len()) {
+        // SAFETY: a read-only, file-backed map whose range was copied out and is no longer
+        // borrowed; a later read of these pages would fetch them from the file again.
+        let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
     }
 }
 
