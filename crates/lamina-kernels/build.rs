@@ -13,11 +13,18 @@ fn main() {
         .std("c++20")
         .file("cpp/quantized_matmul.cpp")
         .file("cpp/half_matmul.cpp")
+        .file("cpp/fused.cpp")
         .include(include)
         .opt_level(3)
         // Release code even in debug builds: the kernels are the hot path of decoding.
         .debug(false)
         .flag_if_supported("-fvisibility=hidden")
-        .flag_if_supported("-Wno-unused-parameter");
+        .flag_if_supported("-Wno-unused-parameter")
+        .flag_if_supported("-Wno-psabi")
+        // GCC 12's AVX-512 headers trip their own (un)initialized-value warnings.
+        .flag_if_supported("-Wno-maybe-uninitialized")
+        .flag_if_supported("-Wno-uninitialized")
+        // Lets `omp simd` loops reorder their sums (no OpenMP runtime).
+        .flag_if_supported("-fopenmp-simd");
     build.compile("lamina_kernels");
 }

@@ -12,8 +12,8 @@ use mlx_rs::module::Module;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use crate::cache::LayerCache;
-use crate::linear::Linear;
+use crate::cache::{DecodeScores, LayerCache};
+use crate::linear::{Linear, on_cpu};
 use crate::mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 use crate::norm::{Norm, NormConfig};
 use crate::rope::{Rope, RopeConfig};
@@ -247,20 +247,9 @@ impl Attention {
         cache: Option<&mut LayerCache>,
         padding_mask: Option<&Array>,
     ) -> Result<Array> {
-        let (l, d) = (q.dim(2), q.dim(3));
+        let l = q.dim(2);
         let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let (mut q, mut k) = (q, k);
-        if let Some(rope) = &self.rope {
-            if let Some(LayerCache::Batch(c)) = &cache {
-                let positions = c.positions()?;
-                q = rope.forward_positions(&q, &positions)?;
-                k = rope.forward_positions(&k, &positions)?;
-            } else {
-                q = rope.forward(&q, offset)?;
-                k = rope.forward(&k, offset)?;
-            }
-        }
-        let (q, k) = self.qk_norm(q, k, QkNormPosition::AfterRope)?;
+        let (q, k) = self.rotate(q, k, cache.as_deref())?;
 
         let window = self.config.sliding_window.map(|w| w as i32);
         let span =
@@ -293,7 +282,7 @@ impl Attention {
                 return Err(Error::CacheKind { layer: "an attention layer", cache: other.kind() });
             }
         };
-        let scale = self.config.scale.unwrap_or(1.0 / (d as f32).sqrt());
+        let scale = self.scale();
         // MLX's CPU matmuls in bf16/f16 are not BLAS: there, a prompt's attention is
         // computed in f32 (the casts cost O(L * D); the products O(L^2 * D)). Not while
         // training, where the f32 copies would be kept for the backward pass.
@@ -318,6 +307,67 @@ impl Attention {
         Ok(if widen { out.as_dtype(dtype)? } else { out })
     }
 
+    /// RoPE at the cache's positions, then QK-norm when it comes after RoPE.
+    fn rotate(&mut self, q: Array, k: Array, cache: Option<&LayerCache>) -> Result<(Array, Array)> {
+        let (mut q, mut k) = (q, k);
+        if let Some(rope) = &self.rope {
+            if let Some(LayerCache::Batch(c)) = cache {
+                let positions = c.positions()?;
+                q = rope.forward_positions(&q, &positions)?;
+                k = rope.forward_positions(&k, &positions)?;
+            } else {
+                let offset = cache.map_or(0, |c| c.offset());
+                q = rope.forward(&q, offset)?;
+                k = rope.forward(&k, offset)?;
+            }
+        }
+        self.qk_norm(q, k, QkNormPosition::AfterRope)
+    }
+
+    /// The score scale.
+    fn scale(&self) -> f32 {
+        self.config.scale.unwrap_or(1.0 / (self.config.head_dim() as f32).sqrt())
+    }
+
+    /// One decoded token on the CPU in f32 (not training), in few graph nodes: q/k/v in one
+    /// node when all three are quantized, and the cache update and attention in one
+    /// (lamina's kernels). `None` when the token does not qualify.
+    ///
+    /// # Shapes
+    /// `x [B, 1, hidden_size] -> [B, 1, hidden_size]`
+    fn decode_fused(&mut self, x: &Array, b: i32, cache: &mut LayerCache) -> Result<Array> {
+        let (heads, kv_heads, d) =
+            (self.config.num_heads as i32, self.config.num_kv_heads as i32, self.config.head_dim() as i32);
+        let fused =
+            match (self.q_proj.kernel_weight(), self.k_proj.kernel_weight(), self.v_proj.kernel_weight()) {
+                (Some(q), Some(k), Some(v)) => {
+                    let shapes: [&[i32]; 3] = [&[b, heads, 1, d], &[b, kv_heads, 1, d], &[b, kv_heads, 1, d]];
+                    Some(lamina_kernels::quantized_products(x, &[q, k, v], &shapes)?)
+                }
+                _ => None,
+            };
+        let (q, k, v) = match fused.map(<[Array; 3]>::try_from) {
+            Some(Ok([q, k, v])) => (q, k, v),
+            Some(Err(_)) => {
+                return Err(Error::Internal("the q/k/v kernel returned the wrong number of arrays"));
+            }
+            None => (
+                self.q_proj.forward(x)?.reshape(&[b, heads, 1, d])?,
+                self.k_proj.forward(x)?.reshape(&[b, kv_heads, 1, d])?,
+                self.v_proj.forward(x)?.reshape(&[b, kv_heads, 1, d])?,
+            ),
+        };
+        let (q, k) = self.qk_norm(q, k, QkNormPosition::BeforeRope)?;
+        let (q, k) = self.rotate(q, k, Some(cache))?;
+        let how = DecodeScores {
+            scale: self.scale(),
+            window: self.config.sliding_window.map(|w| w as i32),
+            softcap: self.config.softcap,
+        };
+        let out = cache.decode_attention(&q, &k, &v, how)?; // [B, 1, H * D]
+        self.o_proj.forward(&out)
+    }
+
     fn qk_norm(&mut self, q: Array, k: Array, position: QkNormPosition) -> Result<(Array, Array)> {
         let applies = self.config.qk_norm.is_some_and(|c| c.position == position);
         match (&mut self.q_norm, &mut self.k_norm) {
@@ -336,6 +386,39 @@ impl<'a> Module<LayerInput<'a>> for Attention {
     fn forward(&mut self, input: LayerInput<'a>) -> Result<Array> {
         let LayerInput { x, cache, padding_mask } = input;
         let (b, l) = batch_and_len(x, self.config.hidden_size)?;
+        if let Some(cache) = cache {
+            let fused = l == 1
+                && !self.training
+                && padding_mask.is_none()
+                && cache.has_decode_attention()
+                && x.dtype() == mlx_rs::Dtype::Float32
+                && on_cpu();
+            if fused {
+                return self.decode_fused(x, b, cache);
+            }
+            return self.forward_unfused(x, b, l, Some(cache), padding_mask);
+        }
+        self.forward_unfused(x, b, l, None, padding_mask)
+    }
+
+    fn training_mode(&mut self, mode: bool) {
+        self.training = mode;
+        for projection in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.o_proj] {
+            projection.training_mode(mode);
+        }
+    }
+}
+
+impl Attention {
+    /// The attention as plain MLX ops (prompts, training, batches, other devices).
+    fn forward_unfused(
+        &mut self,
+        x: &Array,
+        b: i32,
+        l: i32,
+        cache: Option<&mut LayerCache>,
+        padding_mask: Option<&Array>,
+    ) -> Result<Array> {
         let (heads, kv_heads, d) =
             (self.config.num_heads as i32, self.config.num_kv_heads as i32, self.config.head_dim() as i32);
         // [B, L, H * D] -> [B, H, L, D]; for one token that is a plain reshape (one graph
@@ -360,18 +443,6 @@ impl<'a> Module<LayerInput<'a>> for Attention {
         }; // [B, L, H * D]
         self.o_proj.forward(&out)
     }
-
-    fn training_mode(&mut self, mode: bool) {
-        self.training = mode;
-        for projection in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.o_proj] {
-            projection.training_mode(mode);
-        }
-    }
-}
-
-/// Whether MLX's default device is the CPU.
-fn on_cpu() -> bool {
-    matches!(mlx_rs::Device::default().get_type(), Ok(mlx_rs::DeviceType::Cpu))
 }
 
 /// Attention whose scores are soft-capped before masking, as Gemma 2 computes it: the

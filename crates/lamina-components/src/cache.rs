@@ -3,6 +3,9 @@
 //! independent per-sequence caches (continuous batching: sequences of different lengths
 //! decode together, joining and leaving between steps).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use lamina_core::{Error, Result};
 use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
 use mlx_rs::{Array, ops};
@@ -108,6 +111,31 @@ pub struct KvCache {
     keys: Option<Array>,
     values: Option<Array>,
     offset: i32,
+    ownership: Ownership,
+}
+
+/// Whether a cache's buffers may be written in place by the decode attention kernel:
+/// nothing but the cache (and the graph nodes it made, which run in order on one stream)
+/// holds them. A clone of the cache shares the token, and handing out the stored arrays
+/// marks it lent; either way the next write goes to a copy, which gets a fresh token.
+#[derive(Debug, Clone, Default)]
+struct Ownership(Arc<AtomicBool>);
+
+impl Ownership {
+    /// Ownership of buffers someone else may hold too.
+    fn lent() -> Self {
+        let ownership = Ownership::default();
+        ownership.lend();
+        ownership
+    }
+
+    fn exclusive(&self) -> bool {
+        Arc::strong_count(&self.0) == 1 && !self.0.load(Ordering::Relaxed)
+    }
+
+    fn lend(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl KvCache {
@@ -128,7 +156,7 @@ impl KvCache {
     /// [`Error::Shape`] when the arrays do not agree or hold fewer than `offset` positions.
     pub fn from_state(keys: Array, values: Array, offset: i32) -> Result<Self> {
         check_state(&keys, &values, offset, None)?;
-        Ok(KvCache { keys: Some(keys), values: Some(values), offset })
+        Ok(KvCache { keys: Some(keys), values: Some(values), offset, ownership: Ownership::lent() })
     }
 
     /// The keys and values of the positions stored, `[B, H_kv, offset, D]` (`None` while
@@ -137,6 +165,7 @@ impl KvCache {
     /// # Errors
     /// When MLX fails.
     pub fn state(&self) -> Result<Option<(Array, Array)>> {
+        self.ownership.lend();
         match (&self.keys, &self.values) {
             (Some(k), Some(v)) => Ok(Some((
                 k.try_index((Ellipsis, ..self.offset, ..))?,
@@ -159,29 +188,97 @@ impl KvCache {
     /// # Errors
     /// [`Error::Shape`] when the batch, heads or head size differ from earlier calls.
     pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
-        let prev = self.offset;
-        let len = keys.dim(2);
-        if let Some(stored) = &self.keys {
-            check_compatible(stored, keys, "keys")?;
-        }
-        if let Some(stored) = &self.values {
-            check_compatible(stored, values, "values")?;
-        }
-        self.offset += len;
-        append(&mut self.keys, &mut self.values, keys, values, prev)
+        let out = append(&mut self.keys, &mut self.values, keys, values, self.offset)?;
+        self.offset += keys.dim(2);
+        Ok(out)
     }
 }
 
-/// Writes `keys` and `values` (`[B, H, L, D]`) at positions `prev..prev + L` of the stored
-/// buffers, growing them by whole [`KV_STEP`] blocks when full (or allocating them);
-/// returns positions `..prev + L`.
-pub(crate) fn append(
+/// How a decoded position attends: the score scale, window and soft-cap
+/// ([`LayerCache::decode_attention`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeScores {
+    /// Score scale.
+    pub scale: f32,
+    /// Attend to the last `window` positions only.
+    pub window: Option<i32>,
+    /// Soft-capping of the scores.
+    pub softcap: Option<f32>,
+}
+
+impl LayerCache {
+    /// Whether [`LayerCache::decode_attention`] serves this cache (a KV or rotating cache).
+    pub fn has_decode_attention(&self) -> bool {
+        matches!(self, LayerCache::Kv(_) | LayerCache::Rotating(_))
+    }
+
+    /// Appends one position's key and value and attends `q` to what the cache keeps, in
+    /// one graph node (lamina's decode attention kernel; the buffers are updated in place).
+    /// f32 on the CPU only.
+    ///
+    /// # Shapes
+    /// `q [B, H, 1, D]`, `k [B, H_kv, 1, D]`, `v [B, H_kv, 1, D_v]` -> `[B, 1, H * D_v]`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the batch, heads or head size differ from earlier calls,
+    /// [`Error::CacheKind`] for a cache without the kernel, or the kernel's error.
+    pub fn decode_attention(&mut self, q: &Array, k: &Array, v: &Array, how: DecodeScores) -> Result<Array> {
+        let (keys, values, offset, ownership, slot, length, window) = match self {
+            LayerCache::Kv(c) => {
+                let prev = c.offset;
+                if reserve(&mut c.keys, &mut c.values, k, v, prev)? {
+                    c.ownership = Ownership::default();
+                }
+                (&mut c.keys, &mut c.values, &mut c.offset, &mut c.ownership, prev, prev + 1, how.window)
+            }
+            LayerCache::Rotating(c) => {
+                c.allocate(k, v)?;
+                let (prev, slots) = (c.offset, c.window);
+                let (slot, length) = (prev % slots, (prev + 1).min(slots));
+                (&mut c.keys, &mut c.values, &mut c.offset, &mut c.ownership, slot, length, None)
+            }
+            other => return Err(Error::CacheKind { layer: "decode attention", cache: other.kind() }),
+        };
+        let (Some(stored_keys), Some(stored_values)) = (keys.as_ref(), values.as_ref()) else {
+            return Err(Error::Internal("a KV cache lost its buffers"));
+        };
+        let in_place = ownership.exclusive();
+        let scores = lamina_kernels::DecodeAttention {
+            slot,
+            length,
+            scale: how.scale,
+            window,
+            softcap: how.softcap,
+            in_place,
+        };
+        let (out, new_keys, new_values) =
+            lamina_kernels::decode_attention(q, k, v, stored_keys, stored_values, scores)?;
+        *keys = Some(new_keys);
+        *values = Some(new_values);
+        *offset += 1;
+        if !in_place {
+            *ownership = Ownership::default(); // the kernel wrote into copies
+        }
+        Ok(out)
+    }
+}
+
+/// Makes room for `keys`' positions after `prev` in the stored buffers: grows them by
+/// whole [`KV_STEP`] blocks when full (or allocates them). Returns whether the buffers are
+/// new.
+fn reserve(
     stored_keys: &mut Option<Array>,
     stored_values: &mut Option<Array>,
     keys: &Array,
     values: &Array,
     prev: i32,
-) -> Result<(Array, Array)> {
+) -> Result<bool> {
+    if let Some(stored) = stored_keys.as_ref() {
+        check_compatible(stored, keys, "keys")?;
+    }
+    if let Some(stored) = stored_values.as_ref() {
+        check_compatible(stored, values, "values")?;
+    }
     let end = prev + keys.dim(2);
     if end > stored_keys.as_ref().map_or(0, |k| k.dim(2)) {
         let steps = (keys.dim(2) + KV_STEP - 1) / KV_STEP;
@@ -195,7 +292,23 @@ pub(crate) fn append(
         };
         *stored_keys = Some(grow(stored_keys.take(), keys)?);
         *stored_values = Some(grow(stored_values.take(), values)?);
+        return Ok(true);
     }
+    Ok(false)
+}
+
+/// Writes `keys` and `values` (`[B, H, L, D]`) at positions `prev..prev + L` of the stored
+/// buffers, growing them by whole [`KV_STEP`] blocks when full (or allocating them);
+/// returns positions `..prev + L`.
+pub(crate) fn append(
+    stored_keys: &mut Option<Array>,
+    stored_values: &mut Option<Array>,
+    keys: &Array,
+    values: &Array,
+    prev: i32,
+) -> Result<(Array, Array)> {
+    let end = prev + keys.dim(2);
+    reserve(stored_keys, stored_values, keys, values, prev)?;
     let (Some(k), Some(v)) = (stored_keys.as_mut(), stored_values.as_mut()) else {
         return Err(Error::Internal("a KV cache lost its buffers"));
     };
@@ -215,6 +328,7 @@ pub struct RotatingKvCache {
     keys: Option<Array>,
     values: Option<Array>,
     offset: i32,
+    ownership: Ownership,
 }
 
 /// What a [`RotatingKvCache`] returns: keys and values plus the position of the first.
@@ -238,7 +352,7 @@ impl RotatingKvCache {
         if window < 1 {
             return Err(Error::invalid("RotatingKvCache", "window", format!("must be >= 1, got {window}")));
         }
-        Ok(RotatingKvCache { window, keys: None, values: None, offset: 0 })
+        Ok(RotatingKvCache { window, keys: None, values: None, offset: 0, ownership: Ownership::default() })
     }
 
     /// Positions processed so far (not all of them are kept).
@@ -265,11 +379,13 @@ impl RotatingKvCache {
         cache.keys = Some(keys);
         cache.values = Some(values);
         cache.offset = offset;
+        cache.ownership = Ownership::lent();
         Ok(cache)
     }
 
     /// The slot buffers `[B, H_kv, window, D]` (`None` while empty).
     pub fn state(&self) -> Option<(&Array, &Array)> {
+        self.ownership.lend();
         self.keys.as_ref().zip(self.values.as_ref())
     }
 
@@ -332,8 +448,9 @@ impl RotatingKvCache {
         Ok((Some(pick(k)?), Some(pick(v)?)))
     }
 
-    /// Writes positions `first..first + L` into their slots (`L <= window`).
-    fn write(&mut self, keys: &Array, values: &Array, first: i32) -> Result<()> {
+    /// Allocates the slot buffers for entries shaped like `keys` and `values` (on first
+    /// use), and checks that later entries match them.
+    fn allocate(&mut self, keys: &Array, values: &Array) -> Result<()> {
         if self.keys.is_none() {
             let alloc = |a: &Array| {
                 let s = a.shape();
@@ -341,12 +458,21 @@ impl RotatingKvCache {
             };
             self.keys = Some(alloc(keys)?);
             self.values = Some(alloc(values)?);
+            self.ownership = Ownership::default();
         }
-        let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else {
             return Err(Error::Internal("the rotating cache lost its buffers"));
         };
         check_compatible(k, keys, "keys")?;
-        check_compatible(v, values, "values")?;
+        check_compatible(v, values, "values")
+    }
+
+    /// Writes positions `first..first + L` into their slots (`L <= window`).
+    fn write(&mut self, keys: &Array, values: &Array, first: i32) -> Result<()> {
+        self.allocate(keys, values)?;
+        let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
+            return Err(Error::Internal("the rotating cache lost its buffers"));
+        };
         let len = keys.dim(2);
         let start = first % self.window;
         let first_run = len.min(self.window - start);

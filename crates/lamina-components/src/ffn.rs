@@ -128,6 +128,27 @@ pub fn activate(activation: Activation, x: &Array) -> Result<Array> {
     Ok(y)
 }
 
+impl FeedForward {
+    /// The gated unit's inner activations in one graph node (lamina's kernel), when the gate
+    /// and up projections are plain quantized products and `x` is f32 on the CPU.
+    fn gated_kernel(&self, x: &Array) -> Result<Option<Array>> {
+        use lamina_kernels::GateActivation;
+        let activation = match self.activation {
+            Activation::Silu => GateActivation::Silu,
+            Activation::GeluApprox => GateActivation::GeluTanh,
+            Activation::Gelu => GateActivation::GeluErf,
+            Activation::Relu => return Ok(None),
+        };
+        let gate = self.gate_proj.as_ref().and_then(Linear::kernel_weight);
+        match (gate, self.up_proj.kernel_weight()) {
+            (Some(gate), Some(up)) if x.dtype() == mlx_rs::Dtype::Float32 && crate::linear::on_cpu() => {
+                Ok(Some(lamina_kernels::quantized_gated(x, gate, up, activation)?))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 impl Module<&Array> for FeedForward {
     type Output = Array;
     type Error = Error;
@@ -135,6 +156,9 @@ impl Module<&Array> for FeedForward {
     /// # Shapes
     /// `[..., hidden] -> [..., hidden]`
     fn forward(&mut self, x: &Array) -> Result<Array> {
+        if let Some(inner) = self.gated_kernel(x)? {
+            return self.down_proj.forward(&inner);
+        }
         let inner = match &mut self.gate_proj {
             Some(gate) => activate(self.activation, &gate.forward(x)?)? * self.up_proj.forward(x)?,
             None => activate(self.activation, &self.up_proj.forward(x)?)?,

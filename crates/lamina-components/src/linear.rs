@@ -133,6 +133,20 @@ impl Linear {
         self.weight.freeze(true);
     }
 
+    /// The quantized weight as lamina's fused kernels take it, when the layer is exactly a
+    /// quantized product: quantized, without bias or adapter, not training.
+    pub(crate) fn kernel_weight(&self) -> Option<lamina_kernels::QuantizedWeight<'_>> {
+        let plain = self.bias.is_none() && self.lora_a.is_none() && self.m.is_none() && !self.training;
+        let (q, scales, biases) = self.quantized().filter(|_| plain)?;
+        Some(lamina_kernels::QuantizedWeight {
+            weight: &self.weight,
+            scales,
+            biases,
+            group_size: q.group_size,
+            bits: q.bits,
+        })
+    }
+
     fn quantized(&self) -> Option<(QuantConfig, &Array, &Array)> {
         match (self.quantization, self.scales.as_ref(), self.biases.as_ref()) {
             (Some(q), Some(s), Some(b)) => Some((q, s, b)),
@@ -205,6 +219,11 @@ impl Linear {
             None => y,
         })
     }
+}
+
+/// Whether MLX's default device is the CPU (where lamina's kernels run).
+pub(crate) fn on_cpu() -> bool {
+    matches!(mlx_rs::Device::default().get_type(), Ok(mlx_rs::DeviceType::Cpu))
 }
 
 /// bf16 or f16.

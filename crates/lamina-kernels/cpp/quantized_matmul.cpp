@@ -34,6 +34,7 @@
 #include "mlx/stream.h"
 
 #include "common.h"
+#include "quantized.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -42,24 +43,6 @@
 namespace {
 
 using namespace lamina_kernels;
-
-// ---------------------------------------------------------------------------------------
-// The problem, in plain pointers.
-
-struct Problem {
-  const float* x;         // [M, K], row-major
-  const uint8_t* w;       // [N, K * bits / 8] bytes
-  const float* scales;    // [N, K / group]
-  const float* biases;    // [N, K / group]
-  float* out;             // [M, N]
-  int m, n, k, group, bits;
-  int row_bytes() const { return k * bits / 8; }
-  int groups() const { return k / group; }
-  // Row r's packed values, scales and biases.
-  const uint8_t* row(int r) const { return w + static_cast<size_t>(r) * row_bytes(); }
-  const float* row_scales(int r) const { return scales + static_cast<size_t>(r) * groups(); }
-  const float* row_biases(int r) const { return biases + static_cast<size_t>(r) * groups(); }
-};
 
 // Value j of a packed row (a little-endian bit stream of `bits`-wide values).
 inline uint32_t value_at(const uint8_t* row, int row_bytes, int j, int bits) {
@@ -209,6 +192,94 @@ __attribute__((target("avx2,fma"))) float dot_q8_avx2(const Problem& p, int r, c
   return hsum(total) + bias_dot(p, r, x);
 }
 
+bool has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl");
+  return yes;
+}
+
+#define LAMINA_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
+
+// The sum of a vector's sixteen lanes (GCC 12's _mm512_reduce_add_ps trips its own
+// uninitialized-value warning).
+LAMINA_AVX512 inline float hsum512(__m512 v) {
+  const __m256 high = _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(3, 2, 3, 2)));
+  return hsum(_mm256_add_ps(_mm512_castps512_ps256(v), high));
+}
+
+// sum over groups of biases[g] * group_sums[g], sixteen groups at a time.
+LAMINA_AVX512 inline __m512 bias_dots_avx512(const float* b, const float* sums, int groups, __m512 acc) {
+  int g = 0;
+  for (; g + 16 <= groups; g += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(b + g), _mm512_loadu_ps(sums + g), acc);
+  if (g < groups) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (groups - g)) - 1u);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b + g), _mm512_maskz_loadu_ps(tail, sums + g), acc);
+  }
+  return acc;
+}
+
+// Two 4-bit rows (r, r + 1) against one row of x, 512 bits wide: per 32 values one
+// zero-extension of 16 bytes to 16 lanes, the low and high nibbles converted to floats,
+// two FMAs per row (x is pre-split into even and odd values).
+LAMINA_AVX512 void dots_q4_avx512(const Problem& p, int r, const PreparedRow& x, float* out) {
+  const uint8_t* w0 = p.row(r);
+  const uint8_t* w1 = p.row(r + 1);
+  const float* s0 = p.row_scales(r);
+  const float* s1 = p.row_scales(r + 1);
+  const float* xs = x.split.data();
+  const __m512i low = _mm512_set1_epi32(0x0F);
+  __m512 t0 = _mm512_setzero_ps(), t1 = _mm512_setzero_ps();
+  const int chunks_per_group = p.group / 32;
+  for (int g = 0; g < p.groups(); ++g) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(),
+           b1 = _mm512_setzero_ps();
+    for (int c = 0; c < chunks_per_group; ++c) {
+      const int chunk = g * chunks_per_group + c;
+      const __m512 xe = _mm512_loadu_ps(xs + 32 * chunk);
+      const __m512 xo = _mm512_loadu_ps(xs + 32 * chunk + 16);
+      const __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w0 + 16 * chunk)));
+      const __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w1 + 16 * chunk)));
+      a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v0, low)), xe, a0);
+      a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v0, 4)), xo, a1);
+      b0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v1, low)), xe, b0);
+      b1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v1, 4)), xo, b1);
+    }
+    t0 = _mm512_fmadd_ps(_mm512_set1_ps(s0[g]), _mm512_add_ps(a0, a1), t0);
+    t1 = _mm512_fmadd_ps(_mm512_set1_ps(s1[g]), _mm512_add_ps(b0, b1), t1);
+  }
+  const float* sums = x.group_sums.data();
+  out[0] = hsum512(bias_dots_avx512(p.row_biases(r), sums, p.groups(), t0));
+  out[1] = hsum512(bias_dots_avx512(p.row_biases(r + 1), sums, p.groups(), t1));
+}
+
+// Two 8-bit rows against one row of x: 16 values per zero-extension and FMA.
+LAMINA_AVX512 void dots_q8_avx512(const Problem& p, int r, const float* xv, const PreparedRow& x, float* out) {
+  const uint8_t* w0 = p.row(r);
+  const uint8_t* w1 = p.row(r + 1);
+  const float* s0 = p.row_scales(r);
+  const float* s1 = p.row_scales(r + 1);
+  __m512 t0 = _mm512_setzero_ps(), t1 = _mm512_setzero_ps();
+  auto sixteen = [](const uint8_t* w, int j) LAMINA_AVX512 {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + j))));
+  };
+  for (int g = 0; g < p.groups(); ++g) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(),
+           b1 = _mm512_setzero_ps();
+    const int end = (g + 1) * p.group;
+    for (int j = g * p.group; j < end; j += 32) {
+      const __m512 x0 = _mm512_loadu_ps(xv + j), x1 = _mm512_loadu_ps(xv + j + 16);
+      a0 = _mm512_fmadd_ps(sixteen(w0, j), x0, a0);
+      a1 = _mm512_fmadd_ps(sixteen(w0, j + 16), x1, a1);
+      b0 = _mm512_fmadd_ps(sixteen(w1, j), x0, b0);
+      b1 = _mm512_fmadd_ps(sixteen(w1, j + 16), x1, b1);
+    }
+    t0 = _mm512_fmadd_ps(_mm512_set1_ps(s0[g]), _mm512_add_ps(a0, a1), t0);
+    t1 = _mm512_fmadd_ps(_mm512_set1_ps(s1[g]), _mm512_add_ps(b0, b1), t1);
+  }
+  const float* sums = x.group_sums.data();
+  out[0] = hsum512(bias_dots_avx512(p.row_biases(r), sums, p.groups(), t0));
+  out[1] = hsum512(bias_dots_avx512(p.row_biases(r + 1), sums, p.groups(), t1));
+}
 #endif
 
 // out[m, rows) for one row of x.
@@ -216,6 +287,18 @@ void gemv_rows(const Problem& p, int m, const PreparedRow& prepared, int begin, 
   const float* x = p.x + static_cast<size_t>(m) * p.k;
   float* out = p.out + static_cast<size_t>(m) * p.n;
 #if defined(__x86_64__)
+  if (has_avx512() && p.bits == 4 && p.group % 32 == 0) {
+    int r = begin;
+    for (; r + 2 <= end; r += 2) dots_q4_avx512(p, r, prepared, out + r);
+    for (; r < end; ++r) out[r] = dot_q4_avx2(p, r, prepared);
+    return;
+  }
+  if (has_avx512() && p.bits == 8 && p.group % 32 == 0) {
+    int r = begin;
+    for (; r + 2 <= end; r += 2) dots_q8_avx512(p, r, x, prepared, out + r);
+    for (; r < end; ++r) out[r] = dot_q8_avx2(p, r, x, prepared);
+    return;
+  }
   if (has_avx2() && p.bits == 4 && p.group % 32 == 0) {
     for (int r = begin; r < end; ++r) out[r] = dot_q4_avx2(p, r, prepared);
     return;
@@ -511,7 +594,9 @@ void gemm(const Problem& p) {
 // x; above, tiles go through sgemm.
 constexpr int kBatchRows = 32;
 
-void compute(const Problem& p) {
+}  // namespace
+
+void lamina_kernels::quantized_products(const Problem& p) {
   if (p.m == 1) {
     gemv(p);
   } else if (p.m <= kBatchRows) {
@@ -520,6 +605,8 @@ void compute(const Problem& p) {
     gemm(p);
   }
 }
+
+namespace {
 
 // ---------------------------------------------------------------------------------------
 // The primitive.
@@ -550,7 +637,7 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
         xp = dense.data();
       }
       Problem p{xp, w.data<uint8_t>(), scales.data<float>(), biases.data<float>(), out_ptr, m, n, k, group, bits};
-      compute(p);
+      quantized_products(p);
     });
   }
 

@@ -7,6 +7,9 @@
 //! | function | what | where it runs |
 //! | --- | --- | --- |
 //! | [`quantized_matmul`] | `x @ dequantize(w)^T` over MLX's affine layout, 2–8 bits | lamina's kernel on the CPU (AVX2 + FMA picked at run time, threads that sleep between calls); MLX's own op elsewhere |
+//! | [`quantized_products`] | several quantized products of one `x` in one graph node (q/k/v) | lamina's kernel, CPU and f32 only |
+//! | [`quantized_gated`] | `act(x Wg^T) * (x Wu^T)` on quantized weights (SwiGLU, GeGLU) in one node | lamina's kernel, CPU and f32 only |
+//! | [`decode_attention`] | one query position against a KV cache, writing the new key and value in place | lamina's kernel, CPU and f32 only |
 //! | [`half_matmul`] | `x @ w^T` for a bf16 or f16 weight read as stored, f32 accumulation | lamina's kernel on the CPU (AVX2 + FMA + F16C at run time; BLAS sgemm on widened tiles for many rows); MLX's own matmul elsewhere |
 //!
 //! ```
@@ -42,22 +45,69 @@ unsafe extern "C" {
         x: mlx_sys::mlx_array,
         w: mlx_sys::mlx_array,
     ) -> c_int;
+    fn lamina_quantized_products(
+        outs: *mut mlx_sys::mlx_array,
+        count: c_int,
+        x: mlx_sys::mlx_array,
+        ws: *const mlx_sys::mlx_array,
+        ss: *const mlx_sys::mlx_array,
+        bs: *const mlx_sys::mlx_array,
+        groups: *const c_int,
+        bits: *const c_int,
+        shapes: *const c_int,
+        ndims: *const c_int,
+        gate: c_int,
+    ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    fn lamina_decode_attention(
+        out: *mut mlx_sys::mlx_array,
+        keys_out: *mut mlx_sys::mlx_array,
+        values_out: *mut mlx_sys::mlx_array,
+        q: mlx_sys::mlx_array,
+        k: mlx_sys::mlx_array,
+        v: mlx_sys::mlx_array,
+        keys: mlx_sys::mlx_array,
+        values: mlx_sys::mlx_array,
+        slot: c_int,
+        length: c_int,
+        scale: f32,
+        window: c_int,
+        softcap: f32,
+        in_place: c_int,
+    ) -> c_int;
     fn lamina_kernels_last_error() -> *const c_char;
 }
+
+mod fused;
+pub use fused::{
+    DecodeAttention, GateActivation, QuantizedWeight, decode_attention, quantized_gated, quantized_products,
+};
 
 /// The array a kernel call produced, or its error.
 ///
 /// # Safety
 /// `out` must be the handle the call filled (freed here on failure).
 unsafe fn produced(rc: c_int, out: mlx_sys::mlx_array) -> Result<Array> {
+    // SAFETY: as the caller promises.
+    let first = unsafe { produced_all(rc, vec![out])? }.into_iter().next();
+    first.ok_or(Error::Internal("a kernel call returned no array"))
+}
+
+/// The arrays a kernel call produced, or its error.
+///
+/// # Safety
+/// `outs` must be the handles the call filled (all freed here on failure).
+unsafe fn produced_all(rc: c_int, outs: Vec<mlx_sys::mlx_array>) -> Result<Vec<Array>> {
     // SAFETY: as the caller promises; the error text is a NUL-terminated thread-local.
     unsafe {
         if rc != 0 {
-            mlx_sys::mlx_array_free(out);
+            for out in outs {
+                mlx_sys::mlx_array_free(out);
+            }
             let reason = CStr::from_ptr(lamina_kernels_last_error()).to_string_lossy().into_owned();
             return Err(Error::Kernel(reason));
         }
-        Ok(Array::from_ptr(out))
+        Ok(outs.into_iter().map(|out| Array::from_ptr(out)).collect())
     }
 }
 

@@ -15,7 +15,7 @@ pub fn build(manifest_dir: &Path, out_dir: &Path, openblas: &Path) -> Result<Pat
     let library = dir.join("libmlx_blas_shim.so");
     let compiler = cc::Build::new().opt_level(2).cargo_metadata(false).get_compiler();
     let mut command = Command::new(compiler.path());
-    command.args(["-shared", "-fPIC", "-O3", "-Wall", "-o"]).arg(&library).arg(&source);
+    command.args(["-shared", "-fPIC", "-O3", "-fopenmp-simd", "-Wall", "-o"]).arg(&library).arg(&source);
     if !openblas.as_os_str().is_empty() {
         command.arg(format!("-L{}", openblas.display()));
     }

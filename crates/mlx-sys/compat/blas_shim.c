@@ -7,9 +7,10 @@
  * that tripled the memory traffic of every weight (measured: 39% of decode time in
  * sgemm_incopy). Newer OpenBLAS releases forward gemm to gemv themselves; this does the
  * same here. Tiny products (attention of a decoding batch: a few query rows against a few
- * dozen keys, thousands of calls per step) are computed right here: OpenBLAS would wake
- * its threads for each and leave them spinning in sched_yield (measured: 14% of a
- * 16-sequence decode step). Everything else goes to OpenBLAS's sgemm unchanged (the
+ * dozen keys, thousands of calls per step) and products of a few rows (a decoded token's
+ * attention: a GQA group's query rows against the cached keys) are computed right here:
+ * OpenBLAS would wake its threads for each and leave them spinning in sched_yield
+ * (measured: 14% of a 16-sequence decode step; ~20% of a 4-bit model's decode). Everything else goes to OpenBLAS's sgemm unchanged (the
  * Fortran entry point, with operands swapped for row-major order).
  */
 #include <stddef.h>
@@ -28,11 +29,16 @@ int lamina_blas_shim_present(void) { return 1; }
 
 /* Multiply-adds at or below which a product is computed on the calling thread. */
 enum { TinyProduct = 1 << 15 };
+/* The same for products with at most `FewRows` rows or columns: a decoded token's
+ * attention, one or a few query rows of a GQA group against the cached keys and values
+ * (OpenBLAS threads even a one-row product of 64 x 200). */
+enum { FewRows = 8, FewRowsProduct = 1 << 18 };
 
 /* Row-major c[m, n] = alpha op(a) op(b) + beta c, plainly (the compiler vectorizes the
- * inner loops). */
-static void tiny_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
-                       const float *b, int ldb, float beta, float *c, int ldc) {
+ * inner loops: `omp simd` lets it reorder the dot products' sums). */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void tiny_sgemm(
+    int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+    float beta, float *c, int ldc) {
   for (int i = 0; i < m; ++i) {
     float *ci = c + (size_t)i * ldc;
     if (ta == NoTrans && tb != NoTrans) {
@@ -41,6 +47,7 @@ static void tiny_sgemm(int ta, int tb, int m, int n, int k, float alpha, const f
       for (int j = 0; j < n; ++j) {
         const float *bj = b + (size_t)j * ldb;
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int l = 0; l < k; ++l) sum += ai[l] * bj[l];
         ci[j] = alpha * sum + (beta == 0.0f ? 0.0f : beta * ci[j]);
       }
@@ -51,12 +58,20 @@ static void tiny_sgemm(int ta, int tb, int m, int n, int k, float alpha, const f
       const float ail = alpha * (ta == NoTrans ? a[(size_t)i * lda + l] : a[(size_t)l * lda + i]);
       if (tb == NoTrans) {
         const float *bl = b + (size_t)l * ldb;
+#pragma omp simd
         for (int j = 0; j < n; ++j) ci[j] += ail * bl[j];
       } else {
         for (int j = 0; j < n; ++j) ci[j] += ail * b[(size_t)j * ldb + l];
       }
     }
   }
+}
+
+/* Whether a product is small enough to compute here rather than wake OpenBLAS's threads. */
+static int computed_here(int m, int n, int k) {
+  const long macs = (long)m * n * k;
+  if (macs <= TinyProduct) return 1;
+  return (m <= FewRows || n <= FewRows) && macs <= FewRowsProduct;
 }
 
 void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
@@ -67,7 +82,7 @@ void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, co
     return;
   }
   const int one = 1;
-  if (m > 1 && n > 1 && (long)m * n * k <= TinyProduct) {
+  if (computed_here(m, n, k)) {
     tiny_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }

@@ -1,0 +1,378 @@
+// Fused primitives for decoding on the CPU. At one token per step a transformer block is
+// bound by graph nodes, not arithmetic (~0.25 ms of MLX dispatch per block): these do in
+// one node what the plain graph does in several.
+//
+// - QuantizedProducts: several quantized products of one x (q/k/v), or a gated unit's
+//   `act(x Wg^T) * (x Wu^T)` (SwiGLU, GeGLU), on the quantized matmul's kernels.
+// - DecodeAttention: one query position against a KV cache: writes the new key and value
+//   into the cache buffers (in place when the caller vouches that nothing else reads
+//   them there; MLX's own donation check cannot tell while the previous step still runs)
+//   and attends over the stored slots (GQA, sliding window, soft-capping), in f32 with
+//   the softmax's maximum subtracted.
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mlx/allocator.h"
+#include "mlx/array.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/device.h"
+#include "mlx/primitives.h"
+#include "mlx/stream.h"
+
+#include "common.h"
+#include "quantized.h"
+
+namespace {
+
+using namespace lamina_kernels;
+
+// The gated unit's activation, applied to the first product (0: none, several outputs).
+enum class Gate : int { None = 0, Silu = 1, GeluTanh = 2, GeluErf = 3 };
+
+inline float activate(Gate gate, float v) {
+  switch (gate) {
+    case Gate::Silu: return v / (1.0f + std::exp(-v));
+    case Gate::GeluTanh: {
+      const float inner = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+      return 0.5f * v * (1.0f + std::tanh(inner));
+    }
+    case Gate::GeluErf: return 0.5f * v * (1.0f + std::erf(v * 0.7071067811865476f));
+    case Gate::None: return v;
+  }
+  return v;
+}
+
+// One quantized operand: packed weight, scales, biases and their layout.
+struct Operand {
+  int group;
+  int bits;
+};
+
+class QuantizedProducts : public mc::Primitive {
+ public:
+  QuantizedProducts(mc::Stream stream, std::vector<Operand> operands, Gate gate)
+      : mc::Primitive(stream), operands_(std::move(operands)), gate_(gate) {}
+
+  void eval_cpu(const std::vector<mc::array>& inputs, std::vector<mc::array>& outputs) override {
+    const mc::array& x = inputs[0];
+    const int k = static_cast<int>(x.shape().back());
+    const int m = static_cast<int>(x.size() / std::max<size_t>(k, 1));
+    auto& encoder = mc::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) encoder.set_input_array(a);
+    for (auto& out : outputs) {
+      out.set_data(mc::allocator::malloc(out.nbytes()));
+      encoder.set_output_array(out);
+    }
+    std::vector<float*> outs;
+    for (auto& out : outputs) outs.push_back(out.data<float>());
+    encoder.dispatch([inputs, outs, m, k, operands = operands_, gate = gate_]() {
+      const mc::array& x = inputs[0];
+      const float* xp = x.data<float>();
+      std::vector<float> dense;
+      if (!x.flags().row_contiguous) {
+        dense = dense_f32(x);
+        xp = dense.data();
+      }
+      // The gated unit writes the gate's product to its output, the up product beside it.
+      std::vector<float> up;
+      for (size_t i = 0; i < operands.size(); ++i) {
+        const mc::array& w = inputs[1 + 3 * i];
+        const int n = static_cast<int>(w.shape(0));
+        float* out = outs[gate == Gate::None ? i : 0];
+        if (gate != Gate::None && i == 1) {
+          up.resize(static_cast<size_t>(m) * n);
+          out = up.data();
+        }
+        Problem p{xp, w.data<uint8_t>(), inputs[2 + 3 * i].data<float>(), inputs[3 + 3 * i].data<float>(),
+                  out, m, n, k, operands[i].group, operands[i].bits};
+        quantized_products(p);
+      }
+      if (gate != Gate::None) {
+        float* out = outs[0];
+        for (size_t j = 0; j < up.size(); ++j) out[j] = activate(gate, out[j]) * up[j];
+      }
+    });
+  }
+
+  void eval_gpu(const std::vector<mc::array>&, std::vector<mc::array>&) override {
+    throw std::runtime_error("lamina's fused quantized products run on the CPU");
+  }
+
+  const char* name() const override { return "LaminaQuantizedProducts"; }
+
+  bool is_equivalent(const mc::Primitive& other) const override {
+    const auto* o = dynamic_cast<const QuantizedProducts*>(&other);
+    if (o == nullptr || o->gate_ != gate_ || o->operands_.size() != operands_.size()) return false;
+    for (size_t i = 0; i < operands_.size(); ++i) {
+      if (o->operands_[i].group != operands_[i].group || o->operands_[i].bits != operands_[i].bits) return false;
+    }
+    return true;
+  }
+
+ private:
+  std::vector<Operand> operands_;
+  Gate gate_;
+};
+
+// Attention of one query position: q [B, H, 1, D]; the new k [B, H_kv, 1, D] and
+// v [B, H_kv, 1, D_v]; the caches keys [B, H_kv, C, D] and values [B, H_kv, C, D_v].
+// The new key and value go to slot `slot`; the query attends to slots [0, length) (the
+// last `window` of them when window > 0). Outputs: [B, 1, H * D_v], and the caches.
+struct Attend {
+  int batch, heads, kv_heads, d, dv, capacity, slot, length, window;
+  float scale, softcap;
+  int in_place;  // write into the input caches, which the outputs then share
+};
+
+// Scores of one head over keys [start, end), softmax, and the weighted sum of values.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void attend_head(
+    const float* q, const float* keys, const float* values, int d, int dv, int start, int end, float scale,
+    float softcap, float* scores, float* out) {
+  float top = -INFINITY;
+  for (int j = start; j < end; ++j) {
+    const float* kj = keys + static_cast<size_t>(j) * d;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < d; ++i) s += q[i] * kj[i];
+    s *= scale;
+    if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
+    scores[j - start] = s;
+    top = std::max(top, s);
+  }
+  float total = 0.0f;
+  for (int j = 0; j < end - start; ++j) {
+    scores[j] = std::exp(scores[j] - top);
+    total += scores[j];
+  }
+  for (int i = 0; i < dv; ++i) out[i] = 0.0f;
+  for (int j = start; j < end; ++j) {
+    const float p = scores[j - start] / total;
+    const float* vj = values + static_cast<size_t>(j) * dv;
+#pragma omp simd
+    for (int i = 0; i < dv; ++i) out[i] += p * vj[i];
+  }
+}
+
+// Multiply-adds of one step above which heads are split over the pool.
+constexpr long kParallelAttention = 1L << 18;
+
+void attend(const Attend& a, const float* q, const float* keys, const float* values, float* out) {
+  const int rep = a.heads / a.kv_heads;
+  const int end = a.length;
+  const int start = a.window > 0 ? std::max(0, end - a.window) : 0;
+  const int tasks = a.batch * a.heads;
+  const long work = static_cast<long>(tasks) * (end - start) * (a.d + a.dv);
+  auto head = [&](int t) {
+    const int b = t / a.heads, h = t % a.heads, g = h / rep;
+    const size_t cache = static_cast<size_t>(b) * a.kv_heads + g;
+    std::vector<float> scores(static_cast<size_t>(end - start));
+    attend_head(q + static_cast<size_t>(t) * a.d, keys + cache * a.capacity * a.d,
+                values + cache * a.capacity * a.dv, a.d, a.dv, start, end, a.scale, a.softcap, scores.data(),
+                out + static_cast<size_t>(t) * a.dv);
+  };
+  if (work < kParallelAttention) {
+    for (int t = 0; t < tasks; ++t) head(t);
+  } else {
+    Pool::get().run(tasks, head);
+  }
+}
+
+// The cache buffer `out` receives: the input's own when the caller allows writing in
+// place (and the input is a plain dense buffer), else a new one. Returns whether the
+// input has to be copied into it.
+bool take_buffer(const mc::array& in, mc::array& out, bool in_place) {
+  if (in_place && in.flags().row_contiguous && in.data_size() == in.size()) {
+    out.copy_shared_buffer(in);
+    return false;
+  }
+  out.set_data(mc::allocator::malloc(out.nbytes()));
+  return true;
+}
+
+// A dense f32 array's elements copied to `dst` (a strided one's in row-major order).
+void copy_into(const mc::array& in, float* dst) {
+  if (in.flags().row_contiguous) {
+    std::memcpy(dst, in.data<float>(), in.size() * sizeof(float));
+    return;
+  }
+  const std::vector<float> all = dense_f32(in);
+  std::memcpy(dst, all.data(), all.size() * sizeof(float));
+}
+
+class DecodeAttention : public mc::Primitive {
+ public:
+  DecodeAttention(mc::Stream stream, Attend shape) : mc::Primitive(stream), a_(shape) {}
+
+  void eval_cpu(const std::vector<mc::array>& inputs, std::vector<mc::array>& outputs) override {
+    auto& encoder = mc::cpu::get_command_encoder(stream());
+    for (const auto& in : inputs) encoder.set_input_array(in);
+    outputs[0].set_data(mc::allocator::malloc(outputs[0].nbytes()));
+    const bool copy_keys = take_buffer(inputs[3], outputs[1], a_.in_place != 0);
+    const bool copy_values = take_buffer(inputs[4], outputs[2], a_.in_place != 0);
+    for (auto& out : outputs) encoder.set_output_array(out);
+    encoder.dispatch([inputs, outputs, copy_keys, copy_values, a = a_]() mutable {
+      auto dense = [](const mc::array& in, std::vector<float>& storage) {
+        if (in.flags().row_contiguous) return static_cast<const float*>(in.data<float>());
+        storage = dense_f32(in);
+        return static_cast<const float*>(storage.data());
+      };
+      std::vector<float> qs, ks, vs;
+      const float* q = dense(inputs[0], qs);
+      const float* k = dense(inputs[1], ks);
+      const float* v = dense(inputs[2], vs);
+      float* keys = outputs[1].data<float>();
+      float* values = outputs[2].data<float>();
+      if (copy_keys) copy_into(inputs[3], keys);
+      if (copy_values) copy_into(inputs[4], values);
+      for (int c = 0; c < a.batch * a.kv_heads; ++c) {
+        const size_t slot = static_cast<size_t>(c) * a.capacity + a.slot;
+        std::memcpy(keys + slot * a.d, k + static_cast<size_t>(c) * a.d, a.d * sizeof(float));
+        std::memcpy(values + slot * a.dv, v + static_cast<size_t>(c) * a.dv, a.dv * sizeof(float));
+      }
+      attend(a, q, keys, values, outputs[0].data<float>());
+    });
+  }
+
+  void eval_gpu(const std::vector<mc::array>&, std::vector<mc::array>&) override {
+    throw std::runtime_error("lamina's decode attention runs on the CPU");
+  }
+
+  const char* name() const override { return "LaminaDecodeAttention"; }
+
+  bool is_equivalent(const mc::Primitive& other) const override {
+    const auto* o = dynamic_cast<const DecodeAttention*>(&other);
+    return o != nullptr && std::memcmp(&o->a_, &a_, sizeof a_) == 0;
+  }
+
+ private:
+  Attend a_;
+};
+
+bool on_cpu(const mc::Stream& stream) { return stream.device.type == mc::Device::DeviceType::cpu; }
+
+std::string shape_text(const mc::array& a) {
+  std::string text = "[";
+  for (size_t i = 0; i < a.shape().size(); ++i) text += (i ? ", " : "") + std::to_string(a.shape(i));
+  return text + "]";
+}
+
+}  // namespace
+
+extern "C" {
+
+// Several quantized products of one x in one graph node: out_i = x @ dequantize(w_i)^T,
+// shaped `shapes[i]` (a reshape of [..., N_i]; `ndims[i] == 0` keeps [..., N_i]). With
+// `gate` 1-3 there are two operands and one output, act(x Wg^T) * (x Wu^T) (1 SiLU, 2 GELU
+// with tanh, 3 GELU with erf). CPU and f32 only (returns 1 with the reason otherwise).
+__attribute__((visibility("default"))) int lamina_quantized_products(Handle* outs, int count, Handle x,
+                                                                     const Handle* ws, const Handle* ss,
+                                                                     const Handle* bs, const int* groups,
+                                                                     const int* bits, const int* shapes,
+                                                                     const int* ndims, int gate) {
+  try {
+    const mc::array& xa = from_handle(x);
+    const mc::Stream stream = mc::default_stream(mc::default_device());
+    if (!on_cpu(stream) || xa.dtype() != mc::float32 || xa.ndim() < 1 || count < 1 || gate < 0 || gate > 3 ||
+        (gate != 0 && count != 2)) {
+      last_error() = "fused quantized products: f32 x on the CPU, and two operands for a gated unit";
+      return 1;
+    }
+    const int k = static_cast<int>(xa.shape().back());
+    const size_t rows = xa.size() / std::max<size_t>(k, 1);
+    std::vector<mc::array> inputs{xa};
+    std::vector<Operand> operands;
+    std::vector<mc::Shape> out_shapes;
+    int next_dim = 0;
+    for (int i = 0; i < count; ++i) {
+      const mc::array &w = from_handle(ws[i]), &s = from_handle(ss[i]), &b = from_handle(bs[i]);
+      const int n = static_cast<int>(w.ndim() == 2 ? w.shape(0) : 0);
+      const bool fits = w.dtype() == mc::uint32 && s.dtype() == mc::float32 && b.dtype() == mc::float32 &&
+                        w.ndim() == 2 && bits[i] >= 2 && bits[i] <= 8 && groups[i] > 0 && k % groups[i] == 0 &&
+                        static_cast<int64_t>(w.shape(1)) * 32 == static_cast<int64_t>(k) * bits[i] &&
+                        s.shape() == mc::Shape{n, k / groups[i]} && b.shape() == s.shape();
+      if (!fits) {
+        last_error() = "fused quantized products: x " + shape_text(xa) + " does not fit w " + shape_text(w) +
+                       " at " + std::to_string(bits[i]) + " bits, group " + std::to_string(groups[i]);
+        return 1;
+      }
+      if (gate != 0 && i == 1 && n != static_cast<int>(from_handle(ws[0]).shape(0))) {
+        last_error() = "fused gated unit: gate and up projections differ in width";
+        return 1;
+      }
+      inputs.insert(inputs.end(), {w, s, b});
+      operands.push_back({groups[i], bits[i]});
+      mc::Shape shape = xa.shape();
+      shape.back() = n;
+      if (ndims != nullptr && ndims[i] > 0) {
+        mc::Shape wanted(shapes + next_dim, shapes + next_dim + ndims[i]);
+        next_dim += ndims[i];
+        int64_t size = 1;
+        for (int dim : wanted) size *= dim;
+        if (size != static_cast<int64_t>(rows) * n) {
+          last_error() = "fused quantized products: output shape does not hold the product's values";
+          return 1;
+        }
+        shape = wanted;
+      }
+      if (gate == 0 || i == 0) out_shapes.push_back(shape);
+    }
+    auto primitive = std::make_shared<QuantizedProducts>(stream, operands, static_cast<Gate>(gate));
+    std::vector<mc::Dtype> dtypes(out_shapes.size(), mc::float32);
+    auto arrays = mc::array::make_arrays(out_shapes, dtypes, primitive, inputs);
+    for (size_t i = 0; i < arrays.size(); ++i) to_handle(&outs[i], arrays[i]);
+    return 0;
+  } catch (const std::exception& e) {
+    last_error() = e.what();
+    return 1;
+  }
+}
+
+// One decoded position's attention over a KV cache (see Attend). Fills `out`
+// [B, 1, H * D_v], `keys_out` and `values_out` (the caches with slot `slot` written).
+// `window` 0: every slot below `length`; `softcap` 0: none. CPU and f32 only.
+__attribute__((visibility("default"))) int lamina_decode_attention(Handle* out, Handle* keys_out,
+                                                                   Handle* values_out, Handle q, Handle k,
+                                                                   Handle v, Handle keys, Handle values,
+                                                                   int slot, int length, float scale,
+                                                                   int window, float softcap,
+                                                                   int in_place) {
+  try {
+    const mc::array &qa = from_handle(q), &ka = from_handle(k), &va = from_handle(v);
+    const mc::array &keys_a = from_handle(keys), &values_a = from_handle(values);
+    const mc::Stream stream = mc::default_stream(mc::default_device());
+    const std::vector<const mc::array*> all{&qa, &ka, &va, &keys_a, &values_a};
+    bool fits = on_cpu(stream) && window >= 0 && softcap >= 0.0f && slot >= 0 && slot < length;
+    for (const mc::array* a : all) fits = fits && a->dtype() == mc::float32 && a->ndim() == 4;
+    if (fits) {
+      const int b = qa.shape(0), h = qa.shape(1), d = qa.shape(3), hkv = ka.shape(1), dv = va.shape(3);
+      const int cap = keys_a.shape(2);
+      fits = qa.shape(2) == 1 && hkv > 0 && h % hkv == 0 && ka.shape() == mc::Shape{b, hkv, 1, d} &&
+             va.shape() == mc::Shape{b, hkv, 1, dv} && keys_a.shape() == mc::Shape{b, hkv, cap, d} &&
+             values_a.shape() == mc::Shape{b, hkv, cap, dv} && length <= cap;
+      if (fits) {
+        Attend a{b, h, hkv, d, dv, cap, slot, length, window, scale, softcap, in_place != 0 ? 1 : 0};
+        auto primitive = std::make_shared<DecodeAttention>(stream, a);
+        auto arrays = mc::array::make_arrays({{b, 1, h * dv}, keys_a.shape(), values_a.shape()},
+                                             {mc::float32, mc::float32, mc::float32}, primitive,
+                                             {qa, ka, va, keys_a, values_a});
+        to_handle(out, arrays[0]);
+        to_handle(keys_out, arrays[1]);
+        to_handle(values_out, arrays[2]);
+        return 0;
+      }
+    }
+    last_error() = "decode attention: f32 on the CPU, q [B, H, 1, D] " + shape_text(qa) + ", k/v [B, H_kv, 1, D] " +
+                   shape_text(ka) + ", caches [B, H_kv, C, D] " + shape_text(keys_a) + ", slot " +
+                   std::to_string(slot) + " below length " + std::to_string(length) + " <= C";
+    return 1;
+  } catch (const std::exception& e) {
+    last_error() = e.what();
+    return 1;
+  }
+}
+
+}  // extern "C"

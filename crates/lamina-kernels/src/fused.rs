@@ -1,0 +1,202 @@
+//! Fused primitives for decoding on the CPU: several quantized products of one input, a
+//! gated unit on quantized weights, and one position's attention over a KV cache — each
+//! one MLX graph node where the plain graph takes several (at one token per step, graph
+//! nodes are what a block spends its time on).
+
+use std::ffi::c_int;
+
+use lamina_core::Result;
+use mlx_rs::Array;
+
+use crate::{lamina_decode_attention, lamina_quantized_products, produced_all};
+
+/// A quantized weight in MLX's affine layout, as a quantized `Linear` holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantizedWeight<'a> {
+    /// Packed values, u32 `[N, K * bits / 32]`.
+    pub weight: &'a Array,
+    /// f32 `[N, K / group_size]`.
+    pub scales: &'a Array,
+    /// f32 `[N, K / group_size]`.
+    pub biases: &'a Array,
+    /// Values per scale and bias.
+    pub group_size: i32,
+    /// Bits per value (2-8).
+    pub bits: i32,
+}
+
+/// The activation of a gated unit's gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateActivation {
+    /// `x * sigmoid(x)` (SwiGLU).
+    Silu,
+    /// GELU with the tanh approximation (GeGLU as Gemma computes it).
+    GeluTanh,
+    /// GELU with the exact `erf`.
+    GeluErf,
+}
+
+impl GateActivation {
+    fn code(self) -> c_int {
+        match self {
+            GateActivation::Silu => 1,
+            GateActivation::GeluTanh => 2,
+            GateActivation::GeluErf => 3,
+        }
+    }
+}
+
+/// Calls the products kernel for `weights` with output `shapes` (empty: `[..., N]`).
+fn products(
+    x: &Array,
+    weights: &[QuantizedWeight<'_>],
+    shapes: &[&[i32]],
+    gate: c_int,
+) -> Result<Vec<Array>> {
+    let outputs = if gate == 0 { weights.len() } else { 1 };
+    let ws: Vec<mlx_sys::mlx_array> = weights.iter().map(|w| w.weight.as_ptr()).collect();
+    let ss: Vec<mlx_sys::mlx_array> = weights.iter().map(|w| w.scales.as_ptr()).collect();
+    let bs: Vec<mlx_sys::mlx_array> = weights.iter().map(|w| w.biases.as_ptr()).collect();
+    let groups: Vec<c_int> = weights.iter().map(|w| w.group_size).collect();
+    let bits: Vec<c_int> = weights.iter().map(|w| w.bits).collect();
+    let dims: Vec<c_int> = shapes.iter().flat_map(|s| s.iter().copied()).collect();
+    let ndims: Vec<c_int> =
+        (0..weights.len()).map(|i| shapes.get(i).map_or(0, |s| s.len() as c_int)).collect();
+    let count = weights.len() as c_int;
+    // SAFETY: every handle is a valid array for the call and each list holds `count`
+    // entries; the kernel fills the `outputs` fresh handles, which `produced_all` takes.
+    unsafe {
+        let mut outs: Vec<mlx_sys::mlx_array> = (0..outputs).map(|_| mlx_sys::mlx_array_new()).collect();
+        let rc = lamina_quantized_products(
+            outs.as_mut_ptr(),
+            count,
+            x.as_ptr(),
+            ws.as_ptr(),
+            ss.as_ptr(),
+            bs.as_ptr(),
+            groups.as_ptr(),
+            bits.as_ptr(),
+            dims.as_ptr(),
+            ndims.as_ptr(),
+            gate,
+        );
+        produced_all(rc, outs)
+    }
+}
+
+/// `x @ dequantize(w_i)^T` for every weight, in one graph node: one read of `x`, the
+/// products one after another on lamina's quantized kernel. Output `i` has shape
+/// `shapes[i]` when given (a reshape of `[..., N_i]`, e.g. `[B, H, 1, D]` for a decoded
+/// token's queries), else `[..., N_i]`. f32 `x` on the CPU only.
+///
+/// ```
+/// use mlx_rs::ops;
+/// use lamina_kernels::QuantizedWeight;
+///
+/// let w = mlx_rs::random::normal::<f32>(&[16, 64], None, None, None).unwrap();
+/// let (packed, scales, biases) = ops::quantize(&w, 32, 4).unwrap();
+/// let q = QuantizedWeight { weight: &packed, scales: &scales, biases: &biases, group_size: 32, bits: 4 };
+/// let x = mlx_rs::random::normal::<f32>(&[1, 1, 64], None, None, None).unwrap();
+/// let outs = lamina_kernels::quantized_products(&x, &[q, q], &[&[1, 4, 1, 4]]).unwrap();
+/// assert_eq!(outs[0].shape(), &[1, 4, 1, 4]);
+/// assert_eq!(outs[1].shape(), &[1, 1, 16]);
+/// ```
+///
+/// # Errors
+/// [`lamina_core::Error::Kernel`] for another device or dtype, shapes that do not fit, or
+/// an output shape that does not hold its product.
+pub fn quantized_products(
+    x: &Array,
+    weights: &[QuantizedWeight<'_>],
+    shapes: &[&[i32]],
+) -> Result<Vec<Array>> {
+    products(x, weights, shapes, 0)
+}
+
+/// `act(x @ dequantize(gate)^T) * (x @ dequantize(up)^T)` in one graph node: a gated
+/// feed-forward unit's inner activations (SwiGLU, GeGLU). f32 `x` on the CPU only.
+///
+/// # Shapes
+/// `x [..., K]` -> `[..., N]` (both weights `N` rows)
+///
+/// # Errors
+/// [`lamina_core::Error::Kernel`] for another device or dtype, or shapes that do not fit.
+pub fn quantized_gated(
+    x: &Array,
+    gate: QuantizedWeight<'_>,
+    up: QuantizedWeight<'_>,
+    activation: GateActivation,
+) -> Result<Array> {
+    let first = products(x, &[gate, up], &[], activation.code())?.into_iter().next();
+    first.ok_or(lamina_core::Error::Internal("the gated unit's kernel returned no array"))
+}
+
+/// How [`decode_attention`] attends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeAttention {
+    /// Where the new key and value go (a KV cache's offset; a rotating cache's slot).
+    pub slot: i32,
+    /// Slots the query attends to, `[0, length)` (they include `slot`).
+    pub length: i32,
+    /// Score scale (usually `head_dim^-0.5`).
+    pub scale: f32,
+    /// Attend to the last `window` of those slots only.
+    pub window: Option<i32>,
+    /// Soft-capping of the scores, `cap * tanh(score / cap)`.
+    pub softcap: Option<f32>,
+    /// Write the new key and value into the given buffers themselves, which the outputs
+    /// then share (no copy of the cache per token). Only for buffers nothing else reads at
+    /// or after `slot`: the caller's promise (lamina's caches track it). Otherwise the
+    /// outputs are copies.
+    pub in_place: bool,
+}
+
+/// One decoded position's attention over a KV cache, in one graph node: writes `k` and
+/// `v` at slot `how.slot` of the cache buffers (in place when `how.in_place`, else into a
+/// copy), then attends `q` to slots
+/// `..how.length` (GQA by head groups, the window and soft-cap of `how`), softmax in f32.
+/// Returns the attention output and the updated buffers. f32 on the CPU only.
+///
+/// # Shapes
+/// `q [B, H, 1, D]`, `k [B, H_kv, 1, D]`, `v [B, H_kv, 1, D_v]`, `keys [B, H_kv, C, D]`,
+/// `values [B, H_kv, C, D_v]` with `slot < length <= C` -> `([B, 1, H * D_v], keys, values)`
+///
+/// # Errors
+/// [`lamina_core::Error::Kernel`] for another device or dtype, or shapes that do not fit.
+pub fn decode_attention(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    keys: &Array,
+    values: &Array,
+    how: DecodeAttention,
+) -> Result<(Array, Array, Array)> {
+    // SAFETY: valid handles for the call; the kernel fills the three fresh handles, which
+    // `produced_all` takes (or frees on failure).
+    let mut arrays = unsafe {
+        let mut outs = [mlx_sys::mlx_array_new(), mlx_sys::mlx_array_new(), mlx_sys::mlx_array_new()];
+        let [out, keys_out, values_out] = &mut outs;
+        let rc = lamina_decode_attention(
+            out,
+            keys_out,
+            values_out,
+            q.as_ptr(),
+            k.as_ptr(),
+            v.as_ptr(),
+            keys.as_ptr(),
+            values.as_ptr(),
+            how.slot,
+            how.length,
+            how.scale,
+            how.window.unwrap_or(0),
+            how.softcap.unwrap_or(0.0),
+            c_int::from(how.in_place),
+        );
+        produced_all(rc, outs.to_vec())?
+    }
+    .into_iter();
+    match (arrays.next(), arrays.next(), arrays.next()) {
+        (Some(out), Some(keys), Some(values)) => Ok((out, keys, values)),
+        _ => Err(lamina_core::Error::Internal("the decode attention kernel returned too few arrays")),
+    }
+}
