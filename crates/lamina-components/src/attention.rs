@@ -593,6 +593,27 @@ mod tests {
     }
 
     #[test]
+    fn fused_decoding_of_quantized_projections_equals_the_plain_graph() {
+        use crate::quant::QuantConfig;
+        let config = AttentionConfig { head_dim: Some(16), ..AttentionConfig::new(64, 4, 2) };
+        for (window, softcap) in [(None, None), (Some(3), None), (None, Some(2.0))] {
+            let mut attn = layer(AttentionConfig { sliding_window: window, softcap, ..config.clone() });
+            for projection in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj] {
+                projection.quantize(QuantConfig::new(4, 32)).unwrap();
+            }
+            let x = array(&[2, 7, 64], 0.3);
+            let full = attn.forward(LayerInput::new(&x)).unwrap();
+            let fused = decode_step_by_step(&mut attn, &x, LayerCache::Kv(KvCache::new()), &[3, 1, 1, 1, 1]);
+            // Training mode takes the plain graph (same arithmetic: no dropout here).
+            attn.training_mode(true);
+            let plain = decode_step_by_step(&mut attn, &x, LayerCache::Kv(KvCache::new()), &[3, 1, 1, 1, 1]);
+            attn.training_mode(false);
+            assert!(max_diff(&fused, &plain) < 1e-5, "{window:?} {softcap:?}: {}", max_diff(&fused, &plain));
+            assert!(max_diff(&full, &fused) < 1e-4, "{window:?} {softcap:?}: {}", max_diff(&full, &fused));
+        }
+    }
+
+    #[test]
     fn qk_norm_and_nope_variants_decode_consistently() {
         for (position, rope) in [
             (QkNormPosition::BeforeRope, true),

@@ -560,6 +560,90 @@ mod tests {
         (array(&[1, 2, len, 3], salt), array(&[1, 2, len, 3], salt + 10.0))
     }
 
+    const SCORES: DecodeScores = DecodeScores { scale: 0.5, window: None, softcap: None };
+
+    /// One decoded position through the decode attention kernel: `[1, 1, 4 * 3]`.
+    fn decode(cache: &mut LayerCache, salt: f32) -> Vec<f32> {
+        let q = array(&[1, 4, 1, 3], salt + 20.0);
+        let (k, v) = kv(1, salt);
+        to_vec(&cache.decode_attention(&q, &k, &v, SCORES).unwrap())
+    }
+
+    fn stored(cache: &LayerCache) -> Vec<Vec<f32>> {
+        cache.arrays().into_iter().map(to_vec).collect()
+    }
+
+    #[test]
+    fn a_clone_decodes_without_touching_the_original() {
+        for mut cache in
+            [LayerCache::Kv(KvCache::new()), LayerCache::Rotating(RotatingKvCache::new(3).unwrap())]
+        {
+            let mut fresh = cache.clone();
+            for step in 0..4 {
+                decode(&mut cache, step as f32);
+                decode(&mut fresh, step as f32);
+            }
+            let before = stored(&cache);
+            // The clone shares the buffers until its first write, which goes to a copy.
+            let mut clone = cache.clone();
+            for step in 0..5 {
+                decode(&mut clone, 100.0 + step as f32);
+            }
+            assert_eq!(stored(&cache), before, "{}: the clone wrote into the original", cache.kind());
+            // The original then decodes exactly as a cache that was never cloned.
+            for step in 4..9 {
+                assert_eq!(
+                    decode(&mut cache, step as f32),
+                    decode(&mut fresh, step as f32),
+                    "{}",
+                    cache.kind()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_saved_state_survives_trimming_and_decoding_on() {
+        let mut cache = LayerCache::Kv(KvCache::new());
+        for step in 0..6 {
+            decode(&mut cache, step as f32);
+        }
+        let LayerCache::Kv(kv_cache) = &cache else { unreachable!() };
+        let (keys, values) = kv_cache.state().unwrap().unwrap();
+        let saved = (to_vec(&keys), to_vec(&values));
+        cache.trim(2).unwrap();
+        for step in 0..6 {
+            decode(&mut cache, 50.0 + step as f32);
+        }
+        assert_eq!((to_vec(&keys), to_vec(&values)), saved);
+        // A restored cache writes into a copy of what it was given.
+        let restored_keys = array(&[1, 2, 8, 3], 1.0);
+        let restored_values = array(&[1, 2, 8, 3], 2.0);
+        let given = (to_vec(&restored_keys), to_vec(&restored_values));
+        let mut restored =
+            LayerCache::Kv(KvCache::from_state(restored_keys.clone(), restored_values.clone(), 4).unwrap());
+        decode(&mut restored, 7.0);
+        assert_eq!((to_vec(&restored_keys), to_vec(&restored_values)), given);
+    }
+
+    #[test]
+    fn decode_attention_grows_the_cache_and_refuses_other_kinds() {
+        let mut cache = LayerCache::Kv(KvCache::new());
+        for step in 0..(KV_STEP + 2) {
+            decode(&mut cache, step as f32 * 0.01);
+        }
+        assert_eq!(cache.offset(), KV_STEP + 2);
+        let LayerCache::Kv(c) = &cache else { unreachable!() };
+        assert_eq!(c.capacity(), 2 * KV_STEP);
+        let (k, _) = kv(1, 0.0);
+        let wrong = array(&[1, 3, 1, 3], 0.0);
+        let q = array(&[1, 4, 1, 3], 0.0);
+        assert!(cache.decode_attention(&q, &wrong, &wrong, SCORES).is_err(), "other heads");
+        assert_eq!(cache.offset(), KV_STEP + 2, "a failed call leaves the cache as it was");
+        let mut ssm = LayerCache::Ssm(SsmState::new());
+        assert!(ssm.decode_attention(&q, &k, &k, SCORES).is_err());
+    }
+
     #[test]
     fn kv_cache_returns_everything_so_far_and_grows_in_steps() {
         let mut cache = KvCache::new();

@@ -203,6 +203,28 @@ mod tests {
     }
 
     #[test]
+    fn quantized_gated_units_take_the_fused_kernel_with_the_same_result() {
+        use crate::quant::QuantConfig;
+        use crate::testing::{array, fill_params, max_diff};
+        for activation in [Activation::Silu, Activation::GeluApprox, Activation::Gelu, Activation::Relu] {
+            let config = FeedForwardConfig { activation, ..FeedForwardConfig::swiglu(64, 96) };
+            let mut ffn = FeedForward::new(config).unwrap();
+            fill_params(&mut ffn, 0.2);
+            for linear in [ffn.gate_proj.as_mut().unwrap(), &mut ffn.up_proj, &mut ffn.down_proj] {
+                linear.quantize(QuantConfig::new(4, 32)).unwrap();
+            }
+            let x = array(&[2, 3, 64], 0.1);
+            let fused_taken = ffn.gated_kernel(&x).unwrap().is_some();
+            assert_eq!(fused_taken, activation != Activation::Relu, "{activation:?}");
+            let fused = ffn.forward(&x).unwrap();
+            ffn.training_mode(true); // the plain graph
+            assert!(ffn.gated_kernel(&x).unwrap().is_none());
+            let plain = ffn.forward(&x).unwrap();
+            assert!(max_diff(&fused, &plain) < 1e-5, "{activation:?}: {}", max_diff(&fused, &plain));
+        }
+    }
+
+    #[test]
     fn plain_gelu_mlp_has_no_gate() {
         let ffn = FeedForward::new(FeedForwardConfig::gelu_mlp(4, 8)).unwrap();
         let keys: Vec<String> = ffn.parameters().flatten().keys().map(|k| k.to_string()).collect();

@@ -1,0 +1,243 @@
+//! The fused decoding primitives against what they replace: several quantized products of
+//! one x against one `quantized_matmul` each, the gated unit against activation times
+//! product, and the decode attention against a plain-loop softmax attention over the
+//! cache (GQA, windows, soft-capping, rotating slots, copies and in-place writes).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use lamina_kernels::{
+    DecodeAttention, GateActivation, QuantizedWeight, decode_attention, quantized_gated, quantized_matmul,
+    quantized_products,
+};
+use mlx_rs::{Array, Dtype, ops};
+
+/// Deterministic values in [-1, 1).
+fn values(shape: &[i32], salt: f32) -> Array {
+    let n: i32 = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.7548 + salt) * 12.9898).sin()).collect();
+    Array::from_slice(&v, shape)
+}
+
+fn host(a: &Array) -> Vec<f32> {
+    a.as_slice::<f32>().to_vec()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+struct Quantized {
+    packed: Array,
+    scales: Array,
+    biases: Array,
+    group: i32,
+    bits: i32,
+}
+
+impl Quantized {
+    fn new(n: i32, k: i32, group: i32, bits: i32, salt: f32) -> Self {
+        let (packed, scales, biases) = ops::quantize(values(&[n, k], salt), group, bits).unwrap();
+        Quantized { packed, scales, biases, group, bits }
+    }
+
+    fn weight(&self) -> QuantizedWeight<'_> {
+        QuantizedWeight {
+            weight: &self.packed,
+            scales: &self.scales,
+            biases: &self.biases,
+            group_size: self.group,
+            bits: self.bits,
+        }
+    }
+
+    fn product(&self, x: &Array) -> Array {
+        quantized_matmul(x, &self.packed, &self.scales, &self.biases, self.group, self.bits).unwrap()
+    }
+}
+
+#[test]
+fn several_products_equal_one_quantized_matmul_each() {
+    let k = 128;
+    let q = Quantized::new(48, k, 32, 4, 1.0);
+    let kp = Quantized::new(16, k, 64, 8, 2.0);
+    let v = Quantized::new(16, k, 128, 5, 3.0);
+    for rows in [1, 3, 40] {
+        let x = values(&[rows, 1, k], 0.25);
+        let outs = quantized_products(&x, &[q.weight(), kp.weight(), v.weight()], &[]).unwrap();
+        assert_eq!(outs.len(), 3);
+        for (out, w) in outs.iter().zip([&q, &kp, &v]) {
+            let expected = w.product(&x);
+            assert_eq!(out.shape(), expected.shape());
+            assert_eq!(max_diff(&host(out), &host(&expected)), 0.0, "{rows} rows");
+        }
+    }
+    // Output shapes: a decoded token's heads.
+    let x = values(&[2, 1, k], 0.5);
+    let shapes: [&[i32]; 2] = [&[2, 6, 1, 8], &[2, 2, 1, 8]];
+    let outs = quantized_products(&x, &[q.weight(), kp.weight()], &shapes).unwrap();
+    assert_eq!(outs[0].shape(), &[2, 6, 1, 8]);
+    assert_eq!(outs[1].shape(), &[2, 2, 1, 8]);
+    let flat = q.product(&x);
+    assert_eq!(max_diff(&host(&outs[0]), &host(&flat)), 0.0);
+}
+
+#[test]
+fn the_gated_unit_is_the_activated_gate_times_up() {
+    let k = 64;
+    let gate = Quantized::new(40, k, 32, 4, 4.0);
+    let up = Quantized::new(40, k, 32, 4, 5.0);
+    for rows in [1, 7, 33] {
+        let x = values(&[rows, k], 0.75);
+        let (g, u) = (gate.product(&x), up.product(&x));
+        for (activation, act) in [
+            (GateActivation::Silu, mlx_rs::nn::silu(&g).unwrap()),
+            (GateActivation::GeluTanh, mlx_rs::nn::gelu_approximate(&g).unwrap()),
+            (GateActivation::GeluErf, mlx_rs::nn::gelu(&g).unwrap()),
+        ] {
+            let ours = quantized_gated(&x, gate.weight(), up.weight(), activation).unwrap();
+            let expected = act.multiply(&u).unwrap();
+            let diff = max_diff(&host(&ours), &host(&expected));
+            assert!(diff < 1e-4, "{activation:?}, {rows} rows: {diff}");
+        }
+    }
+}
+
+#[test]
+fn products_that_do_not_fit_are_errors() {
+    let q = Quantized::new(16, 64, 32, 4, 1.0);
+    let narrow = Quantized::new(8, 64, 32, 4, 2.0);
+    let x = values(&[1, 64], 0.0);
+    let short = values(&[1, 32], 0.0);
+    assert!(quantized_products(&short, &[q.weight()], &[]).is_err(), "width");
+    assert!(quantized_products(&x, &[q.weight()], &[&[1, 15]]).is_err(), "shape");
+    assert!(quantized_products(&x, &[], &[]).is_err(), "no operand");
+    let half = x.as_dtype(Dtype::Bfloat16).unwrap();
+    assert!(quantized_products(&half, &[q.weight()], &[]).is_err(), "dtype");
+    assert!(quantized_gated(&x, q.weight(), narrow.weight(), GateActivation::Silu).is_err(), "widths");
+}
+
+/// The cache and query of one attention case.
+struct Case {
+    batch: i32,
+    heads: i32,
+    kv_heads: i32,
+    d: i32,
+    dv: i32,
+    capacity: i32,
+}
+
+impl Case {
+    fn arrays(&self, salt: f32) -> [Array; 5] {
+        let (b, h, g) = (self.batch, self.heads, self.kv_heads);
+        [
+            values(&[b, h, 1, self.d], salt),
+            values(&[b, g, 1, self.d], salt + 1.0),
+            values(&[b, g, 1, self.dv], salt + 2.0),
+            values(&[b, g, self.capacity, self.d], salt + 3.0),
+            values(&[b, g, self.capacity, self.dv], salt + 4.0),
+        ]
+    }
+
+    /// Softmax attention over slots [start, length) with `k`/`v` written at `slot`, in
+    /// plain loops: `[B, 1, H * D_v]`, and the caches after the write.
+    fn reference(&self, arrays: &[Array; 5], how: DecodeAttention) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let [q, k, v, keys, values] = arrays.each_ref().map(host);
+        let (mut keys, mut values) = (keys, values);
+        let (d, dv, cap) = (self.d as usize, self.dv as usize, self.capacity as usize);
+        let rep = (self.heads / self.kv_heads) as usize;
+        for c in 0..(self.batch * self.kv_heads) as usize {
+            let slot = c * cap + how.slot as usize;
+            keys[slot * d..(slot + 1) * d].copy_from_slice(&k[c * d..(c + 1) * d]);
+            values[slot * dv..(slot + 1) * dv].copy_from_slice(&v[c * dv..(c + 1) * dv]);
+        }
+        let length = how.length as usize;
+        let start = how.window.map_or(0, |w| length.saturating_sub(w as usize));
+        let mut out = vec![0.0f32; (self.batch * self.heads) as usize * dv];
+        for t in 0..(self.batch * self.heads) as usize {
+            let (b, h) = (t / self.heads as usize, t % self.heads as usize);
+            let cache = b * self.kv_heads as usize + h / rep;
+            let scores: Vec<f32> = (start..length)
+                .map(|j| {
+                    let key = &keys[(cache * cap + j) * d..][..d];
+                    let s: f32 = q[t * d..][..d].iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * how.scale;
+                    how.softcap.map_or(s, |cap| cap * (s / cap).tanh())
+                })
+                .collect();
+            let top = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let weights: Vec<f32> = scores.iter().map(|s| (s - top).exp()).collect();
+            let total: f32 = weights.iter().sum();
+            for (j, w) in (start..length).zip(&weights) {
+                let value = &values[(cache * cap + j) * dv..][..dv];
+                for i in 0..dv {
+                    out[t * dv + i] += w / total * value[i];
+                }
+            }
+        }
+        (out, keys, values)
+    }
+}
+
+fn check(case: &Case, how: DecodeAttention) {
+    let arrays = case.arrays(how.slot as f32 * 0.37 + how.length as f32);
+    let [q, k, v, keys, values] = &arrays;
+    let before = (host(keys), host(values));
+    let (out, new_keys, new_values) = decode_attention(q, k, v, keys, values, how).unwrap();
+    assert_eq!(out.shape(), &[case.batch, 1, case.heads * case.dv]);
+    let (expected, expected_keys, expected_values) = case.reference(&arrays, how);
+    let diff = max_diff(&host(&out), &expected);
+    assert!(diff < 1e-5, "{how:?}: {diff}");
+    assert_eq!(host(&new_keys), expected_keys, "{how:?}");
+    assert_eq!(host(&new_values), expected_values, "{how:?}");
+    if how.in_place {
+        // The inputs' own buffers took the write.
+        assert_eq!(host(keys), expected_keys);
+    } else {
+        assert_eq!((host(keys), host(values)), before, "a copy must leave the inputs alone");
+    }
+}
+
+#[test]
+fn decode_attention_matches_softmax_attention_over_the_cache() {
+    let cases = [
+        Case { batch: 1, heads: 4, kv_heads: 4, d: 8, dv: 8, capacity: 16 },
+        Case { batch: 2, heads: 6, kv_heads: 2, d: 16, dv: 8, capacity: 12 },
+        Case { batch: 1, heads: 9, kv_heads: 3, d: 64, dv: 64, capacity: 300 },
+        Case { batch: 1, heads: 2, kv_heads: 1, d: 5, dv: 3, capacity: 7 },
+    ];
+    for case in &cases {
+        let cap = case.capacity;
+        for (slot, length) in [(0, 1), (3, 4), (cap - 1, cap), (2, cap)] {
+            for in_place in [false, true] {
+                let scale = 1.0 / (case.d as f32).sqrt();
+                let plain = DecodeAttention { slot, length, scale, window: None, softcap: None, in_place };
+                check(case, plain);
+                check(case, DecodeAttention { window: Some(3), ..plain });
+                check(case, DecodeAttention { softcap: Some(0.5), ..plain });
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_attention_rejects_what_does_not_fit() {
+    let case = Case { batch: 1, heads: 4, kv_heads: 2, d: 8, dv: 8, capacity: 8 };
+    let arrays = case.arrays(0.0);
+    let [q, k, v, keys, values] = &arrays;
+    let how =
+        DecodeAttention { slot: 0, length: 1, scale: 1.0, window: None, softcap: None, in_place: false };
+    let call = |how: DecodeAttention| decode_attention(q, k, v, keys, values, how);
+    assert!(call(DecodeAttention { slot: 8, length: 9, ..how }).is_err(), "past the capacity");
+    assert!(call(DecodeAttention { slot: 3, length: 3, ..how }).is_err(), "slot outside the length");
+    assert!(call(DecodeAttention { slot: -1, ..how }).is_err(), "negative slot");
+    assert!(decode_attention(q, k, v, values, keys, how).is_ok(), "same shapes either way");
+    let three_heads = values_of(&[1, 3, 1, 8]);
+    assert!(decode_attention(&three_heads, k, v, keys, values, how).is_err(), "query heads not a multiple");
+    let wide = values_of(&[1, 2, 2, 8]);
+    assert!(decode_attention(q, &wide, v, keys, values, how).is_err(), "two new positions");
+    let half = q.as_dtype(Dtype::Float16).unwrap();
+    assert!(decode_attention(&half, k, v, keys, values, how).is_err(), "dtype");
+}
+
+fn values_of(shape: &[i32]) -> Array {
+    values(shape, 9.0)
+}
