@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -33,7 +34,10 @@ constexpr int kRowMajor = 101;
 constexpr int kNoTrans = 111;
 constexpr int kTrans = 112;
 
-// A pool of threads that sleep on a condition variable between parallel regions.
+// A pool of threads for parallel regions. Between regions a worker spins for a few tens of
+// microseconds (decoding calls the kernels every ~50 us, and waking a sleeping thread
+// costs about as much as a small product), then sleeps on a condition variable; a caller
+// waits for the workers the same way.
 
 class Pool {
  public:
@@ -55,15 +59,17 @@ class Pool {
     task_.store(&f);
     total_.store(n);
     pending_.store(n);
-    next_.store(0);
-    {
+    const uint64_t generation = ++generation_ & 0xFFFFFFFFu;
+    cursor_.store(generation << 32);  // publishes the region
+    if (sleeping_.load() > 0) {
       std::lock_guard<std::mutex> g(m_);
-      ++generation_;
+      cv_.notify_all();
     }
-    cv_.notify_all();
-    work();
-    std::unique_lock<std::mutex> g(m_);
-    done_.wait(g, [&] { return pending_.load() == 0; });
+    work(generation);
+    if (!spin_until([&] { return pending_.load() == 0; })) {
+      std::unique_lock<std::mutex> g(m_);
+      done_.wait(g, [&] { return pending_.load() == 0; });
+    }
     task_.store(nullptr);
   }
 
@@ -76,12 +82,31 @@ class Pool {
     }
   }
 
-  void work() {
+  // Polls `ready` for up to kSpin; returns whether it became true.
+  template <class Ready>
+  static bool spin_until(Ready ready) {
+    constexpr auto kSpin = std::chrono::microseconds(50);
+    const auto deadline = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 0;; ++i) {
+      if (ready()) return true;
+#if defined(__x86_64__)
+      _mm_pause();
+#endif
+      if ((i & 15) == 15 && std::chrono::steady_clock::now() > deadline) return ready();
+    }
+  }
+
+  // Takes indices of region `generation` until none is left. The cursor holds the region's
+  // generation beside the next index, so a worker that arrives late can never take an
+  // index of the next region with the last one's bounds.
+  void work(uint64_t generation) {
     while (true) {
-      int i = next_.fetch_add(1);
-      if (i >= total_.load()) break;
-      const std::function<void(int)>* task = task_.load();
-      if (task != nullptr) (*task)(i);
+      uint64_t cursor = cursor_.load();
+      if ((cursor >> 32) != generation) return;
+      const int i = static_cast<int>(cursor & 0xFFFFFFFFu);
+      if (i >= total_.load()) return;
+      if (!cursor_.compare_exchange_weak(cursor, cursor + 1)) continue;
+      (*task_.load())(i);
       if (pending_.fetch_sub(1) == 1) {
         std::lock_guard<std::mutex> g(m_);
         done_.notify_all();
@@ -90,14 +115,17 @@ class Pool {
   }
 
   void loop() {
-    uint64_t seen = 0;
+    uint64_t seen = cursor_.load() >> 32;
     while (true) {
-      {
+      auto fresh = [&] { return (cursor_.load() >> 32) != seen; };
+      if (!spin_until(fresh)) {
+        sleeping_.fetch_add(1);
         std::unique_lock<std::mutex> g(m_);
-        cv_.wait(g, [&] { return generation_ != seen; });
-        seen = generation_;
+        cv_.wait(g, fresh);
+        sleeping_.fetch_sub(1);
       }
-      work();
+      seen = cursor_.load() >> 32;
+      work(seen);
     }
   }
 
@@ -106,9 +134,10 @@ class Pool {
   std::mutex m_;
   std::condition_variable cv_;
   std::condition_variable done_;
-  uint64_t generation_ = 0;
+  uint64_t generation_ = 0;             // regions started (under region_)
+  std::atomic<uint64_t> cursor_{0};     // generation << 32 | next index
+  std::atomic<int> sleeping_{0};
   std::atomic<const std::function<void(int)>*> task_{nullptr};
-  std::atomic<int> next_{0};
   std::atomic<int> total_{0};
   std::atomic<int> pending_{0};
 };
