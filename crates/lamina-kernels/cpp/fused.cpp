@@ -128,56 +128,220 @@ struct Attend {
   int in_place;  // write into the input caches, which the outputs then share
 };
 
-// Scores of one head over keys [start, end), softmax, and the weighted sum of values.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void attend_head(
-    const float* q, const float* keys, const float* values, int d, int dv, int start, int end, float scale,
-    float softcap, float* scores, float* out) {
-  float top = -INFINITY;
-  for (int j = start; j < end; ++j) {
-    const float* kj = keys + static_cast<size_t>(j) * d;
-    float s = 0.0f;
+// One part of a KV group's attention (flash-decoding's split): the group's `rep` query heads
+// q [rep, d] against keys [begin, end). Per head: the largest score, the sum of
+// exp(score - largest) and the unnormalised weighted sum of values, combined across parts
+// afterwards. `scores` holds rep * (end - begin) floats.
+struct Part {
+  const float* q;
+  const float* keys;    // [capacity, d] of the group
+  const float* values;  // [capacity, dv] of the group
+  int rep, d, dv, begin, end;
+  float scale, softcap;
+  float* scores;
+  float* max;  // [rep]
+  float* sum;  // [rep]
+  float* out;  // [rep, dv]
+};
+
+// Scores, their exponentials and the weighted values, in plain loops the compiler
+// vectorizes (any head size; soft-capping).
+__attribute__((target_clones("avx512f", "avx2", "default"))) void attend_part(const Part& p) {
+  const int n = p.end - p.begin;
+  for (int r = 0; r < p.rep; ++r) p.max[r] = -INFINITY;
+  for (int j = 0; j < n; ++j) {
+    const float* kj = p.keys + static_cast<size_t>(p.begin + j) * p.d;
+    for (int r = 0; r < p.rep; ++r) {
+      const float* qr = p.q + static_cast<size_t>(r) * p.d;
+      float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int i = 0; i < d; ++i) s += q[i] * kj[i];
-    s *= scale;
-    if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
-    scores[j - start] = s;
-    top = std::max(top, s);
+      for (int i = 0; i < p.d; ++i) s += qr[i] * kj[i];
+      s *= p.scale;
+      if (p.softcap > 0.0f) s = p.softcap * std::tanh(s / p.softcap);
+      p.scores[r * n + j] = s;
+      p.max[r] = std::max(p.max[r], s);
+    }
   }
-  float total = 0.0f;
-  for (int j = 0; j < end - start; ++j) {
-    scores[j] = std::exp(scores[j] - top);
-    total += scores[j];
+  for (int r = 0; r < p.rep; ++r) {
+    float total = 0.0f;
+    for (int j = 0; j < n; ++j) {
+      const float e = std::exp(p.scores[r * n + j] - p.max[r]);
+      p.scores[r * n + j] = e;
+      total += e;
+    }
+    p.sum[r] = total;
   }
-  for (int i = 0; i < dv; ++i) out[i] = 0.0f;
-  for (int j = start; j < end; ++j) {
-    const float p = scores[j - start] / total;
-    const float* vj = values + static_cast<size_t>(j) * dv;
+  std::fill(p.out, p.out + static_cast<size_t>(p.rep) * p.dv, 0.0f);
+  for (int j = 0; j < n; ++j) {
+    const float* vj = p.values + static_cast<size_t>(p.begin + j) * p.dv;
+    for (int r = 0; r < p.rep; ++r) {
+      const float w = p.scores[r * n + j];
+      float* o = p.out + static_cast<size_t>(r) * p.dv;
 #pragma omp simd
-    for (int i = 0; i < dv; ++i) out[i] += p * vj[i];
+      for (int i = 0; i < p.dv; ++i) o[i] += w * vj[i];
+    }
   }
 }
 
-// Multiply-adds of one step above which heads are split over the pool.
-constexpr long kParallelAttention = 1L << 18;
+#if defined(__x86_64__)
+#define LAMINA_AVX512 __attribute__((target("avx2,fma,avx512f,avx512dq,avx512vl")))
 
+bool has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                          __builtin_cpu_supports("avx512vl");
+  return yes;
+}
+
+// exp(x) for x <= 0 to about 1 ulp: 2^n exp(f), n = round(x / ln 2), |f| <= ln 2 / 2
+// (Cody-Waite), exp(f) by Cephes' expf polynomial.
+LAMINA_AVX512 inline __m512 exp_avx512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  f = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), f);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(_mm512_mul_ps(y, f), f, _mm512_add_ps(f, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(y, n);
+}
+
+// The sum of a vector's sixteen lanes.
+LAMINA_AVX512 inline float sum_avx512(__m512 v) {
+  const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  return hsum(_mm256_add_ps(_mm512_castps512_ps256(v), high));
+}
+
+// The same for head sizes that are multiples of 16 (up to 256) without soft-capping: each
+// key and value row is loaded once for the group's heads, exponentials sixteen at a time.
+LAMINA_AVX512 void attend_part_avx512(const Part& p) {
+  const int n = p.end - p.begin, dk = p.d / 16, dvk = p.dv / 16;
+  for (int r = 0; r < p.rep; ++r) {
+    const float* qr = p.q + static_cast<size_t>(r) * p.d;
+    __m512 top = _mm512_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j < n; ++j) {
+      const float* kj = p.keys + static_cast<size_t>(p.begin + j) * p.d;
+      __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qr), _mm512_loadu_ps(kj));
+      for (int c = 1; c < dk; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qr + 16 * c), _mm512_loadu_ps(kj + 16 * c), acc);
+      p.scores[r * n + j] = sum_avx512(acc) * p.scale;
+    }
+    for (j = 0; j + 16 <= n; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(p.scores + r * n + j));
+    float largest = _mm512_reduce_max_ps(top);
+    for (; j < n; ++j) largest = std::max(largest, p.scores[r * n + j]);
+    p.max[r] = largest;
+    const __m512 m = _mm512_set1_ps(largest);
+    __m512 total = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= n; j += 16) {
+      const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(p.scores + r * n + j), m));
+      _mm512_storeu_ps(p.scores + r * n + j, e);
+      total = _mm512_add_ps(total, e);
+    }
+    if (j < n) {
+      const __mmask16 tail = static_cast<__mmask16>((1u << (n - j)) - 1u);
+      const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p.scores + r * n + j), m));
+      _mm512_mask_storeu_ps(p.scores + r * n + j, tail, e);
+      total = _mm512_add_ps(total, _mm512_maskz_mov_ps(tail, e));
+    }
+    p.sum[r] = sum_avx512(total);
+  }
+  __m512 acc[16];  // rep * dv / 16 <= 16 accumulators in registers when they fit
+  const bool in_registers = p.rep * dvk <= 16;
+  if (!in_registers) std::fill(p.out, p.out + static_cast<size_t>(p.rep) * p.dv, 0.0f);
+  for (int i = 0; i < p.rep * dvk && in_registers; ++i) acc[i] = _mm512_setzero_ps();
+  for (int j = 0; j < n; ++j) {
+    const float* vj = p.values + static_cast<size_t>(p.begin + j) * p.dv;
+    for (int r = 0; r < p.rep; ++r) {
+      const __m512 w = _mm512_set1_ps(p.scores[r * n + j]);
+      float* o = p.out + static_cast<size_t>(r) * p.dv;
+      for (int c = 0; c < dvk; ++c) {
+        if (in_registers) {
+          acc[r * dvk + c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vj + 16 * c), acc[r * dvk + c]);
+        } else {
+          _mm512_storeu_ps(o + 16 * c, _mm512_fmadd_ps(w, _mm512_loadu_ps(vj + 16 * c), _mm512_loadu_ps(o + 16 * c)));
+        }
+      }
+    }
+  }
+  for (int i = 0; i < p.rep * dvk && in_registers; ++i) _mm512_storeu_ps(p.out + 16 * i, acc[i]);
+}
+#endif
+
+void attend_any(const Part& p) {
+#if defined(__x86_64__)
+  if (has_avx512() && p.d % 16 == 0 && p.dv % 16 == 0 && p.d <= 256 && p.softcap == 0.0f) {
+    attend_part_avx512(p);
+    return;
+  }
+#endif
+  attend_part(p);
+}
+
+// Multiply-adds of one step above which the keys are split over the pool.
+constexpr long kParallelAttention = 1L << 16;
+
+// Attention of every query head: each KV group's keys split into parts (as many as keep
+// the pool busy), the parts' softmax statistics combined per head.
 void attend(const Attend& a, const float* q, const float* keys, const float* values, float* out) {
   const int rep = a.heads / a.kv_heads;
   const int end = a.length;
   const int start = a.window > 0 ? std::max(0, end - a.window) : 0;
-  const int tasks = a.batch * a.heads;
-  const long work = static_cast<long>(tasks) * (end - start) * (a.d + a.dv);
-  auto head = [&](int t) {
-    const int b = t / a.heads, h = t % a.heads, g = h / rep;
-    const size_t cache = static_cast<size_t>(b) * a.kv_heads + g;
-    std::vector<float> scores(static_cast<size_t>(end - start));
-    attend_head(q + static_cast<size_t>(t) * a.d, keys + cache * a.capacity * a.d,
-                values + cache * a.capacity * a.dv, a.d, a.dv, start, end, a.scale, a.softcap, scores.data(),
-                out + static_cast<size_t>(t) * a.dv);
+  const int n = end - start;
+  const int groups = a.batch * a.kv_heads;
+  const long work = static_cast<long>(groups) * rep * n * (a.d + a.dv);
+  Pool& pool = Pool::get();
+  int parts = 1;
+  if (work >= kParallelAttention) {
+    const int wanted = (2 * pool.size() + groups - 1) / groups;
+    parts = std::max(1, std::min(wanted, n / 32));
+  }
+  const int len = (n + parts - 1) / parts;
+  const size_t heads = static_cast<size_t>(groups) * parts * rep;
+  std::vector<float> maxs(heads), sums(heads), outs(heads * a.dv);
+  auto task = [&](int t) {
+    const int g = t / parts, c = t % parts;
+    const int begin = start + c * len, stop = std::min(end, begin + len);
+    const size_t cache = static_cast<size_t>(g) * a.capacity;
+    const size_t first = static_cast<size_t>(t) * rep;
+    if (begin >= stop) {
+      std::fill(maxs.begin() + first, maxs.begin() + first + rep, -INFINITY);
+      std::fill(sums.begin() + first, sums.begin() + first + rep, 0.0f);
+      std::fill(outs.begin() + first * a.dv, outs.begin() + (first + rep) * a.dv, 0.0f);
+      return;
+    }
+    thread_local std::vector<float> scores;
+    scores.resize(static_cast<size_t>(rep) * (stop - begin));
+    const Part part{q + static_cast<size_t>(g) * rep * a.d, keys + cache * a.d, values + cache * a.dv,
+                    rep, a.d, a.dv, begin, stop, a.scale, a.softcap, scores.data(), maxs.data() + first,
+                    sums.data() + first, outs.data() + first * a.dv};
+    attend_any(part);
   };
-  if (work < kParallelAttention) {
-    for (int t = 0; t < tasks; ++t) head(t);
+  const int tasks = groups * parts;
+  if (parts == 1 && work < kParallelAttention) {
+    for (int t = 0; t < tasks; ++t) task(t);
   } else {
-    Pool::get().run(tasks, head);
+    pool.run(tasks, task);
+  }
+  for (int g = 0; g < groups; ++g) {
+    for (int r = 0; r < rep; ++r) {
+      float largest = -INFINITY;
+      for (int c = 0; c < parts; ++c) largest = std::max(largest, maxs[(static_cast<size_t>(g) * parts + c) * rep + r]);
+      float total = 0.0f;
+      float* o = out + (static_cast<size_t>(g) * rep + r) * a.dv;
+      std::fill(o, o + a.dv, 0.0f);
+      for (int c = 0; c < parts; ++c) {
+        const size_t h = (static_cast<size_t>(g) * parts + c) * rep + r;
+        const float weight = sums[h] == 0.0f ? 0.0f : std::exp(maxs[h] - largest);
+        total += weight * sums[h];
+        const float* part = outs.data() + h * a.dv;
+        for (int i = 0; i < a.dv; ++i) o[i] += weight * part[i];
+      }
+      for (int i = 0; i < a.dv; ++i) o[i] /= total;
+    }
   }
 }
 

@@ -203,6 +203,7 @@ fn decode_attention_matches_softmax_attention_over_the_cache() {
         Case { batch: 2, heads: 6, kv_heads: 2, d: 16, dv: 8, capacity: 12 },
         Case { batch: 1, heads: 9, kv_heads: 3, d: 64, dv: 64, capacity: 300 },
         Case { batch: 1, heads: 2, kv_heads: 1, d: 5, dv: 3, capacity: 7 },
+        Case { batch: 3, heads: 8, kv_heads: 2, d: 32, dv: 32, capacity: 700 },
     ];
     for case in &cases {
         let cap = case.capacity;
