@@ -56,10 +56,13 @@ class Pool {
       return;
     }
     std::lock_guard<std::mutex> region(region_);
+    // Closed while the region's bounds change: a late worker of the last region holds a
+    // cursor value that no longer matches, so it cannot take an index with these bounds.
+    cursor_.store(kClosed << 32);
     task_.store(&f);
     total_.store(n);
     pending_.store(n);
-    const uint64_t generation = ++generation_ & 0xFFFFFFFFu;
+    const uint64_t generation = ++generation_ % kClosed;
     cursor_.store(generation << 32);  // publishes the region
     if (sleeping_.load() > 0) {
       std::lock_guard<std::mutex> g(m_);
@@ -82,25 +85,33 @@ class Pool {
     }
   }
 
-  // Polls `ready` for up to kSpin; returns whether it became true.
+  // Polls `ready` for up to kSpin; returns whether it became true. After the first few
+  // microseconds each poll yields the core, so a spinning worker does not hold back
+  // another runnable thread (the caller building the next graph) on a small machine.
   template <class Ready>
   static bool spin_until(Ready ready) {
     constexpr auto kSpin = std::chrono::microseconds(50);
-    const auto deadline = std::chrono::steady_clock::now() + kSpin;
+    constexpr auto kPause = std::chrono::microseconds(5);
+    const auto begin = std::chrono::steady_clock::now();
     for (int i = 0;; ++i) {
       if (ready()) return true;
+      if ((i & 15) != 15) {
 #if defined(__x86_64__)
-      _mm_pause();
+        _mm_pause();
 #endif
-      if ((i & 15) == 15 && std::chrono::steady_clock::now() > deadline) return ready();
+        continue;
+      }
+      const auto waited = std::chrono::steady_clock::now() - begin;
+      if (waited > kSpin) return ready();
+      if (waited > kPause) std::this_thread::yield();
     }
   }
 
   // Takes indices of region `generation` until none is left. The cursor holds the region's
-  // generation beside the next index, so a worker that arrives late can never take an
-  // index of the next region with the last one's bounds.
+  // generation beside the next index, and the bounds change only while it is closed, so a
+  // worker that arrives late can never take an index of one region with another's bounds.
   void work(uint64_t generation) {
-    while (true) {
+    while (generation != kClosed) {
       uint64_t cursor = cursor_.load();
       if ((cursor >> 32) != generation) return;
       const int i = static_cast<int>(cursor & 0xFFFFFFFFu);
@@ -117,14 +128,19 @@ class Pool {
   void loop() {
     uint64_t seen = cursor_.load() >> 32;
     while (true) {
-      auto fresh = [&] { return (cursor_.load() >> 32) != seen; };
+      auto fresh = [&] {
+        const uint64_t generation = cursor_.load() >> 32;
+        return generation != seen && generation != kClosed;
+      };
       if (!spin_until(fresh)) {
         sleeping_.fetch_add(1);
         std::unique_lock<std::mutex> g(m_);
         cv_.wait(g, fresh);
         sleeping_.fetch_sub(1);
       }
-      seen = cursor_.load() >> 32;
+      const uint64_t generation = cursor_.load() >> 32;
+      if (generation == kClosed) continue;  // the next region is being set up
+      seen = generation;
       work(seen);
     }
   }
@@ -134,6 +150,7 @@ class Pool {
   std::mutex m_;
   std::condition_variable cv_;
   std::condition_variable done_;
+  static constexpr uint64_t kClosed = 0xFFFFFFFFu;  // the cursor's generation between regions
   uint64_t generation_ = 0;             // regions started (under region_)
   std::atomic<uint64_t> cursor_{0};     // generation << 32 | next index
   std::atomic<int> sleeping_{0};
