@@ -113,3 +113,33 @@ fn other_dtypes_go_through_mlx_and_bad_shapes_are_errors() {
     let err = quantized_matmul(&wrong, &packed, &scales, &biases, group, bits).unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");
 }
+
+#[test]
+fn many_parallel_products_in_a_row_finish_and_agree() {
+    // Hundreds of thousands of parallel regions in a decode: the pool's hand-over between
+    // regions must never lose or repeat an index (a hang, or a wrong row). A watchdog turns
+    // a hang into a failure.
+    let (group, bits) = (32, 4);
+    let w = values(&[512, 256], 7.0);
+    let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
+    let x = values(&[1, 256], 0.5);
+    let expected = ops::quantized_matmul(&x, &packed, &scales, &biases, true, group, bits).unwrap();
+    let expected: Vec<f32> = expected.as_slice::<f32>().to_vec();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for i in 0..3000 {
+            let y = quantized_matmul(&x, &packed, &scales, &biases, group, bits).unwrap();
+            let diff =
+                y.as_slice::<f32>().iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            if diff > 1e-4 {
+                let _ = done.send(Err(format!("product {i} differs by {diff}")));
+                return;
+            }
+        }
+        let _ = done.send(Ok(()));
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(300)) {
+        Ok(result) => result.unwrap(),
+        Err(_) => panic!("3000 products did not finish in 5 minutes: the pool hung"),
+    }
+}
