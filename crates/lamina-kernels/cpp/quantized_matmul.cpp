@@ -274,6 +274,53 @@ LAMINA_AVX512 float dot_q8_avx512(const Problem& p, int r, const float* xv, cons
   }
   return hsum512(bias_dots_avx512(p.row_biases(r), x.group_sums.data(), p.groups(), _mm512_add_ps(t0, t1)));
 }
+bool has_avx512vbmi() {
+  static const bool yes = has_avx512() && __builtin_cpu_supports("avx512vbmi");
+  return yes;
+}
+
+#define LAMINA_VBMI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vbmi")))
+
+// One row of any other width (2, 3, 5, 6, 7 bits: Q5_0, Q5_K, ... as MLX holds them) against
+// one row of x. 32 values take 4 * bits bytes; each half of 16 values sits in its own
+// 2 * bits bytes. Per half: one byte permutation puts the two bytes holding each value in
+// its lane, a per-lane shift and mask extract it, then a conversion and an FMA.
+LAMINA_VBMI float dot_bits_avx512(const Problem& p, int r, const float* xv, const PreparedRow& x) {
+  const int bits = p.bits, half_bytes = 2 * bits;
+  alignas(64) uint8_t index[64];
+  alignas(64) uint32_t shift[16];
+  for (int j = 0; j < 16; ++j) {
+    const int bit = bits * j, byte = bit >> 3;
+    index[4 * j] = static_cast<uint8_t>(byte);
+    index[4 * j + 1] = index[4 * j + 2] = index[4 * j + 3] = static_cast<uint8_t>(byte + 1);
+    shift[j] = static_cast<uint32_t>(bit & 7);
+  }
+  const __m512i lanes = _mm512_load_si512(index), shifts = _mm512_load_si512(shift);
+  const __m512i mask = _mm512_set1_epi32((1 << bits) - 1);
+  const __mmask64 load = (uint64_t{1} << half_bytes) - 1;  // bytes past a half are never needed
+  const uint8_t* w = p.row(r);
+  const float* s = p.row_scales(r);
+  auto sixteen = [&](int half) LAMINA_VBMI {
+    const __m512i bytes = _mm512_maskz_loadu_epi8(load, w + static_cast<size_t>(half) * half_bytes);
+    const __m512i values = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi8(lanes, bytes), shifts), mask);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(values), _mm512_loadu_ps(xv + 16 * half));
+  };
+  __m512 t0 = _mm512_setzero_ps(), t1 = _mm512_setzero_ps();
+  for (int g = 0; g < p.groups(); ++g) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (int half = g * p.group / 16; half < (g + 1) * p.group / 16; half += 2) {
+      a0 = _mm512_add_ps(a0, sixteen(half));
+      a1 = _mm512_add_ps(a1, sixteen(half + 1));
+    }
+    const __m512 scale = _mm512_set1_ps(s[g]);
+    if (g % 2 == 0) {
+      t0 = _mm512_fmadd_ps(scale, _mm512_add_ps(a0, a1), t0);
+    } else {
+      t1 = _mm512_fmadd_ps(scale, _mm512_add_ps(a0, a1), t1);
+    }
+  }
+  return hsum512(bias_dots_avx512(p.row_biases(r), x.group_sums.data(), p.groups(), _mm512_add_ps(t0, t1)));
+}
 #endif
 
 // out[m, rows) for one row of x.
@@ -287,6 +334,10 @@ void gemv_rows(const Problem& p, int m, const PreparedRow& prepared, int begin, 
   }
   if (has_avx512() && p.bits == 8 && p.group % 32 == 0) {
     for (int r = begin; r < end; ++r) out[r] = dot_q8_avx512(p, r, x, prepared);
+    return;
+  }
+  if (has_avx512vbmi() && p.bits < 8 && p.group % 32 == 0) {
+    for (int r = begin; r < end; ++r) out[r] = dot_bits_avx512(p, r, x, prepared);
     return;
   }
   if (has_avx2() && p.bits == 4 && p.group % 32 == 0) {
