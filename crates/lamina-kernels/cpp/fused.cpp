@@ -87,8 +87,9 @@ class QuantizedProducts : public mc::Primitive {
           up.resize(static_cast<size_t>(m) * n);
           out = up.data();
         }
-        Problem p{xp, w.data<uint8_t>(), inputs[2 + 3 * i].data<float>(), inputs[3 + 3 * i].data<float>(),
-                  out, m, n, k, operands[i].group, operands[i].bits};
+        const mc::array& scales = inputs[2 + 3 * i];
+        Problem p{xp, w.data<uint8_t>(), scales.data<void>(), inputs[3 + 3 * i].data<void>(), out, m, n, k,
+                  operands[i].group, operands[i].bits, scales.dtype() == mc::float16};
         quantized_products(p);
       }
       if (gate != Gate::None) {
@@ -454,7 +455,8 @@ __attribute__((visibility("default"))) int lamina_quantized_products(Handle* out
     for (int i = 0; i < count; ++i) {
       const mc::array &w = from_handle(ws[i]), &s = from_handle(ss[i]), &b = from_handle(bs[i]);
       const int n = static_cast<int>(w.ndim() == 2 ? w.shape(0) : 0);
-      const bool fits = w.dtype() == mc::uint32 && s.dtype() == mc::float32 && b.dtype() == mc::float32 &&
+      const bool scales_read = (s.dtype() == mc::float32 || s.dtype() == mc::float16) && b.dtype() == s.dtype();
+      const bool fits = w.dtype() == mc::uint32 && scales_read &&
                         w.ndim() == 2 && bits[i] >= 2 && bits[i] <= 8 && groups[i] > 0 && k % groups[i] == 0 &&
                         static_cast<int64_t>(w.shape(1)) * 32 == static_cast<int64_t>(k) * bits[i] &&
                         s.shape() == mc::Shape{n, k / groups[i]} && b.shape() == s.shape();

@@ -1,5 +1,5 @@
 // lamina's CPU quantized matmul: `x @ dequantize(w)^T` for MLX's affine layout
-// (`w` packed little-endian bit streams, one per row; per-group f32 `scales` and
+// (`w` packed little-endian bit streams, one per row; per-group f32 or f16 `scales` and
 // `biases`), as an MLX custom Primitive, the way MLX documents custom operations.
 //
 // - One-row products (decoding) read each packed weight once: per group, a dot product
@@ -677,7 +677,8 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
         dense = dense_f32(x);
         xp = dense.data();
       }
-      Problem p{xp, w.data<uint8_t>(), scales.data<float>(), biases.data<float>(), out_ptr, m, n, k, group, bits};
+      Problem p{xp,    w.data<uint8_t>(), scales.data<void>(), biases.data<void>(), out_ptr, m, n, k, group, bits,
+                scales.dtype() == mc::float16};
       quantized_products(p);
     });
   }
@@ -719,6 +720,31 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
 
 }  // namespace
 
+#if defined(__x86_64__)
+__attribute__((target("avx2,f16c"))) static void widen_f16_f16c(const uint16_t* src, int n, float* dst) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  }
+  for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
+}
+#endif
+
+void lamina_kernels::widen_f16(const uint16_t* src, int n, float* dst) {
+#if defined(__x86_64__)
+  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+  if (f16c) {
+    widen_f16_f16c(src, n, dst);
+    return;
+  }
+#endif
+  for (int i = 0; i < n; ++i) {
+    mc::float16_t h;
+    std::memcpy(&h, src + i, sizeof h);
+    dst[i] = static_cast<float>(h);
+  }
+}
+
 std::string& lamina_kernels::last_error() {
   thread_local std::string text;
   return text;
@@ -737,8 +763,9 @@ __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, 
     const mc::array& sa = from_handle(scales);
     const mc::array& ba = from_handle(biases);
     const mc::Stream stream = mc::default_stream(mc::default_device());
+    const bool scales_read = (sa.dtype() == mc::float32 || sa.dtype() == mc::float16) && ba.dtype() == sa.dtype();
     const bool ours = stream.device.type == mc::Device::DeviceType::cpu && xa.dtype() == mc::float32 &&
-                      sa.dtype() == mc::float32 && ba.dtype() == mc::float32 && wa.dtype() == mc::uint32 &&
+                      scales_read && wa.dtype() == mc::uint32 &&
                       bits >= 2 && bits <= 8 && group > 0 && xa.ndim() >= 1 && wa.ndim() == 2;
     if (!ours) {
       to_handle(out, mc::quantized_matmul(xa, wa, sa, ba, true, group, bits, "affine", stream));

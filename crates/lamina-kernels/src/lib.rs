@@ -6,7 +6,7 @@
 //!
 //! | function | what | where it runs |
 //! | --- | --- | --- |
-//! | [`quantized_matmul`] | `x @ dequantize(w)^T` over MLX's affine layout, 2–8 bits | lamina's kernel on the CPU (AVX2 + FMA picked at run time, threads that sleep between calls); MLX's own op elsewhere |
+//! | [`quantized_matmul`] | `x @ dequantize(w)^T` over MLX's affine layout, 2–8 bits, f32 or f16 scales | lamina's kernel on the CPU (AVX-512 / AVX-512 VBMI / AVX2 + FMA picked at run time, a pool whose threads spin briefly, then sleep); MLX's own op elsewhere |
 //! | [`quantized_products`] | several quantized products of one `x` in one graph node (q/k/v) | lamina's kernel, CPU and f32 only |
 //! | [`quantized_gated`] | `act(x Wg^T) * (x Wu^T)` on quantized weights (SwiGLU, GeGLU) in one node | lamina's kernel, CPU and f32 only |
 //! | [`decode_attention`] | one query position against a KV cache, writing the new key and value in place | lamina's kernel, CPU and f32 only |
@@ -144,8 +144,8 @@ pub fn half_matmul(x: &Array, w: &Array) -> Result<Array> {
 
 /// `x @ dequantize(w, scales, biases)^T`: what MLX's `quantized_matmul` computes with
 /// `transpose = true` (the layout of a quantized `Linear`), on lamina's CPU kernel when
-/// the default device is the CPU and `x`, `scales`, `biases` are f32; through MLX's own op
-/// otherwise.
+/// the default device is the CPU, `x` is f32 and `scales`/`biases` are f32 or f16 (both
+/// the same; f16 as GGUF stores them, read as stored); through MLX's own op otherwise.
 ///
 /// # Shapes
 /// `x [..., K]`, `w [N, K * bits / 32]` (u32), `scales`/`biases [N, K / group_size]` ->

@@ -143,3 +143,23 @@ fn many_parallel_products_in_a_row_finish_and_agree() {
         Err(_) => panic!("3000 products did not finish in 5 minutes: the pool hung"),
     }
 }
+
+#[test]
+fn half_precision_scales_and_biases_are_read_as_stored() {
+    // GGUF stores per-block scales in f16; held as f16 they are a quarter fewer bytes per
+    // 4-bit weight. MLX's own op promotes them to f32: the same numbers.
+    for bits in [2, 3, 4, 5, 6, 8] {
+        for (m, n, k) in [(1, 37, 64), (1, 300, 256), (5, 40, 128), (40, 33, 64)] {
+            let w = values(&[n, k], bits as f32);
+            let (packed, scales, biases) = ops::quantize(&w, 32, bits).unwrap();
+            let (scales, biases) =
+                (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap());
+            let x = values(&[m, k], 0.5);
+            let ours = quantized_matmul(&x, &packed, &scales, &biases, 32, bits).unwrap();
+            assert_eq!(ours.dtype(), Dtype::Float32);
+            let mlx = ops::quantized_matmul(&x, &packed, &scales, &biases, true, 32, bits).unwrap();
+            let diff = max_rel_diff(&ours, &mlx);
+            assert!(diff < 2e-5, "bits {bits}, {m}x{n}x{k}: {diff}");
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use lamina_heads::ModelInput;
 use lamina_loader::{LoadOptions, LoaderError, load};
-use mlx_rs::Array;
+use mlx_rs::{Array, Dtype};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gguf").join(name)
@@ -235,7 +235,15 @@ fn every_ggml_type_decodes_as_gguf_py_does_and_repacks_into_mlx_layout() {
                     _ => 8,
                 };
                 assert_eq!((config.bits, config.group_size), (want, 32), "{name}");
-                config.dequantize(packed, scales, biases).unwrap()
+                // The legacy types' scales and offsets are f16 in the file and stay f16
+                // (exactly); checked here in f32, as the kernel computes.
+                if ["q4_0.weight", "q4_1.weight", "q5_0.weight", "q5_1.weight", "q8_0.weight"]
+                    .contains(&name.as_str())
+                {
+                    assert_eq!((scales.dtype(), biases.dtype()), (Dtype::Float16, Dtype::Float16), "{name}");
+                }
+                let f32 = |a: &Array| a.as_dtype(Dtype::Float32).unwrap();
+                config.dequantize(packed, &f32(scales), &f32(biases)).unwrap()
             }
         };
         let diff = values.subtract(expected).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();

@@ -173,8 +173,8 @@ fn map_and_parse(path: &Path) -> Result<(Header, memmap2::Mmap)> {
 /// The group size of every quantized form lamina keeps.
 const GGUF_GROUP: i32 = 32;
 
-/// Bytes a quantized tensor takes once held in MLX's layout (packed values, f32 scales
-/// and biases per group of 32).
+/// Bytes a quantized tensor takes once held in MLX's layout (packed values, scales and
+/// biases per group of 32; counted as f32, an upper bound where they are held in f16).
 fn held_quantized(t: &TensorDesc, bits: i32) -> u64 {
     let cols = t.shape.last().copied().unwrap_or(0);
     let rows = t.numel() / cols.max(1);
@@ -192,7 +192,7 @@ pub enum Tensor {
         config: QuantConfig,
         /// The packed values (u32).
         packed: Array,
-        /// Per-group scales (f32).
+        /// Per-group scales (f16 when GGUF's own f16 values hold them exactly, else f32).
         scales: Array,
         /// Per-group offsets (f32).
         biases: Array,
@@ -243,11 +243,18 @@ fn read_tensor(
         blocks::Decoded::Affine { bits, packed, scales, biases } => {
             let config = QuantConfig::new(bits, GGUF_GROUP);
             let (packed_shape, group_shape) = config.shapes(r, c);
+            let (scales, biases) = match (desc.name != EMBEDDING, f16_exactly(&scales), f16_exactly(&biases))
+            {
+                (true, Some(scales), Some(biases)) => {
+                    (Array::from_slice(&scales, &group_shape), Array::from_slice(&biases, &group_shape))
+                }
+                _ => (Array::from_slice(&scales, &group_shape), Array::from_slice(&biases, &group_shape)),
+            };
             Ok(Tensor::Quantized {
                 config,
                 packed: Array::from_slice(&packed, &packed_shape),
-                scales: Array::from_slice(&scales, &group_shape),
-                biases: Array::from_slice(&biases, &group_shape),
+                scales,
+                biases,
             })
         }
         blocks::Decoded::Dense(values) => {
@@ -263,6 +270,23 @@ fn read_tensor(
             }
         }
     }
+}
+
+/// The token embedding's GGUF name: its scales stay f32, since looking rows up dequantizes
+/// them to the scales' dtype (the projections' f16 scales are read by lamina's kernel).
+const EMBEDDING: &str = "token_embd.weight";
+
+/// `values` as f16 when every one of them is exactly an f16 (GGUF's own block scales are
+/// f16, and Q4_0/Q4_1/Q5_0/Q5_1/Q8_0's offsets are f16 times a power of two): held that way,
+/// a 4-bit weight reads a quarter fewer bytes. `None` when one would round (K-quants).
+fn f16_exactly(values: &[f32]) -> Option<Vec<half::f16>> {
+    values
+        .iter()
+        .map(|&v| {
+            let h = half::f16::from_f32(v);
+            (h.to_f32() == v).then_some(h)
+        })
+        .collect()
 }
 
 /// Undoes llama.cpp's q/k row permutation (which interleaves each head's two RoPE halves
