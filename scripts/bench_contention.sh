@@ -7,19 +7,12 @@
 #
 #   bash scripts/bench_contention.sh [ROUNDS] [MODEL.gguf]
 #
-# llama.cpp comes from llama-cpp-python in target/mlx-env/llama-venv (bench_gguf.sh
-# installs it).
+# llama.cpp comes from llama-cpp-python, installed once into target/mlx-env/llama-venv
+# (scripts/gguf_peers.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
-bash scripts/prereqs.sh
-cargo build --release --example bench_generate
-model=${2:-$(find target/mlx-env -name 'SmolLM2-135M-Instruct.Q4_1.gguf' | head -1)}
-venv=target/mlx-env/llama-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  echo "llama-cpp-python is missing: run scripts/bench_gguf.sh once first" >&2
-  exit 1
-fi
+source scripts/gguf_peers.sh "${2:-}"
 log=$(mktemp)
 busy=()
 start_load() { for _ in 1 2; do nice -n 19 sh -c 'while :; do :; done' & busy+=($!); done; }

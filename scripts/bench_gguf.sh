@@ -12,14 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
-bash scripts/prereqs.sh
-cargo build --release --example bench_generate
-model=${2:-$(find target/mlx-env -name 'SmolLM2-135M-Instruct.Q4_1.gguf' | head -1)}
-venv=target/mlx-env/llama-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check llama-cpp-python
-fi
+source scripts/gguf_peers.sh "${2:-}"
 log=$(mktemp)
 peak() { /usr/bin/time -f "peak_rss_kb=%M" "$@" 2>&1; }
 for round in $(seq "$rounds"); do
