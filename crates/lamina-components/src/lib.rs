@@ -58,7 +58,9 @@ pub use attention::{
     Attention, AttentionConfig, LayerInput, QkNormConfig, QkNormPosition, batch_and_len, softcap,
 };
 pub use batch_cache::BatchedKv;
-pub use cache::{BatchKvCache, KV_STEP, KvCache, LayerCache, RotatingKvCache, SsmState, WindowedKv};
+pub use cache::{
+    BatchKvCache, DecodeScores, KV_STEP, KvCache, LayerCache, RotatingKvCache, SsmState, WindowedKv,
+};
 pub use checkpoint::checkpointed;
 pub use dropout::dropout;
 pub use embedding::{Embedding, check_ids};
