@@ -331,7 +331,7 @@ impl Attention {
 
     /// One decoded token on the CPU in f32 (not training), in few graph nodes: q/k/v in one
     /// node when all three are quantized, and the cache update and attention in one
-    /// (lamina's kernels). `None` when the token does not qualify.
+    /// (lamina's kernels). The caller checks that the token qualifies ([`Self::forward`]).
     ///
     /// # Shapes
     /// `x [B, 1, hidden_size] -> [B, 1, hidden_size]`
@@ -386,19 +386,13 @@ impl<'a> Module<LayerInput<'a>> for Attention {
     fn forward(&mut self, input: LayerInput<'a>) -> Result<Array> {
         let LayerInput { x, cache, padding_mask } = input;
         let (b, l) = batch_and_len(x, self.config.hidden_size)?;
-        if let Some(cache) = cache {
-            let fused = l == 1
-                && !self.training
-                && padding_mask.is_none()
-                && cache.has_decode_attention()
-                && x.dtype() == mlx_rs::Dtype::Float32
-                && on_cpu();
-            if fused {
-                return self.decode_fused(x, b, cache);
+        let fused = l == 1 && !self.training && padding_mask.is_none() && x.dtype() == mlx_rs::Dtype::Float32;
+        match cache {
+            Some(cache) if fused && cache.has_decode_attention() && on_cpu() => {
+                self.decode_fused(x, b, cache)
             }
-            return self.forward_unfused(x, b, l, Some(cache), padding_mask);
+            cache => self.forward_unfused(x, b, l, cache, padding_mask),
         }
-        self.forward_unfused(x, b, l, None, padding_mask)
     }
 
     fn training_mode(&mut self, mode: bool) {

@@ -185,14 +185,6 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void attend_part(co
 }
 
 #if defined(__x86_64__)
-#define LAMINA_AVX512 __attribute__((target("avx2,fma,avx512f,avx512dq,avx512vl")))
-
-bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                          __builtin_cpu_supports("avx512vl");
-  return yes;
-}
-
 // exp(x) for x <= 0 to about 1 ulp: 2^n exp(f), n = round(x / ln 2), |f| <= ln 2 / 2
 // (Cody-Waite), exp(f) by Cephes' expf polynomial.
 LAMINA_AVX512 inline __m512 exp_avx512(__m512 x) {
@@ -211,12 +203,6 @@ LAMINA_AVX512 inline __m512 exp_avx512(__m512 x) {
   return _mm512_scalef_ps(y, n);
 }
 
-// The sum of a vector's sixteen lanes.
-LAMINA_AVX512 inline float sum_avx512(__m512 v) {
-  const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-  return hsum(_mm256_add_ps(_mm512_castps512_ps256(v), high));
-}
-
 // The same for head sizes that are multiples of 16 (up to 256) without soft-capping: each
 // key and value row is loaded once for the group's heads, exponentials sixteen at a time.
 LAMINA_AVX512 void attend_part_avx512(const Part& p) {
@@ -229,7 +215,7 @@ LAMINA_AVX512 void attend_part_avx512(const Part& p) {
       const float* kj = p.keys + static_cast<size_t>(p.begin + j) * p.d;
       __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qr), _mm512_loadu_ps(kj));
       for (int c = 1; c < dk; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qr + 16 * c), _mm512_loadu_ps(kj + 16 * c), acc);
-      p.scores[r * n + j] = sum_avx512(acc) * p.scale;
+      p.scores[r * n + j] = hsum512(acc) * p.scale;
     }
     for (j = 0; j + 16 <= n; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(p.scores + r * n + j));
     float largest = _mm512_reduce_max_ps(top);
@@ -248,7 +234,7 @@ LAMINA_AVX512 void attend_part_avx512(const Part& p) {
       _mm512_mask_storeu_ps(p.scores + r * n + j, tail, e);
       total = _mm512_add_ps(total, _mm512_maskz_mov_ps(tail, e));
     }
-    p.sum[r] = sum_avx512(total);
+    p.sum[r] = hsum512(total);
   }
   __m512 acc[16];  // rep * dv / 16 <= 16 accumulators in registers when they fit
   const bool in_registers = p.rep * dvk <= 16;

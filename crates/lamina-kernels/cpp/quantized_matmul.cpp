@@ -192,21 +192,6 @@ __attribute__((target("avx2,fma"))) float dot_q8_avx2(const Problem& p, int r, c
   return hsum(total) + bias_dot(p, r, x);
 }
 
-bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl");
-  return yes;
-}
-
-#define LAMINA_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
-
-// The sum of a vector's sixteen lanes (GCC 12's _mm512_reduce_add_ps trips its own
-// uninitialized-value warning).
-LAMINA_AVX512 inline float hsum512(__m512 v) {
-  const __m256 high = _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(3, 2, 3, 2)));
-  return hsum(_mm256_add_ps(_mm512_castps512_ps256(v), high));
-}
-
 // sum over groups of biases[g] * group_sums[g], sixteen groups at a time.
 LAMINA_AVX512 inline __m512 bias_dots_avx512(const float* b, const float* sums, int groups, __m512 acc) {
   int g = 0;
@@ -274,12 +259,13 @@ LAMINA_AVX512 float dot_q8_avx512(const Problem& p, int r, const float* xv, cons
   }
   return hsum512(bias_dots_avx512(p.row_biases(r), x.group_sums.data(), p.groups(), _mm512_add_ps(t0, t1)));
 }
+
 bool has_avx512vbmi() {
   static const bool yes = has_avx512() && __builtin_cpu_supports("avx512vbmi");
   return yes;
 }
 
-#define LAMINA_VBMI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vbmi")))
+#define LAMINA_VBMI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi")))
 
 // One row of any other width (2, 3, 5, 6, 7 bits: Q5_0, Q5_K, ... as MLX holds them) against
 // one row of x. 32 values take 4 * bits bytes; each half of 16 values sits in its own
@@ -503,8 +489,7 @@ __attribute__((target("avx2,fma"))) void dots2_avx2(const float* w0, const float
 // Four weight rows against four rows of x: sixteen accumulators, which need the 32 vector
 // registers AVX-512VL gives (the arithmetic stays 256 bits wide, which is as fast on cores
 // that split 512-bit operations). Eight loads per sixteen FMAs.
-__attribute__((target("avx2,fma,avx512f,avx512vl"))) void dots4_avx512vl(const float* const* w, const float* x,
-                                                                         int m, int k, float* out, int ldo) {
+LAMINA_AVX512 void dots4_avx512vl(const float* const* w, const float* x, int m, int k, float* out, int ldo) {
   const int tail = k - k % 8;
   int i = 0;
   for (; i + 4 <= m; i += 4) {
@@ -537,10 +522,6 @@ __attribute__((target("avx2,fma,avx512f,avx512vl"))) void dots4_avx512vl(const f
   }
 }
 
-bool has_avx512vl() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-  return yes;
-}
 #endif
 
 bool fast_dequantize(const Problem& p) {
@@ -594,7 +575,7 @@ void gemv_batch(const Problem& p) {
     float* second = first + p.k;
     int r = begin;
 #if defined(__x86_64__)
-    if (has_avx512vl() && has_avx2()) {
+    if (has_avx512()) {
       const float* four[4] = {first, second, first + 2 * p.k, first + 3 * p.k};
       for (; r + 4 <= end; r += 4) {
         for (int a = 0; a < 4; ++a) dequantize(p, r + a, rows.data() + static_cast<size_t>(a) * p.k);
