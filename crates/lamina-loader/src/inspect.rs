@@ -53,9 +53,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             Ok(Inspection { checkpoint, config, tensors })
         }
         Checkpoint::Gguf(file) => {
-            let header = gguf::read_header(file)?;
-            let (_, config) =
-                gguf::config(&header).map_err(|reason| LoaderError::Gguf { path: file.clone(), reason })?;
+            let (header, _, config) = gguf::read_config(file)?;
             let config = serde_json::to_value(&config)
                 .map_err(|source| LoaderError::Json { path: file.clone(), source })?;
             let mut tensors: Vec<TensorInfo> = header

@@ -46,6 +46,26 @@ async fn qwen2_qwen3_gemma2_and_phi3_ggufs_match_mlx_lm() {
 }
 
 #[tokio::test]
+async fn phi3_longrope_factors_stored_as_tensors_match_mlx_lm() {
+    // A Phi-3 128k-style file (scripts/fixtures/gguf_families.py): the LongRoPE factors are
+    // the tensors rope_factors_long/short.weight, the pretraining context is
+    // rope.scaling.original_context_length, and half of each head is rotated.
+    logits_match("tiny_phi3_longrope", LoadOptions::default()).await;
+    let (header, _, config) = lamina_loader::gguf::read_config(&fixture("tiny_phi3_longrope.gguf")).unwrap();
+    assert!(header.tensors.iter().any(|t| t.name == "rope_factors_long.weight"));
+    let rope = config.rope_scaling.as_ref().unwrap();
+    assert_eq!(rope.long_factor.as_deref(), Some(&[1.0, 1.7, 3.5, 9.0][..]));
+    assert_eq!(rope.short_factor.as_deref(), Some(&[1.0, 1.1, 1.3, 2.0][..]));
+    assert_eq!(
+        (config.original_max_position_embeddings, config.max_position_embeddings),
+        (Some(64), Some(512))
+    );
+    assert_eq!(config.partial_rotary_factor, Some(0.5));
+    let loaded = load(fixture("tiny_phi3_longrope.gguf"), LoadOptions::default()).await.unwrap();
+    assert!(loaded.report.is_clean(), "the factor tensors are config, not weights");
+}
+
+#[tokio::test]
 async fn q8_0_q4_0_q4_1_gguf_matches_mlx_lm_on_the_dequantized_weights() {
     // Kept quantized (the default: lamina's kernel computes on the packed weights) and
     // dequantized to f32 on request: both match the f32 reference.

@@ -131,7 +131,7 @@ proptest! {
             let total: u64 = header.tensors.iter().map(|t| t.bytes).sum();
             prop_assert!(total <= data.len() as u64);
             prop_assert!(header.tensors.len() <= data.len() / 32);
-            if let Ok((_, config)) = config(&header) {
+            if let Ok((_, config)) = config(&header, &data) {
                 let _ = config.build(Budget { limit: Some(64 << 20), bits: 32 });
             }
         }

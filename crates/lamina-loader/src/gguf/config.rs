@@ -4,7 +4,7 @@
 use lamina_families::hf::{HfRope, RopeType, TokenIds};
 use lamina_families::{DecoderConfig, ModelType};
 
-use super::header::{Header, Value};
+use super::header::{Header, TensorType, Value};
 
 fn u64_of(header: &Header, key: &str) -> Option<u64> {
     header.get(key).and_then(Value::as_u64)
@@ -32,15 +32,19 @@ pub enum Arch {
     Phi3,
 }
 
-/// The architecture and typed config a GGUF's metadata describes.
+/// The architecture and typed config a GGUF's metadata describes. `file` is the whole
+/// file: Phi-3's LongRoPE factors are tensors (`rope_factors_long/short.weight`), read
+/// from it.
 ///
 /// # Errors
-/// A message naming the architecture, or the key that is missing or too large.
-pub fn config(header: &Header) -> Result<(Arch, DecoderConfig), String> {
+/// A message naming the architecture, or the key or tensor that is missing, too large or
+/// malformed.
+pub fn config(header: &Header, file: &[u8]) -> Result<(Arch, DecoderConfig), String> {
     let name = header.get("general.architecture").and_then(Value::as_str).unwrap_or("");
     let arch: Arch = name.parse().map_err(|_| {
         format!(
-            "general.architecture is `{name}`; lamina reads `llama`, `qwen2`, `qwen3` and `gemma3` GGUF files"
+            "general.architecture is `{name}`; lamina reads `llama`, `qwen2`, `qwen3`, `gemma2`, `gemma3` \
+             and `phi3` GGUF files"
         )
     })?;
     Ok((
@@ -50,16 +54,93 @@ pub fn config(header: &Header) -> Result<(Arch, DecoderConfig), String> {
             Arch::Gemma3 => gemma3_config(header)?,
             Arch::Qwen2 => decoder_config(header, "qwen2", ModelType::Qwen2)?,
             Arch::Qwen3 => decoder_config(header, "qwen3", ModelType::Qwen3)?,
-            Arch::Phi3 if header.tensors.iter().any(|t| t.name.starts_with("rope_factors_")) => {
-                return Err("Phi-3 LongRoPE factors stored as GGUF tensors (`rope_factors_long/short`) are not supported".into());
-            }
-            Arch::Phi3 => DecoderConfig {
-                sliding_window: optional(header, "phi3.attention.sliding_window")?,
-                ..decoder_config(header, "phi3", ModelType::Phi3)?
-            },
+            Arch::Phi3 => phi3_config(header, file)?,
             Arch::Gemma2 => gemma2_config(header)?,
         },
     ))
+}
+
+/// The GGUF tensors that are config, not weights (Phi-3's LongRoPE factors).
+pub fn is_config_tensor(name: &str) -> bool {
+    matches!(name, ROPE_FACTORS_LONG | ROPE_FACTORS_SHORT)
+}
+
+const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
+const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
+
+/// The config of a Phi-3 (or Phi-4) GGUF: `phi3.*` metadata; a rotated width below the
+/// head's (`rope.dimension_count`, Phi-4-mini's partial rotary factor); a sliding window
+/// unless it is 0 (the converter writes 0 for none); and LongRoPE when the file holds the
+/// factor tensors (the 128k variants), with `rope.scaling.original_context_length` as the
+/// pretraining context and `context_length` as the extended one.
+fn phi3_config(header: &Header, file: &[u8]) -> Result<DecoderConfig, String> {
+    let base = decoder_config(header, "phi3", ModelType::Phi3)?;
+    let head_dim = base.head_dim();
+    let rotated = optional(header, "phi3.rope.dimension_count")?;
+    let partial_rotary_factor = match rotated {
+        Some(0) => return Err("metadata `phi3.rope.dimension_count` is 0".into()),
+        Some(d) if d > head_dim => {
+            return Err(format!(
+                "metadata `phi3.rope.dimension_count` ({d}) exceeds the head size ({head_dim})"
+            ));
+        }
+        Some(d) if d % 2 == 1 => return Err(format!("metadata `phi3.rope.dimension_count` ({d}) is odd")),
+        Some(d) if d < head_dim => Some(rotary_factor(d, head_dim)),
+        _ => None,
+    };
+    let long_factor = factors(header, file, ROPE_FACTORS_LONG)?;
+    let short_factor = factors(header, file, ROPE_FACTORS_SHORT)?;
+    let (rope_scaling, original) = match (long_factor, short_factor) {
+        (None, None) => (base.rope_scaling.clone(), None),
+        (Some(long), short) => {
+            let original = need(header, "phi3.rope.scaling.original_context_length")?;
+            let rope = HfRope {
+                rope_type: Some(RopeType::Longrope),
+                long_factor: Some(long),
+                short_factor: short,
+                original_max_position_embeddings: u32::try_from(original).ok(),
+                ..HfRope::default()
+            };
+            (Some(rope), Some(original))
+        }
+        (None, Some(_)) => return Err(format!("`{ROPE_FACTORS_SHORT}` without `{ROPE_FACTORS_LONG}`")),
+    };
+    Ok(DecoderConfig {
+        sliding_window: optional(header, "phi3.attention.sliding_window")?.filter(|&w| w > 0),
+        partial_rotary_factor,
+        rope_scaling,
+        original_max_position_embeddings: original,
+        ..base
+    })
+}
+
+/// The fraction of `head_dim` whose truncated product is `rotated` again (the family
+/// rotates `(head_dim * factor) as usize` features, as mlx-lm does).
+fn rotary_factor(rotated: usize, head_dim: usize) -> f32 {
+    let factor = rotated as f32 / head_dim as f32;
+    if (head_dim as f32 * factor) as usize >= rotated { factor } else { f32::from_bits(factor.to_bits() + 1) }
+}
+
+/// The values of a small f32 config tensor (`[n]`), when the file holds it.
+fn factors(header: &Header, file: &[u8], name: &str) -> Result<Option<Vec<f32>>, String> {
+    let Some(desc) = header.tensors.iter().find(|t| t.name == name) else {
+        return Ok(None);
+    };
+    if desc.kind != TensorType::F32 || desc.shape.len() != 1 {
+        return Err(format!("`{name}` must be a 1-D F32 tensor, not {} {:?}", desc.kind, desc.shape));
+    }
+    let bytes = usize::try_from(desc.offset)
+        .ok()
+        .zip(usize::try_from(desc.bytes).ok())
+        .and_then(|(start, len)| file.get(start..start.checked_add(len)?))
+        .filter(|bytes| bytes.len() as u64 == desc.numel().saturating_mul(4))
+        .ok_or_else(|| format!("`{name}` lies outside the file"))?;
+    let values: Vec<f32> =
+        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    if let Some(bad) = values.iter().find(|v| !v.is_finite() || **v <= 0.0) {
+        return Err(format!("`{name}` holds {bad}; LongRoPE factors are positive"));
+    }
+    Ok(Some(values))
 }
 
 /// A metadata size as `usize`.
@@ -297,12 +378,77 @@ pub fn hf_name(name: &str, heads: usize, kv_heads: usize) -> (String, Option<usi
 mod tests {
     use std::collections::BTreeMap;
 
+    use lamina_families::AnyConfig;
+
     use super::*;
 
     fn header(entries: &[(&str, Value)]) -> Header {
         let metadata: BTreeMap<String, Value> =
             entries.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         Header { version: 3, metadata, tensors: vec![] }
+    }
+
+    /// A Phi-3 header (head size 8) whose file holds `factors` as `rope_factors_long`.
+    fn phi3(extra: &[(&str, Value)], kind: TensorType, factors: &[f32]) -> (Header, Vec<u8>) {
+        let mut entries = vec![
+            ("general.architecture", Value::String("phi3".into())),
+            ("phi3.embedding_length", Value::Uint(32)),
+            ("phi3.feed_forward_length", Value::Uint(64)),
+            ("phi3.block_count", Value::Uint(1)),
+            ("phi3.attention.head_count", Value::Uint(4)),
+            ("phi3.vocab_size", Value::Uint(16)),
+            ("phi3.context_length", Value::Uint(512)),
+            ("phi3.rope.scaling.original_context_length", Value::Uint(64)),
+        ];
+        entries.extend(extra.iter().cloned());
+        let mut header = header(&entries);
+        let file: Vec<u8> = factors.iter().flat_map(|f| f.to_le_bytes()).collect();
+        header.tensors.push(super::super::header::TensorDesc {
+            name: ROPE_FACTORS_LONG.into(),
+            shape: vec![factors.len() as u64],
+            kind,
+            bytes: file.len() as u64,
+            offset: 0,
+        });
+        (header, file)
+    }
+
+    #[test]
+    fn phi3_longrope_factors_are_read_and_bad_ones_refused() {
+        let (h, file) = phi3(&[], TensorType::F32, &[1.0, 2.0, 4.0, 8.0]);
+        let (_, parsed) = config(&h, &file).unwrap();
+        let rope = parsed.rope_scaling.clone().unwrap();
+        assert_eq!(rope.long_factor, Some(vec![1.0, 2.0, 4.0, 8.0]));
+        assert_eq!((rope.rope_type, rope.short_factor), (Some(RopeType::Longrope), None));
+        assert_eq!(parsed.original_max_position_embeddings, Some(64));
+        assert!(parsed.build(lamina_core::Budget::default()).is_ok());
+        // One factor too few for the 4 rotated pairs: refused when the model is built.
+        let (h, file) = phi3(&[], TensorType::F32, &[1.0, 2.0, 4.0]);
+        assert!(config(&h, &file).unwrap().1.build(lamina_core::Budget::default()).is_err());
+        let (h, file) = phi3(&[], TensorType::F32, &[1.0, -2.0, 4.0, 8.0]);
+        assert!(config(&h, &file).unwrap_err().contains("positive"));
+        let (h, file) = phi3(&[], TensorType::F16, &[1.0, 2.0]);
+        assert!(config(&h, &file).unwrap_err().contains("1-D F32"));
+        let (h, file) = phi3(&[], TensorType::F32, &[1.0, 2.0, 4.0, 8.0]);
+        assert!(config(&h, &file[..8]).unwrap_err().contains("outside the file"));
+        let (mut h, file) = phi3(&[], TensorType::F32, &[1.0, 2.0, 4.0, 8.0]);
+        h.metadata.remove("phi3.rope.scaling.original_context_length");
+        assert!(config(&h, &file).unwrap_err().contains("original_context_length"));
+        // Rotated width and window.
+        let rotated = |d: u64| ("phi3.rope.dimension_count", Value::Uint(d));
+        let window = ("phi3.attention.sliding_window", Value::Uint(0));
+        let (h, file) = phi3(&[rotated(4), window], TensorType::F32, &[1.0, 2.0]);
+        let (_, parsed) = config(&h, &file).unwrap();
+        assert_eq!((parsed.partial_rotary_factor, parsed.sliding_window), (Some(0.5), None));
+        assert!(parsed.build(lamina_core::Budget::default()).is_ok());
+        for bad in [0, 3, 10] {
+            let (h, file) = phi3(&[rotated(bad)], TensorType::F32, &[1.0, 2.0]);
+            assert!(config(&h, &file).unwrap_err().contains("dimension_count"), "{bad}");
+        }
+        for (rotated, head_dim) in [(96, 128), (24, 80), (2, 6), (40, 120), (22, 34)] {
+            let f = rotary_factor(rotated, head_dim);
+            assert_eq!(((head_dim as f32 * f) as usize) & !1, rotated);
+        }
     }
 
     #[test]
@@ -333,7 +479,7 @@ mod tests {
             ("gemma3.attention.sliding_window", Value::Uint(512)),
             ("gemma3.vocab_size", Value::Uint(262_144)),
         ]);
-        let (arch, gemma_config) = config(&gemma).unwrap();
+        let (arch, gemma_config) = config(&gemma, &[]).unwrap();
         assert_eq!(arch, Arch::Gemma3);
         assert_eq!(gemma_config.model_type, ModelType::Gemma3Text);
         assert_eq!(gemma_config.num_parameters().unwrap(), 268_098_176, "the published Gemma 3 270M count");
@@ -349,7 +495,7 @@ mod tests {
         assert_eq!(map_name(Arch::Gemma3, "output_norm.weight", 4, 1).name, "model.norm.weight");
         assert_eq!(map_name(Arch::Llama, "blk.0.attn_q.weight", 4, 1).permuted, Some(4));
         let other = header(&[("general.architecture", Value::String("falcon".into()))]);
-        assert!(config(&other).unwrap_err().contains("`falcon`"));
+        assert!(config(&other, &[]).unwrap_err().contains("`falcon`"));
     }
 
     #[test]

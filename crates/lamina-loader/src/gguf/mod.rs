@@ -9,7 +9,7 @@ mod config;
 mod header;
 mod tokenizer;
 
-pub use config::{Arch, Mapped, config, llama_config, map_name};
+pub use config::{Arch, Mapped, config, is_config_tensor, llama_config, map_name};
 pub use header::{Header, TensorDesc, TensorType, Value as GgufValue, parse};
 pub use tokenizer::tokenizer;
 
@@ -43,6 +43,16 @@ pub fn read_header(path: &Path) -> Result<Header> {
     map_and_parse(path).map(|(header, _)| header)
 }
 
+/// Reads a GGUF file's header and the architecture and typed config it describes.
+///
+/// # Errors
+/// [`LoaderError::Io`] or [`LoaderError::Gguf`] naming the file.
+pub fn read_config(path: &Path) -> Result<(Header, Arch, lamina_families::DecoderConfig)> {
+    let (header, mmap) = map_and_parse(path)?;
+    let (arch, config) = config::config(&header, &mmap).map_err(|reason| gguf_error(path, reason))?;
+    Ok((header, arch, config))
+}
+
 pub(crate) async fn load_gguf(
     path: PathBuf,
     checkpoint: Checkpoint,
@@ -52,8 +62,10 @@ pub(crate) async fn load_gguf(
     let (header, mmap) = tokio::task::spawn_blocking(move || map_and_parse(&header_path))
         .await
         .map_err(|e| LoaderError::Task(e.to_string()))??;
-    let (arch, family_config) = config::config(&header).map_err(|reason| gguf_error(&path, reason))?;
-    if let Some(t) = header.tensors.iter().find(|t| !t.kind.readable()) {
+    let (arch, family_config) = config::config(&header, &mmap).map_err(|reason| gguf_error(&path, reason))?;
+    // The weights: every tensor but those the config was read from.
+    let tensors: Vec<&TensorDesc> = header.tensors.iter().filter(|t| !is_config_tensor(&t.name)).collect();
+    if let Some(t) = tensors.iter().find(|t| !t.kind.readable()) {
         return Err(gguf_error(
             &path,
             format!(
@@ -70,18 +82,18 @@ pub(crate) async fn load_gguf(
         (true, Some(bits)) => held_quantized(t, bits),
         _ => t.numel() * target.size_of() as u64,
     };
-    let whole: u64 = header.tensors.iter().map(held).sum();
-    let parameters: u64 = header.tensors.iter().map(TensorDesc::numel).sum();
+    let whole: u64 = tensors.iter().copied().map(held).sum();
+    let parameters: u64 = tensors.iter().map(|t| t.numel()).sum();
     let bits = (whole.saturating_mul(8) / parameters.max(1)).max(1);
     let budget = Budget { limit: options.memory_limit, bits };
     let mut model = family_config.build(budget).map_err(|e| LoaderError::model(&path, e))?;
     let (heads, kv_heads) = (family_config.num_attention_heads, family_config.kv_heads());
     let names: Vec<Mapped> =
-        header.tensors.iter().map(|t| config::map_name(arch, &t.name, heads, kv_heads)).collect();
-    let bytes = || Ok(names.iter().zip(&header.tensors).map(|(m, t)| (m.name.clone(), t.bytes)));
+        tensors.iter().map(|t| config::map_name(arch, &t.name, heads, kv_heads)).collect();
+    let bytes = || Ok(names.iter().zip(&tensors).map(|(m, t)| (m.name.clone(), t.bytes)));
     let share = split(model.as_mut(), options.pipeline.as_ref(), bytes, &path)?;
     let kept: Vec<(Mapped, &TensorDesc)> =
-        names.into_iter().zip(&header.tensors).filter(|(m, _)| share.keeps(&m.name)).collect();
+        names.into_iter().zip(tensors).filter(|(m, _)| share.keeps(&m.name)).collect();
     let needed: u64 = kept.iter().map(|(_, t)| held(t)).sum();
     if let Some(limit) = options.memory_limit {
         if needed > limit {
