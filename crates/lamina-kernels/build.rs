@@ -14,6 +14,7 @@ fn main() {
         .file("cpp/quantized_matmul.cpp")
         .file("cpp/half_matmul.cpp")
         .file("cpp/fused.cpp")
+        .file("cpp/norm_rope.cpp")
         .include(include)
         .opt_level(3)
         // Release code even in debug builds: the kernels are the hot path of decoding.

@@ -120,19 +120,22 @@ impl Module<&Array> for Norm {
     /// # Shapes
     /// `[..., dims] -> [..., dims]`
     fn forward(&mut self, x: &Array) -> Result<Array> {
-        let offset;
-        let weight = match (self.weight.value.as_ref(), self.unit_offset) {
-            (Some(w), true) => {
-                offset = w.add(Array::from_f32(1.0).as_dtype(w.dtype())?)?;
-                Some(&offset)
+        let weight = self.weight.value.as_ref();
+        match self.kind {
+            // One graph node on the CPU (MLX expands its op into ~11 there), MLX's op elsewhere.
+            NormKind::RmsNorm => lamina_kernels::rms_norm(x, weight, self.eps, self.unit_offset),
+            NormKind::LayerNorm => {
+                let offset;
+                let weight = match (weight, self.unit_offset) {
+                    (Some(w), true) => {
+                        offset = w.add(Array::from_f32(1.0).as_dtype(w.dtype())?)?;
+                        Some(&offset)
+                    }
+                    (w, _) => w,
+                };
+                Ok(fast::layer_norm(x, weight, self.bias.value.as_ref(), self.eps)?)
             }
-            (w, _) => w,
-        };
-        let y = match self.kind {
-            NormKind::RmsNorm => fast::rms_norm(x, weight, self.eps)?,
-            NormKind::LayerNorm => fast::layer_norm(x, weight, self.bias.value.as_ref(), self.eps)?,
-        };
-        Ok(y)
+        }
     }
 
     fn training_mode(&mut self, _mode: bool) {}

@@ -3,6 +3,7 @@
 //! through MLX's fused kernel. Frequencies are computed as mlx-lm's `rope_utils` does.
 
 use lamina_core::{Error, Result};
+use lamina_kernels::RopeFrequencies;
 use mlx_rs::{Array, fast};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
@@ -273,7 +274,12 @@ impl Rope {
     pub fn forward(&self, x: &Array, offset: i32) -> Result<Array> {
         let scaled = self.prescaled(x)?;
         let x = scaled.as_ref().unwrap_or(x);
-        Ok(fast::rope(x, self.dims, self.traditional, self.base, self.scale, offset, self.freqs.as_ref())?)
+        // One graph node on the CPU (MLX expands its op into ~29 there), MLX's op elsewhere.
+        let frequencies = match (&self.freqs, self.base) {
+            (Some(periods), _) => RopeFrequencies::Periods(periods),
+            (None, base) => RopeFrequencies::Base(base.unwrap_or(10_000.0)),
+        };
+        lamina_kernels::rope(x, self.dims, self.traditional, frequencies, self.scale, offset)
     }
 
     /// `x` with the magnitude correction applied, when the scaling has one.

@@ -10,6 +10,8 @@
 //! | [`quantized_products`] | several quantized products of one `x` in one graph node (q/k/v) | lamina's kernel, CPU and f32 only |
 //! | [`quantized_gated`] | `act(x Wg^T) * (x Wu^T)` on quantized weights (SwiGLU, GeGLU) in one node | lamina's kernel, CPU and f32 only |
 //! | [`decode_attention`] | one query position against a KV cache, writing the new key and value in place | lamina's kernel, CPU and f32 only |
+//! | [`rms_norm`] | RMSNorm of the rows (Gemma's `1 + w` too) in one graph node | lamina's kernel, CPU and f32; MLX's op elsewhere |
+//! | [`rope`] | RoPE (split halves or interleaved, base or explicit frequencies) in one graph node | lamina's kernel, CPU and f32; MLX's op elsewhere |
 //! | [`half_matmul`] | `x @ w^T` for a bf16 or f16 weight read as stored, f32 accumulation | lamina's kernel on the CPU (AVX2 + FMA + F16C at run time; BLAS sgemm on widened tiles for many rows); MLX's own matmul elsewhere |
 //!
 //! ```
@@ -75,13 +77,33 @@ unsafe extern "C" {
         softcap: f32,
         in_place: c_int,
     ) -> c_int;
+    fn lamina_rms_norm(
+        out: *mut mlx_sys::mlx_array,
+        x: mlx_sys::mlx_array,
+        weight: mlx_sys::mlx_array,
+        eps: f32,
+        unit_offset: c_int,
+    ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    fn lamina_rope(
+        out: *mut mlx_sys::mlx_array,
+        x: mlx_sys::mlx_array,
+        dims: c_int,
+        traditional: c_int,
+        base: f32,
+        scale: f32,
+        offset: c_int,
+        freqs: mlx_sys::mlx_array,
+    ) -> c_int;
     fn lamina_kernels_last_error() -> *const c_char;
 }
 
 mod fused;
+mod norm_rope;
 pub use fused::{
     DecodeAttention, GateActivation, QuantizedWeight, decode_attention, quantized_gated, quantized_products,
 };
+pub use norm_rope::{RopeFrequencies, rms_norm, rope};
 
 /// The array a kernel call produced, or its error.
 ///

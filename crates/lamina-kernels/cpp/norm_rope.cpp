@@ -1,0 +1,301 @@
+// RMSNorm and RoPE as single graph nodes on the CPU. MLX's CPU backend has no kernel for
+// either: `fast::rms_norm` and `fast::rope` expand into their fallback graphs there (~11
+// and ~29 nodes, ~20 and ~50 us per call for a decoded token), which at one token per
+// step cost more than the block's matrix products. These compute the same f32 values in
+// one node each: the fallbacks' formulas, in their order of operations. Gradients go
+// through MLX's own ops (the vjp of the fallback), so training is unchanged.
+
+#include <cmath>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+#include "mlx/allocator.h"
+#include "mlx/array.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/device.h"
+#include "mlx/fast.h"
+#include "mlx/ops.h"
+#include "mlx/primitives.h"
+#include "mlx/stream.h"
+#include "mlx/transforms.h"
+
+#include "common.h"
+
+namespace {
+
+using namespace lamina_kernels;
+
+// The gradients of `fun` at `primals` for the `argnums` asked, by MLX's own vjp.
+std::vector<mc::array> vjp_of(const std::function<mc::array(const std::vector<mc::array>&)>& fun,
+                              const std::vector<mc::array>& primals, const std::vector<mc::array>& cotangents,
+                              const std::vector<int>& argnums) {
+  auto wrapped = [&fun](const std::vector<mc::array>& in) { return std::vector<mc::array>{fun(in)}; };
+  auto grads = mc::vjp(wrapped, primals, cotangents).second;
+  std::vector<mc::array> picked;
+  for (int arg : argnums) picked.push_back(grads[arg]);
+  return picked;
+}
+
+// Rows of x [..., K] normalised by their root mean square, times `weight` (plus one with
+// `unit_offset`, Gemma's convention) when there is one.
+struct NormSpec {
+  float eps;
+  bool has_weight;
+  bool unit_offset;
+};
+
+// MLX's fallback: x * rsqrt(mean(x^2) + eps), then * weight.
+mc::array mlx_rms_norm(const std::vector<mc::array>& in, NormSpec spec, mc::Stream s) {
+  std::optional<mc::array> weight;
+  if (spec.has_weight) {
+    weight = spec.unit_offset ? mc::add(in[1], mc::array(1.0f, in[1].dtype()), s) : in[1];
+  }
+  return mc::fast::rms_norm(in[0], weight, spec.eps, s);
+}
+
+class RmsNorm : public mc::Primitive {
+ public:
+  RmsNorm(mc::Stream stream, NormSpec spec) : mc::Primitive(stream), spec_(spec) {}
+
+  void eval_cpu(const std::vector<mc::array>& inputs, std::vector<mc::array>& outputs) override {
+    auto& encoder = mc::cpu::get_command_encoder(stream());
+    for (const auto& in : inputs) encoder.set_input_array(in);
+    mc::array& out = outputs[0];
+    out.set_data(mc::allocator::malloc(out.nbytes()));
+    encoder.set_output_array(out);
+    encoder.dispatch([inputs, out = out.data<float>(), spec = spec_]() {
+      const mc::array& x = inputs[0];
+      std::vector<float> dense, weights;
+      const float* xp = x.data<float>();
+      if (!x.flags().row_contiguous) {
+        dense = dense_f32(x);
+        xp = dense.data();
+      }
+      const int k = static_cast<int>(x.shape().back());
+      const size_t rows = x.size() / std::max(k, 1);
+      if (spec.has_weight) {
+        weights = dense_f32(inputs[1]);
+        if (spec.unit_offset) {
+          for (float& w : weights) w += 1.0f;
+        }
+      }
+      const float inverse_k = 1.0f / static_cast<float>(k);
+      for (size_t r = 0; r < rows; ++r) {
+        const float* row = xp + r * k;
+        float* o = out + r * k;
+        float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+        for (int i = 0; i < k; ++i) squares += row[i] * row[i];
+        const float scale = 1.0f / std::sqrt(squares * inverse_k + spec.eps);
+        if (spec.has_weight) {
+#pragma omp simd
+          for (int i = 0; i < k; ++i) o[i] = (row[i] * scale) * weights[i];
+        } else {
+#pragma omp simd
+          for (int i = 0; i < k; ++i) o[i] = row[i] * scale;
+        }
+      }
+    });
+  }
+
+  void eval_gpu(const std::vector<mc::array>&, std::vector<mc::array>&) override {
+    throw std::runtime_error("lamina's RMSNorm runs on the CPU");
+  }
+
+  std::vector<mc::array> vjp(const std::vector<mc::array>& primals, const std::vector<mc::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mc::array>&) override {
+    const NormSpec spec = spec_;
+    const mc::Stream s = stream();
+    return vjp_of([spec, s](const std::vector<mc::array>& in) { return mlx_rms_norm(in, spec, s); }, primals,
+                  cotangents, argnums);
+  }
+
+  const char* name() const override { return "LaminaRmsNorm"; }
+
+  bool is_equivalent(const mc::Primitive& other) const override {
+    const auto* o = dynamic_cast<const RmsNorm*>(&other);
+    return o != nullptr && o->spec_.eps == spec_.eps && o->spec_.has_weight == spec_.has_weight &&
+           o->spec_.unit_offset == spec_.unit_offset;
+  }
+
+ private:
+  NormSpec spec_;
+};
+
+// Rotation of the first `dims` features of x [B, H, L, D] at positions offset..offset+L.
+struct RopeSpec {
+  int dims;
+  bool traditional;
+  bool has_freqs;  // the periods are the second input (else base^(2i/dims))
+  float base;
+  float scale;
+  int offset;
+};
+
+mc::array mlx_rope(const std::vector<mc::array>& in, RopeSpec spec, mc::Stream s) {
+  std::optional<float> base;
+  std::optional<mc::array> freqs;
+  if (spec.has_freqs) {
+    freqs = in[1];
+  } else {
+    base = spec.base;
+  }
+  return mc::fast::rope(in[0], spec.dims, spec.traditional, base, spec.scale, spec.offset, freqs, s);
+}
+
+class Rope : public mc::Primitive {
+ public:
+  Rope(mc::Stream stream, RopeSpec spec) : mc::Primitive(stream), spec_(spec) {}
+
+  void eval_cpu(const std::vector<mc::array>& inputs, std::vector<mc::array>& outputs) override {
+    auto& encoder = mc::cpu::get_command_encoder(stream());
+    for (const auto& in : inputs) encoder.set_input_array(in);
+    mc::array& out = outputs[0];
+    out.set_data(mc::allocator::malloc(out.nbytes()));
+    encoder.set_output_array(out);
+    encoder.dispatch([inputs, out = out.data<float>(), spec = spec_]() {
+      const mc::array& x = inputs[0];
+      std::vector<float> dense;
+      const float* xp = x.data<float>();
+      if (!x.flags().row_contiguous) {
+        dense = dense_f32(x);
+        xp = dense.data();
+      }
+      const int nd = static_cast<int>(x.ndim());
+      const int d = static_cast<int>(x.shape(nd - 1));
+      const int l = static_cast<int>(x.shape(nd - 2));
+      const size_t planes = x.size() / (static_cast<size_t>(l) * d);
+      const int half = spec.dims / 2;
+      // The fallback's inverse frequencies: exp(-i * log(base) / half), or 1 / periods.
+      std::vector<float> inverse(half);
+      if (spec.has_freqs) {
+        const std::vector<float> periods = dense_f32(inputs[1]);
+        for (int i = 0; i < half; ++i) inverse[i] = 1.0f / periods[i];
+      } else {
+        const float step = std::log(spec.base) / static_cast<float>(half);
+        for (int i = 0; i < half; ++i) inverse[i] = std::exp(-static_cast<float>(i) * step);
+      }
+      std::vector<float> cosines(static_cast<size_t>(l) * half), sines(cosines.size());
+      for (int t = 0; t < l; ++t) {
+        const float position = (static_cast<float>(t) + static_cast<float>(spec.offset)) * spec.scale;
+        for (int i = 0; i < half; ++i) {
+          const float theta = position * inverse[i];
+          cosines[static_cast<size_t>(t) * half + i] = std::cos(theta);
+          sines[static_cast<size_t>(t) * half + i] = std::sin(theta);
+        }
+      }
+      // Split halves pair feature i with i + half; traditional pairs 2i with 2i + 1.
+      const int stride = spec.traditional ? 2 : 1;
+      const int partner = spec.traditional ? 1 : half;
+      for (size_t p = 0; p < planes; ++p) {
+        for (int t = 0; t < l; ++t) {
+          const size_t row = (p * l + t) * static_cast<size_t>(d);
+          const float* in = xp + row;
+          float* o = out + row;
+          const float* c = cosines.data() + static_cast<size_t>(t) * half;
+          const float* s = sines.data() + static_cast<size_t>(t) * half;
+          for (int i = 0; i < half; ++i) {
+            const float a = in[i * stride], b = in[i * stride + partner];
+            const float ac = a * c[i], bs = b * s[i], as = a * s[i], bc = b * c[i];
+            o[i * stride] = ac - bs;
+            o[i * stride + partner] = as + bc;
+          }
+          for (int i = spec.dims; i < d; ++i) o[i] = in[i];
+        }
+      }
+    });
+  }
+
+  void eval_gpu(const std::vector<mc::array>&, std::vector<mc::array>&) override {
+    throw std::runtime_error("lamina's RoPE runs on the CPU");
+  }
+
+  std::vector<mc::array> vjp(const std::vector<mc::array>& primals, const std::vector<mc::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mc::array>&) override {
+    const RopeSpec spec = spec_;
+    const mc::Stream s = stream();
+    return vjp_of([spec, s](const std::vector<mc::array>& in) { return mlx_rope(in, spec, s); }, primals,
+                  cotangents, argnums);
+  }
+
+  const char* name() const override { return "LaminaRope"; }
+
+  bool is_equivalent(const mc::Primitive& other) const override {
+    const auto* o = dynamic_cast<const Rope*>(&other);
+    return o != nullptr && o->spec_.dims == spec_.dims && o->spec_.traditional == spec_.traditional &&
+           o->spec_.has_freqs == spec_.has_freqs && o->spec_.base == spec_.base && o->spec_.scale == spec_.scale &&
+           o->spec_.offset == spec_.offset;
+  }
+
+ private:
+  RopeSpec spec_;
+};
+
+bool on_cpu(const mc::Stream& stream) { return stream.device.type == mc::Device::DeviceType::cpu; }
+
+}  // namespace
+
+extern "C" {
+
+// RMSNorm of x's rows (`weight` may be an empty handle: no weight; `unit_offset`: times
+// 1 + weight). lamina's kernel for f32 on the CPU, MLX's op otherwise. 0, or 1 with the
+// reason in lamina_kernels_last_error().
+__attribute__((visibility("default"))) int lamina_rms_norm(Handle* out, Handle x, Handle weight, float eps,
+                                                           int unit_offset) {
+  try {
+    const mc::array& xa = from_handle(x);
+    const mc::Stream stream = mc::default_stream(mc::default_device());
+    const bool has_weight = weight.ctx != nullptr;
+    const NormSpec spec{eps, has_weight, has_weight && unit_offset != 0};
+    std::vector<mc::array> inputs{xa};
+    if (has_weight) inputs.push_back(from_handle(weight));
+    if (xa.ndim() < 1 || (has_weight && (inputs[1].ndim() != 1 || inputs[1].shape(0) != xa.shape().back()))) {
+      last_error() = "rms_norm: the weight must be [K] for x [..., K]";
+      return 1;
+    }
+    const bool ours = on_cpu(stream) && xa.dtype() == mc::float32 && xa.shape().back() > 0 &&
+                      (!has_weight || inputs[1].dtype() == mc::float32);
+    if (!ours) {
+      to_handle(out, mlx_rms_norm(inputs, spec, stream));
+      return 0;
+    }
+    to_handle(out, mc::array(xa.shape(), mc::float32, std::make_shared<RmsNorm>(stream, spec), inputs));
+    return 0;
+  } catch (const std::exception& e) {
+    last_error() = e.what();
+    return 1;
+  }
+}
+
+// RoPE of x [..., L, D] at positions offset.. (as mlx::core::fast::rope: `freqs` may be an
+// empty handle, then the frequencies are base^(-2i/dims)). lamina's kernel for f32 on the
+// CPU, MLX's op otherwise.
+__attribute__((visibility("default"))) int lamina_rope(Handle* out, Handle x, int dims, int traditional,
+                                                       float base, float scale, int offset, Handle freqs) {
+  try {
+    const mc::array& xa = from_handle(x);
+    const mc::Stream stream = mc::default_stream(mc::default_device());
+    const bool has_freqs = freqs.ctx != nullptr;
+    const RopeSpec spec{dims, traditional != 0, has_freqs, base, scale, offset};
+    std::vector<mc::array> inputs{xa};
+    if (has_freqs) inputs.push_back(from_handle(freqs));
+    if (xa.ndim() < 2 || dims <= 0 || dims % 2 != 0 || dims > xa.shape().back() ||
+        (has_freqs && (inputs[1].ndim() != 1 || inputs[1].shape(0) != dims / 2))) {
+      last_error() = "rope: dims must be even and at most x's last axis, and freqs [dims / 2]";
+      return 1;
+    }
+    const bool ours = on_cpu(stream) && xa.dtype() == mc::float32 && (!has_freqs || inputs[1].dtype() == mc::float32);
+    if (!ours) {
+      to_handle(out, mlx_rope(inputs, spec, stream));
+      return 0;
+    }
+    to_handle(out, mc::array(xa.shape(), mc::float32, std::make_shared<Rope>(stream, spec), inputs));
+    return 0;
+  } catch (const std::exception& e) {
+    last_error() = e.what();
+    return 1;
+  }
+}
+
+}  // extern "C"
