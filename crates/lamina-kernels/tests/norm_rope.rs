@@ -46,7 +46,7 @@ fn rms_norm_equals_mlx_for_every_variant() {
     let w = values(&[64], 0.8).as_dtype(Dtype::Bfloat16).unwrap();
     let ours = rms_norm(&x, Some(&w), 1e-5, false).unwrap();
     assert_eq!(ours.dtype(), Dtype::Bfloat16);
-    assert!(ours.eq_values(&fast::rms_norm(&x, Some(&w), 1e-5).unwrap()).unwrap());
+    assert!(ours.eq_values(fast::rms_norm(&x, Some(&w), 1e-5).unwrap()).unwrap());
 }
 
 #[test]
@@ -83,7 +83,7 @@ fn rope_equals_mlx_for_every_variant() {
     let ours = rope(&x, 16, false, RopeFrequencies::Base(10_000.0), 1.0, 3).unwrap();
     assert_eq!(ours.dtype(), Dtype::Float16);
     let mlx = fast::rope(&x, 16, false, 10_000.0, 1.0, 3, None).unwrap();
-    assert!(ours.eq_values(&mlx).unwrap());
+    assert!(ours.eq_values(mlx).unwrap());
 }
 
 #[test]
