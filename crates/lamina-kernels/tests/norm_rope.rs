@@ -94,7 +94,7 @@ fn gradients_are_mlx_ops_gradients() {
         let (_, g) = mlx_rs::transforms::vjp(
             |p: &[Array]| vec![f(&p[0], &p[1])],
             &[x.clone(), w.clone()],
-            &[cotangent.clone()],
+            std::slice::from_ref(&cotangent),
         )
         .unwrap();
         g
