@@ -157,6 +157,13 @@ impl<'a> Module<LayerInput<'a>> for TransformerBlock {
     fn forward(&mut self, input: LayerInput<'a>) -> Result<BlockOutput> {
         let x = input.x;
         let normed = apply(&mut self.input_layernorm, x)?;
+        if self.placement == NormPlacement::Pre && (self.dropout == 0.0 || !self.training) {
+            // Each sublayer's last product and its residual add in one node where lamina's
+            // kernels take them.
+            let h = self.self_attn.forward_add(LayerInput { x: &normed, ..input }, x)?;
+            let mlp_in = self.post_attention_layernorm.forward(&h)?;
+            return Ok(BlockOutput { hidden_states: self.mlp.forward_add(&mlp_in, &h)? });
+        }
         let mut attended = self.self_attn.forward(LayerInput { x: &normed, ..input })?;
         if self.placement != NormPlacement::Pre {
             attended = self.post_attention_layernorm.forward(&attended)?;

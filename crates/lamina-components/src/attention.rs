@@ -335,17 +335,30 @@ impl Attention {
     ///
     /// # Shapes
     /// `x [B, 1, hidden_size] -> [B, 1, hidden_size]`
-    fn decode_fused(&mut self, x: &Array, b: i32, cache: &mut LayerCache) -> Result<Array> {
+    fn decode_fused(
+        &mut self,
+        x: &Array,
+        b: i32,
+        cache: &mut LayerCache,
+        residual: Option<&Array>,
+    ) -> Result<Array> {
         let (heads, kv_heads, d) =
             (self.config.num_heads as i32, self.config.num_kv_heads as i32, self.config.head_dim() as i32);
+        // RoPE goes into the products' node too, unless a QK-norm comes between.
+        let norm_first = self.config.qk_norm.is_some_and(|c| c.position == QkNormPosition::BeforeRope);
+        let rotation = self.rope.as_ref().filter(|_| !norm_first).and_then(|r| r.rotation(cache.offset()));
         let fused =
             match (self.q_proj.kernel_weight(), self.k_proj.kernel_weight(), self.v_proj.kernel_weight()) {
                 (Some(q), Some(k), Some(v)) => {
                     let shapes: [&[i32]; 3] = [&[b, heads, 1, d], &[b, kv_heads, 1, d], &[b, kv_heads, 1, d]];
-                    Some(lamina_kernels::quantized_products(x, &[q, k, v], &shapes)?)
+                    Some(match rotation {
+                        Some(rotation) => lamina_kernels::rotated_products(x, &[q, k, v], &shapes, rotation)?,
+                        None => lamina_kernels::quantized_products(x, &[q, k, v], &shapes)?,
+                    })
                 }
                 _ => None,
             };
+        let rotated = rotation.is_some() && fused.is_some();
         let (q, k, v) = match fused.map(<[Array; 3]>::try_from) {
             Some(Ok([q, k, v])) => (q, k, v),
             Some(Err(_)) => {
@@ -357,15 +370,52 @@ impl Attention {
                 self.v_proj.forward(x)?.reshape(&[b, kv_heads, 1, d])?,
             ),
         };
-        let (q, k) = self.qk_norm(q, k, QkNormPosition::BeforeRope)?;
-        let (q, k) = self.rotate(q, k, Some(cache))?;
+        let (q, k) = if rotated {
+            self.qk_norm(q, k, QkNormPosition::AfterRope)?
+        } else {
+            let (q, k) = self.qk_norm(q, k, QkNormPosition::BeforeRope)?;
+            self.rotate(q, k, Some(cache))?
+        };
         let how = DecodeScores {
             scale: self.scale(),
             window: self.config.sliding_window.map(|w| w as i32),
             softcap: self.config.softcap,
         };
         let out = cache.decode_attention(&q, &k, &v, how)?; // [B, 1, H * D]
-        self.o_proj.forward(&out)
+        self.project(&out, residual)
+    }
+
+    /// The output projection, plus the residual when there is one.
+    fn project(&mut self, out: &Array, residual: Option<&Array>) -> Result<Array> {
+        match residual {
+            Some(residual) => self.o_proj.forward_add(out, residual),
+            None => self.o_proj.forward(out),
+        }
+    }
+
+    /// `residual + self.forward(input)`, the output projection and the add in one graph
+    /// node where lamina's kernels take them ([`Linear::forward_add`]).
+    ///
+    /// # Shapes
+    /// `x [B, L, hidden_size]`, `residual [B, L, hidden_size]` -> `[B, L, hidden_size]`
+    ///
+    /// # Errors
+    /// As [`Module::forward`].
+    pub fn forward_add(&mut self, input: LayerInput<'_>, residual: &Array) -> Result<Array> {
+        self.forward_residual(input, Some(residual))
+    }
+
+    /// The attention, plus `residual` when given.
+    fn forward_residual(&mut self, input: LayerInput<'_>, residual: Option<&Array>) -> Result<Array> {
+        let LayerInput { x, cache, padding_mask } = input;
+        let (b, l) = batch_and_len(x, self.config.hidden_size)?;
+        let fused = l == 1 && !self.training && padding_mask.is_none() && x.dtype() == mlx_rs::Dtype::Float32;
+        match cache {
+            Some(cache) if fused && cache.has_decode_attention() && on_cpu() => {
+                self.decode_fused(x, b, cache, residual)
+            }
+            cache => self.forward_unfused(x, b, l, cache, padding_mask, residual),
+        }
     }
 
     fn qk_norm(&mut self, q: Array, k: Array, position: QkNormPosition) -> Result<(Array, Array)> {
@@ -384,15 +434,7 @@ impl<'a> Module<LayerInput<'a>> for Attention {
     /// # Shapes
     /// `x [B, L, hidden_size] -> [B, L, hidden_size]`
     fn forward(&mut self, input: LayerInput<'a>) -> Result<Array> {
-        let LayerInput { x, cache, padding_mask } = input;
-        let (b, l) = batch_and_len(x, self.config.hidden_size)?;
-        let fused = l == 1 && !self.training && padding_mask.is_none() && x.dtype() == mlx_rs::Dtype::Float32;
-        match cache {
-            Some(cache) if fused && cache.has_decode_attention() && on_cpu() => {
-                self.decode_fused(x, b, cache)
-            }
-            cache => self.forward_unfused(x, b, l, cache, padding_mask),
-        }
+        self.forward_residual(input, None)
     }
 
     fn training_mode(&mut self, mode: bool) {
@@ -412,6 +454,7 @@ impl Attention {
         l: i32,
         cache: Option<&mut LayerCache>,
         padding_mask: Option<&Array>,
+        residual: Option<&Array>,
     ) -> Result<Array> {
         let (heads, kv_heads, d) =
             (self.config.num_heads as i32, self.config.num_kv_heads as i32, self.config.head_dim() as i32);
@@ -435,7 +478,7 @@ impl Attention {
         } else {
             out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, heads * d])?
         }; // [B, L, H * D]
-        self.o_proj.forward(&out)
+        self.project(&out, residual)
     }
 }
 
@@ -604,6 +647,56 @@ mod tests {
             attn.training_mode(false);
             assert!(max_diff(&fused, &plain) < 1e-5, "{window:?} {softcap:?}: {}", max_diff(&fused, &plain));
             assert!(max_diff(&full, &fused) < 1e-4, "{window:?} {softcap:?}: {}", max_diff(&full, &fused));
+        }
+    }
+
+    #[test]
+    fn fused_rotation_and_residual_equal_the_plain_graph() {
+        use crate::quant::QuantConfig;
+        use crate::rope::RopeScaling;
+        let base = AttentionConfig { head_dim: Some(16), ..AttentionConfig::new(64, 4, 2) };
+        let longrope = RopeScaling::Longrope {
+            long_factor: vec![1.0, 1.5, 2.0, 4.0, 6.0, 8.0, 9.0, 12.0],
+            short_factor: vec![],
+            original_max_position_embeddings: 16,
+            max_position_embeddings: 64,
+        };
+        let ropes = [
+            Some(RopeConfig { traditional: true, ..RopeConfig::new(16, 500.0) }),
+            Some(RopeConfig::new(8, 10_000.0)), // partial rotation
+            Some(RopeConfig { scaling: longrope, ..RopeConfig::new(16, 10_000.0) }), // magnitude first
+            None,
+        ];
+        for rope in ropes {
+            for position in [None, Some(QkNormPosition::BeforeRope), Some(QkNormPosition::AfterRope)] {
+                let qk_norm = position.map(|position| QkNormConfig { norm: NormConfig::rms(1e-6), position });
+                let mut attn = layer(AttentionConfig { rope: rope.clone(), qk_norm, ..base.clone() });
+                for projection in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj] {
+                    projection.quantize(QuantConfig::new(4, 32)).unwrap();
+                }
+                let x = array(&[2, 6, 64], 0.3);
+                let full = attn.forward(LayerInput::new(&x)).unwrap();
+                let fused = decode_step_by_step(&mut attn, &x, LayerCache::Kv(KvCache::new()), &[3, 1, 1, 1]);
+                let diff = max_diff(&full, &fused);
+                assert!(diff < 1e-4, "{rope:?} {position:?}: {diff}");
+                // The residual rides along: residual + attention, decoded or not.
+                let residual = array(&[2, 1, 64], 0.8);
+                let mut cache = LayerCache::Kv(KvCache::new());
+                let prompt = x.try_index((.., ..5, ..)).unwrap();
+                attn.forward(LayerInput { x: &prompt, cache: Some(&mut cache), padding_mask: None }).unwrap();
+                let last = x.try_index((.., 5.., ..)).unwrap();
+                let mut copy = cache.clone();
+                let added = attn
+                    .forward_add(
+                        LayerInput { x: &last, cache: Some(&mut cache), padding_mask: None },
+                        &residual,
+                    )
+                    .unwrap();
+                let plain = attn
+                    .forward(LayerInput { x: &last, cache: Some(&mut copy), padding_mask: None })
+                    .unwrap();
+                assert!(max_diff(&added, &residual.add(&plain).unwrap()) < 1e-6);
+            }
         }
     }
 

@@ -149,6 +149,32 @@ impl FeedForward {
     }
 }
 
+impl FeedForward {
+    /// `residual + self.forward(x)`, the down projection and the add in one graph node
+    /// where lamina's kernels take them ([`Linear::forward_add`]).
+    ///
+    /// # Shapes
+    /// `x [..., hidden]`, `residual [..., hidden]` -> `[..., hidden]`
+    ///
+    /// # Errors
+    /// When MLX fails or the shapes do not fit.
+    pub fn forward_add(&mut self, x: &Array, residual: &Array) -> Result<Array> {
+        let inner = self.inner(x)?;
+        self.down_proj.forward_add(&inner, residual)
+    }
+
+    /// The activations the down projection reads.
+    fn inner(&mut self, x: &Array) -> Result<Array> {
+        if let Some(inner) = self.gated_kernel(x)? {
+            return Ok(inner);
+        }
+        Ok(match &mut self.gate_proj {
+            Some(gate) => activate(self.activation, &gate.forward(x)?)? * self.up_proj.forward(x)?,
+            None => activate(self.activation, &self.up_proj.forward(x)?)?,
+        })
+    }
+}
+
 impl Module<&Array> for FeedForward {
     type Output = Array;
     type Error = Error;
@@ -156,13 +182,7 @@ impl Module<&Array> for FeedForward {
     /// # Shapes
     /// `[..., hidden] -> [..., hidden]`
     fn forward(&mut self, x: &Array) -> Result<Array> {
-        if let Some(inner) = self.gated_kernel(x)? {
-            return self.down_proj.forward(&inner);
-        }
-        let inner = match &mut self.gate_proj {
-            Some(gate) => activate(self.activation, &gate.forward(x)?)? * self.up_proj.forward(x)?,
-            None => activate(self.activation, &self.up_proj.forward(x)?)?,
-        };
+        let inner = self.inner(x)?;
         self.down_proj.forward(&inner)
     }
 

@@ -147,6 +147,25 @@ impl Linear {
         })
     }
 
+    /// `residual + self.forward(x)`, in one graph node (lamina's kernel) when the layer is
+    /// a plain quantized product and both inputs are f32 on the CPU: a sublayer's output
+    /// projection and the residual add after it.
+    ///
+    /// # Shapes
+    /// `x [..., input_dims]`, `residual [..., output_dims]` -> `[..., output_dims]`
+    ///
+    /// # Errors
+    /// When MLX fails or the shapes do not fit.
+    pub fn forward_add(&mut self, x: &Array, residual: &Array) -> Result<Array> {
+        let f32 = mlx_rs::Dtype::Float32;
+        match self.kernel_weight() {
+            Some(w) if x.dtype() == f32 && residual.dtype() == f32 && on_cpu() => {
+                lamina_kernels::quantized_residual(x, w, residual)
+            }
+            _ => Ok(residual.add(self.forward(x)?)?),
+        }
+    }
+
     fn quantized(&self) -> Option<(QuantConfig, &Array, &Array)> {
         match (self.quantization, self.scales.as_ref(), self.biases.as_ref()) {
             (Some(q), Some(s), Some(b)) => Some((q, s, b)),
@@ -333,6 +352,26 @@ mod tests {
         assert!(layer.quantize(QuantConfig::new(4, 64)).is_err());
         assert!(Linear::new(96, 4, false).unwrap().quantize(QuantConfig::new(4, 64)).is_err());
         assert!(lamina_core::count_trainable_parameters(&layer) == 0);
+    }
+
+    #[test]
+    fn forward_add_is_the_residual_plus_the_product() {
+        let x = Array::from_slice(&values(3 * 64, 0.2), &[3, 1, 64]);
+        let residual = Array::from_slice(&values(3 * 16, 0.9), &[3, 1, 16]);
+        for (quantized, bias) in [(true, false), (true, true), (false, false)] {
+            let mut layer = Linear::from_weights(
+                Array::from_slice(&values(16 * 64, 0.4), &[16, 64]),
+                bias.then(|| Array::from_slice(&values(16, 0.6), &[16])),
+            );
+            if quantized {
+                layer.quantize(QuantConfig::new(4, 32)).unwrap();
+            }
+            let added = layer.forward_add(&x, &residual).unwrap();
+            let expected = residual.add(layer.forward(&x).unwrap()).unwrap();
+            let diff =
+                added.subtract(&expected).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+            assert_eq!(diff, 0.0, "quantized {quantized}, bias {bias}");
+        }
     }
 
     #[test]

@@ -275,11 +275,30 @@ impl Rope {
         let scaled = self.prescaled(x)?;
         let x = scaled.as_ref().unwrap_or(x);
         // One graph node on the CPU (MLX expands its op into ~29 there), MLX's op elsewhere.
-        let frequencies = match (&self.freqs, self.base) {
+        lamina_kernels::rope(x, self.dims, self.traditional, self.frequencies(), self.scale, offset)
+    }
+
+    /// This rotation at position `offset` as lamina's fused q/k products apply it, when it
+    /// is a plain rotation (no magnitude correction to apply before it).
+    pub fn rotation(&self, offset: i32) -> Option<lamina_kernels::Rotation<'_>> {
+        if self.input_scale.is_some() {
+            return None;
+        }
+        Some(lamina_kernels::Rotation {
+            dims: self.dims,
+            traditional: self.traditional,
+            frequencies: self.frequencies(),
+            scale: self.scale,
+            offset,
+        })
+    }
+
+    /// The frequencies as lamina's kernels take them.
+    fn frequencies(&self) -> RopeFrequencies<'_> {
+        match (&self.freqs, self.base) {
             (Some(periods), _) => RopeFrequencies::Periods(periods),
             (None, base) => RopeFrequencies::Base(base.unwrap_or(10_000.0)),
-        };
-        lamina_kernels::rope(x, self.dims, self.traditional, frequencies, self.scale, offset)
+        }
     }
 
     /// `x` with the magnitude correction applied, when the scaling has one.

@@ -25,6 +25,7 @@
 
 #include "common.h"
 #include "quantized.h"
+#include "rope.h"
 
 namespace {
 
@@ -52,10 +53,19 @@ struct Operand {
   int bits;
 };
 
+// What happens to the products' outputs: the first two rotated (RoPE of a decoded
+// token's queries and keys, [B, H, 1, D] each), or the residual added to the only one.
+struct Epilogue {
+  bool rotate;
+  RopeSpec rope;
+  int head_dim;    // D of the rotated outputs
+  bool residual;   // the last input is added to the output
+};
+
 class QuantizedProducts : public mc::Primitive {
  public:
-  QuantizedProducts(mc::Stream stream, std::vector<Operand> operands, Gate gate)
-      : mc::Primitive(stream), operands_(std::move(operands)), gate_(gate) {}
+  QuantizedProducts(mc::Stream stream, std::vector<Operand> operands, Gate gate, Epilogue epilogue)
+      : mc::Primitive(stream), operands_(std::move(operands)), gate_(gate), epilogue_(epilogue) {}
 
   void eval_cpu(const std::vector<mc::array>& inputs, std::vector<mc::array>& outputs) override {
     const mc::array& x = inputs[0];
@@ -69,7 +79,7 @@ class QuantizedProducts : public mc::Primitive {
     }
     std::vector<float*> outs;
     for (auto& out : outputs) outs.push_back(out.data<float>());
-    encoder.dispatch([inputs, outs, m, k, operands = operands_, gate = gate_]() {
+    encoder.dispatch([inputs, outs, m, k, operands = operands_, gate = gate_, epilogue = epilogue_]() {
       const mc::array& x = inputs[0];
       const float* xp = x.data<float>();
       std::vector<float> dense;
@@ -96,6 +106,27 @@ class QuantizedProducts : public mc::Primitive {
         float* out = outs[0];
         for (size_t j = 0; j < up.size(); ++j) out[j] = activate(gate, out[j]) * up[j];
       }
+      if (epilogue.rotate) {
+        const size_t first = 1 + 3 * operands.size();
+        std::vector<float> periods;
+        if (epilogue.rope.has_freqs) periods = dense_f32(inputs[first]);
+        for (size_t i = 0; i < 2; ++i) {
+          const size_t values = static_cast<size_t>(m) * inputs[1 + 3 * i].shape(0);
+          rotate_rows<float>(outs[i], outs[i], values / epilogue.head_dim, 1, epilogue.head_dim, epilogue.rope,
+                             periods.data());
+        }
+      }
+      if (epilogue.residual) {
+        const mc::array& residual = inputs.back();
+        std::vector<float> dense;
+        const float* r = residual.data<float>();
+        if (!residual.flags().row_contiguous) {
+          dense = dense_f32(residual);
+          r = dense.data();
+        }
+        float* out = outs[0];
+        for (size_t j = 0; j < residual.size(); ++j) out[j] = r[j] + out[j];
+      }
     });
   }
 
@@ -107,7 +138,10 @@ class QuantizedProducts : public mc::Primitive {
 
   bool is_equivalent(const mc::Primitive& other) const override {
     const auto* o = dynamic_cast<const QuantizedProducts*>(&other);
-    if (o == nullptr || o->gate_ != gate_ || o->operands_.size() != operands_.size()) return false;
+    if (o == nullptr || o->gate_ != gate_ || o->operands_.size() != operands_.size() ||
+        std::memcmp(&o->epilogue_, &epilogue_, sizeof epilogue_) != 0) {
+      return false;
+    }
     for (size_t i = 0; i < operands_.size(); ++i) {
       if (o->operands_[i].group != operands_[i].group || o->operands_[i].bits != operands_[i].bits) return false;
     }
@@ -117,6 +151,7 @@ class QuantizedProducts : public mc::Primitive {
  private:
   std::vector<Operand> operands_;
   Gate gate_;
+  Epilogue epilogue_;
 };
 
 // Attention of one query position: q [B, H, 1, D]; the new k [B, H_kv, 1, D] and
@@ -415,15 +450,29 @@ std::string shape_text(const mc::array& a) {
 
 extern "C" {
 
+// RoPE applied to the first two products (mirrors the Rust side's `LaminaRope`):
+// `dims` 0 for none; `periods` an empty handle for base^(2i / dims).
+struct LaminaRope {
+  int dims;
+  int traditional;
+  float base;
+  float scale;
+  int offset;
+  Handle periods;
+};
+
 // Several quantized products of one x in one graph node: out_i = x @ dequantize(w_i)^T,
 // shaped `shapes[i]` (a reshape of [..., N_i]; `ndims[i] == 0` keeps [..., N_i]). With
 // `gate` 1-3 there are two operands and one output, act(x Wg^T) * (x Wu^T) (1 SiLU, 2 GELU
-// with tanh, 3 GELU with erf). CPU and f32 only (returns 1 with the reason otherwise).
+// with tanh, 3 GELU with erf). `rope` (may be null): the first two outputs, shaped
+// [B, H, 1, D], rotated. `residual` (may be an empty handle): added to the only output.
+// CPU and f32 only (returns 1 with the reason otherwise).
 __attribute__((visibility("default"))) int lamina_quantized_products(Handle* outs, int count, Handle x,
                                                                      const Handle* ws, const Handle* ss,
                                                                      const Handle* bs, const int* groups,
                                                                      const int* bits, const int* shapes,
-                                                                     const int* ndims, int gate) {
+                                                                     const int* ndims, int gate,
+                                                                     const LaminaRope* rope, Handle residual) {
   try {
     const mc::array& xa = from_handle(x);
     const mc::Stream stream = mc::default_stream(mc::default_device());
@@ -472,7 +521,34 @@ __attribute__((visibility("default"))) int lamina_quantized_products(Handle* out
       }
       if (gate == 0 || i == 0) out_shapes.push_back(shape);
     }
-    auto primitive = std::make_shared<QuantizedProducts>(stream, operands, static_cast<Gate>(gate));
+    Epilogue epilogue{};
+    if (rope != nullptr && rope->dims > 0) {
+      const bool rotatable = count >= 2 && gate == 0 && out_shapes[0].size() == 4 && out_shapes[1].size() == 4 &&
+                             out_shapes[0][2] == 1 && out_shapes[1][2] == 1 && out_shapes[0][3] == out_shapes[1][3] &&
+                             rope->dims % 2 == 0 && rope->dims <= out_shapes[0][3];
+      const bool has_freqs = rope->periods.ctx != nullptr;
+      if (!rotatable || (has_freqs && (from_handle(rope->periods).dtype() != mc::float32 ||
+                                       from_handle(rope->periods).shape() != mc::Shape(1, rope->dims / 2)))) {
+        last_error() = "fused quantized products: RoPE needs two [B, H, 1, D] outputs, even dims <= D and "
+                       "f32 periods [dims / 2]";
+        return 1;
+      }
+      epilogue.rotate = true;
+      epilogue.rope = RopeSpec{rope->dims, rope->traditional != 0, has_freqs, rope->base, rope->scale, rope->offset};
+      epilogue.head_dim = out_shapes[0][3];
+      if (has_freqs) inputs.push_back(from_handle(rope->periods));
+    }
+    if (residual.ctx != nullptr) {
+      const mc::array& r = from_handle(residual);
+      if (count != 1 || gate != 0 || epilogue.rotate || r.dtype() != mc::float32 || r.shape() != out_shapes[0]) {
+        last_error() = "fused quantized products: the residual must be f32 shaped as the only output " +
+                       shape_text(r);
+        return 1;
+      }
+      epilogue.residual = true;
+      inputs.push_back(r);
+    }
+    auto primitive = std::make_shared<QuantizedProducts>(stream, operands, static_cast<Gate>(gate), epilogue);
     std::vector<mc::Dtype> dtypes(out_shapes.size(), mc::float32);
     auto arrays = mc::array::make_arrays(out_shapes, dtypes, primitive, inputs);
     for (size_t i = 0; i < arrays.size(); ++i) to_handle(&outs[i], arrays[i]);

@@ -1,8 +1,9 @@
 // RMSNorm and RoPE as single graph nodes on the CPU. MLX's CPU backend has no kernel for
 // either: `fast::rms_norm` and `fast::rope` expand into their fallback graphs there (~11
 // and ~29 nodes, ~20 and ~50 us per call for a decoded token), which at one token per
-// step cost more than the block's matrix products. These compute the same f32 values in
-// one node each: the fallbacks' formulas, in their order of operations. Gradients go
+// step cost more than the block's matrix products. These compute the same values in one
+// node each (f32, bf16, f16): the fallbacks' formulas, in their order of operations, with
+// their roundings. Gradients go
 // through MLX's own ops (the vjp of the fallback), so training is unchanged.
 
 #include <cmath>
@@ -21,10 +22,31 @@
 #include "mlx/transforms.h"
 
 #include "common.h"
+#include "rope.h"
 
 namespace {
 
 using namespace lamina_kernels;
+
+// The elements of x in row-major order: its own buffer for a dense f32 array, else a
+// dense f32 copy (half-precision values widen exactly).
+const float* read_f32(const mc::array& x, std::vector<float>& storage) {
+  if (x.dtype() == mc::float32 && x.flags().row_contiguous) return x.data<float>();
+  storage = dense_f32(x);
+  return storage.data();
+}
+
+// Calls `body.template operator()<T>()` with T the C++ type of `dtype` (f32, bf16, f16).
+template <typename Body>
+void with_type(mc::Dtype dtype, Body&& body) {
+  if (dtype == mc::bfloat16) {
+    body.template operator()<mc::bfloat16_t>();
+  } else if (dtype == mc::float16) {
+    body.template operator()<mc::float16_t>();
+  } else {
+    body.template operator()<float>();
+  }
+}
 
 // The gradients of `fun` at `primals` for the `argnums` asked, by MLX's own vjp.
 std::vector<mc::array> vjp_of(const std::function<mc::array(const std::vector<mc::array>&)>& fun,
@@ -54,6 +76,36 @@ mc::array mlx_rms_norm(const std::vector<mc::array>& in, NormSpec spec, mc::Stre
   return mc::fast::rms_norm(in[0], weight, spec.eps, s);
 }
 
+// x * rsqrt(mean(x^2) + eps) in f32, rounded to T, then times the weight (rounded again).
+template <typename T>
+void normalize(const std::vector<mc::array>& inputs, T* out, NormSpec spec) {
+  const mc::array& x = inputs[0];
+  std::vector<float> dense, weights;
+  const float* xp = read_f32(x, dense);
+  const int k = static_cast<int>(x.shape().back());
+  const size_t rows = x.size() / std::max(k, 1);
+  if (spec.has_weight) {
+    weights = dense_f32(inputs[1]);
+    if (spec.unit_offset) {
+      for (float& w : weights) w = rounded<T>(w + 1.0f);
+    }
+  }
+  const float inverse_k = 1.0f / static_cast<float>(k);
+  for (size_t r = 0; r < rows; ++r) {
+    const float* row = xp + r * k;
+    T* o = out + r * k;
+    float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+    for (int i = 0; i < k; ++i) squares += row[i] * row[i];
+    const float scale = 1.0f / std::sqrt(squares * inverse_k + spec.eps);
+    if (spec.has_weight) {
+      for (int i = 0; i < k; ++i) o[i] = static_cast<T>(rounded<T>(row[i] * scale) * weights[i]);
+    } else {
+      for (int i = 0; i < k; ++i) o[i] = static_cast<T>(row[i] * scale);
+    }
+  }
+}
+
 class RmsNorm : public mc::Primitive {
  public:
   RmsNorm(mc::Stream stream, NormSpec spec) : mc::Primitive(stream), spec_(spec) {}
@@ -64,38 +116,8 @@ class RmsNorm : public mc::Primitive {
     mc::array& out = outputs[0];
     out.set_data(mc::allocator::malloc(out.nbytes()));
     encoder.set_output_array(out);
-    encoder.dispatch([inputs, out = out.data<float>(), spec = spec_]() {
-      const mc::array& x = inputs[0];
-      std::vector<float> dense, weights;
-      const float* xp = x.data<float>();
-      if (!x.flags().row_contiguous) {
-        dense = dense_f32(x);
-        xp = dense.data();
-      }
-      const int k = static_cast<int>(x.shape().back());
-      const size_t rows = x.size() / std::max(k, 1);
-      if (spec.has_weight) {
-        weights = dense_f32(inputs[1]);
-        if (spec.unit_offset) {
-          for (float& w : weights) w += 1.0f;
-        }
-      }
-      const float inverse_k = 1.0f / static_cast<float>(k);
-      for (size_t r = 0; r < rows; ++r) {
-        const float* row = xp + r * k;
-        float* o = out + r * k;
-        float squares = 0.0f;
-#pragma omp simd reduction(+ : squares)
-        for (int i = 0; i < k; ++i) squares += row[i] * row[i];
-        const float scale = 1.0f / std::sqrt(squares * inverse_k + spec.eps);
-        if (spec.has_weight) {
-#pragma omp simd
-          for (int i = 0; i < k; ++i) o[i] = (row[i] * scale) * weights[i];
-        } else {
-#pragma omp simd
-          for (int i = 0; i < k; ++i) o[i] = row[i] * scale;
-        }
-      }
+    encoder.dispatch([inputs, data = out.data<void>(), dtype = out.dtype(), spec = spec_]() {
+      with_type(dtype, [&]<typename T>() { normalize<T>(inputs, static_cast<T*>(data), spec); });
     });
   }
 
@@ -123,16 +145,6 @@ class RmsNorm : public mc::Primitive {
   NormSpec spec_;
 };
 
-// Rotation of the first `dims` features of x [B, H, L, D] at positions offset..offset+L.
-struct RopeSpec {
-  int dims;
-  bool traditional;
-  bool has_freqs;  // the periods are the second input (else base^(2i/dims))
-  float base;
-  float scale;
-  int offset;
-};
-
 mc::array mlx_rope(const std::vector<mc::array>& in, RopeSpec spec, mc::Stream s) {
   std::optional<float> base;
   std::optional<mc::array> freqs;
@@ -142,6 +154,19 @@ mc::array mlx_rope(const std::vector<mc::array>& in, RopeSpec spec, mc::Stream s
     base = spec.base;
   }
   return mc::fast::rope(in[0], spec.dims, spec.traditional, base, spec.scale, spec.offset, freqs, s);
+}
+
+// The rotation of x's rows (see rope.h), its values read as f32.
+template <typename T>
+void rotate(const std::vector<mc::array>& inputs, T* out, RopeSpec spec) {
+  const mc::array& x = inputs[0];
+  std::vector<float> dense, periods;
+  const float* xp = read_f32(x, dense);
+  const int nd = static_cast<int>(x.ndim());
+  const int d = static_cast<int>(x.shape(nd - 1));
+  const int l = static_cast<int>(x.shape(nd - 2));
+  if (spec.has_freqs) periods = dense_f32(inputs[1]);
+  rotate_rows<T>(xp, out, x.size() / (static_cast<size_t>(l) * d), l, d, spec, periods.data());
 }
 
 class Rope : public mc::Primitive {
@@ -154,56 +179,8 @@ class Rope : public mc::Primitive {
     mc::array& out = outputs[0];
     out.set_data(mc::allocator::malloc(out.nbytes()));
     encoder.set_output_array(out);
-    encoder.dispatch([inputs, out = out.data<float>(), spec = spec_]() {
-      const mc::array& x = inputs[0];
-      std::vector<float> dense;
-      const float* xp = x.data<float>();
-      if (!x.flags().row_contiguous) {
-        dense = dense_f32(x);
-        xp = dense.data();
-      }
-      const int nd = static_cast<int>(x.ndim());
-      const int d = static_cast<int>(x.shape(nd - 1));
-      const int l = static_cast<int>(x.shape(nd - 2));
-      const size_t planes = x.size() / (static_cast<size_t>(l) * d);
-      const int half = spec.dims / 2;
-      // The fallback's inverse frequencies: exp(-i * log(base) / half), or 1 / periods.
-      std::vector<float> inverse(half);
-      if (spec.has_freqs) {
-        const std::vector<float> periods = dense_f32(inputs[1]);
-        for (int i = 0; i < half; ++i) inverse[i] = 1.0f / periods[i];
-      } else {
-        const float step = std::log(spec.base) / static_cast<float>(half);
-        for (int i = 0; i < half; ++i) inverse[i] = std::exp(-static_cast<float>(i) * step);
-      }
-      std::vector<float> cosines(static_cast<size_t>(l) * half), sines(cosines.size());
-      for (int t = 0; t < l; ++t) {
-        const float position = (static_cast<float>(t) + static_cast<float>(spec.offset)) * spec.scale;
-        for (int i = 0; i < half; ++i) {
-          const float theta = position * inverse[i];
-          cosines[static_cast<size_t>(t) * half + i] = std::cos(theta);
-          sines[static_cast<size_t>(t) * half + i] = std::sin(theta);
-        }
-      }
-      // Split halves pair feature i with i + half; traditional pairs 2i with 2i + 1.
-      const int stride = spec.traditional ? 2 : 1;
-      const int partner = spec.traditional ? 1 : half;
-      for (size_t p = 0; p < planes; ++p) {
-        for (int t = 0; t < l; ++t) {
-          const size_t row = (p * l + t) * static_cast<size_t>(d);
-          const float* in = xp + row;
-          float* o = out + row;
-          const float* c = cosines.data() + static_cast<size_t>(t) * half;
-          const float* s = sines.data() + static_cast<size_t>(t) * half;
-          for (int i = 0; i < half; ++i) {
-            const float a = in[i * stride], b = in[i * stride + partner];
-            const float ac = a * c[i], bs = b * s[i], as = a * s[i], bc = b * c[i];
-            o[i * stride] = ac - bs;
-            o[i * stride + partner] = as + bc;
-          }
-          for (int i = spec.dims; i < d; ++i) o[i] = in[i];
-        }
-      }
+    encoder.dispatch([inputs, data = out.data<void>(), dtype = out.dtype(), spec = spec_]() {
+      with_type(dtype, [&]<typename T>() { rotate<T>(inputs, static_cast<T*>(data), spec); });
     });
   }
 
@@ -234,7 +211,61 @@ class Rope : public mc::Primitive {
 
 bool on_cpu(const mc::Stream& stream) { return stream.device.type == mc::Device::DeviceType::cpu; }
 
+bool floating(mc::Dtype dtype) { return dtype == mc::float32 || dtype == mc::bfloat16 || dtype == mc::float16; }
+
 }  // namespace
+
+namespace lamina_kernels {
+
+template <typename T>
+void rotate_rows(const float* xp, T* out, size_t planes, int l, int d, RopeSpec spec, const float* periods) {
+  const int half = spec.dims / 2;
+  // The fallback's inverse frequencies: exp(-i * log(base) / half), or 1 / periods.
+  std::vector<float> inverse(half);
+  if (spec.has_freqs) {
+    for (int i = 0; i < half; ++i) inverse[i] = 1.0f / periods[i];
+  } else {
+    const float step = std::log(spec.base) / static_cast<float>(half);
+    for (int i = 0; i < half; ++i) inverse[i] = std::exp(-static_cast<float>(i) * step);
+  }
+  std::vector<float> cosines(static_cast<size_t>(l) * half), sines(cosines.size());
+  for (int t = 0; t < l; ++t) {
+    const float position = (static_cast<float>(t) + static_cast<float>(spec.offset)) * spec.scale;
+    for (int i = 0; i < half; ++i) {
+      const float theta = position * inverse[i];
+      cosines[static_cast<size_t>(t) * half + i] = rounded<T>(std::cos(theta));
+      sines[static_cast<size_t>(t) * half + i] = rounded<T>(std::sin(theta));
+    }
+  }
+  // Split halves pair feature i with i + half; traditional pairs 2i with 2i + 1.
+  const int stride = spec.traditional ? 2 : 1;
+  const int partner = spec.traditional ? 1 : half;
+  for (size_t p = 0; p < planes; ++p) {
+    for (int t = 0; t < l; ++t) {
+      const size_t row = (p * l + t) * static_cast<size_t>(d);
+      const float* in = xp + row;
+      T* o = out + row;
+      const float* c = cosines.data() + static_cast<size_t>(t) * half;
+      const float* s = sines.data() + static_cast<size_t>(t) * half;
+      for (int i = 0; i < half; ++i) {
+        const float a = in[i * stride], b = in[i * stride + partner];
+        const float ac = rounded<T>(a * c[i]), bs = rounded<T>(b * s[i]);
+        const float as = rounded<T>(a * s[i]), bc = rounded<T>(b * c[i]);
+        o[i * stride] = static_cast<T>(ac - bs);
+        o[i * stride + partner] = static_cast<T>(as + bc);
+      }
+      if (static_cast<const void*>(in) != static_cast<const void*>(o)) {
+        for (int i = spec.dims; i < d; ++i) o[i] = static_cast<T>(in[i]);
+      }
+    }
+  }
+}
+
+template void rotate_rows<float>(const float*, float*, size_t, int, int, RopeSpec, const float*);
+template void rotate_rows<mc::bfloat16_t>(const float*, mc::bfloat16_t*, size_t, int, int, RopeSpec, const float*);
+template void rotate_rows<mc::float16_t>(const float*, mc::float16_t*, size_t, int, int, RopeSpec, const float*);
+
+}  // namespace lamina_kernels
 
 extern "C" {
 
@@ -254,13 +285,13 @@ __attribute__((visibility("default"))) int lamina_rms_norm(Handle* out, Handle x
       last_error() = "rms_norm: the weight must be [K] for x [..., K]";
       return 1;
     }
-    const bool ours = on_cpu(stream) && xa.dtype() == mc::float32 && xa.shape().back() > 0 &&
-                      (!has_weight || inputs[1].dtype() == mc::float32);
+    const bool ours = on_cpu(stream) && floating(xa.dtype()) && xa.shape().back() > 0 &&
+                      (!has_weight || inputs[1].dtype() == xa.dtype());
     if (!ours) {
       to_handle(out, mlx_rms_norm(inputs, spec, stream));
       return 0;
     }
-    to_handle(out, mc::array(xa.shape(), mc::float32, std::make_shared<RmsNorm>(stream, spec), inputs));
+    to_handle(out, mc::array(xa.shape(), xa.dtype(), std::make_shared<RmsNorm>(stream, spec), inputs));
     return 0;
   } catch (const std::exception& e) {
     last_error() = e.what();
@@ -285,12 +316,12 @@ __attribute__((visibility("default"))) int lamina_rope(Handle* out, Handle x, in
       last_error() = "rope: dims must be even and at most x's last axis, and freqs [dims / 2]";
       return 1;
     }
-    const bool ours = on_cpu(stream) && xa.dtype() == mc::float32 && (!has_freqs || inputs[1].dtype() == mc::float32);
+    const bool ours = on_cpu(stream) && floating(xa.dtype()) && (!has_freqs || inputs[1].dtype() == mc::float32);
     if (!ours) {
       to_handle(out, mlx_rope(inputs, spec, stream));
       return 0;
     }
-    to_handle(out, mc::array(xa.shape(), mc::float32, std::make_shared<Rope>(stream, spec), inputs));
+    to_handle(out, mc::array(xa.shape(), xa.dtype(), std::make_shared<Rope>(stream, spec), inputs));
     return 0;
   } catch (const std::exception& e) {
     last_error() = e.what();

@@ -8,7 +8,7 @@ use std::ffi::c_int;
 use lamina_core::Result;
 use mlx_rs::Array;
 
-use crate::{lamina_decode_attention, lamina_quantized_products, produced_all};
+use crate::{RopeFrequencies, absent, lamina_decode_attention, lamina_quantized_products, produced_all};
 
 /// A quantized weight in MLX's affine layout, as a quantized `Linear` holds it.
 #[derive(Debug, Clone, Copy)]
@@ -46,12 +46,47 @@ impl GateActivation {
     }
 }
 
+/// RoPE of a decoded token's queries and keys, applied by [`rotated_products`]: as
+/// [`crate::rope`] with these arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation<'a> {
+    /// Features rotated (even, at most the head size).
+    pub dims: i32,
+    /// Interleaved pairs instead of split halves.
+    pub traditional: bool,
+    /// The frequencies.
+    pub frequencies: RopeFrequencies<'a>,
+    /// The scale of positions.
+    pub scale: f32,
+    /// The token's position.
+    pub offset: i32,
+}
+
+/// The C side's `LaminaRope`.
+#[repr(C)]
+pub(crate) struct LaminaRope {
+    dims: c_int,
+    traditional: c_int,
+    base: f32,
+    scale: f32,
+    offset: c_int,
+    periods: mlx_sys::mlx_array,
+}
+
+/// What the products kernel does after the products.
+#[derive(Default)]
+struct Epilogue<'a> {
+    rotation: Option<Rotation<'a>>,
+    residual: Option<&'a Array>,
+}
+
 /// Calls the products kernel for `weights` with output `shapes` (empty: `[..., N]`).
 fn products(
     x: &Array,
     weights: &[QuantizedWeight<'_>],
     shapes: &[&[i32]],
     gate: c_int,
+    epilogue: Epilogue<'_>,
 ) -> Result<Vec<Array>> {
     let outputs = if gate == 0 { weights.len() } else { 1 };
     let ws: Vec<mlx_sys::mlx_array> = weights.iter().map(|w| w.weight.as_ptr()).collect();
@@ -63,8 +98,25 @@ fn products(
     let ndims: Vec<c_int> =
         (0..weights.len()).map(|i| shapes.get(i).map_or(0, |s| s.len() as c_int)).collect();
     let count = weights.len() as c_int;
+    let rope = epilogue.rotation.map(|r| {
+        let (base, periods) = match r.frequencies {
+            RopeFrequencies::Base(base) => (base, absent()),
+            RopeFrequencies::Periods(periods) => (0.0, periods.as_ptr()),
+        };
+        LaminaRope {
+            dims: r.dims,
+            traditional: c_int::from(r.traditional),
+            base,
+            scale: r.scale,
+            offset: r.offset,
+            periods,
+        }
+    });
+    let rope_ptr = rope.as_ref().map_or(std::ptr::null(), |r| r as *const LaminaRope);
+    let residual = epilogue.residual.map_or_else(absent, Array::as_ptr);
     // SAFETY: every handle is a valid array for the call and each list holds `count`
-    // entries; the kernel fills the `outputs` fresh handles, which `produced_all` takes.
+    // entries (`rope` is null or points at a live value); the kernel fills the `outputs`
+    // fresh handles, which `produced_all` takes.
     unsafe {
         let mut outs: Vec<mlx_sys::mlx_array> = (0..outputs).map(|_| mlx_sys::mlx_array_new()).collect();
         let rc = lamina_quantized_products(
@@ -79,6 +131,8 @@ fn products(
             dims.as_ptr(),
             ndims.as_ptr(),
             gate,
+            rope_ptr,
+            residual,
         );
         produced_all(rc, outs)
     }
@@ -110,7 +164,37 @@ pub fn quantized_products(
     weights: &[QuantizedWeight<'_>],
     shapes: &[&[i32]],
 ) -> Result<Vec<Array>> {
-    products(x, weights, shapes, 0)
+    products(x, weights, shapes, 0, Epilogue::default())
+}
+
+/// [`quantized_products`] whose first two outputs, shaped `[B, H, 1, D]` (a decoded
+/// token's queries and keys), are rotated by RoPE as [`crate::rope`] rotates them, in the
+/// same graph node.
+///
+/// # Errors
+/// As [`quantized_products`], and for fewer than two outputs, outputs not shaped
+/// `[B, H, 1, D]` alike in `D`, or a rotation that does not fit them.
+pub fn rotated_products(
+    x: &Array,
+    weights: &[QuantizedWeight<'_>],
+    shapes: &[&[i32]],
+    rotation: Rotation<'_>,
+) -> Result<Vec<Array>> {
+    products(x, weights, shapes, 0, Epilogue { rotation: Some(rotation), residual: None })
+}
+
+/// `residual + x @ dequantize(weight)^T` in one graph node: a sublayer's output projection
+/// and the residual add after it. f32 on the CPU only.
+///
+/// # Shapes
+/// `x [..., K]`, `residual [..., N]` -> `[..., N]`
+///
+/// # Errors
+/// As [`quantized_products`], and for a residual of another shape or dtype.
+pub fn quantized_residual(x: &Array, weight: QuantizedWeight<'_>, residual: &Array) -> Result<Array> {
+    let epilogue = Epilogue { rotation: None, residual: Some(residual) };
+    let first = products(x, &[weight], &[], 0, epilogue)?.into_iter().next();
+    first.ok_or(lamina_core::Error::Internal("the products kernel returned no array"))
 }
 
 /// `act(x @ dequantize(gate)^T) * (x @ dequantize(up)^T)` in one graph node: a gated
@@ -127,7 +211,7 @@ pub fn quantized_gated(
     up: QuantizedWeight<'_>,
     activation: GateActivation,
 ) -> Result<Array> {
-    let first = products(x, &[gate, up], &[], activation.code())?.into_iter().next();
+    let first = products(x, &[gate, up], &[], activation.code(), Epilogue::default())?.into_iter().next();
     first.ok_or(lamina_core::Error::Internal("the gated unit's kernel returned no array"))
 }
 

@@ -9,6 +9,8 @@
 //! | [`quantized_matmul`] | `x @ dequantize(w)^T` over MLX's affine layout, 2–8 bits, f32 or f16 scales | lamina's kernel on the CPU (AVX-512 / AVX-512 VBMI / AVX2 + FMA picked at run time, a pool whose threads spin briefly, then sleep); MLX's own op elsewhere |
 //! | [`quantized_products`] | several quantized products of one `x` in one graph node (q/k/v) | lamina's kernel, CPU and f32 only |
 //! | [`quantized_gated`] | `act(x Wg^T) * (x Wu^T)` on quantized weights (SwiGLU, GeGLU) in one node | lamina's kernel, CPU and f32 only |
+//! | [`rotated_products`] | the same, the first two outputs rotated by RoPE (a decoded token's q and k) | lamina's kernel, CPU and f32 only |
+//! | [`quantized_residual`] | `r + x @ dequantize(w)^T` in one node (a sublayer's output projection and residual add) | lamina's kernel, CPU and f32 only |
 //! | [`decode_attention`] | one query position against a KV cache, writing the new key and value in place | lamina's kernel, CPU and f32 only |
 //! | [`rms_norm`] | RMSNorm of the rows (Gemma's `1 + w` too) in one graph node | lamina's kernel, CPU and f32; MLX's op elsewhere |
 //! | [`rope`] | RoPE (split halves or interleaved, base or explicit frequencies) in one graph node | lamina's kernel, CPU and f32; MLX's op elsewhere |
@@ -47,6 +49,7 @@ unsafe extern "C" {
         x: mlx_sys::mlx_array,
         w: mlx_sys::mlx_array,
     ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
     fn lamina_quantized_products(
         outs: *mut mlx_sys::mlx_array,
         count: c_int,
@@ -59,6 +62,8 @@ unsafe extern "C" {
         shapes: *const c_int,
         ndims: *const c_int,
         gate: c_int,
+        rope: *const fused::LaminaRope,
+        residual: mlx_sys::mlx_array,
     ) -> c_int;
     #[allow(clippy::too_many_arguments)]
     fn lamina_decode_attention(
@@ -101,9 +106,15 @@ unsafe extern "C" {
 mod fused;
 mod norm_rope;
 pub use fused::{
-    DecodeAttention, GateActivation, QuantizedWeight, decode_attention, quantized_gated, quantized_products,
+    DecodeAttention, GateActivation, QuantizedWeight, Rotation, decode_attention, quantized_gated,
+    quantized_products, quantized_residual, rotated_products,
 };
 pub use norm_rope::{RopeFrequencies, rms_norm, rope};
+
+/// A handle the kernels read as "absent".
+fn absent() -> mlx_sys::mlx_array {
+    mlx_sys::mlx_array { ctx: std::ptr::null_mut() }
+}
 
 /// The array a kernel call produced, or its error.
 ///

@@ -8,12 +8,7 @@ use std::ffi::c_int;
 use lamina_core::Result;
 use mlx_rs::Array;
 
-use crate::{lamina_rms_norm, lamina_rope, produced};
-
-/// A handle the kernels read as "absent".
-fn absent() -> mlx_sys::mlx_array {
-    mlx_sys::mlx_array { ctx: std::ptr::null_mut() }
-}
+use crate::{absent, lamina_rms_norm, lamina_rope, produced};
 
 /// `x * rsqrt(mean(x^2) + eps) * weight` over the last axis, as MLX's `fast::rms_norm`
 /// computes it; with `unit_offset` the weight is `1 + weight` (Gemma's norms). One graph

@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use lamina_kernels::{
-    DecodeAttention, GateActivation, QuantizedWeight, decode_attention, quantized_gated, quantized_matmul,
-    quantized_products,
+    DecodeAttention, GateActivation, QuantizedWeight, RopeFrequencies, Rotation, decode_attention,
+    quantized_gated, quantized_matmul, quantized_products, quantized_residual, rope, rotated_products,
 };
 use mlx_rs::{Array, Dtype, ops};
 
@@ -79,6 +79,77 @@ fn several_products_equal_one_quantized_matmul_each() {
     assert_eq!(outs[1].shape(), &[2, 2, 1, 8]);
     let flat = q.product(&x);
     assert_eq!(max_diff(&host(&outs[0]), &host(&flat)), 0.0);
+}
+
+#[test]
+fn rotated_products_equal_products_then_rope() {
+    let k = 64;
+    let (q, kp, v) = (
+        Quantized::new(48, k, 32, 4, 1.0),
+        Quantized::new(16, k, 32, 8, 2.0),
+        Quantized::new(16, k, 64, 4, 3.0),
+    );
+    let periods = Array::from_slice(&[1.0f32, 3.0, 9.5, 40.0], &[4]);
+    for (dims, traditional, frequencies, scale, offset) in [
+        (8, false, RopeFrequencies::Base(10_000.0), 1.0, 0),
+        (8, true, RopeFrequencies::Base(500_000.0), 1.0, 77),
+        (8, false, RopeFrequencies::Periods(&periods), 0.5, 1234),
+        (4, false, RopeFrequencies::Base(10_000.0), 1.0, 9),
+    ] {
+        let x = values(&[2, 1, k], 0.3);
+        let shapes: [&[i32]; 3] = [&[2, 6, 1, 8], &[2, 2, 1, 8], &[2, 2, 1, 8]];
+        let rotation = Rotation { dims, traditional, frequencies, scale, offset };
+        let ours = rotated_products(&x, &[q.weight(), kp.weight(), v.weight()], &shapes, rotation).unwrap();
+        let plain = quantized_products(&x, &[q.weight(), kp.weight(), v.weight()], &shapes).unwrap();
+        for i in 0..2 {
+            let expected = rope(&plain[i], dims, traditional, frequencies, scale, offset).unwrap();
+            assert_eq!(ours[i].shape(), expected.shape());
+            assert_eq!(max_diff(&host(&ours[i]), &host(&expected)), 0.0, "output {i}, dims {dims}");
+        }
+        assert_eq!(max_diff(&host(&ours[2]), &host(&plain[2])), 0.0, "values are not rotated");
+        if offset > 0 {
+            assert!(max_diff(&host(&ours[0]), &host(&plain[0])) > 1e-3, "the rotation shows");
+        }
+    }
+    let x = values(&[2, 1, k], 0.3);
+    let rotation = Rotation {
+        dims: 8,
+        traditional: false,
+        frequencies: RopeFrequencies::Base(1e4),
+        scale: 1.0,
+        offset: 0,
+    };
+    let flat = rotated_products(&x, &[q.weight(), kp.weight()], &[], rotation);
+    assert!(flat.is_err(), "outputs must be [B, H, 1, D]");
+    let shapes: [&[i32]; 2] = [&[2, 6, 1, 8], &[2, 2, 1, 8]];
+    let odd = Rotation { dims: 5, ..rotation };
+    assert!(rotated_products(&x, &[q.weight(), kp.weight()], &shapes, odd).is_err());
+    let wide = Rotation { dims: 10, ..rotation };
+    assert!(rotated_products(&x, &[q.weight(), kp.weight()], &shapes, wide).is_err());
+    assert!(rotated_products(&x, &[q.weight()], &shapes[..1], rotation).is_err(), "two outputs");
+    let short = Array::from_slice(&[1.0f32, 2.0], &[2]);
+    let bad = Rotation { frequencies: RopeFrequencies::Periods(&short), ..rotation };
+    assert!(rotated_products(&x, &[q.weight(), kp.weight()], &shapes, bad).is_err());
+}
+
+#[test]
+fn the_residual_product_adds_the_residual() {
+    let w = Quantized::new(24, 64, 32, 4, 6.0);
+    for rows in [1, 5] {
+        let x = values(&[rows, 1, 64], 0.1);
+        let residual = values(&[rows, 1, 24], 0.9);
+        let ours = quantized_residual(&x, w.weight(), &residual).unwrap();
+        let expected = residual.add(w.product(&x)).unwrap();
+        assert_eq!(max_diff(&host(&ours), &host(&expected)), 0.0, "{rows} rows");
+        // A strided residual reads as its values.
+        let strided = values(&[1, 24, rows], 0.4).transpose_axes(&[2, 0, 1]).unwrap();
+        let ours = quantized_residual(&x, w.weight(), &strided).unwrap();
+        assert_eq!(max_diff(&host(&ours), &host(&strided.add(w.product(&x)).unwrap())), 0.0);
+    }
+    let x = values(&[2, 1, 64], 0.1);
+    assert!(quantized_residual(&x, w.weight(), &values(&[2, 1, 23], 0.0)).is_err(), "shape");
+    let half = values(&[2, 1, 24], 0.0).as_dtype(Dtype::Bfloat16).unwrap();
+    assert!(quantized_residual(&x, w.weight(), &half).is_err(), "dtype");
 }
 
 #[test]

@@ -25,6 +25,20 @@ fn max_diff(a: &Array, b: &Array) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The largest distance in units of the last place of a half-precision `dtype` between
+/// same-shaped arrays (their bits read as ordered integers).
+fn ulps(a: &Array, b: &Array, dtype: Dtype) -> i32 {
+    assert_eq!((a.shape(), a.dtype()), (b.shape(), dtype));
+    let bits = |x: &Array| -> Vec<i32> {
+        let x = x.flatten(None, None).unwrap().view::<i16>().unwrap();
+        x.as_slice::<i16>()
+            .iter()
+            .map(|&v| if v < 0 { i32::from(i16::MIN) - i32::from(v) } else { i32::from(v) })
+            .collect()
+    };
+    bits(a).iter().zip(bits(b)).map(|(x, y)| (x - y).abs()).max().unwrap_or(0)
+}
+
 #[test]
 fn rms_norm_equals_mlx_for_every_variant() {
     let strided = values(&[4, 3, 48], 0.3).transpose_axes(&[1, 0, 2]).unwrap();
@@ -41,12 +55,30 @@ fn rms_norm_equals_mlx_for_every_variant() {
             assert!(max_diff(&ours, &fast::rms_norm(&x, Some(&plus_one), eps).unwrap()) < 2e-6);
         }
     }
-    // Half precision goes through MLX's op: the same array bit for bit.
-    let x = values(&[2, 64], 0.9).as_dtype(Dtype::Bfloat16).unwrap();
-    let w = values(&[64], 0.8).as_dtype(Dtype::Bfloat16).unwrap();
-    let ours = rms_norm(&x, Some(&w), 1e-5, false).unwrap();
-    assert_eq!(ours.dtype(), Dtype::Bfloat16);
-    assert!(ours.eq_values(fast::rms_norm(&x, Some(&w), 1e-5).unwrap()).unwrap());
+    // Half precision: MLX's roundings, op by op (within one step of the last bit where the
+    // f32 sums differ in order).
+    for dtype in [Dtype::Bfloat16, Dtype::Float16] {
+        let strided = values(&[4, 3, 64], 0.3).transpose_axes(&[1, 0, 2]).unwrap().as_dtype(dtype).unwrap();
+        for x in [values(&[2, 576], 0.9).as_dtype(dtype).unwrap(), strided] {
+            let w = values(&[x.dim(-1)], 0.8).as_dtype(dtype).unwrap();
+            let nudged = x.multiply(Array::from_f32(1.01).as_dtype(dtype).unwrap()).unwrap();
+            assert!(ulps(&x, &nudged, dtype) > 1, "the distance sees a 1% change");
+            let ours = rms_norm(&x, Some(&w), 1e-5, false).unwrap();
+            assert_eq!(ours.dtype(), dtype);
+            assert!(ulps(&ours, &fast::rms_norm(&x, Some(&w), 1e-5).unwrap(), dtype) <= 1);
+            let plus_one = w.add(Array::from_f32(1.0).as_dtype(dtype).unwrap()).unwrap();
+            let ours = rms_norm(&x, Some(&w), 1e-5, true).unwrap();
+            assert!(ulps(&ours, &fast::rms_norm(&x, Some(&plus_one), 1e-5).unwrap(), dtype) <= 1);
+        }
+    }
+    // Mixed dtypes go to MLX's op.
+    let (x, w) = (values(&[2, 8], 0.1), values(&[8], 0.2).as_dtype(Dtype::Bfloat16).unwrap());
+    assert!(
+        rms_norm(&x, Some(&w), 1e-5, false)
+            .unwrap()
+            .eq_values(fast::rms_norm(&x, Some(&w), 1e-5).unwrap())
+            .unwrap()
+    );
 }
 
 #[test]
@@ -79,11 +111,15 @@ fn rope_equals_mlx_for_every_variant() {
             }
         }
     }
-    let x = values(&[1, 2, 3, 16], 0.6).as_dtype(Dtype::Float16).unwrap();
-    let ours = rope(&x, 16, false, RopeFrequencies::Base(10_000.0), 1.0, 3).unwrap();
-    assert_eq!(ours.dtype(), Dtype::Float16);
-    let mlx = fast::rope(&x, 16, false, 10_000.0, 1.0, 3, None).unwrap();
-    assert!(ours.eq_values(mlx).unwrap());
+    for dtype in [Dtype::Bfloat16, Dtype::Float16] {
+        let x = values(&[1, 2, 3, 64], 0.6).as_dtype(dtype).unwrap();
+        for (dims, traditional, offset) in [(64, false, 3), (32, true, 90), (64, false, 0)] {
+            let ours = rope(&x, dims, traditional, RopeFrequencies::Base(10_000.0), 1.0, offset).unwrap();
+            assert_eq!(ours.dtype(), dtype);
+            let mlx = fast::rope(&x, dims, traditional, 10_000.0, 1.0, offset, None).unwrap();
+            assert!(ulps(&ours, &mlx, dtype) <= 1);
+        }
+    }
 }
 
 #[test]
