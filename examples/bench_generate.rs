@@ -70,8 +70,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let out = generate(loaded.model.as_mut(), None, &prompt, &params)?;
         if run > 0 {
             println!(
-                "lamina prefill_tps={:.2} decode_tps={:.2} generated={}",
-                out.stats.prompt_tokens_per_s, out.stats.generation_tokens_per_s, out.stats.generated_tokens
+                "lamina prefill_tps={:.2} decode_tps={:.2} generated={} mlx_peak_mb={:.1}",
+                out.stats.prompt_tokens_per_s,
+                out.stats.generation_tokens_per_s,
+                out.stats.generated_tokens,
+                out.stats.peak_memory_bytes as f64 / 1e6
             );
         }
     }

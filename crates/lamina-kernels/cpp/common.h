@@ -205,6 +205,49 @@ inline std::vector<float> dense_f32(const mc::array& a) {
   return dense;
 }
 
+// The rows of x [..., K] as f32, one at a time, without copying x: row r is x's own memory
+// for f32 rows whose values are adjacent, else a copy of that one row (strided views,
+// half precision). Big temporary copies would stay resident in the allocating thread's
+// malloc arena (a prompt's transposed queries: ~0.6 MB per layer).
+class Rows {
+ public:
+  explicit Rows(const mc::array& x)
+      : x_(x), k_(x.ndim() == 0 ? 1 : static_cast<size_t>(x.shape().back())), buffer_(k_) {}
+
+  size_t width() const { return k_; }
+
+  size_t count() const { return k_ == 0 ? 0 : x_.size() / k_; }
+
+  const float* operator()(size_t r) {
+    const auto& shape = x_.shape();
+    const auto& strides = x_.strides();
+    const int nd = static_cast<int>(shape.size());
+    if (x_.dtype() == mc::float32 && x_.flags().row_contiguous) return x_.data<float>() + r * k_;
+    int64_t offset = 0;
+    size_t rest = r;
+    for (int d = nd - 2; d >= 0; --d) {
+      offset += static_cast<int64_t>(rest % shape[d]) * strides[d];
+      rest /= shape[d];
+    }
+    const int64_t step = nd == 0 ? 1 : strides[nd - 1];
+    if (x_.dtype() == mc::float32 && step == 1) return x_.data<float>() + offset;
+    for (size_t i = 0; i < k_; ++i) {
+      const int64_t at = offset + static_cast<int64_t>(i) * step;
+      switch (x_.dtype()) {
+        case mc::bfloat16: buffer_[i] = static_cast<float>(x_.data<mc::bfloat16_t>()[at]); break;
+        case mc::float16: buffer_[i] = static_cast<float>(x_.data<mc::float16_t>()[at]); break;
+        default: buffer_[i] = x_.data<float>()[at]; break;
+      }
+    }
+    return buffer_.data();
+  }
+
+ private:
+  const mc::array& x_;
+  size_t k_;
+  std::vector<float> buffer_;
+};
+
 #if defined(__x86_64__)
 // The sum of a vector's eight lanes.
 __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {

@@ -112,20 +112,20 @@ class QuantizedProducts : public mc::Primitive {
         if (epilogue.rope.has_freqs) periods = dense_f32(inputs[first]);
         for (size_t i = 0; i < 2; ++i) {
           const size_t values = static_cast<size_t>(m) * inputs[1 + 3 * i].shape(0);
-          rotate_rows<float>(outs[i], outs[i], values / epilogue.head_dim, 1, epilogue.head_dim, epilogue.rope,
-                             periods.data());
+          const size_t d = epilogue.head_dim;
+          float* data = outs[i];
+          rotate_rows<float>([data, d](size_t r) { return data + r * d; }, data, values / d, 1, epilogue.head_dim,
+                             epilogue.rope, periods.data());
         }
       }
       if (epilogue.residual) {
-        const mc::array& residual = inputs.back();
-        std::vector<float> dense;
-        const float* r = residual.data<float>();
-        if (!residual.flags().row_contiguous) {
-          dense = dense_f32(residual);
-          r = dense.data();
+        Rows residual(inputs.back());
+        const size_t n = residual.width();
+        for (size_t r = 0; r < residual.count(); ++r) {
+          const float* add = residual(r);
+          float* out = outs[0] + r * n;
+          for (size_t j = 0; j < n; ++j) out[j] = add[j] + out[j];
         }
-        float* out = outs[0];
-        for (size_t j = 0; j < residual.size(); ++j) out[j] = r[j] + out[j];
       }
     });
   }

@@ -28,14 +28,6 @@ namespace {
 
 using namespace lamina_kernels;
 
-// The elements of x in row-major order: its own buffer for a dense f32 array, else a
-// dense f32 copy (half-precision values widen exactly).
-const float* read_f32(const mc::array& x, std::vector<float>& storage) {
-  if (x.dtype() == mc::float32 && x.flags().row_contiguous) return x.data<float>();
-  storage = dense_f32(x);
-  return storage.data();
-}
-
 // Calls `body.template operator()<T>()` with T the C++ type of `dtype` (f32, bf16, f16).
 template <typename Body>
 void with_type(mc::Dtype dtype, Body&& body) {
@@ -79,11 +71,9 @@ mc::array mlx_rms_norm(const std::vector<mc::array>& in, NormSpec spec, mc::Stre
 // x * rsqrt(mean(x^2) + eps) in f32, rounded to T, then times the weight (rounded again).
 template <typename T>
 void normalize(const std::vector<mc::array>& inputs, T* out, NormSpec spec) {
-  const mc::array& x = inputs[0];
-  std::vector<float> dense, weights;
-  const float* xp = read_f32(x, dense);
-  const int k = static_cast<int>(x.shape().back());
-  const size_t rows = x.size() / std::max(k, 1);
+  Rows rows(inputs[0]);
+  const int k = static_cast<int>(rows.width());
+  std::vector<float> weights;
   if (spec.has_weight) {
     weights = dense_f32(inputs[1]);
     if (spec.unit_offset) {
@@ -91,8 +81,8 @@ void normalize(const std::vector<mc::array>& inputs, T* out, NormSpec spec) {
     }
   }
   const float inverse_k = 1.0f / static_cast<float>(k);
-  for (size_t r = 0; r < rows; ++r) {
-    const float* row = xp + r * k;
+  for (size_t r = 0; r < rows.count(); ++r) {
+    const float* row = rows(r);
     T* o = out + r * k;
     float squares = 0.0f;
 #pragma omp simd reduction(+ : squares)
@@ -160,13 +150,13 @@ mc::array mlx_rope(const std::vector<mc::array>& in, RopeSpec spec, mc::Stream s
 template <typename T>
 void rotate(const std::vector<mc::array>& inputs, T* out, RopeSpec spec) {
   const mc::array& x = inputs[0];
-  std::vector<float> dense, periods;
-  const float* xp = read_f32(x, dense);
+  std::vector<float> periods;
   const int nd = static_cast<int>(x.ndim());
   const int d = static_cast<int>(x.shape(nd - 1));
   const int l = static_cast<int>(x.shape(nd - 2));
   if (spec.has_freqs) periods = dense_f32(inputs[1]);
-  rotate_rows<T>(xp, out, x.size() / (static_cast<size_t>(l) * d), l, d, spec, periods.data());
+  Rows rows(x);
+  rotate_rows<T>(rows, out, x.size() / (static_cast<size_t>(l) * d), l, d, spec, periods.data());
 }
 
 class Rope : public mc::Primitive {
@@ -218,7 +208,7 @@ bool floating(mc::Dtype dtype) { return dtype == mc::float32 || dtype == mc::bfl
 namespace lamina_kernels {
 
 template <typename T>
-void rotate_rows(const float* xp, T* out, size_t planes, int l, int d, RopeSpec spec, const float* periods) {
+void rotate_rows(const RowSource& rows, T* out, size_t planes, int l, int d, RopeSpec spec, const float* periods) {
   const int half = spec.dims / 2;
   // The fallback's inverse frequencies: exp(-i * log(base) / half), or 1 / periods.
   std::vector<float> inverse(half);
@@ -242,9 +232,9 @@ void rotate_rows(const float* xp, T* out, size_t planes, int l, int d, RopeSpec 
   const int partner = spec.traditional ? 1 : half;
   for (size_t p = 0; p < planes; ++p) {
     for (int t = 0; t < l; ++t) {
-      const size_t row = (p * l + t) * static_cast<size_t>(d);
-      const float* in = xp + row;
-      T* o = out + row;
+      const size_t row = p * l + t;
+      const float* in = rows(row);
+      T* o = out + row * d;
       const float* c = cosines.data() + static_cast<size_t>(t) * half;
       const float* s = sines.data() + static_cast<size_t>(t) * half;
       for (int i = 0; i < half; ++i) {
@@ -261,9 +251,10 @@ void rotate_rows(const float* xp, T* out, size_t planes, int l, int d, RopeSpec 
   }
 }
 
-template void rotate_rows<float>(const float*, float*, size_t, int, int, RopeSpec, const float*);
-template void rotate_rows<mc::bfloat16_t>(const float*, mc::bfloat16_t*, size_t, int, int, RopeSpec, const float*);
-template void rotate_rows<mc::float16_t>(const float*, mc::float16_t*, size_t, int, int, RopeSpec, const float*);
+template void rotate_rows<float>(const RowSource&, float*, size_t, int, int, RopeSpec, const float*);
+template void rotate_rows<mc::bfloat16_t>(const RowSource&, mc::bfloat16_t*, size_t, int, int, RopeSpec,
+                                          const float*);
+template void rotate_rows<mc::float16_t>(const RowSource&, mc::float16_t*, size_t, int, int, RopeSpec, const float*);
 
 }  // namespace lamina_kernels
 

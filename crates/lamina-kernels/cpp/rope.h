@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 
 #include "mlx/types/half_types.h"
 
@@ -33,11 +34,13 @@ inline float rounded<float>(float v) {
   return v;
 }
 
-// `planes` blocks of [l, d] values, rotated from `xp` into `out` (which may be `xp`
-// itself for f32): cos and sin in f32 rounded to T, each product, difference and sum
-// rounded to T, as the fallback's ops round. `periods` holds dims / 2 values when
-// spec.has_freqs.
+// Row r of the input as f32 (d values; see Rows in common.h).
+using RowSource = std::function<const float*(size_t)>;
+
+// `planes` blocks of [l, d] rows rotated into `out` (whose rows may be the input's own for
+// f32): cos and sin in f32 rounded to T, each product, difference and sum rounded to T, as
+// the fallback's ops round. `periods` holds dims / 2 values when spec.has_freqs.
 template <typename T>
-void rotate_rows(const float* xp, T* out, size_t planes, int l, int d, RopeSpec spec, const float* periods);
+void rotate_rows(const RowSource& rows, T* out, size_t planes, int l, int d, RopeSpec spec, const float* periods);
 
 }  // namespace lamina_kernels
