@@ -235,10 +235,11 @@ impl Attention {
         &self.config
     }
 
-    /// RoPE, the cache and the attention itself for heads-first `q`, `k`, `v`.
+    /// RoPE, the cache and the attention itself for heads-first `q`, `k`, `v`, merged
+    /// back across heads.
     ///
     /// # Shapes
-    /// `q [B, H, L, D]`, `k`/`v [B, H_kv, L, D]` -> `[B, H, L, D]`
+    /// `q [B, H, L, D]`, `k`/`v [B, H_kv, L, D]` -> `[B, L, H * D]`
     fn attend(
         &mut self,
         q: Array,
@@ -254,10 +255,31 @@ impl Attention {
         let window = self.config.sliding_window.map(|w| w as i32);
         let span =
             |key_start: i32, key_len: i32| MaskSpan { query_start: offset, query_len: l, key_start, key_len };
+        // A prompt on the CPU in f32: lamina's kernel attends by positions, without [L, S]
+        // scores or a mask array (not while training: it has no gradient).
+        let kernel = l > 1
+            && !self.training
+            && padding_mask.is_none()
+            && q.dtype() == mlx_rs::Dtype::Float32
+            && on_cpu();
+        let prompt = |keys: &Array, values: &Array, key_start: i32| {
+            let how = lamina_kernels::PromptAttention {
+                query_start: offset,
+                key_start,
+                scale: self.scale(),
+                window,
+                softcap: self.config.softcap,
+            };
+            lamina_kernels::prompt_attention(&q, keys, values, how)
+        };
         let (keys, values, mask) = match cache {
+            None if kernel => return prompt(&k, &v, 0),
             None => (k, v, attention_mask(span(0, l), window, padding_mask)?),
             Some(LayerCache::Kv(c)) => {
                 let (k, v) = c.update_and_fetch(&k, &v)?;
+                if kernel {
+                    return prompt(&k, &v, 0);
+                }
                 (k, v, attention_mask(span(0, offset + l), window, padding_mask)?)
             }
             Some(LayerCache::Rotating(c)) => {
@@ -265,6 +287,9 @@ impl Attention {
                     return Err(Error::Unsupported("padding masks with a rotating cache"));
                 }
                 let out = c.update_and_fetch(&k, &v)?;
+                if let (true, Some(start)) = (kernel, out.key_start) {
+                    return prompt(&out.keys, &out.values, start);
+                }
                 let mask = match out.key_start {
                     Some(start) => attention_mask(span(start, out.keys.dim(2)), window, None)?,
                     None => AttentionMask::None,
@@ -304,7 +329,13 @@ impl Attention {
             None => scaled_dot_product_attention(&q, &keys, &values, scale, mask.as_sdpa(), None)?,
             Some(cap) => softcapped_attention(&q, &keys, &values, scale, cap, &mask)?,
         };
-        Ok(if widen { out.as_dtype(dtype)? } else { out })
+        let out = if widen { out.as_dtype(dtype)? } else { out };
+        let (b, heads, d) = (out.dim(0), out.dim(1), out.dim(3));
+        Ok(if l == 1 {
+            out.reshape(&[b, 1, heads * d])?
+        } else {
+            out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, heads * d])?
+        })
     }
 
     /// RoPE at the cache's positions, then QK-norm when it comes after RoPE.
@@ -472,12 +503,7 @@ impl Attention {
         let v = split(self.v_proj.forward(x)?, kv_heads)?;
 
         let (q, k) = self.qk_norm(q, k, QkNormPosition::BeforeRope)?;
-        let out = self.attend(q, k, v, cache, padding_mask)?;
-        let out = if l == 1 {
-            out.reshape(&[b, 1, heads * d])?
-        } else {
-            out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, heads * d])?
-        }; // [B, L, H * D]
+        let out = self.attend(q, k, v, cache, padding_mask)?; // [B, L, H * D]
         self.project(&out, residual)
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{GenerateError, Result};
 use crate::generate::{GenerateParams, GenerationOutput, TokenEvent};
 use crate::prompt_cache::{CacheHit, PromptCache};
-use crate::sequence::{Plan, SequenceState, ids_array, last_logits, plan, prefill};
+use crate::sequence::{Plan, SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill};
 
 /// Identifies a sequence of a [`BatchGenerator`].
 pub type SequenceId = u64;
@@ -161,6 +161,7 @@ impl<'a> BatchGenerator<'a> {
         tokenizer: Option<&'a Tokenizer>,
         config: BatchConfig,
     ) -> Result<Self> {
+        no_buffer_cache_on_cpu()?;
         let fresh = model.make_cache()?;
         Ok(BatchGenerator {
             model,

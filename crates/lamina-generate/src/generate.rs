@@ -14,7 +14,7 @@ use strum::Display;
 
 use crate::error::Result;
 use crate::sampler::SamplerConfig;
-use crate::sequence::{SequenceState, ids_array, last_logits, plan, prefill};
+use crate::sequence::{SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill};
 
 /// What to do when the prompt plus the new tokens would pass the model's maximum length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -142,6 +142,7 @@ impl<'a> Generation<'a> {
     ) -> Result<Self> {
         let plan = plan(model, prompt, params)?;
         let prompt = plan.prompt(prompt);
+        no_buffer_cache_on_cpu()?;
         memory::reset_peak_memory()?;
         let mut state = SequenceState::new(tokenizer, prompt, &plan, params, Instant::now())?;
         let mut cache = model.make_cache()?;

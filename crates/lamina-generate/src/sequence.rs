@@ -87,6 +87,21 @@ pub(crate) fn last_logits(
     Ok(model.forward(input)?.logits.index((.., -1, ..)))
 }
 
+/// Generation on the CPU keeps no freed MLX buffers: MLX's buffer cache holds every array a
+/// prompt's layers freed (~20 MB of a 256-token SmolLM2 prompt), and on the CPU, where the
+/// allocator behind it is malloc's, reusing them saves nothing measurable (decode and
+/// prefill speed unchanged; peak RSS of a whole generate process 190 -> 169 MiB). Sets
+/// MLX's process-wide cache limit to 0 when the default device is the CPU.
+///
+/// # Errors
+/// When MLX fails.
+pub(crate) fn no_buffer_cache_on_cpu() -> Result<()> {
+    if matches!(mlx_rs::Device::default().get_type(), Ok(mlx_rs::DeviceType::Cpu)) {
+        mlx_rs::memory::set_cache_limit(0)?;
+    }
+    Ok(())
+}
+
 /// Feeds `ids [B, L]` in chunks of `step` positions (evaluating only the cache after each
 /// but the last); returns the last position's logits `[B, V]`.
 pub(crate) fn prefill(

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mlx/array.h"
+#include "mlx/transforms.h"
 #include "mlx/types/half_types.h"
 
 #if defined(__x86_64__)
@@ -158,6 +159,18 @@ class Pool {
   std::atomic<int> total_{0};
   std::atomic<int> pending_{0};
 };
+
+// The gradients of `fun` at `primals` for the `argnums` asked, by MLX's own vjp: the vjp of
+// a primitive whose values `fun` computes with MLX's ops.
+inline std::vector<mc::array> vjp_of(const std::function<mc::array(const std::vector<mc::array>&)>& fun,
+                                     const std::vector<mc::array>& primals,
+                                     const std::vector<mc::array>& cotangents, const std::vector<int>& argnums) {
+  auto wrapped = [&fun](const std::vector<mc::array>& in) { return std::vector<mc::array>{fun(in)}; };
+  auto grads = mc::vjp(wrapped, primals, cotangents).second;
+  std::vector<mc::array> picked;
+  for (int arg : argnums) picked.push_back(grads[arg]);
+  return picked;
+}
 
 // mlx-c's handle: a heap-allocated mlx::core::array behind `ctx` (mlx-c 0.7.0).
 struct Handle {

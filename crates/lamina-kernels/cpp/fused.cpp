@@ -20,6 +20,7 @@
 #include "mlx/array.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/device.h"
+#include "mlx/ops.h"
 #include "mlx/primitives.h"
 #include "mlx/stream.h"
 
@@ -170,9 +171,10 @@ struct Attend {
 // afterwards. `scores` holds rep * (end - begin) floats.
 struct Part {
   const float* q;
-  const float* keys;    // [capacity, d] of the group
-  const float* values;  // [capacity, dv] of the group
+  const float* keys;    // [capacity, d] of the group, rows `key_stride` apart
+  const float* values;  // [capacity, dv] of the group, rows `value_stride` apart
   int rep, d, dv, begin, end;
+  int64_t key_stride, value_stride;
   float scale, softcap;
   float* scores;
   float* max;  // [rep]
@@ -186,7 +188,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void attend_part(co
   const int n = p.end - p.begin;
   for (int r = 0; r < p.rep; ++r) p.max[r] = -INFINITY;
   for (int j = 0; j < n; ++j) {
-    const float* kj = p.keys + static_cast<size_t>(p.begin + j) * p.d;
+    const float* kj = p.keys + (p.begin + j) * p.key_stride;
     for (int r = 0; r < p.rep; ++r) {
       const float* qr = p.q + static_cast<size_t>(r) * p.d;
       float s = 0.0f;
@@ -209,7 +211,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void attend_part(co
   }
   std::fill(p.out, p.out + static_cast<size_t>(p.rep) * p.dv, 0.0f);
   for (int j = 0; j < n; ++j) {
-    const float* vj = p.values + static_cast<size_t>(p.begin + j) * p.dv;
+    const float* vj = p.values + (p.begin + j) * p.value_stride;
     for (int r = 0; r < p.rep; ++r) {
       const float w = p.scores[r * n + j];
       float* o = p.out + static_cast<size_t>(r) * p.dv;
@@ -247,7 +249,7 @@ LAMINA_AVX512 void attend_part_avx512(const Part& p) {
     __m512 top = _mm512_set1_ps(-INFINITY);
     int j = 0;
     for (; j < n; ++j) {
-      const float* kj = p.keys + static_cast<size_t>(p.begin + j) * p.d;
+      const float* kj = p.keys + (p.begin + j) * p.key_stride;
       __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qr), _mm512_loadu_ps(kj));
       for (int c = 1; c < dk; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qr + 16 * c), _mm512_loadu_ps(kj + 16 * c), acc);
       p.scores[r * n + j] = hsum512(acc) * p.scale;
@@ -276,7 +278,7 @@ LAMINA_AVX512 void attend_part_avx512(const Part& p) {
   if (!in_registers) std::fill(p.out, p.out + static_cast<size_t>(p.rep) * p.dv, 0.0f);
   for (int i = 0; i < p.rep * dvk && in_registers; ++i) acc[i] = _mm512_setzero_ps();
   for (int j = 0; j < n; ++j) {
-    const float* vj = p.values + static_cast<size_t>(p.begin + j) * p.dv;
+    const float* vj = p.values + (p.begin + j) * p.value_stride;
     for (int r = 0; r < p.rep; ++r) {
       const __m512 w = _mm512_set1_ps(p.scores[r * n + j]);
       float* o = p.out + static_cast<size_t>(r) * p.dv;
@@ -337,9 +339,22 @@ void attend(const Attend& a, const float* q, const float* keys, const float* val
     }
     thread_local std::vector<float> scores;
     scores.resize(static_cast<size_t>(rep) * (stop - begin));
-    const Part part{q + static_cast<size_t>(g) * rep * a.d, keys + cache * a.d, values + cache * a.dv,
-                    rep, a.d, a.dv, begin, stop, a.scale, a.softcap, scores.data(), maxs.data() + first,
-                    sums.data() + first, outs.data() + first * a.dv};
+    const Part part{q + static_cast<size_t>(g) * rep * a.d,
+                    keys + cache * a.d,
+                    values + cache * a.dv,
+                    rep,
+                    a.d,
+                    a.dv,
+                    begin,
+                    stop,
+                    a.d,
+                    a.dv,
+                    a.scale,
+                    a.softcap,
+                    scores.data(),
+                    maxs.data() + first,
+                    sums.data() + first,
+                    outs.data() + first * a.dv};
     attend_any(part);
   };
   const int tasks = groups * parts;
@@ -436,6 +451,117 @@ class DecodeAttention : public mc::Primitive {
 
  private:
   Attend a_;
+};
+
+// Attention of L query positions (a prompt) to S keys, causal by position: query t sits at
+// position query_start + t, key j at key_start + j; a query sees the keys at or before its
+// position (the last `window` of them when window > 0). q [B, H, L, D], keys [B, H_kv, S, D],
+// values [B, H_kv, S, D_v], any strides with the last axis dense; out [B, L, H * D_v].
+// Nothing [L, S]-sized is held: one task per (batch, KV group, position), its scores in a
+// per-thread buffer.
+struct Prompt {
+  int batch, heads, kv_heads, l, s, d, dv, query_start, key_start, window;
+  float scale, softcap;
+};
+
+void attend_prompt(const Prompt& a, const mc::array& q, const mc::array& keys, const mc::array& values, float* out) {
+  const int rep = a.heads / a.kv_heads;
+  const auto &qs = q.strides(), &ks = keys.strides(), &vs = values.strides();
+  const float *qp = q.data<float>(), *kp = keys.data<float>(), *vp = values.data<float>();
+  auto task = [&](int index) {
+    const int t = index % a.l, g = (index / a.l) % a.kv_heads, b = index / (a.l * a.kv_heads);
+    const int position = a.query_start + t;
+    const int end = std::min(a.s, position - a.key_start + 1);
+    const int begin = a.window > 0 ? std::max(0, position - a.window + 1 - a.key_start) : 0;
+    float* o = out + (static_cast<size_t>(b) * a.l + t) * a.heads * a.dv + static_cast<size_t>(g) * rep * a.dv;
+    if (end <= begin) {
+      std::fill(o, o + static_cast<size_t>(rep) * a.dv, 0.0f);
+      return;
+    }
+    thread_local std::vector<float> queries, scores, partial;
+    queries.resize(static_cast<size_t>(rep) * a.d);
+    scores.resize(static_cast<size_t>(rep) * (end - begin));
+    partial.resize(static_cast<size_t>(rep) * a.dv + 2 * rep);
+    for (int r = 0; r < rep; ++r) {
+      const float* row = qp + b * qs[0] + (g * rep + r) * qs[1] + t * qs[2];
+      std::copy(row, row + a.d, queries.begin() + static_cast<size_t>(r) * a.d);
+    }
+    float* maxs = partial.data() + static_cast<size_t>(rep) * a.dv;
+    float* sums = maxs + rep;
+    const Part part{queries.data(), kp + b * ks[0] + g * ks[1], vp + b * vs[0] + g * vs[1], rep, a.d, a.dv, begin,
+                    end, ks[2], vs[2], a.scale, a.softcap, scores.data(), maxs, sums, partial.data()};
+    attend_any(part);
+    for (int r = 0; r < rep; ++r) {
+      const float inverse = 1.0f / sums[r];
+      for (int i = 0; i < a.dv; ++i) o[r * a.dv + i] = partial[static_cast<size_t>(r) * a.dv + i] * inverse;
+    }
+  };
+  Pool::get().run(a.batch * a.kv_heads * a.l, task);
+}
+
+// The same attention in MLX's ops (scores materialised, a position mask): the values the
+// gradient is taken of.
+mc::array mlx_prompt_attention(const std::vector<mc::array>& in, const Prompt& a, mc::Stream s) {
+  const int rep = a.heads / a.kv_heads;
+  // Each group's queries together: [B, H_kv, rep * L, D] (a group's heads are adjacent).
+  const mc::array q = mc::reshape(in[0], {a.batch, a.kv_heads, rep * a.l, a.d}, s);
+  mc::array scores = mc::multiply(mc::matmul(q, mc::swapaxes(in[1], -1, -2, s), s), mc::array(a.scale), s);
+  if (a.softcap > 0.0f) {
+    const mc::array cap(a.softcap);
+    scores = mc::multiply(cap, mc::tanh(mc::divide(scores, cap, s), s), s);
+  }
+  const mc::array queries = mc::reshape(mc::arange(a.query_start, a.query_start + a.l, mc::int32, s), {a.l, 1}, s);
+  const mc::array keys = mc::reshape(mc::arange(a.key_start, a.key_start + a.s, mc::int32, s), {1, a.s}, s);
+  mc::array visible = mc::less_equal(keys, queries, s);
+  if (a.window > 0) {
+    visible = mc::logical_and(visible, mc::less(mc::subtract(queries, keys, s), mc::array(a.window), s), s);
+  }
+  scores = mc::reshape(scores, {a.batch, a.kv_heads, rep, a.l, a.s}, s);
+  scores = mc::where(visible, scores, mc::array(-INFINITY), s);
+  mc::array probs = mc::reshape(mc::softmax(scores, -1, true, s), {a.batch, a.kv_heads, rep * a.l, a.s}, s);
+  mc::array out = mc::reshape(mc::matmul(probs, in[2], s), {a.batch, a.heads, a.l, a.dv}, s);
+  return mc::reshape(mc::transpose(out, {0, 2, 1, 3}, s), {a.batch, a.l, a.heads * a.dv}, s);
+}
+
+class PromptAttention : public mc::UnaryPrimitive {
+ public:
+  PromptAttention(mc::Stream stream, Prompt shape) : mc::UnaryPrimitive(stream), a_(shape) {}
+
+  void eval_cpu(const std::vector<mc::array>& inputs, mc::array& out) override {
+    auto& encoder = mc::cpu::get_command_encoder(stream());
+    for (const auto& in : inputs) encoder.set_input_array(in);
+    out.set_data(mc::allocator::malloc(out.nbytes()));
+    encoder.set_output_array(out);
+    encoder.dispatch([inputs, data = out.data<float>(), a = a_]() {
+      // Rows whose values are not adjacent (rare) are made dense once.
+      auto dense = [](const mc::array& x) {
+        return x.strides().back() == 1 ? x : mc::array(dense_f32(x).data(), x.shape(), mc::float32);
+      };
+      attend_prompt(a, dense(inputs[0]), dense(inputs[1]), dense(inputs[2]), data);
+    });
+  }
+
+  void eval_gpu(const std::vector<mc::array>&, mc::array&) override {
+    throw std::runtime_error("lamina's prompt attention runs on the CPU");
+  }
+
+  std::vector<mc::array> vjp(const std::vector<mc::array>& primals, const std::vector<mc::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mc::array>&) override {
+    const Prompt a = a_;
+    const mc::Stream s = stream();
+    return vjp_of([a, s](const std::vector<mc::array>& in) { return mlx_prompt_attention(in, a, s); }, primals,
+                  cotangents, argnums);
+  }
+
+  const char* name() const override { return "LaminaPromptAttention"; }
+
+  bool is_equivalent(const mc::Primitive& other) const override {
+    const auto* o = dynamic_cast<const PromptAttention*>(&other);
+    return o != nullptr && std::memcmp(&o->a_, &a_, sizeof a_) == 0;
+  }
+
+ private:
+  Prompt a_;
 };
 
 bool on_cpu(const mc::Stream& stream) { return stream.device.type == mc::Device::DeviceType::cpu; }
@@ -596,6 +722,37 @@ __attribute__((visibility("default"))) int lamina_decode_attention(Handle* out, 
     last_error() = "decode attention: f32 on the CPU, q [B, H, 1, D] " + shape_text(qa) + ", k/v [B, H_kv, 1, D] " +
                    shape_text(ka) + ", caches [B, H_kv, C, D] " + shape_text(keys_a) + ", slot " +
                    std::to_string(slot) + " below length " + std::to_string(length) + " <= C";
+    return 1;
+  } catch (const std::exception& e) {
+    last_error() = e.what();
+    return 1;
+  }
+}
+
+// A prompt's causal attention (see Prompt): `out` [B, L, H * D_v]. `window` 0: no window;
+// `softcap` 0: none. CPU and f32 only.
+__attribute__((visibility("default"))) int lamina_prompt_attention(Handle* out, Handle q, Handle keys,
+                                                                   Handle values, int query_start,
+                                                                   int key_start, float scale, int window,
+                                                                   float softcap) {
+  try {
+    const mc::array &qa = from_handle(q), &ka = from_handle(keys), &va = from_handle(values);
+    const mc::Stream stream = mc::default_stream(mc::default_device());
+    bool fits = on_cpu(stream) && window >= 0 && softcap >= 0.0f && query_start >= 0 && key_start >= 0;
+    for (const mc::array* x : {&qa, &ka, &va}) fits = fits && x->dtype() == mc::float32 && x->ndim() == 4;
+    if (fits) {
+      const int b = qa.shape(0), h = qa.shape(1), l = qa.shape(2), d = qa.shape(3);
+      const int hkv = ka.shape(1), s = ka.shape(2), dv = va.shape(3);
+      fits = hkv > 0 && h % hkv == 0 && ka.shape() == mc::Shape{b, hkv, s, d} && va.shape() == mc::Shape{b, hkv, s, dv};
+      if (fits) {
+        const Prompt a{b, h, hkv, l, s, d, dv, query_start, key_start, window, scale, softcap};
+        to_handle(out, mc::array({b, l, h * dv}, mc::float32, std::make_shared<PromptAttention>(stream, a),
+                                 {qa, ka, va}));
+        return 0;
+      }
+    }
+    last_error() = "prompt attention: f32 on the CPU, q [B, H, L, D] " + shape_text(qa) + ", keys [B, H_kv, S, D] " +
+                   shape_text(ka) + ", values [B, H_kv, S, D_v] " + shape_text(va);
     return 1;
   } catch (const std::exception& e) {
     last_error() = e.what();

@@ -40,17 +40,6 @@ void with_type(mc::Dtype dtype, Body&& body) {
   }
 }
 
-// The gradients of `fun` at `primals` for the `argnums` asked, by MLX's own vjp.
-std::vector<mc::array> vjp_of(const std::function<mc::array(const std::vector<mc::array>&)>& fun,
-                              const std::vector<mc::array>& primals, const std::vector<mc::array>& cotangents,
-                              const std::vector<int>& argnums) {
-  auto wrapped = [&fun](const std::vector<mc::array>& in) { return std::vector<mc::array>{fun(in)}; };
-  auto grads = mc::vjp(wrapped, primals, cotangents).second;
-  std::vector<mc::array> picked;
-  for (int arg : argnums) picked.push_back(grads[arg]);
-  return picked;
-}
-
 // Rows of x [..., K] normalised by their root mean square, times `weight` (plus one with
 // `unit_offset`, Gemma's convention) when there is one.
 struct NormSpec {

@@ -307,6 +307,33 @@ LAMINA_VBMI float dot_bits_avx512(const Problem& p, int r, const float* xv, cons
   }
   return hsum512(bias_dots_avx512(p.row_biases(r), x.group_sums.data(), p.groups(), _mm512_add_ps(t0, t1)));
 }
+
+// Row r of any other width as K floats (a prompt's tiles: Gemma 3's Q5_0 tensors), sixteen
+// values at a time as in dot_bits_avx512.
+LAMINA_VBMI void dequantize_bits_avx512(const Problem& p, int r, float* dst) {
+  const int bits = p.bits, half_bytes = 2 * bits;
+  alignas(64) uint8_t index[64];
+  alignas(64) uint32_t shift[16];
+  for (int j = 0; j < 16; ++j) {
+    const int bit = bits * j, byte = bit >> 3;
+    index[4 * j] = static_cast<uint8_t>(byte);
+    index[4 * j + 1] = index[4 * j + 2] = index[4 * j + 3] = static_cast<uint8_t>(byte + 1);
+    shift[j] = static_cast<uint32_t>(bit & 7);
+  }
+  const __m512i lanes = _mm512_load_si512(index), shifts = _mm512_load_si512(shift);
+  const __m512i mask = _mm512_set1_epi32((1 << bits) - 1);
+  const __mmask64 load = (uint64_t{1} << half_bytes) - 1;
+  const uint8_t* w = p.row(r);
+  const float* s = p.row_scales(r);
+  const float* b = p.row_biases(r);
+  for (int half = 0; half < p.k / 16; ++half) {
+    const int g = 16 * half / p.group;
+    const __m512i bytes = _mm512_maskz_loadu_epi8(load, w + static_cast<size_t>(half) * half_bytes);
+    const __m512i values = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi8(lanes, bytes), shifts), mask);
+    const __m512 v = _mm512_fmadd_ps(_mm512_set1_ps(s[g]), _mm512_cvtepi32_ps(values), _mm512_set1_ps(b[g]));
+    _mm512_storeu_ps(dst + 16 * half, v);
+  }
+}
 #endif
 
 // out[m, rows) for one row of x.
@@ -538,6 +565,10 @@ void dequantize(const Problem& p, int r, float* dst) {
 #if defined(__x86_64__)
   if (fast_dequantize(p)) {
     dequantize_row_avx2(p, r, dst);
+    return;
+  }
+  if (has_avx512vbmi() && p.bits < 8 && p.group % 32 == 0) {
+    dequantize_bits_avx512(p, r, dst);
     return;
   }
 #endif

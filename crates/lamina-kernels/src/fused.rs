@@ -8,7 +8,10 @@ use std::ffi::c_int;
 use lamina_core::Result;
 use mlx_rs::Array;
 
-use crate::{RopeFrequencies, absent, lamina_decode_attention, lamina_quantized_products, produced_all};
+use crate::{
+    RopeFrequencies, absent, lamina_decode_attention, lamina_prompt_attention, lamina_quantized_products,
+    produced, produced_all,
+};
 
 /// A quantized weight in MLX's affine layout, as a quantized `Linear` holds it.
 #[derive(Debug, Clone, Copy)]
@@ -282,5 +285,51 @@ pub fn decode_attention(
     match (arrays.next(), arrays.next(), arrays.next()) {
         (Some(out), Some(keys), Some(values)) => Ok((out, keys, values)),
         _ => Err(lamina_core::Error::Internal("the decode attention kernel returned too few arrays")),
+    }
+}
+
+/// How [`prompt_attention`] attends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromptAttention {
+    /// The position of the first query (the tokens already in the cache).
+    pub query_start: i32,
+    /// The position of the first key.
+    pub key_start: i32,
+    /// Score scale (usually `head_dim^-0.5`).
+    pub scale: f32,
+    /// Attend to the last `window` positions only.
+    pub window: Option<i32>,
+    /// Soft-capping of the scores, `cap * tanh(score / cap)`.
+    pub softcap: Option<f32>,
+}
+
+/// Causal attention of a prompt's queries to keys by position, in one graph node and
+/// without `[L, S]` score arrays: query `t` (at `how.query_start + t`) attends to the keys
+/// at or before its position (`how.key_start + j`), within `how.window` when set, softmax
+/// in f32. The output comes already merged across heads. Differentiable (the gradient of
+/// the same attention in MLX's ops); f32 on the CPU only.
+///
+/// # Shapes
+/// `q [B, H, L, D]`, `keys [B, H_kv, S, D]`, `values [B, H_kv, S, D_v]` (any strides) ->
+/// `[B, L, H * D_v]`
+///
+/// # Errors
+/// [`lamina_core::Error::Kernel`] for another device or dtype, or shapes that do not fit.
+pub fn prompt_attention(q: &Array, keys: &Array, values: &Array, how: PromptAttention) -> Result<Array> {
+    // SAFETY: valid handles for the call; the kernel fills `out`, which `produced` takes.
+    unsafe {
+        let mut out = mlx_sys::mlx_array_new();
+        let rc = lamina_prompt_attention(
+            &mut out,
+            q.as_ptr(),
+            keys.as_ptr(),
+            values.as_ptr(),
+            how.query_start,
+            how.key_start,
+            how.scale,
+            how.window.unwrap_or(0),
+            how.softcap.unwrap_or(0.0),
+        );
+        produced(rc, out)
     }
 }

@@ -14,6 +14,7 @@
 //! | [`decode_attention`] | one query position against a KV cache, writing the new key and value in place | lamina's kernel, CPU and f32 only |
 //! | [`rms_norm`] | RMSNorm of the rows (Gemma's `1 + w` too) in one graph node | lamina's kernel, CPU and f32; MLX's op elsewhere |
 //! | [`rope`] | RoPE (split halves or interleaved, base or explicit frequencies) in one graph node | lamina's kernel, CPU and f32; MLX's op elsewhere |
+//! | [`prompt_attention`] | a prompt's causal attention (GQA, windows, soft-capping) without `[L, S]` scores, output already `[B, L, H * D]` | lamina's kernel, CPU and f32 only |
 //! | [`half_matmul`] | `x @ w^T` for a bf16 or f16 weight read as stored, f32 accumulation | lamina's kernel on the CPU (AVX2 + FMA + F16C at run time; BLAS sgemm on widened tiles for many rows); MLX's own matmul elsewhere |
 //!
 //! ```
@@ -82,6 +83,18 @@ unsafe extern "C" {
         softcap: f32,
         in_place: c_int,
     ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    fn lamina_prompt_attention(
+        out: *mut mlx_sys::mlx_array,
+        q: mlx_sys::mlx_array,
+        keys: mlx_sys::mlx_array,
+        values: mlx_sys::mlx_array,
+        query_start: c_int,
+        key_start: c_int,
+        scale: f32,
+        window: c_int,
+        softcap: f32,
+    ) -> c_int;
     fn lamina_rms_norm(
         out: *mut mlx_sys::mlx_array,
         x: mlx_sys::mlx_array,
@@ -106,8 +119,8 @@ unsafe extern "C" {
 mod fused;
 mod norm_rope;
 pub use fused::{
-    DecodeAttention, GateActivation, QuantizedWeight, Rotation, decode_attention, quantized_gated,
-    quantized_products, quantized_residual, rotated_products,
+    DecodeAttention, GateActivation, PromptAttention, QuantizedWeight, Rotation, decode_attention,
+    prompt_attention, quantized_gated, quantized_products, quantized_residual, rotated_products,
 };
 pub use norm_rope::{RopeFrequencies, rms_norm, rope};
 

@@ -5,8 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use lamina_kernels::{
-    DecodeAttention, GateActivation, QuantizedWeight, RopeFrequencies, Rotation, decode_attention,
-    quantized_gated, quantized_matmul, quantized_products, quantized_residual, rope, rotated_products,
+    DecodeAttention, GateActivation, PromptAttention, QuantizedWeight, RopeFrequencies, Rotation,
+    decode_attention, prompt_attention, quantized_gated, quantized_matmul, quantized_products,
+    quantized_residual, rope, rotated_products,
 };
 use mlx_rs::{Array, Dtype, ops};
 
@@ -312,4 +313,108 @@ fn decode_attention_rejects_what_does_not_fit() {
 
 fn values_of(shape: &[i32]) -> Array {
     values(shape, 9.0)
+}
+
+/// A prompt's causal attention in plain loops: query `t` at `query_start + t` against keys
+/// at `key_start + j` up to its position (within the window), `[B, L, H * D_v]`.
+fn prompt_reference(q: &Array, keys: &Array, values: &Array, how: PromptAttention) -> Vec<f32> {
+    let (b, h, l, d) = (q.dim(0) as usize, q.dim(1) as usize, q.dim(2) as usize, q.dim(3) as usize);
+    let (g, s, dv) = (keys.dim(1) as usize, keys.dim(2) as usize, values.dim(3) as usize);
+    let (q, keys, values) = (
+        host(&q.flatten(None, None).unwrap()),
+        host(&keys.flatten(None, None).unwrap()),
+        host(&values.flatten(None, None).unwrap()),
+    );
+    let rep = h / g;
+    let mut out = vec![0.0f32; b * l * h * dv];
+    for (bi, hi, t) in (0..b).flat_map(|bi| (0..h).flat_map(move |hi| (0..l).map(move |t| (bi, hi, t)))) {
+        let position = how.query_start as i64 + t as i64;
+        let cache = bi * g + hi / rep;
+        let visible: Vec<usize> = (0..s)
+            .filter(|&j| {
+                let key = how.key_start as i64 + j as i64;
+                key <= position && how.window.is_none_or(|w| position - key < w as i64)
+            })
+            .collect();
+        let query = &q[((bi * h + hi) * l + t) * d..][..d];
+        let scores: Vec<f32> = visible
+            .iter()
+            .map(|&j| {
+                let key = &keys[(cache * s + j) * d..][..d];
+                let score = query.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * how.scale;
+                how.softcap.map_or(score, |cap| cap * (score / cap).tanh())
+            })
+            .collect();
+        let top = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let weights: Vec<f32> = scores.iter().map(|s| (s - top).exp()).collect();
+        let total: f32 = weights.iter().sum();
+        for (&j, w) in visible.iter().zip(&weights) {
+            for i in 0..dv {
+                out[((bi * l + t) * h + hi) * dv + i] += w / total * values[(cache * s + j) * dv + i];
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn prompt_attention_matches_causal_softmax_attention() {
+    // (batch, heads, kv_heads, d, dv, l, s, query_start, key_start)
+    let cases = [
+        (1, 4, 4, 8, 8, 5, 5, 0, 0),
+        (2, 6, 2, 16, 8, 7, 12, 5, 0),   // after 5 cached positions
+        (1, 9, 3, 64, 64, 40, 40, 0, 0), // SmolLM2's heads
+        (1, 2, 1, 5, 3, 6, 9, 10, 7),    // a rotating window's ordered keys
+        (3, 8, 2, 32, 32, 33, 33, 0, 0),
+    ];
+    for (b, h, g, d, dv, l, s, query_start, key_start) in cases {
+        // Queries as a projection gives them: [B, L, H, D] seen as [B, H, L, D].
+        let q = values(&[b, l, h, d], 0.1).transpose_axes(&[0, 2, 1, 3]).unwrap();
+        let keys = values(&[b, g, s, d], 0.2);
+        let vals = values(&[b, g, s, dv], 0.3);
+        let scale = 1.0 / (d as f32).sqrt();
+        for (window, softcap) in [(None, None), (Some(3), None), (None, Some(0.7)), (Some(4), Some(2.0))] {
+            let how = PromptAttention { query_start, key_start, scale, window, softcap };
+            let ours = prompt_attention(&q, &keys, &vals, how).unwrap();
+            assert_eq!(ours.shape(), &[b, l, h * dv]);
+            let diff = max_diff(&host(&ours), &prompt_reference(&q, &keys, &vals, how));
+            assert!(diff < 1e-5, "{how:?}: {diff}");
+        }
+    }
+    // Against MLX's own attention with a causal mask.
+    let q = values(&[1, 9, 20, 64], 0.4);
+    let (keys, vals) = (values(&[1, 3, 20, 64], 0.5), values(&[1, 3, 20, 64], 0.6));
+    let how = PromptAttention { query_start: 0, key_start: 0, scale: 0.125, window: None, softcap: None };
+    let ours = prompt_attention(&q, &keys, &vals, how).unwrap();
+    let mask = mlx_rs::fast::ScaledDotProductAttentionMask::Causal;
+    let mlx = mlx_rs::fast::scaled_dot_product_attention(&q, &keys, &vals, 0.125, mask, None).unwrap();
+    let mlx = mlx.transpose_axes(&[0, 2, 1, 3]).unwrap().reshape(&[1, 20, 9 * 64]).unwrap();
+    assert!(max_diff(&host(&ours), &host(&mlx)) < 1e-5);
+    // Its gradient is that of MLX's attention.
+    let cotangent = values(&[1, 20, 9 * 64], 0.7);
+    let grads = |f: &dyn Fn(&[Array]) -> Array| {
+        let primals = [q.clone(), keys.clone(), vals.clone()];
+        mlx_rs::transforms::vjp(|p: &[Array]| vec![f(p)], &primals, std::slice::from_ref(&cotangent))
+            .unwrap()
+            .1
+    };
+    let ours = grads(&|p| prompt_attention(&p[0], &p[1], &p[2], how).unwrap());
+    let mlx = grads(&|p| {
+        let causal = mlx_rs::fast::ScaledDotProductAttentionMask::Causal;
+        let out =
+            mlx_rs::fast::scaled_dot_product_attention(&p[0], &p[1], &p[2], 0.125, causal, None).unwrap();
+        out.transpose_axes(&[0, 2, 1, 3]).unwrap().reshape(&[1, 20, 9 * 64]).unwrap()
+    });
+    let dense = |a: &Array| host(&a.flatten(None, None).unwrap());
+    for (a, b) in ours.iter().zip(&mlx) {
+        assert!(max_diff(&dense(a), &dense(b)) < 1e-4);
+    }
+    // What does not fit.
+    let half = q.as_dtype(Dtype::Bfloat16).unwrap();
+    assert!(prompt_attention(&half, &keys, &vals, how).is_err(), "dtype");
+    assert!(prompt_attention(&values(&[1, 8, 20, 64], 0.0), &keys, &vals, how).is_err(), "groups");
+    assert!(prompt_attention(&q, &values(&[1, 3, 20, 32], 0.0), &vals, how).is_err(), "head size");
+    assert!(prompt_attention(&q, &keys, &values(&[1, 3, 19, 64], 0.0), how).is_err(), "lengths");
+    let negative = PromptAttention { window: Some(-1), ..how };
+    assert!(prompt_attention(&q, &keys, &vals, negative).is_err(), "window");
 }
