@@ -257,12 +257,15 @@ impl Attention {
             |key_start: i32, key_len: i32| MaskSpan { query_start: offset, query_len: l, key_start, key_len };
         // A prompt on the CPU in f32: lamina's kernel attends by positions, without [L, S]
         // scores or a mask array (not while training: it has no gradient).
+        // Half-precision q/k/v are widened to f32 for it (O(L * D) casts) and the output
+        // rounded back, as the MLX path below computes a prompt's attention in f32 too.
+        let dtype = q.dtype();
         let kernel = l > 1
             && !self.training
             && padding_mask.is_none()
-            && q.dtype() == mlx_rs::Dtype::Float32
+            && (dtype == mlx_rs::Dtype::Float32 || crate::linear::is_half(dtype))
             && on_cpu();
-        let prompt = |keys: &Array, values: &Array, key_start: i32| {
+        let prompt = |keys: &Array, values: &Array, key_start: i32| -> Result<Array> {
             let how = lamina_kernels::PromptAttention {
                 query_start: offset,
                 key_start,
@@ -270,7 +273,9 @@ impl Attention {
                 window,
                 softcap: self.config.softcap,
             };
-            lamina_kernels::prompt_attention(&q, keys, values, how)
+            let f32 = |a: &Array| a.as_dtype(mlx_rs::Dtype::Float32);
+            let out = lamina_kernels::prompt_attention(&f32(&q)?, &f32(keys)?, &f32(values)?, how)?;
+            Ok(out.as_dtype(dtype)?)
         };
         let (keys, values, mask) = match cache {
             None if kernel => return prompt(&k, &v, 0),
@@ -311,7 +316,6 @@ impl Attention {
         // MLX's CPU matmuls in bf16/f16 are not BLAS: there, a prompt's attention is
         // computed in f32 (the casts cost O(L * D); the products O(L^2 * D)). Not while
         // training, where the f32 copies would be kept for the backward pass.
-        let dtype = q.dtype();
         let widen = !self.training && l > 1 && crate::linear::is_half(dtype) && on_cpu();
         let (q, keys, values, mask) = if widen {
             let f32 = |a: &Array| a.as_dtype(mlx_rs::Dtype::Float32);
@@ -723,6 +727,24 @@ mod tests {
                     .unwrap();
                 assert!(max_diff(&added, &residual.add(&plain).unwrap()) < 1e-6);
             }
+        }
+    }
+
+    #[test]
+    fn half_precision_prompts_attend_like_f32() {
+        use mlx_rs::module::ModuleParameters;
+        let mut attn = layer(AttentionConfig { sliding_window: Some(4), ..gqa() });
+        let x = array(&[2, 9, 16], 0.3);
+        let reference = attn.forward(LayerInput::new(&x)).unwrap();
+        for dtype in [mlx_rs::Dtype::Bfloat16, mlx_rs::Dtype::Float16] {
+            let mut half = attn.clone();
+            for (_, p) in half.parameters_mut().flatten() {
+                *p = p.as_dtype(dtype).unwrap();
+            }
+            let out = half.forward(LayerInput::new(&x.as_dtype(dtype).unwrap())).unwrap();
+            assert_eq!(out.dtype(), dtype);
+            let diff = max_diff(&out.as_dtype(mlx_rs::Dtype::Float32).unwrap(), &reference);
+            assert!(diff < 0.05, "{dtype:?}: {diff}");
         }
     }
 
