@@ -9,6 +9,7 @@
 #include <cmath>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "mlx/allocator.h"
@@ -85,44 +86,6 @@ void normalize(const std::vector<mc::array>& inputs, T* out, NormSpec spec) {
   }
 }
 
-class RmsNorm : public mc::Primitive {
- public:
-  RmsNorm(mc::Stream stream, NormSpec spec) : mc::Primitive(stream), spec_(spec) {}
-
-  void eval_cpu(const std::vector<mc::array>& inputs, std::vector<mc::array>& outputs) override {
-    auto& encoder = mc::cpu::get_command_encoder(stream());
-    for (const auto& in : inputs) encoder.set_input_array(in);
-    mc::array& out = outputs[0];
-    out.set_data(mc::allocator::malloc(out.nbytes()));
-    encoder.set_output_array(out);
-    encoder.dispatch([inputs, data = out.data<void>(), dtype = out.dtype(), spec = spec_]() {
-      with_type(dtype, [&]<typename T>() { normalize<T>(inputs, static_cast<T*>(data), spec); });
-    });
-  }
-
-  void eval_gpu(const std::vector<mc::array>&, std::vector<mc::array>&) override {
-    throw std::runtime_error("lamina's RMSNorm runs on the CPU");
-  }
-
-  std::vector<mc::array> vjp(const std::vector<mc::array>& primals, const std::vector<mc::array>& cotangents,
-                             const std::vector<int>& argnums, const std::vector<mc::array>&) override {
-    const NormSpec spec = spec_;
-    const mc::Stream s = stream();
-    return vjp_of([spec, s](const std::vector<mc::array>& in) { return mlx_rms_norm(in, spec, s); }, primals,
-                  cotangents, argnums);
-  }
-
-  const char* name() const override { return "LaminaRmsNorm"; }
-
-  bool is_equivalent(const mc::Primitive& other) const override {
-    const auto* o = dynamic_cast<const RmsNorm*>(&other);
-    return o != nullptr && o->spec_.eps == spec_.eps && o->spec_.has_weight == spec_.has_weight &&
-           o->spec_.unit_offset == spec_.unit_offset;
-  }
-
- private:
-  NormSpec spec_;
-};
 
 mc::array mlx_rope(const std::vector<mc::array>& in, RopeSpec spec, mc::Stream s) {
   std::optional<float> base;
@@ -148,9 +111,16 @@ void rotate(const std::vector<mc::array>& inputs, T* out, RopeSpec spec) {
   rotate_rows<T>(rows, out, x.size() / (static_cast<size_t>(l) * d), l, d, spec, periods.data());
 }
 
-class Rope : public mc::Primitive {
+
+// One output shaped and typed as the first input, computed by `Op::compute<T>` on the
+// CPU (T the output's element type), with the gradient of `Op::mlx` (the same values in
+// MLX's ops).
+template <typename Op>
+class RowPrimitive : public mc::Primitive {
  public:
-  Rope(mc::Stream stream, RopeSpec spec) : mc::Primitive(stream), spec_(spec) {}
+  using Spec = typename Op::Spec;
+
+  RowPrimitive(mc::Stream stream, Spec spec) : mc::Primitive(stream), spec_(spec) {}
 
   void eval_cpu(const std::vector<mc::array>& inputs, std::vector<mc::array>& outputs) override {
     auto& encoder = mc::cpu::get_command_encoder(stream());
@@ -159,33 +129,58 @@ class Rope : public mc::Primitive {
     out.set_data(mc::allocator::malloc(out.nbytes()));
     encoder.set_output_array(out);
     encoder.dispatch([inputs, data = out.data<void>(), dtype = out.dtype(), spec = spec_]() {
-      with_type(dtype, [&]<typename T>() { rotate<T>(inputs, static_cast<T*>(data), spec); });
+      with_type(dtype, [&]<typename T>() { Op::template compute<T>(inputs, static_cast<T*>(data), spec); });
     });
   }
 
   void eval_gpu(const std::vector<mc::array>&, std::vector<mc::array>&) override {
-    throw std::runtime_error("lamina's RoPE runs on the CPU");
+    throw std::runtime_error(std::string(Op::kName) + " runs on the CPU");
   }
 
   std::vector<mc::array> vjp(const std::vector<mc::array>& primals, const std::vector<mc::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mc::array>&) override {
-    const RopeSpec spec = spec_;
+    const Spec spec = spec_;
     const mc::Stream s = stream();
-    return vjp_of([spec, s](const std::vector<mc::array>& in) { return mlx_rope(in, spec, s); }, primals,
-                  cotangents, argnums);
+    return vjp_of([spec, s](const std::vector<mc::array>& in) { return Op::mlx(in, spec, s); }, primals, cotangents,
+                  argnums);
   }
 
-  const char* name() const override { return "LaminaRope"; }
+  const char* name() const override { return Op::kName; }
 
   bool is_equivalent(const mc::Primitive& other) const override {
-    const auto* o = dynamic_cast<const Rope*>(&other);
-    return o != nullptr && o->spec_.dims == spec_.dims && o->spec_.traditional == spec_.traditional &&
-           o->spec_.has_freqs == spec_.has_freqs && o->spec_.base == spec_.base && o->spec_.scale == spec_.scale &&
-           o->spec_.offset == spec_.offset;
+    const auto* o = dynamic_cast<const RowPrimitive*>(&other);
+    return o != nullptr && Op::same(o->spec_, spec_);
   }
 
  private:
-  RopeSpec spec_;
+  Spec spec_;
+};
+
+struct NormOp {
+  using Spec = NormSpec;
+  static constexpr const char* kName = "LaminaRmsNorm";
+  template <typename T>
+  static void compute(const std::vector<mc::array>& inputs, T* out, Spec spec) {
+    normalize<T>(inputs, out, spec);
+  }
+  static mc::array mlx(const std::vector<mc::array>& in, Spec spec, mc::Stream s) { return mlx_rms_norm(in, spec, s); }
+  static bool same(const Spec& a, const Spec& b) {
+    return a.eps == b.eps && a.has_weight == b.has_weight && a.unit_offset == b.unit_offset;
+  }
+};
+
+struct RopeOp {
+  using Spec = RopeSpec;
+  static constexpr const char* kName = "LaminaRope";
+  template <typename T>
+  static void compute(const std::vector<mc::array>& inputs, T* out, Spec spec) {
+    rotate<T>(inputs, out, spec);
+  }
+  static mc::array mlx(const std::vector<mc::array>& in, Spec spec, mc::Stream s) { return mlx_rope(in, spec, s); }
+  static bool same(const Spec& a, const Spec& b) {
+    return a.dims == b.dims && a.traditional == b.traditional && a.has_freqs == b.has_freqs && a.base == b.base &&
+           a.scale == b.scale && a.offset == b.offset;
+  }
 };
 
 bool on_cpu(const mc::Stream& stream) { return stream.device.type == mc::Device::DeviceType::cpu; }
@@ -271,7 +266,7 @@ __attribute__((visibility("default"))) int lamina_rms_norm(Handle* out, Handle x
       to_handle(out, mlx_rms_norm(inputs, spec, stream));
       return 0;
     }
-    to_handle(out, mc::array(xa.shape(), xa.dtype(), std::make_shared<RmsNorm>(stream, spec), inputs));
+    to_handle(out, mc::array(xa.shape(), xa.dtype(), std::make_shared<RowPrimitive<NormOp>>(stream, spec), inputs));
     return 0;
   } catch (const std::exception& e) {
     last_error() = e.what();
@@ -301,7 +296,7 @@ __attribute__((visibility("default"))) int lamina_rope(Handle* out, Handle x, in
       to_handle(out, mlx_rope(inputs, spec, stream));
       return 0;
     }
-    to_handle(out, mc::array(xa.shape(), xa.dtype(), std::make_shared<Rope>(stream, spec), inputs));
+    to_handle(out, mc::array(xa.shape(), xa.dtype(), std::make_shared<RowPrimitive<RopeOp>>(stream, spec), inputs));
     return 0;
   } catch (const std::exception& e) {
     last_error() = e.what();
