@@ -7,6 +7,7 @@
 mod blocks;
 mod config;
 mod header;
+mod owned;
 mod tokenizer;
 
 pub use config::{Arch, Mapped, config, is_config_tensor, llama_config, map_name};
@@ -30,6 +31,7 @@ use crate::pipeline::split;
 use crate::progress::Progress;
 use crate::resolve::Checkpoint;
 use crate::safetensors::forget_pages;
+use owned::owned_array;
 
 fn gguf_error(path: &Path, reason: impl Into<String>) -> LoaderError {
     LoaderError::Gguf { path: path.to_path_buf(), reason: reason.into() }
@@ -234,7 +236,7 @@ pub fn read_tensors(path: &Path, dtype: Option<DType>) -> Result<Vec<(String, Te
 /// Reads one tensor from the mapped file: repacked into MLX's affine layout when kept
 /// quantized (Q6_K through MLX's own 8-bit quantization), dense in `target` otherwise.
 fn read_tensor(
-    mmap: &[u8],
+    mmap: &memmap2::Mmap,
     desc: &TensorDesc,
     keep_quantized: bool,
     target: DType,
@@ -251,26 +253,25 @@ fn read_tensor(
     let (r, c) = (dim(rows)?, dim(cols)?);
     let shape: Vec<i32> = desc.shape.iter().map(|&d| dim(d)).collect::<std::result::Result<_, _>>()?;
     let mlx = |e: mlx_rs::error::Exception| e.to_string();
-    match blocks::decode(desc.kind, data, rows as usize, cols as usize, keep_quantized)? {
+    let forget = |offset: usize, len: usize| forget_pages(mmap, start + offset, len);
+    let shape2 = (desc.kind, rows as usize, cols as usize);
+    match decode_in_chunks(data, shape2, keep_quantized, CHUNK_BYTES, forget)? {
         blocks::Decoded::Affine { bits, packed, scales, biases } => {
             let config = QuantConfig::new(bits, GGUF_GROUP);
             let (packed_shape, group_shape) = config.shapes(r, c);
-            let (scales, biases) = match (desc.name != EMBEDDING, f16_exactly(&scales), f16_exactly(&biases))
-            {
-                (true, Some(scales), Some(biases)) => {
-                    (Array::from_slice(&scales, &group_shape), Array::from_slice(&biases, &group_shape))
+            let halves =
+                (desc.name != EMBEDDING).then(|| f16_exactly(&scales).zip(f16_exactly(&biases))).flatten();
+            let (scales, biases) = match halves {
+                Some((scales, biases)) => {
+                    (owned_array(scales, &group_shape)?, owned_array(biases, &group_shape)?)
                 }
-                _ => (Array::from_slice(&scales, &group_shape), Array::from_slice(&biases, &group_shape)),
+                None => (owned_array(scales, &group_shape)?, owned_array(biases, &group_shape)?),
             };
-            Ok(Tensor::Quantized {
-                config,
-                packed: Array::from_slice(&packed, &packed_shape),
-                scales,
-                biases,
-            })
+            // The arrays take the decoded buffers over (no second copy of a large tensor).
+            Ok(Tensor::Quantized { config, packed: owned_array(packed, &packed_shape)?, scales, biases })
         }
         blocks::Decoded::Dense(values) => {
-            let dense = Array::from_slice(&values, &shape);
+            let dense = owned_array(values, &shape)?;
             match (keep_quantized, blocks::held_bits(desc.kind)) {
                 (true, Some(bits)) => {
                     let config = QuantConfig::new(bits, GGUF_GROUP);
@@ -282,6 +283,43 @@ fn read_tensor(
             }
         }
     }
+}
+
+/// Bytes of the file decoded at a time: each chunk's pages are dropped from memory once
+/// decoded, so a large tensor is never held both as file pages and as values (Gemma 3
+/// 270M's peak RSS: 599 -> 425 MiB).
+const CHUNK_BYTES: usize = 16 << 20;
+
+/// Decodes a tensor's `rows` rows from `data` in chunks of whole rows of about
+/// `chunk_bytes`, calling `done(offset, len)` with each chunk's byte range once decoded.
+fn decode_in_chunks(
+    data: &[u8],
+    (kind, rows, cols): (TensorType, usize, usize),
+    keep_quantized: bool,
+    chunk_bytes: usize,
+    mut done: impl FnMut(usize, usize),
+) -> std::result::Result<blocks::Decoded, String> {
+    let row_bytes = if rows > 0 && data.len() % rows == 0 { data.len() / rows } else { 0 };
+    let chunk_rows = (chunk_bytes / row_bytes.max(1)).max(1);
+    if row_bytes == 0 || rows <= chunk_rows {
+        return blocks::decode(kind, data, rows, cols, keep_quantized);
+    }
+    let mut decoded: Option<blocks::Decoded> = None;
+    for first in (0..rows).step_by(chunk_rows) {
+        let n = chunk_rows.min(rows - first);
+        let bytes = &data[first * row_bytes..(first + n) * row_bytes];
+        let part = blocks::decode(kind, bytes, n, cols, keep_quantized)?;
+        done(first * row_bytes, bytes.len());
+        match decoded.as_mut() {
+            Some(all) => all.append(part),
+            None => {
+                let mut first = part;
+                first.reserve_rows(n, rows);
+                decoded = Some(first);
+            }
+        }
+    }
+    decoded.ok_or_else(|| "a tensor without rows".to_owned())
 }
 
 /// The token embedding's GGUF name: its scales stay f32, since looking rows up dequantizes
@@ -308,4 +346,54 @@ fn unpermute(weight: &Array, heads: usize) -> Result<Array> {
     let heads = heads as i32;
     let half = rows / heads / 2;
     Ok(weight.reshape(&[heads, half, 2, cols])?.swap_axes(1, 2)?.reshape(&[rows, cols])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic bytes whose f16 scales are finite (every even byte small).
+    fn bytes(n: usize) -> Vec<u8> {
+        (0..n).map(|i| if i % 2 == 1 { (i % 7) as u8 } else { (i * 37 % 251) as u8 }).collect()
+    }
+
+    #[test]
+    fn chunked_decoding_equals_decoding_at_once() {
+        let same = |a: &blocks::Decoded, b: &blocks::Decoded| match (a, b) {
+            (blocks::Decoded::Dense(a), blocks::Decoded::Dense(b)) => {
+                a.iter().map(|v| v.to_bits()).eq(b.iter().map(|v| v.to_bits()))
+            }
+            (
+                blocks::Decoded::Affine { packed: p, scales: s, biases: b, .. },
+                blocks::Decoded::Affine { packed: q, scales: t, biases: c, .. },
+            ) => {
+                p == q
+                    && s.iter().map(|v| v.to_bits()).eq(t.iter().map(|v| v.to_bits()))
+                    && b.len() == c.len()
+            }
+            _ => false,
+        };
+        for (kind, cols) in
+            [(TensorType::Q8_0, 64), (TensorType::Q4_0, 96), (TensorType::Q6_K, 256), (TensorType::F32, 5)]
+        {
+            let (values, block) = kind.block();
+            let rows = 37;
+            let data = bytes(rows * cols / values as usize * block as usize);
+            for keep in [true, false] {
+                let whole = blocks::decode(kind, &data, rows, cols, keep).unwrap();
+                let mut seen = Vec::new();
+                let row = data.len() / rows;
+                let chunked = decode_in_chunks(&data, (kind, rows, cols), keep, 5 * row, |at, len| {
+                    seen.push((at, len))
+                })
+                .unwrap();
+                assert!(same(&whole, &chunked), "{kind} keep {keep}");
+                assert_eq!(seen.len(), 8, "37 rows in chunks of 5");
+                assert_eq!(seen.iter().map(|(_, len)| len).sum::<usize>(), data.len());
+                assert!(seen.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0), "contiguous, in order");
+            }
+        }
+        // Bytes that are not whole rows are decoded (and refused) at once.
+        assert!(decode_in_chunks(&bytes(100), (TensorType::Q8_0, 3, 32), true, 10, |_, _| {}).is_err());
+    }
 }
