@@ -255,10 +255,11 @@ impl Attention {
         let window = self.config.sliding_window.map(|w| w as i32);
         let span =
             |key_start: i32, key_len: i32| MaskSpan { query_start: offset, query_len: l, key_start, key_len };
-        // A prompt on the CPU in f32: lamina's kernel attends by positions, without [L, S]
-        // scores or a mask array (not while training: it has no gradient).
-        // Half-precision q/k/v are widened to f32 for it (O(L * D) casts) and the output
-        // rounded back, as the MLX path below computes a prompt's attention in f32 too.
+        // A prompt on the CPU: lamina's kernel attends by positions, without [L, S] scores
+        // or a mask array. Half-precision q/k/v are widened to f32 for it (O(L * D) casts)
+        // and the output rounded back, as the MLX path below computes a prompt's attention
+        // in f32 too. Not while training, where MLX's graph (and its gradient) stays as it
+        // was and no f32 copies are kept for the backward pass.
         let dtype = q.dtype();
         let kernel = l > 1
             && !self.training

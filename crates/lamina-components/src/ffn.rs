@@ -147,9 +147,7 @@ impl FeedForward {
             _ => Ok(None),
         }
     }
-}
 
-impl FeedForward {
     /// `residual + self.forward(x)`, the down projection and the add in one graph node
     /// where lamina's kernels take them ([`Linear::forward_add`]).
     ///

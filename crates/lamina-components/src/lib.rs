@@ -65,7 +65,7 @@ pub use checkpoint::checkpointed;
 pub use dropout::dropout;
 pub use embedding::{Embedding, check_ids};
 pub use ffn::{FeedForward, FeedForwardConfig, activate};
-pub use linear::Linear;
+pub use linear::{Linear, on_cpu};
 pub use lora::{AdapterKind, LoraConfig, trainable_names};
 pub use mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 pub use norm::{Norm, NormConfig};

@@ -241,7 +241,7 @@ impl Linear {
 }
 
 /// Whether MLX's default device is the CPU (where lamina's kernels run).
-pub(crate) fn on_cpu() -> bool {
+pub fn on_cpu() -> bool {
     matches!(mlx_rs::Device::default().get_type(), Ok(mlx_rs::DeviceType::Cpu))
 }
 

@@ -96,7 +96,7 @@ pub(crate) fn last_logits(
 /// # Errors
 /// When MLX fails.
 pub(crate) fn no_buffer_cache_on_cpu() -> Result<()> {
-    if matches!(mlx_rs::Device::default().get_type(), Ok(mlx_rs::DeviceType::Cpu)) {
+    if lamina_components::on_cpu() {
         mlx_rs::memory::set_cache_limit(0)?;
     }
     Ok(())

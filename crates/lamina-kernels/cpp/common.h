@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "mlx/array.h"
+#include "mlx/device.h"
+#include "mlx/stream.h"
 #include "mlx/transforms.h"
 #include "mlx/types/half_types.h"
 
@@ -176,6 +178,9 @@ inline std::vector<mc::array> vjp_of(const std::function<mc::array(const std::ve
   return picked;
 }
 
+// Whether `stream` runs on the CPU (where lamina's kernels serve; MLX's own ops elsewhere).
+inline bool on_cpu(const mc::Stream& stream) { return stream.device.type == mc::Device::DeviceType::cpu; }
+
 // mlx-c's handle: a heap-allocated mlx::core::array behind `ctx` (mlx-c 0.7.0).
 struct Handle {
   void* ctx;
@@ -228,8 +233,7 @@ inline std::vector<float> dense_f32(const mc::array& a) {
 // malloc arena (a prompt's transposed queries: ~0.6 MB per layer).
 class Rows {
  public:
-  explicit Rows(const mc::array& x)
-      : x_(x), k_(x.ndim() == 0 ? 1 : static_cast<size_t>(x.shape().back())), buffer_(k_) {}
+  explicit Rows(const mc::array& x) : x_(x), k_(x.ndim() == 0 ? 1 : static_cast<size_t>(x.shape().back())) {}
 
   size_t width() const { return k_; }
 
@@ -248,6 +252,7 @@ class Rows {
     }
     const int64_t step = nd == 0 ? 1 : strides[nd - 1];
     if (x_.dtype() == mc::float32 && step == 1) return x_.data<float>() + offset;
+    buffer_.resize(k_);  // only rows that need a copy allocate
     for (size_t i = 0; i < k_; ++i) {
       const int64_t at = offset + static_cast<int64_t>(i) * step;
       switch (x_.dtype()) {

@@ -564,8 +564,6 @@ class PromptAttention : public mc::UnaryPrimitive {
   Prompt a_;
 };
 
-bool on_cpu(const mc::Stream& stream) { return stream.device.type == mc::Device::DeviceType::cpu; }
-
 std::string shape_text(const mc::array& a) {
   std::string text = "[";
   for (size_t i = 0; i < a.shape().size(); ++i) text += (i ? ", " : "") + std::to_string(a.shape(i));

@@ -292,7 +292,7 @@ __attribute__((visibility("default"))) int lamina_half_matmul(Handle* out, Handl
     const mc::array& xa = from_handle(x);
     const mc::array& wa = from_handle(w);
     const mc::Stream stream = mc::default_stream(mc::default_device());
-    const bool ours = stream.device.type == mc::Device::DeviceType::cpu &&
+    const bool ours = on_cpu(stream) &&
                       (wa.dtype() == mc::bfloat16 || wa.dtype() == mc::float16) && is_float(xa.dtype()) &&
                       wa.ndim() == 2 && xa.ndim() >= 1;
     if (!ours) {

@@ -183,8 +183,6 @@ struct RopeOp {
   }
 };
 
-bool on_cpu(const mc::Stream& stream) { return stream.device.type == mc::Device::DeviceType::cpu; }
-
 bool floating(mc::Dtype dtype) { return dtype == mc::float32 || dtype == mc::bfloat16 || dtype == mc::float16; }
 
 }  // namespace

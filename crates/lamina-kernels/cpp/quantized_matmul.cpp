@@ -777,7 +777,7 @@ __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, 
     const mc::array& ba = from_handle(biases);
     const mc::Stream stream = mc::default_stream(mc::default_device());
     const bool scales_read = (sa.dtype() == mc::float32 || sa.dtype() == mc::float16) && ba.dtype() == sa.dtype();
-    const bool ours = stream.device.type == mc::Device::DeviceType::cpu && xa.dtype() == mc::float32 &&
+    const bool ours = on_cpu(stream) && xa.dtype() == mc::float32 &&
                       scales_read && wa.dtype() == mc::uint32 &&
                       bits >= 2 && bits <= 8 && group > 0 && xa.ndim() >= 1 && wa.ndim() == 2;
     if (!ours) {

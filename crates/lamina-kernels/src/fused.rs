@@ -102,10 +102,7 @@ fn products(
         (0..weights.len()).map(|i| shapes.get(i).map_or(0, |s| s.len() as c_int)).collect();
     let count = weights.len() as c_int;
     let rope = epilogue.rotation.map(|r| {
-        let (base, periods) = match r.frequencies {
-            RopeFrequencies::Base(base) => (base, absent()),
-            RopeFrequencies::Periods(periods) => (0.0, periods.as_ptr()),
-        };
+        let (base, periods) = r.frequencies.c_args();
         LaminaRope {
             dims: r.dims,
             traditional: c_int::from(r.traditional),

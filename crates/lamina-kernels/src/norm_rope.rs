@@ -49,6 +49,17 @@ pub enum RopeFrequencies<'a> {
     Periods(&'a Array),
 }
 
+impl RopeFrequencies<'_> {
+    /// The kernels' arguments: the base (unused with periods) and the periods' handle
+    /// (absent with a base).
+    pub(crate) fn c_args(self) -> (f32, mlx_sys::mlx_array) {
+        match self {
+            RopeFrequencies::Base(base) => (base, absent()),
+            RopeFrequencies::Periods(periods) => (0.0, periods.as_ptr()),
+        }
+    }
+}
+
 /// Rotary position embedding of the first `dims` features of `x`, at positions
 /// `offset..offset + L`, as MLX's `fast::rope` computes it (split halves, or interleaved
 /// pairs when `traditional`). One graph node on lamina's kernel for f32 on the CPU, MLX's
@@ -78,10 +89,7 @@ pub fn rope(
     scale: f32,
     offset: i32,
 ) -> Result<Array> {
-    let (base, periods) = match frequencies {
-        RopeFrequencies::Base(base) => (base, absent()),
-        RopeFrequencies::Periods(periods) => (0.0, periods.as_ptr()),
-    };
+    let (base, periods) = frequencies.c_args();
     // SAFETY: as in `rms_norm`.
     unsafe {
         let mut out = mlx_sys::mlx_array_new();
