@@ -1,6 +1,8 @@
 //! Models by repo id against a loopback Hub: download into the standard cache and run,
 //! the cache's layout, an offline second run, sharded and GGUF repositories, missing repos
-//! and revisions, gated repos and tokens, connections cut mid-file, corrupted bytes.
+//! and revisions, gated repos and tokens, connections cut mid-file, corrupted bytes; and a
+//! hostile Hub: headers that would be paths, the token sent elsewhere, endless bodies,
+//! stalled servers, redirects without a target.
 #![cfg(feature = "hub")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -64,7 +66,7 @@ fn temp(tag: &str) -> PathBuf {
 }
 
 fn config(hub: &FakeHub, cache: &Path) -> HubConfig {
-    HubConfig { endpoint: hub.endpoint.clone(), cache_dir: cache.to_path_buf(), token: None, offline: false }
+    HubConfig::new(&hub.endpoint, cache)
 }
 
 fn options(config: HubConfig) -> LoadOptions {
@@ -361,4 +363,214 @@ async fn a_tokenizer_from_another_repo_and_extra_end_tokens() {
     expected.push(12);
     assert_eq!(loaded.eos_token_ids(), expected);
     assert!(cache.join("models--test-org--tokenizer-only/refs/main").is_file());
+}
+
+/// The Hub's cache inside a folder of its own: `(root, cache)`; nothing may appear in
+/// `root` but `cache`.
+fn sandbox(tag: &str) -> (PathBuf, PathBuf) {
+    let root = temp(tag);
+    let cache = root.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    (root, cache)
+}
+
+/// Nothing outside the cache folder; in it, blobs named by hashes only, links that stay
+/// inside the repo's folder, and nothing of `file` (whose headers were hostile).
+fn nothing_written(root: &Path, cache: &Path, file: &str) {
+    let entries: Vec<_> = std::fs::read_dir(root).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(entries, ["cache"], "something was written beside the cache");
+    assert!(!Path::new("/x").exists() && !root.parent().unwrap().join("x").exists());
+    for repo in std::fs::read_dir(cache).unwrap().flatten() {
+        let repo = repo.path().canonicalize().unwrap();
+        for entry in tree(&repo) {
+            let path = repo.join(&entry);
+            assert!(!entry.ends_with(&format!("/{file}")), "{entry} was written");
+            if let Some(blob) = entry.strip_prefix("blobs/") {
+                let name = blob.trim_end_matches(".incomplete");
+                assert!(
+                    matches!(name.len(), 40 | 64) && name.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{entry}"
+                );
+            } else if path.is_symlink() {
+                assert!(path.canonicalize().unwrap().starts_with(repo.join("blobs")), "{entry}");
+            } else {
+                assert!(entry.starts_with("refs/") || entry.starts_with("snapshots/"), "{entry}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn headers_that_would_be_paths_are_refused_before_anything_is_written() {
+    let cases: Vec<(&str, Vec<(&'static str, String)>)> = vec![
+        ("model.safetensors", vec![("x-linked-etag", "../../../../x".into())]),
+        ("model.safetensors", vec![("x-linked-etag", "/tmp/lamina-evil".into())]),
+        ("config.json", vec![("etag", "\"../../../../x\"".into())]),
+        ("config.json", vec![("etag", "".into())]),
+        ("config.json", vec![("x-repo-commit", "../../x".into())]),
+        ("config.json", vec![("x-repo-commit", "f".repeat(40))]),
+        ("config.json", vec![("x-repo-commit", "".into())]),
+        // An LFS file whose ETag is some other (well-formed) hash than its listed sha256.
+        ("model.safetensors", vec![("x-linked-etag", "a".repeat(64))]),
+        // A size the listing does not give is not downloaded in full.
+        ("model.safetensors", vec![("x-linked-size", "1000000000000".into())]),
+        ("config.json", vec![("content-length", "99999999".into())]),
+    ];
+    for (i, (file, headers)) in cases.into_iter().enumerate() {
+        let hub = FakeHub::start(repos()).await;
+        let (root, cache) = sandbox(&format!("paths-{i}"));
+        hub.faults(Faults { headers: [(file.to_owned(), headers.clone())].into(), ..Faults::default() });
+        let result = load("test-org/scripted-chat", options(config(&hub, &cache))).await;
+        let err = hub_error(result.err().unwrap_or_else(|| panic!("{headers:?} was accepted")));
+        assert!(matches!(err, HubError::Untrusted { .. }), "{headers:?}: {err}");
+        assert!(err.to_string().contains(file), "{err}");
+        nothing_written(&root, &cache, file);
+        assert!(!cache.join("models--test-org--scripted-chat/refs/main").exists());
+        assert!(!Path::new("/tmp/lamina-evil").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn snapshot_links_stay_inside_the_repo_folder() {
+    let hub = FakeHub::start(repos()).await;
+    let (root, cache) = sandbox("links");
+    load("test-org/sharded", options(config(&hub, &cache))).await.unwrap();
+    let entry = cache.join("models--test-org--sharded").canonicalize().unwrap();
+    let mut links = 0;
+    for file in tree(&entry) {
+        let path = entry.join(&file);
+        if path.is_symlink() {
+            links += 1;
+            let target = path.canonicalize().unwrap();
+            assert!(target.starts_with(entry.join("blobs")), "{file} -> {}", target.display());
+        }
+    }
+    assert!(links >= 4, "{links} links");
+    assert!(!tree(&entry).iter().any(|f| f.ends_with(".incomplete")));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[tokio::test]
+async fn the_token_goes_to_the_endpoints_origin_only() {
+    let hub = FakeHub::start(repos()).await;
+    let (_root, cache) = sandbox("token");
+    let good = HubConfig { token: Some("hf_good".into()), ..config(&hub, &cache) };
+    load("test-org/gated-chat", options(good.clone())).await.unwrap();
+    let seen = hub.seen();
+    assert!(seen.iter().any(|s| s.cdn), "no request reached the CDN: {seen:?}");
+    assert!(seen.iter().filter(|s| s.cdn).all(|s| !s.authorization), "the CDN saw the token: {seen:?}");
+    assert!(seen.iter().filter(|s| !s.cdn).all(|s| s.authorization), "{seen:?}");
+
+    // A listing page on another origin is refused: not followed, with or without a token.
+    let hub = FakeHub::start(repos()).await;
+    let (root, cache) = sandbox("token-link");
+    let elsewhere = format!("{}/api/models/test-org/gated-chat/tree/x?cursor=2", hub.cdn());
+    hub.faults(Faults { tree_link: Some(elsewhere), ..Faults::default() });
+    let good = HubConfig { token: Some("hf_good".into()), ..config(&hub, &cache) };
+    let err = hub_error(load("test-org/gated-chat", options(good)).await.unwrap_err());
+    assert!(matches!(&err, HubError::Untrusted { reason, .. } if reason.contains("origin")), "{err}");
+    assert!(hub.seen().iter().all(|s| !s.cdn), "{:?}", hub.seen());
+    nothing_written(&root, &cache, "config.json");
+    assert!(!cache.join("models--test-org--gated-chat/blobs").exists());
+
+    // Neither the configuration's nor the client's Debug prints the token.
+    let hub_client = lamina_loader::hub::Hub::new(HubConfig {
+        token: Some("hf_secret_value".into()),
+        ..config(&hub, &cache)
+    })
+    .unwrap();
+    let printed = format!("{hub_client:?} {:#?}", hub_client.config());
+    assert!(!printed.contains("hf_secret_value"), "{printed}");
+}
+
+#[tokio::test]
+async fn endless_bodies_stop_at_their_cap() {
+    // An endless tree listing: refused at the listing cap (16 MiB), not read on.
+    let hub = FakeHub::start(repos()).await;
+    let (root, cache) = sandbox("endless-tree");
+    hub.faults(Faults { endless_tree: true, ..Faults::default() });
+    let started = std::time::Instant::now();
+    let err = hub_error(load("test-org/scripted-chat", options(config(&hub, &cache))).await.unwrap_err());
+    assert!(matches!(err, HubError::TooLarge { limit, .. } if limit == 16 << 20), "{err}");
+    // What the server managed to hand out: the cap plus what the sockets buffer.
+    assert!(hub.streamed() < 64 << 20, "{} bytes streamed", hub.streamed());
+    assert!(started.elapsed().as_secs() < 30);
+    nothing_written(&root, &cache, "config.json");
+    assert!(!cache.join("models--test-org--scripted-chat/blobs").exists());
+
+    // An endless file that ignores `Range`: no more than its listed size is written.
+    let hub = FakeHub::start(repos()).await;
+    let (root, cache) = sandbox("endless-file");
+    hub.faults(Faults { endless: vec!["model.safetensors".into()], ..Faults::default() });
+    let err =
+        hub_error(load("test-org/scripted-chat", small_chunks(config(&hub, &cache), 0)).await.unwrap_err());
+    assert!(matches!(err, HubError::TooLarge { .. }), "{err}");
+    assert!(hub.streamed() < 64 << 20, "{} bytes streamed", hub.streamed());
+    let size =
+        std::fs::metadata(fixture("fixtures/checkpoints/scripted_chat/model.safetensors")).unwrap().len();
+    let entry = cache.join("models--test-org--scripted-chat");
+    for file in tree(&entry) {
+        let len = std::fs::symlink_metadata(entry.join(&file)).unwrap().len();
+        assert!(len <= size, "{file}: {len} bytes, listed {size}");
+    }
+    nothing_written(&root, &cache, "model.safetensors");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[tokio::test]
+async fn a_stalled_server_is_an_error_naming_the_url_within_the_timeout() {
+    // A server that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let (_root, cache) = sandbox("stalled");
+    let quick = |config: HubConfig| HubConfig {
+        etag_timeout: std::time::Duration::from_secs(1),
+        download_timeout: std::time::Duration::from_secs(1),
+        ..config
+    };
+    let stalled = quick(HubConfig::new(&format!("http://{address}"), &cache));
+    let started = std::time::Instant::now();
+    let err = hub_error(load("test-org/scripted-chat", options(stalled)).await.unwrap_err());
+    assert!(started.elapsed().as_secs_f64() < 5.0, "{:?}", started.elapsed());
+    assert!(
+        matches!(&err, HubError::Network { url, reason } if url.contains(&address.to_string()) && reason.contains("timeout")),
+        "{err}"
+    );
+    holder.abort();
+
+    // A file's body that stops mid-way: the download fails within the timeout.
+    let hub = FakeHub::start(repos()).await;
+    hub.faults(Faults { stall: vec!["model.safetensors".into()], ..Faults::default() });
+    let started = std::time::Instant::now();
+    let err = hub_error(
+        load("test-org/scripted-chat", small_chunks(quick(config(&hub, &cache)), 0)).await.unwrap_err(),
+    );
+    assert!(started.elapsed().as_secs_f64() < 5.0, "{:?}", started.elapsed());
+    assert!(
+        matches!(&err, HubError::Download { file, reason, .. } if file == "model.safetensors" && reason.contains("/cdn/")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_without_a_location_names_the_file() {
+    let hub = FakeHub::start(repos()).await;
+    let (root, cache) = sandbox("no-location");
+    hub.faults(Faults {
+        headers: [("model.safetensors".to_owned(), vec![("location", String::new())])].into(),
+        ..Faults::default()
+    });
+    let err = hub_error(load("test-org/scripted-chat", options(config(&hub, &cache))).await.unwrap_err());
+    assert!(
+        matches!(&err, HubError::Untrusted { url, reason } if url.contains("model.safetensors") && reason.contains("Location")),
+        "{err}"
+    );
+    nothing_written(&root, &cache, "model.safetensors");
 }

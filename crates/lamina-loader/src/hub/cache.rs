@@ -36,16 +36,6 @@ impl CacheEntry {
         is_commit(commit).then(|| commit.to_owned())
     }
 
-    /// Drops the ref the download client names after the commit itself
-    /// (`huggingface_hub` writes refs for branches and tags only).
-    pub fn drop_commit_ref(&self, commit: &str) -> Result<(), HubError> {
-        let by_commit = self.root.join("refs").join(commit);
-        if by_commit.is_file() {
-            std::fs::remove_file(&by_commit).map_err(|e| HubError::io(&by_commit, e))?;
-        }
-        Ok(())
-    }
-
     /// Points `refs/<revision>` at `commit` (not for a commit given as the revision, as
     /// `huggingface_hub` does).
     pub fn write_ref(&self, revision: &str, commit: &str) -> Result<(), HubError> {
@@ -65,39 +55,34 @@ impl CacheEntry {
             .is_ok_and(|m| m.len() == file.content_size())
     }
 
-    /// Removes the lock files the download client leaves beside the blobs.
-    pub fn remove_locks(&self) {
-        if let Ok(entries) = std::fs::read_dir(self.root.join("blobs")) {
-            for entry in entries.flatten() {
-                if entry.path().extension().is_some_and(|e| e == "lock") {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
+    /// The blob named `etag` (checked to be a hash by whoever got it from the server).
+    pub fn blob(&self, etag: &str) -> PathBuf {
+        self.root.join("blobs").join(etag)
+    }
+
+    /// Links `snapshots/<commit>/<path>` to `blobs/<etag>` with a relative link that stays
+    /// inside this folder (`path` is a checked repository path, `commit` and `etag` hashes);
+    /// whatever was at the link's place is replaced.
+    pub fn link(&self, commit: &str, path: &str, etag: &str) -> Result<(), HubError> {
+        let link = self.snapshot(commit).join(path);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
         }
+        if std::fs::symlink_metadata(&link).is_ok() {
+            std::fs::remove_file(&link).map_err(|e| HubError::io(&link, e))?;
+        }
+        let up = "../".repeat(2 + path.matches('/').count());
+        let target = PathBuf::from(format!("{up}blobs/{etag}"));
+        #[cfg(unix)]
+        let linked = std::os::unix::fs::symlink(&target, &link);
+        #[cfg(not(unix))]
+        let linked = std::fs::copy(self.blob(etag), &link).map(|_| ());
+        linked.map_err(|e| HubError::io(&link, e))
     }
 }
 
-/// Checks a downloaded file against the listing (size; sha256 for large files); on a
-/// mismatch removes the snapshot's link and the blob behind it.
-pub(crate) fn verify(repo: &RepoRef, path: &Path, file: &RepoFile) -> Result<(), HubError> {
-    let integrity = |what, expected: String, actual: String| {
-        discard(path);
-        HubError::Integrity { repo: repo.repo_id.clone(), file: file.path.clone(), what, expected, actual }
-    };
-    let size = std::fs::metadata(path).map_err(|e| HubError::io(path, e))?.len();
-    if size != file.content_size() {
-        return Err(integrity("size", file.content_size().to_string(), size.to_string()));
-    }
-    if let Some(lfs) = &file.lfs {
-        let actual = sha256(path)?;
-        if !actual.eq_ignore_ascii_case(&lfs.oid) {
-            return Err(integrity("sha256", lfs.oid.clone(), actual));
-        }
-    }
-    Ok(())
-}
-
-fn sha256(path: &Path) -> Result<String, HubError> {
+/// The sha256 of a file's content, in lowercase hex.
+pub(crate) fn sha256(path: &Path) -> Result<String, HubError> {
     let mut file = std::fs::File::open(path).map_err(|e| HubError::io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
@@ -109,12 +94,4 @@ fn sha256(path: &Path) -> Result<String, HubError> {
         hasher.update(&buffer[..n]);
     }
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Removes a snapshot file and, when it is a link, the blob it points at.
-fn discard(path: &Path) {
-    if let Ok(blob) = path.canonicalize() {
-        let _ = std::fs::remove_file(blob);
-    }
-    let _ = std::fs::remove_file(path);
 }

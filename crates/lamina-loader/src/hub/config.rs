@@ -1,9 +1,13 @@
 //! Where the Hub is and where its files go, from the variables the ecosystem uses.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The public Hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// `huggingface_hub`'s default for both timeouts: 10 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to reach the Hub and where its cache lives.
 ///
@@ -15,6 +19,7 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// | cache | `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub` |
 /// | token | `HF_TOKEN`, else `HUGGING_FACE_HUB_TOKEN`, else the file `HF_TOKEN_PATH` or `$HF_HOME/token` (what `huggingface-cli login` writes); none with `HF_HUB_DISABLE_IMPLICIT_TOKEN` |
 /// | offline | `HF_HUB_OFFLINE` set to `1`, `ON`, `YES` or `TRUE` |
+/// | timeouts | `HF_HUB_ETAG_TIMEOUT` (connecting, metadata), `HF_HUB_DOWNLOAD_TIMEOUT` (each read), seconds, default 10 |
 #[derive(Clone, PartialEq, Eq)]
 pub struct HubConfig {
     /// The Hub's base URL, without a trailing slash.
@@ -25,6 +30,10 @@ pub struct HubConfig {
     pub token: Option<String>,
     /// Use the cache only, never the network.
     pub offline: bool,
+    /// The longest wait for a connection and for a file's metadata.
+    pub etag_timeout: Duration,
+    /// The longest wait for each read of a body.
+    pub download_timeout: Duration,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -34,6 +43,8 @@ impl std::fmt::Debug for HubConfig {
             .field("cache_dir", &self.cache_dir)
             .field("token", &self.token.as_ref().map(|_| "<hidden>"))
             .field("offline", &self.offline)
+            .field("etag_timeout", &self.etag_timeout)
+            .field("download_timeout", &self.download_timeout)
             .finish()
     }
 }
@@ -67,6 +78,20 @@ impl HubConfig {
             cache_dir,
             token: token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
             offline: var("HF_HUB_OFFLINE").is_some_and(|v| truthy(&v)),
+            etag_timeout: seconds(var("HF_HUB_ETAG_TIMEOUT")),
+            download_timeout: seconds(var("HF_HUB_DOWNLOAD_TIMEOUT")),
+        }
+    }
+
+    /// The settings of `endpoint` with `cache_dir`, no token, online, the default timeouts.
+    pub fn new(endpoint: &str, cache_dir: impl Into<PathBuf>) -> Self {
+        HubConfig {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            cache_dir: cache_dir.into(),
+            token: None,
+            offline: false,
+            etag_timeout: DEFAULT_TIMEOUT,
+            download_timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -92,6 +117,14 @@ fn cache_root(var: &impl Fn(&str) -> Option<String>) -> PathBuf {
 
 fn read_token(file: &Path) -> Option<String> {
     std::fs::read_to_string(file).ok()
+}
+
+/// A timeout in seconds (a positive number, at most a day), else the default.
+fn seconds(value: Option<String>) -> Duration {
+    value
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64)
 }
 
 /// `huggingface_hub`'s reading of a boolean variable.
@@ -133,6 +166,13 @@ mod tests {
         }
         for off in ["0", "off", "no", ""] {
             assert!(!config(&[("HF_HUB_OFFLINE", off)]).offline, "{off}");
+        }
+        assert_eq!((plain.etag_timeout, plain.download_timeout), (DEFAULT_TIMEOUT, DEFAULT_TIMEOUT));
+        let timeouts = config(&[("HF_HUB_ETAG_TIMEOUT", "2.5"), ("HF_HUB_DOWNLOAD_TIMEOUT", "30")]);
+        assert_eq!(timeouts.etag_timeout, Duration::from_millis(2500));
+        assert_eq!(timeouts.download_timeout, Duration::from_secs(30));
+        for bad in ["0", "-1", "x", "inf", "1e9"] {
+            assert_eq!(config(&[("HF_HUB_ETAG_TIMEOUT", bad)]).etag_timeout, DEFAULT_TIMEOUT, "{bad}");
         }
     }
 

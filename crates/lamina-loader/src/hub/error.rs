@@ -88,6 +88,25 @@ pub enum HubError {
         /// The body's message or the parse error.
         reason: String,
     },
+    /// The server sent something lamina will not act on: a header that would become a
+    /// path (ETag, commit) and is not a hash, a commit other than the listed one, a
+    /// redirect without a usable `Location`, a listing page on another origin.
+    #[error("{url}: refused: {reason}")]
+    Untrusted {
+        /// The request's URL.
+        url: String,
+        /// What was refused.
+        reason: String,
+    },
+    /// A response body longer than lamina reads for it (a listing, an error, a file past
+    /// its listed size).
+    #[error("{url}: the answer is longer than the {limit} bytes allowed for it")]
+    TooLarge {
+        /// The request's URL.
+        url: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
     /// A file's download failed (after the retries; what was written so far is kept
     /// aside, never taken as the file, and resumed by the next attempt).
     #[error("{repo}: downloading `{file}` failed: {reason}")]

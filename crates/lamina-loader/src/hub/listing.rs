@@ -2,7 +2,11 @@
 
 use serde::Deserialize;
 
+use reqwest::header::HeaderMap;
+use reqwest::{Method, Url};
+
 use super::error::HubError;
+use super::http::{HubClient, Redirects, error_text, read_capped, untrusted};
 use super::reference::{RepoRef, check_file};
 
 /// One file of a repository at a commit, as the tree listing gives it.
@@ -61,49 +65,61 @@ enum TreeEntry {
     Directory {},
 }
 
+/// The largest JSON answer read (a tree page of 1000 entries is ~300 KB).
+const JSON_CAP: usize = 16 << 20;
+
+/// Tree pages followed for one listing.
+const MAX_PAGES: usize = 1000;
+
+/// Files listed for one repository.
+const MAX_FILES: usize = 200_000;
+
 /// Lists a repository at a revision: `GET /api/models/{repo}/revision/{revision}` for the
 /// commit, then `GET /api/models/{repo}/tree/{commit}?recursive=true`, following the
-/// `Link: <...>; rel="next"` pages.
-pub(crate) async fn list(
-    client: &reqwest::Client,
-    endpoint: &str,
-    repo: &RepoRef,
-    had_token: bool,
-) -> Result<Listing, HubError> {
+/// `Link: <...>; rel="next"` pages on the endpoint's own origin.
+pub(crate) async fn list(client: &HubClient, repo: &RepoRef, had_token: bool) -> Result<Listing, HubError> {
+    let endpoint = client.endpoint().to_owned();
     let revision = repo.revision().replace('/', "%2F");
-    let url = format!("{endpoint}/api/models/{}/revision/{revision}", repo.repo_id);
+    let url = client.parse(&format!("{endpoint}/api/models/{}/revision/{revision}", repo.repo_id))?;
     let info: RevisionInfo = get_json(client, &url, repo, had_token).await?.0;
     if !super::reference::is_commit(&info.sha) {
-        return Err(HubError::Server {
-            url,
-            status: 200,
-            reason: format!("`{}` is not a commit hash", info.sha),
-        });
+        return Err(untrusted(url.as_str(), format!("`{}` is not a commit hash", info.sha.escape_debug())));
     }
     let mut files = Vec::new();
-    let mut next = Some(format!("{endpoint}/api/models/{}/tree/{}?recursive=true", repo.repo_id, info.sha));
+    let mut next = Some(
+        client.parse(&format!("{endpoint}/api/models/{}/tree/{}?recursive=true", repo.repo_id, info.sha))?,
+    );
     let mut pages = 0;
     while let Some(url) = next.take() {
         pages += 1;
-        if pages > 1000 {
-            return Err(HubError::Server {
-                url,
-                status: 200,
-                reason: "more than 1000 pages of files".into(),
-            });
+        if pages > MAX_PAGES {
+            return Err(untrusted(url.as_str(), format!("more than {MAX_PAGES} pages of files")));
         }
         let (entries, link): (Vec<TreeEntry>, _) = get_json(client, &url, repo, had_token).await?;
         for entry in entries {
             if let TreeEntry::File(file) = entry {
-                check_file(&file.path).map_err(|e| HubError::Server {
-                    url: url.clone(),
-                    status: 200,
-                    reason: e.to_string(),
-                })?;
+                check_file(&file.path).map_err(|e| untrusted(url.as_str(), e.to_string()))?;
                 files.push(file);
             }
         }
-        next = link;
+        if files.len() > MAX_FILES {
+            return Err(untrusted(url.as_str(), format!("more than {MAX_FILES} files")));
+        }
+        next = match link {
+            Some(link) => {
+                let page = client.parse(&link).or_else(|_| {
+                    url.join(&link).map_err(|e| untrusted(url.as_str(), format!("next page `{link}`: {e}")))
+                })?;
+                if !client.same_origin(&page) {
+                    return Err(untrusted(
+                        url.as_str(),
+                        format!("the next page `{page}` is not on the endpoint's origin"),
+                    ));
+                }
+                Some(page)
+            }
+            None => None,
+        };
     }
     Ok(Listing { commit: info.sha, files })
 }
@@ -111,19 +127,18 @@ pub(crate) async fn list(
 /// GETs JSON, mapping the Hub's error answers to [`HubError`]s; returns the next page's
 /// URL from a `Link` header.
 async fn get_json<T: serde::de::DeserializeOwned>(
-    client: &reqwest::Client,
-    url: &str,
+    client: &HubClient,
+    url: &Url,
     repo: &RepoRef,
     had_token: bool,
 ) -> Result<(T, Option<String>), HubError> {
-    let network = |e: reqwest::Error| HubError::Network { url: url.to_owned(), reason: error_chain(&e) };
-    let response = client.get(url).send().await.map_err(network)?;
+    let (response, url) = client.send(Method::GET, url.clone(), HeaderMap::new(), Redirects::Follow).await?;
     let status = response.status().as_u16();
     let code = response.headers().get("x-error-code").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let link = response.headers().get("link").and_then(|v| v.to_str().ok()).and_then(next_link);
     let repo_id = repo.repo_id.clone();
     if !(200..300).contains(&status) {
-        let body = response.text().await.unwrap_or_default();
+        let body = error_text(response).await;
         return Err(match (status, code.as_deref()) {
             (_, Some("RevisionNotFound")) => {
                 HubError::RevisionNotFound { repo: repo_id, revision: repo.revision().to_owned() }
@@ -131,12 +146,12 @@ async fn get_json<T: serde::de::DeserializeOwned>(
             (_, Some("RepoNotFound")) | (404, None) => HubError::RepoNotFound { repo: repo_id },
             (403, _) => HubError::Forbidden { repo: repo_id },
             (401, _) | (_, Some("GatedRepo")) => HubError::Unauthorized { repo: repo_id, had_token },
-            _ => HubError::Server { url: url.to_owned(), status, reason: message(&body) },
+            _ => HubError::Server { url: url.to_string(), status, reason: message(&body) },
         });
     }
-    let bytes = response.bytes().await.map_err(network)?;
+    let bytes = read_capped(client, &url, response, JSON_CAP).await?;
     let value = serde_json::from_slice(&bytes).map_err(|e| HubError::Server {
-        url: url.to_owned(),
+        url: url.to_string(),
         status,
         reason: format!("unexpected answer: {e}"),
     })?;
@@ -159,18 +174,6 @@ fn next_link(header: &str) -> Option<String> {
             .contains("rel=\"next\"")
             .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
     })
-}
-
-/// An error and its causes, one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

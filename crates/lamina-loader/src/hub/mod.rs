@@ -3,8 +3,13 @@
 //! writes), checks every file against the listing, and answers from the cache alone when
 //! offline.
 //!
-//! Downloads go through the official `hf-hub` client (resumable `Range` chunks, blobs
-//! named by ETag, snapshot links); the listings are the Hub's JSON API.
+//! Every byte written is lamina's own doing: headers that become path components (ETag,
+//! commit) are checked before anything is written; content goes to a temporary file in
+//! `blobs/`, in ranged requests that resume after a failure and never pass the listed
+//! size, and is renamed into place after its size and sha256 check out; snapshot links
+//! stay inside the repository's folder. The token goes to the endpoint's origin only
+//! (not to a CDN a download is redirected to), every body has a cap and every request a
+//! timeout (`HF_HUB_ETAG_TIMEOUT`, `HF_HUB_DOWNLOAD_TIMEOUT`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), lamina_loader::hub::HubError> {
@@ -17,27 +22,27 @@
 
 mod cache;
 mod config;
+mod download;
 mod error;
+mod http;
 mod listing;
 mod reference;
 mod select;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hf_hub::api::tokio::{Api, ApiBuilder};
-use hf_hub::{Repo, RepoType};
-
-pub use config::{DEFAULT_ENDPOINT, HubConfig};
+pub use config::{DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, HubConfig};
 pub use error::HubError;
 pub use listing::{LfsInfo, Listing, RepoFile};
 pub use reference::{DEFAULT_REVISION, RepoRef};
 
 use crate::progress::{Progress, ProgressSink};
-use cache::{CacheEntry, verify};
-use listing::error_chain;
+use cache::CacheEntry;
+use download::{BlobJob, Remote};
+use http::HubClient;
 use select::{Layout, MODEL_FILES, TOKENIZER_FILES};
 
 /// What to fetch of a repository.
@@ -68,21 +73,20 @@ impl Default for DownloadOptions {
     }
 }
 
-/// A Hub client over one cache.
+/// A Hub client over one cache. Its `Debug` never prints the token.
 #[derive(Debug, Clone)]
 pub struct Hub {
     config: HubConfig,
     download: DownloadOptions,
-    client: reqwest::Client,
-    api: Api,
+    client: HubClient,
 }
 
 impl Hub {
     /// A client with `config` and the default [`DownloadOptions`].
     ///
     /// # Errors
-    /// [`HubError::Network`] when the HTTP client cannot be built (a token that is not a
-    /// valid header value, no TLS roots).
+    /// [`HubError::Network`] when the endpoint is not an `http(s)` URL, the token is not
+    /// a valid header value, or the HTTP client cannot be built (no TLS roots).
     pub fn new(config: HubConfig) -> Result<Self, HubError> {
         Self::with_download(config, DownloadOptions::default())
     }
@@ -92,31 +96,8 @@ impl Hub {
     /// # Errors
     /// As [`Hub::new`].
     pub fn with_download(config: HubConfig, download: DownloadOptions) -> Result<Self, HubError> {
-        let failed = |e: &dyn std::error::Error| HubError::Network {
-            url: config.endpoint.clone(),
-            reason: error_chain(e),
-        };
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = &config.token {
-            let value =
-                reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| failed(&e))?;
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| failed(&e))?;
-        let api = ApiBuilder::from_cache(hf_hub::Cache::new(config.cache_dir.clone()))
-            .with_endpoint(config.endpoint.clone())
-            .with_token(config.token.clone())
-            .with_progress(false)
-            .with_max_files(2)
-            .with_chunk_size(Some(download.chunk_bytes.max(1)))
-            .with_user_agent("lamina", env!("CARGO_PKG_VERSION"))
-            .build()
-            .map_err(|e| failed(&e))?;
-        Ok(Hub { config, download, client, api })
+        let client = HubClient::new(&config)?;
+        Ok(Hub { config, download, client })
     }
 
     /// The settings in use.
@@ -131,7 +112,7 @@ impl Hub {
     /// [`HubError::Unauthorized`], [`HubError::Forbidden`], [`HubError::Network`],
     /// [`HubError::Server`].
     pub async fn list(&self, repo: &RepoRef) -> Result<Listing, HubError> {
-        listing::list(&self.client, &self.config.endpoint, repo, self.config.token.is_some()).await
+        listing::list(&self.client, repo, self.config.token.is_some()).await
     }
 
     /// Fetches what `want` needs of `repo` into the cache (files already there at that
@@ -158,10 +139,7 @@ impl Hub {
             }
             other => other?,
         };
-        let fetched = self.fetch_listed(repo, want, &listing, progress).await;
-        entry.remove_locks();
-        entry.drop_commit_ref(&listing.commit)?;
-        let fetched = fetched?;
+        let fetched = self.fetch_listed(repo, want, &listing, progress).await?;
         entry.write_ref(repo.revision(), &listing.commit)?;
         Ok(fetched)
     }
@@ -227,7 +205,9 @@ impl Hub {
         })
     }
 
-    /// Downloads the files not yet in the snapshot, `parallel_files` at a time.
+    /// Downloads the files not yet in the snapshot: first every file's metadata (checked
+    /// before anything is written), then each distinct blob, `parallel_files` at a time,
+    /// then the snapshot's links.
     async fn download_all(
         &self,
         repo: &RepoRef,
@@ -245,14 +225,21 @@ impl Hub {
             files: missing.len(),
             bytes: missing.iter().map(RepoFile::content_size).sum(),
         });
+        let mut blobs: BTreeMap<String, (RepoFile, Remote)> = BTreeMap::new();
+        let mut links = Vec::with_capacity(missing.len());
+        for file in missing {
+            let remote = download::metadata(&self.client, repo, commit, &file).await?;
+            links.push((file.path.clone(), remote.etag.clone()));
+            blobs.entry(remote.etag.clone()).or_insert((file, remote));
+        }
         let permits = Arc::new(tokio::sync::Semaphore::new(self.download.parallel_files.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
-        for file in missing {
+        for (file, remote) in blobs.into_values() {
             let (hub, repo, commit, sink, permits) =
                 (self.clone(), repo.clone(), commit.to_owned(), progress.clone(), permits.clone());
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                hub.download_one(&repo, &commit, &file, sink).await
+                hub.download_blob(&repo, &commit, &file, remote, &sink).await
             });
         }
         let mut first_error = None;
@@ -266,41 +253,55 @@ impl Hub {
                 first_error.get_or_insert(error);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        for (path, etag) in links {
+            entry.link(commit, &path, &etag)?;
+        }
+        Ok(())
     }
 
-    /// Downloads one file at `commit`, retrying (resuming) after failures, and checks it.
-    async fn download_one(
+    /// Downloads one blob, retrying (resuming) after network and server failures; each
+    /// retry asks for the metadata again (a CDN's signed address may have expired) and
+    /// refuses a different ETag.
+    async fn download_blob(
         &self,
         repo: &RepoRef,
         commit: &str,
         file: &RepoFile,
-        sink: ProgressSink,
+        mut remote: Remote,
+        progress: &ProgressSink,
     ) -> Result<(), HubError> {
-        let expected = CacheEntry::new(&self.config.cache_dir, repo).snapshot(commit).join(&file.path);
-        let remote =
-            self.api.repo(Repo::with_revision(repo.repo_id.clone(), RepoType::Model, commit.to_owned()));
+        let entry = CacheEntry::new(&self.config.cache_dir, repo);
         let mut reason = String::new();
         for attempt in 0..=self.download.retries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(250 * attempt as u64)).await;
-            }
-            let progress = FileProgress {
-                sink: sink.clone(),
-                file: file.path.clone(),
-                total: file.content_size(),
-                done: Arc::default(),
-            };
-            match remote.download_with_progress(&file.path, progress).await {
-                Ok(path) if path == expected => return verify(repo, &path, file),
-                Ok(path) => {
-                    return Err(HubError::Server {
-                        url: remote.url(&file.path),
-                        status: 200,
-                        reason: format!("answered for another commit (stored at {})", path.display()),
-                    });
+                let fresh = download::metadata(&self.client, repo, commit, file).await?;
+                if fresh.etag != remote.etag {
+                    return Err(http::untrusted(
+                        fresh.location.as_str(),
+                        format!("the ETag of `{}` changed from {} to {}", file.path, remote.etag, fresh.etag),
+                    ));
                 }
-                Err(error) => reason = error_chain(&error),
+                remote = fresh;
+            }
+            let job = BlobJob {
+                client: &self.client,
+                repo,
+                entry: &entry,
+                file,
+                remote: &remote,
+                chunk_bytes: self.download.chunk_bytes,
+                progress,
+            };
+            match job.run().await {
+                Ok(()) => return Ok(()),
+                Err(error @ (HubError::Network { .. } | HubError::Server { .. })) => {
+                    reason = error.to_string()
+                }
+                Err(error) => return Err(error),
             }
         }
         Err(HubError::Download { repo: repo.repo_id.clone(), file: file.path.clone(), reason })
@@ -377,27 +378,4 @@ fn files_under(root: &Path) -> Vec<String> {
         }
     }
     found
-}
-
-/// Forwards the download client's byte counts as [`Progress::Downloaded`] events.
-#[derive(Debug, Clone)]
-struct FileProgress {
-    sink: ProgressSink,
-    file: String,
-    total: u64,
-    /// Shared by the clones the client hands to each chunk's task.
-    done: Arc<AtomicU64>,
-}
-
-impl hf_hub::api::tokio::Progress for FileProgress {
-    async fn init(&mut self, size: usize, _filename: &str) {
-        self.total = size as u64;
-    }
-
-    async fn update(&mut self, size: usize) {
-        let done = self.done.fetch_add(size as u64, Ordering::Relaxed) + size as u64;
-        self.sink.send(Progress::Downloaded { file: self.file.clone(), bytes: done, total: self.total });
-    }
-
-    async fn finish(&mut self) {}
 }

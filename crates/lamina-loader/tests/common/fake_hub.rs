@@ -66,12 +66,15 @@ impl HubRepo {
     }
 }
 
-/// A request the server saw: its path and the first byte of its range.
+/// A request the server saw: its path, the first byte of its range, whether it carried
+/// an `Authorization` header, and on which of the two hosts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {
     pub path: String,
     pub range_start: Option<u64>,
     pub bytes_sent: u64,
+    pub authorization: bool,
+    pub cdn: bool,
 }
 
 /// Faults to inject.
@@ -82,11 +85,23 @@ pub struct Faults {
     pub cut: HashMap<String, (usize, usize, usize)>,
     /// Files served with one byte flipped.
     pub corrupt: Vec<String>,
+    /// File path -> headers set on its `resolve` answers (an empty value removes one).
+    pub headers: HashMap<String, Vec<(&'static str, String)>>,
+    /// A `Link: <...>; rel="next"` on every tree page.
+    pub tree_link: Option<String>,
+    /// Tree pages as an endless body.
+    pub endless_tree: bool,
+    /// Files whose content is an endless body that ignores `Range`.
+    pub endless: Vec<String>,
+    /// Files whose content sends its headers and a few bytes, then nothing.
+    pub stall: Vec<String>,
 }
 
 struct Shared {
     repos: Vec<HubRepo>,
     cdn: String,
+    /// Bytes handed out by endless bodies.
+    streamed: Arc<std::sync::atomic::AtomicU64>,
     seen: Mutex<Vec<Seen>>,
     faults: Mutex<Faults>,
 }
@@ -108,6 +123,7 @@ impl FakeHub {
         let shared = Arc::new(Shared {
             repos,
             cdn: format!("http://{cdn_addr}"),
+            streamed: Arc::default(),
             seen: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
         });
@@ -125,6 +141,16 @@ impl FakeHub {
     /// The requests seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// The CDN's origin.
+    pub fn cdn(&self) -> String {
+        self.shared.cdn.clone()
+    }
+
+    /// Bytes that endless bodies handed to the network so far.
+    pub fn streamed(&self) -> u64 {
+        self.shared.streamed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets the requests seen.
@@ -163,16 +189,33 @@ fn error(status: StatusCode, code: Option<&str>, message: &str) -> Response {
     response
 }
 
+/// An endless body of `byte`s, counted into `streamed`.
+fn endless(streamed: &Arc<std::sync::atomic::AtomicU64>, byte: u8) -> Body {
+    let streamed = streamed.clone();
+    Body::from_stream(futures_util::stream::repeat_with(move || {
+        streamed.fetch_add(65536, std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, std::io::Error>(Bytes::from(vec![byte; 65536]))
+    }))
+}
+
 async fn answer(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().to_owned();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(parse_range);
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let on_cdn = !host.is_empty() && shared.cdn.ends_with(host);
     let record = |bytes_sent: u64| {
         shared.seen.lock().unwrap().push(Seen {
             path: path.clone(),
             range_start: range.map(|r| r.0),
             bytes_sent,
+            authorization: headers.contains_key(header::AUTHORIZATION),
+            cdn: on_cdn,
         })
     };
+    if on_cdn && !path.starts_with("/cdn/") {
+        record(0);
+        return error(StatusCode::NOT_FOUND, None, "the CDN serves objects only");
+    }
     if let Some(sha) = path.strip_prefix("/cdn/") {
         let Some(file) = shared.repos.iter().flat_map(|r| &r.files).find(|f| f.sha256() == sha) else {
             return error(StatusCode::NOT_FOUND, None, "no such object");
@@ -221,7 +264,12 @@ async fn answer(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap)
             "siblings": repo.files.iter().map(|f| serde_json::json!({ "rfilename": f.path })).collect::<Vec<_>>(),
         }))
         .into_response(),
-        (true, "tree") => axum::Json(
+        (true, "tree") if shared.faults.lock().unwrap().endless_tree => {
+            (StatusCode::OK, endless(&shared.streamed, b' ')).into_response()
+        }
+        (true, "tree") => {
+            let link = shared.faults.lock().unwrap().tree_link.clone();
+            let mut response = axum::Json(
             repo.files
                 .iter()
                 .map(|f| {
@@ -233,8 +281,16 @@ async fn answer(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap)
                 })
                 .chain([serde_json::json!({ "type": "directory", "oid": "0", "size": 0, "path": "empty" })])
                 .collect::<Vec<_>>(),
-        )
-        .into_response(),
+            )
+            .into_response();
+            if let Some(link) = link {
+                response.headers_mut().insert(
+                    header::LINK,
+                    HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")).unwrap(),
+                );
+            }
+            response
+        }
         (false, "resolve") => {
             let wanted = rest.join("/");
             let Some(file) = repo.files.iter().find(|f| f.path == wanted) else {
@@ -242,15 +298,26 @@ async fn answer(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap)
             };
             let mut extra = HeaderMap::new();
             extra.insert("x-repo-commit", HeaderValue::from_str(&repo.commit).unwrap());
+            let overrides = shared.faults.lock().unwrap().headers.get(&file.path).cloned().unwrap_or_default();
+            let apply = |extra: &mut HeaderMap| {
+                for (name, value) in &overrides {
+                    match value.as_str() {
+                        "" => extra.remove(*name),
+                        value => extra.insert(*name, HeaderValue::from_str(value).unwrap()),
+                    };
+                }
+            };
             if file.lfs() {
                 extra.insert("x-linked-etag", HeaderValue::from_str(&format!("\"{}\"", file.sha256())).unwrap());
                 extra.insert("x-linked-size", HeaderValue::from(file.bytes.len()));
                 extra.insert(header::LOCATION, HeaderValue::from_str(&format!("{}/cdn/{}", shared.cdn, file.sha256())).unwrap());
+                apply(&mut extra);
                 let mut response = StatusCode::FOUND.into_response();
                 response.headers_mut().extend(extra);
                 return response;
             }
             extra.insert(header::ETAG, HeaderValue::from_str(&format!("\"{}\"", file.git_oid())).unwrap());
+            apply(&mut extra);
             serve_bytes(&shared, file, range, extra, |_| {})
         }
         _ => error(StatusCode::NOT_FOUND, None, "not found"),
@@ -278,8 +345,23 @@ fn serve_bytes(
     if start > end {
         return StatusCode::RANGE_NOT_SATISFIABLE.into_response();
     }
-    let mut body = file.bytes[start as usize..=end as usize].to_vec();
     let mut faults = shared.faults.lock().unwrap();
+    if faults.endless.contains(&file.path) {
+        record(0);
+        let mut response = (StatusCode::OK, endless(&shared.streamed, b'x')).into_response();
+        response.headers_mut().extend(extra);
+        return response;
+    }
+    if faults.stall.contains(&file.path) {
+        record(0);
+        let head = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"ab"))]);
+        let body = Body::from_stream(futures_util::StreamExt::chain(head, futures_util::stream::pending()));
+        let mut response = (StatusCode::OK, body).into_response();
+        response.headers_mut().extend(extra);
+        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        return response;
+    }
+    let mut body = file.bytes[start as usize..=end as usize].to_vec();
     if faults.corrupt.contains(&file.path) {
         if let Some(b) = body.last_mut() {
             *b ^= 0xff;
@@ -311,8 +393,8 @@ fn serve_bytes(
     };
     let mut response = (status, stream_body).into_response();
     let headers = response.headers_mut();
-    headers.extend(extra);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.extend(extra);
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if range.is_some() {
         headers.insert(
