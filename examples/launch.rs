@@ -19,7 +19,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use clap::Parser;
-use lamina::core::distributed::{LocalLaunch, end_ranks_on_interrupt, interrupted};
+use lamina::core::distributed::{LocalLaunch, SshTarget, end_ranks_on_interrupt, interrupted};
 
 /// Run a program as N local ranks.
 #[derive(Parser)]
@@ -65,15 +65,22 @@ fn run(args: Args) -> common::RunResult {
             command
         })?
     } else {
-        let addresses = addresses(&args.hosts, args.starting_port)?;
+        let targets = args.hosts.iter().map(|h| h.parse::<SshTarget>()).collect::<Result<Vec<_>, _>>()?;
+        let addresses = addresses(&targets, args.starting_port)?;
         let hostfile = LocalLaunch::hostfile_json(&addresses)?;
         let cwd = match &args.cwd {
             Some(cwd) => cwd.clone(),
             None => std::env::current_dir()?.to_string_lossy().into_owned(),
         };
         LocalLaunch::start_at(&addresses, addresses.len(), |rank| {
+            // `--` ends ssh's options: the target (checked) and the script are never read as one.
             let mut command = Command::new(&args.ssh);
-            command.arg(&args.hosts[rank]).arg(remote_script(rank, &hostfile, &cwd, &args.command));
+            command.arg("--").arg(targets[rank].to_string()).arg(remote_script(
+                rank,
+                &hostfile,
+                &cwd,
+                &args.command,
+            ));
             command
         })?
     };
@@ -93,20 +100,16 @@ fn run(args: Args) -> common::RunResult {
     if failed.is_empty() { Ok(()) } else { Err(failed.join("; ").into()) }
 }
 
-/// `host:port` per rank: the host without its `user@`, ports from `first` on.
-fn addresses(hosts: &[String], first: u16) -> Result<Vec<String>, String> {
-    hosts
+/// `host:port` per rank, ports from `first` on.
+fn addresses(targets: &[SshTarget], first: u16) -> Result<Vec<String>, String> {
+    targets
         .iter()
         .enumerate()
-        .map(|(rank, host)| {
-            let name = host.rsplit('@').next().unwrap_or(host).trim();
-            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/') {
-                return Err(format!("`{host}` is not a host name"));
-            }
+        .map(|(rank, target)| {
             let port = u16::try_from(rank).ok().and_then(|r| first.checked_add(r));
             let port =
                 port.ok_or_else(|| format!("--starting-port {first} leaves no port for rank {rank}"))?;
-            Ok(format!("{name}:{port}"))
+            Ok(format!("{}:{port}", target.host))
         })
         .collect()
 }
@@ -116,12 +119,12 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-/// What a remote rank runs: write the hostfile there, set the variables, run the program.
+/// What a remote rank runs: write the hostfile there into a file `mktemp` creates
+/// (exclusively, owner-only, an unguessable name), set the variables, run the program.
 fn remote_script(rank: usize, hostfile: &str, cwd: &str, command: &[String]) -> String {
-    let path = format!("/tmp/lamina-hosts-{}-{rank}.json", std::process::id());
     let program: Vec<String> = command.iter().map(|word| quote(word)).collect();
     format!(
-        "cd {} && printf '%s' {} > {path} && MLX_RANK={rank} MLX_HOSTFILE={path} exec {}",
+        "cd {} && f=$(mktemp \"${{TMPDIR:-/tmp}}/lamina-hosts-XXXXXXXXXX\") && printf '%s' {} > \"$f\" && MLX_RANK={rank} MLX_HOSTFILE=\"$f\" exec {}",
         quote(cwd),
         quote(hostfile),
         program.join(" ")

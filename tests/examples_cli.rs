@@ -273,7 +273,12 @@ fn generate_runs_pipeline_parallel_as_local_ranks_and_as_ranks_over_ssh() {
     let dir = std::env::temp_dir().join(format!("lamina-cli-ssh-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ssh = dir.join("ssh");
-    std::fs::write(&ssh, "#!/bin/sh\necho \"$1\" >> \"$0.hosts\"\nshift\nexec sh -c \"$1\"\n").unwrap();
+    // The stand-in refuses a call whose options are not ended by `--` before the host.
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\n[ \"$1\" = -- ] || exit 9\nshift\necho \"$1\" >> \"$0.hosts\"\nshift\nexec sh -c \"$1\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let launched = example("launch")
@@ -293,6 +298,14 @@ fn generate_runs_pipeline_parallel_as_local_ranks_and_as_ranks_over_ssh() {
     assert_eq!(reached, ["127.0.0.1", "me@127.0.0.1"]);
     let bad = example("launch").args(["--hosts", "a b", "true"]).output().unwrap();
     assert!(one_line_error(&bad).contains("`a b` is not a host name"));
+    // A host or user that ssh would read as an option never reaches it.
+    for hostile in ["-oProxyCommand=touch /tmp/x", "me@-oProxyCommand=x", "-l@host"] {
+        let bad =
+            example("launch").args(["--hosts", hostile, "--ssh"]).arg(&ssh).arg("true").output().unwrap();
+        assert!(!bad.status.success());
+        assert!(one_line_error(&bad).contains("is not a host name"), "{hostile}: {}", one_line_error(&bad));
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("ssh.hosts")).unwrap().lines().count(), 2, "ssh was called");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

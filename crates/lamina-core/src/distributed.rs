@@ -12,6 +12,7 @@ use std::time::Duration;
 use mlx_rs::{Array, Dtype, Stream};
 
 use crate::error::{Error, Result};
+pub use crate::hosts::{SshTarget, create_private_file};
 
 /// A distributed backend, by MLX's name for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString)]
@@ -269,7 +270,8 @@ pub fn after(x: &Array, dependencies: &[Array]) -> Result<Array> {
 
 /// Local ranks started as `mlx.launch -n N` starts them: a hostfile of loopback ports and
 /// one process per rank with `MLX_RANK` and `MLX_HOSTFILE` set (and, unless set already,
-/// `OPENBLAS_NUM_THREADS` to the rank's share of the cores).
+/// `OPENBLAS_NUM_THREADS` and `LAMINA_THREADS` to the rank's share of the cores). The
+/// hostfile is created exclusively under an unguessable name, readable by its owner only.
 #[derive(Debug)]
 pub struct LocalLaunch {
     /// The hostfile written for the ranks.
@@ -409,21 +411,21 @@ impl LocalLaunch {
             let path = path.to_path_buf();
             move |source| Error::Io { path: path.clone(), source }
         };
-        let first = addresses.first().map_or("none", String::as_str);
-        let unique =
-            format!("lamina-hosts-{}-{}.json", std::process::id(), first.replace([':', '.', '@'], "-"));
-        let hostfile = std::env::temp_dir().join(unique);
-        std::fs::write(&hostfile, Self::hostfile_json(addresses)?).map_err(io(&hostfile))?;
+        let json = Self::hostfile_json(addresses)?;
+        let hostfile = create_private_file(&std::env::temp_dir(), "lamina-hosts", json.as_bytes())?;
         let mut children = Vec::with_capacity(started);
-        // Ranks share this machine's cores: BLAS threads beyond a rank's share spin against
-        // the other ranks' (measured: 2 pipeline ranks on 2 cores decode 3.7x faster with
-        // one BLAS thread each). A value the caller set is kept.
+        // Ranks share this machine's cores (those this process may use): BLAS and kernel
+        // threads beyond a rank's share spin against the other ranks' (measured: 2 pipeline
+        // ranks on 2 cores decode 3.7x faster with one BLAS thread each). A value the caller
+        // set is kept.
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let blas_threads = (cores / started.max(1)).max(1).to_string();
+        let share = (cores / started.max(1)).max(1).to_string();
         for rank in 0..started.min(addresses.len()) {
             let mut command = command(rank);
-            if std::env::var_os("OPENBLAS_NUM_THREADS").is_none() {
-                command.env("OPENBLAS_NUM_THREADS", &blas_threads);
+            for variable in ["OPENBLAS_NUM_THREADS", "LAMINA_THREADS"] {
+                if std::env::var_os(variable).is_none() {
+                    command.env(variable, &share);
+                }
             }
             // Its own process group, so that ending a rank ends what it started too.
             #[cfg(unix)]

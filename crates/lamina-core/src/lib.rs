@@ -37,6 +37,7 @@ pub mod distributed;
 mod dtype;
 mod enums;
 mod error;
+mod hosts;
 mod limits;
 mod outputs;
 mod params;

@@ -280,13 +280,16 @@ impl<'a> BatchGenerator<'a> {
                 Ok(seq) => self.active.push(seq),
                 Err(error) => events.push(BatchEvent::Failed { sequence: one.id, error }),
             },
+            // A failure of the grouped prefill may be one request's doing: each is then
+            // started alone, so that only the one at fault fails.
             _ => {
-                if let Err(error) = self.start_group(&group) {
-                    let message = error.to_string();
-                    events.extend(group.iter().map(|a| BatchEvent::Failed {
-                        sequence: a.id,
-                        error: GenerateError::Task(format!("prefill failed: {message}")),
-                    }));
+                if self.start_group(&group).is_err() {
+                    for admitted in &group {
+                        match self.start(admitted, None) {
+                            Ok(seq) => self.active.push(seq),
+                            Err(error) => events.push(BatchEvent::Failed { sequence: admitted.id, error }),
+                        }
+                    }
                 }
             }
         }

@@ -47,7 +47,10 @@ pub use generate::{
     generate,
 };
 pub use prompt_cache::{CacheHit, PromptCache, load_prompt_cache, save_prompt_cache};
-pub use sampler::{LogitsTransform, MinP, RepetitionPenalty, Sampler, SamplerConfig, TopK, TopP};
+pub use sampler::{
+    LogitBias, LogitsTransform, MinP, OccurrencePenalty, RepetitionPenalty, Sampler, SamplerConfig, TopK,
+    TopP,
+};
 pub use stop::{StopCheck, StopStrings};
 /// The async stream trait [`GenerationStream`] implements (from `tokio-stream`).
 pub use tokio_stream::{Stream, StreamExt};

@@ -3,6 +3,8 @@
 //! temperature 0). Each stage is a [`LogitsTransform`]; [`SamplerConfig`] builds the usual
 //! pipeline, and [`Sampler::with`] adds your own.
 
+use std::collections::BTreeMap;
+
 use lamina_core::{Config, Error, Result};
 use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp, argmax_axis};
 use mlx_rs::{Array, Dtype, ops, random};
@@ -68,6 +70,76 @@ impl LogitsTransform for RepetitionPenalty {
     }
 }
 
+/// Subtracts `presence` from the logit of every token seen in the last `window` tokens and
+/// `frequency` times its count there (OpenAI's presence and frequency penalties, counted
+/// over a recent window as mlx-lm does).
+#[derive(Debug, Clone, Copy)]
+pub struct OccurrencePenalty {
+    /// Subtracted once per distinct token seen.
+    pub presence: f32,
+    /// Subtracted per occurrence.
+    pub frequency: f32,
+    /// How many recent tokens count.
+    pub window: usize,
+}
+
+impl LogitsTransform for OccurrencePenalty {
+    fn apply(&self, logits: &Array, history: &[u32]) -> Result<Array> {
+        let recent = &history[history.len().saturating_sub(self.window)..];
+        let mut counts = std::collections::BTreeMap::<u32, u32>::new();
+        for &token in recent {
+            *counts.entry(token).or_default() += 1;
+        }
+        let penalties = counts.iter().map(|(&t, &n)| (t, -(self.presence + self.frequency * n as f32)));
+        add_at(logits, penalties)
+    }
+
+    fn on_logits(&self) -> bool {
+        true
+    }
+
+    fn needs_history(&self) -> bool {
+        true
+    }
+}
+
+/// Adds a fixed bias to chosen tokens' logits (OpenAI's `logit_bias`).
+#[derive(Debug, Clone)]
+pub struct LogitBias(pub BTreeMap<u32, f32>);
+
+impl LogitsTransform for LogitBias {
+    fn apply(&self, logits: &Array, _history: &[u32]) -> Result<Array> {
+        add_at(logits, self.0.iter().map(|(&t, &b)| (t, b)))
+    }
+
+    fn on_logits(&self) -> bool {
+        true
+    }
+}
+
+/// `logits [B, V]` with `value` added at each `(token, value)` (distinct tokens).
+///
+/// # Errors
+/// [`Error::TokenOutOfRange`] for a token outside the vocabulary; MLX errors.
+fn add_at(logits: &Array, values: impl Iterator<Item = (u32, f32)>) -> Result<Array> {
+    let vocab = logits.dim(-1);
+    let (mut ids, mut add) = (Vec::new(), Vec::new());
+    for (token, value) in values {
+        let id = i32::try_from(token).ok().filter(|&id| id < vocab);
+        ids.push(id.ok_or(Error::TokenOutOfRange { id: i64::from(token), vocab_size: vocab as usize })?);
+        add.push(value);
+    }
+    if ids.is_empty() {
+        return Ok(logits.clone());
+    }
+    let n = ids.len() as i32;
+    let ids = Array::from_slice(&ids, &[n]);
+    let shifted = logits.take_axis(&ids, -1)?.add(Array::from_slice(&add, &[n]))?;
+    let mut out = logits.clone();
+    out.try_index_mut((.., &ids), &shifted)?;
+    Ok(out)
+}
+
 /// Keeps the smallest set of tokens whose probability sums to at least `p`.
 #[derive(Debug, Clone, Copy)]
 pub struct TopP(pub f32);
@@ -104,7 +176,7 @@ pub struct TopK(pub usize);
 impl LogitsTransform for TopK {
     fn apply(&self, logprobs: &Array, _history: &[u32]) -> Result<Array> {
         let vocab = logprobs.dim(-1);
-        let k = (self.0 as i32).min(vocab);
+        let k = i32::try_from(self.0).unwrap_or(i32::MAX).min(vocab);
         if k >= vocab {
             return Ok(logprobs.clone());
         }
@@ -134,9 +206,20 @@ pub struct SamplerConfig {
     /// Repetition penalty; 1 = off.
     #[validate(range(exclusive_min = 0.0))]
     pub repetition_penalty: f32,
-    /// Tokens the repetition penalty looks back over.
+    /// Tokens the repetition, presence and frequency penalties look back over.
     #[validate(range(min = 1))]
     pub repetition_window: usize,
+    /// Subtracted from the logit of each token seen in the window; 0 = off.
+    #[validate(range(min = -2.0, max = 2.0))]
+    #[serde(default)]
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit per occurrence in the window; 0 = off.
+    #[validate(range(min = -2.0, max = 2.0))]
+    #[serde(default)]
+    pub frequency_penalty: f32,
+    /// Added to chosen tokens' logits before anything else (token id -> bias).
+    #[serde(default)]
+    pub logit_bias: BTreeMap<u32, f32>,
     /// Seed of the sampler's own random state (its draws do not touch MLX's global one).
     pub seed: Option<u64>,
 }
@@ -150,6 +233,9 @@ impl Default for SamplerConfig {
             min_p: 0.0,
             repetition_penalty: 1.0,
             repetition_window: 20,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: BTreeMap::new(),
             seed: None,
         }
     }
@@ -168,8 +254,8 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// The pipeline `config` describes: repetition penalty, top-p, min-p, top-k, then
-    /// temperature (mlx-lm's order).
+    /// The pipeline `config` describes: logit bias, presence/frequency penalties,
+    /// repetition penalty, top-p, min-p, top-k, then temperature (mlx-lm's order).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an out-of-range setting.
@@ -183,6 +269,23 @@ impl Sampler {
         };
         let mut sampler =
             Sampler { transforms: Vec::new(), temperature: config.temperature, key: random::key(seed)? };
+        if config.logit_bias.values().any(|b| !b.is_finite()) {
+            return Err(Error::InvalidConfig {
+                config: "SamplerConfig",
+                field: "logit_bias".into(),
+                reason: "every bias must be a finite number".into(),
+            });
+        }
+        if !config.logit_bias.is_empty() {
+            sampler = sampler.with(LogitBias(config.logit_bias.clone()));
+        }
+        if config.presence_penalty != 0.0 || config.frequency_penalty != 0.0 {
+            sampler = sampler.with(OccurrencePenalty {
+                presence: config.presence_penalty,
+                frequency: config.frequency_penalty,
+                window: config.repetition_window,
+            });
+        }
         if config.repetition_penalty != 1.0 {
             sampler = sampler.with(RepetitionPenalty {
                 penalty: config.repetition_penalty,
@@ -303,6 +406,33 @@ mod tests {
         let logits = Array::from_slice(&[2.0f32, -2.0, 1.0, 4.0], &[1, 4]);
         let out = RepetitionPenalty { penalty: 2.0, window: 2 }.apply(&logits, &[3, 0, 1]).unwrap();
         assert_eq!(out.as_slice::<f32>(), &[1.0, -4.0, 1.0, 4.0], "only the last two tokens (0, 1) count");
+    }
+
+    #[test]
+    fn logit_bias_and_occurrence_penalties_shift_chosen_logits() {
+        let logits = Array::from_slice(&[2.0f32, -2.0, 1.0, 4.0], &[1, 4]);
+        let bias = LogitBias([(0, 100.0), (3, -100.0)].into());
+        assert_eq!(bias.apply(&logits, &[]).unwrap().as_slice::<f32>(), &[102.0, -2.0, 1.0, -96.0]);
+        assert!(LogitBias([(4, 1.0)].into()).apply(&logits, &[]).is_err(), "id 4 of a vocabulary of 4");
+        let penalty = OccurrencePenalty { presence: 0.5, frequency: 0.25, window: 3 };
+        let out = penalty.apply(&logits, &[3, 2, 2, 0]).unwrap();
+        assert_eq!(out.as_slice::<f32>(), &[1.25, -2.0, 0.0, 4.0], "token 3 is outside the window");
+        // A bias of -100 on the argmax moves greedy decoding, in a batch of rows too.
+        let rows = Array::from_slice(&[0.0f32, 1.0, 3.0, 2.0, 5.0, 0.0, 0.0, 1.0], &[2, 4]);
+        let config =
+            SamplerConfig { logit_bias: [(2, -100.0), (0, -100.0)].into(), ..SamplerConfig::default() };
+        let mut sampler = Sampler::new(&config).unwrap();
+        assert_eq!(sampler.sample(&rows, &[]).unwrap().as_slice::<i32>(), &[3, 3]);
+        let huge = SamplerConfig { logit_bias: [(0, f32::NAN)].into(), ..SamplerConfig::default() };
+        assert!(Sampler::new(&huge).is_err());
+    }
+
+    #[test]
+    fn top_k_of_any_size_is_safe() {
+        let p = [0.1f32, 0.5, 0.15, 0.25];
+        for k in [1usize << 31, 1 << 32, usize::MAX] {
+            assert_eq!(kept(&TopK(k).apply(&logprobs(&p), &[]).unwrap()), [true; 4], "{k}");
+        }
     }
 
     #[test]

@@ -315,3 +315,42 @@ fn a_cancelled_sequence_leaves_without_disturbing_the_others() {
     assert_eq!(ended, vec![keep], "cancelled sequences are not reported");
     assert!(!generator.cancel(999));
 }
+
+#[test]
+fn a_request_that_fails_in_a_grouped_prefill_fails_alone() {
+    let mut loaded = fixture("llama_tied_smollm");
+    let alone: Vec<_> = prompts()
+        .iter()
+        .map(|p| generate(loaded.model.as_mut(), None, p, &greedy(5)).unwrap().tokens)
+        .collect();
+    // A logit bias on an id outside the vocabulary fails when the request's first token
+    // is sampled, inside the group's prefill.
+    let vocab = loaded.model.info().vocab_size as u32;
+    let bad = GenerateParams {
+        sampler: SamplerConfig { logit_bias: [(vocab + 7, 1.0)].into(), ..SamplerConfig::default() },
+        ..greedy(5)
+    };
+    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, BatchConfig::default()).unwrap();
+    let mut ids: Vec<_> =
+        prompts().into_iter().map(|p| generator.insert(BatchRequest::new(p, greedy(5)))).collect();
+    let bad_id = generator.insert(BatchRequest::new(prompts()[1].clone(), bad));
+    ids.insert(2, bad_id);
+    let mut done = HashMap::new();
+    let mut failed = Vec::new();
+    while !generator.is_idle() {
+        for event in generator.step().unwrap() {
+            match event {
+                BatchEvent::Done { sequence, output, .. } => {
+                    done.insert(sequence, output.tokens);
+                }
+                BatchEvent::Failed { sequence, error } => failed.push((sequence, error.to_string())),
+                BatchEvent::Token { .. } => {}
+            }
+        }
+    }
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, bad_id);
+    assert!(failed[0].1.contains(&(vocab + 7).to_string()), "{}", failed[0].1);
+    let good: Vec<_> = ids.iter().filter(|&&id| id != bad_id).map(|id| done[id].clone()).collect();
+    assert_eq!(good, alone);
+}

@@ -25,6 +25,9 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                             const float* a, int lda, const float* b, int ldb, float beta, float* c,
@@ -81,9 +84,22 @@ class Pool {
   }
 
  private:
-  // One thread per core (the caller's included), or LAMINA_THREADS when set (1-256).
+  // The cores this process may run on: its CPU affinity on Linux (`taskset`, cgroups'
+  // cpusets), else every core of the machine.
+  static unsigned usable_cores() {
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) {
+      return static_cast<unsigned>(CPU_COUNT(&set));
+    }
+#endif
+    return std::max(1u, std::thread::hardware_concurrency());
+  }
+
+  // One thread per usable core (the caller's included), or LAMINA_THREADS when set (1-256).
   Pool() {
-    unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+    unsigned threads = usable_cores();
     if (const char* wanted = std::getenv("LAMINA_THREADS")) {
       const long n = std::strtol(wanted, nullptr, 10);
       if (n >= 1 && n <= 256) threads = static_cast<unsigned>(n);

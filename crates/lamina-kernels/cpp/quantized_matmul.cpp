@@ -765,6 +765,10 @@ std::string& lamina_kernels::last_error() {
 
 extern "C" {
 
+// The threads the kernels run a parallel region on (the caller's included).
+int lamina_kernel_threads() { return lamina_kernels::Pool::get().size(); }
+
+
 // `out = x @ dequantize(w, scales, biases)^T` on the CPU (MLX's own op elsewhere).
 // x: f32 [..., K]; w: u32 [N, K * bits / 32]; scales, biases: f32 [N, K / group].
 // Returns 0, or 1 with the reason in lamina_kernels_last_error().

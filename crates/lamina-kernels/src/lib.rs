@@ -36,6 +36,7 @@ use lamina_core::{Error, Result};
 use mlx_rs::Array;
 
 unsafe extern "C" {
+    fn lamina_kernel_threads() -> c_int;
     fn lamina_quantized_matmul(
         out: *mut mlx_sys::mlx_array,
         x: mlx_sys::mlx_array,
@@ -123,6 +124,15 @@ pub use fused::{
     prompt_attention, quantized_gated, quantized_products, quantized_residual, rotated_products,
 };
 pub use norm_rope::{RopeFrequencies, rms_norm, rope};
+
+/// The threads the kernels run a parallel region on (the calling thread included): one
+/// per core this process may use (its CPU affinity on Linux), or `LAMINA_THREADS` when set
+/// (1-256). Fixed at the first kernel call.
+pub fn threads() -> usize {
+    // SAFETY: takes no arguments; starts the pool on first use.
+    let n = unsafe { lamina_kernel_threads() };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
 
 /// A handle the kernels read as "absent".
 fn absent() -> mlx_sys::mlx_array {

@@ -1,10 +1,17 @@
 //! The engine: one thread owns the model and runs a [`BatchGenerator`]; requests from every
 //! client join its batch, their tokens go back on per-request channels, and a request
 //! whose receiver is gone (the client disconnected) leaves the batch at the next step.
+//!
+//! A failure inside the engine (an MLX error, or a panic) fails the requests in flight
+//! with a 500 that says so in plain words (the details go to the server's log) and
+//! restarts the batch; while it restarts `/health` says 503. After
+//! [`MAX_RESTARTS`] failures in a row without a request finishing the engine stops, and
+//! every request gets a 503.
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use axum::http::StatusCode;
@@ -49,9 +56,23 @@ pub struct Load {
     pub waiting: AtomicUsize,
     /// Requests whose client went away before the end, since the start.
     pub cancelled: AtomicUsize,
+    /// Times the engine restarted after a failure, since the start.
+    pub restarts: AtomicUsize,
     /// Accepted and not finished (the queue bound counts these).
     outstanding: AtomicUsize,
+    /// Whether the engine is serving (false while it restarts, and once it stopped).
+    serving: AtomicBool,
 }
+
+impl Load {
+    /// Whether the engine is serving requests.
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
+}
+
+/// Failures in a row (no request finishing between them) after which the engine stops.
+pub const MAX_RESTARTS: usize = 3;
 
 struct Submission {
     request: BatchRequest,
@@ -111,13 +132,13 @@ impl Engine {
             .with_code("queue_full"));
         }
         let (events, receiver) = unbounded_channel();
+        if !self.load.serving() && self.load.restarts.load(Ordering::SeqCst) > MAX_RESTARTS {
+            self.load.outstanding.fetch_sub(1, Ordering::SeqCst);
+            return Err(stopped());
+        }
         if self.commands.send(Submission { request, events }).is_err() {
             self.load.outstanding.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "the engine has stopped",
-            ));
+            return Err(stopped());
         }
         Ok(receiver)
     }
@@ -126,6 +147,21 @@ impl Engine {
     pub fn load(&self) -> &Load {
         &self.load
     }
+}
+
+/// 503: the engine no longer runs.
+fn stopped() -> ApiError {
+    ApiError::status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "the model engine has stopped after repeated failures; restart the server",
+    )
+}
+
+/// 500 in plain words; what failed inside goes to the log.
+fn engine_failure(detail: &str) -> ApiError {
+    eprintln!("lamina-server: {detail}");
+    ApiError::internal("the model failed while generating this request; the server's log has the details")
 }
 
 /// A generation error as the client sees it.
@@ -141,12 +177,23 @@ fn api_error(error: GenerateError) -> ApiError {
         GenerateError::Model(lamina_core::Error::InvalidConfig { .. }) => {
             ApiError::invalid(error.to_string(), None)
         }
-        other => ApiError::internal(other.to_string()),
+        other => engine_failure(&format!("a request failed: {other}")),
     }
 }
 
-/// The engine thread: a batch generator, restarted (its sequences failed) after an MLX
-/// error; ends when every [`Engine`] handle is gone.
+/// Why one run of the batch ended.
+enum Ended {
+    /// Every [`Engine`] handle is gone.
+    Closed,
+    /// An MLX error or a panic: the requests in flight were failed.
+    Failed,
+    /// The model cannot run at all.
+    Unusable,
+}
+
+/// The engine thread: runs the batch, restarting it (the requests in flight failed) after
+/// an MLX error or a panic; stops after [`MAX_RESTARTS`] failures in a row, or when every
+/// [`Engine`] handle is gone.
 fn run(
     mut context: ModelContext,
     batch: BatchConfig,
@@ -155,82 +202,122 @@ fn run(
     load: &Load,
 ) {
     let mut preload = Some(preload);
+    let mut clients: HashMap<SequenceId, UnboundedSender<EngineEvent>> = HashMap::new();
+    let mut failures = 0;
     loop {
-        let ModelContext { model, tokenizer, .. } = &mut context;
-        let mut generator = match BatchGenerator::new(model.as_mut(), tokenizer.as_ref(), batch.clone()) {
-            Ok(generator) => generator,
-            Err(error) => {
-                // Nothing can run: fail every request that comes.
-                let message = format!("the model cannot run: {error}");
-                while let Ok(submission) = inbox.recv() {
-                    let _ = submission.events.send(EngineEvent::Failed(ApiError::internal(message.clone())));
-                    load.outstanding.fetch_sub(1, Ordering::SeqCst);
-                }
-                return;
-            }
-        };
-        for (tokens, cache) in preload.take().into_iter().flatten() {
-            generator.prompt_cache().insert(tokens, cache);
-        }
-        let mut clients: HashMap<SequenceId, UnboundedSender<EngineEvent>> = HashMap::new();
-        loop {
-            let mut accept = |submission: Submission, generator: &mut BatchGenerator<'_>| {
-                let id = generator.insert(submission.request);
-                clients.insert(id, submission.events);
-            };
-            if generator.is_idle() {
-                match inbox.recv() {
-                    Ok(submission) => accept(submission, &mut generator),
-                    Err(_) => return,
-                }
-            }
-            while let Ok(submission) = inbox.try_recv() {
-                accept(submission, &mut generator);
-            }
-            clients.retain(|id, events| {
-                let gone = events.is_closed();
-                if gone {
-                    generator.cancel(*id);
-                    load.cancelled.fetch_add(1, Ordering::SeqCst);
-                    load.outstanding.fetch_sub(1, Ordering::SeqCst);
-                }
-                !gone
-            });
-            let step = generator.step();
-            load.active.store(generator.active(), Ordering::SeqCst);
-            load.waiting.store(generator.waiting(), Ordering::SeqCst);
-            let events = match step {
-                Ok(events) => events,
-                Err(error) => {
-                    let message = format!("generation failed: {error}");
-                    for (_, events) in clients.drain() {
-                        let _ = events.send(EngineEvent::Failed(ApiError::internal(message.clone())));
-                        load.outstanding.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    break;
-                }
-            };
-            for event in events {
-                let (sequence, event, last) = match event {
-                    BatchEvent::Token { sequence, token, logprobs } => {
-                        (sequence, EngineEvent::Token { token, logprobs }, false)
-                    }
-                    BatchEvent::Done { sequence, tail, output, cached_tokens } => {
-                        (sequence, EngineEvent::Done { tail, output, cached_tokens }, true)
-                    }
-                    BatchEvent::Failed { sequence, error } => {
-                        (sequence, EngineEvent::Failed(api_error(error)), true)
-                    }
-                };
-                if let Some(events) = clients.get(&sequence) {
-                    let _ = events.send(event);
-                }
-                if last && clients.remove(&sequence).is_some() {
-                    load.outstanding.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-        }
+        let served = catch_unwind(AssertUnwindSafe(|| {
+            serve(&mut context, &batch, &mut preload, &inbox, load, &mut clients, &mut failures)
+        }));
+        load.serving.store(false, Ordering::SeqCst);
         load.active.store(0, Ordering::SeqCst);
         load.waiting.store(0, Ordering::SeqCst);
+        let detail = match served {
+            Ok(Ended::Closed) => return,
+            Ok(Ended::Failed) => "generation failed".to_owned(),
+            Ok(Ended::Unusable) => break,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                format!("the engine panicked: {message}")
+            }
+        };
+        for (_, events) in clients.drain() {
+            let _ = events.send(EngineEvent::Failed(engine_failure(&detail)));
+            load.outstanding.fetch_sub(1, Ordering::SeqCst);
+        }
+        failures += 1;
+        load.restarts.fetch_add(1, Ordering::SeqCst);
+        if failures > MAX_RESTARTS {
+            eprintln!("lamina-server: {failures} failures in a row; the engine stops");
+            break;
+        }
+    }
+    // Nothing can run: refuse every request that comes.
+    load.restarts.fetch_add(MAX_RESTARTS + 1, Ordering::SeqCst);
+    while let Ok(submission) = inbox.recv() {
+        let _ = submission.events.send(EngineEvent::Failed(stopped()));
+        load.outstanding.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One run of the batch generator, until it fails or the handles are gone. Requests that
+/// finish reset `failures`.
+fn serve(
+    context: &mut ModelContext,
+    batch: &BatchConfig,
+    preload: &mut Option<Vec<(Vec<u32>, ModelCache)>>,
+    inbox: &mpsc::Receiver<Submission>,
+    load: &Load,
+    clients: &mut HashMap<SequenceId, UnboundedSender<EngineEvent>>,
+    failures: &mut usize,
+) -> Ended {
+    let ModelContext { model, tokenizer, .. } = context;
+    let mut generator = match BatchGenerator::new(model.as_mut(), tokenizer.as_ref(), batch.clone()) {
+        Ok(generator) => generator,
+        Err(error) => {
+            eprintln!("lamina-server: the model cannot run: {error}");
+            return Ended::Unusable;
+        }
+    };
+    for (tokens, cache) in preload.take().into_iter().flatten() {
+        generator.prompt_cache().insert(tokens, cache);
+    }
+    load.serving.store(true, Ordering::SeqCst);
+    loop {
+        let mut accept = |submission: Submission, generator: &mut BatchGenerator<'_>| {
+            let id = generator.insert(submission.request);
+            clients.insert(id, submission.events);
+        };
+        if generator.is_idle() {
+            match inbox.recv() {
+                Ok(submission) => accept(submission, &mut generator),
+                Err(_) => return Ended::Closed,
+            }
+        }
+        while let Ok(submission) = inbox.try_recv() {
+            accept(submission, &mut generator);
+        }
+        clients.retain(|id, events| {
+            let gone = events.is_closed();
+            if gone {
+                generator.cancel(*id);
+                load.cancelled.fetch_add(1, Ordering::SeqCst);
+                load.outstanding.fetch_sub(1, Ordering::SeqCst);
+            }
+            !gone
+        });
+        let step = generator.step();
+        load.active.store(generator.active(), Ordering::SeqCst);
+        load.waiting.store(generator.waiting(), Ordering::SeqCst);
+        let events = match step {
+            Ok(events) => events,
+            Err(error) => {
+                eprintln!("lamina-server: a batch step failed: {error}");
+                return Ended::Failed;
+            }
+        };
+        for event in events {
+            let (sequence, event, last) = match event {
+                BatchEvent::Token { sequence, token, logprobs } => {
+                    (sequence, EngineEvent::Token { token, logprobs }, false)
+                }
+                BatchEvent::Done { sequence, tail, output, cached_tokens } => {
+                    *failures = 0;
+                    (sequence, EngineEvent::Done { tail, output, cached_tokens }, true)
+                }
+                BatchEvent::Failed { sequence, error } => {
+                    (sequence, EngineEvent::Failed(api_error(error)), true)
+                }
+            };
+            if let Some(events) = clients.get(&sequence) {
+                let _ = events.send(event);
+            }
+            if last && clients.remove(&sequence).is_some() {
+                load.outstanding.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
     }
 }

@@ -30,6 +30,7 @@ mod stream;
 mod tools;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -38,7 +39,7 @@ use lamina_generate::{BatchConfig, ChatTemplate, ModelContext, load_prompt_cache
 
 /// The HTTP framework the server is built on (to serve the router).
 pub use axum;
-pub use engine::{Engine, EngineEvent, Load};
+pub use engine::{Engine, EngineEvent, Load, MAX_RESTARTS};
 pub use error::ApiError;
 pub use tools::{ToolCall, ToolCallParser, ToolEvent, ToolFormat};
 
@@ -102,7 +103,10 @@ pub fn router(context: ModelContext, config: ServerConfig) -> Result<Router, Sta
     let source = tokenizer.as_ref().and_then(|t| t.chat_template()).map(str::to_owned);
     let template = source.as_deref().map(ChatTemplate::new).transpose()?;
     let stop_ids = context.stop_ids(&[]);
-    let context_length = context.model.info().max_position_embeddings;
+    let info = context.model.info();
+    let context_length = info.max_position_embeddings;
+    let limits =
+        params::Limits { vocab_size: info.vocab_size, default_max_tokens: config.default_max_tokens };
     let mut preload = Vec::with_capacity(config.prompt_cache_files.len());
     for file in &config.prompt_cache_files {
         let fresh = context.model.make_cache()?;
@@ -119,10 +123,14 @@ pub fn router(context: ModelContext, config: ServerConfig) -> Result<Router, Sta
         stop_ids,
         model_id: config.model_id,
         context_length,
-        default_max_tokens: config.default_max_tokens,
+        limits,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        preparing: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        )),
+        preparing_queue: (AtomicUsize::new(0), config.max_queue.max(1)),
     });
     Ok(Router::new()
         .route("/v1/chat/completions", post(routes::chat))

@@ -1,7 +1,8 @@
 //! The OpenAI request bodies lamina reads, checked field by field: a wrong type names its
-//! field, a value out of range says what is allowed. Unknown fields are ignored, as
-//! OpenAI-compatible servers do (clients send `user`, `frequency_penalty`, ...); so is
-//! `model`: one model is served.
+//! field, a value out of range says what is allowed. Every field is honoured or refused:
+//! a field lamina does not know is a 400 naming it, never silently dropped. `model` and
+//! `user` are accepted and change nothing (one model is served; `user` is the client's
+//! label for its own records).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -41,6 +42,12 @@ pub struct Sampling {
     pub min_p: Option<f32>,
     /// Repetition penalty (1 = off).
     pub repetition_penalty: Option<f32>,
+    /// OpenAI's presence penalty, -2..=2.
+    pub presence_penalty: Option<f32>,
+    /// OpenAI's frequency penalty, -2..=2.
+    pub frequency_penalty: Option<f32>,
+    /// Token id (as a string) -> bias in -100..=100, added to the logits before sampling.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
     /// Sampling seed.
     pub seed: Option<u64>,
     /// Stop strings.
@@ -52,6 +59,53 @@ pub struct Sampling {
     pub stream: bool,
     /// Streaming options.
     pub stream_options: Option<StreamOptions>,
+    /// `{"type": "text"}` only (the default).
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// `response_format`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResponseFormat {
+    /// `text` (structured output is not supported yet).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// The fields both endpoints share, as the client writes them.
+const SHARED_FIELDS: [&str; 18] = [
+    "model",
+    "user",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "seed",
+    "stop",
+    "n",
+    "stream",
+    "stream_options",
+    "logprobs",
+    "response_format",
+];
+
+/// A request body's own fields beside the shared ones.
+pub trait Fields {
+    /// The fields only this endpoint takes.
+    const OWN: &'static [&'static str];
+}
+
+impl Fields for ChatRequest {
+    const OWN: &'static [&'static str] =
+        &["messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls"];
+}
+
+impl Fields for CompletionRequest {
+    const OWN: &'static [&'static str] = &["prompt", "echo"];
 }
 
 /// Who speaks, as OpenAI names them.
@@ -187,6 +241,8 @@ pub struct ChatRequest {
     pub tools: Option<Vec<Tool>>,
     /// Whether and which tools to call.
     pub tool_choice: Option<ToolChoice>,
+    /// Several calls in one answer (`true`, the default; `false` is refused).
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// `prompt` of a completion: text, or token ids.
@@ -216,11 +272,24 @@ pub struct CompletionRequest {
     pub echo: bool,
 }
 
-/// Parses a JSON body into `T`, naming the field at fault.
+/// Parses a JSON body into `T`, naming the field at fault; a field `T` does not take is
+/// refused.
 ///
 /// # Errors
-/// 400 with the serde message and the field's path.
-pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// 400 with the serde message and the field's path, or naming the unknown field.
+pub fn parse<T: serde::de::DeserializeOwned + Fields>(body: &[u8]) -> Result<T, ApiError> {
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(body) {
+        if let Some(unknown) =
+            fields.keys().find(|k| !SHARED_FIELDS.contains(&k.as_str()) && !T::OWN.contains(&k.as_str()))
+        {
+            let shown: String = unknown.chars().take(64).collect();
+            return Err(ApiError::invalid(
+                format!("`{shown}` is not supported by this server (see its README for the fields it takes)"),
+                Some(&shown),
+            )
+            .with_code("unsupported_parameter"));
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -2,7 +2,7 @@
 //! `GET /health`; anything else is a JSON 404 or 405.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::openai::{ChatRequest, CompletionRequest, Prompt, Sampling, ToolChoice, parse};
-use crate::params::{check_context, generate_params};
+use crate::params::{Limits, check_context, check_prompt_bytes, generate_params};
 use crate::stream::{Endpoint, Reply};
 use crate::tools::{ToolCallParser, ToolFormat};
 
@@ -39,10 +39,21 @@ pub struct AppState {
     pub model_id: String,
     /// The model's context length.
     pub context_length: Option<usize>,
-    /// `max_tokens` when a request gives none.
-    pub default_max_tokens: usize,
+    /// Vocabulary and default length.
+    pub limits: Limits,
     /// Unix seconds at start.
     pub created: u64,
+    /// Requests being templated and tokenized at once (off the async workers).
+    pub preparing: Arc<tokio::sync::Semaphore>,
+    /// Requests waiting for a [`AppState::preparing`] permit, and how many may.
+    pub preparing_queue: (AtomicUsize, usize),
+}
+
+/// A request read, templated and tokenized, ready for the engine.
+struct Prepared {
+    reply: Reply,
+    request: BatchRequest,
+    stream: bool,
 }
 
 /// Top logprobs a chat request may ask for, and a completion request.
@@ -115,22 +126,74 @@ impl AppState {
 
 /// `POST /v1/chat/completions`.
 pub async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    answer(chat_inner(&state, body).await)
+    answer(serve(state, body, prepare_chat).await)
 }
 
-async fn chat_inner(
-    state: &Arc<AppState>,
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer(serve(state, body, prepare_completion).await)
+}
+
+/// Reads, templates and tokenizes a request off the async workers, then queues it.
+async fn serve(
+    state: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+    prepare: fn(&AppState, &[u8]) -> Result<Prepared, ApiError>,
 ) -> Result<Response, ApiError> {
-    let request: ChatRequest = parse(&body.map_err(body_error)?)?;
-    let params = generate_params(
-        &request.sampling,
-        request.max_completion_tokens,
-        state.default_max_tokens,
-        &state.stop_ids,
-    )?;
+    let body = body.map_err(body_error)?;
+    let prepared = state.off_workers(move |state| prepare(state, &body)).await?;
+    state.respond(prepared.reply, prepared.request, prepared.stream).await
+}
+
+impl AppState {
+    /// Runs `work` on tokio's blocking pool, at most [`AppState::preparing`]'s permits at
+    /// once; more waiting than the queue allows is a 503.
+    async fn off_workers<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (waiting, most) = &self.preparing_queue;
+        if waiting.fetch_add(1, Ordering::SeqCst) >= *most {
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(busy());
+        }
+        let permit = self.preparing.clone().acquire_owned().await;
+        waiting.fetch_sub(1, Ordering::SeqCst);
+        let permit = permit.map_err(|_| busy())?;
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&state)
+        })
+        .await
+        .map_err(|error| {
+            eprintln!("lamina-server: preparing a request failed: {error}");
+            ApiError::internal("the server failed while reading the request (templating or tokenizing)")
+        })?
+    }
+}
+
+/// 503: too many requests waiting to be prepared.
+fn busy() -> ApiError {
+    ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "server_error", "the server is busy; retry later")
+        .with_code("queue_full")
+}
+
+fn prepare_chat(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
+    let request: ChatRequest = parse(body)?;
+    let params =
+        generate_params(&request.sampling, request.max_completion_tokens, state.limits, &state.stop_ids)?;
     if request.messages.is_empty() {
         return Err(ApiError::invalid("`messages` must hold at least one message", Some("messages")));
+    }
+    if request.parallel_tool_calls == Some(false) {
+        return Err(ApiError::invalid(
+            "`parallel_tool_calls: false` is not supported (every call the model writes is returned)",
+            Some("parallel_tool_calls"),
+        ));
     }
     let top_logprobs = match (request.logprobs, request.top_logprobs) {
         (_, Some(n)) if !(0..=MAX_TOP_LOGPROBS_CHAT).contains(&n) => {
@@ -152,6 +215,9 @@ async fn chat_inner(
         .ok_or_else(|| ApiError::invalid("this model has no chat template: use /v1/completions", None))?;
     let tokenizer = state.tokenizer()?;
     let messages = request.messages.iter().map(|m| m.to_template()).collect::<Result<Vec<_>, _>>()?;
+    let text_bytes = messages.iter().map(|m| m["content"].as_str().map_or(0, str::len)).sum::<usize>()
+        + tools.as_ref().map_or(0, |t| t.to_string().len());
+    check_prompt_bytes(text_bytes, state.context_length, "messages")?;
     let messages = Value::Array(messages);
     let input = ChatInput {
         messages: &messages,
@@ -165,12 +231,15 @@ async fn chat_inner(
     let prompt =
         tokenizer.encode(&text, false).map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
     check_context(prompt.len(), state.context_length, "messages")?;
-    let stream = request.sampling.stream;
     let reply = Reply {
         tools: tools.is_some().then(|| ToolCallParser::new(state.tool_format)),
         ..state.reply(Endpoint::Chat, prompt.len(), top_logprobs, &request.sampling)
     };
-    state.respond(reply, BatchRequest { prompt, params, top_logprobs }, stream).await
+    Ok(Prepared {
+        reply,
+        request: BatchRequest { prompt, params, top_logprobs },
+        stream: request.sampling.stream,
+    })
 }
 
 /// The tool definitions the template sees: none for `tool_choice: "none"`, only the named
@@ -227,20 +296,9 @@ fn template_tools(request: &ChatRequest) -> Result<Option<Value>, ApiError> {
     Ok(Some(Value::Array(tools)))
 }
 
-/// `POST /v1/completions`.
-pub async fn completions(
-    State(state): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    answer(completions_inner(&state, body).await)
-}
-
-async fn completions_inner(
-    state: &Arc<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let request: CompletionRequest = parse(&body.map_err(body_error)?)?;
-    let params = generate_params(&request.sampling, None, state.default_max_tokens, &state.stop_ids)?;
+fn prepare_completion(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
+    let request: CompletionRequest = parse(body)?;
+    let params = generate_params(&request.sampling, None, state.limits, &state.stop_ids)?;
     let top_logprobs = match request.logprobs {
         Some(n) if !(0..=MAX_TOP_LOGPROBS_COMPLETIONS).contains(&n) => {
             return Err(ApiError::invalid(
@@ -250,18 +308,25 @@ async fn completions_inner(
         }
         n => n.map(|n| usize::try_from(n).unwrap_or(0)),
     };
-    let (prompt, text) = match &request.prompt {
-        Prompt::Text(text) => (state.tokenizer()?.encode(text, true), text.clone()),
-        Prompt::Texts(texts) if texts.len() == 1 => {
-            (state.tokenizer()?.encode(&texts[0], true), texts[0].clone())
-        }
+    let text = match &request.prompt {
+        Prompt::Text(text) => Some(text),
+        Prompt::Texts(texts) if texts.len() == 1 => Some(&texts[0]),
         Prompt::Texts(_) => {
             return Err(ApiError::invalid("only one prompt per request is supported", Some("prompt")));
         }
-        Prompt::Tokens(ids) => {
+        Prompt::Tokens(_) => None,
+    };
+    let (prompt, text) = match (text, &request.prompt) {
+        (Some(text), _) => {
+            check_prompt_bytes(text.len(), state.context_length, "prompt")?;
+            (state.tokenizer()?.encode(text, true), text.clone())
+        }
+        (None, Prompt::Tokens(ids)) => {
+            check_context(ids.len(), state.context_length, "prompt")?;
             let text = state.tokenizer.as_deref().and_then(|t| t.decode(ids, false).ok()).unwrap_or_default();
             (Ok(ids.clone()), text)
         }
+        (None, _) => return Err(ApiError::invalid("`prompt` is missing", Some("prompt"))),
     };
     let prompt = prompt.map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
     check_context(prompt.len(), state.context_length, "prompt")?;
@@ -269,7 +334,11 @@ async fn completions_inner(
         echo: request.echo.then_some(text),
         ..state.reply(Endpoint::Completions, prompt.len(), top_logprobs, &request.sampling)
     };
-    state.respond(reply, BatchRequest { prompt, params, top_logprobs }, request.sampling.stream).await
+    Ok(Prepared {
+        reply,
+        request: BatchRequest { prompt, params, top_logprobs },
+        stream: request.sampling.stream,
+    })
 }
 
 /// `GET /v1/models`.
@@ -281,15 +350,20 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// `GET /health`: `ok`, with the sequences decoding and waiting, and how many requests
-/// were cancelled by their clients going away.
-pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// were cancelled by their clients going away; 503 `unavailable` while the engine is not
+/// serving (restarting after a failure, or stopped).
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let load = state.engine.load();
-    Json(json!({
-        "status": "ok",
+    let serving = load.serving();
+    let status = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if serving { "ok" } else { "unavailable" },
         "active": load.active.load(Ordering::SeqCst),
         "waiting": load.waiting.load(Ordering::SeqCst),
         "cancelled": load.cancelled.load(Ordering::SeqCst),
-    }))
+        "restarts": load.restarts.load(Ordering::SeqCst),
+    });
+    (status, Json(body)).into_response()
 }
 
 /// Unknown paths.
