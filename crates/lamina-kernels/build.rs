@@ -11,10 +11,18 @@ fn main() {
     build
         .cpp(true)
         .std("c++20")
+        // The operations, then one file per instruction set (each compiles to nothing
+        // off its architecture) and the start-up choice among them.
         .file("cpp/quantized_matmul.cpp")
         .file("cpp/half_matmul.cpp")
         .file("cpp/fused.cpp")
         .file("cpp/norm_rope.cpp")
+        .file("cpp/portable.cpp")
+        .file("cpp/avx2.cpp")
+        .file("cpp/avx512.cpp")
+        .file("cpp/avx512_vbmi.cpp")
+        .file("cpp/neon.cpp")
+        .file("cpp/dispatch.cpp")
         .include(include)
         .opt_level(3)
         // Release code even in debug builds: the kernels are the hot path of decoding.
@@ -28,4 +36,9 @@ fn main() {
         // Lets `omp simd` loops reorder their sums (no OpenMP runtime).
         .flag_if_supported("-fopenmp-simd");
     build.compile("lamina_kernels");
+    // `cblas_sgemm`: OpenBLAS on Linux (mlx-sys links it ahead of libmlx), Accelerate on
+    // Apple platforms.
+    if std::env::var("CARGO_CFG_TARGET_VENDOR").as_deref() == Ok("apple") {
+        println!("cargo:rustc-link-lib=framework=Accelerate");
+    }
 }

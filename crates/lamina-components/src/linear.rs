@@ -134,10 +134,13 @@ impl Linear {
     }
 
     /// The quantized weight as lamina's fused kernels take it, when the layer is exactly a
-    /// quantized product: quantized, without bias or adapter, not training.
+    /// quantized product (quantized, without bias or adapter, not training) of a width this
+    /// CPU's kernels serve.
     pub(crate) fn kernel_weight(&self) -> Option<lamina_kernels::QuantizedWeight<'_>> {
         let plain = self.bias.is_none() && self.lora_a.is_none() && self.m.is_none() && !self.training;
-        let (q, scales, biases) = self.quantized().filter(|_| plain)?;
+        let (q, scales, biases) = self
+            .quantized()
+            .filter(|(q, ..)| plain && lamina_kernels::supports_quantized(q.bits, q.group_size))?;
         Some(lamina_kernels::QuantizedWeight {
             weight: &self.weight,
             scales,

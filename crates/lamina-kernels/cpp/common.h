@@ -286,37 +286,4 @@ class Rows {
   std::vector<float> buffer_;
 };
 
-#if defined(__x86_64__)
-// The sum of a vector's eight lanes.
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  lo = _mm_add_ps(lo, _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  return _mm_cvtss_f32(lo);
-}
-
-inline bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-
-// The AVX-512 subsets every AVX-512 kernel here may use (Skylake-X, Ice Lake, Zen 4 and
-// later have all four), and the target attribute that compiles a function for them.
-inline bool has_avx512() {
-  static const bool yes = has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return yes;
-}
-
-#define LAMINA_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")))
-
-// The sum of a vector's sixteen lanes (GCC 12's _mm512_reduce_add_ps trips its own
-// uninitialized-value warning).
-LAMINA_AVX512 inline float hsum512(__m512 v) {
-  const __m256 high = _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(3, 2, 3, 2)));
-  return hsum(_mm256_add_ps(_mm512_castps512_ps256(v), high));
-}
-#endif
-
 }  // namespace lamina_kernels

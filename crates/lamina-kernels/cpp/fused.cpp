@@ -25,6 +25,7 @@
 #include "mlx/stream.h"
 
 #include "common.h"
+#include "isa.h"
 #include "quantized.h"
 #include "rope.h"
 
@@ -165,144 +166,15 @@ struct Attend {
   int in_place;  // write into the input caches, which the outputs then share
 };
 
-// One part of a KV group's attention (flash-decoding's split): the group's `rep` query heads
-// q [rep, d] against keys [begin, end). Per head: the largest score, the sum of
-// exp(score - largest) and the unnormalised weighted sum of values, combined across parts
-// afterwards. `scores` holds rep * (end - begin) floats.
-struct Part {
-  const float* q;
-  const float* keys;    // [capacity, d] of the group, rows `key_stride` apart
-  const float* values;  // [capacity, dv] of the group, rows `value_stride` apart
-  int rep, d, dv, begin, end;
-  int64_t key_stride, value_stride;
-  float scale, softcap;
-  float* scores;
-  float* max;  // [rep]
-  float* sum;  // [rep]
-  float* out;  // [rep, dv]
-};
-
-// Scores, their exponentials and the weighted values, in plain loops the compiler
-// vectorizes (any head size; soft-capping).
-__attribute__((target_clones("avx512f", "avx2", "default"))) void attend_part(const Part& p) {
-  const int n = p.end - p.begin;
-  for (int r = 0; r < p.rep; ++r) p.max[r] = -INFINITY;
-  for (int j = 0; j < n; ++j) {
-    const float* kj = p.keys + (p.begin + j) * p.key_stride;
-    for (int r = 0; r < p.rep; ++r) {
-      const float* qr = p.q + static_cast<size_t>(r) * p.d;
-      float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-      for (int i = 0; i < p.d; ++i) s += qr[i] * kj[i];
-      s *= p.scale;
-      if (p.softcap > 0.0f) s = p.softcap * std::tanh(s / p.softcap);
-      p.scores[r * n + j] = s;
-      p.max[r] = std::max(p.max[r], s);
-    }
-  }
-  for (int r = 0; r < p.rep; ++r) {
-    float total = 0.0f;
-    for (int j = 0; j < n; ++j) {
-      const float e = std::exp(p.scores[r * n + j] - p.max[r]);
-      p.scores[r * n + j] = e;
-      total += e;
-    }
-    p.sum[r] = total;
-  }
-  std::fill(p.out, p.out + static_cast<size_t>(p.rep) * p.dv, 0.0f);
-  for (int j = 0; j < n; ++j) {
-    const float* vj = p.values + (p.begin + j) * p.value_stride;
-    for (int r = 0; r < p.rep; ++r) {
-      const float w = p.scores[r * n + j];
-      float* o = p.out + static_cast<size_t>(r) * p.dv;
-#pragma omp simd
-      for (int i = 0; i < p.dv; ++i) o[i] += w * vj[i];
-    }
-  }
-}
-
-#if defined(__x86_64__)
-// exp(x) for x <= 0 to about 1 ulp: 2^n exp(f), n = round(x / ln 2), |f| <= ln 2 / 2
-// (Cody-Waite), exp(f) by Cephes' expf polynomial.
-LAMINA_AVX512 inline __m512 exp_avx512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  f = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), f);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_fmadd_ps(_mm512_mul_ps(y, f), f, _mm512_add_ps(f, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(y, n);
-}
-
-// The same for head sizes that are multiples of 16 (up to 256) without soft-capping: each
-// key and value row is loaded once for the group's heads, exponentials sixteen at a time.
-LAMINA_AVX512 void attend_part_avx512(const Part& p) {
-  const int n = p.end - p.begin, dk = p.d / 16, dvk = p.dv / 16;
-  for (int r = 0; r < p.rep; ++r) {
-    const float* qr = p.q + static_cast<size_t>(r) * p.d;
-    __m512 top = _mm512_set1_ps(-INFINITY);
-    int j = 0;
-    for (; j < n; ++j) {
-      const float* kj = p.keys + (p.begin + j) * p.key_stride;
-      __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qr), _mm512_loadu_ps(kj));
-      for (int c = 1; c < dk; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qr + 16 * c), _mm512_loadu_ps(kj + 16 * c), acc);
-      p.scores[r * n + j] = hsum512(acc) * p.scale;
-    }
-    for (j = 0; j + 16 <= n; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(p.scores + r * n + j));
-    float largest = _mm512_reduce_max_ps(top);
-    for (; j < n; ++j) largest = std::max(largest, p.scores[r * n + j]);
-    p.max[r] = largest;
-    const __m512 m = _mm512_set1_ps(largest);
-    __m512 total = _mm512_setzero_ps();
-    for (j = 0; j + 16 <= n; j += 16) {
-      const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(p.scores + r * n + j), m));
-      _mm512_storeu_ps(p.scores + r * n + j, e);
-      total = _mm512_add_ps(total, e);
-    }
-    if (j < n) {
-      const __mmask16 tail = static_cast<__mmask16>((1u << (n - j)) - 1u);
-      const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p.scores + r * n + j), m));
-      _mm512_mask_storeu_ps(p.scores + r * n + j, tail, e);
-      total = _mm512_add_ps(total, _mm512_maskz_mov_ps(tail, e));
-    }
-    p.sum[r] = hsum512(total);
-  }
-  __m512 acc[16];  // rep * dv / 16 <= 16 accumulators in registers when they fit
-  const bool in_registers = p.rep * dvk <= 16;
-  if (!in_registers) std::fill(p.out, p.out + static_cast<size_t>(p.rep) * p.dv, 0.0f);
-  for (int i = 0; i < p.rep * dvk && in_registers; ++i) acc[i] = _mm512_setzero_ps();
-  for (int j = 0; j < n; ++j) {
-    const float* vj = p.values + (p.begin + j) * p.value_stride;
-    for (int r = 0; r < p.rep; ++r) {
-      const __m512 w = _mm512_set1_ps(p.scores[r * n + j]);
-      float* o = p.out + static_cast<size_t>(r) * p.dv;
-      for (int c = 0; c < dvk; ++c) {
-        if (in_registers) {
-          acc[r * dvk + c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vj + 16 * c), acc[r * dvk + c]);
-        } else {
-          _mm512_storeu_ps(o + 16 * c, _mm512_fmadd_ps(w, _mm512_loadu_ps(vj + 16 * c), _mm512_loadu_ps(o + 16 * c)));
-        }
-      }
-    }
-  }
-  for (int i = 0; i < p.rep * dvk && in_registers; ++i) _mm512_storeu_ps(p.out + 16 * i, acc[i]);
-}
-#endif
-
+// One part on the tier's attention kernel (isa.h): the one for head sizes that are
+// multiples of 16 when it applies, the general one otherwise.
 void attend_any(const Part& p) {
-#if defined(__x86_64__)
-  if (has_avx512() && p.d % 16 == 0 && p.dv % 16 == 0 && p.d <= 256 && p.softcap == 0.0f) {
-    attend_part_avx512(p);
-    return;
+  const Kernels& k = kernels();
+  if (k.attend16 != nullptr && p.d % 16 == 0 && p.dv % 16 == 0 && p.d <= 256 && p.softcap == 0.0f) {
+    k.attend16(p);
+  } else {
+    k.attend(p);
   }
-#endif
-  attend_part(p);
 }
 
 // Multiply-adds of one step above which the keys are split over the pool.
@@ -585,6 +457,8 @@ struct LaminaRope {
   Handle periods;
 };
 
+extern "C" int lamina_kernels_supports_quantized(int bits, int group);
+
 // Several quantized products of one x in one graph node: out_i = x @ dequantize(w_i)^T,
 // shaped `shapes[i]` (a reshape of [..., N_i]; `ndims[i] == 0` keeps [..., N_i]). With
 // `gate` 1-3 there are two operands and one output, act(x Wg^T) * (x Wu^T) (1 SiLU, 2 GELU
@@ -615,8 +489,8 @@ __attribute__((visibility("default"))) int lamina_quantized_products(Handle* out
       const mc::array &w = from_handle(ws[i]), &s = from_handle(ss[i]), &b = from_handle(bs[i]);
       const int n = static_cast<int>(w.ndim() == 2 ? w.shape(0) : 0);
       const bool scales_read = (s.dtype() == mc::float32 || s.dtype() == mc::float16) && b.dtype() == s.dtype();
-      const bool fits = w.dtype() == mc::uint32 && scales_read &&
-                        w.ndim() == 2 && bits[i] >= 2 && bits[i] <= 8 && groups[i] > 0 && k % groups[i] == 0 &&
+      const bool fits = w.dtype() == mc::uint32 && scales_read && w.ndim() == 2 &&
+                        lamina_kernels_supports_quantized(bits[i], groups[i]) && k % groups[i] == 0 &&
                         static_cast<int64_t>(w.shape(1)) * 32 == static_cast<int64_t>(k) * bits[i] &&
                         s.shape() == mc::Shape{n, k / groups[i]} && b.shape() == s.shape();
       if (!fits) {

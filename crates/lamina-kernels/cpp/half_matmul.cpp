@@ -4,8 +4,9 @@
 // than f32; this keeps a half-precision checkpoint at half the memory and f32's speed.
 //
 // - One-row products (decoding): each weight row is read once, widened in registers
-//   (bf16: a 16-bit shift; f16: F16C) and dotted with x in f32 (AVX2 + FMA at run time,
-//   a portable loop otherwise), rows split over the sleeping pool above 1 MiB.
+//   (bf16: a 16-bit shift; f16: F16C) and dotted with x in f32 with the tier's kernels
+//   (isa.h; a tier without them, NEON, leaves the op to MLX), rows split over the sleeping
+//   pool above 1 MiB.
 // - Many-row products (prefill): tiles of 256 weight rows widened to f32 (in parallel),
 //   then BLAS sgemm.
 // - The result is rounded once to the output dtype (MLX's promotion of x and w).
@@ -24,6 +25,7 @@
 #include "mlx/types/half_types.h"
 
 #include "common.h"
+#include "isa.h"
 
 namespace {
 
@@ -39,108 +41,10 @@ struct HalfProblem {
   const uint16_t* row(int r) const { return w + static_cast<size_t>(r) * k; }
 };
 
-inline float widen(uint16_t v, bool bf16) {
-  if (bf16) {
-    uint32_t bits = static_cast<uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-  }
-  mc::float16_t h;
-  std::memcpy(&h, &v, sizeof h);
-  return static_cast<float>(h);
-}
-
-// One f32 result rounded to the 16-bit output (MLX's own conversions).
-inline void narrow_one(float v, uint16_t* dst, bool bf16) {
-  if (bf16) {
-    const mc::bfloat16_t h(v);
-    std::memcpy(dst, &h, 2);
-  } else {
-    const mc::float16_t h(v);
-    std::memcpy(dst, &h, 2);
-  }
-}
-
-#if defined(__x86_64__)
-bool has_f16c() {
-  static const bool yes = __builtin_cpu_supports("f16c");
-  return yes;
-}
-
-__attribute__((target("avx2,fma,f16c"))) inline __m256 widen8(const uint16_t* src, bool bf16) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
-  if (bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-  return _mm256_cvtph_ps(raw);
-}
-
-__attribute__((target("avx2,fma,f16c"))) float dot_avx2(const uint16_t* w, const float* x, int k, bool bf16) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  int j = 0;
-  for (; j + 16 <= k; j += 16) {
-    a0 = _mm256_fmadd_ps(widen8(w + j, bf16), _mm256_loadu_ps(x + j), a0);
-    a1 = _mm256_fmadd_ps(widen8(w + j + 8, bf16), _mm256_loadu_ps(x + j + 8), a1);
-  }
-  for (; j + 8 <= k; j += 8) a0 = _mm256_fmadd_ps(widen8(w + j, bf16), _mm256_loadu_ps(x + j), a0);
-  float sum = hsum(_mm256_add_ps(a0, a1));
-  for (; j < k; ++j) sum += widen(w[j], bf16) * x[j];
-  return sum;
-}
-
-__attribute__((target("avx2,fma,f16c"))) void widen_row_avx2(const uint16_t* src, float* dst, int k, bool bf16) {
-  int j = 0;
-  for (; j + 8 <= k; j += 8) _mm256_storeu_ps(dst + j, widen8(src + j, bf16));
-  for (; j < k; ++j) dst[j] = widen(src[j], bf16);
-}
-
-// dst[0..8) = v rounded to nearest even (NaN stays NaN).
-__attribute__((target("avx2,fma,f16c"))) inline void narrow8(__m256 v, uint16_t* dst, bool bf16) {
-  __m128i out;
-  if (bf16) {
-    const __m256i bits = _mm256_castps_si256(v);
-    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-    __m256i top = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
-    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-    top = _mm256_blendv_epi8(top, _mm256_set1_epi32(0x7FC0), nan);
-    out = _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(top, top), 0b1000));
-  } else {
-    out = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
-  }
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), out);
-}
-
-__attribute__((target("avx2,fma,f16c"))) void narrow_avx2(const float* src, uint16_t* dst, size_t n, bool bf16) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) narrow8(_mm256_loadu_ps(src + i), dst + i, bf16);
-  for (; i < n; ++i) narrow_one(src[i], dst + i, bf16);
-}
-
-bool fast(bool bf16) { return has_avx2() && (bf16 || has_f16c()); }
-#endif
-
-// The f32 results rounded into a 16-bit output.
-void narrow(const float* src, uint16_t* dst, size_t n, bool bf16) {
-#if defined(__x86_64__)
-  if (fast(bf16)) return narrow_avx2(src, dst, n, bf16);
-#endif
-  for (size_t i = 0; i < n; ++i) narrow_one(src[i], dst + i, bf16);
-}
-
-float dot(const uint16_t* w, const float* x, int k, bool bf16) {
-#if defined(__x86_64__)
-  if (fast(bf16)) return dot_avx2(w, x, k, bf16);
-#endif
-  float sum = 0.0f;
-  for (int j = 0; j < k; ++j) sum += widen(w[j], bf16) * x[j];
-  return sum;
-}
-
-void widen_row(const uint16_t* src, float* dst, int k, bool bf16) {
-#if defined(__x86_64__)
-  if (fast(bf16)) return widen_row_avx2(src, dst, k, bf16);
-#endif
-  for (int j = 0; j < k; ++j) dst[j] = widen(src[j], bf16);
-}
+// The tier's half-precision row kernels (isa.h).
+void narrow(const float* src, uint16_t* dst, size_t n, bool bf16) { kernels().half_narrow(src, dst, n, bf16); }
+float dot(const uint16_t* w, const float* x, int k, bool bf16) { return kernels().half_dot(w, x, k, bf16); }
+void widen_row(const uint16_t* src, float* dst, int k, bool bf16) { kernels().half_widen(src, dst, k, bf16); }
 
 // Weight bytes below which a one-row product stays on the calling thread (as in the
 // quantized kernel: waking a worker costs about as much as reading this much).
@@ -292,7 +196,7 @@ __attribute__((visibility("default"))) int lamina_half_matmul(Handle* out, Handl
     const mc::array& xa = from_handle(x);
     const mc::array& wa = from_handle(w);
     const mc::Stream stream = mc::default_stream(mc::default_device());
-    const bool ours = on_cpu(stream) &&
+    const bool ours = on_cpu(stream) && kernels().half() &&
                       (wa.dtype() == mc::bfloat16 || wa.dtype() == mc::float16) && is_float(xa.dtype()) &&
                       wa.ndim() == 2 && xa.ndim() >= 1;
     if (!ours) {

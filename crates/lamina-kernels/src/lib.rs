@@ -37,6 +37,8 @@ use mlx_rs::Array;
 
 unsafe extern "C" {
     fn lamina_kernel_threads() -> c_int;
+    fn lamina_kernel_isa() -> *const c_char;
+    fn lamina_kernels_supports_quantized(bits: c_int, group: c_int) -> c_int;
     fn lamina_quantized_matmul(
         out: *mut mlx_sys::mlx_array,
         x: mlx_sys::mlx_array,
@@ -132,6 +134,24 @@ pub fn threads() -> usize {
     // SAFETY: takes no arguments; starts the pool on first use.
     let n = unsafe { lamina_kernel_threads() };
     usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// The instruction-set tier the kernels run: `portable`, `avx2`, `avx512`,
+/// `avx512_vbmi` or `neon` — the machine's best (cpuid on x86; NEON on every aarch64),
+/// capped by `LAMINA_ISA` when set. Fixed at the first kernel call.
+pub fn isa() -> &'static str {
+    // SAFETY: returns a pointer to a static, NUL-terminated name.
+    let name = unsafe { CStr::from_ptr(lamina_kernel_isa()) };
+    name.to_str().unwrap_or("unknown")
+}
+
+/// Whether quantized products of `bits`-wide weights in groups of `group` run on lamina's
+/// kernels on this CPU's tier (groups are multiples of 32; NEON has 4- and 8-bit kernels
+/// only). Otherwise [`quantized_matmul`] leaves them to MLX's own op, and the fused
+/// decoding primitives do not apply.
+pub fn supports_quantized(bits: i32, group: i32) -> bool {
+    // SAFETY: plain integers in, a flag out.
+    unsafe { lamina_kernels_supports_quantized(bits, group) != 0 }
 }
 
 /// A handle the kernels read as "absent".

@@ -276,6 +276,8 @@ fn decode_attention_matches_softmax_attention_over_the_cache() {
         Case { batch: 1, heads: 9, kv_heads: 3, d: 64, dv: 64, capacity: 300 },
         Case { batch: 1, heads: 2, kv_heads: 1, d: 5, dv: 3, capacity: 7 },
         Case { batch: 3, heads: 8, kv_heads: 2, d: 32, dv: 32, capacity: 700 },
+        // 8 query heads per KV head x 64 / 16: more accumulators than registers.
+        Case { batch: 1, heads: 8, kv_heads: 1, d: 64, dv: 64, capacity: 40 },
     ];
     for case in &cases {
         let cap = case.capacity;

@@ -151,15 +151,69 @@ fn half_precision_scales_and_biases_are_read_as_stored() {
     for bits in [2, 3, 4, 5, 6, 8] {
         for (m, n, k) in [(1, 37, 64), (1, 300, 256), (5, 40, 128), (40, 33, 64)] {
             let w = values(&[n, k], bits as f32);
-            let (packed, scales, biases) = ops::quantize(&w, 32, bits).unwrap();
-            let (scales, biases) =
-                (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap());
-            let x = values(&[m, k], 0.5);
-            let ours = quantized_matmul(&x, &packed, &scales, &biases, 32, bits).unwrap();
-            assert_eq!(ours.dtype(), Dtype::Float32);
-            let mlx = ops::quantized_matmul(&x, &packed, &scales, &biases, true, 32, bits).unwrap();
-            let diff = max_rel_diff(&ours, &mlx);
-            assert!(diff < 2e-5, "bits {bits}, {m}x{n}x{k}: {diff}");
+            for group in [32, 64, 128].into_iter().filter(|g| k % g == 0) {
+                let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
+                let (scales, biases) =
+                    (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap());
+                let x = values(&[m, k], 0.5);
+                let ours = quantized_matmul(&x, &packed, &scales, &biases, group, bits).unwrap();
+                assert_eq!(ours.dtype(), Dtype::Float32);
+                let mlx = ops::quantized_matmul(&x, &packed, &scales, &biases, true, group, bits).unwrap();
+                let diff = max_rel_diff(&ours, &mlx);
+                assert!(diff < 2e-5, "bits {bits}, group {group}, {m}x{n}x{k}: {diff}");
+            }
         }
+    }
+}
+
+#[test]
+fn widths_and_groups_outside_the_layout_are_refused_clearly() {
+    let w = values(&[8, 64], 1.0);
+    let (packed, scales, biases) = ops::quantize(&w, 32, 4).unwrap();
+    let x = values(&[1, 64], 0.5);
+    let err = quantized_matmul(&x, &packed, &scales, &biases, 32, 7).unwrap_err().to_string();
+    assert!(err.contains("7 bits") && err.contains("2, 3, 4, 5, 6 or 8"), "{err}");
+    let err = quantized_matmul(&x, &packed, &scales, &biases, 16, 4).unwrap_err().to_string();
+    assert!(err.contains("group 16") && err.contains("multiples of 32"), "{err}");
+    assert!(!lamina_kernels::supports_quantized(7, 32));
+    assert!(!lamina_kernels::supports_quantized(4, 48));
+}
+
+#[test]
+fn two_threads_calling_the_kernels_at_once_get_their_own_answers() {
+    let mut handles = Vec::new();
+    for t in 0..2 {
+        handles.push(std::thread::spawn(move || {
+            let bits = [4, 5][t];
+            let w = values(&[300, 256], bits as f32);
+            let (packed, scales, biases) = ops::quantize(&w, 64, bits).unwrap();
+            for m in [1, 7, 40, 1, 3] {
+                let x = values(&[m, 256], t as f32 + 0.25);
+                let ours = quantized_matmul(&x, &packed, &scales, &biases, 64, bits).unwrap();
+                let mlx = ops::quantized_matmul(&x, &packed, &scales, &biases, true, 64, bits).unwrap();
+                let diff = max_rel_diff(&ours, &mlx);
+                assert!(diff < 2e-5, "thread {t}, m {m}: {diff}");
+            }
+        }));
+    }
+    for handle in handles {
+        handle.join().unwrap();
+    }
+}
+
+#[test]
+fn the_tier_is_the_machines_best_capped_by_lamina_isa() {
+    let tiers = ["portable", "avx2", "avx512", "avx512_vbmi", "neon"];
+    let isa = lamina_kernels::isa();
+    assert!(tiers.contains(&isa), "{isa}");
+    if let Some(wanted) = std::env::var("LAMINA_ISA").ok().filter(|w| tiers.contains(&w.as_str())) {
+        let rank = |name: &str| tiers.iter().position(|t| *t == name);
+        // A cap at or below the machine's tier is taken as given.
+        if rank(&wanted) <= rank(isa) || wanted == "portable" {
+            assert_eq!(isa, wanted);
+        }
+    }
+    if cfg!(target_arch = "x86_64") {
+        assert_ne!(isa, "neon");
     }
 }

@@ -1,0 +1,88 @@
+// The instruction-set-specific kernels, one file per tier (portable.cpp, avx2.cpp,
+// avx512.cpp, avx512_vbmi.cpp, neon.cpp), gathered once at start-up into one table of
+// function pointers, as ggml and candle do: the machine's best tier (cpuid and the OS's
+// saved register state on x86; NEON is part of every aarch64), capped by LAMINA_ISA
+// (`portable`, `avx2`, `avx512`, `avx512_vbmi`, `neon`) for tests and for users who hit a
+// bad path. Each x86 tier starts from the one below and replaces what it does faster. A
+// null entry means the tier has no kernel for it and the operation is left to MLX (the
+// portable tier fills every entry; NEON fills what it has).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "quantized.h"
+
+namespace lamina_kernels {
+
+// One part of a KV group's attention (flash-decoding's split): the group's `rep` query heads
+// q [rep, d] against keys [begin, end). Per head: the largest score, the sum of
+// exp(score - largest) and the unnormalised weighted sum of values, combined across parts
+// afterwards. `scores` holds rep * (end - begin) floats.
+struct Part {
+  const float* q;
+  const float* keys;    // [capacity, d] of the group, rows `key_stride` apart
+  const float* values;  // [capacity, dv] of the group, rows `value_stride` apart
+  int rep, d, dv, begin, end;
+  int64_t key_stride, value_stride;
+  float scale, softcap;
+  float* scores;
+  float* max;  // [rep]
+  float* sum;  // [rep]
+  float* out;  // [rep, dv]
+};
+
+enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2, avx512_vbmi = 3, neon = 4 };
+
+// A packed row dotted with one row of x (`prepared` from it): groups are multiples of 32.
+using RowDot = float (*)(const Problem& p, int row, const float* x, const PreparedRow& prepared);
+// A packed row as K floats.
+using RowDequantize = void (*)(const Problem& p, int row, float* dst);
+
+struct Kernels {
+  Isa isa;
+  const char* name;
+  // One-row products (decoding), by width: 4 bits, 8 bits, and any of 2..8 bits.
+  RowDot dot_q4, dot_q8, dot_bits;
+  // Rows dequantized (batches and prompts): 4 and 8 bits, and any of 2..8 bits.
+  RowDequantize dequantize_q4_q8, dequantize_bits;
+  // out[i * ldo] = dot(w, x_i) for the m rows of x [m, k]; the same for two and four
+  // weight rows at once (out[i * ldo + a]); null: the one-row form serves.
+  void (*dots)(const float* w, const float* x, int m, int k, float* out, int ldo);
+  void (*dots2)(const float* w0, const float* w1, const float* x, int m, int k, float* out, int ldo);
+  void (*dots4)(const float* const* w, const float* x, int m, int k, float* out, int ldo);
+  // n f16 values widened to f32 (f16 scales).
+  void (*widen_f16)(const uint16_t* src, int n, float* dst);
+  // bf16/f16 weights: a row dotted with x, a row widened, f32 results rounded.
+  float (*half_dot)(const uint16_t* w, const float* x, int k, bool bf16);
+  void (*half_widen)(const uint16_t* src, float* dst, int k, bool bf16);
+  void (*half_narrow)(const float* src, uint16_t* dst, size_t n, bool bf16);
+  // Decode attention of one part: any head size and soft-capping.
+  void (*attend)(const Part& p);
+  // The same for head sizes that are multiples of 16 (up to 256), no soft-capping.
+  void (*attend16)(const Part& p);
+
+  RowDot dot_for(int bits) const { return bits == 4 && dot_q4 ? dot_q4 : bits == 8 && dot_q8 ? dot_q8 : dot_bits; }
+  RowDequantize dequantize_for(int bits) const {
+    return (bits == 4 || bits == 8) && dequantize_q4_q8 ? dequantize_q4_q8 : dequantize_bits;
+  }
+  // Whether products of `bits`-wide weights run here (every path: one row, batches, tiles).
+  bool quantized(int bits) const { return dot_for(bits) && dequantize_for(bits) && dots && widen_f16; }
+  bool half() const { return half_dot && half_widen && half_narrow; }
+};
+
+// The tiers' tables. Each x86 tier takes the table of the tier below and replaces entries.
+Kernels portable_kernels();
+#if defined(__x86_64__)
+Kernels avx2_kernels(Kernels below);
+Kernels avx512_kernels(Kernels below);
+Kernels avx512_vbmi_kernels(Kernels below);
+#endif
+#if defined(__aarch64__)
+Kernels neon_kernels();
+#endif
+
+// The table in use: chosen on first use, fixed for the process.
+const Kernels& kernels();
+
+}  // namespace lamina_kernels

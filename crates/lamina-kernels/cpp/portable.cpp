@@ -1,0 +1,102 @@
+// The portable tier: every kernel in plain C++ (loops the compiler may vectorise for the
+// baseline of the target). It serves any CPU, and it is the reference the other tiers are
+// tested against (LAMINA_ISA=portable).
+
+#include <cstring>
+
+#include "isa.h"
+#include "loops.h"
+
+namespace lamina_kernels {
+namespace {
+
+float dot_any(const Problem& p, int r, const float* x, const PreparedRow& prepared) {
+  const uint8_t* row = p.row(r);
+  const float* s = p.row_scales(r);
+  const int bytes = p.row_bytes();
+  float total = 0.0f;
+  for (int g = 0; g < p.groups(); ++g) {
+    float acc = 0.0f;
+    for (int j = g * p.group; j < (g + 1) * p.group; ++j) {
+      acc += static_cast<float>(value_at(row, bytes, j, p.bits)) * x[j];
+    }
+    total += s[g] * acc;
+  }
+  return total + bias_dot(p, r, prepared);
+}
+
+void dequantize_any(const Problem& p, int r, float* dst) {
+  const uint8_t* row = p.row(r);
+  const float* s = p.row_scales(r);
+  const float* b = p.row_biases(r);
+  if (p.bits == 4) {
+    for (int j = 0; j < p.k / 2; ++j) {
+      const int g = (2 * j) / p.group;
+      dst[2 * j] = s[g] * static_cast<float>(row[j] & 0x0F) + b[g];
+      dst[2 * j + 1] = s[g] * static_cast<float>(row[j] >> 4) + b[g];
+    }
+  } else if (p.bits == 8) {
+    for (int j = 0; j < p.k; ++j) {
+      const int g = j / p.group;
+      dst[j] = s[g] * static_cast<float>(row[j]) + b[g];
+    }
+  } else {
+    const int bytes = p.row_bytes();
+    for (int j = 0; j < p.k; ++j) {
+      const int g = j / p.group;
+      dst[j] = s[g] * static_cast<float>(value_at(row, bytes, j, p.bits)) + b[g];
+    }
+  }
+}
+
+void dots(const float* w, const float* x, int m, int k, float* out, int ldo) {
+  for (int i = 0; i < m; ++i) {
+    const float* xi = x + static_cast<size_t>(i) * k;
+    float sum = 0.0f;
+    for (int j = 0; j < k; ++j) sum += w[j] * xi[j];
+    out[static_cast<size_t>(i) * ldo] = sum;
+  }
+}
+
+void f16_to_f32(const uint16_t* src, int n, float* dst) {
+  for (int i = 0; i < n; ++i) {
+    mlx::core::float16_t h;
+    std::memcpy(&h, src + i, sizeof h);
+    dst[i] = static_cast<float>(h);
+  }
+}
+
+float half_dot(const uint16_t* w, const float* x, int k, bool bf16) {
+  float sum = 0.0f;
+  for (int j = 0; j < k; ++j) sum += widen_half(w[j], bf16) * x[j];
+  return sum;
+}
+
+void half_widen(const uint16_t* src, float* dst, int k, bool bf16) {
+  for (int j = 0; j < k; ++j) dst[j] = widen_half(src[j], bf16);
+}
+
+void half_narrow(const float* src, uint16_t* dst, size_t n, bool bf16) {
+  for (size_t i = 0; i < n; ++i) narrow_half(src[i], dst + i, bf16);
+}
+
+void attend(const Part& p) { attend_loops(p); }
+
+}  // namespace
+
+Kernels portable_kernels() {
+  Kernels k{};
+  k.isa = Isa::portable;
+  k.name = "portable";
+  k.dot_bits = dot_any;
+  k.dequantize_bits = dequantize_any;
+  k.dots = dots;
+  k.widen_f16 = f16_to_f32;
+  k.half_dot = half_dot;
+  k.half_widen = half_widen;
+  k.half_narrow = half_narrow;
+  k.attend = attend;
+  return k;
+}
+
+}  // namespace lamina_kernels
