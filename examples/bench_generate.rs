@@ -66,6 +66,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let prompt = random::randint::<_, i32>(0, vocab, &[args.prompt_len as i32], &random::key(args.seed)?)?;
     let prompt: Vec<u32> = prompt.as_slice::<i32>().iter().map(|&t| t as u32).collect();
     let params = GenerateParams { max_new_tokens: args.gen_len, ..GenerateParams::default() };
+    println!("lamina kernels isa={} threads={}", lamina::kernels::isa(), lamina::kernels::threads());
     for run in 0..=args.runs {
         let out = generate(loaded.model.as_mut(), None, &prompt, &params)?;
         if run > 0 {

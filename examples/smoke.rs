@@ -25,6 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("MLX {}", runtime::mlx_version());
     println!("BLAS {}", runtime::blas_library().unwrap_or_else(|| "(not visible on this platform)".into()));
+    println!(
+        "kernels {} ({} threads; LAMINA_ISA caps the tier)",
+        lamina::kernels::isa(),
+        lamina::kernels::threads()
+    );
 
     let n = args.size;
     let x = Array::from_iter((0..n * n).map(|i| ((i % 97) as f32 - 48.0) / 97.0), &[n, n]);

@@ -47,7 +47,9 @@ fn run() -> Result<(), BuildError> {
     let platform = Platform::from_env()?;
     let out_dir = PathBuf::from(env("OUT_DIR")?);
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
-    let compat = platform.needs_compat_header().then(|| manifest_dir.join("compat").join("mlx_compat.h"));
+    // Force-included everywhere: the header tests the features itself (the half types off
+    // aarch64, std::format where the C++ library lacks it; GCC 12 on aarch64 Linux does).
+    let compat = Some(manifest_dir.join("compat").join("mlx_compat.h"));
 
     prereq::check_tools(&platform)?;
     let openblas = prereq::openblas_dir(&platform)?;

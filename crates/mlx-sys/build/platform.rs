@@ -58,9 +58,4 @@ impl Platform {
     pub fn uses_openblas(self) -> bool {
         self != Platform::MacMetal
     }
-
-    /// Whether mlx-c needs the compat header (anything but Apple silicon).
-    pub fn needs_compat_header(self) -> bool {
-        std::env::var("CARGO_CFG_TARGET_ARCH").map_or(true, |arch| arch != "aarch64")
-    }
 }

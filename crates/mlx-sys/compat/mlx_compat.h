@@ -1,7 +1,8 @@
 /*
  * Force-included (`-include`) into every mlx-c translation unit and into bindgen's parse,
- * on targets other than aarch64. mlx-c 0.7.0 is written for macOS on Apple silicon; this
- * header supplies the two things it assumes there. See notes/mlx-on-linux.md.
+ * on every target. mlx-c 0.7.0 is written for macOS on Apple silicon; this header supplies
+ * the two things it assumes there, each only where a feature test says it is missing
+ * (so it is empty on a Mac). See notes/mlx-on-linux.md.
  */
 #ifndef LAMINA_MLX_COMPAT_H
 #define LAMINA_MLX_COMPAT_H
