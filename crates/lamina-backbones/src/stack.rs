@@ -151,8 +151,7 @@ impl ModelCache {
     /// # Errors
     /// When MLX fails.
     pub fn eval(&self) -> Result<()> {
-        mlx_rs::transforms::eval(self.layers.iter().flat_map(LayerCache::arrays))?;
-        Ok(())
+        LayerCache::eval_all(&self.layers)
     }
 }
 

@@ -41,18 +41,18 @@ impl LayerCache {
         }
     }
 
-    /// The arrays the cache holds (to evaluate them, e.g. after a prefill chunk).
+    /// The arrays the cache holds. They are handed out: the cache stops writing into
+    /// these buffers in place (its next decoded position goes to a copy), so an array
+    /// cloned from here never changes under its holder.
     pub fn arrays(&self) -> Vec<&Array> {
-        match self {
-            LayerCache::Kv(c) => c.keys.iter().chain(c.values.iter()).collect(),
-            LayerCache::Rotating(c) => c.keys.iter().chain(c.values.iter()).collect(),
-            LayerCache::Ssm(c) => c.conv.iter().chain(c.ssm.iter()).collect(),
-            LayerCache::Batch(c) => c.keys.iter().chain(c.values.iter()).collect(),
-        }
+        self.lend();
+        self.held()
     }
 
-    /// The arrays the cache holds, to replace (e.g. by the same values with a dependency).
+    /// The arrays the cache holds, to replace (e.g. by the same values with a
+    /// dependency); handed out as [`LayerCache::arrays`] hands them.
     pub fn arrays_mut(&mut self) -> Vec<&mut Array> {
+        self.lend();
         match self {
             LayerCache::Kv(c) => c.keys.iter_mut().chain(c.values.iter_mut()).collect(),
             LayerCache::Rotating(c) => c.keys.iter_mut().chain(c.values.iter_mut()).collect(),
@@ -61,9 +61,38 @@ impl LayerCache {
         }
     }
 
+    /// Evaluates the arrays `caches` hold (what a prefill chunk computed), in one call,
+    /// without handing them out.
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub fn eval_all<'a>(caches: impl IntoIterator<Item = &'a LayerCache>) -> Result<()> {
+        let held: Vec<&Array> = caches.into_iter().flat_map(LayerCache::held).collect();
+        mlx_rs::transforms::eval(held)?;
+        Ok(())
+    }
+
     /// Bytes of the arrays the cache holds (allocated capacity, not only the used part).
     pub fn nbytes(&self) -> usize {
-        self.arrays().iter().map(|a| a.nbytes()).sum()
+        self.held().iter().map(|a| a.nbytes()).sum()
+    }
+
+    fn held(&self) -> Vec<&Array> {
+        match self {
+            LayerCache::Kv(c) => c.keys.iter().chain(c.values.iter()).collect(),
+            LayerCache::Rotating(c) => c.keys.iter().chain(c.values.iter()).collect(),
+            LayerCache::Ssm(c) => c.conv.iter().chain(c.ssm.iter()).collect(),
+            LayerCache::Batch(c) => c.keys.iter().chain(c.values.iter()).collect(),
+        }
+    }
+
+    /// Marks the buffers of a cache the decode kernel writes in place as shared.
+    fn lend(&self) {
+        match self {
+            LayerCache::Kv(c) => c.ownership.lend(),
+            LayerCache::Rotating(c) => c.ownership.lend(),
+            LayerCache::Ssm(_) | LayerCache::Batch(_) => {}
+        }
     }
 
     /// The kind's name, for error messages.
@@ -243,16 +272,15 @@ impl LayerCache {
             return Err(Error::Internal("a KV cache lost its buffers"));
         };
         let in_place = ownership.exclusive();
-        let scores = lamina_kernels::DecodeAttention {
-            slot,
-            length,
-            scale: how.scale,
-            window,
-            softcap: how.softcap,
-            in_place,
+        let scores =
+            lamina_kernels::DecodeAttention { slot, length, scale: how.scale, window, softcap: how.softcap };
+        let (out, new_keys, new_values) = if in_place {
+            // SAFETY: the ownership token says no clone, saved state or handed-out array
+            // shares these buffers: this cache is their only reader.
+            unsafe { lamina_kernels::decode_attention_in_place(q, k, v, stored_keys, stored_values, scores)? }
+        } else {
+            lamina_kernels::decode_attention(q, k, v, stored_keys, stored_values, scores)?
         };
-        let (out, new_keys, new_values) =
-            lamina_kernels::decode_attention(q, k, v, stored_keys, stored_values, scores)?;
         *keys = Some(new_keys);
         *values = Some(new_values);
         *offset += 1;
@@ -599,6 +627,27 @@ mod tests {
                     cache.kind()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn arrays_handed_out_never_change_with_the_next_token() {
+        for mut cache in
+            [LayerCache::Kv(KvCache::new()), LayerCache::Rotating(RotatingKvCache::new(3).unwrap())]
+        {
+            for step in 0..3 {
+                decode(&mut cache, step as f32);
+            }
+            let held: Vec<Array> = cache.arrays().into_iter().cloned().collect();
+            let before: Vec<Vec<f32>> = held.iter().map(to_vec).collect();
+            for step in 3..6 {
+                decode(&mut cache, step as f32);
+            }
+            assert_eq!(held.iter().map(to_vec).collect::<Vec<_>>(), before, "{}", cache.kind());
+            let replaced: Vec<Array> = cache.arrays_mut().into_iter().map(|a| a.clone()).collect();
+            let before: Vec<Vec<f32>> = replaced.iter().map(to_vec).collect();
+            decode(&mut cache, 9.0);
+            assert_eq!(replaced.iter().map(to_vec).collect::<Vec<_>>(), before, "{}", cache.kind());
         }
     }
 

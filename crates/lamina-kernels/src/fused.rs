@@ -228,18 +228,14 @@ pub struct DecodeAttention {
     pub window: Option<i32>,
     /// Soft-capping of the scores, `cap * tanh(score / cap)`.
     pub softcap: Option<f32>,
-    /// Write the new key and value into the given buffers themselves, which the outputs
-    /// then share (no copy of the cache per token). Only for buffers nothing else reads at
-    /// or after `slot`: the caller's promise (lamina's caches track it). Otherwise the
-    /// outputs are copies.
-    pub in_place: bool,
 }
 
 /// One decoded position's attention over a KV cache, in one graph node: writes `k` and
-/// `v` at slot `how.slot` of the cache buffers (in place when `how.in_place`, else into a
-/// copy), then attends `q` to slots
-/// `..how.length` (GQA by head groups, the window and soft-cap of `how`), softmax in f32.
-/// Returns the attention output and the updated buffers. f32 on the CPU only.
+/// `v` at slot `how.slot` of copies of the cache buffers (the inputs are left as they
+/// are), then attends `q` to slots `..how.length` (GQA by head groups, the window and
+/// soft-cap of `how`), softmax in f32. Returns the attention output and the updated
+/// buffers. f32 on the CPU only. [`decode_attention_in_place`] writes into the buffers
+/// themselves, for their sole owner.
 ///
 /// # Shapes
 /// `q [B, H, 1, D]`, `k [B, H_kv, 1, D]`, `v [B, H_kv, 1, D_v]`, `keys [B, H_kv, C, D]`,
@@ -254,6 +250,39 @@ pub fn decode_attention(
     keys: &Array,
     values: &Array,
     how: DecodeAttention,
+) -> Result<(Array, Array, Array)> {
+    attend_over_cache(q, k, v, keys, values, how, false)
+}
+
+/// [`decode_attention`] writing the new key and value into `keys` and `values`
+/// themselves, which the outputs then share: no copy of the cache per token.
+///
+/// # Safety
+/// Nothing else may read `keys` or `values` (any array sharing their buffers, evaluated
+/// or not) at or after slot `how.slot` once this node runs: the caller owns them alone
+/// (lamina's KV caches track that, and copy when they are shared).
+///
+/// # Errors
+/// As [`decode_attention`].
+pub unsafe fn decode_attention_in_place(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    keys: &Array,
+    values: &Array,
+    how: DecodeAttention,
+) -> Result<(Array, Array, Array)> {
+    attend_over_cache(q, k, v, keys, values, how, true)
+}
+
+fn attend_over_cache(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    keys: &Array,
+    values: &Array,
+    how: DecodeAttention,
+    in_place: bool,
 ) -> Result<(Array, Array, Array)> {
     // SAFETY: valid handles for the call; the kernel fills the three fresh handles, which
     // `produced_all` takes (or frees on failure).
@@ -274,7 +303,7 @@ pub fn decode_attention(
             how.scale,
             how.window.unwrap_or(0),
             how.softcap.unwrap_or(0.0),
-            c_int::from(how.in_place),
+            c_int::from(in_place),
         );
         produced_all(rc, outs.to_vec())?
     }

