@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "mlx/array.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/device.h"
+#include "mlx/fast.h"
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 #include "mlx/stream.h"
@@ -136,6 +138,29 @@ class QuantizedProducts : public mc::Primitive {
     throw std::runtime_error("lamina's fused quantized products run on the CPU");
   }
 
+  // Gradients for x and the residual through the same computation in MLX's ops (the
+  // weights are quantized, the periods fixed), so a gradient may be taken in eval mode.
+  std::vector<mc::array> vjp(const std::vector<mc::array>& primals, const std::vector<mc::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mc::array>& outputs) override {
+    const int residual_at = epilogue_.residual ? static_cast<int>(primals.size()) - 1 : -1;
+    for (int arg : argnums) {
+      if (arg != 0 && arg != residual_at) {
+        throw std::invalid_argument("lamina's fused quantized products have gradients for x and the residual only");
+      }
+    }
+    std::vector<mc::Shape> shapes;
+    for (const auto& out : outputs) shapes.push_back(out.shape());
+    auto fun = [this, primals, shapes, residual_at](const std::vector<mc::array>& in) mutable {
+      return plain(in[0], primals, shapes, residual_at >= 0 ? &in[1] : nullptr);
+    };
+    std::vector<mc::array> differentiable{primals[0]};
+    if (residual_at >= 0) differentiable.push_back(primals[residual_at]);
+    auto grads = mc::vjp(fun, differentiable, cotangents).second;
+    std::vector<mc::array> picked;
+    for (int arg : argnums) picked.push_back(arg == 0 ? grads[0] : grads[1]);
+    return picked;
+  }
+
   const char* name() const override { return "LaminaQuantizedProducts"; }
 
   bool is_equivalent(const mc::Primitive& other) const override {
@@ -151,6 +176,56 @@ class QuantizedProducts : public mc::Primitive {
   }
 
  private:
+  // The outputs computed with MLX's ops from x, the other inputs `in` (weights, scales,
+  // biases, periods) and the residual.
+  std::vector<mc::array> plain(const mc::array& x, const std::vector<mc::array>& in,
+                               const std::vector<mc::Shape>& shapes, const mc::array* residual) {
+    const mc::Stream s = stream();
+    std::vector<mc::array> outs;
+    for (size_t i = 0; i < operands_.size(); ++i) {
+      outs.push_back(mc::quantized_matmul(x, in[1 + 3 * i], in[2 + 3 * i], in[3 + 3 * i], true, operands_[i].group,
+                                          operands_[i].bits, "affine", s));
+    }
+    if (gate_ != Gate::None) {
+      const mc::array& g = outs[0];
+      const mc::array half = mc::array(0.5f);
+      mc::array act = g;
+      switch (gate_) {
+        case Gate::Silu: act = mc::multiply(g, mc::sigmoid(g, s), s); break;
+        case Gate::GeluTanh: {
+          const mc::array cube = mc::multiply(mc::multiply(g, g, s), g, s);
+          const mc::array inner = mc::multiply(mc::array(0.7978845608028654f),
+                                               mc::add(g, mc::multiply(mc::array(0.044715f), cube, s), s), s);
+          act = mc::multiply(mc::multiply(half, g, s), mc::add(mc::array(1.0f), mc::tanh(inner, s), s), s);
+          break;
+        }
+        case Gate::GeluErf:
+          act = mc::multiply(mc::multiply(half, g, s),
+                             mc::add(mc::array(1.0f), mc::erf(mc::multiply(g, mc::array(0.7071067811865476f), s), s), s),
+                             s);
+          break;
+        case Gate::None: break;
+      }
+      outs = {mc::multiply(act, outs[1], s)};
+    }
+    for (size_t i = 0; i < outs.size(); ++i) outs[i] = mc::reshape(outs[i], shapes[i], s);
+    if (epilogue_.rotate) {
+      std::optional<float> base;
+      std::optional<mc::array> freqs;
+      if (epilogue_.rope.has_freqs) {
+        freqs = in[1 + 3 * operands_.size()];
+      } else {
+        base = epilogue_.rope.base;
+      }
+      for (size_t i = 0; i < 2; ++i) {
+        outs[i] = mc::fast::rope(outs[i], epilogue_.rope.dims, epilogue_.rope.traditional, base, epilogue_.rope.scale,
+                                 epilogue_.rope.offset, freqs, s);
+      }
+    }
+    if (residual != nullptr) outs[0] = mc::add(*residual, outs[0], s);
+    return outs;
+  }
+
   std::vector<Operand> operands_;
   Gate gate_;
   Epilogue epilogue_;
