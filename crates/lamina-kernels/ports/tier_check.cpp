@@ -1,0 +1,190 @@
+// Every instruction-set tier this binary can run against the portable tier, on the tiers'
+// own functions (no MLX runtime: only its header-only half types), so that the NEON file is
+// run, not only compiled, on a machine without an ARM CPU: scripts/test_tiers.sh builds this
+// for aarch64 and runs it under qemu-aarch64, and builds it for x86-64 and runs it here.
+// Prints one line per tier and exits non-zero on the first disagreement.
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../cpp/isa.h"
+#include "../cpp/loops.h"
+
+using namespace lamina_kernels;
+
+namespace {
+
+std::mt19937 rng(7);
+
+float uniform(float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(rng); }
+
+std::vector<float> floats(size_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = uniform(lo, hi);
+  return v;
+}
+
+uint16_t to_f16(float v) {
+  const mlx::core::float16_t h(v);
+  uint16_t bits;
+  std::memcpy(&bits, &h, 2);
+  return bits;
+}
+
+int failures = 0;
+
+void expect(bool ok, const std::string& what) {
+  if (!ok && failures++ < 20) std::printf("  MISMATCH %s\n", what.c_str());
+}
+
+bool close(float a, float b, float tolerance) { return std::fabs(a - b) <= tolerance * std::max(1.0f, std::fabs(b)); }
+
+void quantized(const Kernels& k, const Kernels& ref) {
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
+    if (!k.quantized(bits)) continue;
+    for (int group : {32, 64, 128}) {
+      for (bool half : {false, true}) {
+        const int n = 5, kk = 256;
+        std::vector<uint8_t> w(static_cast<size_t>(n) * kk * bits / 8);
+        for (auto& b : w) b = static_cast<uint8_t>(rng());
+        const int groups = kk / group;
+        std::vector<float> s = floats(static_cast<size_t>(n) * groups, 0.01f, 0.1f);
+        std::vector<float> b = floats(static_cast<size_t>(n) * groups);
+        std::vector<uint16_t> s16, b16;
+        for (auto& v : s) s16.push_back(to_f16(v));
+        for (auto& v : b) b16.push_back(to_f16(v));
+        const std::vector<float> x = floats(kk);
+        std::vector<float> out(n);
+        Problem p{x.data(), w.data(), half ? static_cast<const void*>(s16.data()) : s.data(),
+                  half ? static_cast<const void*>(b16.data()) : b.data(), out.data(), 1, n, kk, group, bits, half};
+        const PreparedRow prepared = prepare(p, x.data());
+        std::vector<float> mine(kk), theirs(kk);
+        for (int r = 0; r < n; ++r) {
+          const std::string at = k.name + std::string(" bits ") + std::to_string(bits) + " group " +
+                                 std::to_string(group) + (half ? " f16" : " f32") + " row " + std::to_string(r);
+          expect(close(k.dot_for(bits)(p, r, x.data(), prepared), ref.dot_for(bits)(p, r, x.data(), prepared), 1e-4f),
+                 "dot " + at);
+          k.dequantize_for(bits)(p, r, mine.data());
+          ref.dequantize_for(bits)(p, r, theirs.data());
+          for (int j = 0; j < kk; ++j) expect(close(mine[j], theirs[j], 1e-5f), "dequantize " + at);
+        }
+      }
+    }
+  }
+}
+
+void dots(const Kernels& k, const Kernels& ref) {
+  for (int m : {1, 3, 5, 9}) {
+    for (int kk : {7, 64, 100}) {
+      const std::vector<float> w0 = floats(kk), w1 = floats(kk), w2 = floats(kk), w3 = floats(kk);
+      const std::vector<float> x = floats(static_cast<size_t>(m) * kk);
+      std::vector<float> mine(static_cast<size_t>(m) * 4), theirs(static_cast<size_t>(m) * 4);
+      const std::string at = std::string(k.name) + " m " + std::to_string(m) + " k " + std::to_string(kk);
+      k.dots(w0.data(), x.data(), m, kk, mine.data(), 4);
+      ref.dots(w0.data(), x.data(), m, kk, theirs.data(), 4);
+      for (int i = 0; i < m; ++i) expect(close(mine[i * 4], theirs[i * 4], 1e-4f), "dots " + at);
+      const float* four[4] = {w0.data(), w1.data(), w2.data(), w3.data()};
+      for (int a = 0; a < 4; ++a) ref.dots(four[a], x.data(), m, kk, theirs.data() + a, 4);
+      if (k.dots2 != nullptr) {
+        k.dots2(w0.data(), w1.data(), x.data(), m, kk, mine.data(), 4);
+        for (int i = 0; i < m; ++i)
+          for (int a = 0; a < 2; ++a) expect(close(mine[i * 4 + a], theirs[i * 4 + a], 1e-4f), "dots2 " + at);
+      }
+      if (k.dots4 != nullptr) {
+        k.dots4(four, x.data(), m, kk, mine.data(), 4);
+        for (size_t i = 0; i < mine.size(); ++i) expect(close(mine[i], theirs[i], 1e-4f), "dots4 " + at);
+      }
+    }
+  }
+}
+
+void halves(const Kernels& k, const Kernels& ref) {
+  std::vector<uint16_t> h;
+  for (float v : floats(37, -4.0f, 4.0f)) h.push_back(to_f16(v));
+  std::vector<float> mine(h.size()), theirs(h.size());
+  k.widen_f16(h.data(), static_cast<int>(h.size()), mine.data());
+  ref.widen_f16(h.data(), static_cast<int>(h.size()), theirs.data());
+  expect(mine == theirs, std::string(k.name) + " widen_f16");
+  if (!k.half()) return;
+  for (bool bf16 : {false, true}) {
+    const std::vector<float> x = floats(h.size());
+    expect(close(k.half_dot(h.data(), x.data(), static_cast<int>(h.size()), bf16),
+                 ref.half_dot(h.data(), x.data(), static_cast<int>(h.size()), bf16), 1e-4f),
+           std::string(k.name) + " half_dot");
+    k.half_widen(h.data(), mine.data(), static_cast<int>(h.size()), bf16);
+    ref.half_widen(h.data(), theirs.data(), static_cast<int>(h.size()), bf16);
+    expect(mine == theirs, std::string(k.name) + " half_widen");
+    std::vector<uint16_t> a(x.size()), b(x.size());
+    k.half_narrow(x.data(), a.data(), x.size(), bf16);
+    ref.half_narrow(x.data(), b.data(), x.size(), bf16);
+    expect(a == b, std::string(k.name) + " half_narrow");
+  }
+}
+
+void attention(const Kernels& k, const Kernels& ref) {
+  struct Shape { int rep, d, dv, n; };
+  for (Shape s : {Shape{1, 16, 16, 1}, Shape{4, 64, 64, 40}, Shape{8, 64, 64, 17}, Shape{2, 5, 3, 9}, Shape{3, 32, 16, 33}}) {
+    for (float softcap : {0.0f, 0.5f}) {
+      const std::vector<float> q = floats(static_cast<size_t>(s.rep) * s.d);
+      const std::vector<float> keys = floats(static_cast<size_t>(s.n + 2) * s.d);
+      const std::vector<float> values = floats(static_cast<size_t>(s.n + 2) * s.dv);
+      auto run = [&](void (*attend)(const Part&), std::vector<float>& out, std::vector<float>& stats) {
+        std::vector<float> scores(static_cast<size_t>(s.rep) * s.n);
+        out.assign(static_cast<size_t>(s.rep) * s.dv, 0.0f);
+        stats.assign(2 * static_cast<size_t>(s.rep), 0.0f);
+        const Part p{q.data(), keys.data(), values.data(), s.rep, s.d, s.dv, 2, s.n + 2, s.d, s.dv,
+                     0.3f, softcap, scores.data(), stats.data(), stats.data() + s.rep, out.data()};
+        attend(p);
+      };
+      std::vector<float> out, stats, ref_out, ref_stats;
+      run(ref.attend, ref_out, ref_stats);
+      const std::string at = std::string(k.name) + " rep " + std::to_string(s.rep) + " d " + std::to_string(s.d) +
+                             " dv " + std::to_string(s.dv) + " n " + std::to_string(s.n) +
+                             (softcap > 0 ? " softcap" : "");
+      auto compare = [&](const char* which) {
+        for (size_t i = 0; i < out.size(); ++i) expect(close(out[i], ref_out[i], 1e-4f), std::string(which) + " out " + at);
+        for (size_t i = 0; i < stats.size(); ++i) expect(close(stats[i], ref_stats[i], 1e-4f), std::string(which) + " stats " + at);
+      };
+      run(k.attend, out, stats);
+      compare("attend");
+      if (k.attend16 != nullptr && s.d % 16 == 0 && s.dv % 16 == 0 && softcap == 0.0f) {
+        run(k.attend16, out, stats);
+        compare("attend16");
+      }
+    }
+  }
+}
+
+void check(const Kernels& k, const Kernels& ref) {
+  const int before = failures;
+  quantized(k, ref);
+  dots(k, ref);
+  halves(k, ref);
+  attention(k, ref);
+  std::printf("tier %-12s %s\n", k.name, failures == before ? "agrees with portable" : "DISAGREES");
+}
+
+}  // namespace
+
+int main() {
+  const Kernels portable = portable_kernels();
+  std::vector<Kernels> tiers;
+#if defined(__aarch64__)
+  tiers.push_back(neon_kernels());
+#endif
+#if defined(__x86_64__)
+  // What this machine runs (the tier kernels() picks and every one below it).
+  const Isa best = kernels().isa;
+  Kernels k = portable;
+  if (best >= Isa::avx2) tiers.push_back(k = avx2_kernels(k));
+  if (best >= Isa::avx512) tiers.push_back(k = avx512_kernels(k));
+  if (best >= Isa::avx512_vbmi) tiers.push_back(k = avx512_vbmi_kernels(k));
+#endif
+  std::printf("machine tier: %s\n", kernels().name);
+  for (const auto& tier : tiers) check(tier, portable);
+  return failures == 0 ? 0 : 1;
+}

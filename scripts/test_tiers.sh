@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every instruction-set tier's kernels against the portable tier on their own
+# functions (crates/lamina-kernels/ports/tier_check.cpp; no MLX runtime): the x86 tiers
+# natively, and the NEON tier cross-compiled for aarch64 (static) and run under
+# qemu-aarch64. Installs g++-aarch64-linux-gnu and qemu-user when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || need+=(g++-aarch64-linux-gnu)
+command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+include=$(find target/mlx-env -path '*/mlx/include' -type d 2>/dev/null | head -1)
+if [ -z "$include" ]; then
+  cargo build -q -p mlx-sys
+  include=$(find target/mlx-env -path '*/mlx/include' -type d | head -1)
+fi
+k=crates/lamina-kernels
+sources=("$k/ports/tier_check.cpp" "$k"/cpp/{portable,avx2,avx512,avx512_vbmi,neon,dispatch}.cpp)
+out=target/tier-check
+mkdir -p "$out"
+flags=(-std=c++20 -O2 -fopenmp-simd -isystem "$include")
+
+g++ "${flags[@]}" -o "$out/x86_64" "${sources[@]}"
+env -u LAMINA_ISA "$out/x86_64"
+aarch64-linux-gnu-g++ -static "${flags[@]}" -o "$out/aarch64" "${sources[@]}"
+qemu-aarch64 "$out/aarch64"
