@@ -1,11 +1,13 @@
 //! A family defined outside lamina's crates and registered at run time: StableLM 2
 //! (`model_type: "stablelm"`) in about 120 lines — its `config.json` as a serde struct,
 //! one `FamilyConfig` impl mapping it onto the stack's layers (LayerNorm with biases,
-//! q/k/v biases, a quarter of each head rotated), a registry entry. Loading, strict weight
+//! q/k/v biases, a quarter of each head rotated, the parallel residual where the config
+//! asks for it), a registry entry. Loading, strict weight
 //! matching, caching and generation come from lamina; the family writes no layer code.
 //!
 //! `cargo run --example custom_family -- --model DIR` loads a StableLM checkpoint folder
-//! (default: the tiny fixture `tests/fixtures/checkpoints/stablelm_custom`) and, when the
+//! (default: the tiny fixture `tests/fixtures/checkpoints/stablelm_custom`; the fixture
+//! `stablelm_parallel` has the parallel residual) and, when the
 //! folder holds a `reference.safetensors` from mlx-lm, checks logits and a greedy
 //! continuation against it (exit code 1 on a mismatch). See `docs/adding-a-family.md`.
 
@@ -67,8 +69,8 @@ impl Config for StableLmConfig {
     const NAME: &'static str = "StableLmConfig";
 
     fn check(&self) -> Result<()> {
-        if self.use_parallel_residual || self.qk_layernorm {
-            return Err(Error::Unsupported("StableLM's parallel residual and per-head QK LayerNorm"));
+        if self.qk_layernorm {
+            return Err(Error::Unsupported("StableLM's per-head QK LayerNorm"));
         }
         ensure_dims(Self::NAME, &[("vocab_size", self.vocab_size), ("hidden_size", self.hidden_size)])?;
         self.block().validated()
@@ -88,7 +90,12 @@ impl StableLmConfig {
             },
             ffn: FeedForwardConfig::swiglu(self.hidden_size, self.intermediate_size),
             norm: NormConfig::layer(self.layer_norm_eps),
-            norm_placement: NormPlacement::Pre,
+            // StableLM 3B/Zephyr's parallel residual: attention and MLP from the same norm.
+            norm_placement: if self.use_parallel_residual {
+                NormPlacement::Parallel
+            } else {
+                NormPlacement::Pre
+            },
             dropout: 0.0,
         }
     }

@@ -103,6 +103,15 @@ fn a_family_defined_in_an_example_loads_and_matches_mlx_lm() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("loaded stablelm (32 tensors, strict)"), "{text}");
     assert!(text.contains("greedy continuation identical: true"), "{text}");
+    // StableLM 3B/Zephyr's parallel residual: a block option, no kernel or fast-path change.
+    let out = example("custom_family")
+        .args(["--model", fixture("stablelm_parallel").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("loaded stablelm (28 tensors, strict)"), "{text}");
+    assert!(text.contains("greedy continuation identical: true"), "{text}");
     // Without the registration the same folder is an unknown model_type.
     let err = one_line_error(
         &example("inspect").args(["--model", fixture("stablelm_custom").to_str().unwrap()]).output().unwrap(),

@@ -5,7 +5,7 @@
 //!
 //! | block | parameters (checkpoint names) |
 //! | --- | --- |
-//! | [`TransformerBlock`] | `input_layernorm`, `self_attn`, `post_attention_layernorm`, `mlp`, and with sandwich norms `pre_feedforward_layernorm`, `post_feedforward_layernorm` |
+//! | [`TransformerBlock`] | `input_layernorm`, `self_attn`, `post_attention_layernorm`, `mlp`, and with sandwich norms `pre_feedforward_layernorm`, `post_feedforward_layernorm` (the parallel residual has `input_layernorm` only) |
 //! | [`MambaBlock`] | `norm`, `mixer` |
 //! | [`HybridBlock`] (Jamba-style) | `input_layernorm`, `self_attn` or `mamba`, `pre_ff_layernorm`, `feed_forward` |
 //!

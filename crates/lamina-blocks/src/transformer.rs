@@ -1,5 +1,6 @@
 //! The transformer block of Llama and its descendants: pre-norm (Llama), sandwich norms
-//! (Gemma 2/3) or post-sublayer norms (OLMo 2).
+//! (Gemma 2/3), post-sublayer norms (OLMo 2), or the parallel residual (GPT-NeoX,
+//! StableLM, Phi-2: attention and feed-forward from the same normed input).
 
 use lamina_components::{
     Attention, AttentionConfig, FeedForward, FeedForwardConfig, KvCache, LayerCache, LayerInput, Norm,
@@ -29,12 +30,16 @@ pub enum NormPlacement {
     /// OLMo 2: only the outputs, `h = x + post_attention_layernorm(attn(x))`,
     /// `out = h + post_feedforward_layernorm(mlp(h))`.
     Post,
+    /// The parallel residual (GPT-NeoX, StableLM, Phi-2): both sublayers read the same
+    /// normed input, `h = input_layernorm(x)`, `out = x + attn(h) + mlp(h)`; one norm.
+    Parallel,
 }
 
 impl NormPlacement {
     /// Norms per block.
     pub fn count(self) -> usize {
         match self {
+            NormPlacement::Parallel => 1,
             NormPlacement::Pre | NormPlacement::Post => 2,
             NormPlacement::Sandwich => 4,
         }
@@ -106,9 +111,9 @@ pub struct TransformerBlock {
     #[param]
     pub self_attn: Attention,
     /// The norm before the feed-forward network ([`NormPlacement::Pre`]) or after attention
-    /// (the others).
+    /// (`Sandwich`, `Post`); absent with [`NormPlacement::Parallel`].
     #[param]
-    pub post_attention_layernorm: Norm,
+    pub post_attention_layernorm: Option<Norm>,
     /// The norm before the feed-forward network ([`NormPlacement::Sandwich`]).
     #[param]
     pub pre_feedforward_layernorm: Option<Norm>,
@@ -137,9 +142,12 @@ impl TransformerBlock {
         Ok(TransformerBlock {
             input_layernorm: norm_if(placement != NormPlacement::Post)?,
             self_attn: Attention::new(config.attention.clone())?,
-            post_attention_layernorm: Norm::new(width, config.norm)?,
+            post_attention_layernorm: norm_if(placement != NormPlacement::Parallel)?,
             pre_feedforward_layernorm: norm_if(placement == NormPlacement::Sandwich)?,
-            post_feedforward_layernorm: norm_if(placement != NormPlacement::Pre)?,
+            post_feedforward_layernorm: norm_if(matches!(
+                placement,
+                NormPlacement::Sandwich | NormPlacement::Post
+            ))?,
             mlp: FeedForward::new(config.ffn)?,
             placement,
             dropout: config.dropout,
@@ -161,16 +169,21 @@ impl<'a> Module<LayerInput<'a>> for TransformerBlock {
             // Each sublayer's last product and its residual add in one node where lamina's
             // kernels take them.
             let h = self.self_attn.forward_add(LayerInput { x: &normed, ..input }, x)?;
-            let mlp_in = self.post_attention_layernorm.forward(&h)?;
+            let mlp_in = apply(&mut self.post_attention_layernorm, &h)?;
             return Ok(BlockOutput { hidden_states: self.mlp.forward_add(&mlp_in, &h)? });
         }
         let mut attended = self.self_attn.forward(LayerInput { x: &normed, ..input })?;
+        if self.placement == NormPlacement::Parallel {
+            let mlp = self.mlp.forward(&normed)?;
+            let h = x.add(dropout(&attended, self.dropout, self.training)?)?;
+            return Ok(BlockOutput { hidden_states: h.add(dropout(&mlp, self.dropout, self.training)?)? });
+        }
         if self.placement != NormPlacement::Pre {
-            attended = self.post_attention_layernorm.forward(&attended)?;
+            attended = apply(&mut self.post_attention_layernorm, &attended)?;
         }
         let h = x.add(dropout(&attended, self.dropout, self.training)?)?;
         let mlp_in = match self.placement {
-            NormPlacement::Pre => self.post_attention_layernorm.forward(&h)?,
+            NormPlacement::Pre => apply(&mut self.post_attention_layernorm, &h)?,
             _ => apply(&mut self.pre_feedforward_layernorm, &h)?,
         };
         let mlp = apply(&mut self.post_feedforward_layernorm, &self.mlp.forward(&mlp_in)?)?;
@@ -255,7 +268,7 @@ mod tests {
         let mut salt = 0.0;
         for norm in [
             block.input_layernorm.as_mut(),
-            Some(&mut block.post_attention_layernorm),
+            block.post_attention_layernorm.as_mut(),
             block.pre_feedforward_layernorm.as_mut(),
             block.post_feedforward_layernorm.as_mut(),
         ]
@@ -282,32 +295,33 @@ mod tests {
         let h = x
             .add(pre.self_attn.forward(LayerInput::new(&norm(&mut pre.input_layernorm, &x))).unwrap())
             .unwrap();
-        let expected =
-            h.add(pre.mlp.forward(&pre.post_attention_layernorm.forward(&h).unwrap()).unwrap()).unwrap();
+        let expected = h.add(pre.mlp.forward(&norm(&mut pre.post_attention_layernorm, &h)).unwrap()).unwrap();
         assert!(max_diff(&run(&mut pre), &expected) < 1e-5);
 
         let mut sandwich = block(NormPlacement::Sandwich);
         let attended =
             sandwich.self_attn.forward(LayerInput::new(&norm(&mut sandwich.input_layernorm, &x))).unwrap();
-        let h = x.add(sandwich.post_attention_layernorm.forward(&attended).unwrap()).unwrap();
+        let h = x.add(norm(&mut sandwich.post_attention_layernorm, &attended)).unwrap();
         let mlp = sandwich.mlp.forward(&norm(&mut sandwich.pre_feedforward_layernorm, &h)).unwrap();
         let expected = h.add(norm(&mut sandwich.post_feedforward_layernorm, &mlp)).unwrap();
         assert!(max_diff(&run(&mut sandwich), &expected) < 1e-5);
 
         let mut post = block(NormPlacement::Post);
-        let h = x
-            .add(
-                post.post_attention_layernorm
-                    .forward(&post.self_attn.forward(LayerInput::new(&x)).unwrap())
-                    .unwrap(),
-            )
-            .unwrap();
+        let attended = post.self_attn.forward(LayerInput::new(&x)).unwrap();
+        let h = x.add(norm(&mut post.post_attention_layernorm, &attended)).unwrap();
         let expected =
             h.add(norm(&mut post.post_feedforward_layernorm, &post.mlp.forward(&h).unwrap())).unwrap();
         assert!(max_diff(&run(&mut post), &expected) < 1e-5);
 
-        // The three really differ on the same weights' shapes.
+        let mut parallel = block(NormPlacement::Parallel);
+        let normed = norm(&mut parallel.input_layernorm, &x);
+        let attended = parallel.self_attn.forward(LayerInput::new(&normed)).unwrap();
+        let expected = x.add(attended).unwrap().add(parallel.mlp.forward(&normed).unwrap()).unwrap();
+        assert!(max_diff(&run(&mut parallel), &expected) < 1e-5);
+
+        // They really differ on the same weights' shapes.
         assert!(max_diff(&run(&mut pre), &run(&mut sandwich)) > 1e-3);
+        assert!(max_diff(&run(&mut pre), &run(&mut parallel)) > 1e-3);
     }
 
     #[test]
@@ -337,6 +351,7 @@ mod tests {
             keys(NormPlacement::Post),
             ["post_attention_layernorm.weight", "post_feedforward_layernorm.weight"]
         );
+        assert_eq!(keys(NormPlacement::Parallel), ["input_layernorm.weight"]);
         let config = TransformerBlockConfig { norm_placement: NormPlacement::Sandwich, ..config() };
         assert_eq!(
             config.num_parameters(),
