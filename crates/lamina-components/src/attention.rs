@@ -667,7 +667,7 @@ mod tests {
         for (window, softcap) in [(None, None), (Some(3), None), (None, Some(2.0))] {
             let mut attn = layer(AttentionConfig { sliding_window: window, softcap, ..config.clone() });
             for projection in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj] {
-                projection.quantize(QuantConfig::new(4, 32)).unwrap();
+                projection.quantize(QuantConfig { group_size: 32, bits: 4 }).unwrap();
             }
             let x = array(&[2, 7, 64], 0.3);
             let full = attn.forward(LayerInput::new(&x)).unwrap();
@@ -703,7 +703,7 @@ mod tests {
                 let qk_norm = position.map(|position| QkNormConfig { norm: NormConfig::rms(1e-6), position });
                 let mut attn = layer(AttentionConfig { rope: rope.clone(), qk_norm, ..base.clone() });
                 for projection in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj] {
-                    projection.quantize(QuantConfig::new(4, 32)).unwrap();
+                    projection.quantize(QuantConfig { group_size: 32, bits: 4 }).unwrap();
                 }
                 let x = array(&[2, 6, 64], 0.3);
                 let full = attn.forward(LayerInput::new(&x)).unwrap();

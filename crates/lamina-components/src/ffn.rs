@@ -229,7 +229,7 @@ mod tests {
             let mut ffn = FeedForward::new(config).unwrap();
             fill_params(&mut ffn, 0.2);
             for linear in [ffn.gate_proj.as_mut().unwrap(), &mut ffn.up_proj, &mut ffn.down_proj] {
-                linear.quantize(QuantConfig::new(4, 32)).unwrap();
+                linear.quantize(QuantConfig { group_size: 32, bits: 4 }).unwrap();
             }
             let x = array(&[2, 3, 64], 0.1);
             let fused_taken = ffn.gated_kernel(&x).unwrap().is_some();

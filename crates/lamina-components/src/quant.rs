@@ -17,12 +17,9 @@ pub struct QuantConfig {
     pub bits: i32,
 }
 
+/// Written with its field names (`QuantConfig { group_size: 64, bits: 4 }`), never by
+/// position: both are `i32`, and MLX's own functions take them as `(group_size, bits)`.
 impl QuantConfig {
-    /// `bits` bits in groups of `group_size`.
-    pub fn new(bits: i32, group_size: i32) -> Self {
-        QuantConfig { group_size, bits }
-    }
-
     /// Bytes of an `[rows, cols]` matrix quantized this way (packed values, f32 scales
     /// and biases).
     pub fn bytes(&self, rows: u64, cols: u64) -> u64 {
@@ -204,7 +201,7 @@ mod tests {
     fn error_is_within_the_bound_for_the_bit_width() {
         let w = array(&[16, 128], 0.4);
         for bits in [4, 8] {
-            let q = QuantConfig::new(bits, 64);
+            let q = QuantConfig { group_size: 64, bits };
             let (packed, scales, biases) = q.quantize(&w).unwrap();
             assert_eq!(packed.shape(), &[16, 128 * bits / 32]);
             assert_eq!(scales.shape(), &[16, 2]);
@@ -220,9 +217,9 @@ mod tests {
 
     #[test]
     fn bad_settings_are_rejected() {
-        assert!(QuantConfig::new(4, 48).validated().is_err());
-        assert!(QuantConfig::new(7, 64).validated().is_err());
-        assert!(QuantConfig::new(4, 64).quantize(&array(&[2, 96], 0.0)).is_err());
-        assert_eq!(QuantConfig::new(4, 64).bytes(10, 128), 10 * (64 + 2 * 8));
+        assert!(QuantConfig { group_size: 48, bits: 4 }.validated().is_err());
+        assert!(QuantConfig { group_size: 64, bits: 7 }.validated().is_err());
+        assert!(QuantConfig { group_size: 64, bits: 4 }.quantize(&array(&[2, 96], 0.0)).is_err());
+        assert_eq!(QuantConfig { group_size: 64, bits: 4 }.bytes(10, 128), 10 * (64 + 2 * 8));
     }
 }

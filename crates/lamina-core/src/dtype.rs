@@ -88,34 +88,6 @@ impl TryFrom<Dtype> for DType {
     }
 }
 
-/// Where MLX runs a computation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Display, EnumString)]
-#[strum(serialize_all = "lowercase", ascii_case_insensitive)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    /// The CPU (the only device of the Linux CPU build).
-    #[default]
-    Cpu,
-    /// The GPU: Metal on macOS, CUDA on Linux with the `cuda` feature.
-    Gpu,
-}
-
-impl Device {
-    /// Makes this device MLX's default for new computations.
-    pub fn set_default(self) {
-        mlx_rs::Device::set_default(&self.into());
-    }
-}
-
-impl From<Device> for mlx_rs::Device {
-    fn from(device: Device) -> Self {
-        match device {
-            Device::Cpu => mlx_rs::Device::cpu(),
-            Device::Gpu => mlx_rs::Device::gpu(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,36 +114,6 @@ pub enum MixerKind {
     Mamba,
 }
 
-/// What a model's head computes.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    Display,
-    EnumString,
-    EnumIter,
-    VariantNames,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum HeadKind {
-    /// Next-token logits over the vocabulary.
-    #[default]
-    CausalLm,
-    /// One label per sequence.
-    SequenceClassification,
-    /// One label per token.
-    TokenClassification,
-    /// One or more real values per sequence.
-    Regression,
-}
-
 /// How a sequence head reduces the tokens of a sequence to one vector.
 #[derive(
     Clone,

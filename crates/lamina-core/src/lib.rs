@@ -1,7 +1,7 @@
 //! # lamina-core
 //!
 //! What every lamina layer shares: the [`Error`] type, the closed sets as enums
-//! ([`DType`], [`Device`], [`Activation`], [`NormKind`], ...), and the [`Config`] trait
+//! ([`DType`], [`Activation`], [`NormKind`], ...), and the [`Config`] trait
 //! that every serde config implements so that a bad value is a typed error naming the
 //! field, never a panic.
 //!
@@ -44,8 +44,8 @@ mod params;
 pub mod runtime;
 
 pub use config::{Config, ensure_divides, ensure_positive};
-pub use dtype::{DType, Device};
-pub use enums::{Activation, FfnKind, HeadKind, MixerKind, NormKind, Pooling};
+pub use dtype::DType;
+pub use enums::{Activation, FfnKind, MixerKind, NormKind, Pooling};
 pub use error::{Error, Result};
 pub use limits::{
     BLOCK_OVERHEAD_BYTES, Budget, MAX_LAYERS, SizeEstimate, count, ensure_dims, ensure_layers,

@@ -190,7 +190,7 @@ const GGUF_GROUP: i32 = 32;
 fn held_quantized(t: &TensorDesc, bits: i32) -> u64 {
     let cols = t.shape.last().copied().unwrap_or(0);
     let rows = t.numel() / cols.max(1);
-    QuantConfig::new(bits, GGUF_GROUP).bytes(rows, cols)
+    QuantConfig { group_size: GGUF_GROUP, bits }.bytes(rows, cols)
 }
 
 /// A GGUF tensor as lamina holds it.
@@ -255,7 +255,7 @@ fn read_tensor(
     let shape2 = (desc.kind, rows as usize, cols as usize);
     match decode_in_chunks(data, shape2, keep_quantized, CHUNK_BYTES, forget)? {
         blocks::Decoded::Affine { bits, packed, scales, biases } => {
-            let config = QuantConfig::new(bits, GGUF_GROUP);
+            let config = QuantConfig { group_size: GGUF_GROUP, bits };
             let (packed_shape, group_shape) = config.shapes(r, c);
             let halves =
                 (desc.name != EMBEDDING).then(|| f16_exactly(&scales).zip(f16_exactly(&biases))).flatten();
@@ -272,7 +272,7 @@ fn read_tensor(
             let dense = owned_array(values, &shape)?;
             match (keep_quantized, blocks::held_bits(desc.kind)) {
                 (true, Some(bits)) => {
-                    let config = QuantConfig::new(bits, GGUF_GROUP);
+                    let config = QuantConfig { group_size: GGUF_GROUP, bits };
                     let (packed, scales, biases) =
                         config.quantize(&dense.reshape(&[r, c]).map_err(mlx)?).map_err(|e| e.to_string())?;
                     Ok(Tensor::Quantized { config, packed, scales, biases })
