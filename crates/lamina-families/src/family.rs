@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use strum::{Display, EnumIter, EnumString, VariantNames};
 
-use crate::causal::CausalLM;
+use crate::family_model::FamilyModel;
 use crate::model::{LanguageModel, ModelInfo, Weights, drop_common};
 
 /// The model families lamina ships.
@@ -95,7 +95,7 @@ pub enum ModelType {
 }
 
 /// A family's config: everything that makes a family, beside its presets. One generic
-/// [`CausalLM`] turns any of them into a [`LanguageModel`].
+/// [`FamilyModel`] turns any of them into a [`LanguageModel`].
 pub trait FamilyConfig: Config + Clone + Debug + Send + Sync + 'static {
     /// The backbone the config describes.
     type Backbone: Backbone + Clone + Debug + Send + 'static;
@@ -186,6 +186,6 @@ impl<C: FamilyConfig> AnyConfig for C {
     }
 
     fn build(&self, budget: Budget) -> Result<Box<dyn LanguageModel>> {
-        Ok(Box::new(CausalLM::new_within(self.clone(), budget)?))
+        Ok(Box::new(FamilyModel::new_within(self.clone(), budget)?))
     }
 }

@@ -4,7 +4,7 @@
 //! code of their own. A family is a typed config implementing [`FamilyConfig`] (how it
 //! maps onto a backbone, its `sanitize`), a row in [`FAMILIES`] (its `model_type`s and
 //! presets), and, for the decoder-only transformers, a row in [`decoder::spec`]. One
-//! generic [`CausalLM`] implements [`LanguageModel`] for all of them.
+//! generic [`FamilyModel`] implements [`LanguageModel`] for all of them.
 //!
 //! | family | `model_type` | config |
 //! | --- | --- | --- |
@@ -33,9 +33,9 @@
 //! ```
 #![deny(missing_docs)]
 
-mod causal;
 pub mod decoder;
 mod family;
+mod family_model;
 pub mod hf;
 mod mamba;
 mod mobilellm;
@@ -44,9 +44,9 @@ mod preset;
 mod quantize;
 mod registry;
 
-pub use causal::CausalLM;
 pub use decoder::{DecoderConfig, DecoderForCausalLM, LlamaConfig, LlamaForCausalLM};
 pub use family::{AnyConfig, Family, FamilyConfig, ModelType};
+pub use family_model::FamilyModel;
 pub use mamba::{AutoRank, MambaConfig, MambaForCausalLM, SsmCfg, TimeStepRank};
 pub use mobilellm::{
     ClassicMobileLlmConfig, Llama4TextConfig, MOBILELLM_PRESETS, MobileLlmConfig, MobileLlmForCausalLM,

@@ -220,7 +220,7 @@ impl Registry {
     }
 
     /// Registers a family defined outside lamina: `config.json`s of `model_type` parse
-    /// into `C` and build a [`crate::CausalLM<C>`].
+    /// into `C` and build a [`crate::FamilyModel<C>`].
     pub fn register_family<C: FamilyConfig + DeserializeOwned>(&mut self, model_type: impl Into<String>) {
         self.register(model_type, Arc::new(|config, budget| parse_config::<C>(config)?.build(budget)));
     }

@@ -20,8 +20,8 @@ use lamina_core::{Result, SizeEstimate};
 use mlx_rs::Array;
 use mlx_rs::ops::indexing::TryIndexOp;
 
-use crate::causal::CausalLM;
 use crate::family::{Family, FamilyConfig};
+use crate::family_model::FamilyModel;
 use crate::hf::ids;
 use crate::model::{ModelInfo, Weights, drop_common};
 
@@ -29,10 +29,10 @@ use crate::model::{ModelInfo, Weights, drop_common};
 pub type LlamaConfig = DecoderConfig;
 
 /// A decoder-family causal language model.
-pub type DecoderForCausalLM = CausalLM<DecoderConfig>;
+pub type DecoderForCausalLM = FamilyModel<DecoderConfig>;
 
 /// A Llama-family causal language model.
-pub type LlamaForCausalLM = CausalLM<DecoderConfig>;
+pub type LlamaForCausalLM = FamilyModel<DecoderConfig>;
 
 impl FamilyConfig for DecoderConfig {
     type Backbone = TransformerBackbone;

@@ -13,13 +13,13 @@ pub use config::{AutoRank, MambaConfig, SsmCfg, TimeStepRank};
 use lamina_backbones::MambaBackbone;
 use lamina_core::{Result, SizeEstimate};
 
-use crate::causal::CausalLM;
 use crate::family::{Family, FamilyConfig};
+use crate::family_model::FamilyModel;
 use crate::hf::ids;
 use crate::model::{ModelInfo, Weights, drop_common};
 
 /// A Mamba causal language model.
-pub type MambaForCausalLM = CausalLM<MambaConfig>;
+pub type MambaForCausalLM = FamilyModel<MambaConfig>;
 
 impl FamilyConfig for MambaConfig {
     type Backbone = MambaBackbone;

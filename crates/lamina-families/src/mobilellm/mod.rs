@@ -15,12 +15,12 @@ use lamina_core::{ModelOutput, Result, SizeEstimate, count_parameters};
 use lamina_heads::ModelInput;
 use mlx_rs::Array;
 
-use crate::causal::CausalLM;
 use crate::family::{Family, FamilyConfig};
+use crate::family_model::FamilyModel;
 use crate::model::{LanguageModel, ModelInfo, Weights, drop_common};
 
 /// A MobileLLM causal language model.
-pub type MobileLlmForCausalLM = CausalLM<MobileLlmConfig>;
+pub type MobileLlmForCausalLM = FamilyModel<MobileLlmConfig>;
 
 impl FamilyConfig for MobileLlmConfig {
     type Backbone = TransformerBackbone;
@@ -72,7 +72,7 @@ impl FamilyConfig for MobileLlmConfig {
 }
 
 /// The MobileLLM API's methods.
-impl CausalLM<MobileLlmConfig> {
+impl FamilyModel<MobileLlmConfig> {
     /// The number of scalar parameters.
     pub fn num_parameters(&self) -> usize {
         count_parameters(self)

@@ -29,7 +29,7 @@ use crate::model::{LanguageModel, ModelInfo, Weights};
 /// assert!(model.parameters().flatten().contains_key("model.embed_tokens.weight"));
 /// ```
 #[derive(Debug, Clone)]
-pub struct CausalLM<C: FamilyConfig> {
+pub struct FamilyModel<C: FamilyConfig> {
     /// The backbone, whose parameters sit under `C::BACKBONE_KEY`.
     pub backbone: C::Backbone,
     /// The LM head (`None` when tied to the embedding).
@@ -38,9 +38,9 @@ pub struct CausalLM<C: FamilyConfig> {
     pub config: C,
 }
 
-impl<C: FamilyConfig> CausalLM<C> {
+impl<C: FamilyConfig> FamilyModel<C> {
     /// A randomly initialised model, refused when the config's estimate exceeds the
-    /// machine's memory at 16 bits per parameter (see [`CausalLM::new_within`]).
+    /// machine's memory at 16 bits per parameter (see [`FamilyModel::new_within`]).
     ///
     /// # Errors
     /// [`lamina_core::Error::InvalidConfig`] for a bad config,
@@ -53,7 +53,7 @@ impl<C: FamilyConfig> CausalLM<C> {
     /// `budget` — before any layer is built.
     ///
     /// # Errors
-    /// As [`CausalLM::new`].
+    /// As [`FamilyModel::new`].
     pub fn new_within(config: C, budget: Budget) -> Result<Self> {
         config.validated()?;
         config.estimate().ensure_within(C::NAME, budget)?;
@@ -64,11 +64,11 @@ impl<C: FamilyConfig> CausalLM<C> {
             to_dim(C::NAME, "vocab_size", info.vocab_size)?,
         );
         let lm_head = lm_head(hidden, vocab, config.tie_word_embeddings())?;
-        Ok(CausalLM { backbone, lm_head, config })
+        Ok(FamilyModel { backbone, lm_head, config })
     }
 }
 
-impl<C: FamilyConfig> LanguageModel for CausalLM<C> {
+impl<C: FamilyConfig> LanguageModel for FamilyModel<C> {
     fn forward(&mut self, input: ModelInput<'_>) -> Result<ModelOutput> {
         let last_only = input.last_position_only && input.labels.is_none();
         let (input, _, labels): (BackboneInput<'_>, _, _) = input.into_parts();
@@ -116,7 +116,7 @@ impl<C: FamilyConfig> LanguageModel for CausalLM<C> {
     }
 }
 
-impl<C: FamilyConfig> VisitLayers for CausalLM<C> {
+impl<C: FamilyConfig> VisitLayers for FamilyModel<C> {
     fn visit_layers(
         &mut self,
         prefix: &str,
@@ -129,7 +129,7 @@ impl<C: FamilyConfig> VisitLayers for CausalLM<C> {
 
 /// What `#[derive(ModuleParameters)]` writes, with the backbone's key taken from the
 /// family (`model` or `backbone`) instead of the field's name.
-impl<C: FamilyConfig> ModuleParameters for CausalLM<C> {
+impl<C: FamilyConfig> ModuleParameters for FamilyModel<C> {
     fn num_parameters(&self) -> usize {
         self.backbone.count() + self.lm_head.count()
     }
