@@ -2,13 +2,12 @@
 
 use lamina_blocks::{HybridBlock, HybridBlockConfig};
 use lamina_components::{Embedding, Norm, NormConfig};
-use lamina_core::{BackboneOutput, Config, Error, Result, to_dim};
+use lamina_core::{Config, Error, Result, to_dim};
 use mlx_rs::macros::ModuleParameters;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use crate::pipeline::{PipelineStage, keep_stage};
-use crate::stack::{self, Backbone, BackboneInput, ModelCache};
+use crate::block_stack::Settings;
 
 /// How a [`HybridBackbone`] is built: one block config per layer, each with its mixer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
@@ -72,9 +71,7 @@ pub struct HybridBackbone {
     /// The final norm.
     #[param]
     pub final_layernorm: Norm,
-    hidden_size: usize,
-    checkpointing: bool,
-    pipeline: Option<PipelineStage>,
+    settings: Settings,
 }
 
 impl HybridBackbone {
@@ -93,51 +90,9 @@ impl HybridBackbone {
             )?,
             layers: config.layers.iter().map(HybridBlock::new).collect::<Result<_>>()?,
             final_layernorm: Norm::new(dims, config.final_norm)?,
-            hidden_size: width,
-            checkpointing: config.gradient_checkpointing,
-            pipeline: None,
+            settings: Settings::new(width, config.gradient_checkpointing),
         })
     }
 }
 
-impl Backbone for HybridBackbone {
-    fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        let stack = stack::Stack::plain(self.checkpointing, self.pipeline.as_ref());
-        stack::run(&mut self.embed_tokens, &mut self.layers, &mut self.final_layernorm, stack, input)
-    }
-
-    fn embedding(&self) -> &Embedding {
-        &self.embed_tokens
-    }
-
-    fn make_cache(&self) -> Result<ModelCache> {
-        stack::caches(&self.layers, 1)
-    }
-
-    fn hidden_size(&self) -> usize {
-        self.hidden_size
-    }
-
-    fn set_gradient_checkpointing(&mut self, on: bool) {
-        self.checkpointing = on;
-    }
-
-    fn split_for_pipeline(&mut self, stage: PipelineStage) -> Result<()> {
-        keep_stage(&mut self.layers, &stage)?;
-        self.pipeline = Some(stage);
-        Ok(())
-    }
-
-    fn block_bytes(&self) -> Vec<u64> {
-        stack::block_bytes(&self.layers)
-    }
-
-    fn training_mode(&mut self, training: bool) {
-        mlx_rs::module::Module::training_mode(&mut self.embed_tokens, training);
-        for layer in &mut self.layers {
-            mlx_rs::module::Module::training_mode(layer, training);
-        }
-    }
-}
-
-lamina_components::visit_fields!(HybridBackbone { embed_tokens, layers });
+block_stack!(HybridBackbone { embed_tokens, final_layernorm });

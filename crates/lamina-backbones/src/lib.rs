@@ -36,6 +36,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[macro_use]
+mod block_stack;
 mod hybrid;
 mod mamba;
 mod pipeline;

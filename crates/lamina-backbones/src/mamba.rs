@@ -2,13 +2,12 @@
 
 use lamina_blocks::{MambaBlock, MambaBlockConfig};
 use lamina_components::{Embedding, Norm, NormConfig};
-use lamina_core::{BackboneOutput, Config, Result, to_dim};
+use lamina_core::{Config, Result, to_dim};
 use mlx_rs::macros::ModuleParameters;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use crate::pipeline::{PipelineStage, keep_stage};
-use crate::stack::{self, Backbone, BackboneInput, ModelCache};
+use crate::block_stack::Settings;
 
 /// How a [`MambaBackbone`] is built.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Validate)]
@@ -60,9 +59,7 @@ pub struct MambaBackbone {
     /// The final norm.
     #[param]
     pub norm_f: Norm,
-    hidden_size: usize,
-    checkpointing: bool,
-    pipeline: Option<PipelineStage>,
+    settings: Settings,
 }
 
 impl MambaBackbone {
@@ -81,51 +78,9 @@ impl MambaBackbone {
             )?,
             layers: (0..config.num_layers).map(|_| MambaBlock::new(&config.block)).collect::<Result<_>>()?,
             norm_f: Norm::new(dims, config.final_norm)?,
-            hidden_size: width,
-            checkpointing: config.gradient_checkpointing,
-            pipeline: None,
+            settings: Settings::new(width, config.gradient_checkpointing),
         })
     }
 }
 
-impl Backbone for MambaBackbone {
-    fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        let stack = stack::Stack::plain(self.checkpointing, self.pipeline.as_ref());
-        stack::run(&mut self.embeddings, &mut self.layers, &mut self.norm_f, stack, input)
-    }
-
-    fn embedding(&self) -> &Embedding {
-        &self.embeddings
-    }
-
-    fn make_cache(&self) -> Result<ModelCache> {
-        stack::caches(&self.layers, 1)
-    }
-
-    fn hidden_size(&self) -> usize {
-        self.hidden_size
-    }
-
-    fn set_gradient_checkpointing(&mut self, on: bool) {
-        self.checkpointing = on;
-    }
-
-    fn split_for_pipeline(&mut self, stage: PipelineStage) -> Result<()> {
-        keep_stage(&mut self.layers, &stage)?;
-        self.pipeline = Some(stage);
-        Ok(())
-    }
-
-    fn block_bytes(&self) -> Vec<u64> {
-        stack::block_bytes(&self.layers)
-    }
-
-    fn training_mode(&mut self, training: bool) {
-        mlx_rs::module::Module::training_mode(&mut self.embeddings, training);
-        for layer in &mut self.layers {
-            mlx_rs::module::Module::training_mode(layer, training);
-        }
-    }
-}
-
-lamina_components::visit_fields!(MambaBackbone { embeddings, layers });
+block_stack!(MambaBackbone { embeddings, norm_f });

@@ -257,13 +257,6 @@ pub(crate) struct Stack<'a> {
     pub pipeline: Option<&'a PipelineStage>,
 }
 
-impl<'a> Stack<'a> {
-    /// One run of each block, no checkpointing, no scale.
-    pub fn plain(checkpointing: bool, pipeline: Option<&'a PipelineStage>) -> Self {
-        Stack { repeats: 1, checkpointing, embedding_scale: None, pipeline }
-    }
-}
-
 /// Embeds, runs every block `repeats` times in a row, and applies the final norm.
 pub(crate) fn run<B: Block + 'static>(
     embedding: &mut Embedding,

@@ -2,13 +2,12 @@
 
 use lamina_blocks::{TransformerBlock, TransformerBlockConfig};
 use lamina_components::{Embedding, Norm, NormConfig};
-use lamina_core::{BackboneOutput, Config, Error, Result, ensure_positive, to_dim};
+use lamina_core::{Config, Error, Result, ensure_positive, to_dim};
 use mlx_rs::macros::ModuleParameters;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use crate::pipeline::{PipelineStage, keep_stage};
-use crate::stack::{self, Backbone, BackboneInput, ModelCache};
+use crate::block_stack::Settings;
 
 /// How a [`TransformerBackbone`] is built: one block config per layer (layers may differ,
 /// e.g. in RoPE or window).
@@ -106,11 +105,7 @@ pub struct TransformerBackbone {
     /// The final norm.
     #[param]
     pub norm: Norm,
-    repeats: usize,
-    hidden_size: usize,
-    checkpointing: bool,
-    pipeline: Option<PipelineStage>,
-    embedding_scale: Option<f32>,
+    settings: Settings,
 }
 
 impl TransformerBackbone {
@@ -129,58 +124,13 @@ impl TransformerBackbone {
             )?,
             layers: config.layers.iter().map(TransformerBlock::new).collect::<Result<_>>()?,
             norm: Norm::new(dims, config.final_norm)?,
-            repeats: config.layer_repeats,
-            hidden_size: width,
-            checkpointing: config.gradient_checkpointing,
-            pipeline: None,
-            embedding_scale: config.embedding_scale,
+            settings: Settings {
+                repeats: config.layer_repeats,
+                embedding_scale: config.embedding_scale,
+                ..Settings::new(width, config.gradient_checkpointing)
+            },
         })
     }
 }
 
-impl Backbone for TransformerBackbone {
-    fn forward(&mut self, input: BackboneInput<'_>) -> Result<BackboneOutput> {
-        let stack = stack::Stack {
-            repeats: self.repeats,
-            checkpointing: self.checkpointing,
-            embedding_scale: self.embedding_scale,
-            pipeline: self.pipeline.as_ref(),
-        };
-        stack::run(&mut self.embed_tokens, &mut self.layers, &mut self.norm, stack, input)
-    }
-
-    fn embedding(&self) -> &Embedding {
-        &self.embed_tokens
-    }
-
-    fn make_cache(&self) -> Result<ModelCache> {
-        stack::caches(&self.layers, self.repeats)
-    }
-
-    fn hidden_size(&self) -> usize {
-        self.hidden_size
-    }
-
-    fn set_gradient_checkpointing(&mut self, on: bool) {
-        self.checkpointing = on;
-    }
-
-    fn split_for_pipeline(&mut self, stage: PipelineStage) -> Result<()> {
-        keep_stage(&mut self.layers, &stage)?;
-        self.pipeline = Some(stage);
-        Ok(())
-    }
-
-    fn block_bytes(&self) -> Vec<u64> {
-        stack::block_bytes(&self.layers)
-    }
-
-    fn training_mode(&mut self, training: bool) {
-        mlx_rs::module::Module::training_mode(&mut self.embed_tokens, training);
-        for layer in &mut self.layers {
-            mlx_rs::module::Module::training_mode(layer, training);
-        }
-    }
-}
-
-lamina_components::visit_fields!(TransformerBackbone { embed_tokens, layers });
+block_stack!(TransformerBackbone { embed_tokens, norm });
