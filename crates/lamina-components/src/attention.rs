@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::cache::{DecodeScores, LayerCache};
-use crate::linear::{Linear, on_cpu};
+use crate::fast;
+use crate::linear::Linear;
 use crate::mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 use crate::norm::{Norm, NormConfig};
 use crate::rope::{Rope, RopeConfig};
@@ -256,17 +257,10 @@ impl Attention {
         let span =
             |key_start: i32, key_len: i32| MaskSpan { query_start: offset, query_len: l, key_start, key_len };
         // A prompt on the CPU: lamina's kernel attends by positions, without [L, S] scores
-        // or a mask array. Half-precision q/k/v are widened to f32 for it (O(L * D) casts)
-        // and the output rounded back, as the MLX path below computes a prompt's attention
-        // in f32 too. Not while training, where MLX's graph (and its gradient) stays as it
-        // was and no f32 copies are kept for the backward pass.
+        // or a mask array ([`fast::prompt_attention`] decides where it applies).
         let dtype = q.dtype();
-        let kernel = l > 1
-            && !self.training
-            && padding_mask.is_none()
-            && (dtype == mlx_rs::Dtype::Float32 || crate::linear::is_half(dtype))
-            && on_cpu();
-        let prompt = |keys: &Array, values: &Array, key_start: i32| -> Result<Array> {
+        let (padded, needs_grad) = (padding_mask.is_some(), self.training);
+        let prompt = |keys: &Array, values: &Array, key_start: i32| -> Result<Option<Array>> {
             let how = lamina_kernels::PromptAttention {
                 query_start: offset,
                 key_start,
@@ -274,17 +268,17 @@ impl Attention {
                 window,
                 softcap: self.config.softcap,
             };
-            let f32 = |a: &Array| a.as_dtype(mlx_rs::Dtype::Float32);
-            let out = lamina_kernels::prompt_attention(&f32(&q)?, &f32(keys)?, &f32(values)?, how)?;
-            Ok(out.as_dtype(dtype)?)
+            fast::prompt_attention(&q, keys, values, how, padded, needs_grad)
         };
         let (keys, values, mask) = match cache {
-            None if kernel => return prompt(&k, &v, 0),
-            None => (k, v, attention_mask(span(0, l), window, padding_mask)?),
+            None => match prompt(&k, &v, 0)? {
+                Some(out) => return Ok(out),
+                None => (k, v, attention_mask(span(0, l), window, padding_mask)?),
+            },
             Some(LayerCache::Kv(c)) => {
                 let (k, v) = c.update_and_fetch(&k, &v)?;
-                if kernel {
-                    return prompt(&k, &v, 0);
+                if let Some(out) = prompt(&k, &v, 0)? {
+                    return Ok(out);
                 }
                 (k, v, attention_mask(span(0, offset + l), window, padding_mask)?)
             }
@@ -293,8 +287,10 @@ impl Attention {
                     return Err(Error::Unsupported("padding masks with a rotating cache"));
                 }
                 let out = c.update_and_fetch(&k, &v)?;
-                if let (true, Some(start)) = (kernel, out.key_start) {
-                    return prompt(&out.keys, &out.values, start);
+                if let Some(start) = out.key_start {
+                    if let Some(attended) = prompt(&out.keys, &out.values, start)? {
+                        return Ok(attended);
+                    }
                 }
                 let mask = match out.key_start {
                     Some(start) => attention_mask(span(start, out.keys.dim(2)), window, None)?,
@@ -314,10 +310,7 @@ impl Attention {
             }
         };
         let scale = self.scale();
-        // MLX's CPU matmuls in bf16/f16 are not BLAS: there, a prompt's attention is
-        // computed in f32 (the casts cost O(L * D); the products O(L^2 * D)). Not while
-        // training, where the f32 copies would be kept for the backward pass.
-        let widen = !self.training && l > 1 && crate::linear::is_half(dtype) && on_cpu();
+        let widen = fast::widen_attention(dtype, l, self.training);
         let (q, keys, values, mask) = if widen {
             let f32 = |a: &Array| a.as_dtype(mlx_rs::Dtype::Float32);
             let mask = match mask {
@@ -383,23 +376,12 @@ impl Attention {
         // RoPE goes into the products' node too, unless a QK-norm comes between.
         let norm_first = self.config.qk_norm.is_some_and(|c| c.position == QkNormPosition::BeforeRope);
         let rotation = self.rope.as_ref().filter(|_| !norm_first).and_then(|r| r.rotation(cache.offset()));
-        let fused =
-            match (self.q_proj.kernel_weight(), self.k_proj.kernel_weight(), self.v_proj.kernel_weight()) {
-                (Some(q), Some(k), Some(v)) => {
-                    let shapes: [&[i32]; 3] = [&[b, heads, 1, d], &[b, kv_heads, 1, d], &[b, kv_heads, 1, d]];
-                    Some(match rotation {
-                        Some(rotation) => lamina_kernels::rotated_products(x, &[q, k, v], &shapes, rotation)?,
-                        None => lamina_kernels::quantized_products(x, &[q, k, v], &shapes)?,
-                    })
-                }
-                _ => None,
-            };
+        let shapes: [&[i32]; 3] = [&[b, heads, 1, d], &[b, kv_heads, 1, d], &[b, kv_heads, 1, d]];
+        let weights = [self.q_proj.plain_weight(), self.k_proj.plain_weight(), self.v_proj.plain_weight()];
+        let fused = fast::products(x, weights, &shapes, rotation, self.training)?;
         let rotated = rotation.is_some() && fused.is_some();
-        let (q, k, v) = match fused.map(<[Array; 3]>::try_from) {
-            Some(Ok([q, k, v])) => (q, k, v),
-            Some(Err(_)) => {
-                return Err(Error::Internal("the q/k/v kernel returned the wrong number of arrays"));
-            }
+        let (q, k, v) = match fused {
+            Some([q, k, v]) => (q, k, v),
             None => (
                 self.q_proj.forward(x)?.reshape(&[b, heads, 1, d])?,
                 self.k_proj.forward(x)?.reshape(&[b, kv_heads, 1, d])?,
@@ -445,11 +427,9 @@ impl Attention {
     fn forward_residual(&mut self, input: LayerInput<'_>, residual: Option<&Array>) -> Result<Array> {
         let LayerInput { x, cache, padding_mask } = input;
         let (b, l) = batch_and_len(x, self.config.hidden_size)?;
-        let fused = l == 1 && !self.training && padding_mask.is_none() && x.dtype() == mlx_rs::Dtype::Float32;
+        let fused = fast::fused_decode(x, l, padding_mask.is_some(), self.training);
         match cache {
-            Some(cache) if fused && cache.has_decode_attention() && on_cpu() => {
-                self.decode_fused(x, b, cache, residual)
-            }
+            Some(cache) if fused && cache.has_decode_attention() => self.decode_fused(x, b, cache, residual),
             cache => self.forward_unfused(x, b, l, cache, padding_mask, residual),
         }
     }

@@ -5,6 +5,7 @@ use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, Param};
 use mlx_rs::{Array, Dtype, ops};
 
+use crate::fast::{self, StoredWeight};
 use crate::quant::QuantConfig;
 
 /// A lookup table of `num_embeddings` vectors of `dims` features, optionally quantized
@@ -112,13 +113,16 @@ impl Embedding {
     /// # Errors
     /// When the last axis of `x` is not `dims`.
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
-        if let Some((q, scales, biases)) = self.quantized() {
-            return lamina_kernels::quantized_matmul(x, &self.weight, scales, biases, q.group_size, q.bits);
+        let stored = match self.quantized() {
+            Some((config, scales, biases)) => {
+                StoredWeight::Quantized { weight: &self.weight, scales, biases, config }
+            }
+            None => StoredWeight::Dense(&self.weight),
+        };
+        match fast::product(x, stored, self.training)? {
+            Some(y) => Ok(y),
+            None => Ok(ops::matmul(x, self.weight.t())?),
         }
-        if crate::linear::is_half(self.weight.dtype()) && !self.training {
-            return lamina_kernels::half_matmul(x, &self.weight);
-        }
-        Ok(ops::matmul(x, self.weight.t())?)
     }
 
     /// Checks that `ids` is an integer array whose values lie in `[0, num_embeddings)`.

@@ -8,6 +8,7 @@ use mlx_rs::{Array, nn};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
+use crate::fast;
 use crate::linear::Linear;
 
 /// How a [`FeedForward`] is built.
@@ -129,23 +130,11 @@ pub fn activate(activation: Activation, x: &Array) -> Result<Array> {
 }
 
 impl FeedForward {
-    /// The gated unit's inner activations in one graph node (lamina's kernel), when the gate
-    /// and up projections are plain quantized products and `x` is f32 on the CPU.
+    /// The gated unit's inner activations in one graph node where lamina's kernel takes
+    /// them ([`fast::gated`]).
     fn gated_kernel(&self, x: &Array) -> Result<Option<Array>> {
-        use lamina_kernels::GateActivation;
-        let activation = match self.activation {
-            Activation::Silu => GateActivation::Silu,
-            Activation::GeluApprox => GateActivation::GeluTanh,
-            Activation::Gelu => GateActivation::GeluErf,
-            Activation::Relu => return Ok(None),
-        };
-        let gate = self.gate_proj.as_ref().and_then(Linear::kernel_weight);
-        match (gate, self.up_proj.kernel_weight()) {
-            (Some(gate), Some(up)) if x.dtype() == mlx_rs::Dtype::Float32 && crate::linear::on_cpu() => {
-                Ok(Some(lamina_kernels::quantized_gated(x, gate, up, activation)?))
-            }
-            _ => Ok(None),
-        }
+        let gate = self.gate_proj.as_ref().and_then(Linear::plain_weight);
+        fast::gated(x, gate, self.up_proj.plain_weight(), self.activation, false)
     }
 
     /// `residual + self.forward(x)`, the down projection and the add in one graph node

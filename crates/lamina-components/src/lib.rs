@@ -43,6 +43,7 @@ mod cache;
 mod checkpoint;
 mod dropout;
 mod embedding;
+pub mod fast;
 mod ffn;
 mod linear;
 mod lora;
@@ -64,8 +65,9 @@ pub use cache::{
 pub use checkpoint::checkpointed;
 pub use dropout::dropout;
 pub use embedding::{Embedding, check_ids};
+pub use fast::on_cpu;
 pub use ffn::{FeedForward, FeedForwardConfig, activate};
-pub use linear::{Linear, on_cpu};
+pub use linear::Linear;
 pub use lora::{AdapterKind, LoraConfig, trainable_names};
 pub use mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 pub use norm::{Norm, NormConfig};

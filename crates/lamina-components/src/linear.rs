@@ -4,10 +4,11 @@
 //! LoRA adapter (`lora_a`, `lora_b`; see [`crate::LoraConfig`]) — both at once is QLoRA.
 
 use lamina_core::Result;
+use mlx_rs::Array;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, Param};
-use mlx_rs::{Array, ops};
 
+use crate::fast::{self, StoredWeight};
 use crate::lora::LoraConfig;
 use crate::quant::QuantConfig;
 
@@ -133,25 +134,25 @@ impl Linear {
         self.weight.freeze(true);
     }
 
-    /// The quantized weight as lamina's fused kernels take it, when the layer is exactly a
-    /// quantized product (quantized, without bias or adapter, not training) of a width this
-    /// CPU's kernels serve.
-    pub(crate) fn kernel_weight(&self) -> Option<lamina_kernels::QuantizedWeight<'_>> {
+    /// The weight as stored, when the layer is exactly a product with it: no bias or
+    /// adapter, not training (what the fused kernels may take in its place).
+    pub(crate) fn plain_weight(&self) -> Option<StoredWeight<'_>> {
         let plain = self.bias.is_none() && self.lora_a.is_none() && self.m.is_none() && !self.training;
-        let (q, scales, biases) = self
-            .quantized()
-            .filter(|(q, ..)| plain && lamina_kernels::supports_quantized(q.bits, q.group_size))?;
-        Some(lamina_kernels::QuantizedWeight {
-            weight: &self.weight,
-            scales,
-            biases,
-            group_size: q.group_size,
-            bits: q.bits,
-        })
+        plain.then(|| self.stored())
     }
 
-    /// `residual + self.forward(x)`, in one graph node (lamina's kernel) when the layer is
-    /// a plain quantized product and both inputs are f32 on the CPU: a sublayer's output
+    /// The weight as stored, quantized or dense.
+    fn stored(&self) -> StoredWeight<'_> {
+        match self.quantized() {
+            Some((config, scales, biases)) => {
+                StoredWeight::Quantized { weight: &self.weight, scales, biases, config }
+            }
+            None => StoredWeight::Dense(&self.weight),
+        }
+    }
+
+    /// `residual + self.forward(x)`, in one graph node where lamina's kernels take it (a
+    /// plain quantized product: [`fast::residual_product`]): a sublayer's output
     /// projection and the residual add after it.
     ///
     /// # Shapes
@@ -160,12 +161,9 @@ impl Linear {
     /// # Errors
     /// When MLX fails or the shapes do not fit.
     pub fn forward_add(&mut self, x: &Array, residual: &Array) -> Result<Array> {
-        let f32 = mlx_rs::Dtype::Float32;
-        match self.kernel_weight() {
-            Some(w) if x.dtype() == f32 && residual.dtype() == f32 && on_cpu() => {
-                lamina_kernels::quantized_residual(x, w, residual)
-            }
-            _ => Ok(residual.add(self.forward(x)?)?),
+        match fast::residual_product(x, self.plain_weight(), residual, self.training)? {
+            Some(out) => Ok(out),
+            None => Ok(residual.add(self.forward(x)?)?),
         }
     }
 
@@ -223,34 +221,15 @@ impl Linear {
     /// `x W^T`, plus the bias when `with_bias`.
     fn base(&mut self, x: &Array, with_bias: bool) -> Result<Array> {
         let bias = if with_bias { self.bias.value.clone() } else { None };
-        let y = if let Some((q, scales, biases)) = self.quantized() {
-            lamina_kernels::quantized_matmul(x, &self.weight, scales, biases, q.group_size, q.bits)?
-        } else if is_half(self.weight.dtype()) && !self.training {
-            // Read as stored by lamina's kernel (MLX's CPU matmul is not BLAS in bf16/f16).
-            // Not while training: with MLX's backward products it held 1.8x the memory.
-            lamina_kernels::half_matmul(x, &self.weight)?
-        } else {
-            let weight_t = self.weight_t();
-            return Ok(match bias {
-                Some(bias) => ops::addmm(bias, x, &weight_t, None, None)?,
-                None => ops::matmul(x, &weight_t)?,
-            });
+        let y = match fast::product(x, self.stored(), self.training)? {
+            Some(y) => y,
+            None => return fast::dense_product(x, &self.weight_t(), bias.as_ref()),
         };
         Ok(match bias {
             Some(bias) => y.add(bias)?,
             None => y,
         })
     }
-}
-
-/// Whether MLX's default device is the CPU (where lamina's kernels run).
-pub fn on_cpu() -> bool {
-    matches!(mlx_rs::Device::default().get_type(), Ok(mlx_rs::DeviceType::Cpu))
-}
-
-/// bf16 or f16.
-pub(crate) fn is_half(dtype: mlx_rs::Dtype) -> bool {
-    matches!(dtype, mlx_rs::Dtype::Bfloat16 | mlx_rs::Dtype::Float16)
 }
 
 /// Whether two handles refer to the same MLX array (not merely equal values).
@@ -323,7 +302,7 @@ mod tests {
                     Array::from_slice(&values(rows * 40, 0.1), &[rows as i32, 40]).as_dtype(dtype).unwrap();
                 let y = layer.forward(&x).unwrap();
                 assert_eq!(y.dtype(), dtype);
-                let exact = ops::matmul(f32(&x), f32(&weight).t()).unwrap().add(f32(&bias)).unwrap();
+                let exact = mlx_rs::ops::matmul(f32(&x), f32(&weight).t()).unwrap().add(f32(&bias)).unwrap();
                 // Two roundings (product, then bias) of the dtype, relative to the largest output.
                 let max = |a: &Array| a.abs().unwrap().max(None).unwrap().item_exact::<f32>();
                 let relative = max(&f32(&y).subtract(&exact).unwrap()) / max(&exact);

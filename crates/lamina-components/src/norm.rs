@@ -123,7 +123,7 @@ impl Module<&Array> for Norm {
         let weight = self.weight.value.as_ref();
         match self.kind {
             // One graph node on the CPU (MLX expands its op into ~11 there), MLX's op elsewhere.
-            NormKind::RmsNorm => lamina_kernels::rms_norm(x, weight, self.eps, self.unit_offset),
+            NormKind::RmsNorm => crate::fast::rms_norm(x, weight, self.eps, self.unit_offset),
             NormKind::LayerNorm => {
                 let offset;
                 let weight = match (weight, self.unit_offset) {

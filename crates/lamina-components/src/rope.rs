@@ -275,7 +275,7 @@ impl Rope {
         let scaled = self.prescaled(x)?;
         let x = scaled.as_ref().unwrap_or(x);
         // One graph node on the CPU (MLX expands its op into ~29 there), MLX's op elsewhere.
-        lamina_kernels::rope(x, self.dims, self.traditional, self.frequencies(), self.scale, offset)
+        crate::fast::rope(x, self.dims, self.traditional, self.frequencies(), self.scale, offset)
     }
 
     /// This rotation at position `offset` as lamina's fused q/k products apply it, when it
