@@ -12,10 +12,11 @@ use mlx_rs::module::Module;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
+use crate::attendable::Attendable;
 use crate::cache::{DecodeScores, LayerCache};
 use crate::fast;
 use crate::linear::Linear;
-use crate::mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
+use crate::mask::{AttentionMask, MaskSpan, causal_mask};
 use crate::norm::{Norm, NormConfig};
 use crate::rope::{Rope, RopeConfig};
 
@@ -254,8 +255,6 @@ impl Attention {
         let (q, k) = self.rotate(q, k, cache.as_deref())?;
 
         let window = self.config.sliding_window.map(|w| w as i32);
-        let span =
-            |key_start: i32, key_len: i32| MaskSpan { query_start: offset, query_len: l, key_start, key_len };
         // A prompt on the CPU: lamina's kernel attends by positions, without [L, S] scores
         // or a mask array ([`fast::prompt_attention`] decides where it applies).
         let dtype = q.dtype();
@@ -270,45 +269,16 @@ impl Attention {
             };
             fast::prompt_attention(&q, keys, values, how, padded, needs_grad)
         };
-        let (keys, values, mask) = match cache {
-            None => match prompt(&k, &v, 0)? {
-                Some(out) => return Ok(out),
-                None => (k, v, attention_mask(span(0, l), window, padding_mask)?),
-            },
-            Some(LayerCache::Kv(c)) => {
-                let (k, v) = c.update_and_fetch(&k, &v)?;
-                if let Some(out) = prompt(&k, &v, 0)? {
-                    return Ok(out);
-                }
-                (k, v, attention_mask(span(0, offset + l), window, padding_mask)?)
-            }
-            Some(LayerCache::Rotating(c)) => {
-                if padding_mask.is_some() {
-                    return Err(Error::Unsupported("padding masks with a rotating cache"));
-                }
-                let out = c.update_and_fetch(&k, &v)?;
-                if let Some(start) = out.key_start {
-                    if let Some(attended) = prompt(&out.keys, &out.values, start)? {
-                        return Ok(attended);
-                    }
-                }
-                let mask = match out.key_start {
-                    Some(start) => attention_mask(span(start, out.keys.dim(2)), window, None)?,
-                    None => AttentionMask::None,
-                };
-                (out.keys, out.values, mask)
-            }
-            Some(LayerCache::Batch(c)) => {
-                if padding_mask.is_some() {
-                    return Err(Error::Unsupported("padding masks with a batch KV cache"));
-                }
-                let out = c.update_and_fetch(&k, &v)?;
-                (out.keys, out.values, AttentionMask::Explicit(out.mask))
-            }
-            Some(other) => {
-                return Err(Error::CacheKind { layer: "an attention layer", cache: other.kind() });
-            }
+        let attendable = match cache {
+            None => Attendable::uncached(k, v, window, padding_mask)?,
+            Some(cache) => cache.update_and_fetch(&k, &v, window, padding_mask)?,
         };
+        if let Some(start) = attendable.key_start {
+            if let Some(out) = prompt(&attendable.keys, &attendable.values, start)? {
+                return Ok(out);
+            }
+        }
+        let Attendable { keys, values, mask, .. } = attendable;
         let scale = self.scale();
         let widen = fast::widen_attention(dtype, l, self.training);
         let (q, keys, values, mask) = if widen {
@@ -340,14 +310,16 @@ impl Attention {
     fn rotate(&mut self, q: Array, k: Array, cache: Option<&LayerCache>) -> Result<(Array, Array)> {
         let (mut q, mut k) = (q, k);
         if let Some(rope) = &self.rope {
-            if let Some(LayerCache::Batch(c)) = cache {
-                let positions = c.positions()?;
-                q = rope.forward_positions(&q, &positions)?;
-                k = rope.forward_positions(&k, &positions)?;
-            } else {
-                let offset = cache.map_or(0, |c| c.offset());
-                q = rope.forward(&q, offset)?;
-                k = rope.forward(&k, offset)?;
+            match cache.map(LayerCache::row_positions).transpose()?.flatten() {
+                Some(positions) => {
+                    q = rope.forward_positions(&q, &positions)?;
+                    k = rope.forward_positions(&k, &positions)?;
+                }
+                None => {
+                    let offset = cache.map_or(0, |c| c.offset());
+                    q = rope.forward(&q, offset)?;
+                    k = rope.forward(&k, offset)?;
+                }
             }
         }
         self.qk_norm(q, k, QkNormPosition::AfterRope)

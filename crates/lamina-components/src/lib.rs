@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod attendable;
 mod attention;
 mod batch_cache;
 mod cache;
@@ -55,6 +56,7 @@ mod ssm;
 #[cfg(test)]
 mod testing;
 
+pub use attendable::Attendable;
 pub use attention::{
     Attention, AttentionConfig, LayerInput, QkNormConfig, QkNormPosition, batch_and_len, softcap,
 };
