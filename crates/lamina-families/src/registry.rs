@@ -294,3 +294,35 @@ pub fn model_type(config: &Value) -> Result<&str> {
         .and_then(Value::as_str)
         .ok_or_else(|| Error::invalid("config.json", "model_type", "is missing or not a string"))
 }
+
+#[cfg(test)]
+mod tests {
+    use strum::IntoEnumIterator;
+
+    use super::*;
+    use crate::decoder::spec;
+
+    #[test]
+    fn every_model_type_round_trips_through_one_row_that_agrees_with_its_spec() {
+        let registry = Registry::with_builtins();
+        for model_type in ModelType::iter() {
+            let rows: Vec<&FamilyEntry> =
+                FAMILIES.iter().filter(|e| e.model_types.contains(&model_type)).collect();
+            assert_eq!(rows.len(), 1, "{model_type} is in {} rows", rows.len());
+            let row = rows[0];
+            let name = model_type.to_string();
+            assert_eq!(name.parse::<ModelType>().ok(), Some(model_type), "{name}");
+            assert!(registry.contains(&name), "{name}");
+            // A decoder family's row and its spec name the same family.
+            let decoder_family = !matches!(row.family, Family::Mamba | Family::MobileLlm | Family::Custom);
+            if decoder_family {
+                assert_eq!(spec(model_type).family, row.family, "{model_type}");
+            }
+            for (preset, config) in (row.presets)(row.family) {
+                assert_eq!(config.family(), row.family, "{model_type}: preset {preset}");
+            }
+        }
+        let listed: usize = FAMILIES.iter().map(|e| e.model_types.len()).sum();
+        assert_eq!(listed, ModelType::iter().count(), "a model_type listed twice");
+    }
+}
