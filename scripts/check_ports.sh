@@ -7,16 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || need+=(g++-aarch64-linux-gnu)
-command -v clang++ >/dev/null 2>&1 || need+=(clang)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing ${need[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+source scripts/apt_need.sh
+apt_need aarch64-linux-gnu-g++:g++-aarch64-linux-gnu clang++:clang
 
 include=$(find target/mlx-env -path '*/mlx/include' -type d 2>/dev/null | head -1)
 if [ -z "$include" ]; then

@@ -95,23 +95,16 @@ fn inspect_describes_checkpoints_and_presets() {
 
 #[test]
 fn a_family_defined_in_an_example_loads_and_matches_mlx_lm() {
-    let out = example("custom_family")
-        .args(["--model", fixture("stablelm_custom").to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("loaded stablelm (32 tensors, strict)"), "{text}");
-    assert!(text.contains("greedy continuation identical: true"), "{text}");
-    // StableLM 3B/Zephyr's parallel residual: a block option, no kernel or fast-path change.
-    let out = example("custom_family")
-        .args(["--model", fixture("stablelm_parallel").to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("loaded stablelm (28 tensors, strict)"), "{text}");
-    assert!(text.contains("greedy continuation identical: true"), "{text}");
+    // StableLM 2, and StableLM 3B/Zephyr's parallel residual (a block option: no kernel or
+    // fast-path change).
+    for (case, tensors) in [("stablelm_custom", 32), ("stablelm_parallel", 28)] {
+        let out =
+            example("custom_family").args(["--model", fixture(case).to_str().unwrap()]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(&format!("loaded stablelm ({tensors} tensors, strict)")), "{text}");
+        assert!(text.contains("greedy continuation identical: true"), "{text}");
+    }
     // Without the registration the same folder is an unknown model_type.
     let err = one_line_error(
         &example("inspect").args(["--model", fixture("stablelm_custom").to_str().unwrap()]).output().unwrap(),
