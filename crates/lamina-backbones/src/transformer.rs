@@ -25,7 +25,7 @@ pub struct TransformerBackboneConfig {
     #[serde(default = "one")]
     pub layer_repeats: usize,
     /// Recompute block activations in the backward pass (see
-    /// [`Backbone::set_gradient_checkpointing`]).
+    /// [`Backbone::set_gradient_checkpointing`](crate::Backbone::set_gradient_checkpointing)).
     #[serde(default)]
     pub gradient_checkpointing: bool,
     /// A factor on the token embeddings before the first block (Gemma: `sqrt(hidden)`,
