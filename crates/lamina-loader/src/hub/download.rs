@@ -43,7 +43,7 @@ pub(crate) async fn metadata(
     let url =
         client.parse(&format!("{}/{}/resolve/{commit}/{}", client.endpoint(), repo.repo_id, file.path))?;
     let (response, answered) =
-        client.send(Method::HEAD, url, HeaderMap::new(), Redirects::StayOnOrigin).await?;
+        client.send(Method::HEAD, url, HeaderMap::new(), Redirects::RelativeOnly).await?;
     let status = response.status();
     let headers = response.headers();
     let here = answered.as_str();

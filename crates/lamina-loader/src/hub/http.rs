@@ -43,9 +43,10 @@ impl std::fmt::Debug for HubClient {
 pub(crate) enum Redirects {
     /// Follow every redirect (the token only while on the endpoint's origin).
     Follow,
-    /// Follow redirects that stay on the endpoint's origin; answer the first one that
-    /// leaves it (its `Location` is where the content is).
-    StayOnOrigin,
+    /// Follow relative redirects only (a renamed repository), as `huggingface_hub` does
+    /// for a file's metadata; answer the first absolute one (its headers describe the
+    /// file, its `Location` is where the content is).
+    RelativeOnly,
 }
 
 impl HubClient {
@@ -130,10 +131,10 @@ impl HubClient {
             if !response.status().is_redirection() || response.status() == StatusCode::NOT_MODIFIED {
                 return Ok((response, url));
             }
-            let next = redirect_target(&url, response.headers())?;
-            if redirects == Redirects::StayOnOrigin && !self.same_origin(&next) {
+            if redirects == Redirects::RelativeOnly && !relative_location(response.headers()) {
                 return Ok((response, url));
             }
+            let next = redirect_target(&url, response.headers())?;
             url = next;
         }
         Err(untrusted(url.as_str(), format!("more than {MAX_REDIRECTS} redirects")))
@@ -153,6 +154,14 @@ impl HubClient {
         };
         HubError::Network { url: url.to_string(), reason }
     }
+}
+
+/// Whether a redirect's `Location` is relative (no scheme and host of its own).
+fn relative_location(headers: &HeaderMap) -> bool {
+    headers
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|text| Url::parse(text).is_err() && !text.starts_with("//"))
 }
 
 /// Where a redirect points, resolved against the URL that answered it.
@@ -222,4 +231,24 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_locations_without_a_host_are_relative() {
+        let at = |location: &str| {
+            let mut headers = HeaderMap::new();
+            headers
+                .insert(LOCATION, HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("x")));
+            relative_location(&headers)
+        };
+        assert!(at("/org/renamed/resolve/main/config.json"));
+        assert!(at("config.json"));
+        assert!(!at("https://cdn.example/object"));
+        assert!(!at("//cdn.example/object"));
+        assert!(!relative_location(&HeaderMap::new()));
+    }
 }
