@@ -62,6 +62,8 @@ pub struct Load {
     outstanding: AtomicUsize,
     /// Whether the engine is serving (false while it restarts, and once it stopped).
     serving: AtomicBool,
+    /// Whether the engine stopped for good (repeated failures, or a model that cannot run).
+    stopped: AtomicBool,
 }
 
 impl Load {
@@ -132,7 +134,7 @@ impl Engine {
             .with_code("queue_full"));
         }
         let (events, receiver) = unbounded_channel();
-        if !self.load.serving() && self.load.restarts.load(Ordering::SeqCst) > MAX_RESTARTS {
+        if self.load.stopped.load(Ordering::SeqCst) {
             self.load.outstanding.fetch_sub(1, Ordering::SeqCst);
             return Err(stopped());
         }
@@ -236,7 +238,7 @@ fn run(
         }
     }
     // Nothing can run: refuse every request that comes.
-    load.restarts.fetch_add(MAX_RESTARTS + 1, Ordering::SeqCst);
+    load.stopped.store(true, Ordering::SeqCst);
     while let Ok(submission) = inbox.recv() {
         let _ = submission.events.send(EngineEvent::Failed(stopped()));
         load.outstanding.fetch_sub(1, Ordering::SeqCst);
