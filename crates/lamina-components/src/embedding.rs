@@ -113,13 +113,7 @@ impl Embedding {
     /// # Errors
     /// When the last axis of `x` is not `dims`.
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
-        let stored = match self.quantized() {
-            Some((config, scales, biases)) => {
-                StoredWeight::Quantized { weight: &self.weight, scales, biases, config }
-            }
-            None => StoredWeight::Dense(&self.weight),
-        };
-        match fast::product(x, stored, self.training)? {
+        match fast::product(x, StoredWeight::new(&self.weight, self.quantized()), self.training)? {
             Some(y) => Ok(y),
             None => Ok(ops::matmul(x, self.weight.t())?),
         }

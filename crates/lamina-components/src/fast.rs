@@ -47,6 +47,17 @@ pub enum StoredWeight<'a> {
     },
 }
 
+impl<'a> StoredWeight<'a> {
+    /// `weight` as stored: with `quantized` (its config, scales and biases) in MLX's
+    /// packed layout, dense otherwise.
+    pub fn new(weight: &'a Array, quantized: Option<(QuantConfig, &'a Array, &'a Array)>) -> Self {
+        match quantized {
+            Some((config, scales, biases)) => StoredWeight::Quantized { weight, scales, biases, config },
+            None => StoredWeight::Dense(weight),
+        }
+    }
+}
+
 /// `x @ w^T` for a stored weight: MLX's `quantized_matmul` (transposed) for a quantized
 /// one, on lamina's kernel where the CPU's tier takes its width; a bf16/f16 weight read as
 /// stored by lamina's kernel unless `needs_grad` (MLX's CPU matmul is not BLAS in half

@@ -143,12 +143,7 @@ impl Linear {
 
     /// The weight as stored, quantized or dense.
     fn stored(&self) -> StoredWeight<'_> {
-        match self.quantized() {
-            Some((config, scales, biases)) => {
-                StoredWeight::Quantized { weight: &self.weight, scales, biases, config }
-            }
-            None => StoredWeight::Dense(&self.weight),
-        }
+        StoredWeight::new(&self.weight, self.quantized())
     }
 
     /// `residual + self.forward(x)`, in one graph node where lamina's kernels take it (a
