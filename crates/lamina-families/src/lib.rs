@@ -2,8 +2,9 @@
 //!
 //! The model families, each a thin spec over the stack's layers — no attention or SSM
 //! code of their own. A family is a typed config implementing [`FamilyConfig`] (how it
-//! maps onto a backbone, its `sanitize`), a row in [`FAMILIES`] (its `model_type`s and
-//! presets), and, for the decoder-only transformers, a row in [`decoder::spec`]. One
+//! maps onto a backbone, its `sanitize`), a row in [`FAMILIES`] (its `model_type`s, how
+//! they are read — for the decoder-only transformers a [`DecoderSpec`]: what the family
+//! adds over Llama — and its presets). One
 //! generic [`FamilyModel`] implements [`LanguageModel`] for all of them.
 //!
 //! | family | `model_type` | config |
@@ -44,17 +45,21 @@ mod preset;
 mod quantize;
 mod registry;
 
-pub use decoder::{DecoderConfig, DecoderForCausalLM, LlamaConfig, LlamaForCausalLM};
+pub use decoder::{
+    DecoderConfig, DecoderForCausalLM, DecoderSpec, EmbedScale, FamilyKey, LlamaConfig, LlamaForCausalLM,
+    WindowLayers,
+};
 pub use family::{AnyConfig, Family, FamilyConfig, ModelType};
 pub use family_model::FamilyModel;
 pub use mamba::{AutoRank, MambaConfig, MambaForCausalLM, SsmCfg, TimeStepRank};
 pub use mobilellm::{
-    ClassicMobileLlmConfig, Llama4TextConfig, MOBILELLM_PRESETS, MobileLlmConfig, MobileLlmForCausalLM,
-    MobileLlmVariant, get_mobilellm_config,
+    ClassicMobileLlmConfig, Llama4TextConfig, MobileLlmConfig, MobileLlmForCausalLM, MobileLlmVariant,
+    get_mobilellm_config,
 };
 pub use model::{LanguageModel, ModelInfo, Weights};
 pub use preset::preset;
 pub use quantize::{CheckpointQuantization, QuantizeReport, estimate_model_size, quantize_model};
 pub use registry::{
-    FAMILIES, FamilyEntry, ModelBuilder, NamedConfig, Registry, family_entry, model_type, parse_config,
+    Architecture, FAMILIES, FamilyEntry, ModelBuilder, NamedConfig, Registry, decoder_spec, family_entry,
+    family_of, model_type, parse_config, row_of,
 };

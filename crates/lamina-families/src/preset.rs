@@ -30,7 +30,7 @@ pub fn preset(spec: &str) -> Result<Box<dyn AnyConfig>> {
     };
     let family: Family = family.parse().map_err(|_| unknown_family())?;
     let entry = family_entry(family).ok_or_else(unknown_family)?;
-    let mut presets = (entry.presets)(family);
+    let mut presets = (entry.presets)();
     let known = presets.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
     let at = presets.iter().position(|(n, _)| *n == name);
     at.map(|i| presets.swap_remove(i).1).ok_or(Error::UnknownVariant {

@@ -9,90 +9,108 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use strum::VariantNames;
 
-use crate::decoder::DecoderConfig;
+use crate::decoder::{
+    DecoderConfig, DecoderSpec, GEMMA2, GEMMA3, LLAMA, MISTRAL, PHI3, QWEN2, QWEN3, SMOLLM3,
+};
 use crate::family::{AnyConfig, Family, FamilyConfig, ModelType};
+use crate::hf::Preset;
 use crate::mamba::MambaConfig;
-use crate::mobilellm::{ClassicMobileLlmConfig, Llama4TextConfig, MOBILELLM_PRESETS, get_mobilellm_config};
+use crate::mobilellm::{ClassicMobileLlmConfig, Llama4TextConfig, MobileLlmConfig};
 use crate::model::LanguageModel;
 
 /// A named preset of some family.
 pub type NamedConfig = (&'static str, Box<dyn AnyConfig>);
 
-/// One built-in family: its `model_type`s, how it reads a `config.json`, its presets.
+/// How a row's configs are read and built.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Architecture {
+    /// A decoder-only transformer read as a [`DecoderConfig`]; the spec says what the row's
+    /// family adds over Llama.
+    Decoder(DecoderSpec),
+    /// Mamba's selective state-space stack ([`MambaConfig`]).
+    Mamba,
+    /// MobileLLM (classic, or R1's `llama4_text`).
+    MobileLlm,
+}
+
+/// One row of the built-in families: its `model_type`s, how they are read, their presets.
 #[derive(Debug, Clone, Copy)]
 pub struct FamilyEntry {
     /// The family.
     pub family: Family,
-    /// The `model_type`s it reads.
+    /// The `model_type`s the row reads.
     pub model_types: &'static [ModelType],
+    /// What they are; a decoder's spec.
+    pub architecture: Architecture,
     /// Parses a `config.json` of one of those types.
     pub parse: fn(ModelType, &Value) -> Result<Box<dyn AnyConfig>>,
-    /// Its presets, by name (given the family, so that one function serves several).
-    pub presets: fn(Family) -> Vec<NamedConfig>,
+    /// The presets, by name (the first row of a family holds the family's).
+    pub presets: fn() -> Vec<NamedConfig>,
 }
 
-/// The built-in families. A new Llama-like family is a row here plus a row in
-/// [`crate::decoder::spec`].
+/// A decoder row: one family's `model_types` with their spec and presets.
+const fn decoder_row(
+    family: Family,
+    model_types: &'static [ModelType],
+    spec: DecoderSpec,
+    presets: fn() -> Vec<NamedConfig>,
+) -> FamilyEntry {
+    FamilyEntry { family, model_types, architecture: Architecture::Decoder(spec), parse: decoder, presets }
+}
+
+/// The built-in families. A new Llama-like family is a row here (its spec: what it adds
+/// over Llama, [`crate::decoder::DecoderSpec`]) and its presets.
 pub const FAMILIES: &[FamilyEntry] = &[
+    decoder_row(Family::Llama, &[ModelType::Llama], LLAMA, || decoder_presets(Family::Llama)),
+    decoder_row(Family::Llama, &[ModelType::Mistral], MISTRAL, Vec::new),
+    decoder_row(Family::Qwen2, &[ModelType::Qwen2], QWEN2, || decoder_presets(Family::Qwen2)),
+    decoder_row(Family::Qwen3, &[ModelType::Qwen3], QWEN3, || decoder_presets(Family::Qwen3)),
+    decoder_row(Family::Gemma2, &[ModelType::Gemma2], GEMMA2, || decoder_presets(Family::Gemma2)),
     FamilyEntry {
-        family: Family::Llama,
-        model_types: &[ModelType::Llama, ModelType::Mistral],
-        parse: decoder,
-        presets: decoder_presets,
-    },
-    FamilyEntry {
-        family: Family::Qwen2,
-        model_types: &[ModelType::Qwen2],
-        parse: decoder,
-        presets: decoder_presets,
-    },
-    FamilyEntry {
-        family: Family::Qwen3,
-        model_types: &[ModelType::Qwen3],
-        parse: decoder,
-        presets: decoder_presets,
-    },
-    FamilyEntry {
-        family: Family::Gemma2,
-        model_types: &[ModelType::Gemma2],
-        parse: decoder,
-        presets: decoder_presets,
-    },
-    FamilyEntry {
-        family: Family::Gemma3,
-        model_types: &[ModelType::Gemma3Text, ModelType::Gemma3],
         parse: gemma3,
-        presets: decoder_presets,
+        ..decoder_row(Family::Gemma3, &[ModelType::Gemma3Text, ModelType::Gemma3], GEMMA3, || {
+            decoder_presets(Family::Gemma3)
+        })
     },
-    FamilyEntry {
-        family: Family::Phi3,
-        model_types: &[ModelType::Phi3],
-        parse: decoder,
-        presets: decoder_presets,
-    },
-    FamilyEntry {
-        family: Family::SmolLm3,
-        model_types: &[ModelType::SmolLm3],
-        parse: decoder,
-        presets: decoder_presets,
-    },
+    decoder_row(Family::Phi3, &[ModelType::Phi3], PHI3, || decoder_presets(Family::Phi3)),
+    decoder_row(Family::SmolLm3, &[ModelType::SmolLm3], SMOLLM3, || decoder_presets(Family::SmolLm3)),
     FamilyEntry {
         family: Family::Mamba,
         model_types: &[ModelType::Mamba],
+        architecture: Architecture::Mamba,
         parse: mamba,
-        presets: mamba_presets,
+        presets: || named(MambaConfig::presets()),
     },
     FamilyEntry {
         family: Family::MobileLlm,
-        model_types: &[ModelType::Llama4Text, ModelType::MobileLlm],
+        model_types: &[ModelType::MobileLlm, ModelType::Llama4Text],
+        architecture: Architecture::MobileLlm,
         parse: mobilellm,
-        presets: mobilellm_presets,
+        presets: || named(MobileLlmConfig::presets()),
     },
 ];
 
-/// The row of a family.
+/// The first row of a family (the one holding its presets).
 pub fn family_entry(family: Family) -> Option<&'static FamilyEntry> {
     FAMILIES.iter().find(|e| e.family == family)
+}
+
+/// The row that reads `model_type`.
+pub fn row_of(model_type: ModelType) -> Option<&'static FamilyEntry> {
+    FAMILIES.iter().find(|e| e.model_types.contains(&model_type))
+}
+
+/// The family that reads `model_type` ([`Family::Custom`] for none).
+pub fn family_of(model_type: ModelType) -> Family {
+    row_of(model_type).map_or(Family::Custom, |row| row.family)
+}
+
+/// The spec of a decoder `model_type`; `None` for the types other architectures read.
+pub fn decoder_spec(model_type: ModelType) -> Option<DecoderSpec> {
+    match row_of(model_type)?.architecture {
+        Architecture::Decoder(spec) => Some(spec),
+        Architecture::Mamba | Architecture::MobileLlm => None,
+    }
 }
 
 /// Parses `config.json` (already read as JSON) into a family's config type.
@@ -110,6 +128,15 @@ pub fn parse_config<T: DeserializeOwned>(config: &Value) -> Result<T> {
 
 fn boxed<C: FamilyConfig + DeserializeOwned>(config: &Value) -> Result<Box<dyn AnyConfig>> {
     Ok(Box::new(parse_config::<C>(config)?))
+}
+
+/// Presets of one config type, boxed.
+fn named<C: FamilyConfig>(presets: Vec<Preset<C>>) -> Vec<NamedConfig> {
+    presets.into_iter().map(|(name, make)| (name, Box::new(make()) as Box<dyn AnyConfig>)).collect()
+}
+
+fn decoder_presets(family: Family) -> Vec<NamedConfig> {
+    named(DecoderConfig::presets(family))
 }
 
 fn decoder(_: ModelType, config: &Value) -> Result<Box<dyn AnyConfig>> {
@@ -171,28 +198,6 @@ fn gemma3(model_type: ModelType, config: &Value) -> Result<Box<dyn AnyConfig>> {
     boxed::<DecoderConfig>(&Value::Object(merged))
 }
 
-fn decoder_presets(family: Family) -> Vec<NamedConfig> {
-    DecoderConfig::presets(family)
-        .into_iter()
-        .map(|(name, make)| (name, Box::new(make()) as Box<dyn AnyConfig>))
-        .collect()
-}
-
-fn mamba_presets(_: Family) -> Vec<NamedConfig> {
-    MambaConfig::presets()
-        .into_iter()
-        .map(|(name, make)| (name, Box::new(make()) as Box<dyn AnyConfig>))
-        .collect()
-}
-fn mobilellm_presets(_: Family) -> Vec<NamedConfig> {
-    MOBILELLM_PRESETS
-        .iter()
-        .filter_map(|&name| {
-            get_mobilellm_config(name).ok().map(|c| (name, Box::new(c) as Box<dyn AnyConfig>))
-        })
-        .collect()
-}
-
 /// Builds a model of a user-registered `model_type` from `config.json`, within a budget.
 pub type ModelBuilder = Arc<dyn Fn(&Value, Budget) -> Result<Box<dyn LanguageModel>> + Send + Sync>;
 
@@ -247,10 +252,7 @@ impl Registry {
     pub fn parse(&self, config: &Value) -> Result<Box<dyn AnyConfig>> {
         let name = model_type(config)?;
         let model_type: ModelType = name.parse().map_err(|_| self.unknown(name))?;
-        let entry = FAMILIES
-            .iter()
-            .find(|e| e.model_types.contains(&model_type))
-            .ok_or_else(|| self.unknown(name))?;
+        let entry = row_of(model_type).ok_or_else(|| self.unknown(name))?;
         let parsed = (entry.parse)(model_type, config)?;
         Ok(parsed)
     }
@@ -300,10 +302,9 @@ mod tests {
     use strum::IntoEnumIterator;
 
     use super::*;
-    use crate::decoder::spec;
 
     #[test]
-    fn every_model_type_round_trips_through_one_row_that_agrees_with_its_spec() {
+    fn every_model_type_round_trips_through_one_row() {
         let registry = Registry::with_builtins();
         for model_type in ModelType::iter() {
             let rows: Vec<&FamilyEntry> =
@@ -313,16 +314,63 @@ mod tests {
             let name = model_type.to_string();
             assert_eq!(name.parse::<ModelType>().ok(), Some(model_type), "{name}");
             assert!(registry.contains(&name), "{name}");
-            // A decoder family's row and its spec name the same family.
-            let decoder_family = !matches!(row.family, Family::Mamba | Family::MobileLlm | Family::Custom);
-            if decoder_family {
-                assert_eq!(spec(model_type).family, row.family, "{model_type}");
-            }
-            for (preset, config) in (row.presets)(row.family) {
+            assert_eq!(family_of(model_type), row.family, "{model_type}");
+            for (preset, config) in (row.presets)() {
                 assert_eq!(config.family(), row.family, "{model_type}: preset {preset}");
             }
         }
         let listed: usize = FAMILIES.iter().map(|e| e.model_types.len()).sum();
         assert_eq!(listed, ModelType::iter().count(), "a model_type listed twice");
+    }
+
+    #[test]
+    fn a_config_of_each_decoder_row_reads_back_its_family_and_spec() {
+        let registry = Registry::with_builtins();
+        for row in FAMILIES {
+            let Architecture::Decoder(spec) = row.architecture else { continue };
+            for &model_type in row.model_types {
+                let config = json!({"model_type": model_type.to_string(), "vocab_size": 32, "hidden_size": 16,
+                    "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                    "text_config": {"vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
+                        "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                        "head_dim": 8}});
+                let parsed = registry.parse(&config).unwrap();
+                assert_eq!(parsed.family(), row.family, "{model_type}");
+                let text = if model_type == ModelType::Gemma3 { ModelType::Gemma3Text } else { model_type };
+                assert_eq!(decoder_spec(text), Some(spec), "{model_type}");
+            }
+        }
+        assert_eq!(decoder_spec(ModelType::Mamba), None);
+        assert_eq!(decoder_spec(ModelType::MobileLlm), None);
+    }
+
+    #[test]
+    fn every_family_has_presets_in_its_first_row() {
+        for family in FAMILIES.iter().map(|row| row.family) {
+            let first = family_entry(family).unwrap();
+            assert!(!(first.presets)().is_empty(), "{family}");
+        }
+    }
+
+    #[test]
+    fn a_family_key_applies_only_where_its_row_reads_it() {
+        let with_gemma_keys = |model_type: &str| {
+            let config = json!({"model_type": model_type, "vocab_size": 32, "hidden_size": 16,
+                "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "head_dim": 8,
+                "sliding_window": 4, "layer_types": ["sliding_attention", "full_attention"],
+                "query_pre_attn_scalar": 64.0, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+                "rope_local_base_freq": 77.0});
+            parse_config::<DecoderConfig>(&config).unwrap().block(0).unwrap().attention
+        };
+        let llama = with_gemma_keys("llama");
+        assert_eq!((llama.scale, llama.softcap, llama.sliding_window), (None, None, None));
+        assert_eq!(llama.rope.unwrap().base, 10_000.0);
+        let gemma2 = with_gemma_keys("gemma2");
+        assert_eq!((gemma2.scale, gemma2.softcap, gemma2.sliding_window), (Some(0.125), Some(50.0), Some(4)));
+        assert_eq!(gemma2.rope.unwrap().base, 10_000.0, "Gemma 2 has no local RoPE base");
+        let gemma3 = with_gemma_keys("gemma3_text");
+        assert_eq!(gemma3.rope.unwrap().base, 77.0);
+        let qwen3 = with_gemma_keys("qwen3");
+        assert_eq!((qwen3.scale, qwen3.softcap, qwen3.sliding_window), (None, None, Some(4)));
     }
 }

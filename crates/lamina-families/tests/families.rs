@@ -7,7 +7,7 @@ use std::sync::Arc;
 use lamina_components::RopeScaling;
 use lamina_core::{Error, count_parameters};
 use lamina_families::{
-    Family, LanguageModel, LlamaConfig, LlamaForCausalLM, MOBILELLM_PRESETS, MambaConfig, MambaForCausalLM,
+    Family, LanguageModel, LlamaConfig, LlamaForCausalLM, MambaConfig, MambaForCausalLM, MobileLlmConfig,
     MobileLlmForCausalLM, MobileLlmVariant, ModelType, Registry, get_mobilellm_config, parse_config,
 };
 use lamina_heads::ModelInput;
@@ -115,7 +115,9 @@ fn built_models_have_the_counted_parameters() {
 #[test]
 fn mobilellm_presets_land_near_their_names() {
     let expected = [140e6, 360e6, 950e6, 7e9, 70e9, 671e9];
-    for (name, target) in MOBILELLM_PRESETS.iter().zip(expected) {
+    let names: Vec<&str> = MobileLlmConfig::presets().iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["140m", "360m", "950m", "7b", "70b", "671b"]);
+    for (name, target) in names.into_iter().zip(expected) {
         let config = get_mobilellm_config(name).unwrap();
         let count = config.num_parameters().unwrap() as f64;
         assert!((count / target - 1.0).abs() < 0.1, "{name}: {count}");

@@ -14,7 +14,7 @@ use lamina_core::{
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use super::spec::{DecoderSpec, EmbedScale, WindowLayers, is_decoder, spec};
+use super::spec::{DecoderSpec, EmbedScale, FamilyKey, LLAMA, WindowLayers};
 use crate::family::ModelType;
 use crate::hf::{HfRope, RopeSource, TokenIds, rope_from};
 
@@ -142,7 +142,7 @@ pub struct DecoderConfig {
 impl DecoderConfig {
     /// The family row of this config's `model_type`.
     pub fn spec(&self) -> DecoderSpec {
-        spec(self.model_type)
+        crate::registry::decoder_spec(self.model_type).unwrap_or(LLAMA)
     }
 
     /// Key/value heads.
@@ -190,8 +190,8 @@ impl DecoderConfig {
     pub fn window(&self, i: usize) -> Option<usize> {
         let window = self.sliding_window?;
         let sliding = match (&self.layer_types, self.spec().windows) {
+            (_, WindowLayers::Never) => false,
             (Some(types), _) => types.get(i) == Some(&LayerType::SlidingAttention),
-            (None, WindowLayers::Never) => false,
             (None, WindowLayers::All) => true,
             (None, WindowLayers::FromMaxWindowLayers) => {
                 self.use_sliding_window && i >= self.max_window_layers.unwrap_or(0)
@@ -218,7 +218,11 @@ impl DecoderConfig {
 
     /// Attention and final-logit soft-capping caps.
     pub fn softcaps(&self) -> (Option<f32>, Option<f32>) {
-        let defaults = self.spec().softcap_defaults;
+        let spec = self.spec();
+        if !spec.reads(FamilyKey::LogitSoftcapping) {
+            return (None, None);
+        }
+        let defaults = spec.softcap_defaults;
         (
             self.attn_logit_softcapping.or(defaults.map(|d| d.0)),
             self.final_logit_softcapping.or(defaults.map(|d| d.1)),
@@ -238,7 +242,8 @@ impl DecoderConfig {
             Some(f) => ((head_dim as f32 * f) as usize) & !1,
             None => head_dim,
         };
-        let rope = self.uses_rope(i).then(|| match (window, self.rope_local_base_freq) {
+        let local_base = self.rope_local_base_freq.filter(|_| spec.reads(FamilyKey::LocalRopeBase));
+        let rope = self.uses_rope(i).then(|| match (window, local_base) {
             // Gemma 3's local layers: their own base, never scaled.
             (Some(_), Some(local)) => RopeConfig::new(rope_dims as i32, local),
             _ => RopeConfig {
@@ -260,7 +265,10 @@ impl DecoderConfig {
             qk_norm: spec.qk_norm.then_some(QkNormConfig { norm, position: QkNormPosition::BeforeRope }),
             rope,
             sliding_window: window,
-            scale: self.query_pre_attn_scalar.map(|s| s.powf(-0.5)),
+            scale: self
+                .query_pre_attn_scalar
+                .filter(|_| spec.reads(FamilyKey::QueryPreAttnScalar))
+                .map(|s| s.powf(-0.5)),
             softcap: self.softcaps().0,
             ..AttentionConfig::new(self.hidden_size, self.num_attention_heads, self.kv_heads())
         };
@@ -339,7 +347,7 @@ impl Config for DecoderConfig {
     const NAME: &'static str = "DecoderConfig";
 
     fn check(&self) -> Result<()> {
-        if !is_decoder(self.model_type) {
+        if crate::registry::decoder_spec(self.model_type).is_none() {
             return Err(Error::invalid(
                 Self::NAME,
                 "model_type",

@@ -1,6 +1,6 @@
 //! The decoder-only transformer families — Llama (2/3.x, Mistral, TinyLlama, SmolLM2,
 //! Code Llama), Qwen2/2.5, Qwen3, Gemma 2, Gemma 3, Phi-3, SmolLM3 — as one config
-//! ([`DecoderConfig`]) and one row per `model_type` ([`DecoderSpec`]).
+//! ([`DecoderConfig`]) and a spec per row of [`crate::FAMILIES`] ([`DecoderSpec`]).
 //!
 //! Checkpoint names: `model.embed_tokens`, `model.layers.N.{input_layernorm, self_attn.
 //! {q,k,v,o}_proj, self_attn.{q,k}_norm, post_attention_layernorm,
@@ -13,7 +13,10 @@ mod presets;
 mod spec;
 
 pub use config::{DecoderConfig, LayerType};
-pub use spec::{DecoderSpec, EmbedScale, WindowLayers, spec};
+pub use spec::{
+    DecoderSpec, EmbedScale, FamilyKey, GEMMA2, GEMMA3, LLAMA, MISTRAL, PHI3, QWEN2, QWEN3, SMOLLM3,
+    WindowLayers,
+};
 
 use lamina_backbones::TransformerBackbone;
 use lamina_core::{Result, SizeEstimate};
@@ -38,7 +41,7 @@ impl FamilyConfig for DecoderConfig {
     type Backbone = TransformerBackbone;
 
     fn family(&self) -> Family {
-        self.spec().family
+        crate::registry::family_of(self.model_type)
     }
 
     fn estimate(&self) -> SizeEstimate {
@@ -55,7 +58,7 @@ impl FamilyConfig for DecoderConfig {
 
     fn info(&self) -> ModelInfo {
         ModelInfo {
-            family: self.spec().family,
+            family: self.family(),
             vocab_size: self.vocab_size,
             hidden_size: self.hidden_size,
             num_layers: self.num_hidden_layers,

@@ -1,10 +1,9 @@
-//! The decoder families as data: one row per `model_type`, saying what the family adds
-//! over Llama. Every mechanism a row names lives in the layers (norm offsets, sandwich
-//! norms, soft-capping, per-layer windows, QK-norm); a new Llama-like family is a row.
+//! The decoder families as data: what each adds over Llama, the `spec` of its row in
+//! [`crate::FAMILIES`]. Every mechanism a spec names lives in the layers (norm offsets,
+//! sandwich norms, soft-capping, per-layer windows, QK-norm); a new Llama-like family is a
+//! row there.
 
 use lamina_core::Activation;
-
-use crate::family::{Family, ModelType};
 
 /// Which layers attend through a sliding window (when the config gives a window).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +31,21 @@ pub enum EmbedScale {
     SqrtHiddenBf16,
 }
 
-/// What a decoder family adds over Llama.
+/// Keys of `config.json` that only some families read; in the others' configs they are
+/// ignored, as transformers ignores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyKey {
+    /// `query_pre_attn_scalar`: the score scale is its inverse square root (Gemma 2/3).
+    QueryPreAttnScalar,
+    /// `attn_logit_softcapping` and `final_logit_softcapping` (Gemma 2/3).
+    LogitSoftcapping,
+    /// `rope_local_base_freq`: the RoPE base of the windowed layers (Gemma 3).
+    LocalRopeBase,
+}
+
+/// What a decoder family adds over Llama: the data of its row in [`crate::FAMILIES`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecoderSpec {
-    /// The family.
-    pub family: Family,
     /// Biases on q/k/v whatever `attention_bias` says (Qwen2).
     pub qkv_bias: bool,
     /// Per-head RMS QK-norm before RoPE, with weights (Qwen3, Gemma 3).
@@ -45,10 +54,12 @@ pub struct DecoderSpec {
     pub gemma_norms: bool,
     /// The embedding scale.
     pub embed_scale: EmbedScale,
-    /// Which layers are windowed.
+    /// Which layers are windowed (`layer_types`, when given, only where some are).
     pub windows: WindowLayers,
     /// Layers without RoPE from `no_rope_layers` / `no_rope_layer_interval` (SmolLM3).
     pub nope_layers: bool,
+    /// The family's own keys it reads.
+    pub keys: &'static [FamilyKey],
     /// Soft-capping defaults `(attention, final)` when the config omits them (Gemma 2).
     pub softcap_defaults: Option<(f32, f32)>,
     /// Fused `qkv_proj` / `gate_up_proj` in the checkpoint, split by `sanitize` (Phi-3).
@@ -63,14 +74,22 @@ pub struct DecoderSpec {
     pub theta_default: f32,
 }
 
-const LLAMA: DecoderSpec = DecoderSpec {
-    family: Family::Llama,
+impl DecoderSpec {
+    /// Whether the family reads `key`.
+    pub fn reads(&self, key: FamilyKey) -> bool {
+        self.keys.contains(&key)
+    }
+}
+
+/// Llama: what every other row changes.
+pub const LLAMA: DecoderSpec = DecoderSpec {
     qkv_bias: false,
     qk_norm: false,
     gemma_norms: false,
     embed_scale: EmbedScale::None,
     windows: WindowLayers::Never,
     nope_layers: false,
+    keys: &[],
     softcap_defaults: None,
     fused_projections: false,
     activation: Activation::Silu,
@@ -79,52 +98,42 @@ const LLAMA: DecoderSpec = DecoderSpec {
     theta_default: 10_000.0,
 };
 
-/// Whether the decoder rows describe `model_type` (the others are other families').
-pub fn is_decoder(model_type: ModelType) -> bool {
-    !matches!(model_type, ModelType::Mamba | ModelType::Llama4Text)
-}
+/// Mistral: Llama with a window on every layer.
+pub const MISTRAL: DecoderSpec = DecoderSpec { windows: WindowLayers::All, ..LLAMA };
 
-/// The row of a decoder `model_type` (Llama's for the types other families read).
-pub fn spec(model_type: ModelType) -> DecoderSpec {
-    let gemma =
-        DecoderSpec { gemma_norms: true, activation: Activation::GeluApprox, tied_default: true, ..LLAMA };
-    match model_type {
-        ModelType::Llama | ModelType::MobileLlm | ModelType::Mamba | ModelType::Llama4Text => LLAMA,
-        ModelType::Mistral => DecoderSpec { windows: WindowLayers::All, ..LLAMA },
-        ModelType::Qwen2 => DecoderSpec {
-            family: Family::Qwen2,
-            qkv_bias: true,
-            windows: WindowLayers::FromMaxWindowLayers,
-            ..LLAMA
-        },
-        ModelType::Qwen3 => DecoderSpec {
-            family: Family::Qwen3,
-            qk_norm: true,
-            windows: WindowLayers::FromMaxWindowLayers,
-            ..LLAMA
-        },
-        ModelType::Gemma2 => DecoderSpec {
-            family: Family::Gemma2,
-            embed_scale: EmbedScale::SqrtHidden,
-            windows: WindowLayers::Alternating,
-            softcap_defaults: Some((50.0, 30.0)),
-            ..gemma
-        },
-        ModelType::Gemma3Text | ModelType::Gemma3 => DecoderSpec {
-            family: Family::Gemma3,
-            qk_norm: true,
-            embed_scale: EmbedScale::SqrtHiddenBf16,
-            windows: WindowLayers::Pattern,
-            theta_default: 1_000_000.0,
-            ..gemma
-        },
-        ModelType::Phi3 => DecoderSpec {
-            family: Family::Phi3,
-            windows: WindowLayers::All,
-            fused_projections: true,
-            eps_default: 1e-5,
-            ..LLAMA
-        },
-        ModelType::SmolLm3 => DecoderSpec { family: Family::SmolLm3, nope_layers: true, ..LLAMA },
-    }
-}
+/// Qwen2 / Qwen2.5: q/k/v biases, windows from `max_window_layers`.
+pub const QWEN2: DecoderSpec =
+    DecoderSpec { qkv_bias: true, windows: WindowLayers::FromMaxWindowLayers, ..LLAMA };
+
+/// Qwen3: QK-norm instead of the biases.
+pub const QWEN3: DecoderSpec =
+    DecoderSpec { qk_norm: true, windows: WindowLayers::FromMaxWindowLayers, ..LLAMA };
+
+const GEMMA: DecoderSpec =
+    DecoderSpec { gemma_norms: true, activation: Activation::GeluApprox, tied_default: true, ..LLAMA };
+
+/// Gemma 2: sandwich norms, scaled embeddings, alternating windows, soft-capping.
+pub const GEMMA2: DecoderSpec = DecoderSpec {
+    embed_scale: EmbedScale::SqrtHidden,
+    windows: WindowLayers::Alternating,
+    keys: &[FamilyKey::QueryPreAttnScalar, FamilyKey::LogitSoftcapping],
+    softcap_defaults: Some((50.0, 30.0)),
+    ..GEMMA
+};
+
+/// Gemma 3: Gemma 2 with QK-norm, 5 local layers to 1 global, a local RoPE base.
+pub const GEMMA3: DecoderSpec = DecoderSpec {
+    qk_norm: true,
+    embed_scale: EmbedScale::SqrtHiddenBf16,
+    windows: WindowLayers::Pattern,
+    keys: &[FamilyKey::QueryPreAttnScalar, FamilyKey::LogitSoftcapping, FamilyKey::LocalRopeBase],
+    theta_default: 1_000_000.0,
+    ..GEMMA
+};
+
+/// Phi-3: fused projections in the checkpoint, windows on every layer.
+pub const PHI3: DecoderSpec =
+    DecoderSpec { windows: WindowLayers::All, fused_projections: true, eps_default: 1e-5, ..LLAMA };
+
+/// SmolLM3: Llama with some layers' RoPE left out.
+pub const SMOLLM3: DecoderSpec = DecoderSpec { nope_layers: true, ..LLAMA };

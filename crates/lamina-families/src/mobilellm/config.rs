@@ -374,7 +374,8 @@ impl ClassicMobileLlmConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] for an inconsistent config.
     pub fn to_mobilellm(&self) -> Result<MobileLlmConfig> {
-        let l = &self.llama;
+        // Llama's keys, read as Llama reads them.
+        let l = &LlamaConfig { model_type: crate::family::ModelType::Llama, ..self.llama.clone() };
         l.validated()?;
         let (rope_base, rope_scaling) = l.rope()?;
         let eps = l.eps();

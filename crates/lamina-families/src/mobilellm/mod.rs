@@ -8,7 +8,7 @@ mod config;
 mod presets;
 
 pub use config::{ClassicMobileLlmConfig, Llama4TextConfig, MobileLlmConfig, MobileLlmVariant};
-pub use presets::{MOBILELLM_PRESETS, get_mobilellm_config};
+pub use presets::get_mobilellm_config;
 
 use lamina_backbones::TransformerBackbone;
 use lamina_core::{ModelOutput, Result, SizeEstimate, count_parameters};

@@ -12,30 +12,33 @@ use lamina_core::{Error, Result};
 use super::config::{MobileLlmConfig, MobileLlmVariant};
 use lamina_components::RopeScaling;
 
-/// The names `get_mobilellm_config` accepts.
-pub const MOBILELLM_PRESETS: [&str; 6] = ["140m", "360m", "950m", "7b", "70b", "671b"];
+use crate::hf::Preset;
 
 /// The named MobileLLM config.
 ///
 /// # Errors
 /// [`Error::UnknownVariant`] listing the known names.
 pub fn get_mobilellm_config(name: &str) -> Result<MobileLlmConfig> {
-    let (num_layers, num_heads, embed_dim, num_kv_heads, hidden_dim) = match name {
-        "140m" => (15, 9, 576, 3, 2048),
-        "360m" => (15, 16, 1024, 4, 4096),
-        "950m" => (22, 24, 1536, 6, 6144),
-        "7b" => (32, 32, 4096, 8, 14_336),
-        "70b" => (80, 64, 8192, 8, 28_672),
-        "671b" => (61, 128, 7168, 8, 507_904),
-        other => {
-            return Err(Error::UnknownVariant {
-                kind: "MobileLLM preset",
-                value: other.to_owned(),
-                known: MOBILELLM_PRESETS.join(", "),
-            });
-        }
-    };
-    Ok(MobileLlmConfig {
+    let presets = MobileLlmConfig::presets();
+    match presets.iter().find(|(n, _)| *n == name) {
+        Some((_, make)) => Ok(make()),
+        None => Err(Error::UnknownVariant {
+            kind: "MobileLLM preset",
+            value: name.to_owned(),
+            known: presets.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
+/// A MobileLLM-R1-style config of the given shape.
+fn shaped(
+    num_layers: usize,
+    num_heads: usize,
+    embed_dim: usize,
+    num_kv_heads: usize,
+    hidden_dim: usize,
+) -> MobileLlmConfig {
+    MobileLlmConfig {
         vocab_size: 128_256,
         num_layers,
         num_heads,
@@ -55,10 +58,23 @@ pub fn get_mobilellm_config(name: &str) -> Result<MobileLlmConfig> {
         variant: MobileLlmVariant::R1,
         bos_token_id: Some(128_000),
         eos_token_ids: vec![128_001, 128_008, 128_009],
-    })
+    }
 }
 
 impl MobileLlmConfig {
+    /// Every preset by name, as `get_mobilellm_config` and `inspect --preset mobilellm:<name>`
+    /// take them.
+    pub fn presets() -> Vec<Preset<MobileLlmConfig>> {
+        vec![
+            ("140m", || shaped(15, 9, 576, 3, 2048)),
+            ("360m", || shaped(15, 16, 1024, 4, 4096)),
+            ("950m", || shaped(22, 24, 1536, 6, 6144)),
+            ("7b", || shaped(32, 32, 4096, 8, 14_336)),
+            ("70b", || shaped(80, 64, 8192, 8, 28_672)),
+            ("671b", || shaped(61, 128, 7168, 8, 507_904)),
+        ]
+    }
+
     /// Parameters of the model this config builds, counted from its shapes without
     /// allocating anything (tied head counted once).
     ///
