@@ -2,6 +2,7 @@
 //! (Gemma 2/3), post-sublayer norms (OLMo 2), or the parallel residual (GPT-NeoX,
 //! StableLM, Phi-2: attention and feed-forward from the same normed input).
 
+use lamina_components::plan::DecodePlan;
 use lamina_components::{
     Attention, AttentionConfig, FeedForward, FeedForwardConfig, KvCache, LayerCache, LayerInput, Norm,
     NormConfig, RotatingKvCache, dropout,
@@ -162,8 +163,11 @@ impl<'a> Module<LayerInput<'a>> for TransformerBlock {
 
     /// # Shapes
     /// `x [B, L, hidden] -> [B, L, hidden]`
-    fn forward(&mut self, input: LayerInput<'a>) -> Result<BlockOutput> {
+    fn forward(&mut self, mut input: LayerInput<'a>) -> Result<BlockOutput> {
         let x = input.x;
+        if let Some(out) = self.planned_decode(&mut input)? {
+            return Ok(BlockOutput { hidden_states: out });
+        }
         let normed = apply(&mut self.input_layernorm, x)?;
         if self.placement == NormPlacement::Pre && (self.dropout == 0.0 || !self.training) {
             // Each sublayer's last product and its residual add in one node where lamina's
@@ -195,6 +199,26 @@ impl<'a> Module<LayerInput<'a>> for TransformerBlock {
         self.training = mode;
         self.self_attn.training_mode(mode);
         self.mlp.training_mode(mode);
+    }
+}
+
+impl TransformerBlock {
+    /// A decoded token through the CPU decode plan's one kernel node, when this is a
+    /// pre-norm block and the plan takes its layers, the token and its cache.
+    fn planned_decode(&mut self, input: &mut LayerInput<'_>) -> Result<Option<Array>> {
+        let (Some(cache), None, NormPlacement::Pre) =
+            (input.cache.as_deref_mut(), input.padding_mask, self.placement)
+        else {
+            return Ok(None);
+        };
+        let (Some(input_norm), Some(mlp_norm)) = (&self.input_layernorm, &self.post_attention_layernorm)
+        else {
+            return Ok(None);
+        };
+        match DecodePlan::for_block(input_norm, &self.self_attn, mlp_norm, &self.mlp, self.training) {
+            Some(plan) => plan.run(input.x, cache),
+            None => Ok(None),
+        }
     }
 }
 
@@ -379,5 +403,128 @@ mod tests {
         let bad = TransformerBlockConfig { ffn: FeedForwardConfig::swiglu(8, 32), ..config() };
         let err = TransformerBlock::new(&bad).unwrap_err().to_string();
         assert!(err.contains("ffn.hidden_size"), "{err}");
+    }
+
+    /// A quantized pre-norm block of width 64 (4 heads of 16, 2 KV heads), as `config`
+    /// says otherwise.
+    fn quantized_block(config: TransformerBlockConfig, bits: [i32; 7]) -> TransformerBlock {
+        use lamina_components::QuantConfig;
+        let mut block = TransformerBlock::new(&config).unwrap();
+        let values: Vec<f32> = (0..64).map(|i| 1.0 + 0.3 * (i as f32 * 1.3).cos()).collect();
+        for norm in
+            [block.input_layernorm.as_mut(), block.post_attention_layernorm.as_mut()].into_iter().flatten()
+        {
+            norm.weight = mlx_rs::module::Param::new(Some(Array::from_slice(&values, &[64])));
+        }
+        let attn = &mut block.self_attn;
+        let mlp = &mut block.mlp;
+        let layers = [
+            &mut attn.q_proj,
+            &mut attn.k_proj,
+            &mut attn.v_proj,
+            &mut attn.o_proj,
+            mlp.gate_proj.as_mut().unwrap(),
+            &mut mlp.up_proj,
+            &mut mlp.down_proj,
+        ];
+        for (layer, bits) in layers.into_iter().zip(bits) {
+            layer.quantize(QuantConfig { group_size: 32, bits }).unwrap();
+        }
+        block
+    }
+
+    /// `x [B, L, 64]` through `block`: a 3-token prompt, then one token at a time;
+    /// `lend` hands the cache's arrays out before each decoded token (so that it cannot be
+    /// written in place).
+    fn decode(block: &mut TransformerBlock, x: &Array, cache: LayerCache, lend: bool) -> Array {
+        use mlx_rs::ops::indexing::TryIndexOp;
+        let mut cache = cache;
+        let mut outs = Vec::new();
+        let l = x.dim(1);
+        for (start, end) in std::iter::once((0, 3)).chain((3..l).map(|t| (t, t + 1))) {
+            if lend {
+                let _ = cache.arrays();
+            }
+            let chunk = x.try_index((.., start..end, ..)).unwrap();
+            let input = LayerInput { x: &chunk, cache: Some(&mut cache), padding_mask: None };
+            outs.push(block.forward(input).unwrap().hidden_states);
+        }
+        mlx_rs::ops::concatenate(&outs, 1).unwrap()
+    }
+
+    #[test]
+    fn the_decode_plan_equals_the_layers_and_the_plain_graph() {
+        use lamina_components::{KvCache, RopeConfig, RotatingKvCache};
+        use lamina_core::Activation;
+        use mlx_rs::ops::indexing::IndexOp;
+        let attention = AttentionConfig {
+            head_dim: Some(16),
+            rope: Some(RopeConfig::new(16, 10_000.0)),
+            ..AttentionConfig::new(64, 4, 2)
+        };
+        let base =
+            TransformerBlockConfig::new(attention, FeedForwardConfig::swiglu(64, 128), NormConfig::rms(1e-5));
+        let gelu =
+            FeedForwardConfig { activation: Activation::GeluApprox, ..FeedForwardConfig::swiglu(64, 128) };
+        let cases = [
+            (base.clone(), [4; 7]),
+            (base.clone(), [4, 8, 8, 4, 4, 4, 8]),
+            (TransformerBlockConfig { ffn: gelu, ..base.clone() }, [8; 7]),
+            (
+                TransformerBlockConfig {
+                    attention: AttentionConfig {
+                        sliding_window: Some(4),
+                        softcap: Some(5.0),
+                        rope: Some(RopeConfig { traditional: true, ..RopeConfig::new(8, 500.0) }),
+                        ..base.attention.clone()
+                    },
+                    ..base.clone()
+                },
+                [4; 7],
+            ),
+        ];
+        let x = Array::from_slice(
+            &(0..2 * 9 * 64).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(),
+            &[2, 9, 64],
+        );
+        for (i, (config, bits)) in cases.into_iter().enumerate() {
+            let mut block = quantized_block(config.clone(), bits);
+            let window = config.attention.sliding_window.map(|w| w as i32);
+            let cache = || match window {
+                Some(w) => LayerCache::Rotating(RotatingKvCache::new(w).unwrap()),
+                None => LayerCache::Kv(KvCache::new()),
+            };
+            assert!(
+                block
+                    .planned_decode(&mut LayerInput { x: &x, cache: None, padding_mask: None })
+                    .unwrap()
+                    .is_none()
+            );
+            let planned = decode(&mut block, &x, cache(), false);
+            let layers = decode(&mut block, &x, cache(), true);
+            block.training_mode(true);
+            let plain = decode(&mut block, &x, cache(), false);
+            block.training_mode(false);
+            assert!(max_diff(&planned, &layers) < 1e-5, "case {i}: {}", max_diff(&planned, &layers));
+            assert!(max_diff(&planned, &plain) < 1e-4, "case {i}: {}", max_diff(&planned, &plain));
+            // The plan is what decoded: it holds for these layers, not while training.
+            let (n1, n2) =
+                (block.input_layernorm.as_ref().unwrap(), block.post_attention_layernorm.as_ref().unwrap());
+            assert!(DecodePlan::for_block(n1, &block.self_attn, n2, &block.mlp, false).is_some(), "case {i}");
+            assert!(DecodePlan::for_block(n1, &block.self_attn, n2, &block.mlp, true).is_none(), "case {i}");
+            let mut cache = cache();
+            let mut prompted = block.clone();
+            prompted.forward(LayerInput { x: &x, cache: Some(&mut cache), padding_mask: None }).unwrap();
+            let plan = DecodePlan::for_block(n1, &block.self_attn, n2, &block.mlp, false).unwrap();
+            let token = x.index((.., ..1, ..));
+            assert!(plan.run(&token, &mut cache).unwrap().is_some(), "case {i}: the plan ran");
+            let _ = cache.arrays();
+            assert!(plan.run(&token, &mut cache).unwrap().is_none(), "case {i}: not into lent buffers");
+        }
+        // Dense layers: no plan.
+        let dense = TransformerBlock::new(&base).unwrap();
+        let (n1, n2) =
+            (dense.input_layernorm.as_ref().unwrap(), dense.post_attention_layernorm.as_ref().unwrap());
+        assert!(DecodePlan::for_block(n1, &dense.self_attn, n2, &dense.mlp, false).is_none());
     }
 }

@@ -232,6 +232,11 @@ impl Attention {
         })
     }
 
+    /// The rotation of queries and keys, when the layer has one.
+    pub(crate) fn rope(&self) -> Option<&Rope> {
+        self.rope.as_ref()
+    }
+
     /// The config this layer was built from.
     pub fn config(&self) -> &AttentionConfig {
         &self.config
@@ -326,7 +331,7 @@ impl Attention {
     }
 
     /// The score scale.
-    fn scale(&self) -> f32 {
+    pub(crate) fn scale(&self) -> f32 {
         self.config.scale.unwrap_or(1.0 / (self.config.head_dim() as f32).sqrt())
     }
 

@@ -252,13 +252,68 @@ impl LayerCache {
     /// [`Error::Shape`] when the batch, heads or head size differ from earlier calls,
     /// [`Error::CacheKind`] for a cache without the kernel, or the kernel's error.
     pub fn decode_attention(&mut self, q: &Array, k: &Array, v: &Array, how: DecodeScores) -> Result<Array> {
+        let step = self.decode_step(k, v, how.window)?;
+        let scores = lamina_kernels::DecodeAttention {
+            slot: step.slot,
+            length: step.length,
+            scale: how.scale,
+            window: step.window,
+            softcap: how.softcap,
+        };
+        let in_place = step.ownership.exclusive();
+        let (keys, values) = (&step.stored_keys, &step.stored_values);
+        let (out, new_keys, new_values) = if in_place {
+            // SAFETY: the ownership token says no clone, saved state or handed-out array
+            // shares these buffers: this cache is their only reader.
+            unsafe { lamina_kernels::decode_attention_in_place(q, k, v, keys, values, scores)? }
+        } else {
+            lamina_kernels::decode_attention(q, k, v, keys, values, scores)?
+        };
+        step.finish(new_keys, new_values, in_place);
+        Ok(out)
+    }
+
+    /// One decoded position written into this cache's buffers in place by `kernel`, which
+    /// gets the buffers, the slot and the slots attended (`[0, length)` within `window`)
+    /// and returns its output and the buffers written; `None` (and `kernel` not called)
+    /// when the buffers are shared with a clone, a saved state or a handed-out array.
+    /// `k`/`v` `[B, H_kv, 1, D]` give the shapes the buffers hold (for a first position,
+    /// the buffers are made from them).
+    ///
+    /// # Errors
+    /// As [`LayerCache::decode_attention`], and `kernel`'s.
+    pub(crate) fn decode_in_place(
+        &mut self,
+        k: &Array,
+        v: &Array,
+        window: Option<i32>,
+        kernel: impl FnOnce(&Array, &Array, lamina_kernels::DecodeAttention) -> Result<(Array, Array, Array)>,
+    ) -> Result<Option<Array>> {
+        let step = self.decode_step(k, v, window)?;
+        if !step.ownership.exclusive() {
+            return Ok(None);
+        }
+        let slots = lamina_kernels::DecodeAttention {
+            slot: step.slot,
+            length: step.length,
+            scale: 1.0,
+            window: step.window,
+            softcap: None,
+        };
+        let (out, new_keys, new_values) = kernel(&step.stored_keys, &step.stored_values, slots)?;
+        step.finish(new_keys, new_values, true);
+        Ok(Some(out))
+    }
+
+    /// Room for one more position in the buffers, and where it goes.
+    fn decode_step(&mut self, k: &Array, v: &Array, window: Option<i32>) -> Result<DecodeStep<'_>> {
         let (keys, values, offset, ownership, slot, length, window) = match self {
             LayerCache::Kv(c) => {
                 let prev = c.offset;
                 if reserve(&mut c.keys, &mut c.values, k, v, prev)? {
                     c.ownership = Ownership::default();
                 }
-                (&mut c.keys, &mut c.values, &mut c.offset, &mut c.ownership, prev, prev + 1, how.window)
+                (&mut c.keys, &mut c.values, &mut c.offset, &mut c.ownership, prev, prev + 1, window)
             }
             LayerCache::Rotating(c) => {
                 c.allocate(k, v)?;
@@ -271,23 +326,33 @@ impl LayerCache {
         let (Some(stored_keys), Some(stored_values)) = (keys.as_ref(), values.as_ref()) else {
             return Err(Error::Internal("a KV cache lost its buffers"));
         };
-        let in_place = ownership.exclusive();
-        let scores =
-            lamina_kernels::DecodeAttention { slot, length, scale: how.scale, window, softcap: how.softcap };
-        let (out, new_keys, new_values) = if in_place {
-            // SAFETY: the ownership token says no clone, saved state or handed-out array
-            // shares these buffers: this cache is their only reader.
-            unsafe { lamina_kernels::decode_attention_in_place(q, k, v, stored_keys, stored_values, scores)? }
-        } else {
-            lamina_kernels::decode_attention(q, k, v, stored_keys, stored_values, scores)?
-        };
-        *keys = Some(new_keys);
-        *values = Some(new_values);
-        *offset += 1;
+        let (stored_keys, stored_values) = (stored_keys.clone(), stored_values.clone());
+        Ok(DecodeStep { stored_keys, stored_values, keys, values, offset, ownership, slot, length, window })
+    }
+}
+
+/// A decoded position's place in a cache ([`LayerCache::decode_step`]).
+struct DecodeStep<'a> {
+    stored_keys: Array,
+    stored_values: Array,
+    keys: &'a mut Option<Array>,
+    values: &'a mut Option<Array>,
+    offset: &'a mut i32,
+    ownership: &'a mut Ownership,
+    slot: i32,
+    length: i32,
+    window: Option<i32>,
+}
+
+impl DecodeStep<'_> {
+    /// The buffers written (in place, or copies) become the cache's.
+    fn finish(self, keys: Array, values: Array, in_place: bool) {
+        *self.keys = Some(keys);
+        *self.values = Some(values);
+        *self.offset += 1;
         if !in_place {
-            *ownership = Ownership::default(); // the kernel wrote into copies
+            *self.ownership = Ownership::default(); // the kernel wrote into copies
         }
-        Ok(out)
     }
 }
 

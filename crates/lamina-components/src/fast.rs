@@ -79,7 +79,7 @@ pub fn product(x: &Array, weight: StoredWeight<'_>, needs_grad: bool) -> Result<
 }
 
 /// The quantized weight as the fused kernels take it, when the CPU's tier serves its width.
-fn kernel_weight(weight: StoredWeight<'_>) -> Option<QuantizedWeight<'_>> {
+pub(crate) fn kernel_weight(weight: StoredWeight<'_>) -> Option<QuantizedWeight<'_>> {
     match weight {
         StoredWeight::Quantized { weight, scales, biases, config }
             if lamina_kernels::supports_quantized(config.bits, config.group_size) =>

@@ -50,6 +50,7 @@ mod linear;
 mod lora;
 mod mask;
 mod norm;
+pub mod plan;
 mod quant;
 mod rope;
 mod ssm;

@@ -27,29 +27,128 @@
 #include "mlx/stream.h"
 
 #include "common.h"
+#include "decode.h"
 #include "isa.h"
 #include "quantized.h"
 #include "rope.h"
 
+namespace lamina_kernels {
+
+// One part on the tier's attention kernel (isa.h): the one for head sizes that are
+// multiples of 16 when it applies, the general one otherwise.
+void attend_any(const Part& p) {
+  const Kernels& k = kernels();
+  if (k.attend16 != nullptr && p.d % 16 == 0 && p.dv % 16 == 0 && p.d <= 256 && p.softcap == 0.0f) {
+    k.attend16(p);
+  } else {
+    k.attend(p);
+  }
+}
+
+// Multiply-adds of one step above which the keys are split over the pool.
+constexpr long kParallelAttention = 1L << 16;
+
+// Attention of every query head: each KV group's keys split into parts (as many as keep
+// the pool busy), the parts' softmax statistics combined per head.
+void attend_decode(const Attend& a, const float* q, const float* keys, const float* values, float* out) {
+  const int rep = a.heads / a.kv_heads;
+  const int end = a.length;
+  const int start = a.window > 0 ? std::max(0, end - a.window) : 0;
+  const int n = end - start;
+  const int groups = a.batch * a.kv_heads;
+  const long work = static_cast<long>(groups) * rep * n * (a.d + a.dv);
+  Pool& pool = Pool::get();
+  int parts = 1;
+  if (work >= kParallelAttention) {
+    const int wanted = (2 * pool.size() + groups - 1) / groups;
+    parts = std::max(1, std::min(wanted, n / 32));
+  }
+  const int len = (n + parts - 1) / parts;
+  const size_t heads = static_cast<size_t>(groups) * parts * rep;
+  std::vector<float> maxs(heads), sums(heads), outs(heads * a.dv);
+  auto task = [&](int t) {
+    const int g = t / parts, c = t % parts;
+    const int begin = start + c * len, stop = std::min(end, begin + len);
+    const size_t cache = static_cast<size_t>(g) * a.capacity;
+    const size_t first = static_cast<size_t>(t) * rep;
+    if (begin >= stop) {
+      std::fill(maxs.begin() + first, maxs.begin() + first + rep, -INFINITY);
+      std::fill(sums.begin() + first, sums.begin() + first + rep, 0.0f);
+      std::fill(outs.begin() + first * a.dv, outs.begin() + (first + rep) * a.dv, 0.0f);
+      return;
+    }
+    thread_local std::vector<float> scores;
+    scores.resize(static_cast<size_t>(rep) * (stop - begin));
+    const Part part{q + static_cast<size_t>(g) * rep * a.d,
+                    keys + cache * a.d,
+                    values + cache * a.dv,
+                    rep,
+                    a.d,
+                    a.dv,
+                    begin,
+                    stop,
+                    a.d,
+                    a.dv,
+                    a.scale,
+                    a.softcap,
+                    scores.data(),
+                    maxs.data() + first,
+                    sums.data() + first,
+                    outs.data() + first * a.dv};
+    attend_any(part);
+  };
+  const int tasks = groups * parts;
+  if (parts == 1 && work < kParallelAttention) {
+    for (int t = 0; t < tasks; ++t) task(t);
+  } else {
+    pool.run(tasks, task);
+  }
+  for (int g = 0; g < groups; ++g) {
+    for (int r = 0; r < rep; ++r) {
+      float largest = -INFINITY;
+      for (int c = 0; c < parts; ++c) largest = std::max(largest, maxs[(static_cast<size_t>(g) * parts + c) * rep + r]);
+      float total = 0.0f;
+      float* o = out + (static_cast<size_t>(g) * rep + r) * a.dv;
+      std::fill(o, o + a.dv, 0.0f);
+      for (int c = 0; c < parts; ++c) {
+        const size_t h = (static_cast<size_t>(g) * parts + c) * rep + r;
+        const float weight = sums[h] == 0.0f ? 0.0f : std::exp(maxs[h] - largest);
+        total += weight * sums[h];
+        const float* part = outs.data() + h * a.dv;
+        for (int i = 0; i < a.dv; ++i) o[i] += weight * part[i];
+      }
+      for (int i = 0; i < a.dv; ++i) o[i] /= total;
+    }
+  }
+}
+
+// The cache buffer `out` receives: the input's own when the caller allows writing in
+// place (and the input is a plain dense buffer), else a new one. Returns whether the
+// input has to be copied into it.
+bool take_buffer(const mc::array& in, mc::array& out, bool in_place) {
+  if (in_place && in.flags().row_contiguous && in.data_size() == in.size()) {
+    out.copy_shared_buffer(in);
+    return false;
+  }
+  out.set_data(mc::allocator::malloc(out.nbytes()));
+  return true;
+}
+
+// A dense f32 array's elements copied to `dst` (a strided one's in row-major order).
+void copy_into(const mc::array& in, float* dst) {
+  if (in.flags().row_contiguous) {
+    std::memcpy(dst, in.data<float>(), in.size() * sizeof(float));
+    return;
+  }
+  const std::vector<float> all = dense_f32(in);
+  std::memcpy(dst, all.data(), all.size() * sizeof(float));
+}
+
+}  // namespace lamina_kernels
+
 namespace {
 
 using namespace lamina_kernels;
-
-// The gated unit's activation, applied to the first product (0: none, several outputs).
-enum class Gate : int { None = 0, Silu = 1, GeluTanh = 2, GeluErf = 3 };
-
-inline float activate(Gate gate, float v) {
-  switch (gate) {
-    case Gate::Silu: return v / (1.0f + std::exp(-v));
-    case Gate::GeluTanh: {
-      const float inner = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-      return 0.5f * v * (1.0f + std::tanh(inner));
-    }
-    case Gate::GeluErf: return 0.5f * v * (1.0f + std::erf(v * 0.7071067811865476f));
-    case Gate::None: return v;
-  }
-  return v;
-}
 
 // One quantized operand: packed weight, scales, biases and their layout.
 struct Operand {
@@ -231,126 +330,6 @@ class QuantizedProducts : public mc::Primitive {
   Epilogue epilogue_;
 };
 
-// Attention of one query position: q [B, H, 1, D]; the new k [B, H_kv, 1, D] and
-// v [B, H_kv, 1, D_v]; the caches keys [B, H_kv, C, D] and values [B, H_kv, C, D_v].
-// The new key and value go to slot `slot`; the query attends to slots [0, length) (the
-// last `window` of them when window > 0). Outputs: [B, 1, H * D_v], and the caches.
-struct Attend {
-  int batch, heads, kv_heads, d, dv, capacity, slot, length, window;
-  float scale, softcap;
-  int in_place;  // write into the input caches, which the outputs then share
-};
-
-// One part on the tier's attention kernel (isa.h): the one for head sizes that are
-// multiples of 16 when it applies, the general one otherwise.
-void attend_any(const Part& p) {
-  const Kernels& k = kernels();
-  if (k.attend16 != nullptr && p.d % 16 == 0 && p.dv % 16 == 0 && p.d <= 256 && p.softcap == 0.0f) {
-    k.attend16(p);
-  } else {
-    k.attend(p);
-  }
-}
-
-// Multiply-adds of one step above which the keys are split over the pool.
-constexpr long kParallelAttention = 1L << 16;
-
-// Attention of every query head: each KV group's keys split into parts (as many as keep
-// the pool busy), the parts' softmax statistics combined per head.
-void attend(const Attend& a, const float* q, const float* keys, const float* values, float* out) {
-  const int rep = a.heads / a.kv_heads;
-  const int end = a.length;
-  const int start = a.window > 0 ? std::max(0, end - a.window) : 0;
-  const int n = end - start;
-  const int groups = a.batch * a.kv_heads;
-  const long work = static_cast<long>(groups) * rep * n * (a.d + a.dv);
-  Pool& pool = Pool::get();
-  int parts = 1;
-  if (work >= kParallelAttention) {
-    const int wanted = (2 * pool.size() + groups - 1) / groups;
-    parts = std::max(1, std::min(wanted, n / 32));
-  }
-  const int len = (n + parts - 1) / parts;
-  const size_t heads = static_cast<size_t>(groups) * parts * rep;
-  std::vector<float> maxs(heads), sums(heads), outs(heads * a.dv);
-  auto task = [&](int t) {
-    const int g = t / parts, c = t % parts;
-    const int begin = start + c * len, stop = std::min(end, begin + len);
-    const size_t cache = static_cast<size_t>(g) * a.capacity;
-    const size_t first = static_cast<size_t>(t) * rep;
-    if (begin >= stop) {
-      std::fill(maxs.begin() + first, maxs.begin() + first + rep, -INFINITY);
-      std::fill(sums.begin() + first, sums.begin() + first + rep, 0.0f);
-      std::fill(outs.begin() + first * a.dv, outs.begin() + (first + rep) * a.dv, 0.0f);
-      return;
-    }
-    thread_local std::vector<float> scores;
-    scores.resize(static_cast<size_t>(rep) * (stop - begin));
-    const Part part{q + static_cast<size_t>(g) * rep * a.d,
-                    keys + cache * a.d,
-                    values + cache * a.dv,
-                    rep,
-                    a.d,
-                    a.dv,
-                    begin,
-                    stop,
-                    a.d,
-                    a.dv,
-                    a.scale,
-                    a.softcap,
-                    scores.data(),
-                    maxs.data() + first,
-                    sums.data() + first,
-                    outs.data() + first * a.dv};
-    attend_any(part);
-  };
-  const int tasks = groups * parts;
-  if (parts == 1 && work < kParallelAttention) {
-    for (int t = 0; t < tasks; ++t) task(t);
-  } else {
-    pool.run(tasks, task);
-  }
-  for (int g = 0; g < groups; ++g) {
-    for (int r = 0; r < rep; ++r) {
-      float largest = -INFINITY;
-      for (int c = 0; c < parts; ++c) largest = std::max(largest, maxs[(static_cast<size_t>(g) * parts + c) * rep + r]);
-      float total = 0.0f;
-      float* o = out + (static_cast<size_t>(g) * rep + r) * a.dv;
-      std::fill(o, o + a.dv, 0.0f);
-      for (int c = 0; c < parts; ++c) {
-        const size_t h = (static_cast<size_t>(g) * parts + c) * rep + r;
-        const float weight = sums[h] == 0.0f ? 0.0f : std::exp(maxs[h] - largest);
-        total += weight * sums[h];
-        const float* part = outs.data() + h * a.dv;
-        for (int i = 0; i < a.dv; ++i) o[i] += weight * part[i];
-      }
-      for (int i = 0; i < a.dv; ++i) o[i] /= total;
-    }
-  }
-}
-
-// The cache buffer `out` receives: the input's own when the caller allows writing in
-// place (and the input is a plain dense buffer), else a new one. Returns whether the
-// input has to be copied into it.
-bool take_buffer(const mc::array& in, mc::array& out, bool in_place) {
-  if (in_place && in.flags().row_contiguous && in.data_size() == in.size()) {
-    out.copy_shared_buffer(in);
-    return false;
-  }
-  out.set_data(mc::allocator::malloc(out.nbytes()));
-  return true;
-}
-
-// A dense f32 array's elements copied to `dst` (a strided one's in row-major order).
-void copy_into(const mc::array& in, float* dst) {
-  if (in.flags().row_contiguous) {
-    std::memcpy(dst, in.data<float>(), in.size() * sizeof(float));
-    return;
-  }
-  const std::vector<float> all = dense_f32(in);
-  std::memcpy(dst, all.data(), all.size() * sizeof(float));
-}
-
 class DecodeAttention : public mc::Primitive {
  public:
   DecodeAttention(mc::Stream stream, Attend shape) : mc::Primitive(stream), a_(shape) {}
@@ -381,7 +360,7 @@ class DecodeAttention : public mc::Primitive {
         std::memcpy(keys + slot * a.d, k + static_cast<size_t>(c) * a.d, a.d * sizeof(float));
         std::memcpy(values + slot * a.dv, v + static_cast<size_t>(c) * a.dv, a.dv * sizeof(float));
       }
-      attend(a, q, keys, values, outputs[0].data<float>());
+      attend_decode(a, q, keys, values, outputs[0].data<float>());
     });
   }
 

@@ -40,7 +40,7 @@ pub enum GateActivation {
 }
 
 impl GateActivation {
-    fn code(self) -> c_int {
+    pub(crate) fn code(self) -> c_int {
         match self {
             GateActivation::Silu => 1,
             GateActivation::GeluTanh => 2,
