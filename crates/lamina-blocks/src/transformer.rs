@@ -2,7 +2,7 @@
 //! (Gemma 2/3), post-sublayer norms (OLMo 2), or the parallel residual (GPT-NeoX,
 //! StableLM, Phi-2: attention and feed-forward from the same normed input).
 
-use lamina_components::plan::DecodePlan;
+use lamina_components::plan::{self, BlockLayers, DecodePlan};
 use lamina_components::{
     Attention, AttentionConfig, FeedForward, FeedForwardConfig, KvCache, LayerCache, LayerInput, Norm,
     NormConfig, RotatingKvCache, dropout,
@@ -172,9 +172,9 @@ impl<'a> Module<LayerInput<'a>> for TransformerBlock {
         if self.placement == NormPlacement::Pre && (self.dropout == 0.0 || !self.training) {
             // Each sublayer's last product and its residual add in one node where lamina's
             // kernels take them.
-            let h = self.self_attn.forward_add(LayerInput { x: &normed, ..input }, x)?;
+            let h = plan::attention_then_add(&mut self.self_attn, LayerInput { x: &normed, ..input }, x)?;
             let mlp_in = apply(&mut self.post_attention_layernorm, &h)?;
-            return Ok(BlockOutput { hidden_states: self.mlp.forward_add(&mlp_in, &h)? });
+            return Ok(BlockOutput { hidden_states: plan::mlp_then_add(&mut self.mlp, &mlp_in, &h)? });
         }
         let mut attended = self.self_attn.forward(LayerInput { x: &normed, ..input })?;
         if self.placement == NormPlacement::Parallel {
@@ -203,19 +203,32 @@ impl<'a> Module<LayerInput<'a>> for TransformerBlock {
 }
 
 impl TransformerBlock {
-    /// A decoded token through the CPU decode plan's one kernel node, when this is a
-    /// pre-norm block and the plan takes its layers, the token and its cache.
-    fn planned_decode(&mut self, input: &mut LayerInput<'_>) -> Result<Option<Array>> {
-        let (Some(cache), None, NormPlacement::Pre) =
-            (input.cache.as_deref_mut(), input.padding_mask, self.placement)
+    /// The layers the CPU decode plan reads, for a pre-norm or sandwich block.
+    fn plan_layers(&self) -> Option<BlockLayers<'_>> {
+        let norms = match self.placement {
+            NormPlacement::Pre => {
+                [self.input_layernorm.as_ref(), None, self.post_attention_layernorm.as_ref(), None]
+            }
+            NormPlacement::Sandwich => [
+                self.input_layernorm.as_ref(),
+                self.post_attention_layernorm.as_ref(),
+                self.pre_feedforward_layernorm.as_ref(),
+                self.post_feedforward_layernorm.as_ref(),
+            ],
+            NormPlacement::Post | NormPlacement::Parallel => return None,
+        };
+        Some(BlockLayers { norms, attention: &self.self_attn, mlp: &self.mlp })
+    }
+
+    /// A decoded token through the CPU decode plan's one kernel node, when the plan takes
+    /// this block's layers, the token and its cache.
+    fn planned_decode(&self, input: &mut LayerInput<'_>) -> Result<Option<Array>> {
+        let (Some(cache), None, Some(layers)) =
+            (input.cache.as_deref_mut(), input.padding_mask, self.plan_layers())
         else {
             return Ok(None);
         };
-        let (Some(input_norm), Some(mlp_norm)) = (&self.input_layernorm, &self.post_attention_layernorm)
-        else {
-            return Ok(None);
-        };
-        match DecodePlan::for_block(input_norm, &self.self_attn, mlp_norm, &self.mlp, self.training) {
+        match DecodePlan::for_block(layers, self.training) {
             Some(plan) => plan.run(input.x, cache),
             None => Ok(None),
         }
@@ -410,11 +423,33 @@ mod tests {
     fn quantized_block(config: TransformerBlockConfig, bits: [i32; 7]) -> TransformerBlock {
         use lamina_components::QuantConfig;
         let mut block = TransformerBlock::new(&config).unwrap();
-        let values: Vec<f32> = (0..64).map(|i| 1.0 + 0.3 * (i as f32 * 1.3).cos()).collect();
-        for norm in
-            [block.input_layernorm.as_mut(), block.post_attention_layernorm.as_mut()].into_iter().flatten()
-        {
-            norm.weight = mlx_rs::module::Param::new(Some(Array::from_slice(&values, &[64])));
+        // Norm weights and biases away from their initial values, so that a misplaced one shows.
+        let wave = |n: i32, salt: f32| {
+            let values: Vec<f32> = (0..n).map(|i| 0.3 * ((i as f32 + salt) * 1.3).cos()).collect();
+            Array::from_slice(&values, &[n])
+        };
+        let norms = [
+            block.input_layernorm.as_mut(),
+            block.post_attention_layernorm.as_mut(),
+            block.pre_feedforward_layernorm.as_mut(),
+            block.post_feedforward_layernorm.as_mut(),
+            block.self_attn.q_norm.as_mut(),
+            block.self_attn.k_norm.as_mut(),
+        ];
+        for (salt, norm) in norms.into_iter().enumerate() {
+            if let Some(norm) = norm {
+                let n = norm.weight.value.as_ref().map_or(0, |w| w.dim(0));
+                let w = wave(n, salt as f32);
+                let w = if norm.unit_offset { w } else { w.add(Array::from_f32(1.0)).unwrap() };
+                norm.weight = mlx_rs::module::Param::new(Some(w));
+            }
+        }
+        let attn = &mut block.self_attn;
+        for (salt, layer) in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj].into_iter().enumerate() {
+            if layer.bias.is_some() {
+                let n = layer.weight.dim(0);
+                layer.bias = mlx_rs::module::Param::new(Some(wave(n, 5.0 + salt as f32)));
+            }
         }
         let attn = &mut block.self_attn;
         let mlp = &mut block.mlp;
@@ -454,7 +489,7 @@ mod tests {
 
     #[test]
     fn the_decode_plan_equals_the_layers_and_the_plain_graph() {
-        use lamina_components::{KvCache, RopeConfig, RotatingKvCache};
+        use lamina_components::{KvCache, QkNormConfig, QkNormPosition, RopeConfig, RotatingKvCache};
         use lamina_core::Activation;
         use mlx_rs::ops::indexing::IndexOp;
         let attention = AttentionConfig {
@@ -483,6 +518,44 @@ mod tests {
                 [4; 7],
             ),
         ];
+        let qk_norm = |norm| Some(QkNormConfig { norm, position: QkNormPosition::BeforeRope });
+        let cases = cases.into_iter().chain([
+            // Qwen2: q/k/v biases.
+            (
+                TransformerBlockConfig {
+                    attention: AttentionConfig { qkv_bias: true, ..base.attention.clone() },
+                    ..base.clone()
+                },
+                [4; 7],
+            ),
+            // Qwen3: QK-norm before RoPE.
+            (
+                TransformerBlockConfig {
+                    attention: AttentionConfig {
+                        qk_norm: qk_norm(NormConfig::rms(1e-6)),
+                        ..base.attention.clone()
+                    },
+                    ..base.clone()
+                },
+                [4, 4, 4, 8, 4, 4, 4],
+            ),
+            // Gemma 3: sandwich norms scaling by 1 + w, QK-norm, GeGLU, a window.
+            (
+                TransformerBlockConfig {
+                    attention: AttentionConfig {
+                        qk_norm: qk_norm(NormConfig::rms_unit_offset(1e-6)),
+                        sliding_window: Some(4),
+                        scale: Some(0.2),
+                        ..base.attention.clone()
+                    },
+                    ffn: gelu,
+                    norm: NormConfig::rms_unit_offset(1e-6),
+                    norm_placement: NormPlacement::Sandwich,
+                    dropout: 0.0,
+                },
+                [4, 4, 8, 4, 4, 4, 8],
+            ),
+        ]);
         let x = Array::from_slice(
             &(0..2 * 9 * 64).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(),
             &[2, 9, 64],
@@ -508,14 +581,12 @@ mod tests {
             assert!(max_diff(&planned, &layers) < 1e-5, "case {i}: {}", max_diff(&planned, &layers));
             assert!(max_diff(&planned, &plain) < 1e-4, "case {i}: {}", max_diff(&planned, &plain));
             // The plan is what decoded: it holds for these layers, not while training.
-            let (n1, n2) =
-                (block.input_layernorm.as_ref().unwrap(), block.post_attention_layernorm.as_ref().unwrap());
-            assert!(DecodePlan::for_block(n1, &block.self_attn, n2, &block.mlp, false).is_some(), "case {i}");
-            assert!(DecodePlan::for_block(n1, &block.self_attn, n2, &block.mlp, true).is_none(), "case {i}");
+            assert!(DecodePlan::for_block(block.plan_layers().unwrap(), false).is_some(), "case {i}");
+            assert!(DecodePlan::for_block(block.plan_layers().unwrap(), true).is_none(), "case {i}");
             let mut cache = cache();
             let mut prompted = block.clone();
             prompted.forward(LayerInput { x: &x, cache: Some(&mut cache), padding_mask: None }).unwrap();
-            let plan = DecodePlan::for_block(n1, &block.self_attn, n2, &block.mlp, false).unwrap();
+            let plan = DecodePlan::for_block(block.plan_layers().unwrap(), false).unwrap();
             let token = x.index((.., ..1, ..));
             assert!(plan.run(&token, &mut cache).unwrap().is_some(), "case {i}: the plan ran");
             let _ = cache.arrays();
@@ -523,8 +594,6 @@ mod tests {
         }
         // Dense layers: no plan.
         let dense = TransformerBlock::new(&base).unwrap();
-        let (n1, n2) =
-            (dense.input_layernorm.as_ref().unwrap(), dense.post_attention_layernorm.as_ref().unwrap());
-        assert!(DecodePlan::for_block(n1, &dense.self_attn, n2, &dense.mlp, false).is_none());
+        assert!(DecodePlan::for_block(dense.plan_layers().unwrap(), false).is_none());
     }
 }

@@ -396,7 +396,7 @@ impl Attention {
     ///
     /// # Errors
     /// As [`Module::forward`].
-    pub fn forward_add(&mut self, input: LayerInput<'_>, residual: &Array) -> Result<Array> {
+    pub(crate) fn forward_add(&mut self, input: LayerInput<'_>, residual: &Array) -> Result<Array> {
         self.forward_residual(input, Some(residual))
     }
 

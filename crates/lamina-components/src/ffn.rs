@@ -145,7 +145,7 @@ impl FeedForward {
     ///
     /// # Errors
     /// When MLX fails or the shapes do not fit.
-    pub fn forward_add(&mut self, x: &Array, residual: &Array) -> Result<Array> {
+    pub(crate) fn forward_add(&mut self, x: &Array, residual: &Array) -> Result<Array> {
         let inner = self.inner(x)?;
         self.down_proj.forward_add(&inner, residual)
     }

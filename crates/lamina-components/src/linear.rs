@@ -141,6 +141,13 @@ impl Linear {
         plain.then(|| self.stored())
     }
 
+    /// The weight as stored and the bias, when the layer is exactly a product plus its
+    /// bias: no adapter, not training.
+    pub(crate) fn biased_weight(&self) -> Option<(StoredWeight<'_>, Option<&Array>)> {
+        let plain = self.lora_a.is_none() && self.m.is_none() && !self.training;
+        plain.then(|| (self.stored(), self.bias.value.as_ref()))
+    }
+
     /// The weight as stored, quantized or dense.
     fn stored(&self) -> StoredWeight<'_> {
         StoredWeight::new(&self.weight, self.quantized())
@@ -155,7 +162,7 @@ impl Linear {
     ///
     /// # Errors
     /// When MLX fails or the shapes do not fit.
-    pub fn forward_add(&mut self, x: &Array, residual: &Array) -> Result<Array> {
+    pub(crate) fn forward_add(&mut self, x: &Array, residual: &Array) -> Result<Array> {
         match fast::residual_product(x, self.plain_weight(), residual, self.training)? {
             Some(out) => Ok(out),
             None => Ok(residual.add(self.forward(x)?)?),

@@ -1,44 +1,50 @@
-//! The CPU decode plan: a pre-norm transformer block's decoded token as one kernel node
-//! instead of the seven its layers make (two norms, the q/k/v products, the attention,
-//! the output projection and residual, the gated unit, the down projection and residual).
+//! The CPU decode plan: a transformer block's decoded token as one kernel node instead of
+//! the seven or more its layers make (norms, the q/k/v products, the attention, the output
+//! projection and residual, the gated unit, the down projection and residual).
 //! At one token per step a small model is bound by graph nodes rather than arithmetic,
 //! so this is where its decoding time goes down.
 //!
 //! A plan is drawn up from a block's layers for each token ([`DecodePlan::for_block`]): it
 //! holds when every one of them is something the kernel computes — f32 on the CPU, no
-//! gradient, RMSNorms with weights, plain quantized products at widths the tier takes,
-//! RoPE without a magnitude correction, no QK-norm, a gated unit with SiLU or GELU — and the
+//! gradient, RMSNorms with weights (pre-norm, or Gemma's sandwich), quantized products at
+//! widths the tier takes (q/k/v may have biases), QK-norm before RoPE, RoPE without a
+//! magnitude correction, a gated unit with SiLU or GELU — and the
 //! layers compute the token as always otherwise. The plan writes the cache's buffers in
 //! place ([`LayerCache`] hands them over only when nothing else shares them).
 
 use lamina_core::{Activation, NormKind, Result};
-use lamina_kernels::{BlockShape, BlockWeights, GateActivation, QuantizedWeight};
+use lamina_kernels::{BlockNorm, BlockShape, BlockWeights, GateActivation};
 use mlx_rs::{Array, Dtype, ops};
 
 use crate::fast::{kernel_weight, on_cpu};
-use crate::{Attention, FeedForward, LayerCache, Linear, Norm};
+use crate::{Attention, FeedForward, LayerCache, LayerInput, Linear, Norm, QkNormPosition};
 
-/// A pre-norm block's layers as the decode kernel takes them.
+/// A block's layers as the decode plan reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockLayers<'a> {
+    /// The norms before attention (required), after attention (Gemma's sandwich), before
+    /// the feed-forward network (required) and after it (Gemma).
+    pub norms: [Option<&'a Norm>; 4],
+    /// Self-attention.
+    pub attention: &'a Attention,
+    /// The feed-forward network.
+    pub mlp: &'a FeedForward,
+}
+
+/// A block's layers as the decode kernel takes them.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodePlan<'a> {
     attention: &'a Attention,
     weights: BlockWeights<'a>,
-    eps: (f32, f32),
     activation: GateActivation,
 }
 
 impl<'a> DecodePlan<'a> {
-    /// The plan for `h = x + attention(input_layernorm(x))`,
-    /// `out = h + mlp(post_attention_layernorm(h))`, when the kernel computes every part
-    /// of it with `needs_grad` false; `None` otherwise.
-    pub fn for_block(
-        input_layernorm: &'a Norm,
-        attention: &'a Attention,
-        post_attention_layernorm: &'a Norm,
-        mlp: &'a FeedForward,
-        needs_grad: bool,
-    ) -> Option<Self> {
-        if needs_grad || attention.q_norm.is_some() || attention.k_norm.is_some() || !on_cpu() {
+    /// The plan for `h = x + [norm](attention(norm(x)))`, `out = h + [norm](mlp(norm(h)))`
+    /// when the kernel computes every part of it with `needs_grad` false; `None` otherwise.
+    pub fn for_block(layers: BlockLayers<'a>, needs_grad: bool) -> Option<Self> {
+        let BlockLayers { norms, attention, mlp } = layers;
+        if needs_grad || !on_cpu() {
             return None;
         }
         let activation = match mlp.activation {
@@ -47,34 +53,42 @@ impl<'a> DecodePlan<'a> {
             Activation::Gelu => GateActivation::GeluErf,
             Activation::Relu => return None,
         };
-        let product = |layer: &'a Linear| layer.plain_weight().and_then(kernel_weight);
-        let products: Option<[QuantizedWeight<'a>; 7]> = (|| {
-            Some([
-                product(&attention.q_proj)?,
-                product(&attention.k_proj)?,
-                product(&attention.v_proj)?,
-                product(&attention.o_proj)?,
-                product(mlp.gate_proj.as_ref()?)?,
-                product(&mlp.up_proj)?,
-                product(&mlp.down_proj)?,
-            ])
-        })();
-        let [q, k, v, o, gate, up, down] = products?;
+        let plain = |layer: &'a Linear| layer.plain_weight().and_then(kernel_weight);
+        let biased =
+            |layer: &'a Linear| layer.biased_weight().and_then(|(w, b)| Some((kernel_weight(w)?, b)));
+        let [(q, q_bias), (k, k_bias), (v, v_bias)] =
+            [biased(&attention.q_proj)?, biased(&attention.k_proj)?, biased(&attention.v_proj)?];
+        let qkv_biases = match (q_bias, k_bias, v_bias) {
+            (None, None, None) => None,
+            (Some(q), Some(k), Some(v)) if [q, k, v].iter().all(|b| b.dtype() == Dtype::Float32) => {
+                Some([q, k, v])
+            }
+            _ => return None,
+        };
+        let mlp_weights = [plain(mlp.gate_proj.as_ref()?)?, plain(&mlp.up_proj)?, plain(&mlp.down_proj)?];
+        let qk_norms = match (&attention.q_norm, &attention.k_norm, attention.config().qk_norm) {
+            (None, None, None) => None,
+            (Some(qn), Some(kn), Some(qk)) if qk.position == QkNormPosition::BeforeRope => {
+                Some([block_norm(qn)?, block_norm(kn)?])
+            }
+            _ => return None,
+        };
         let weights = BlockWeights {
-            input_layernorm: rms_weight(input_layernorm)?,
-            attention: [q, k, v, o],
-            post_attention_layernorm: rms_weight(post_attention_layernorm)?,
-            mlp: [gate, up, down],
+            norms: [
+                Some(block_norm(norms[0]?)?),
+                optional_norm(norms[1])?,
+                Some(block_norm(norms[2]?)?),
+                optional_norm(norms[3])?,
+            ],
+            qk_norms,
+            attention: [q, k, v, plain(&attention.o_proj)?],
+            qkv_biases,
+            mlp: mlp_weights,
         };
         if attention.rope().is_some_and(|rope| rope.rotation(0).is_none()) {
             return None;
         }
-        Some(DecodePlan {
-            attention,
-            weights,
-            eps: (input_layernorm.eps, post_attention_layernorm.eps),
-            activation,
-        })
+        Some(DecodePlan { attention, weights, activation })
     }
 
     /// The block's output for one decoded token `x [B, 1, hidden]` (f32), its key and value
@@ -99,7 +113,6 @@ impl<'a> DecodePlan<'a> {
                 heads: config.num_heads as i32,
                 kv_heads,
                 head_dim,
-                eps: self.eps,
                 activation: self.activation,
                 rotation: self.attention.rope().and_then(|rope| rope.rotation(position)),
                 attention: lamina_kernels::DecodeAttention {
@@ -115,9 +128,41 @@ impl<'a> DecodePlan<'a> {
     }
 }
 
-/// The weight of an RMSNorm the kernel computes: f32, no unit offset.
-fn rms_weight(norm: &Norm) -> Option<&Array> {
+/// `residual + attention(input)` for a token the plan does not take (a prompt, a batch of
+/// sequences, a cache shared with a clone): the output projection and the add in one graph
+/// node where lamina's kernels take them (on the CPU, in f32, a plain quantized `o_proj`),
+/// the attention's layers otherwise.
+///
+/// # Errors
+/// As the attention's `forward`.
+pub fn attention_then_add(
+    attention: &mut Attention,
+    input: LayerInput<'_>,
+    residual: &Array,
+) -> Result<Array> {
+    attention.forward_add(input, residual)
+}
+
+/// `residual + mlp(x)`, the down projection and the add in one graph node where lamina's
+/// kernels take them (as [`attention_then_add`]).
+///
+/// # Errors
+/// As the network's `forward`.
+pub fn mlp_then_add(mlp: &mut FeedForward, x: &Array, residual: &Array) -> Result<Array> {
+    mlp.forward_add(x, residual)
+}
+
+/// An RMSNorm as the kernel computes it: with an f32 weight and no shift.
+fn block_norm(norm: &Norm) -> Option<BlockNorm<'_>> {
     let weight = norm.weight.value.as_ref()?;
-    let plain = norm.kind == NormKind::RmsNorm && !norm.unit_offset && norm.bias.value.is_none();
-    (plain && weight.dtype() == Dtype::Float32).then_some(weight)
+    let rms = norm.kind == NormKind::RmsNorm && norm.bias.value.is_none() && weight.dtype() == Dtype::Float32;
+    rms.then_some(BlockNorm { weight, eps: norm.eps, unit_offset: norm.unit_offset })
+}
+
+/// An optional norm: `Some(None)` when absent, `None` when the kernel cannot compute it.
+fn optional_norm(norm: Option<&Norm>) -> Option<Option<BlockNorm<'_>>> {
+    match norm {
+        None => Some(None),
+        Some(norm) => block_norm(norm).map(Some),
+    }
 }

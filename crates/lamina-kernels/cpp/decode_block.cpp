@@ -1,16 +1,18 @@
-// A whole pre-norm transformer block for one decoded token in one graph node: the CPU
-// decode plan's kernel. At one token per step a small model is bound by graph nodes, not
+// A whole transformer block for one decoded token in one graph node: the CPU decode
+// plan's kernel. At one token per step a small model is bound by graph nodes, not
 // arithmetic (~0.25 ms of MLX dispatch per block); this does in one node what the
 // per-layer fused primitives (fused.cpp) do in seven:
 //
-//   xn = rms_norm(x, input_layernorm);  q, k, v = xn Wq^T, xn Wk^T, xn Wv^T (RoPE on q, k)
+//   xn = norm(x);  q, k, v = xn Wq^T (+ bq), ...;  per-head QK-norm;  RoPE on q, k
 //   the new k, v written at the caches' slot; a = attention(q, caches)
-//   h = x + a Wo^T;  hn = rms_norm(h, post_attention_layernorm)
-//   out = h + (act(hn Wg^T) * (hn Wu^T)) Wd^T
+//   h = x + [norm](a Wo^T);  hn = norm(h)
+//   out = h + [norm]((act(hn Wg^T) * (hn Wu^T)) Wd^T)
 //
-// on the quantized products' kernels (quantized.h) and the decode attention (decode.h),
-// in f32, as the per-layer primitives compute each step. The caches are written in place
-// when the caller vouches that nothing else reads them (as DecodeAttention).
+// with RMSNorms (scaling by w or 1 + w): pre-norm blocks (Llama, Qwen, Phi-3) and Gemma's
+// sandwich norms (the bracketed ones). On the quantized products' kernels (quantized.h)
+// and the decode attention (decode.h), in f32, as the per-layer primitives compute each
+// step. The caches are written in place when the caller vouches that nothing else reads
+// them (as DecodeAttention).
 
 #include <cstring>
 #include <stdexcept>
@@ -33,28 +35,41 @@ namespace {
 
 using namespace lamina_kernels;
 
-// The products of a block, in the inputs' order after x and the first norm's weight:
-// q, k, v, o, then (after the second norm's weight) gate, up, down.
+// The products of a block: q, k, v, o, gate, up, down.
 enum Product { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kProducts };
+// The block's norms: before and after attention, before and after the feed-forward
+// network (pre-norm blocks have the two befores; Gemma's sandwich all four).
+enum Norm { kAttentionIn = 0, kAttentionOut, kMlpIn, kMlpOut, kNorms };
 
+// An RMSNorm: its weight's input (-1: absent), epsilon, and whether it scales by 1 + w.
+struct NormAt {
+  int at;
+  float eps;
+  int unit_offset;
+};
+
+// Where each input sits (-1: absent) and what the block does.
 struct BlockSpec {
   int hidden, intermediate;
-  float eps_attention, eps_mlp;
+  NormAt norms[kNorms];
+  NormAt qk_norms[2];  // per-head RMSNorm of q and k before RoPE
+  int weight_at[kProducts];  // the packed weight; its scales and biases follow
   int group[kProducts], bits[kProducts];
+  int bias_at[3];  // q, k, v biases
+  int keys_at, values_at, periods_at;
   Gate gate;
   int rotate;  // RoPE on q and k
   RopeSpec rope;
   Attend attend;
 };
 
-// Where input `product`'s packed weight sits (its scales and biases follow).
-constexpr size_t weight_at(int product) { return product < kGate ? 2 + 3 * product : 3 + 3 * product; }
-constexpr size_t kNormAttention = 1, kNormMlp = weight_at(kGate) - 1, kKeys = weight_at(kProducts),
-                 kValues = kKeys + 1, kPeriods = kKeys + 2;
-
-// x * rsqrt(mean(x^2) + eps) * w per row of `k` values (as the RMSNorm primitive computes
-// it in f32).
-void rms_norm_rows(const float* x, const float* w, int rows, int k, float eps, float* out) {
+// x * rsqrt(mean(x^2) + eps) * w (or * (1 + w)) per row of `k` values, as the RMSNorm
+// primitive computes it in f32; `out` may be `x`.
+void rms_norm_rows(const float* x, const mc::array& weight, const NormAt& norm, int rows, int k, float* out) {
+  std::vector<float> w(weight.data<float>(), weight.data<float>() + k);
+  if (norm.unit_offset) {
+    for (float& v : w) v += 1.0f;
+  }
   const float inverse_k = 1.0f / static_cast<float>(k);
   for (int r = 0; r < rows; ++r) {
     const float* row = x + static_cast<size_t>(r) * k;
@@ -62,19 +77,34 @@ void rms_norm_rows(const float* x, const float* w, int rows, int k, float eps, f
     float squares = 0.0f;
 #pragma omp simd reduction(+ : squares)
     for (int i = 0; i < k; ++i) squares += row[i] * row[i];
-    const float scale = 1.0f / std::sqrt(squares * inverse_k + eps);
+    const float scale = 1.0f / std::sqrt(squares * inverse_k + norm.eps);
     for (int i = 0; i < k; ++i) o[i] = (row[i] * scale) * w[i];
   }
 }
 
-// `out` [rows, N] = x [rows, K] @ dequantize(product's weight)^T.
+// `out` [rows, N] = x [rows, K] @ dequantize(product's weight)^T (+ its bias).
 void product(const std::vector<mc::array>& in, const BlockSpec& b, int which, const float* x, int rows, int k,
              float* out) {
-  const mc::array& w = in[weight_at(which)];
-  const mc::array& scales = in[weight_at(which) + 1];
-  Problem p{x, w.data<uint8_t>(), scales.data<void>(), in[weight_at(which) + 2].data<void>(), out,
-            rows, static_cast<int>(w.shape(0)), k, b.group[which], b.bits[which], scales.dtype() == mc::float16};
+  const int at = b.weight_at[which];
+  const mc::array& w = in[at];
+  const mc::array& scales = in[at + 1];
+  const int n = static_cast<int>(w.shape(0));
+  Problem p{x, w.data<uint8_t>(), scales.data<void>(), in[at + 2].data<void>(), out,
+            rows, n, k, b.group[which], b.bits[which], scales.dtype() == mc::float16};
   quantized_products(p);
+  if (which <= kV && b.bias_at[which] >= 0) {
+    const float* bias = in[b.bias_at[which]].data<float>();
+    for (int r = 0; r < rows; ++r) {
+      for (int j = 0; j < n; ++j) out[static_cast<size_t>(r) * n + j] += bias[j];
+    }
+  }
+}
+
+// `residual += norm(update)` (or `residual += update` without the norm).
+void add_normed(const std::vector<mc::array>& in, const NormAt& norm, float* update, int rows, int k,
+                float* residual) {
+  if (norm.at >= 0) rms_norm_rows(update, in[norm.at], norm, rows, k, update);
+  for (size_t i = 0; i < static_cast<size_t>(rows) * k; ++i) residual[i] += update[i];
 }
 
 void run_block(const std::vector<mc::array>& in, const BlockSpec& b, float* out, float* keys, float* values) {
@@ -84,13 +114,17 @@ void run_block(const std::vector<mc::array>& in, const BlockSpec& b, float* out,
                v_width = static_cast<size_t>(a.kv_heads) * a.dv;
   const std::vector<float> x = dense_f32(in[0]);
   std::vector<float> normed(x.size()), q(rows * q_width), k(rows * kv_width), v(rows * v_width);
-  rms_norm_rows(x.data(), in[kNormAttention].data<float>(), rows, hidden, b.eps_attention, normed.data());
+  rms_norm_rows(x.data(), in[b.norms[kAttentionIn].at], b.norms[kAttentionIn], rows, hidden, normed.data());
   product(in, b, kQ, normed.data(), rows, hidden, q.data());
   product(in, b, kK, normed.data(), rows, hidden, k.data());
   product(in, b, kV, normed.data(), rows, hidden, v.data());
+  if (b.qk_norms[0].at >= 0) {
+    rms_norm_rows(q.data(), in[b.qk_norms[0].at], b.qk_norms[0], rows * a.heads, a.d, q.data());
+    rms_norm_rows(k.data(), in[b.qk_norms[1].at], b.qk_norms[1], rows * a.kv_heads, a.d, k.data());
+  }
   if (b.rotate) {
     std::vector<float> periods;
-    if (b.rope.has_freqs) periods = dense_f32(in[kPeriods]);
+    if (b.rope.has_freqs) periods = dense_f32(in[b.periods_at]);
     for (std::vector<float>* t : {&q, &k}) {
       float* data = t->data();
       const size_t d = a.d;
@@ -103,19 +137,18 @@ void run_block(const std::vector<mc::array>& in, const BlockSpec& b, float* out,
     std::memcpy(keys + slot * a.d, k.data() + static_cast<size_t>(c) * a.d, a.d * sizeof(float));
     std::memcpy(values + slot * a.dv, v.data() + static_cast<size_t>(c) * a.dv, a.dv * sizeof(float));
   }
-  std::vector<float> attended(static_cast<size_t>(rows) * a.heads * a.dv);
+  std::vector<float> attended(static_cast<size_t>(rows) * a.heads * a.dv), update(x.size());
   attend_decode(a, q.data(), keys, values, attended.data());
-  // h = x + attended Wo^T, into `out`.
-  product(in, b, kO, attended.data(), rows, a.heads * a.dv, out);
-  for (size_t i = 0; i < x.size(); ++i) out[i] += x[i];
-  rms_norm_rows(out, in[kNormMlp].data<float>(), rows, hidden, b.eps_mlp, normed.data());
+  std::memcpy(out, x.data(), x.size() * sizeof(float));
+  product(in, b, kO, attended.data(), rows, a.heads * a.dv, update.data());
+  add_normed(in, b.norms[kAttentionOut], update.data(), rows, hidden, out);  // h
+  rms_norm_rows(out, in[b.norms[kMlpIn].at], b.norms[kMlpIn], rows, hidden, normed.data());
   std::vector<float> gate(static_cast<size_t>(rows) * b.intermediate), up(gate.size());
   product(in, b, kGate, normed.data(), rows, hidden, gate.data());
   product(in, b, kUp, normed.data(), rows, hidden, up.data());
   for (size_t i = 0; i < gate.size(); ++i) gate[i] = activate(b.gate, gate[i]) * up[i];
-  std::vector<float> down(x.size());
-  product(in, b, kDown, gate.data(), rows, b.intermediate, down.data());
-  for (size_t i = 0; i < x.size(); ++i) out[i] += down[i];
+  product(in, b, kDown, gate.data(), rows, b.intermediate, update.data());
+  add_normed(in, b.norms[kMlpOut], update.data(), rows, hidden, out);
 }
 
 class DecodeBlock : public mc::Primitive {
@@ -127,14 +160,14 @@ class DecodeBlock : public mc::Primitive {
     for (const auto& in : inputs) encoder.set_input_array(in);
     outputs[0].set_data(mc::allocator::malloc(outputs[0].nbytes()));
     const bool in_place = b_.attend.in_place != 0;
-    const bool copy_keys = take_buffer(inputs[kKeys], outputs[1], in_place);
-    const bool copy_values = take_buffer(inputs[kValues], outputs[2], in_place);
+    const bool copy_keys = take_buffer(inputs[b_.keys_at], outputs[1], in_place);
+    const bool copy_values = take_buffer(inputs[b_.values_at], outputs[2], in_place);
     for (auto& out : outputs) encoder.set_output_array(out);
     encoder.dispatch([inputs, outputs, copy_keys, copy_values, b = b_]() mutable {
       float* keys = outputs[1].data<float>();
       float* values = outputs[2].data<float>();
-      if (copy_keys) copy_into(inputs[kKeys], keys);
-      if (copy_values) copy_into(inputs[kValues], values);
+      if (copy_keys) copy_into(inputs[b.keys_at], keys);
+      if (copy_values) copy_into(inputs[b.values_at], values);
       run_block(inputs, b, outputs[0].data<float>(), keys, values);
     });
   }
@@ -154,18 +187,19 @@ class DecodeBlock : public mc::Primitive {
   BlockSpec b_;
 };
 
-bool f32_vector(const mc::array& a, int n) { return a.dtype() == mc::float32 && a.ndim() == 1 && a.shape(0) == n; }
-
 }  // namespace
 
 extern "C" {
 
 int lamina_kernels_supports_quantized(int bits, int group);
 
-// The block's shapes and settings (mirrors the Rust side's `BlockShape`).
+// The block's shapes and settings (mirrors the Rust side's `LaminaBlock`).
 struct LaminaBlock {
   int heads, kv_heads, head_dim;
-  float eps_attention, eps_mlp;
+  float norm_eps[4];  // before/after attention, before/after the feed-forward network
+  int norm_unit_offset[4];
+  float qk_norm_eps[2];
+  int qk_norm_unit_offset[2];
   int gate;  // 1 SiLU, 2 GELU with tanh, 3 GELU with erf
   int rope_dims;  // 0: no RoPE
   int rope_traditional;
@@ -176,16 +210,19 @@ struct LaminaBlock {
   int in_place;
 };
 
-// One decoded token through a pre-norm block (see the top of this file). `x` [B, 1, hidden]
-// f32; `norms` the two RMSNorm weights [hidden]; `ws`/`ss`/`bs` the seven products' packed
-// weights, scales and biases (q, k, v, o, gate, up, down) with `groups`/`bits`; `keys`/
-// `values` the caches [B, H_kv, C, D]; `periods` an empty handle or RoPE's [dims / 2].
-// Fills `out` [B, 1, hidden] and the caches with the token's slot written. CPU and f32 only
-// (returns 1 with the reason otherwise).
+// One decoded token through a block (see the top of this file). `x` [B, 1, hidden] f32;
+// `norms` the four RMSNorm weights [hidden] (empty handles for absent ones: the first and
+// third are required); `qk_norms` the per-head q and k norms [D] (empty: none); `ws`/`ss`/
+// `bs` the seven products' packed weights, scales and biases (q, k, v, o, gate, up, down)
+// with `groups`/`bits`; `qkv_biases` f32 biases of q, k, v (empty: none); `keys`/`values`
+// the caches [B, H_kv, C, D]; `periods` an empty handle or RoPE's [dims / 2]. Fills `out`
+// [B, 1, hidden] and the caches with the token's slot written. CPU and f32 only (returns 1
+// with the reason otherwise).
 __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Handle* keys_out, Handle* values_out,
-                                                               Handle x, const Handle* norms, const Handle* ws,
-                                                               const Handle* ss, const Handle* bs, const int* groups,
-                                                               const int* bits, Handle keys, Handle values,
+                                                               Handle x, const Handle* norms, const Handle* qk_norms,
+                                                               const Handle* ws, const Handle* ss, const Handle* bs,
+                                                               const int* groups, const int* bits,
+                                                               const Handle* qkv_biases, Handle keys, Handle values,
                                                                Handle periods, const LaminaBlock* block) {
   try {
     const mc::array& xa = from_handle(x);
@@ -194,19 +231,36 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
     const LaminaBlock& s = *block;
     std::string why;
     bool fits = on_cpu(stream) && xa.dtype() == mc::float32 && xa.ndim() == 3 && xa.shape(1) == 1 &&
-                s.heads > 0 && s.kv_heads > 0 && s.heads % s.kv_heads == 0 && s.gate >= 1 && s.gate <= 3;
+                s.heads > 0 && s.kv_heads > 0 && s.heads % s.kv_heads == 0 && s.gate >= 1 && s.gate <= 3 &&
+                norms[kAttentionIn].ctx != nullptr && norms[kMlpIn].ctx != nullptr && ws[kGate].ctx != nullptr;
     const int batch = fits ? xa.shape(0) : 0, hidden = fits ? xa.shape(2) : 0, d = s.head_dim;
-    const int widths[kProducts][2] = {{s.heads * d, hidden},     {s.kv_heads * d, hidden}, {s.kv_heads * d, hidden},
-                                      {hidden, s.heads * d},     {0, hidden},              {0, hidden},
-                                      {hidden, 0}};
-    std::vector<mc::array> inputs{xa, from_handle(norms[0])};
-    int intermediate = fits ? static_cast<int>(from_handle(ws[kGate]).shape(0)) : 0;
+    const int intermediate = fits ? static_cast<int>(from_handle(ws[kGate]).shape(0)) : 0;
+    const int widths[kProducts][2] = {{s.heads * d, hidden}, {s.kv_heads * d, hidden}, {s.kv_heads * d, hidden},
+                                      {hidden, s.heads * d}, {intermediate, hidden},   {intermediate, hidden},
+                                      {hidden, intermediate}};
+    std::vector<mc::array> inputs{xa};
+    // Appends an optional f32 [n] vector; returns its input index (-1 when absent).
+    auto vector_at = [&](Handle h, int n) {
+      if (h.ctx == nullptr) return -1;
+      const mc::array& a = from_handle(h);
+      if (a.dtype() != mc::float32 || a.ndim() != 1 || a.shape(0) != n) {
+        fits = false;
+        why = "a norm or bias is not f32 [" + std::to_string(n) + "]";
+      }
+      inputs.push_back(a);
+      return static_cast<int>(inputs.size()) - 1;
+    };
     BlockSpec spec{};
+    for (int i = 0; i < kNorms && fits; ++i) {
+      spec.norms[i] = NormAt{vector_at(norms[i], hidden), s.norm_eps[i], s.norm_unit_offset[i]};
+    }
+    for (int i = 0; i < 2 && fits; ++i) {
+      spec.qk_norms[i] = NormAt{vector_at(qk_norms[i], d), s.qk_norm_eps[i], s.qk_norm_unit_offset[i]};
+    }
+    fits = fits && (spec.qk_norms[0].at >= 0) == (spec.qk_norms[1].at >= 0);
     for (int i = 0; i < kProducts && fits; ++i) {
-      if (i == kGate) inputs.push_back(from_handle(norms[1]));
       const mc::array &w = from_handle(ws[i]), &sc = from_handle(ss[i]), &bi = from_handle(bs[i]);
-      const int n = widths[i][0] != 0 ? widths[i][0] : intermediate;
-      const int k = widths[i][1] != 0 ? widths[i][1] : intermediate;
+      const int n = widths[i][0], k = widths[i][1];
       const bool scales_read = (sc.dtype() == mc::float32 || sc.dtype() == mc::float16) && bi.dtype() == sc.dtype();
       fits = w.dtype() == mc::uint32 && w.ndim() == 2 && scales_read && groups[i] > 0 &&
              lamina_kernels_supports_quantized(bits[i], groups[i]) && k % groups[i] == 0 && w.shape(0) == n &&
@@ -215,35 +269,35 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
       if (!fits) why = "product " + std::to_string(i) + " does not fit";
       spec.group[i] = groups[i];
       spec.bits[i] = bits[i];
+      spec.weight_at[i] = static_cast<int>(inputs.size());
       inputs.insert(inputs.end(), {w, sc, bi});
     }
-    fits = fits && f32_vector(inputs[kNormAttention], hidden) && f32_vector(inputs[kNormMlp], hidden);
+    for (int i = 0; i < 3 && fits; ++i) spec.bias_at[i] = vector_at(qkv_biases[i], widths[i][0]);
     const int cap = ka.ndim() == 4 ? ka.shape(2) : 0;
     fits = fits && ka.dtype() == mc::float32 && va.dtype() == mc::float32 &&
            ka.shape() == mc::Shape{batch, s.kv_heads, cap, d} && va.shape() == mc::Shape{batch, s.kv_heads, cap, d} &&
            s.slot >= 0 && s.slot < s.length && s.length <= cap && s.window >= 0 && s.softcap >= 0.0f;
     const bool has_periods = periods.ctx != nullptr;
     if (fits && s.rope_dims > 0) {
-      fits = s.rope_dims % 2 == 0 && s.rope_dims <= d &&
-             (!has_periods || f32_vector(from_handle(periods), s.rope_dims / 2));
+      fits = s.rope_dims % 2 == 0 && s.rope_dims <= d;
+      if (has_periods) spec.periods_at = vector_at(periods, s.rope_dims / 2);
     }
     if (!fits) {
       last_error() = "decode block: f32 x [B, 1, hidden] on the CPU, quantized products the kernels take, f32 "
-                     "norms [hidden] and caches [B, H_kv, C, D] with slot < length <= C " +
+                     "norms and biases, caches [B, H_kv, C, D] with slot < length <= C: " +
                      why;
       return 1;
     }
     spec.hidden = hidden;
     spec.intermediate = intermediate;
-    spec.eps_attention = s.eps_attention;
-    spec.eps_mlp = s.eps_mlp;
     spec.gate = static_cast<Gate>(s.gate);
     spec.rotate = s.rope_dims > 0 ? 1 : 0;
     spec.rope = RopeSpec{s.rope_dims, s.rope_traditional != 0, has_periods, s.rope_base, s.rope_scale, s.rope_offset};
     spec.attend = Attend{batch, s.heads, s.kv_heads, d, d, cap, s.slot, s.length, s.window,
                          s.scale, s.softcap, s.in_place != 0 ? 1 : 0};
+    spec.keys_at = static_cast<int>(inputs.size());
+    spec.values_at = spec.keys_at + 1;
     inputs.insert(inputs.end(), {ka, va});
-    if (has_periods) inputs.push_back(from_handle(periods));
     auto primitive = std::make_shared<DecodeBlock>(stream, spec);
     auto arrays = mc::array::make_arrays({xa.shape(), ka.shape(), va.shape()}, {mc::float32, mc::float32, mc::float32},
                                          primitive, inputs);

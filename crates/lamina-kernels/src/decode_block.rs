@@ -1,7 +1,7 @@
-//! A whole pre-norm transformer block for one decoded token in one graph node (the CPU
-//! decode plan's kernel): the two RMSNorms, the q/k/v products with RoPE, the cache write
-//! and attention, the output projection and residual, the gated unit and its down
-//! projection and residual.
+//! A whole transformer block for one decoded token in one graph node (the CPU decode
+//! plan's kernel): its RMSNorms (pre-norm, or Gemma's sandwich), the q/k/v products (with
+//! biases, QK-norm and RoPE), the cache write and attention, the output projection and
+//! residual, the gated unit and its down projection and residual.
 
 use std::ffi::c_int;
 
@@ -10,20 +10,35 @@ use mlx_rs::Array;
 
 use crate::{DecodeAttention, GateActivation, QuantizedWeight, Rotation, absent, produced_all};
 
-/// A pre-norm block's weights as the kernel takes them (every product quantized).
+/// An RMSNorm as the block kernel computes it: `x * rsqrt(mean(x^2) + eps) * w`, or
+/// `* (1 + w)` with `unit_offset` (Gemma).
+#[derive(Debug, Clone, Copy)]
+pub struct BlockNorm<'a> {
+    /// The weight, f32 `[features]`.
+    pub weight: &'a Array,
+    /// Added to the mean square.
+    pub eps: f32,
+    /// Scale by `1 + weight`.
+    pub unit_offset: bool,
+}
+
+/// A block's weights as the kernel takes them (every product quantized).
 #[derive(Debug, Clone, Copy)]
 pub struct BlockWeights<'a> {
-    /// The RMSNorm weight before attention, f32 `[hidden]`.
-    pub input_layernorm: &'a Array,
+    /// The norms before attention (required), after attention (Gemma), before the
+    /// feed-forward network (required) and after it (Gemma), each `[hidden]`.
+    pub norms: [Option<BlockNorm<'a>>; 4],
+    /// Per-head RMSNorms of the queries and keys before RoPE (`[head_dim]`).
+    pub qk_norms: Option<[BlockNorm<'a>; 2]>,
     /// `q_proj`, `k_proj`, `v_proj`, `o_proj`.
     pub attention: [QuantizedWeight<'a>; 4],
-    /// The RMSNorm weight before the feed-forward network, f32 `[hidden]`.
-    pub post_attention_layernorm: &'a Array,
+    /// f32 biases of `q_proj`, `k_proj`, `v_proj` (Qwen2).
+    pub qkv_biases: Option<[&'a Array; 3]>,
     /// `gate_proj`, `up_proj`, `down_proj`.
     pub mlp: [QuantizedWeight<'a>; 3],
 }
 
-/// A pre-norm block's shapes and settings.
+/// A block's shapes and settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BlockShape<'a> {
     /// Query heads.
@@ -32,8 +47,6 @@ pub struct BlockShape<'a> {
     pub kv_heads: i32,
     /// Features per head (keys and values alike).
     pub head_dim: i32,
-    /// The two norms' epsilons (attention, feed-forward).
-    pub eps: (f32, f32),
     /// The gate's activation.
     pub activation: GateActivation,
     /// RoPE of the token's query and key, when the block rotates them.
@@ -48,8 +61,10 @@ struct LaminaBlock {
     heads: c_int,
     kv_heads: c_int,
     head_dim: c_int,
-    eps_attention: f32,
-    eps_mlp: f32,
+    norm_eps: [f32; 4],
+    norm_unit_offset: [c_int; 4],
+    qk_norm_eps: [f32; 2],
+    qk_norm_unit_offset: [c_int; 2],
     gate: c_int,
     rope_dims: c_int,
     rope_traditional: c_int,
@@ -72,11 +87,13 @@ unsafe extern "C" {
         values_out: *mut mlx_sys::mlx_array,
         x: mlx_sys::mlx_array,
         norms: *const mlx_sys::mlx_array,
+        qk_norms: *const mlx_sys::mlx_array,
         ws: *const mlx_sys::mlx_array,
         ss: *const mlx_sys::mlx_array,
         bs: *const mlx_sys::mlx_array,
         groups: *const c_int,
         bits: *const c_int,
+        qkv_biases: *const mlx_sys::mlx_array,
         keys: mlx_sys::mlx_array,
         values: mlx_sys::mlx_array,
         periods: mlx_sys::mlx_array,
@@ -84,7 +101,7 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
-/// One decoded token through a pre-norm block in one graph node, writing its key and
+/// One decoded token through a block in one graph node, writing its key and
 /// value at slot `shape.attention.slot` of `keys` and `values` themselves (which the
 /// returned caches then share): `(out, keys, values)`. f32 on the CPU, every product
 /// quantized at a width the kernels take.
@@ -112,15 +129,22 @@ pub unsafe fn decode_block_in_place(
     let bs: Vec<mlx_sys::mlx_array> = products.iter().map(|w| w.biases.as_ptr()).collect();
     let groups: Vec<c_int> = products.iter().map(|w| w.group_size).collect();
     let bits: Vec<c_int> = products.iter().map(|w| w.bits).collect();
-    let norms = [weights.input_layernorm.as_ptr(), weights.post_attention_layernorm.as_ptr()];
+    let norm = |n: Option<BlockNorm<'_>>| n.map_or_else(absent, |n| n.weight.as_ptr());
+    let norms = weights.norms.map(norm);
+    let qk_norms = weights.qk_norms.map_or([absent(), absent()], |n| n.map(|n| n.weight.as_ptr()));
+    let qkv_biases = weights.qkv_biases.map_or([absent(), absent(), absent()], |b| b.map(Array::as_ptr));
+    let eps = |n: Option<BlockNorm<'_>>| n.map_or(0.0, |n| n.eps);
+    let offset = |n: Option<BlockNorm<'_>>| c_int::from(n.is_some_and(|n| n.unit_offset));
     let (rope_base, periods) = shape.rotation.map_or((0.0, absent()), |r| r.frequencies.c_args());
     let how = shape.attention;
     let block = LaminaBlock {
         heads: shape.heads,
         kv_heads: shape.kv_heads,
         head_dim: shape.head_dim,
-        eps_attention: shape.eps.0,
-        eps_mlp: shape.eps.1,
+        norm_eps: weights.norms.map(eps),
+        norm_unit_offset: weights.norms.map(offset),
+        qk_norm_eps: weights.qk_norms.map_or([0.0; 2], |n| n.map(|n| n.eps)),
+        qk_norm_unit_offset: weights.qk_norms.map_or([0; 2], |n| n.map(|n| c_int::from(n.unit_offset))),
         gate: shape.activation.code(),
         rope_dims: shape.rotation.map_or(0, |r| r.dims),
         rope_traditional: c_int::from(shape.rotation.is_some_and(|r| r.traditional)),
@@ -134,8 +158,8 @@ pub unsafe fn decode_block_in_place(
         softcap: how.softcap.unwrap_or(0.0),
         in_place: 1,
     };
-    // SAFETY: every handle is a valid array for the call, each list holds seven entries
-    // (two norms); the kernel fills the three fresh handles, which `produced_all` takes.
+    // SAFETY: every handle is a valid array or empty for the call, each list holds the
+    // entries the C side reads (4 norms, 2 QK-norms, 7 products, 3 biases); the kernel fills the three fresh handles, which `produced_all` takes.
     let arrays = unsafe {
         let mut outs = [mlx_sys::mlx_array_new(), mlx_sys::mlx_array_new(), mlx_sys::mlx_array_new()];
         let [out, keys_out, values_out] = &mut outs;
@@ -145,11 +169,13 @@ pub unsafe fn decode_block_in_place(
             values_out,
             x.as_ptr(),
             norms.as_ptr(),
+            qk_norms.as_ptr(),
             ws.as_ptr(),
             ss.as_ptr(),
             bs.as_ptr(),
             groups.as_ptr(),
             bits.as_ptr(),
+            qkv_biases.as_ptr(),
             keys.as_ptr(),
             values.as_ptr(),
             periods,

@@ -122,7 +122,7 @@ unsafe extern "C" {
 mod decode_block;
 mod fused;
 mod norm_rope;
-pub use decode_block::{BlockShape, BlockWeights, decode_block_in_place};
+pub use decode_block::{BlockNorm, BlockShape, BlockWeights, decode_block_in_place};
 pub use fused::{
     DecodeAttention, GateActivation, PromptAttention, QuantizedWeight, Rotation, decode_attention,
     decode_attention_in_place, prompt_attention, quantized_gated, quantized_products, quantized_residual,
