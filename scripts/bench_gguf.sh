@@ -3,21 +3,40 @@
 # the embedded SmolLM2-135M-Instruct Q4_1 GGUF), 2 threads each, a 256-token prompt and 128
 # decoded tokens, runs alternating. lamina runs as stored (4-bit, its CPU kernel) and with
 # the weights dequantized to f32. Each run is its own process, so peak RSS is the whole
-# process's (model load included; llama.cpp's includes the Python interpreter).
+# process's (model load included).
 #
 #   bash scripts/bench_gguf.sh [ROUNDS] [MODEL.gguf]
 #
-# llama.cpp comes from llama-cpp-python, installed once into target/mlx-env/llama-venv
-# (it builds llama.cpp from source: about 10 minutes on 2 cores).
+# llama.cpp is its own `llama-bench` (-p 256 -n 128 -t 2), built once for this CPU
+# (AVX-512 without AMX) by scripts/llama_cpp.sh: about 10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
-source scripts/gguf_peers.sh "${2:-}"
+bash scripts/prereqs.sh
+cargo build --release --example bench_generate
+model=${2:-$(find target/mlx-env -name 'SmolLM2-135M-Instruct.Q4_1.gguf' | head -1)}
+source scripts/llama_cpp.sh
+llama_cpp native
 log=$(mktemp)
 peak() { /usr/bin/time -f "peak_rss_kb=%M" "$@" 2>&1; }
+# llama-bench's rates as bench_generate prints them, and its peak RSS.
+llama_bench() {
+  local json rss
+  json=$(mktemp) rss=$(mktemp)
+  /usr/bin/time -f "peak_rss_kb=%M" -o "$rss" \
+    "$llama_bin/llama-bench" -m "$model" -p 256 -n 128 -t 2 -r 1 -o json >"$json" 2>/dev/null
+  python3 - "$json" <<'PY'
+import json, sys
+runs = json.load(open(sys.argv[1]))
+rate = lambda p, g: next(r["avg_ts"] for r in runs if r["n_prompt"] == p and r["n_gen"] == g)
+print(f"prefill_tps={rate(256, 0):.2f} decode_tps={rate(0, 128):.2f}")
+PY
+  cat "$rss"
+  rm -f "$json" "$rss"
+}
 for round in $(seq "$rounds"); do
   peak ./target/release/examples/bench_generate --model "$model" --runs 1 | sed 's/^/q4 /' | tee -a "$log"
-  peak "$venv/bin/python" scripts/bench_gguf.py "$model" --runs 1 | sed 's/^/cpp /' | tee -a "$log"
+  llama_bench | sed 's/^/cpp /' | tee -a "$log"
   peak ./target/release/examples/bench_generate --model "$model" --dtype f32 --runs 1 | sed 's/^/f32 /' | tee -a "$log"
 done
 python3 - "$log" <<'PY'

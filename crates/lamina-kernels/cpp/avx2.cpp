@@ -17,7 +17,8 @@ namespace {
 
 LAMINA_AVX2 float dot_q4(const Problem& p, int r, const float*, const PreparedRow& x) {
   const uint8_t* row = p.row(r);
-  const float* s = p.row_scales(r);
+  const RowParams params = row_params_avx2(p, r);
+  const float* s = params.scales;
   const float* xs = x.split.data();
   const __m128i low_mask = _mm_set1_epi8(0x0F);
   __m256 total = _mm256_setzero_ps();
@@ -43,7 +44,7 @@ LAMINA_AVX2 float dot_q4(const Problem& p, int r, const float*, const PreparedRo
     const __m256 acc = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
     total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), acc, total);
   }
-  return hsum(total) + bias_dot(p, r, x);
+  return hsum(total) + bias_dot_avx2(params.biases, x.group_sums.data(), p.groups());
 }
 
 // Eight 8-bit values from `row + j` as floats.
@@ -53,7 +54,8 @@ LAMINA_AVX2 inline __m256 eight_q8(const uint8_t* row, int j) {
 
 LAMINA_AVX2 float dot_q8(const Problem& p, int r, const float* xv, const PreparedRow& x) {
   const uint8_t* row = p.row(r);
-  const float* s = p.row_scales(r);
+  const RowParams params = row_params_avx2(p, r);
+  const float* s = params.scales;
   __m256 total = _mm256_setzero_ps();
   for (int g = 0; g < p.groups(); ++g) {
     // Four independent accumulators (one chain of FMAs would wait on each one's latency);
@@ -72,7 +74,7 @@ LAMINA_AVX2 float dot_q8(const Problem& p, int r, const float* xv, const Prepare
     const __m256 sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
     total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), sum, total);
   }
-  return hsum(total) + bias_dot(p, r, x);
+  return hsum(total) + bias_dot_avx2(params.biases, x.group_sums.data(), p.groups());
 }
 
 // dst[0..8) = scale * eight bytes + bias.
@@ -293,7 +295,8 @@ LAMINA_AVX2 float dot_bits(const Problem& p, int r, const float* xv, const Prepa
   const int chunks = p.k / 8, per_group = p.group / 8;
   const EightLanes lanes(p.bits, p.row_bytes(), chunks);
   const uint8_t* w = p.row(r);
-  const float* s = p.row_scales(r);
+  const RowParams params = row_params_avx2(p, r);
+  const float* s = params.scales;
   __m256 total = _mm256_setzero_ps();
   for (int g = 0; g < p.groups(); ++g) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -303,7 +306,7 @@ LAMINA_AVX2 float dot_bits(const Problem& p, int r, const float* xv, const Prepa
     }
     total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), _mm256_add_ps(a0, a1), total);
   }
-  return hsum(total) + bias_dot(p, r, x);
+  return hsum(total) + bias_dot_avx2(params.biases, x.group_sums.data(), p.groups());
 }
 
 // Row r of any width as K floats.

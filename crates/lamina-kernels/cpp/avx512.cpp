@@ -23,7 +23,8 @@ void (*below_dots)(const float* w, const float* x, int m, int k, float* out, int
 // into the row's total. Measured faster than two or four rows at once (one stream each).
 LAMINA_AVX512 float dot_q4(const Problem& p, int r, const float*, const PreparedRow& x) {
   const uint8_t* w = p.row(r);
-  const float* s = p.row_scales(r);
+  const RowParams params = row_params_avx512(p, r);
+  const float* s = params.scales;
   const float* xs = x.split.data();
   const __m512i low = _mm512_set1_epi32(0x0F);
   __m512 t0 = _mm512_setzero_ps(), t1 = _mm512_setzero_ps();
@@ -35,18 +36,32 @@ LAMINA_AVX512 float dot_q4(const Problem& p, int r, const float*, const Prepared
     const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, low)), _mm512_loadu_ps(xs + 32 * c));
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), _mm512_loadu_ps(xs + 32 * c + 16), a);
   };
-  for (; c + 2 <= chunks; c += 2) {  // two independent chains
-    t0 = _mm512_fmadd_ps(_mm512_set1_ps(s[c / per_group]), chunk(c), t0);
-    t1 = _mm512_fmadd_ps(_mm512_set1_ps(s[(c + 1) / per_group]), chunk(c + 1), t1);
+  if (per_group == 1) {  // Q4_0/Q4_1: a scale per chunk
+    for (; c + 2 <= chunks; c += 2) {  // two independent chains
+      t0 = _mm512_fmadd_ps(_mm512_set1_ps(s[c]), chunk(c), t0);
+      t1 = _mm512_fmadd_ps(_mm512_set1_ps(s[c + 1]), chunk(c + 1), t1);
+    }
+    if (c < chunks) t0 = _mm512_fmadd_ps(_mm512_set1_ps(s[c]), chunk(c), t0);
+  } else {
+    for (int g = 0; g < p.groups(); ++g) {
+      __m512 a0 = chunk(g * per_group), a1 = chunk(g * per_group + 1);
+      const int end = (g + 1) * per_group;
+      for (c = g * per_group + 2; c + 2 <= end; c += 2) {
+        a0 = _mm512_add_ps(a0, chunk(c));
+        a1 = _mm512_add_ps(a1, chunk(c + 1));
+      }
+      if (c < end) a0 = _mm512_add_ps(a0, chunk(c));
+      t0 = _mm512_fmadd_ps(_mm512_set1_ps(s[g]), _mm512_add_ps(a0, a1), t0);
+    }
   }
-  if (c < chunks) t0 = _mm512_fmadd_ps(_mm512_set1_ps(s[c / per_group]), chunk(c), t0);
-  return hsum512(bias_dots_avx512(p.row_biases(r), x.group_sums.data(), p.groups(), _mm512_add_ps(t0, t1)));
+  return hsum512(bias_dots_avx512(params.biases, x.group_sums.data(), p.groups(), _mm512_add_ps(t0, t1)));
 }
 
 // One 8-bit row against one row of x: 16 values per zero-extension, conversion and FMA.
 LAMINA_AVX512 float dot_q8(const Problem& p, int r, const float* xv, const PreparedRow& x) {
   const uint8_t* w = p.row(r);
-  const float* s = p.row_scales(r);
+  const RowParams params = row_params_avx512(p, r);
+  const float* s = params.scales;
   __m512 t0 = _mm512_setzero_ps(), t1 = _mm512_setzero_ps();
   auto sixteen = [&](int j) LAMINA_AVX512 {
     _mm_prefetch(reinterpret_cast<const char*>(w + j + kPrefetch), _MM_HINT_T0);
@@ -67,7 +82,7 @@ LAMINA_AVX512 float dot_q8(const Problem& p, int r, const float* xv, const Prepa
       t1 = _mm512_fmadd_ps(scale, _mm512_add_ps(a0, a1), t1);
     }
   }
-  return hsum512(bias_dots_avx512(p.row_biases(r), x.group_sums.data(), p.groups(), _mm512_add_ps(t0, t1)));
+  return hsum512(bias_dots_avx512(params.biases, x.group_sums.data(), p.groups(), _mm512_add_ps(t0, t1)));
 }
 
 // Four weight rows against four rows of x: sixteen accumulators, which need the 32 vector

@@ -45,7 +45,8 @@ struct BitLanes {
 LAMINA_VBMI float dot_bits(const Problem& p, int r, const float* xv, const PreparedRow& x) {
   const BitLanes bits(p.bits);
   const uint8_t* w = p.row(r);
-  const float* s = p.row_scales(r);
+  const RowParams params = row_params_avx512(p, r);
+  const float* s = params.scales;
   auto sixteen = [&](int half) LAMINA_VBMI {
     return _mm512_mul_ps(bits.sixteen(w, half), _mm512_loadu_ps(xv + 16 * half));
   };
@@ -63,7 +64,7 @@ LAMINA_VBMI float dot_bits(const Problem& p, int r, const float* xv, const Prepa
       t1 = _mm512_fmadd_ps(scale, _mm512_add_ps(a0, a1), t1);
     }
   }
-  return hsum512(bias_dots_avx512(p.row_biases(r), x.group_sums.data(), p.groups(), _mm512_add_ps(t0, t1)));
+  return hsum512(bias_dots_avx512(params.biases, x.group_sums.data(), p.groups(), _mm512_add_ps(t0, t1)));
 }
 
 // Row r of any other width as K floats (a prompt's tiles: Gemma 3's Q5_0 tensors).

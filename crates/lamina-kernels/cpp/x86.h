@@ -7,6 +7,11 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <cstdint>
+#include <vector>
+
+#include "quantized.h"
+
 #define LAMINA_AVX2 __attribute__((target("avx2,fma,f16c")))
 // The AVX-512 subsets every AVX-512 kernel here may use (Skylake-X, Ice Lake, Zen 4 and
 // later have all four).
@@ -40,6 +45,73 @@ LAMINA_AVX512 inline __m512 bias_dots_avx512(const float* b, const float* sums, 
     acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b + g), _mm512_maskz_loadu_ps(tail, sums + g), acc);
   }
   return acc;
+}
+
+// A row's scales and biases as f32: the stored ones, or f16 ones widened in registers
+// into a per-thread buffer (inline: the call through the tier table cost as much as a
+// short row's products).
+struct RowParams {
+  const float* scales;
+  const float* biases;
+};
+
+inline std::vector<float>& row_params_buffer(int groups) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < 2 * static_cast<size_t>(groups)) buffer.resize(2 * static_cast<size_t>(groups));
+  return buffer;
+}
+
+LAMINA_AVX2 inline void widen_avx2(const uint16_t* src, int n, float* dst) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  }
+  for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
+}
+
+LAMINA_AVX2 inline RowParams row_params_avx2(const Problem& p, int r) {
+  const int groups = p.groups();
+  const size_t first = static_cast<size_t>(r) * groups;
+  if (!p.half_scales) {
+    return {static_cast<const float*>(p.scales) + first, static_cast<const float*>(p.biases) + first};
+  }
+  float* buffer = row_params_buffer(groups).data();
+  widen_avx2(static_cast<const uint16_t*>(p.scales) + first, groups, buffer);
+  widen_avx2(static_cast<const uint16_t*>(p.biases) + first, groups, buffer + groups);
+  return {buffer, buffer + groups};
+}
+
+// sum over groups of biases[g] * group_sums[g].
+LAMINA_AVX2 inline float bias_dot_avx2(const float* b, const float* sums, int groups) {
+  __m256 acc = _mm256_setzero_ps();
+  int g = 0;
+  for (; g + 8 <= groups; g += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(b + g), _mm256_loadu_ps(sums + g), acc);
+  float total = hsum(acc);
+  for (; g < groups; ++g) total += b[g] * sums[g];
+  return total;
+}
+
+LAMINA_AVX512 inline void widen_avx512(const uint16_t* src, int n, float* dst) {
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+  }
+  if (i < n) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    _mm512_mask_storeu_ps(dst + i, tail, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail, src + i)));
+  }
+}
+
+LAMINA_AVX512 inline RowParams row_params_avx512(const Problem& p, int r) {
+  const int groups = p.groups();
+  const size_t first = static_cast<size_t>(r) * groups;
+  if (!p.half_scales) {
+    return {static_cast<const float*>(p.scales) + first, static_cast<const float*>(p.biases) + first};
+  }
+  float* buffer = row_params_buffer(groups).data();
+  widen_avx512(static_cast<const uint16_t*>(p.scales) + first, groups, buffer);
+  widen_avx512(static_cast<const uint16_t*>(p.biases) + first, groups, buffer + groups);
+  return {buffer, buffer + groups};
 }
 
 // Bytes ahead of the current read that the one-row kernels prefetch (measured on SmolLM2's

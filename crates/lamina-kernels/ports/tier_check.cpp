@@ -46,9 +46,9 @@ bool close(float a, float b, float tolerance) { return std::fabs(a - b) <= toler
 void quantized(const Kernels& k, const Kernels& ref) {
   for (int bits : {2, 3, 4, 5, 6, 8}) {
     if (!k.quantized(bits)) continue;
-    for (int group : {32, 64, 128}) {
+    for (int group : {32, 64, 96, 128}) {
       for (bool half : {false, true}) {
-        const int n = 5, kk = 256;
+        const int n = 5, kk = 384;  // a multiple of every group
         std::vector<uint8_t> w(static_cast<size_t>(n) * kk * bits / 8);
         for (auto& b : w) b = static_cast<uint8_t>(rng());
         const int groups = kk / group;
