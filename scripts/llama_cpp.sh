@@ -26,6 +26,6 @@ llama_cpp() {
   cmake -S "$vendor" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
     -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
     -DGGML_AVX512=$avx512 -DGGML_AVX512_VBMI=$avx512 -DGGML_AVX512_VNNI=$avx512 -DGGML_AVX512_BF16=$avx512 \
-    -DGGML_AVX_VNNI=$avx512 -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF >/dev/null
-  cmake --build "$build" -j2 --target llama-bench llama-server llama-quantize >/dev/null
+    -DGGML_AVX_VNNI=$avx512 -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF >"$build.log" 2>&1
+  cmake --build "$build" -j2 --target llama-bench llama-server llama-quantize >>"$build.log" 2>&1
 }

@@ -199,14 +199,15 @@ __attribute__((visibility("default"))) int lamina_half_matmul(Handle* out, Handl
     const bool ours = on_cpu(stream) && kernels().half() &&
                       (wa.dtype() == mc::bfloat16 || wa.dtype() == mc::float16) && is_float(xa.dtype()) &&
                       wa.ndim() == 2 && xa.ndim() >= 1;
-    if (!ours) {
-      to_handle(out, mc::matmul(xa, mc::transpose(wa, stream), stream));
-      return 0;
-    }
-    if (xa.shape().back() != wa.shape(1)) {
+    // The same error on every device and tier, whichever computes the product.
+    if (wa.ndim() == 2 && xa.ndim() >= 1 && xa.shape().back() != wa.shape(1)) {
       last_error() = "half matmul: x [..., " + std::to_string(xa.shape().back()) + "] does not fit w " +
                      std::to_string(wa.shape(0)) + "x" + std::to_string(wa.shape(1));
       return 1;
+    }
+    if (!ours) {
+      to_handle(out, mc::matmul(xa, mc::transpose(wa, stream), stream));
+      return 0;
     }
     mc::Shape shape = xa.shape();
     shape.back() = wa.shape(0);

@@ -14,7 +14,9 @@ pub fn generate(mlx_c: &Path, compat: Option<&Path>, out_dir: &Path) -> Result<(
         .clang_arg(format!("-I{}", mlx_c.display()))
         // bindgen's `c_ulong` sizes trip rustc's suspicious_runtime_symbol_definitions.
         .blocklist_function("malloc")
-        .blocklist_function("realloc");
+        .blocklist_function("realloc")
+        // Declared in lib.rs with the string type mlx-rs passes on every target.
+        .blocklist_function("mlx_pad");
     if let Some(header) = compat {
         builder = builder.clang_arg("-include").clang_arg(header.display().to_string());
     }

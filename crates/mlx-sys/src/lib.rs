@@ -24,6 +24,26 @@
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
+unsafe extern "C" {
+    /// mlx-c's `mlx_pad`, with `mode` as mlx-rs 0.33 passes it on every target: `*const i8`
+    /// (bindgen's `c_char` is `u8` where C's `char` is unsigned, aarch64 Linux; a `char`
+    /// pointer is the same pointer either way).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mlx_pad(
+        res: *mut mlx_array,
+        a: mlx_array,
+        axes: *const ::std::os::raw::c_int,
+        axes_num: usize,
+        low_pad_size: *const ::std::os::raw::c_int,
+        low_pad_size_num: usize,
+        high_pad_size: *const ::std::os::raw::c_int,
+        high_pad_size_num: usize,
+        pad_value: mlx_array,
+        mode: *const i8,
+        s: mlx_stream,
+    ) -> ::std::os::raw::c_int;
+}
+
 /// The MLX version libmlx was built from, as the build found it.
 pub const MLX_VERSION: &str = "0.32.2";
 
