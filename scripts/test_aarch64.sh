@@ -3,7 +3,9 @@
 # aarch64-unknown-linux-gnu against the official aarch64 `mlx-cpu` wheel and Debian's arm64
 # OpenBLAS, and its tests run under qemu-aarch64 (user-mode emulation).
 #
-#   bash scripts/test_aarch64.sh [CARGO TEST ARGS...]   (default: -p lamina-kernels)
+#   bash scripts/test_aarch64.sh [CARGO TEST ARGS...]   (default: --release -p lamina-kernels;
+#   optimised, because the tests compare against MLX on model-sized products, which take
+#   minutes each in a debug build under emulation)
 #
 # The host's toolchain cannot target aarch64 (rustup fetches nothing here; Debian 12's
 # rustc is too old for validator's rust-version 1.88), so the build runs in a Debian sid
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 root=target/aarch64/sid
 mlx=target/aarch64/mlx-cpu
 args=("$@")
-[ ${#args[@]} -gt 0 ] || args=(-p lamina-kernels)
+[ ${#args[@]} -gt 0 ] || args=(--release -p lamina-kernels)
 
 if [ ! -x "$root/usr/bin/aarch64-linux-gnu-g++" ] || [ ! -x "$root/usr/bin/qemu-aarch64" ]; then
   source scripts/apt_need.sh

@@ -8,7 +8,7 @@ use std::ffi::c_int;
 use lamina_core::Result;
 use mlx_rs::Array;
 
-use crate::{DecodeAttention, GateActivation, QuantizedWeight, Rotation, absent, produced_all};
+use crate::{DecodeAttention, GateActivation, QuantizedWeight, Rotation, absent, produced_three};
 
 /// An RMSNorm as the block kernel computes it: `x * rsqrt(mean(x^2) + eps) * w`, or
 /// `* (1 + w)` with `unit_offset` (Gemma).
@@ -159,8 +159,9 @@ pub unsafe fn decode_block_in_place(
         in_place: 1,
     };
     // SAFETY: every handle is a valid array or empty for the call, each list holds the
-    // entries the C side reads (4 norms, 2 QK-norms, 7 products, 3 biases); the kernel fills the three fresh handles, which `produced_all` takes.
-    let arrays = unsafe {
+    // entries the C side reads (4 norms, 2 QK-norms, 7 products, 3 biases); the kernel
+    // fills the three fresh handles, which `produced_three` takes.
+    unsafe {
         let mut outs = [mlx_sys::mlx_array_new(), mlx_sys::mlx_array_new(), mlx_sys::mlx_array_new()];
         let [out, keys_out, values_out] = &mut outs;
         let rc = lamina_decode_block(
@@ -181,11 +182,6 @@ pub unsafe fn decode_block_in_place(
             periods,
             &block,
         );
-        produced_all(rc, outs.to_vec())?
-    };
-    let mut arrays = arrays.into_iter();
-    match (arrays.next(), arrays.next(), arrays.next()) {
-        (Some(out), Some(keys), Some(values)) => Ok((out, keys, values)),
-        _ => Err(lamina_core::Error::Internal("the decode block kernel returned too few arrays")),
+        produced_three(rc, outs)
     }
 }

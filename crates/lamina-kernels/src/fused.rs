@@ -10,7 +10,7 @@ use mlx_rs::Array;
 
 use crate::{
     RopeFrequencies, absent, lamina_decode_attention, lamina_prompt_attention, lamina_quantized_products,
-    produced, produced_all,
+    produced, produced_all, produced_three,
 };
 
 /// A quantized weight in MLX's affine layout, as a quantized `Linear` holds it.
@@ -285,8 +285,8 @@ fn attend_over_cache(
     in_place: bool,
 ) -> Result<(Array, Array, Array)> {
     // SAFETY: valid handles for the call; the kernel fills the three fresh handles, which
-    // `produced_all` takes (or frees on failure).
-    let mut arrays = unsafe {
+    // `produced_three` takes (or frees on failure).
+    unsafe {
         let mut outs = [mlx_sys::mlx_array_new(), mlx_sys::mlx_array_new(), mlx_sys::mlx_array_new()];
         let [out, keys_out, values_out] = &mut outs;
         let rc = lamina_decode_attention(
@@ -305,12 +305,7 @@ fn attend_over_cache(
             how.softcap.unwrap_or(0.0),
             c_int::from(in_place),
         );
-        produced_all(rc, outs.to_vec())?
-    }
-    .into_iter();
-    match (arrays.next(), arrays.next(), arrays.next()) {
-        (Some(out), Some(keys), Some(values)) => Ok((out, keys, values)),
-        _ => Err(lamina_core::Error::Internal("the decode attention kernel returned too few arrays")),
+        produced_three(rc, outs)
     }
 }
 

@@ -190,6 +190,18 @@ unsafe fn produced_all(rc: c_int, outs: Vec<mlx_sys::mlx_array>) -> Result<Vec<A
     }
 }
 
+/// [`produced_all`] for a kernel with three outputs (an output and the two cache buffers).
+///
+/// # Safety
+/// As [`produced_all`].
+unsafe fn produced_three(rc: c_int, outs: [mlx_sys::mlx_array; 3]) -> Result<(Array, Array, Array)> {
+    // SAFETY: as the caller promises.
+    let [out, keys, values] = unsafe { produced_all(rc, outs.to_vec())? }
+        .try_into()
+        .map_err(|_| Error::Internal("a kernel returned the wrong number of arrays"))?;
+    Ok((out, keys, values))
+}
+
 /// `x @ w^T` for a weight stored in bf16 or f16 (the layout of a dense `Linear`), on
 /// lamina's CPU kernel when the default device is the CPU: the weight is read as stored
 /// and widened in registers, products accumulate in f32, and the result is rounded once
