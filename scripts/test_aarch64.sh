@@ -3,9 +3,14 @@
 # aarch64-unknown-linux-gnu against the official aarch64 `mlx-cpu` wheel and Debian's arm64
 # OpenBLAS, and its tests run under qemu-aarch64 (user-mode emulation).
 #
-#   bash scripts/test_aarch64.sh [CARGO TEST ARGS...]   (default: --release -p lamina-kernels;
-#   optimised, because the tests compare against MLX on model-sized products, which take
-#   minutes each in a debug build under emulation)
+#   bash scripts/test_aarch64.sh [CARGO TEST ARGS...]
+#
+# Default: `--release -p lamina-kernels -- --skip model_shapes_match_mlx` (optimised,
+# because the tests compare against MLX's own CPU products, slow under emulation; the one
+# skipped runs SmolLM2's full-size products through MLX's reference and did not finish in
+# 18 minutes here; pass arguments to run it). Last result (Dec 5 2026): the other 27
+# lamina-kernels tests pass (affinity 1, fused 8, half_matmul 5, norm_rope 4,
+# quantized_matmul 9) at the `neon` tier.
 #
 # The host's toolchain cannot target aarch64 (rustup fetches nothing here; Debian 12's
 # rustc is too old for validator's rust-version 1.88), so the build runs in a Debian sid
@@ -18,7 +23,7 @@ cd "$(dirname "$0")/.."
 root=target/aarch64/sid
 mlx=target/aarch64/mlx-cpu
 args=("$@")
-[ ${#args[@]} -gt 0 ] || args=(--release -p lamina-kernels)
+[ ${#args[@]} -gt 0 ] || args=(--release -p lamina-kernels -- --skip model_shapes_match_mlx)
 
 if [ ! -x "$root/usr/bin/aarch64-linux-gnu-g++" ] || [ ! -x "$root/usr/bin/qemu-aarch64" ]; then
   source scripts/apt_need.sh
@@ -52,6 +57,7 @@ trap 'umount "$root/work" "$root/proc" 2>/dev/null || true' EXIT
 # The host's CA certificates (a machine behind an intercepting proxy trusts its CA there).
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/host-ca.crt"
 llvm=$(ls -d "$root"/usr/lib/llvm-*/lib | tail -1)
+# `-cpu max`: the wheel's libmlx uses instructions beyond qemu's default CPU model (SIGILL).
 chroot "$root" env -i PATH=/usr/bin:/bin HOME=/root \
   CARGO_HTTP_CAINFO=/etc/ssl/certs/host-ca.crt SSL_CERT_FILE=/etc/ssl/certs/host-ca.crt \
   CARGO_HOME=/work/target/aarch64/cargo-home CARGO_TARGET_DIR=/work/target/aarch64/build \
