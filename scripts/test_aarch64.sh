@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # lamina on aarch64 without an ARM machine: workspace crates (by default lamina-kernels,
-# with mlx-sys/mlx-c and mlx-rs under it) cross-built for aarch64-unknown-linux-gnu against the official aarch64 `mlx-cpu` wheel and Debian's arm64
-# OpenBLAS, and its tests run under qemu-aarch64 (user-mode emulation).
+# with mlx-sys/mlx-c and mlx-rs under it) cross-built for aarch64-unknown-linux-gnu
+# against the official aarch64 `mlx-cpu` wheel and Debian's arm64 OpenBLAS, and their
+# tests run under qemu-aarch64 (user-mode emulation).
 #
 #   bash scripts/test_aarch64.sh [CARGO TEST ARGS...]
 #
