@@ -252,14 +252,8 @@ impl LayerCache {
     /// [`Error::Shape`] when the batch, heads or head size differ from earlier calls,
     /// [`Error::CacheKind`] for a cache without the kernel, or the kernel's error.
     pub fn decode_attention(&mut self, q: &Array, k: &Array, v: &Array, how: DecodeScores) -> Result<Array> {
-        let step = self.decode_step(k, v, how.window)?;
-        let scores = lamina_kernels::DecodeAttention {
-            slot: step.slot,
-            length: step.length,
-            scale: how.scale,
-            window: step.window,
-            softcap: how.softcap,
-        };
+        let step = self.decode_step(k, v, how)?;
+        let scores = step.attention;
         let in_place = step.ownership.exclusive();
         let (keys, values) = (&step.stored_keys, &step.stored_values);
         let (out, new_keys, new_values) = if in_place {
@@ -274,11 +268,11 @@ impl LayerCache {
     }
 
     /// One decoded position written into this cache's buffers in place by `kernel`, which
-    /// gets the buffers, the slot and the slots attended (`[0, length)` within `window`)
-    /// and returns its output and the buffers written; `None` (and `kernel` not called)
-    /// when the buffers are shared with a clone, a saved state or a handed-out array.
-    /// `k`/`v` `[B, H_kv, 1, D]` give the shapes the buffers hold (for a first position,
-    /// the buffers are made from them).
+    /// gets the buffers and how the position attends (its slot, the slots attended and
+    /// `how`'s scores) and returns its output and the buffers written; `None` (and `kernel`
+    /// not called) when the buffers are shared with a clone, a saved state or a handed-out
+    /// array. `k`/`v` `[B, H_kv, 1, D]` give the shapes the buffers hold (for a first
+    /// position, the buffers are made from them).
     ///
     /// # Errors
     /// As [`LayerCache::decode_attention`], and `kernel`'s.
@@ -286,34 +280,27 @@ impl LayerCache {
         &mut self,
         k: &Array,
         v: &Array,
-        window: Option<i32>,
+        how: DecodeScores,
         kernel: impl FnOnce(&Array, &Array, lamina_kernels::DecodeAttention) -> Result<(Array, Array, Array)>,
     ) -> Result<Option<Array>> {
-        let step = self.decode_step(k, v, window)?;
+        let step = self.decode_step(k, v, how)?;
         if !step.ownership.exclusive() {
             return Ok(None);
         }
-        let slots = lamina_kernels::DecodeAttention {
-            slot: step.slot,
-            length: step.length,
-            scale: 1.0,
-            window: step.window,
-            softcap: None,
-        };
-        let (out, new_keys, new_values) = kernel(&step.stored_keys, &step.stored_values, slots)?;
+        let (out, new_keys, new_values) = kernel(&step.stored_keys, &step.stored_values, step.attention)?;
         step.finish(new_keys, new_values, true);
         Ok(Some(out))
     }
 
-    /// Room for one more position in the buffers, and where it goes.
-    fn decode_step(&mut self, k: &Array, v: &Array, window: Option<i32>) -> Result<DecodeStep<'_>> {
+    /// Room for one more position in the buffers, and how it attends.
+    fn decode_step(&mut self, k: &Array, v: &Array, how: DecodeScores) -> Result<DecodeStep<'_>> {
         let (keys, values, offset, ownership, slot, length, window) = match self {
             LayerCache::Kv(c) => {
                 let prev = c.offset;
                 if reserve(&mut c.keys, &mut c.values, k, v, prev)? {
                     c.ownership = Ownership::default();
                 }
-                (&mut c.keys, &mut c.values, &mut c.offset, &mut c.ownership, prev, prev + 1, window)
+                (&mut c.keys, &mut c.values, &mut c.offset, &mut c.ownership, prev, prev + 1, how.window)
             }
             LayerCache::Rotating(c) => {
                 c.allocate(k, v)?;
@@ -327,7 +314,9 @@ impl LayerCache {
             return Err(Error::Internal("a KV cache lost its buffers"));
         };
         let (stored_keys, stored_values) = (stored_keys.clone(), stored_values.clone());
-        Ok(DecodeStep { stored_keys, stored_values, keys, values, offset, ownership, slot, length, window })
+        let attention =
+            lamina_kernels::DecodeAttention { slot, length, scale: how.scale, window, softcap: how.softcap };
+        Ok(DecodeStep { stored_keys, stored_values, keys, values, offset, ownership, attention })
     }
 }
 
@@ -339,9 +328,8 @@ struct DecodeStep<'a> {
     values: &'a mut Option<Array>,
     offset: &'a mut i32,
     ownership: &'a mut Ownership,
-    slot: i32,
-    length: i32,
-    window: Option<i32>,
+    /// The slot written, the slots attended and the scores.
+    attention: lamina_kernels::DecodeAttention,
 }
 
 impl DecodeStep<'_> {

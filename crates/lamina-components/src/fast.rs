@@ -90,6 +90,17 @@ pub(crate) fn kernel_weight(weight: StoredWeight<'_>) -> Option<QuantizedWeight<
     }
 }
 
+/// A gated unit's activation as the fused kernels compute it (SiLU, GELU with tanh or erf);
+/// `None` for one they do not have.
+pub(crate) fn gate_activation(activation: Activation) -> Option<GateActivation> {
+    match activation {
+        Activation::Silu => Some(GateActivation::Silu),
+        Activation::GeluApprox => Some(GateActivation::GeluTanh),
+        Activation::Gelu => Some(GateActivation::GeluErf),
+        Activation::Relu => None,
+    }
+}
+
 /// Whether the fused kernels take `x` at all: f32 on the CPU, no gradient.
 fn fusable(x: &Array, needs_grad: bool) -> bool {
     !needs_grad && x.dtype() == Dtype::Float32 && on_cpu()
@@ -127,11 +138,8 @@ pub fn gated(
     activation: Activation,
     needs_grad: bool,
 ) -> Result<Option<Array>> {
-    let activation = match activation {
-        Activation::Silu => GateActivation::Silu,
-        Activation::GeluApprox => GateActivation::GeluTanh,
-        Activation::Gelu => GateActivation::GeluErf,
-        Activation::Relu => return Ok(None),
+    let Some(activation) = gate_activation(activation) else {
+        return Ok(None);
     };
     match (gate.and_then(kernel_weight), up.and_then(kernel_weight)) {
         (Some(gate), Some(up)) if fusable(x, needs_grad) => {

@@ -12,12 +12,12 @@
 //! layers compute the token as always otherwise. The plan writes the cache's buffers in
 //! place ([`LayerCache`] hands them over only when nothing else shares them).
 
-use lamina_core::{Activation, NormKind, Result};
+use lamina_core::{NormKind, Result};
 use lamina_kernels::{BlockNorm, BlockShape, BlockWeights, GateActivation};
 use mlx_rs::{Array, Dtype, ops};
 
-use crate::fast::{kernel_weight, on_cpu};
-use crate::{Attention, FeedForward, LayerCache, LayerInput, Linear, Norm, QkNormPosition};
+use crate::fast::{gate_activation, kernel_weight, on_cpu};
+use crate::{Attention, DecodeScores, FeedForward, LayerCache, LayerInput, Linear, Norm, QkNormPosition};
 
 /// A block's layers as the decode plan reads them.
 #[derive(Debug, Clone, Copy)]
@@ -47,12 +47,7 @@ impl<'a> DecodePlan<'a> {
         if needs_grad || !on_cpu() {
             return None;
         }
-        let activation = match mlp.activation {
-            Activation::Silu => GateActivation::Silu,
-            Activation::GeluApprox => GateActivation::GeluTanh,
-            Activation::Gelu => GateActivation::GeluErf,
-            Activation::Relu => return None,
-        };
+        let activation = gate_activation(mlp.activation)?;
         let plain = |layer: &'a Linear| layer.plain_weight().and_then(kernel_weight);
         let biased =
             |layer: &'a Linear| layer.biased_weight().and_then(|(w, b)| Some((kernel_weight(w)?, b)));
@@ -107,19 +102,19 @@ impl<'a> DecodePlan<'a> {
         // The shapes of one position's keys and values, for the cache's buffers.
         let token = ops::zeros::<f32>(&[x.dim(0), kv_heads, 1, head_dim])?;
         let position = cache.offset();
-        let window = config.sliding_window.map(|w| w as i32);
-        cache.decode_in_place(&token, &token, window, |keys, values, slots| {
+        let how = DecodeScores {
+            scale: self.attention.scale(),
+            window: config.sliding_window.map(|w| w as i32),
+            softcap: config.softcap,
+        };
+        cache.decode_in_place(&token, &token, how, |keys, values, attention| {
             let shape = BlockShape {
                 heads: config.num_heads as i32,
                 kv_heads,
                 head_dim,
                 activation: self.activation,
                 rotation: self.attention.rope().and_then(|rope| rope.rotation(position)),
-                attention: lamina_kernels::DecodeAttention {
-                    scale: self.attention.scale(),
-                    softcap: config.softcap,
-                    ..slots
-                },
+                attention,
             };
             // SAFETY: the cache hands its buffers to this closure only when nothing else
             // shares them, and takes the written ones back.
