@@ -322,14 +322,6 @@ LAMINA_AVX2 void dequantize_bits(const Problem& p, int r, float* dst) {
   }
 }
 
-LAMINA_AVX2 void f16_to_f32(const uint16_t* src, int n, float* dst) {
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-  }
-  for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
-}
-
 LAMINA_AVX2 void attend(const Part& p) { attend_loops(p); }
 
 }  // namespace
@@ -344,7 +336,7 @@ Kernels avx2_kernels(Kernels k) {
   k.dequantize_bits = dequantize_bits;
   k.dots = dots;
   k.dots2 = dots2;
-  k.widen_f16 = f16_to_f32;
+  k.widen_f16 = widen_avx2;
   k.half_dot = half_dot;
   k.half_widen = half_widen;
   k.half_narrow = half_narrow;

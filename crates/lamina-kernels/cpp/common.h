@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -214,6 +215,15 @@ inline void to_handle(Handle* out, const mc::array& a) {
 
 // The reason of the last failed call on this thread (lamina_kernels_last_error).
 std::string& last_error();
+
+// An RMSNorm's scale of one row of `k` values: 1 / sqrt(mean(row^2) + eps), in f32 (the
+// RMSNorm primitive and the decode block compute it alike).
+inline float rms_scale(const float* row, int k, float eps) {
+  float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+  for (int i = 0; i < k; ++i) squares += row[i] * row[i];
+  return 1.0f / std::sqrt(squares * (1.0f / static_cast<float>(k)) + eps);
+}
 
 // An f32, bf16 or f16 array's elements in row-major order as f32 (a strided view, or a
 // half-precision x, read once into a dense buffer).

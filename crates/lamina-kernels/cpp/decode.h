@@ -1,9 +1,10 @@
 // What the decoding primitives share (fused.cpp: one layer's work per node;
 // decode_block.cpp: a whole block per node): the gated unit's activations and the decode
-// attention over a KV cache's buffers.
+// attention over a KV cache's buffers, and the cache outputs they write in place.
 #pragma once
 
 #include <cmath>
+#include <vector>
 
 #include "mlx/array.h"
 
@@ -41,12 +42,21 @@ struct Attend {
 // `out` [B, H * D_v] (the new key and value already written at the slot).
 void attend_decode(const Attend& a, const float* q, const float* keys, const float* values, float* out);
 
-// The cache buffer `out` receives: the input's own when the caller allows writing in
-// place (and the input is a plain dense buffer), else a new one. Returns whether the
-// input has to be copied into it.
-bool take_buffer(const mc::array& in, mc::array& out, bool in_place);
+// The new key and value ([B * H_kv] rows of D and D_v) written at the slot of each KV
+// group's cache rows.
+void write_slot(const Attend& a, const float* k, const float* v, float* keys, float* values);
 
-// A dense f32 array's elements copied to `dst` (a strided one's in row-major order).
-void copy_into(const mc::array& in, float* dst);
+// Which cache inputs have to be copied into their outputs (see CacheOutputs::take).
+struct CacheOutputs {
+  bool copy_keys, copy_values;
+
+  // Buffers for the cache outputs `outputs[1]` and `outputs[2]`: the inputs' own when the
+  // caller allows writing in place (and they are plain dense buffers), else new ones.
+  static CacheOutputs take(const mc::array& keys, const mc::array& values, std::vector<mc::array>& outputs,
+                           bool in_place);
+
+  // The inputs copied into the outputs where `take` gave new buffers (in the node's task).
+  void fill(const mc::array& keys, const mc::array& values, std::vector<mc::array>& outputs) const;
+};
 
 }  // namespace lamina_kernels

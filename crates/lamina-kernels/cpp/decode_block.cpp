@@ -66,18 +66,17 @@ struct BlockSpec {
 // x * rsqrt(mean(x^2) + eps) * w (or * (1 + w)) per row of `k` values, as the RMSNorm
 // primitive computes it in f32; `out` may be `x`.
 void rms_norm_rows(const float* x, const mc::array& weight, const NormAt& norm, int rows, int k, float* out) {
-  std::vector<float> w(weight.data<float>(), weight.data<float>() + k);
+  const float* w = weight.data<float>();
+  std::vector<float> offset;  // 1 + w, only for the norms that scale by it
   if (norm.unit_offset) {
-    for (float& v : w) v += 1.0f;
+    offset.assign(w, w + k);
+    for (float& v : offset) v += 1.0f;
+    w = offset.data();
   }
-  const float inverse_k = 1.0f / static_cast<float>(k);
   for (int r = 0; r < rows; ++r) {
     const float* row = x + static_cast<size_t>(r) * k;
     float* o = out + static_cast<size_t>(r) * k;
-    float squares = 0.0f;
-#pragma omp simd reduction(+ : squares)
-    for (int i = 0; i < k; ++i) squares += row[i] * row[i];
-    const float scale = 1.0f / std::sqrt(squares * inverse_k + norm.eps);
+    const float scale = rms_scale(row, k, norm.eps);
     for (int i = 0; i < k; ++i) o[i] = (row[i] * scale) * w[i];
   }
 }
@@ -132,11 +131,7 @@ void run_block(const std::vector<mc::array>& in, const BlockSpec& b, float* out,
                          periods.data());
     }
   }
-  for (int c = 0; c < a.batch * a.kv_heads; ++c) {
-    const size_t slot = static_cast<size_t>(c) * a.capacity + a.slot;
-    std::memcpy(keys + slot * a.d, k.data() + static_cast<size_t>(c) * a.d, a.d * sizeof(float));
-    std::memcpy(values + slot * a.dv, v.data() + static_cast<size_t>(c) * a.dv, a.dv * sizeof(float));
-  }
+  write_slot(a, k.data(), v.data(), keys, values);
   std::vector<float> attended(static_cast<size_t>(rows) * a.heads * a.dv), update(x.size());
   attend_decode(a, q.data(), keys, values, attended.data());
   std::memcpy(out, x.data(), x.size() * sizeof(float));
@@ -159,16 +154,12 @@ class DecodeBlock : public mc::Primitive {
     auto& encoder = mc::cpu::get_command_encoder(stream());
     for (const auto& in : inputs) encoder.set_input_array(in);
     outputs[0].set_data(mc::allocator::malloc(outputs[0].nbytes()));
-    const bool in_place = b_.attend.in_place != 0;
-    const bool copy_keys = take_buffer(inputs[b_.keys_at], outputs[1], in_place);
-    const bool copy_values = take_buffer(inputs[b_.values_at], outputs[2], in_place);
+    const CacheOutputs caches =
+        CacheOutputs::take(inputs[b_.keys_at], inputs[b_.values_at], outputs, b_.attend.in_place != 0);
     for (auto& out : outputs) encoder.set_output_array(out);
-    encoder.dispatch([inputs, outputs, copy_keys, copy_values, b = b_]() mutable {
-      float* keys = outputs[1].data<float>();
-      float* values = outputs[2].data<float>();
-      if (copy_keys) copy_into(inputs[b.keys_at], keys);
-      if (copy_values) copy_into(inputs[b.values_at], values);
-      run_block(inputs, b, outputs[0].data<float>(), keys, values);
+    encoder.dispatch([inputs, outputs, caches, b = b_]() mutable {
+      caches.fill(inputs[b.keys_at], inputs[b.values_at], outputs);
+      run_block(inputs, b, outputs[0].data<float>(), outputs[1].data<float>(), outputs[2].data<float>());
     });
   }
 

@@ -122,6 +122,16 @@ void attend_decode(const Attend& a, const float* q, const float* keys, const flo
   }
 }
 
+void write_slot(const Attend& a, const float* k, const float* v, float* keys, float* values) {
+  for (int c = 0; c < a.batch * a.kv_heads; ++c) {
+    const size_t slot = static_cast<size_t>(c) * a.capacity + a.slot;
+    std::memcpy(keys + slot * a.d, k + static_cast<size_t>(c) * a.d, a.d * sizeof(float));
+    std::memcpy(values + slot * a.dv, v + static_cast<size_t>(c) * a.dv, a.dv * sizeof(float));
+  }
+}
+
+namespace {
+
 // The cache buffer `out` receives: the input's own when the caller allows writing in
 // place (and the input is a plain dense buffer), else a new one. Returns whether the
 // input has to be copied into it.
@@ -142,6 +152,18 @@ void copy_into(const mc::array& in, float* dst) {
   }
   const std::vector<float> all = dense_f32(in);
   std::memcpy(dst, all.data(), all.size() * sizeof(float));
+}
+
+}  // namespace
+
+CacheOutputs CacheOutputs::take(const mc::array& keys, const mc::array& values, std::vector<mc::array>& outputs,
+                                bool in_place) {
+  return CacheOutputs{take_buffer(keys, outputs[1], in_place), take_buffer(values, outputs[2], in_place)};
+}
+
+void CacheOutputs::fill(const mc::array& keys, const mc::array& values, std::vector<mc::array>& outputs) const {
+  if (copy_keys) copy_into(keys, outputs[1].data<float>());
+  if (copy_values) copy_into(values, outputs[2].data<float>());
 }
 
 }  // namespace lamina_kernels
@@ -338,10 +360,9 @@ class DecodeAttention : public mc::Primitive {
     auto& encoder = mc::cpu::get_command_encoder(stream());
     for (const auto& in : inputs) encoder.set_input_array(in);
     outputs[0].set_data(mc::allocator::malloc(outputs[0].nbytes()));
-    const bool copy_keys = take_buffer(inputs[3], outputs[1], a_.in_place != 0);
-    const bool copy_values = take_buffer(inputs[4], outputs[2], a_.in_place != 0);
+    const CacheOutputs caches = CacheOutputs::take(inputs[3], inputs[4], outputs, a_.in_place != 0);
     for (auto& out : outputs) encoder.set_output_array(out);
-    encoder.dispatch([inputs, outputs, copy_keys, copy_values, a = a_]() mutable {
+    encoder.dispatch([inputs, outputs, caches, a = a_]() mutable {
       auto dense = [](const mc::array& in, std::vector<float>& storage) {
         if (in.flags().row_contiguous) return static_cast<const float*>(in.data<float>());
         storage = dense_f32(in);
@@ -351,15 +372,10 @@ class DecodeAttention : public mc::Primitive {
       const float* q = dense(inputs[0], qs);
       const float* k = dense(inputs[1], ks);
       const float* v = dense(inputs[2], vs);
+      caches.fill(inputs[3], inputs[4], outputs);
       float* keys = outputs[1].data<float>();
       float* values = outputs[2].data<float>();
-      if (copy_keys) copy_into(inputs[3], keys);
-      if (copy_values) copy_into(inputs[4], values);
-      for (int c = 0; c < a.batch * a.kv_heads; ++c) {
-        const size_t slot = static_cast<size_t>(c) * a.capacity + a.slot;
-        std::memcpy(keys + slot * a.d, k + static_cast<size_t>(c) * a.d, a.d * sizeof(float));
-        std::memcpy(values + slot * a.dv, v + static_cast<size_t>(c) * a.dv, a.dv * sizeof(float));
-      }
+      write_slot(a, k, v, keys, values);
       attend_decode(a, q, keys, values, outputs[0].data<float>());
     });
   }

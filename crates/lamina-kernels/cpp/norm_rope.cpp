@@ -70,14 +70,10 @@ void normalize(const std::vector<mc::array>& inputs, T* out, NormSpec spec) {
       for (float& w : weights) w = rounded<T>(w + 1.0f);
     }
   }
-  const float inverse_k = 1.0f / static_cast<float>(k);
   for (size_t r = 0; r < rows.count(); ++r) {
     const float* row = rows(r);
     T* o = out + r * k;
-    float squares = 0.0f;
-#pragma omp simd reduction(+ : squares)
-    for (int i = 0; i < k; ++i) squares += row[i] * row[i];
-    const float scale = 1.0f / std::sqrt(squares * inverse_k + spec.eps);
+    const float scale = rms_scale(row, k, spec.eps);
     if (spec.has_weight) {
       for (int i = 0; i < k; ++i) o[i] = static_cast<T>(rounded<T>(row[i] * scale) * weights[i]);
     } else {
