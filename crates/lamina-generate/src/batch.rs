@@ -230,7 +230,7 @@ impl<'a> BatchGenerator<'a> {
         let mut events = Vec::new();
         self.admit(&mut events)?;
         for i in 0..self.active.len() {
-            if self.active[i].state.sampler.needs_history() {
+            if self.active[i].state.needs_history() {
                 self.read(i, 0, &mut events)?;
             }
         }
@@ -301,7 +301,7 @@ impl<'a> BatchGenerator<'a> {
         let Admitted { id, request, plan } = admitted;
         let prompt = plan.prompt(&request.prompt);
         let mut state = SequenceState::new(self.tokenizer, prompt, plan, &request.params, Instant::now())?;
-        let token = state.sampler.sample(logits, prompt)?;
+        let token = state.sample(logits)?;
         let logprobs = request.top_logprobs.map(|_| log_softmax(logits)).transpose()?;
         Ok(Sequence {
             id: *id,
@@ -372,7 +372,7 @@ impl<'a> BatchGenerator<'a> {
         for (i, seq) in self.active.iter_mut().enumerate() {
             let i = i as i32;
             let row = logits.try_index(i..i + 1)?;
-            let token = seq.state.sampler.sample(&row, &seq.state.history)?;
+            let token = seq.state.sample(&row)?;
             let logprobs = seq.top_logprobs.map(|_| log_softmax(&row)).transpose()?;
             outputs.push(token.clone());
             seq.pending.push_back(Pending { token: token.clone(), logprobs });

@@ -15,6 +15,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::chat::{ChatTemplate, Message};
+use crate::constraint::GrammarCompiler;
 use crate::error::{GenerateError, Result};
 use crate::generate::{GenerateParams, Generation, GenerationOutput, TokenEvent};
 
@@ -116,6 +117,15 @@ impl ModelContext {
     pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Vec<u32>> {
         let text = self.render_chat(messages, add_generation_prompt)?;
         Ok(self.tokenizer()?.encode(&text, false)?)
+    }
+
+    /// A compiler of grammars for this tokenizer and vocabulary (build it once; see
+    /// [`GrammarCompiler::new`]).
+    ///
+    /// # Errors
+    /// Without a tokenizer, or one constrained decoding cannot use.
+    pub fn grammar_compiler(&self) -> Result<GrammarCompiler> {
+        GrammarCompiler::new(self.tokenizer()?, self.model.info().vocab_size)
     }
 
     /// Every id generation stops at: the config's, the tokenizer's EOS, the extra stop

@@ -43,6 +43,10 @@ pub enum GenerateError {
         /// What is wrong.
         reason: String,
     },
+    /// A constraint's grammar is invalid, unsupported or unsatisfiable, the tokenizer cannot
+    /// express it, or it allows no token where generation must go on.
+    #[error("{0}")]
+    Grammar(String),
     /// A background task failed.
     #[error("a generation task failed: {0}")]
     Task(String),

@@ -12,6 +12,7 @@ use mlx_rs::{Array, memory};
 use serde::{Deserialize, Serialize};
 use strum::Display;
 
+use crate::constraint::Constraint;
 use crate::error::Result;
 use crate::sampler::SamplerConfig;
 use crate::sequence::{SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill};
@@ -42,6 +43,10 @@ pub struct GenerateParams {
     pub prefill_step: usize,
     /// Past the model's maximum length.
     pub length_policy: LengthPolicy,
+    /// What the output must match (a JSON schema, a regex, a grammar); see
+    /// [`GrammarCompiler`](crate::GrammarCompiler).
+    #[serde(skip)]
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateParams {
@@ -53,6 +58,7 @@ impl Default for GenerateParams {
             stop_strings: Vec::new(),
             prefill_step: 512,
             length_policy: LengthPolicy::Error,
+            constraint: None,
         }
     }
 }
@@ -147,7 +153,7 @@ impl<'a> Generation<'a> {
         let mut state = SequenceState::new(tokenizer, prompt, &plan, params, Instant::now())?;
         let mut cache = model.make_cache()?;
         let logits = prefill(model, &mut cache, &ids_array(prompt), params.prefill_step)?;
-        let first = state.sampler.sample(&logits, prompt)?;
+        let first = state.sample(&logits)?;
         mlx_rs::transforms::async_eval([&first])?;
         Ok(Generation { model, cache, state, next: Some(first) })
     }
@@ -175,7 +181,7 @@ impl<'a> Generation<'a> {
 
     fn step(&mut self, token: &Array) -> Result<Array> {
         let logits = last_logits(self.model, &mut self.cache, &token.reshape(&[1, 1])?)?;
-        let next = self.state.sampler.sample(&logits, &self.state.history)?;
+        let next = self.state.sample(&logits)?;
         mlx_rs::transforms::async_eval([&next])?;
         Ok(next)
     }

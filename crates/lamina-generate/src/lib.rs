@@ -7,6 +7,8 @@
 //! - [`Generation`]: prefill in chunks, then decode with the model's cache, streaming
 //!   [`TokenEvent`]s whose text never breaks a UTF-8 character, stopping at EOS ids, stop
 //!   strings, `max_new_tokens` or the model's maximum length;
+//! - [`GrammarCompiler`] / [`Constraint`]: output held to a JSON schema, a regular
+//!   expression or a Lark grammar (llguidance's token masks; the `constrained` feature);
 //! - [`ChatTemplate`]: the checkpoint's Jinja chat template, rendered with minijinja;
 //! - [`ModelContainer`]: a thread-safe handle (model + tokenizer + configuration) that
 //!   many tasks can use at once, with async streaming.
@@ -26,6 +28,8 @@
 
 mod batch;
 mod chat;
+#[cfg_attr(not(feature = "constrained"), path = "constraint_off.rs")]
+mod constraint;
 mod container;
 mod detokenizer;
 mod error;
@@ -39,6 +43,7 @@ pub use batch::{
     BatchConfig, BatchEvent, BatchGenerator, BatchRequest, SequenceId, TokenLogprobs, batch_generate,
 };
 pub use chat::{ChatInput, ChatTemplate, Message, Role};
+pub use constraint::{Constraint, Grammar, GrammarCompiler};
 pub use container::{GenerationStream, ModelConfiguration, ModelContainer, ModelContext, StreamEvent};
 pub use detokenizer::StreamingDetokenizer;
 pub use error::{GenerateError, Result};

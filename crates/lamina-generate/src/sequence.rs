@@ -12,6 +12,7 @@ use lamina_loader::Tokenizer;
 use mlx_rs::Array;
 use mlx_rs::ops::indexing::{IndexOp, TryIndexOp};
 
+use crate::constraint::{Constraint, ConstraintState};
 use crate::detokenizer::StreamingDetokenizer;
 use crate::error::{GenerateError, Result};
 use crate::generate::{
@@ -124,6 +125,7 @@ pub(crate) fn prefill(
 /// The per-token bookkeeping of one sequence.
 pub(crate) struct SequenceState<'t> {
     pub sampler: Sampler,
+    constraint: Option<ConstraintState>,
     detokenizer: Option<StreamingDetokenizer<'t>>,
     stops: StopStrings,
     eos: HashSet<u32>,
@@ -151,6 +153,7 @@ impl<'t> SequenceState<'t> {
     ) -> Result<Self> {
         Ok(SequenceState {
             sampler: Sampler::new(&params.sampler)?,
+            constraint: params.constraint.as_ref().map(Constraint::start),
             detokenizer: tokenizer.map(StreamingDetokenizer::new),
             stops: StopStrings::new(&params.stop_strings),
             eos: params.eos_token_ids.iter().copied().collect(),
@@ -167,9 +170,26 @@ impl<'t> SequenceState<'t> {
         })
     }
 
+    /// Whether each token must be read before the next is sampled: the sampler reads the
+    /// history (repetition penalty) or a grammar constrains the output.
+    pub fn needs_history(&self) -> bool {
+        self.sampler.needs_history() || self.constraint.is_some()
+    }
+
     /// Whether the token after the next may be built before the next is read.
     pub fn may_pipeline(&self) -> bool {
-        !self.sampler.needs_history() && self.tokens.len() + 1 < self.budget
+        !self.needs_history() && self.tokens.len() + 1 < self.budget
+    }
+
+    /// Draws the next token from `logits [1, V]` (`[B, V]` without a constraint): the
+    /// grammar's mask is computed while MLX computes the logits, then added to them.
+    pub fn sample(&mut self, logits: &Array) -> Result<Array> {
+        let Some(constraint) = &mut self.constraint else {
+            return Ok(self.sampler.sample(logits, &self.history)?);
+        };
+        mlx_rs::transforms::async_eval([logits])?;
+        let masked = constraint.apply(logits, &self.eos)?;
+        Ok(self.sampler.sample(&masked, &self.history)?)
     }
 
     /// Takes a new token: `None` for an EOS id; sets `finished` when the sequence ends.
@@ -183,6 +203,9 @@ impl<'t> SequenceState<'t> {
             return Ok(None);
         }
         self.tokens.push(id);
+        if let Some(constraint) = &mut self.constraint {
+            constraint.consume(id)?;
+        }
         let mut text = match &mut self.detokenizer {
             Some(d) => d.push(id)?,
             None => String::new(),
@@ -197,6 +220,8 @@ impl<'t> SequenceState<'t> {
         }
         if self.tokens.len() >= self.budget {
             self.finished = Some(self.budget_reason);
+        } else if self.constraint.as_ref().is_some_and(ConstraintState::is_complete) {
+            self.finished = Some(FinishReason::Eos);
         }
         self.text.push_str(&text);
         Ok(Some(TokenEvent { id, text }))

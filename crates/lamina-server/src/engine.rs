@@ -173,6 +173,7 @@ fn api_error(error: GenerateError) -> ApiError {
             ApiError::invalid(error.to_string(), Some("messages")).with_code("context_length_exceeded")
         }
         GenerateError::EmptyPrompt => ApiError::invalid(error.to_string(), Some("prompt")),
+        GenerateError::Grammar(_) => ApiError::invalid(error.to_string(), Some("response_format")),
         GenerateError::Model(lamina_core::Error::TokenOutOfRange { .. }) => {
             ApiError::invalid(error.to_string(), Some("prompt"))
         }

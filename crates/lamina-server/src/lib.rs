@@ -23,6 +23,7 @@
 
 mod engine;
 mod error;
+mod grammar;
 mod openai;
 mod params;
 mod routes;
@@ -124,6 +125,7 @@ pub fn router(context: ModelContext, config: ServerConfig) -> Result<Router, Sta
         model_id: config.model_id,
         context_length,
         limits,
+        grammars: std::sync::OnceLock::new(),
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

@@ -59,16 +59,28 @@ pub struct Sampling {
     pub stream: bool,
     /// Streaming options.
     pub stream_options: Option<StreamOptions>,
-    /// `{"type": "text"}` only (the default).
+    /// `text` (the default), `json_object` or `json_schema`: output held to JSON.
     pub response_format: Option<ResponseFormat>,
 }
 
 /// `response_format`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ResponseFormat {
-    /// `text` (structured output is not supported yet).
+    /// `text`, `json_object` or `json_schema`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The schema of `json_schema`.
+    pub json_schema: Option<JsonSchemaFormat>,
+    /// A schema for `json_object` (as llama.cpp's server takes it).
+    pub schema: Option<Value>,
+}
+
+/// `response_format.json_schema`. Its `name` and `description` label the schema, and
+/// `strict` changes nothing (the output always follows the schema here).
+#[derive(Debug, Clone, Deserialize)]
+pub struct JsonSchemaFormat {
+    /// The JSON schema the output must be valid under.
+    pub schema: Option<Value>,
 }
 
 /// The fields both endpoints share, as the client writes them.

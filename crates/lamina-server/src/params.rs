@@ -32,13 +32,6 @@ pub fn generate_params(
     limits: Limits,
     stop_ids: &[u32],
 ) -> Result<GenerateParams, ApiError> {
-    if let Some(format) = sampling.response_format.as_ref().filter(|f| f.kind != "text") {
-        let shown: String = format.kind.chars().take(64).collect();
-        return Err(ApiError::invalid(
-            format!("`response_format` of type `{shown}` is not supported (only `text`)"),
-            Some("response_format"),
-        ));
-    }
     if let Some(n) = sampling.n.filter(|&n| n != 1) {
         return Err(ApiError::invalid(
             format!("n = {n}: only one choice per request is supported"),

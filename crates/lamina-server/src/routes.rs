@@ -1,8 +1,8 @@
 //! The endpoints: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
 //! `GET /health`; anything else is a JSON 404 or 405.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -11,12 +11,13 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use lamina_generate::{BatchRequest, ChatInput, ChatTemplate};
+use lamina_generate::{BatchRequest, ChatInput, ChatTemplate, Constraint, Grammar, GrammarCompiler};
 use lamina_loader::Tokenizer;
 use serde_json::{Value, json};
 
 use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::grammar::{response_grammar, tool_grammar};
 use crate::openai::{ChatRequest, CompletionRequest, Prompt, Sampling, ToolChoice, parse};
 use crate::params::{Limits, check_context, check_prompt_bytes, generate_params};
 use crate::stream::{Endpoint, Reply};
@@ -41,6 +42,9 @@ pub struct AppState {
     pub context_length: Option<usize>,
     /// Vocabulary and default length.
     pub limits: Limits,
+    /// The compiler of structured-output grammars, made at the first request that needs it
+    /// (or why this tokenizer cannot have one).
+    pub grammars: OnceLock<Result<GrammarCompiler, String>>,
     /// Unix seconds at start.
     pub created: u64,
     /// Requests being templated and tokenized at once (off the async workers).
@@ -86,6 +90,27 @@ impl AppState {
         self.tokenizer.as_deref().ok_or_else(|| {
             ApiError::invalid("this model has no tokenizer: send token ids to /v1/completions", None)
         })
+    }
+
+    /// The grammar compiler, made on first use.
+    fn grammar_compiler(&self) -> Result<&GrammarCompiler, String> {
+        self.grammars
+            .get_or_init(|| {
+                let tokenizer = self.tokenizer.as_deref().ok_or("this model has no tokenizer")?;
+                GrammarCompiler::new(tokenizer, self.limits.vocab_size).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// `grammar` compiled for this model.
+    ///
+    /// # Errors
+    /// 400 naming `param` when the grammar is invalid, unsupported or unsatisfiable, or
+    /// this tokenizer cannot drive constrained decoding.
+    fn constraint(&self, grammar: Grammar, param: &str) -> Result<Constraint, ApiError> {
+        let invalid = |message: String| ApiError::invalid(message, Some(param)).with_code("invalid_grammar");
+        self.grammar_compiler().map_err(invalid)?.compile(grammar).map_err(|e| invalid(e.to_string()))
     }
 
     /// What every response to a request repeats (no tool parsing, no echo).
@@ -184,7 +209,7 @@ fn busy() -> ApiError {
 
 fn prepare_chat(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
     let request: ChatRequest = parse(body)?;
-    let params =
+    let mut params =
         generate_params(&request.sampling, request.max_completion_tokens, state.limits, &state.stop_ids)?;
     if request.messages.is_empty() {
         return Err(ApiError::invalid("`messages` must hold at least one message", Some("messages")));
@@ -208,7 +233,27 @@ fn prepare_chat(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
         (true, n) => Some(usize::try_from(n.unwrap_or(0)).unwrap_or(0)),
         (false, None) => None,
     };
-    let tools = template_tools(&request)?;
+    let (tools, forced) = template_tools(&request)?;
+    let format = response_grammar(request.sampling.response_format.as_ref())?;
+    params.constraint = match (format, forced) {
+        (Some(_), true) => {
+            return Err(ApiError::invalid(
+                "`response_format` cannot be combined with a `tool_choice` that forces a call",
+                Some("response_format"),
+            ));
+        }
+        (Some(grammar), false) => Some(state.constraint(grammar, "response_format")?),
+        // A forced call is written in the model's format with each tool's schema; a
+        // tokenizer that cannot drive constrained decoding leaves it to the template.
+        (None, true) => match (&tools, state.grammar_compiler()) {
+            (Some(Value::Array(tools)), Ok(_)) => {
+                let marker = state.tokenizer.as_deref().and_then(|t| t.token_to_id("[TOOL_CALLS]"));
+                Some(state.constraint(tool_grammar(state.tool_format, tools, marker), "tools")?)
+            }
+            _ => None,
+        },
+        (None, false) => None,
+    };
     let template = state
         .template
         .as_ref()
@@ -242,11 +287,11 @@ fn prepare_chat(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
     })
 }
 
-/// The tool definitions the template sees: none for `tool_choice: "none"`, only the named
-/// one for a named choice.
-fn template_tools(request: &ChatRequest) -> Result<Option<Value>, ApiError> {
+/// The tool definitions the template sees (none for `tool_choice: "none"`, only the named
+/// one for a named choice), and whether the choice forces a call (`required`, a name).
+fn template_tools(request: &ChatRequest) -> Result<(Option<Value>, bool), ApiError> {
     let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) else {
-        return Ok(None);
+        return Ok((None, false));
     };
     if let Some(bad) = tools.iter().find(|t| t.kind != "function") {
         return Err(ApiError::invalid(
@@ -257,7 +302,7 @@ fn template_tools(request: &ChatRequest) -> Result<Option<Value>, ApiError> {
     let chosen: Vec<_> = match &request.tool_choice {
         None => tools.iter().collect(),
         Some(ToolChoice::Mode(mode)) => match mode.as_str() {
-            "none" => return Ok(None),
+            "none" => return Ok((None, false)),
             "auto" | "required" => tools.iter().collect(),
             other => {
                 return Err(ApiError::invalid(
@@ -293,12 +338,20 @@ fn template_tools(request: &ChatRequest) -> Result<Option<Value>, ApiError> {
             }})
         })
         .collect();
-    Ok(Some(Value::Array(tools)))
+    let forced = match &request.tool_choice {
+        Some(ToolChoice::Mode(mode)) => mode == "required",
+        Some(ToolChoice::Named { .. }) => true,
+        None => false,
+    };
+    Ok((Some(Value::Array(tools)), forced))
 }
 
 fn prepare_completion(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
     let request: CompletionRequest = parse(body)?;
-    let params = generate_params(&request.sampling, None, state.limits, &state.stop_ids)?;
+    let mut params = generate_params(&request.sampling, None, state.limits, &state.stop_ids)?;
+    if let Some(grammar) = response_grammar(request.sampling.response_format.as_ref())? {
+        params.constraint = Some(state.constraint(grammar, "response_format")?);
+    }
     let top_logprobs = match request.logprobs {
         Some(n) if !(0..=MAX_TOP_LOGPROBS_COMPLETIONS).contains(&n) => {
             return Err(ApiError::invalid(

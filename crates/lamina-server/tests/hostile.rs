@@ -153,7 +153,14 @@ async fn numeric_fields_are_range_checked_and_unknown_fields_refused() {
         (json!({"temperature": 1e39}), "temperature"),
         (json!({"max_tokens": 0}), "max_tokens"),
         (json!({"n": 4294967297u64}), "n"),
+        // The fixture's word-level tokenizer cannot drive constrained decoding.
         (json!({"response_format": {"type": "json_object"}}), "response_format"),
+        (json!({"response_format": {"type": "json_schema"}}), "response_format"),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": 3}}}),
+            "response_format",
+        ),
+        (json!({"response_format": {"type": "xml"}}), "response_format"),
         (json!({"parallel_tool_calls": false}), "parallel_tool_calls"),
         (json!({"frobnicate": true}), "frobnicate"),
         (json!({"functions": []}), "functions"),
