@@ -25,7 +25,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use lamina::core::DType;
-use lamina::generate::{GenerateParams, Message, ModelContainer, SamplerConfig, StreamEvent, StreamExt};
+use lamina::generate::{
+    GenerateParams, Grammar, Message, ModelContainer, SamplerConfig, StreamEvent, StreamExt,
+};
 use lamina::loader::{LoadOptions, Progress, ProgressSink};
 
 /// Generate text with a lamina model.
@@ -83,6 +85,42 @@ struct Args {
     /// Print one JSON object (tokens, text, speeds, peak memory) instead of streaming.
     #[arg(long)]
     json: bool,
+    /// Hold the output to a JSON schema: a file, or the schema's JSON itself.
+    #[arg(long, group = "constraint")]
+    json_schema: Option<String>,
+    /// Hold the output to any JSON object.
+    #[arg(long, group = "constraint")]
+    json_object: bool,
+    /// Hold the output to a regular expression (Rust `regex` syntax), as a whole.
+    #[arg(long, group = "constraint")]
+    regex: Option<String>,
+    /// Hold the output to a Lark grammar (llguidance's dialect) read from this file.
+    #[arg(long, group = "constraint")]
+    grammar: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    /// The grammar the flags ask for, if any.
+    fn grammar(&self) -> Result<Option<Grammar>, Box<dyn std::error::Error>> {
+        if let Some(given) = &self.json_schema {
+            let text = match given.trim_start().starts_with(['{', '[']) || given.trim() == "true" {
+                true => given.clone(),
+                false => std::fs::read_to_string(given).map_err(|e| format!("--json-schema {given}: {e}"))?,
+            };
+            let schema = serde_json::from_str(&text).map_err(|e| format!("--json-schema: not JSON: {e}"))?;
+            return Ok(Some(Grammar::JsonSchema(schema)));
+        }
+        if let Some(path) = &self.grammar {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("--grammar {}: {e}", path.display()))?;
+            return Ok(Some(Grammar::Lark(text)));
+        }
+        Ok(match (&self.regex, self.json_object) {
+            (Some(pattern), _) => Some(Grammar::Regex(pattern.clone())),
+            (None, true) => Some(Grammar::JsonObject),
+            (None, false) => None,
+        })
+    }
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -177,7 +215,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         seed: args.seed,
         ..SamplerConfig::default()
     };
-    let params = GenerateParams { max_new_tokens: args.max_new_tokens, sampler, ..GenerateParams::default() };
+    let constraint = match args.grammar()? {
+        Some(grammar) => Some(container.perform(move |ctx| ctx.grammar_compiler()?.compile(grammar)).await??),
+        None => None,
+    };
+    let params = GenerateParams {
+        max_new_tokens: args.max_new_tokens,
+        sampler,
+        constraint,
+        ..GenerateParams::default()
+    };
     let mut stream = container.generate(prompt, params).await;
     let mut stdout = std::io::stdout();
     while let Some(event) = stream.next().await {

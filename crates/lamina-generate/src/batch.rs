@@ -229,14 +229,9 @@ impl<'a> BatchGenerator<'a> {
     pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
         let mut events = Vec::new();
         self.admit(&mut events)?;
-        for i in 0..self.active.len() {
-            if self.active[i].state.needs_history() {
-                self.read(i, 0, &mut events)?;
-            }
-        }
         self.retire(&mut events)?;
         if !self.active.is_empty() {
-            self.decode()?;
+            self.decode(&mut events)?;
         }
         for i in 0..self.active.len() {
             self.read(i, 1, &mut events)?;
@@ -359,8 +354,10 @@ impl<'a> BatchGenerator<'a> {
         Ok(())
     }
 
-    /// Runs one token of every sequence through the model and samples the next.
-    fn decode(&mut self) -> Result<()> {
+    /// Runs one token of every sequence through the model and samples the next; a
+    /// sequence whose sampling reads the history (a repetition penalty, a grammar) has its
+    /// token read first, while the forward pass computes.
+    fn decode(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
         let inputs = self
             .active
             .iter()
@@ -368,8 +365,18 @@ impl<'a> BatchGenerator<'a> {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let ids = ops::concatenate(&inputs, 0)?;
         let logits = last_logits(self.model, &mut self.cache, &ids)?; // [B, V]
+        if self.active.iter().any(|s| !s.state.samples_ahead()) {
+            mlx_rs::transforms::async_eval([&logits])?;
+        }
         let mut outputs = Vec::with_capacity(self.active.len());
-        for (i, seq) in self.active.iter_mut().enumerate() {
+        for i in 0..self.active.len() {
+            if !self.active[i].state.samples_ahead() {
+                self.read(i, 0, events)?;
+            }
+            let seq = &mut self.active[i];
+            if seq.state.finished.is_some() || seq.cancelled {
+                continue;
+            }
             let i = i as i32;
             let row = logits.try_index(i..i + 1)?;
             let token = seq.state.sample(&row)?;

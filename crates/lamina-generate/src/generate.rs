@@ -165,23 +165,34 @@ impl<'a> Generation<'a> {
         let Some(current) = self.next.take() else {
             return Ok(None);
         };
-        // Build the following step before waiting for this one, unless the sampler must
-        // see this token first (repetition penalty) or this is the last step allowed.
-        let pipelined = self.state.may_pipeline();
-        if pipelined {
-            self.next = Some(self.step(&current)?);
+        // Build the following step's forward pass before waiting for this token (unless it
+        // is the last allowed), and its sampling too unless that must see this token first
+        // (a repetition penalty, a grammar): then it is built once the token is read, while
+        // the forward pass computes.
+        let mut logits = None;
+        if self.state.may_continue() {
+            let ahead = last_logits(self.model, &mut self.cache, &current.reshape(&[1, 1])?)?;
+            if self.state.samples_ahead() {
+                self.next = Some(self.sample(&ahead)?);
+            } else {
+                mlx_rs::transforms::async_eval([&ahead])?;
+                logits = Some(ahead);
+            }
         }
         let id = current.try_index(0)?.item_exact::<i32>() as u32;
         let event = self.state.accept(id)?;
-        if self.state.finished.is_none() && !pipelined {
-            self.next = Some(self.step(&current)?);
+        if self.state.finished.is_none() && self.next.is_none() {
+            let logits = match logits {
+                Some(logits) => logits,
+                None => last_logits(self.model, &mut self.cache, &current.reshape(&[1, 1])?)?,
+            };
+            self.next = Some(self.sample(&logits)?);
         }
         Ok(event)
     }
 
-    fn step(&mut self, token: &Array) -> Result<Array> {
-        let logits = last_logits(self.model, &mut self.cache, &token.reshape(&[1, 1])?)?;
-        let next = self.state.sample(&logits)?;
+    fn sample(&mut self, logits: &Array) -> Result<Array> {
+        let next = self.state.sample(logits)?;
         mlx_rs::transforms::async_eval([&next])?;
         Ok(next)
     }

@@ -170,15 +170,15 @@ impl<'t> SequenceState<'t> {
         })
     }
 
-    /// Whether each token must be read before the next is sampled: the sampler reads the
-    /// history (repetition penalty) or a grammar constrains the output.
-    pub fn needs_history(&self) -> bool {
-        self.sampler.needs_history() || self.constraint.is_some()
+    /// Whether the next token can be sampled before this one is read: nothing reads the
+    /// history (a repetition penalty does, and a grammar's matcher).
+    pub fn samples_ahead(&self) -> bool {
+        !self.sampler.needs_history() && self.constraint.is_none()
     }
 
-    /// Whether the token after the next may be built before the next is read.
-    pub fn may_pipeline(&self) -> bool {
-        !self.needs_history() && self.tokens.len() + 1 < self.budget
+    /// Whether the budget leaves room for a token after the next.
+    pub fn may_continue(&self) -> bool {
+        self.tokens.len() + 1 < self.budget
     }
 
     /// Draws the next token from `logits [1, V]` (`[B, V]` without a constraint): the
