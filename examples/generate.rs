@@ -26,7 +26,8 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use lamina::core::DType;
 use lamina::generate::{
-    GenerateParams, Grammar, Message, ModelContainer, SamplerConfig, StreamEvent, StreamExt,
+    DraftParams, GenerateParams, Grammar, Message, ModelContainer, SamplerConfig, SharedModel, StreamEvent,
+    StreamExt,
 };
 use lamina::loader::{LoadOptions, Progress, ProgressSink};
 
@@ -97,6 +98,17 @@ struct Args {
     /// Hold the output to a Lark grammar (llguidance's dialect) read from this file.
     #[arg(long, group = "constraint")]
     grammar: Option<std::path::PathBuf>,
+    /// Speculative decoding with this draft model (same vocabulary; any checkpoint
+    /// --model takes): it proposes tokens the model checks several at a time.
+    #[arg(long, conflicts_with = "prompt_lookup")]
+    draft_model: Option<String>,
+    /// Speculative decoding with drafts copied from the prompt and output so far: the
+    /// tokens that followed the longest recent n-gram of up to N tokens.
+    #[arg(long, value_name = "N")]
+    prompt_lookup: Option<usize>,
+    /// Draft tokens proposed per round.
+    #[arg(long, default_value_t = 3)]
+    num_draft_tokens: usize,
 }
 
 impl Args {
@@ -219,10 +231,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(grammar) => Some(container.perform(move |ctx| ctx.grammar_compiler()?.compile(grammar)).await??),
         None => None,
     };
+    let draft = match (&args.draft_model, args.prompt_lookup) {
+        (Some(draft), _) => {
+            let path = default_model::model_or_default(Some(draft.clone()))?;
+            let loaded = lamina::loader::load(&path, LoadOptions::default()).await?;
+            let model: SharedModel = std::sync::Arc::new(std::sync::Mutex::new(loaded.model));
+            Some(DraftParams::model(model, args.num_draft_tokens))
+        }
+        (None, Some(n)) => Some(DraftParams::prompt_lookup(n, args.num_draft_tokens)),
+        (None, None) => None,
+    };
     let params = GenerateParams {
         max_new_tokens: args.max_new_tokens,
         sampler,
         constraint,
+        draft,
         ..GenerateParams::default()
     };
     let mut stream = container.generate(prompt, params).await;
@@ -252,6 +275,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         "prompt_tokens_per_s": s.prompt_tokens_per_s,
                         "generation_tokens_per_s": s.generation_tokens_per_s,
                         "peak_memory_bytes": s.peak_memory_bytes,
+                        "draft_tokens": s.draft_tokens,
+                        "accepted_draft_tokens": s.accepted_draft_tokens,
                     });
                     println!("{json}");
                 } else {
@@ -265,6 +290,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         s.peak_memory_bytes as f64 / 1e6,
                         output.finish_reason
                     );
+                    if s.draft_tokens > 0 {
+                        eprintln!(
+                            "[drafts: {} of {} accepted ({:.0}%)]",
+                            s.accepted_draft_tokens,
+                            s.draft_tokens,
+                            100.0 * s.accepted_draft_tokens as f64 / s.draft_tokens as f64
+                        );
+                    }
                 }
             }
         }

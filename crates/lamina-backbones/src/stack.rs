@@ -36,6 +36,12 @@ impl ModelCache {
         self.layers.iter().all(|l| l.can_trim_to(len))
     }
 
+    /// Whether every layer can be trimmed back to its length now after `extra` more
+    /// positions (see [`LayerCache::can_rewind`]).
+    pub fn can_rewind(&self, extra: i32) -> bool {
+        self.layers.iter().all(|l| l.can_rewind(extra))
+    }
+
     /// Forgets every position from `len` on.
     ///
     /// # Errors

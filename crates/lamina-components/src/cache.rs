@@ -117,6 +117,18 @@ impl LayerCache {
         }
     }
 
+    /// Whether, after `extra` more positions, [`LayerCache::trim`] can bring the cache back
+    /// to its length now: a KV cache always, a rotating cache while they do not wrap around
+    /// its window, a recurrent state or a batch never (for `extra > 0`).
+    pub fn can_rewind(&self, extra: i32) -> bool {
+        match self {
+            _ if extra == 0 => true,
+            LayerCache::Kv(_) => true,
+            LayerCache::Rotating(c) => c.offset + extra <= c.window,
+            LayerCache::Ssm(_) | LayerCache::Batch(_) => false,
+        }
+    }
+
     /// Forgets every position from `len` on (see [`LayerCache::can_trim_to`]).
     ///
     /// # Errors

@@ -47,6 +47,10 @@ pub enum GenerateError {
     /// express it, or it allows no token where generation must go on.
     #[error("{0}")]
     Grammar(String),
+    /// Speculative decoding cannot run as asked (a draft of another vocabulary, no draft
+    /// tokens, a draft combined with a constraint).
+    #[error("speculative decoding: {0}")]
+    Draft(String),
     /// A background task failed.
     #[error("a generation task failed: {0}")]
     Task(String),

@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use strum::Display;
 
 use crate::constraint::Constraint;
-use crate::error::Result;
+use crate::error::{GenerateError, Result};
 use crate::sampler::SamplerConfig;
 use crate::sequence::{SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill};
+use crate::speculative::{DraftParams, Speculation};
 
 /// What to do when the prompt plus the new tokens would pass the model's maximum length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -47,6 +48,10 @@ pub struct GenerateParams {
     /// [`GrammarCompiler`](crate::GrammarCompiler).
     #[serde(skip)]
     pub constraint: Option<Constraint>,
+    /// Speculative decoding: a draft model or prompt lookup proposes tokens the model
+    /// checks several at a time (same output; see [`DraftParams`]).
+    #[serde(skip)]
+    pub draft: Option<DraftParams>,
 }
 
 impl Default for GenerateParams {
@@ -59,6 +64,7 @@ impl Default for GenerateParams {
             prefill_step: 512,
             length_policy: LengthPolicy::Error,
             constraint: None,
+            draft: None,
         }
     }
 }
@@ -91,6 +97,12 @@ pub struct GenerationStats {
     pub generation_tokens_per_s: f64,
     /// MLX's peak memory during the generation.
     pub peak_memory_bytes: usize,
+    /// Draft tokens proposed (speculative decoding; 0 without).
+    #[serde(default)]
+    pub draft_tokens: usize,
+    /// Draft tokens the model accepted.
+    #[serde(default)]
+    pub accepted_draft_tokens: usize,
 }
 
 /// One generated token.
@@ -123,6 +135,7 @@ pub struct Generation<'a> {
     cache: ModelCache,
     state: SequenceState<'a>,
     next: Option<Array>,
+    speculation: Option<Speculation>,
 }
 
 impl std::fmt::Debug for Generation<'_> {
@@ -155,12 +168,36 @@ impl<'a> Generation<'a> {
         let logits = prefill(model, &mut cache, &ids_array(prompt), params.prefill_step)?;
         let first = state.sample(&logits)?;
         mlx_rs::transforms::async_eval([&first])?;
-        Ok(Generation { model, cache, state, next: Some(first) })
+        let speculation = match &params.draft {
+            Some(_) if params.constraint.is_some() => {
+                return Err(GenerateError::Draft("a draft cannot be combined with a constraint".into()));
+            }
+            Some(draft) => Some(Speculation::start(draft, &params.sampler, prompt, model.info().vocab_size)?),
+            None => None,
+        };
+        Ok(Generation { model, cache, state, next: Some(first), speculation })
     }
 
     fn advance(&mut self) -> Result<Option<TokenEvent>> {
         if self.state.finished.is_some() {
             return Ok(None);
+        }
+        if let Some(speculation) = &mut self.speculation {
+            let id = match self.next.take() {
+                Some(first) => {
+                    let id = first.try_index(0)?.item_exact::<i32>() as u32;
+                    speculation.push_accepted(id);
+                    id
+                }
+                None => {
+                    if speculation.queue.is_empty() {
+                        speculation.round(self.model, &mut self.cache, &mut self.state)?;
+                    }
+                    let Some(id) = speculation.queue.pop_front() else { return Ok(None) };
+                    id
+                }
+            };
+            return self.state.accept(id);
         }
         let Some(current) = self.next.take() else {
             return Ok(None);
@@ -204,7 +241,12 @@ impl<'a> Generation<'a> {
     pub fn output(mut self) -> Result<GenerationOutput> {
         while self.advance()?.is_some() {}
         self.state.flush()?;
-        Ok(self.state.output(memory::peak_memory()?))
+        let mut output = self.state.output(memory::peak_memory()?);
+        if let Some(speculation) = &self.speculation {
+            output.stats.draft_tokens = speculation.proposed;
+            output.stats.accepted_draft_tokens = speculation.accepted;
+        }
+        Ok(output)
     }
 }
 

@@ -9,6 +9,7 @@
 //!   strings, `max_new_tokens` or the model's maximum length;
 //! - [`GrammarCompiler`] / [`Constraint`]: output held to a JSON schema, a regular
 //!   expression or a Lark grammar (llguidance's token masks; the `constrained` feature);
+//! - [`DraftParams`]: speculative decoding with a draft model or prompt lookup;
 //! - [`ChatTemplate`]: the checkpoint's Jinja chat template, rendered with minijinja;
 //! - [`ModelContainer`]: a thread-safe handle (model + tokenizer + configuration) that
 //!   many tasks can use at once, with async streaming.
@@ -37,6 +38,7 @@ mod generate;
 mod prompt_cache;
 mod sampler;
 mod sequence;
+mod speculative;
 mod stop;
 
 pub use batch::{
@@ -56,6 +58,7 @@ pub use sampler::{
     LogitBias, LogitsTransform, MinP, OccurrencePenalty, RepetitionPenalty, Sampler, SamplerConfig, TopK,
     TopP,
 };
+pub use speculative::{DraftParams, DraftSource, SharedModel};
 pub use stop::{StopCheck, StopStrings};
 /// The async stream trait [`GenerationStream`] implements (from `tokio-stream`).
 pub use tokio_stream::{Stream, StreamExt};

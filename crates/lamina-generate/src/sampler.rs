@@ -318,6 +318,11 @@ impl Sampler {
         self
     }
 
+    /// The temperature (0 = greedy).
+    pub fn temperature(&self) -> f32 {
+        self.temperature
+    }
+
     /// Whether any stage reads the token history.
     pub fn needs_history(&self) -> bool {
         self.transforms.iter().any(|t| t.needs_history())
@@ -337,6 +342,43 @@ impl Sampler {
             logprobs = t.apply(&logprobs, history)?;
         }
         Ok(logprobs)
+    }
+
+    /// The distribution the draw is made from, `[1, V]` probabilities: the filtered
+    /// log-probabilities at the temperature, or all mass on the argmax at temperature 0
+    /// (what speculative decoding's acceptance rule compares).
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub(crate) fn probabilities(&self, logits: &Array, history: &[u32]) -> Result<Array> {
+        let logprobs = self.logprobs(logits, history)?;
+        if self.temperature == 0.0 {
+            let best = argmax_axis(&logprobs, -1, true)?;
+            let ids = ops::arange::<_, i32>(0, logprobs.dim(-1), None)?;
+            return Ok(ids.eq(&best)?.as_dtype(Dtype::Float32)?);
+        }
+        Ok(ops::softmax_axis(&logprobs.multiply(Array::from_f32(1.0 / self.temperature))?, -1, None)?)
+    }
+
+    /// A uniform draw in [0, 1) from the sampler's own random state.
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub(crate) fn uniform(&mut self) -> Result<f32> {
+        let (next, draw) = random::split(&self.key, 2)?;
+        self.key = next;
+        Ok(random::uniform::<_, f32>(0.0, 1.0, &[], &draw)?.item_exact::<f32>())
+    }
+
+    /// A token drawn from `probs [1, V]` (unnormalized weights are fine).
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub(crate) fn draw(&mut self, probs: &Array) -> Result<u32> {
+        let (next, draw) = random::split(&self.key, 2)?;
+        self.key = next;
+        let token = random::categorical(probs.log()?, -1, None, &draw)?.as_dtype(Dtype::Int32)?;
+        Ok(token.try_index(0)?.item_exact::<i32>() as u32)
     }
 
     /// Draws the next token of each row of `logits [B, V]`: `[B]` int32 ids.

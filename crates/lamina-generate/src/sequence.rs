@@ -176,6 +176,11 @@ impl<'t> SequenceState<'t> {
         !self.sampler.needs_history() && self.constraint.is_none()
     }
 
+    /// Tokens the budget still allows.
+    pub fn remaining(&self) -> usize {
+        self.budget.saturating_sub(self.tokens.len())
+    }
+
     /// Whether the budget leaves room for a token after the next.
     pub fn may_continue(&self) -> bool {
         self.tokens.len() + 1 < self.budget
@@ -263,6 +268,7 @@ impl<'t> SequenceState<'t> {
                 0.0
             },
             peak_memory_bytes,
+            ..GenerationStats::default()
         };
         GenerationOutput {
             tokens: self.tokens.clone(),
