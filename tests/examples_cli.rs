@@ -428,3 +428,103 @@ fn train_lora_and_quantize_run_on_a_tiny_model() {
         .unwrap();
     assert!(one_line_error(&err).contains("bits"));
 }
+
+#[test]
+fn chat_keeps_the_conversation_in_the_cache_saves_and_loads_it() {
+    let dir = std::env::temp_dir().join(format!("lamina-chat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("chat.safetensors");
+    let input = format!(
+        "What is the capital of France?\nAnd the capital of Italy?\n/save {0}\n/reset\n/load {0}\nAnd of Spain?\n/bogus\n",
+        saved.display()
+    );
+    let mut child = example("chat")
+        .args(["--max-tokens", "40"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let answers: Vec<&str> = stdout.lines().collect();
+    assert_eq!(answers.len(), 3, "{stdout}");
+    for (answer, city) in answers.iter().zip(["Paris", "Rome", "Madrid"]) {
+        assert!(answer.contains(city), "{stdout}");
+    }
+    // Each turn after the first computes only its own tokens: the earlier turns (and, after
+    // /load, the saved ones) come from the cache.
+    let cached: Vec<(usize, usize)> = stderr
+        .lines()
+        .filter_map(|l| {
+            let (total, rest) = l.strip_prefix(">> [")?.split_once(" prompt tokens (")?;
+            Some((total.parse().ok()?, rest.split_once(' ')?.0.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(cached.len(), 3, "{stderr}");
+    assert_eq!(cached[0].1, 0, "{stderr}");
+    for &(total, from_cache) in &cached[1..] {
+        assert!(from_cache > 0 && total - from_cache < 24, "{stderr}");
+    }
+    assert!(stderr.contains("[loaded") && stderr.contains("[commands:"), "{stderr}");
+    assert!(saved.exists() && dir.join("chat.safetensors.chat.json").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_stops_the_answer_not_the_chat() {
+    use std::io::{BufRead, Read, Write};
+    let mut child = example("chat")
+        .args(["--max-tokens", "400"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Write a very long story about a dragon and a knight.\n").unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    // Once the answer is streaming, interrupt it.
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(unsafe { libc_kill(child.id() as i32, 2) }, 0);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.ends_with(" [stopped]\n"), "{line:?}");
+    stdin.write_all(b"What is the capital of France?\n").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(rest.contains("Paris"), "{rest:?}");
+}
+
+#[test]
+fn generate_holds_output_to_a_schema_and_drafts_from_the_prompt() {
+    let schema = r#"{"type":"object","properties":{"capital":{"enum":["Paris","Lyon"]}},"required":["capital"],"additionalProperties":false}"#;
+    let out = example("generate")
+        .args(["--json", "--max-new-tokens", "40", "--json-schema", schema])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(json["text"].as_str().unwrap()).unwrap();
+    assert_eq!(answer, serde_json::json!({"capital": "Paris"}));
+    let prompt = "Repeat exactly: the quick brown fox jumps over the lazy dog near the river bank.";
+    let run = |extra: &[&str]| {
+        let out = example("generate")
+            .args(["--json", "--max-new-tokens", "30", "--prompt", prompt])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let (plain, drafted) = (run(&[]), run(&["--prompt-lookup", "3"]));
+    assert_eq!(plain["tokens"], drafted["tokens"]);
+    assert!(drafted["accepted_draft_tokens"].as_u64().unwrap() > 0, "{drafted}");
+    let err = example("generate").args(["--json-schema", "{not json"]).output().unwrap();
+    assert!(one_line_error(&err).contains("--json-schema"));
+}

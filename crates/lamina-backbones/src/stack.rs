@@ -4,7 +4,8 @@ use lamina_blocks::Block;
 use std::rc::Rc;
 
 use lamina_components::{
-    BatchKvCache, Embedding, LayerCache, LayerInput, Norm, SsmState, VisitLayers, check_ids, checkpointed,
+    BatchKvCache, Embedding, LayerCache, LayerInput, Norm, RotatingKvCache, SsmState, VisitLayers, check_ids,
+    checkpointed,
 };
 use lamina_core::{BackboneOutput, Error, Result};
 use mlx_rs::Array;
@@ -34,6 +35,30 @@ impl ModelCache {
     /// Whether every layer can be trimmed back to `len` positions.
     pub fn can_trim_to(&self, len: i32) -> bool {
         self.layers.iter().all(|l| l.can_trim_to(len))
+    }
+
+    /// This empty cache with every attention layer keeping at most `max` positions (a
+    /// rotating window; mlx-lm's `max_kv_size`): memory stays bounded however long the
+    /// sequence, and the oldest positions are forgotten. Windows already smaller stay.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for `max` below 1; [`Error::Unsupported`] for a cache that
+    /// holds positions already.
+    pub fn bounded(mut self, max: i32) -> Result<Self> {
+        if self.offset() != 0 {
+            return Err(Error::Unsupported("bounding a cache that holds positions"));
+        }
+        for layer in &mut self.layers {
+            let wider = match layer {
+                LayerCache::Kv(_) => true,
+                LayerCache::Rotating(c) => c.window() > max,
+                LayerCache::Ssm(_) | LayerCache::Batch(_) => false,
+            };
+            if wider {
+                *layer = LayerCache::Rotating(RotatingKvCache::new(max)?);
+            }
+        }
+        Ok(self)
     }
 
     /// Whether every layer can be trimmed back to its length now after `extra` more

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::chat::{ChatTemplate, Message};
 use crate::constraint::GrammarCompiler;
 use crate::error::{GenerateError, Result};
-use crate::generate::{GenerateParams, Generation, GenerationOutput, TokenEvent};
+use crate::generate::{CachedTokens, GenerateParams, Generation, GenerationOutput, TokenEvent};
 
 /// What the container knows about its model besides the weights.
 #[derive(Debug, Clone, Default)]
@@ -147,8 +147,22 @@ impl ModelContext {
     /// # Errors
     /// As [`Generation::start`].
     pub fn start_generation(&mut self, prompt: &[u32], params: &GenerateParams) -> Result<Generation<'_>> {
+        self.start_generation_from(None, prompt, params)
+    }
+
+    /// As [`ModelContext::start_generation`], reusing `cached` for the longest prefix of
+    /// `prompt` it holds (see [`Generation::start_from`]).
+    ///
+    /// # Errors
+    /// As [`Generation::start`].
+    pub fn start_generation_from(
+        &mut self,
+        cached: Option<CachedTokens>,
+        prompt: &[u32],
+        params: &GenerateParams,
+    ) -> Result<Generation<'_>> {
         let params = GenerateParams { eos_token_ids: self.stop_ids(&params.eos_token_ids), ..params.clone() };
-        Generation::start(self.model.as_mut(), self.tokenizer.as_ref(), prompt, &params)
+        Generation::start_from(self.model.as_mut(), self.tokenizer.as_ref(), cached, prompt, &params)
     }
 
     /// Generates to completion.

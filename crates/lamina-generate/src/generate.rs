@@ -52,6 +52,10 @@ pub struct GenerateParams {
     /// checks several at a time (same output; see [`DraftParams`]).
     #[serde(skip)]
     pub draft: Option<DraftParams>,
+    /// Keep at most this many positions in each attention layer's cache (a rotating
+    /// window, mlx-lm's `max_kv_size`): bounded memory, the oldest positions forgotten.
+    #[serde(default)]
+    pub max_kv_size: Option<usize>,
 }
 
 impl Default for GenerateParams {
@@ -65,6 +69,7 @@ impl Default for GenerateParams {
             length_policy: LengthPolicy::Error,
             constraint: None,
             draft: None,
+            max_kv_size: None,
         }
     }
 }
@@ -87,11 +92,14 @@ pub enum FinishReason {
 /// Speed and memory of one generation.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct GenerationStats {
-    /// Prompt tokens processed.
+    /// Prompt tokens, those taken from a cache (`cached_prompt_tokens`) included.
     pub prompt_tokens: usize,
+    /// Prompt tokens taken from an earlier generation's cache instead of computed.
+    #[serde(default)]
+    pub cached_prompt_tokens: usize,
     /// Tokens generated.
     pub generated_tokens: usize,
-    /// Prompt tokens per second (prompt tokens / time to the first new token).
+    /// Prompt tokens computed per second (not counting cached ones), to the first new token.
     pub prompt_tokens_per_s: f64,
     /// New tokens per second after the first.
     pub generation_tokens_per_s: f64,
@@ -159,13 +167,44 @@ impl<'a> Generation<'a> {
         prompt: &[u32],
         params: &GenerateParams,
     ) -> Result<Self> {
+        Self::start_from(model, tokenizer, None, prompt, params)
+    }
+
+    /// As [`Generation::start`], reusing `cached` (an earlier generation's cache, from
+    /// [`Generation::into_cache`]) for the longest prefix of `prompt` it holds, trimmed to
+    /// it: only the rest of the prompt is computed (the earlier turns of a chat are not).
+    /// A cache that cannot be trimmed to the common prefix is not used.
+    ///
+    /// # Errors
+    /// As [`Generation::start`].
+    pub fn start_from(
+        model: &'a mut dyn LanguageModel,
+        tokenizer: Option<&'a Tokenizer>,
+        cached: Option<CachedTokens>,
+        prompt: &[u32],
+        params: &GenerateParams,
+    ) -> Result<Self> {
         let plan = plan(model, prompt, params)?;
         let prompt = plan.prompt(prompt);
         no_buffer_cache_on_cpu()?;
         memory::reset_peak_memory()?;
-        let mut state = SequenceState::new(tokenizer, prompt, &plan, params, Instant::now())?;
-        let mut cache = model.make_cache()?;
-        let logits = prefill(model, &mut cache, &ids_array(prompt), params.prefill_step)?;
+        let started = Instant::now();
+        let (mut cache, reused) = match cached {
+            Some(CachedTokens { mut cache, tokens }) => {
+                let common = tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+                let reused = common.min(prompt.len() - 1);
+                if reused > 0 && cache.can_trim_to(reused as i32) {
+                    cache.trim(reused as i32)?;
+                    (cache, reused)
+                } else {
+                    (fresh_cache(model, params)?, 0)
+                }
+            }
+            None => (fresh_cache(model, params)?, 0),
+        };
+        let mut state = SequenceState::new(tokenizer, prompt, &plan, params, started)?;
+        state.cached = reused;
+        let logits = prefill(model, &mut cache, &ids_array(&prompt[reused..]), params.prefill_step)?;
         let first = state.sample(&logits)?;
         mlx_rs::transforms::async_eval([&first])?;
         let speculation = match &params.draft {
@@ -240,14 +279,46 @@ impl<'a> Generation<'a> {
     /// As the iteration.
     pub fn output(mut self) -> Result<GenerationOutput> {
         while self.advance()?.is_some() {}
+        Ok(self.into_cache()?.0)
+    }
+}
+
+impl Generation<'_> {
+    /// Ends the generation where it is (a caller that stopped iterating early gets what was
+    /// generated so far) and hands back the cache with the tokens it holds, for
+    /// [`Generation::start_from`].
+    ///
+    /// # Errors
+    /// When the detokenizer fails on the held-back text.
+    pub fn into_cache(mut self) -> Result<(GenerationOutput, CachedTokens)> {
         self.state.flush()?;
         let mut output = self.state.output(memory::peak_memory()?);
         if let Some(speculation) = &self.speculation {
             output.stats.draft_tokens = speculation.proposed;
             output.stats.accepted_draft_tokens = speculation.accepted;
         }
-        Ok(output)
+        let held = (self.cache.offset().max(0) as usize).min(self.state.history.len());
+        let tokens = self.state.history[..held].to_vec();
+        Ok((output, CachedTokens { cache: self.cache, tokens }))
     }
+}
+
+/// The model's empty cache, bounded by `params.max_kv_size`.
+fn fresh_cache(model: &dyn LanguageModel, params: &GenerateParams) -> Result<ModelCache> {
+    let cache = model.make_cache()?;
+    Ok(match params.max_kv_size {
+        Some(max) => cache.bounded(i32::try_from(max).unwrap_or(i32::MAX))?,
+        None => cache,
+    })
+}
+
+/// A model's cache and the tokens it holds, in order.
+#[derive(Debug)]
+pub struct CachedTokens {
+    /// The cache.
+    pub cache: ModelCache,
+    /// The tokens it holds.
+    pub tokens: Vec<u32>,
 }
 
 impl Iterator for Generation<'_> {

@@ -50,8 +50,8 @@ pub use container::{GenerationStream, ModelConfiguration, ModelContainer, ModelC
 pub use detokenizer::StreamingDetokenizer;
 pub use error::{GenerateError, Result};
 pub use generate::{
-    FinishReason, GenerateParams, Generation, GenerationOutput, GenerationStats, LengthPolicy, TokenEvent,
-    generate,
+    CachedTokens, FinishReason, GenerateParams, Generation, GenerationOutput, GenerationStats, LengthPolicy,
+    TokenEvent, generate,
 };
 pub use prompt_cache::{CacheHit, PromptCache, load_prompt_cache, save_prompt_cache};
 pub use sampler::{

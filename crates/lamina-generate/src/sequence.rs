@@ -132,6 +132,8 @@ pub(crate) struct SequenceState<'t> {
     /// Prompt and every token read since, EOS included: the ids the cache was fed.
     pub history: Vec<u32>,
     prompt_len: usize,
+    /// Prompt tokens taken from a cache (not computed).
+    pub cached: usize,
     budget: usize,
     budget_reason: FinishReason,
     pub tokens: Vec<u32>,
@@ -159,6 +161,7 @@ impl<'t> SequenceState<'t> {
             eos: params.eos_token_ids.iter().copied().collect(),
             history: prompt.to_vec(),
             prompt_len: prompt.len(),
+            cached: 0,
             budget: plan.budget,
             budget_reason: plan.budget_reason,
             tokens: Vec::new(),
@@ -254,14 +257,12 @@ impl<'t> SequenceState<'t> {
         let prompt_seconds = first.duration_since(self.started).as_secs_f64();
         let decode_seconds = self.last_token.unwrap_or(first).duration_since(first).as_secs_f64();
         let generated = self.tokens.len();
+        let computed = self.prompt_len - self.cached.min(self.prompt_len);
         let stats = GenerationStats {
             prompt_tokens: self.prompt_len,
+            cached_prompt_tokens: self.cached,
             generated_tokens: generated,
-            prompt_tokens_per_s: if prompt_seconds > 0.0 {
-                self.prompt_len as f64 / prompt_seconds
-            } else {
-                0.0
-            },
+            prompt_tokens_per_s: if prompt_seconds > 0.0 { computed as f64 / prompt_seconds } else { 0.0 },
             generation_tokens_per_s: if decode_seconds > 0.0 && generated > 1 {
                 (generated - 1) as f64 / decode_seconds
             } else {
