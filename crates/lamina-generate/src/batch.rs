@@ -325,10 +325,21 @@ impl<'a> BatchGenerator<'a> {
         Ok(seq)
     }
 
-    /// Prefills several requests as one left-padded batch, then moves each into the
+    /// Prefills several requests as one left-padded batch (requests with the same prompt,
+    /// such as a request's several choices, share one row of it), then moves each into the
     /// decoding batch.
     fn start_group(&mut self, group: &[Admitted]) -> Result<()> {
-        let prompts: Vec<&[u32]> = group.iter().map(|a| a.plan.prompt(&a.request.prompt)).collect();
+        let mut prompts: Vec<&[u32]> = Vec::new();
+        let rows_of: Vec<usize> = group
+            .iter()
+            .map(|a| {
+                let prompt = a.plan.prompt(&a.request.prompt);
+                prompts.iter().position(|p| *p == prompt).unwrap_or_else(|| {
+                    prompts.push(prompt);
+                    prompts.len() - 1
+                })
+            })
+            .collect();
         let lengths: Vec<i32> = prompts.iter().map(|p| p.len() as i32).collect();
         let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
         let ids: Vec<i32> = prompts
@@ -338,17 +349,17 @@ impl<'a> BatchGenerator<'a> {
         let ids = Array::from_slice(&ids, &[prompts.len() as i32, longest as i32]);
         let mut cache = ModelCache::padded_batch(&self.model.make_cache()?, &lengths)?;
         let step = group.iter().map(|a| a.request.params.prefill_step).min().unwrap_or(512);
-        let logits = prefill(self.model, &mut cache, &ids, step)?; // [B, V]
+        let logits = prefill(self.model, &mut cache, &ids, step)?; // [rows, V]
         let mut sequences = Vec::with_capacity(group.len());
-        for (i, admitted) in group.iter().enumerate() {
-            let i = i as i32;
-            sequences.push(self.sequence(admitted, &logits.try_index(i..i + 1)?, 0)?);
+        for (admitted, &row) in group.iter().zip(&rows_of) {
+            let row = row as i32;
+            sequences.push(self.sequence(admitted, &logits.try_index(row..row + 1)?, 0)?);
         }
         mlx_rs::transforms::async_eval(sequences.iter().map(|s| &s.last))?;
-        let mut rows = (0..group.len()).rev().map(|i| cache.leave(i)).collect::<Result<Vec<_>, _>>()?;
+        let mut rows = (0..prompts.len()).rev().map(|i| cache.leave(i)).collect::<Result<Vec<_>, _>>()?;
         rows.reverse();
-        for (row, seq) in rows.into_iter().zip(sequences) {
-            self.cache.join(row)?;
+        for (&row, seq) in rows_of.iter().zip(sequences) {
+            self.cache.join(rows[row].clone())?;
             self.active.push(seq);
         }
         Ok(())

@@ -354,3 +354,29 @@ fn a_request_that_fails_in_a_grouped_prefill_fails_alone() {
     let good: Vec<_> = ids.iter().filter(|&&id| id != bad_id).map(|id| done[id].clone()).collect();
     assert_eq!(good, alone);
 }
+
+#[test]
+fn requests_with_the_same_prompt_share_a_prefill_and_sample_apart() {
+    let mut loaded = fixture("llama_tied_smollm");
+    let prompt = prompts()[2].clone();
+    let sampled = |seed| GenerateParams {
+        max_new_tokens: 10,
+        sampler: SamplerConfig { temperature: 1.0, seed: Some(seed), ..SamplerConfig::default() },
+        ..GenerateParams::default()
+    };
+    let alone: Vec<Vec<u32>> = (0..3)
+        .map(|seed| generate(loaded.model.as_mut(), None, &prompt, &sampled(seed)).unwrap().tokens)
+        .collect();
+    assert!(alone[0] != alone[1] || alone[1] != alone[2], "{alone:?}");
+    // Three choices of one prompt and another prompt, admitted together (one grouped
+    // prefill, whose first three rows are one): each gets what it gets alone.
+    let mut requests: Vec<_> =
+        (0..3).map(|seed| (0, BatchRequest::new(prompt.clone(), sampled(seed)))).collect();
+    requests.push((0, BatchRequest::new(prompts()[0].clone(), greedy(5))));
+    let other = generate(loaded.model.as_mut(), None, &prompts()[0], &greedy(5)).unwrap().tokens;
+    let batch =
+        run_batch(&mut loaded, &requests, BatchConfig { prompt_cache_bytes: 0, ..BatchConfig::default() });
+    for (k, expected) in alone.iter().chain([&other]).enumerate() {
+        assert_eq!(&batch[&(k as u64)].1, expected, "sequence {k}");
+    }
+}

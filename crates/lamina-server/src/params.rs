@@ -32,12 +32,7 @@ pub fn generate_params(
     limits: Limits,
     stop_ids: &[u32],
 ) -> Result<GenerateParams, ApiError> {
-    if let Some(n) = sampling.n.filter(|&n| n != 1) {
-        return Err(ApiError::invalid(
-            format!("n = {n}: only one choice per request is supported"),
-            Some("n"),
-        ));
-    }
+    choices(sampling)?;
     let (max_tokens, field) = match (max_tokens, sampling.max_tokens) {
         (Some(m), _) => (Some(m), "max_completion_tokens"),
         (None, m) => (m, "max_tokens"),
@@ -95,6 +90,22 @@ pub fn generate_params(
         length_policy: LengthPolicy::Truncate,
         ..GenerateParams::default()
     })
+}
+
+/// The most choices (`n`) a request may ask for.
+pub const MAX_CHOICES: usize = 16;
+
+/// `n`: how many choices, 1 to [`MAX_CHOICES`].
+///
+/// # Errors
+/// 400 naming `n`.
+pub fn choices(sampling: &Sampling) -> Result<usize, ApiError> {
+    match sampling.n {
+        None => Ok(1),
+        Some(n) => usize::try_from(n).ok().filter(|n| (1..=MAX_CHOICES).contains(n)).ok_or_else(|| {
+            ApiError::invalid(format!("`n` must be between 1 and {MAX_CHOICES}, got {n}"), Some("n"))
+        }),
+    }
 }
 
 /// `logit_bias` as token ids and biases: ids below the vocabulary, biases in -100..=100.

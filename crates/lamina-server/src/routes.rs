@@ -19,8 +19,8 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::grammar::{response_grammar, tool_grammar};
 use crate::openai::{ChatRequest, CompletionRequest, Prompt, Sampling, ToolChoice, parse};
-use crate::params::{Limits, check_context, check_prompt_bytes, generate_params};
-use crate::stream::{Endpoint, Reply};
+use crate::params::{Limits, check_context, check_prompt_bytes, choices, generate_params};
+use crate::stream::{Endpoint, Reply, merge};
 use crate::tools::{ToolCallParser, ToolFormat};
 
 /// What every handler shares.
@@ -57,6 +57,8 @@ pub struct AppState {
 struct Prepared {
     reply: Reply,
     request: BatchRequest,
+    /// Choices (`n`): one sequence each, seeded apart, sharing the prompt's prefill.
+    choices: usize,
     stream: bool,
 }
 
@@ -138,15 +140,36 @@ impl AppState {
         }
     }
 
-    /// Queues the request and answers: a stream of server-sent events, or the whole body.
-    async fn respond(&self, reply: Reply, request: BatchRequest, stream: bool) -> Result<Response, ApiError> {
-        let events = self.engine.submit(request)?;
+    /// Queues the request's choices and answers: a stream of server-sent events, or the
+    /// whole body.
+    async fn respond(&self, prepared: Prepared) -> Result<Response, ApiError> {
+        let Prepared { reply, request, choices, stream } = prepared;
+        let seeds = choice_seeds(request.params.sampler.seed, choices);
+        let mut receivers = Vec::with_capacity(choices);
+        for seed in seeds {
+            let mut choice = request.clone();
+            choice.params.sampler.seed = seed;
+            receivers.push(self.engine.submit(choice)?);
+        }
+        let events = merge(receivers);
         if stream {
-            Ok(reply.stream(events, self.tokenizer.clone()))
+            Ok(reply.stream(events, choices, self.tokenizer.clone()))
         } else {
-            Ok(Json(reply.whole(events, self.tokenizer.as_deref()).await?).into_response())
+            Ok(Json(reply.whole(events, choices, self.tokenizer.as_deref()).await?).into_response())
         }
     }
+}
+
+/// Each choice's sampling seed: the request's (or, with several choices and none given, one
+/// drawn from the clock) plus the choice's index, so that choices differ and a seeded
+/// request repeats.
+fn choice_seeds(seed: Option<u64>, choices: usize) -> Vec<Option<u64>> {
+    if choices == 1 {
+        return vec![seed];
+    }
+    let base = seed
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    (0..choices as u64).map(|i| Some(base.wrapping_add(i))).collect()
 }
 
 /// `POST /v1/chat/completions`.
@@ -170,7 +193,7 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let prepared = state.off_workers(move |state| prepare(state, &body)).await?;
-    state.respond(prepared.reply, prepared.request, prepared.stream).await
+    state.respond(prepared).await
 }
 
 impl AppState {
@@ -283,6 +306,7 @@ fn prepare_chat(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
     Ok(Prepared {
         reply,
         request: BatchRequest { prompt, params, top_logprobs },
+        choices: choices(&request.sampling)?,
         stream: request.sampling.stream,
     })
 }
@@ -390,6 +414,7 @@ fn prepare_completion(state: &AppState, body: &[u8]) -> Result<Prepared, ApiErro
     Ok(Prepared {
         reply,
         request: BatchRequest { prompt, params, top_logprobs },
+        choices: choices(&request.sampling)?,
         stream: request.sampling.stream,
     })
 }

@@ -132,65 +132,50 @@ impl Reply {
         json!({"id": self.id, "object": self.object(chunk), "created": self.created, "model": self.model, "choices": choices})
     }
 
-    /// Waits for the end and answers with one JSON body.
+    /// Waits for every choice's end and answers with one JSON body.
     ///
     /// # Errors
-    /// The engine's error for this request.
+    /// The engine's error for this request (any choice's).
     pub async fn whole(
-        mut self,
-        mut events: UnboundedReceiver<EngineEvent>,
+        self,
+        mut events: UnboundedReceiver<(usize, EngineEvent)>,
+        choices: usize,
         tokenizer: Option<&Tokenizer>,
     ) -> Result<Value, ApiError> {
-        let mut chat_logprobs = Vec::new();
-        let mut legacy = LegacyLogprobs::default();
-        let mut text = self.echo.clone().unwrap_or_default();
-        while let Some(event) = events.recv().await {
+        let mut states: Vec<WholeChoice> = (0..choices)
+            .map(|_| WholeChoice {
+                text: self.echo.clone().unwrap_or_default(),
+                tools: self.tools.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let (mut finished, mut completion, mut cached) = (Vec::with_capacity(choices), 0, 0);
+        while let Some((index, event)) = events.recv().await {
+            let Some(state) = states.get_mut(index) else { continue };
             match event {
                 EngineEvent::Token { token, logprobs } => {
                     if let Some(lp) = &logprobs {
                         match self.endpoint {
-                            Endpoint::Chat => chat_logprobs.push(chat_logprob(tokenizer, token.id, lp)),
-                            Endpoint::Completions => legacy.push(tokenizer, token.id, lp, text.len()),
+                            Endpoint::Chat => state.chat_logprobs.push(chat_logprob(tokenizer, token.id, lp)),
+                            Endpoint::Completions => {
+                                state.legacy.push(tokenizer, token.id, lp, state.text.len())
+                            }
                         }
                     }
-                    text.push_str(&token.text);
+                    state.text.push_str(&token.text);
                 }
                 EngineEvent::Done { tail, output, cached_tokens } => {
-                    text.push_str(&tail);
-                    let usage = usage(self.prompt_tokens, output.tokens.len(), cached_tokens);
-                    let logprobs_wanted = self.top_logprobs.is_some();
-                    let choice = match self.endpoint {
-                        Endpoint::Chat => {
-                            let (content, calls) = match self.tools.as_mut() {
-                                Some(parser) => split_calls(parser, &text),
-                                None => (Some(text), Vec::new()),
-                            };
-                            let mut message = json!({"role": "assistant", "content": content});
-                            if !calls.is_empty() {
-                                let calls: Vec<Value> = calls
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, c)| tool_call_json(i, c, &self.id))
-                                    .collect();
-                                message["tool_calls"] = Value::Array(calls);
-                            }
-                            json!({
-                                "index": 0,
-                                "message": message,
-                                "logprobs": logprobs_wanted.then(|| json!({"content": chat_logprobs})),
-                                "finish_reason": finish_reason(output.finish_reason, !calls.is_empty()),
-                            })
-                        }
-                        Endpoint::Completions => json!({
-                            "index": 0,
-                            "text": text,
-                            "logprobs": logprobs_wanted.then(|| legacy.json()),
-                            "finish_reason": finish_reason(output.finish_reason, false),
-                        }),
-                    };
-                    let mut body = self.envelope(false, json!([choice]));
-                    body["usage"] = usage;
-                    return Ok(body);
+                    state.text.push_str(&tail);
+                    completion += output.tokens.len();
+                    cached = cached.max(cached_tokens);
+                    finished.push((index, self.whole_choice(index, state, output.finish_reason)));
+                    if finished.len() == choices {
+                        finished.sort_by_key(|(i, _)| *i);
+                        let choices: Vec<Value> = finished.into_iter().map(|(_, c)| c).collect();
+                        let mut body = self.envelope(false, Value::Array(choices));
+                        body["usage"] = usage(self.prompt_tokens, completion, cached);
+                        return Ok(body);
+                    }
                 }
                 EngineEvent::Failed(error) => return Err(error),
             }
@@ -198,21 +183,85 @@ impl Reply {
         Err(ApiError::internal("the generation ended without a result"))
     }
 
-    /// Streams the answer as server-sent events.
+    /// One finished choice of a whole body.
+    fn whole_choice(&self, index: usize, state: &mut WholeChoice, reason: FinishReason) -> Value {
+        let text = std::mem::take(&mut state.text);
+        let logprobs_wanted = self.top_logprobs.is_some();
+        match self.endpoint {
+            Endpoint::Chat => {
+                let (content, calls) = match state.tools.as_mut() {
+                    Some(parser) => split_calls(parser, &text),
+                    None => (Some(text), Vec::new()),
+                };
+                let mut message = json!({"role": "assistant", "content": content});
+                if !calls.is_empty() {
+                    let calls: Vec<Value> =
+                        calls.iter().enumerate().map(|(i, c)| tool_call_json(i, c, &self.id)).collect();
+                    message["tool_calls"] = Value::Array(calls);
+                }
+                let logprobs = std::mem::take(&mut state.chat_logprobs);
+                json!({
+                    "index": index,
+                    "message": message,
+                    "logprobs": logprobs_wanted.then(|| json!({"content": logprobs})),
+                    "finish_reason": finish_reason(reason, !calls.is_empty()),
+                })
+            }
+            Endpoint::Completions => json!({
+                "index": index,
+                "text": text,
+                "logprobs": logprobs_wanted.then(|| state.legacy.json()),
+                "finish_reason": finish_reason(reason, false),
+            }),
+        }
+    }
+
+    /// Streams every choice's answer as server-sent events (each chunk names its choice).
     pub fn stream(
         self,
-        events: UnboundedReceiver<EngineEvent>,
+        events: UnboundedReceiver<(usize, EngineEvent)>,
+        choices: usize,
         tokenizer: Option<Arc<Tokenizer>>,
     ) -> Response {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
         tokio::spawn(async move {
-            let mut writer = ChunkWriter { reply: self, tx, calls: 0, tokenizer };
+            let states = (0..choices)
+                .map(|_| StreamChoice { tools: self.tools.clone(), calls: 0, offset: 0 })
+                .collect();
+            let mut writer = ChunkWriter { reply: self, tx, states, tokenizer };
             // A send fails only when the client has gone: stop, dropping `events`, which
             // takes the request out of the batch.
             let _ = writer.run(events).await;
         });
         Sse::new(ReceiverStream::new(rx)).into_response()
     }
+}
+
+/// One choice of a whole body, as it accumulates.
+#[derive(Debug, Default)]
+struct WholeChoice {
+    text: String,
+    chat_logprobs: Vec<Value>,
+    legacy: LegacyLogprobs,
+    tools: Option<ToolCallParser>,
+}
+
+/// The engine events of a request's choices on one channel, each with its choice's index.
+pub fn merge(receivers: Vec<UnboundedReceiver<EngineEvent>>) -> UnboundedReceiver<(usize, EngineEvent)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for (index, mut receiver) in receivers.into_iter().enumerate() {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                // The merged receiver is gone (the client left): drop this choice's
+                // receiver, which takes it out of the batch.
+                if tx.send((index, event)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
 }
 
 /// Content and calls of a whole chat answer.
@@ -231,10 +280,17 @@ fn split_calls(parser: &mut ToolCallParser, text: &str) -> (Option<String>, Vec<
     (content, calls)
 }
 
+/// One choice of a stream.
+struct StreamChoice {
+    tools: Option<ToolCallParser>,
+    calls: usize,
+    offset: usize,
+}
+
 struct ChunkWriter {
     reply: Reply,
     tx: tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
-    calls: usize,
+    states: Vec<StreamChoice>,
     tokenizer: Option<Arc<Tokenizer>>,
 }
 
@@ -249,24 +305,30 @@ impl ChunkWriter {
         self.send(&self.reply.envelope(true, json!([choice]))).await
     }
 
-    /// Sends released text and calls (chat) or text (completions).
-    async fn release(&mut self, events: Vec<ToolEvent>, logprobs: Option<Value>) -> Result<(), Gone> {
+    /// Sends choice `index`'s released text and calls (chat) or text (completions).
+    async fn release(
+        &mut self,
+        index: usize,
+        events: Vec<ToolEvent>,
+        logprobs: Option<Value>,
+    ) -> Result<(), Gone> {
         let mut logprobs = logprobs;
         if events.is_empty() && logprobs.is_some() {
-            return self.choice(self.delta(json!({"content": ""}), logprobs.take())).await;
+            return self.choice(delta(index, json!({"content": ""}), logprobs.take())).await;
         }
         for event in events {
             let choice = match (self.reply.endpoint, event) {
                 (Endpoint::Chat, ToolEvent::Content(text)) => {
-                    self.delta(json!({"content": text}), logprobs.take())
+                    delta(index, json!({"content": text}), logprobs.take())
                 }
                 (Endpoint::Chat, ToolEvent::Call(call)) => {
-                    let call = tool_call_json(self.calls, &call, &self.reply.id);
-                    self.calls += 1;
-                    self.delta(json!({"tool_calls": [call]}), logprobs.take())
+                    let state = &mut self.states[index];
+                    let call = tool_call_json(state.calls, &call, &self.reply.id);
+                    state.calls += 1;
+                    delta(index, json!({"tool_calls": [call]}), logprobs.take())
                 }
                 (Endpoint::Completions, ToolEvent::Content(text)) => {
-                    json!({"index": 0, "text": text, "logprobs": logprobs.take(), "finish_reason": null})
+                    json!({"index": index, "text": text, "logprobs": logprobs.take(), "finish_reason": null})
                 }
                 (Endpoint::Completions, ToolEvent::Call(_)) => continue, // completions parse no calls
             };
@@ -275,22 +337,26 @@ impl ChunkWriter {
         Ok(())
     }
 
-    fn delta(&self, delta: Value, logprobs: Option<Value>) -> Value {
-        json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null})
-    }
-
-    async fn run(&mut self, mut events: UnboundedReceiver<EngineEvent>) -> Result<(), Gone> {
-        if self.reply.endpoint == Endpoint::Chat {
-            self.choice(self.delta(json!({"role": "assistant", "content": ""}), None)).await?;
+    async fn run(&mut self, mut events: UnboundedReceiver<(usize, EngineEvent)>) -> Result<(), Gone> {
+        let choices = self.states.len();
+        let echo = self.reply.echo.take();
+        for index in 0..choices {
+            if self.reply.endpoint == Endpoint::Chat {
+                self.choice(delta(index, json!({"role": "assistant", "content": ""}), None)).await?;
+            }
+            if let Some(echo) = &echo {
+                self.release(index, vec![ToolEvent::Content(echo.clone())], None).await?;
+            }
         }
-        if let Some(echo) = self.reply.echo.take() {
-            self.release(vec![ToolEvent::Content(echo)], None).await?;
-        }
-        let mut offset = 0;
-        while let Some(event) = events.recv().await {
+        let (mut remaining, mut completion, mut cached) = (choices, 0, 0);
+        while let Some((index, event)) = events.recv().await {
+            if index >= choices {
+                continue;
+            }
             match event {
                 EngineEvent::Token { token, logprobs } => {
                     let tokenizer = self.tokenizer.as_deref();
+                    let offset = self.states[index].offset;
                     let logprobs = logprobs.map(|lp| match self.reply.endpoint {
                         Endpoint::Chat => json!({"content": [chat_logprob(tokenizer, token.id, &lp)]}),
                         Endpoint::Completions => {
@@ -299,32 +365,37 @@ impl ChunkWriter {
                             one.json()
                         }
                     });
-                    offset += token.text.len();
-                    let released = self.text_events(&token.text);
-                    self.release(released, logprobs).await?;
+                    self.states[index].offset += token.text.len();
+                    let released = self.text_events(index, &token.text);
+                    self.release(index, released, logprobs).await?;
                 }
                 EngineEvent::Done { tail, output, cached_tokens } => {
-                    let mut released = self.text_events(&tail);
-                    if let Some(parser) = self.reply.tools.as_mut() {
+                    let mut released = self.text_events(index, &tail);
+                    if let Some(parser) = self.states[index].tools.as_mut() {
                         released.extend(parser.finish());
                     }
-                    self.release(released, None).await?;
-                    let reason = finish_reason(output.finish_reason, self.calls > 0);
+                    self.release(index, released, None).await?;
+                    let reason = finish_reason(output.finish_reason, self.states[index].calls > 0);
                     let last = match self.reply.endpoint {
                         Endpoint::Chat => {
-                            json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason})
+                            json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason})
                         }
                         Endpoint::Completions => {
-                            json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason})
+                            json!({"index": index, "text": "", "logprobs": null, "finish_reason": reason})
                         }
                     };
                     self.choice(last).await?;
-                    if self.reply.include_usage {
-                        let mut chunk = self.reply.envelope(true, json!([]));
-                        chunk["usage"] = usage(self.reply.prompt_tokens, output.tokens.len(), cached_tokens);
-                        self.send(&chunk).await?;
+                    completion += output.tokens.len();
+                    cached = cached.max(cached_tokens);
+                    remaining -= 1;
+                    if remaining == 0 {
+                        if self.reply.include_usage {
+                            let mut chunk = self.reply.envelope(true, json!([]));
+                            chunk["usage"] = usage(self.reply.prompt_tokens, completion, cached);
+                            self.send(&chunk).await?;
+                        }
+                        break;
                     }
-                    break;
                 }
                 EngineEvent::Failed(error) => {
                     self.send(&error.body()).await?;
@@ -335,11 +406,16 @@ impl ChunkWriter {
         self.tx.send(Ok(Event::default().data("[DONE]"))).await.map_err(|_| Gone)
     }
 
-    fn text_events(&mut self, text: &str) -> Vec<ToolEvent> {
-        match self.reply.tools.as_mut() {
+    fn text_events(&mut self, index: usize, text: &str) -> Vec<ToolEvent> {
+        match self.states[index].tools.as_mut() {
             Some(parser) => parser.push(text),
             None if text.is_empty() => Vec::new(),
             None => vec![ToolEvent::Content(text.to_owned())],
         }
     }
+}
+
+/// A chat chunk's choice.
+fn delta(index: usize, delta: Value, logprobs: Option<Value>) -> Value {
+    json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": null})
 }

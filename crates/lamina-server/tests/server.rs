@@ -212,7 +212,7 @@ async fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             Some("temperature"),
         ),
         ("/v1/chat/completions", json!({"messages": user("Hi"), "top_p": 0.0}), 400, Some("top_p")),
-        ("/v1/chat/completions", json!({"messages": user("Hi"), "n": 2}), 400, Some("n")),
+        ("/v1/chat/completions", json!({"messages": user("Hi"), "n": 17}), 400, Some("n")),
         ("/v1/chat/completions", json!({"messages": []}), 400, Some("messages")),
         (
             "/v1/chat/completions",
@@ -403,4 +403,56 @@ async fn a_saved_prompt_cache_serves_from_the_first_request_and_a_bad_one_is_ref
         .unwrap_err();
     assert!(err.to_string().contains("config.json"), "{err}");
     std::fs::remove_file(file).unwrap();
+}
+
+#[tokio::test]
+async fn n_choices_sample_apart_stream_with_their_index_and_repeat_with_a_seed() {
+    let base = start(|c| c).await;
+    // The script's counting tokens pushed down to the others' level: sampling is then
+    // near uniform, and choices seeded apart differ.
+    let folder =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/checkpoints/scripted_chat");
+    let tokenizer = lamina_loader::Tokenizer::from_folder(&folder).unwrap();
+    let bias: serde_json::Map<String, Value> = [" 1", " 2", " 3"]
+        .iter()
+        .map(|t| (tokenizer.token_to_id(t).unwrap().to_string(), json!(-11.0)))
+        .collect();
+    let body = json!({"prompt": "count", "max_tokens": 6, "n": 3, "temperature": 1.0, "seed": 11, "logit_bias": bias});
+    let (status, first) = post(&base, "/v1/completions", body.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let texts: Vec<&str> =
+        first["choices"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let indices: Vec<u64> =
+        first["choices"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    assert_eq!(indices, [0, 1, 2]);
+    assert!(texts[0] != texts[1] || texts[1] != texts[2], "{texts:?}");
+    // Usage adds the choices' tokens (1 to 6 each), the prompt counted once.
+    let completion = first["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!((3..=18).contains(&completion) && first["usage"]["prompt_tokens"] == 1, "{first}");
+    let (_, again) = post(&base, "/v1/completions", body.clone()).await;
+    assert_eq!(again["choices"], first["choices"], "a seeded request repeats");
+    // Streamed: chunks name their choice; each choice's text is the whole body's.
+    let mut stream_body = body.clone();
+    stream_body["stream"] = json!(true);
+    let chunks = chunks(&events(&base, "/v1/completions", stream_body).await);
+    let mut streamed = vec![String::new(); 3];
+    let mut finished = [0; 3];
+    for chunk in &chunks {
+        let choice = &chunk["choices"][0];
+        let index = choice["index"].as_u64().unwrap() as usize;
+        streamed[index].push_str(choice["text"].as_str().unwrap());
+        finished[index] += usize::from(!choice["finish_reason"].is_null());
+    }
+    assert_eq!(streamed, texts);
+    assert_eq!(finished, [1, 1, 1]);
+    // Chat: every choice is a message.
+    let (status, chat) = post(&base, "/v1/chat/completions", json!({"messages": user("Hi"), "n": 2})).await;
+    assert_eq!(status, 200, "{chat}");
+    for choice in chat["choices"].as_array().unwrap() {
+        assert_eq!(choice["message"]["content"], "Hello world!");
+    }
+    for n in [0, 17, -1] {
+        let (status, error) = post(&base, "/v1/completions", json!({"prompt": "count", "n": n})).await;
+        assert_eq!((status, &error["error"]["param"]), (400, &json!("n")), "{error}");
+    }
 }
