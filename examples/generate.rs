@@ -16,6 +16,8 @@
 mod common;
 #[path = "common/default_model.rs"]
 mod default_model;
+#[path = "common/draft.rs"]
+mod draft;
 #[path = "common/ranks.rs"]
 mod ranks;
 
@@ -26,8 +28,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use lamina::core::DType;
 use lamina::generate::{
-    DraftParams, GenerateParams, Grammar, Message, ModelContainer, SamplerConfig, SharedModel, StreamEvent,
-    StreamExt,
+    GenerateParams, Grammar, Message, ModelContainer, SamplerConfig, StreamEvent, StreamExt,
 };
 use lamina::loader::{LoadOptions, Progress, ProgressSink};
 
@@ -98,17 +99,8 @@ struct Args {
     /// Hold the output to a Lark grammar (llguidance's dialect) read from this file.
     #[arg(long, group = "constraint")]
     grammar: Option<std::path::PathBuf>,
-    /// Speculative decoding with this draft model (same vocabulary; any checkpoint
-    /// --model takes): it proposes tokens the model checks several at a time.
-    #[arg(long, conflicts_with = "prompt_lookup")]
-    draft_model: Option<String>,
-    /// Speculative decoding with drafts copied from the prompt and output so far: the
-    /// tokens that followed the longest recent n-gram of up to N tokens.
-    #[arg(long, value_name = "N")]
-    prompt_lookup: Option<usize>,
-    /// Draft tokens proposed per round.
-    #[arg(long, default_value_t = 3)]
-    num_draft_tokens: usize,
+    #[command(flatten)]
+    draft: draft::DraftArgs,
 }
 
 impl Args {
@@ -231,16 +223,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(grammar) => Some(container.perform(move |ctx| ctx.grammar_compiler()?.compile(grammar)).await??),
         None => None,
     };
-    let draft = match (&args.draft_model, args.prompt_lookup) {
-        (Some(draft), _) => {
-            let path = default_model::model_or_default(Some(draft.clone()))?;
-            let loaded = lamina::loader::load(&path, LoadOptions::default()).await?;
-            let model: SharedModel = std::sync::Arc::new(std::sync::Mutex::new(loaded.model));
-            Some(DraftParams::model(model, args.num_draft_tokens))
-        }
-        (None, Some(n)) => Some(DraftParams::prompt_lookup(n, args.num_draft_tokens)),
-        (None, None) => None,
-    };
+    let draft = args.draft.params().await?;
     let params = GenerateParams {
         max_new_tokens: args.max_new_tokens,
         sampler,

@@ -12,6 +12,8 @@
 mod common;
 #[path = "common/default_model.rs"]
 mod default_model;
+#[path = "common/draft.rs"]
+mod draft;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +57,9 @@ struct Args {
     /// A prompt cache saved by the `cache_prompt` example to start with (repeatable).
     #[arg(long)]
     prompt_cache_file: Vec<PathBuf>,
+    /// Speculative decoding (requests then run one at a time).
+    #[command(flatten)]
+    draft: draft::DraftArgs,
 }
 
 async fn run(args: Args) -> common::RunResult {
@@ -75,6 +80,7 @@ async fn run(args: Args) -> common::RunResult {
         max_body_bytes: args.max_body_bytes,
         default_max_tokens: args.max_tokens,
         prompt_cache_files: args.prompt_cache_file,
+        draft: args.draft.params().await?,
         ..ServerConfig::new(model_id.clone())
     };
     let app = router(context, config)?;

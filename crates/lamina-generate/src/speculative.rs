@@ -51,6 +51,8 @@ impl std::fmt::Debug for DraftSource {
     }
 }
 
+impl Eq for DraftSource {}
+
 impl PartialEq for DraftSource {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
@@ -64,7 +66,7 @@ impl PartialEq for DraftSource {
 }
 
 /// Speculative decoding's settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DraftParams {
     /// Where drafts come from.
     pub source: DraftSource,

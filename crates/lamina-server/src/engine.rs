@@ -17,8 +17,8 @@ use std::sync::mpsc;
 use axum::http::StatusCode;
 use lamina_backbones::ModelCache;
 use lamina_generate::{
-    BatchConfig, BatchEvent, BatchGenerator, BatchRequest, GenerateError, GenerationOutput, ModelContext,
-    SequenceId, TokenEvent, TokenLogprobs,
+    BatchConfig, BatchEvent, BatchGenerator, BatchRequest, DraftParams, GenerateError, GenerateParams,
+    GenerationOutput, ModelContext, SequenceId, TokenEvent, TokenLogprobs,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -107,6 +107,7 @@ impl Engine {
         batch: BatchConfig,
         max_queue: usize,
         preload: Vec<(Vec<u32>, ModelCache)>,
+        draft: Option<DraftParams>,
     ) -> std::io::Result<Self> {
         let (commands, inbox) = mpsc::channel();
         let load = Arc::new(Load::default());
@@ -114,7 +115,7 @@ impl Engine {
         let thread_load = load.clone();
         std::thread::Builder::new()
             .name("lamina-engine".into())
-            .spawn(move || run(context, batch, preload, inbox, &thread_load))?;
+            .spawn(move || run(context, batch, preload, draft, inbox, &thread_load))?;
         Ok(Engine { commands, load, capacity })
     }
 
@@ -201,6 +202,7 @@ fn run(
     mut context: ModelContext,
     batch: BatchConfig,
     preload: Vec<(Vec<u32>, ModelCache)>,
+    draft: Option<DraftParams>,
     inbox: mpsc::Receiver<Submission>,
     load: &Load,
 ) {
@@ -208,8 +210,9 @@ fn run(
     let mut clients: HashMap<SequenceId, UnboundedSender<EngineEvent>> = HashMap::new();
     let mut failures = 0;
     loop {
-        let served = catch_unwind(AssertUnwindSafe(|| {
-            serve(&mut context, &batch, &mut preload, &inbox, load, &mut clients, &mut failures)
+        let served = catch_unwind(AssertUnwindSafe(|| match &draft {
+            Some(draft) => serve_drafted(&mut context, draft, &inbox, load, &mut clients, &mut failures),
+            None => serve(&mut context, &batch, &mut preload, &inbox, load, &mut clients, &mut failures),
         }));
         load.serving.store(false, Ordering::SeqCst);
         load.active.store(0, Ordering::SeqCst);
@@ -244,6 +247,103 @@ fn run(
         let _ = submission.events.send(EngineEvent::Failed(stopped()));
         load.outstanding.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Speculative decoding: requests one at a time, each drafted (those asking for
+/// log-probabilities or held to a grammar run as a batch of one, undrafted), until a
+/// generation fails or the handles are gone.
+fn serve_drafted(
+    context: &mut ModelContext,
+    draft: &DraftParams,
+    inbox: &mpsc::Receiver<Submission>,
+    load: &Load,
+    clients: &mut HashMap<SequenceId, UnboundedSender<EngineEvent>>,
+    failures: &mut usize,
+) -> Ended {
+    load.serving.store(true, Ordering::SeqCst);
+    loop {
+        let Ok(Submission { request, events }) = inbox.recv() else { return Ended::Closed };
+        load.active.store(1, Ordering::SeqCst);
+        clients.insert(0, events.clone());
+        let outcome = if request.top_logprobs.is_some() || request.params.constraint.is_some() {
+            serve_alone(context, request, &events)
+        } else {
+            let params = GenerateParams { draft: Some(draft.clone()), ..request.params };
+            stream_generation(context, &request.prompt, &params, &events)
+        };
+        clients.clear();
+        load.active.store(0, Ordering::SeqCst);
+        load.outstanding.fetch_sub(1, Ordering::SeqCst);
+        match outcome {
+            Ok(finished) => {
+                if finished {
+                    *failures = 0;
+                } else {
+                    load.cancelled.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Err(GenerateError::Mlx(error)) => {
+                eprintln!("lamina-server: a generation failed: {error}");
+                let _ = events.send(EngineEvent::Failed(engine_failure("generation failed")));
+                return Ended::Failed;
+            }
+            Err(error) => {
+                let _ = events.send(EngineEvent::Failed(api_error(error)));
+            }
+        }
+    }
+}
+
+/// One drafted generation streamed to `events`; `false` when the client left first.
+fn stream_generation(
+    context: &mut ModelContext,
+    prompt: &[u32],
+    params: &GenerateParams,
+    events: &UnboundedSender<EngineEvent>,
+) -> Result<bool, GenerateError> {
+    let mut generation = context.start_generation(prompt, params)?;
+    let mut sent = 0;
+    for token in generation.by_ref() {
+        let token = token?;
+        sent += token.text.len();
+        if events.send(EngineEvent::Token { token, logprobs: None }).is_err() {
+            return Ok(false);
+        }
+    }
+    let (output, _) = generation.into_cache()?;
+    // Text held back until the end (a possible stop string that never completed).
+    let tail = output.text.get(sent..).unwrap_or_default().to_owned();
+    Ok(events.send(EngineEvent::Done { tail, output, cached_tokens: 0 }).is_ok())
+}
+
+/// One request through a batch of its own (log-probabilities, grammars); `false` when the
+/// client left first.
+fn serve_alone(
+    context: &mut ModelContext,
+    request: BatchRequest,
+    events: &UnboundedSender<EngineEvent>,
+) -> Result<bool, GenerateError> {
+    let ModelContext { model, tokenizer, .. } = context;
+    let config = BatchConfig { max_batch: 1, prompt_cache_bytes: 0, ..BatchConfig::default() };
+    let mut generator = BatchGenerator::new(model.as_mut(), tokenizer.as_ref(), config)?;
+    let id = generator.insert(request);
+    while !generator.is_idle() {
+        if events.is_closed() {
+            generator.cancel(id);
+            return Ok(false);
+        }
+        for event in generator.step()? {
+            let event = match event {
+                BatchEvent::Token { token, logprobs, .. } => EngineEvent::Token { token, logprobs },
+                BatchEvent::Done { tail, output, cached_tokens, .. } => {
+                    EngineEvent::Done { tail, output, cached_tokens }
+                }
+                BatchEvent::Failed { error, .. } => return Err(error),
+            };
+            let _ = events.send(event);
+        }
+    }
+    Ok(true)
 }
 
 /// One run of the batch generator, until it fails or the handles are gone. Requests that

@@ -60,6 +60,10 @@ pub struct ServerConfig {
     /// Saved prompt caches (`lamina_generate::save_prompt_cache`) to start the prompt cache
     /// with.
     pub prompt_cache_files: Vec<std::path::PathBuf>,
+    /// Speculative decoding (a draft model or prompt lookup). Requests then run one at a
+    /// time, as with mlx-lm's server and a draft model: drafting pays off when one sequence
+    /// decodes, not in a batch.
+    pub draft: Option<lamina_generate::DraftParams>,
 }
 
 impl ServerConfig {
@@ -72,6 +76,7 @@ impl ServerConfig {
             max_body_bytes: 4 << 20,
             default_max_tokens: 512,
             prompt_cache_files: Vec::new(),
+            draft: None,
         }
     }
 }
@@ -115,7 +120,8 @@ pub fn router(context: ModelContext, config: ServerConfig) -> Result<Router, Sta
             load_prompt_cache(file, &fresh).map_err(|e| StartError::PromptCache(e.to_string()))?;
         preload.push((tokens, cache));
     }
-    let engine = Engine::start(context, config.batch.clone(), config.max_queue, preload)?;
+    let engine =
+        Engine::start(context, config.batch.clone(), config.max_queue, preload, config.draft.clone())?;
     let state = Arc::new(routes::AppState {
         engine,
         tokenizer,

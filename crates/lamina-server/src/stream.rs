@@ -57,13 +57,40 @@ pub fn finish_reason(reason: FinishReason, called_tools: bool) -> &'static str {
     }
 }
 
-fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    })
+/// What a request used, its choices together.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    completion: usize,
+    cached: usize,
+    /// Draft tokens proposed and accepted (speculative decoding).
+    drafted: usize,
+    accepted: usize,
+}
+
+impl Usage {
+    fn add(&mut self, output: &lamina_generate::GenerationOutput, cached: usize) {
+        self.completion += output.tokens.len();
+        self.cached = self.cached.max(cached);
+        self.drafted += output.stats.draft_tokens;
+        self.accepted += output.stats.accepted_draft_tokens;
+    }
+
+    /// OpenAI's `usage`; drafts as its predicted outputs' accepted and rejected tokens.
+    fn json(&self, prompt: usize) -> Value {
+        let mut usage = json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": prompt + self.completion,
+            "prompt_tokens_details": {"cached_tokens": self.cached},
+        });
+        if self.drafted > 0 {
+            usage["completion_tokens_details"] = json!({
+                "accepted_prediction_tokens": self.accepted,
+                "rejected_prediction_tokens": self.drafted - self.accepted,
+            });
+        }
+        usage
+    }
 }
 
 fn token_text(tokenizer: Option<&Tokenizer>, id: u32) -> String {
@@ -149,7 +176,7 @@ impl Reply {
                 ..Default::default()
             })
             .collect();
-        let (mut finished, mut completion, mut cached) = (Vec::with_capacity(choices), 0, 0);
+        let (mut finished, mut used) = (Vec::with_capacity(choices), Usage::default());
         while let Some((index, event)) = events.recv().await {
             let Some(state) = states.get_mut(index) else { continue };
             match event {
@@ -166,14 +193,13 @@ impl Reply {
                 }
                 EngineEvent::Done { tail, output, cached_tokens } => {
                     state.text.push_str(&tail);
-                    completion += output.tokens.len();
-                    cached = cached.max(cached_tokens);
+                    used.add(&output, cached_tokens);
                     finished.push((index, self.whole_choice(index, state, output.finish_reason)));
                     if finished.len() == choices {
                         finished.sort_by_key(|(i, _)| *i);
                         let choices: Vec<Value> = finished.into_iter().map(|(_, c)| c).collect();
                         let mut body = self.envelope(false, Value::Array(choices));
-                        body["usage"] = usage(self.prompt_tokens, completion, cached);
+                        body["usage"] = used.json(self.prompt_tokens);
                         return Ok(body);
                     }
                 }
@@ -348,7 +374,7 @@ impl ChunkWriter {
                 self.release(index, vec![ToolEvent::Content(echo.clone())], None).await?;
             }
         }
-        let (mut remaining, mut completion, mut cached) = (choices, 0, 0);
+        let (mut remaining, mut used) = (choices, Usage::default());
         while let Some((index, event)) = events.recv().await {
             if index >= choices {
                 continue;
@@ -385,13 +411,12 @@ impl ChunkWriter {
                         }
                     };
                     self.choice(last).await?;
-                    completion += output.tokens.len();
-                    cached = cached.max(cached_tokens);
+                    used.add(&output, cached_tokens);
                     remaining -= 1;
                     if remaining == 0 {
                         if self.reply.include_usage {
                             let mut chunk = self.reply.envelope(true, json!([]));
-                            chunk["usage"] = usage(self.reply.prompt_tokens, completion, cached);
+                            chunk["usage"] = used.json(self.reply.prompt_tokens);
                             self.send(&chunk).await?;
                         }
                         break;

@@ -456,3 +456,39 @@ async fn n_choices_sample_apart_stream_with_their_index_and_repeat_with_a_seed()
         assert_eq!((status, &error["error"]["param"]), (400, &json!("n")), "{error}");
     }
 }
+
+#[tokio::test]
+async fn a_drafting_server_answers_as_the_batch_does_and_reports_its_drafts() {
+    let plain = start(|c| c).await;
+    let drafted =
+        start(|c| ServerConfig { draft: Some(lamina_generate::DraftParams::prompt_lookup(2, 3)), ..c }).await;
+    let body = json!({"prompt": "count", "max_tokens": 12});
+    let (_, expected) = post(&plain, "/v1/completions", body.clone()).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (base, body) = (drafted.clone(), body.clone());
+        tasks.push(tokio::spawn(async move { post(&base, "/v1/completions", body).await }));
+    }
+    for task in tasks {
+        let (status, answer) = task.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["choices"][0]["text"], expected["choices"][0]["text"], "{answer}");
+        let details = &answer["usage"]["completion_tokens_details"];
+        assert!(details["accepted_prediction_tokens"].as_u64().unwrap() > 0, "{answer}");
+    }
+    assert!(expected["usage"].get("completion_tokens_details").is_none(), "{expected}");
+    // Streamed, with log-probabilities (a batch of one), and a chat.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let text: String = chunks(&events(&drafted, "/v1/completions", streamed).await)
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, expected["choices"][0]["text"].as_str().unwrap());
+    let (status, with_logprobs) =
+        post(&drafted, "/v1/completions", json!({"prompt": "count", "max_tokens": 3, "logprobs": 2})).await;
+    assert_eq!(status, 200, "{with_logprobs}");
+    assert_eq!(with_logprobs["choices"][0]["logprobs"]["tokens"].as_array().unwrap().len(), 3);
+    let (status, chat) = post(&drafted, "/v1/chat/completions", json!({"messages": user("Hi")})).await;
+    assert_eq!((status, &chat["choices"][0]["message"]["content"]), (200, &json!("Hello world!")), "{chat}");
+}
