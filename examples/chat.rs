@@ -16,6 +16,8 @@
 mod common;
 #[path = "common/default_model.rs"]
 mod default_model;
+#[path = "common/kv.rs"]
+mod kv;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -67,6 +69,8 @@ struct Args {
     /// A system message to start with.
     #[arg(long)]
     system: Option<String>,
+    #[command(flatten)]
+    kv: kv::KvArgs,
 }
 
 /// The conversation and the cache that holds it.
@@ -221,6 +225,7 @@ fn run(args: Args) -> common::RunResult {
         max_new_tokens: args.max_tokens,
         sampler,
         max_kv_size: args.max_kv_size,
+        kv_quantization: args.kv.quantization(),
         ..GenerateParams::default()
     };
     let mut chat =

@@ -18,6 +18,8 @@ mod common;
 mod default_model;
 #[path = "common/draft.rs"]
 mod draft;
+#[path = "common/kv.rs"]
+mod kv;
 #[path = "common/ranks.rs"]
 mod ranks;
 
@@ -101,6 +103,8 @@ struct Args {
     grammar: Option<std::path::PathBuf>,
     #[command(flatten)]
     draft: draft::DraftArgs,
+    #[command(flatten)]
+    kv: kv::KvArgs,
 }
 
 impl Args {
@@ -229,6 +233,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         sampler,
         constraint,
         draft,
+        kv_quantization: args.kv.quantization(),
         ..GenerateParams::default()
     };
     let mut stream = container.generate(prompt, params).await;

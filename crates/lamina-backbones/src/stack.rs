@@ -4,8 +4,8 @@ use lamina_blocks::Block;
 use std::rc::Rc;
 
 use lamina_components::{
-    BatchKvCache, Embedding, LayerCache, LayerInput, Norm, RotatingKvCache, SsmState, VisitLayers, check_ids,
-    checkpointed,
+    BatchKvCache, Embedding, KvQuantization, LayerCache, LayerInput, Norm, RotatingKvCache, SsmState,
+    VisitLayers, check_ids, checkpointed,
 };
 use lamina_core::{BackboneOutput, Error, Result};
 use mlx_rs::Array;
@@ -52,13 +52,22 @@ impl ModelCache {
             let wider = match layer {
                 LayerCache::Kv(_) => true,
                 LayerCache::Rotating(c) => c.window() > max,
-                LayerCache::Ssm(_) | LayerCache::Batch(_) => false,
+                LayerCache::Ssm(_) | LayerCache::Batch(_) | LayerCache::Quantized(_) => false,
             };
             if wider {
                 *layer = LayerCache::Rotating(RotatingKvCache::new(max)?);
             }
         }
         Ok(self)
+    }
+
+    /// Converts every full-attention layer holding more than `how.start` positions to a
+    /// quantized cache (see [`LayerCache::quantize_past_start`]).
+    ///
+    /// # Errors
+    /// As [`LayerCache::quantize_past_start`].
+    pub fn quantize_past_start(&mut self, how: KvQuantization) -> Result<()> {
+        self.layers.iter_mut().try_for_each(|l| l.quantize_past_start(how))
     }
 
     /// Whether every layer can be trimmed back to its length now after `extra` more

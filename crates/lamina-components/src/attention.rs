@@ -16,8 +16,9 @@ use crate::attendable::Attendable;
 use crate::cache::{DecodeScores, LayerCache};
 use crate::fast;
 use crate::linear::Linear;
-use crate::mask::{AttentionMask, MaskSpan, causal_mask};
+use crate::mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 use crate::norm::{Norm, NormConfig};
+use crate::quantized_cache::quantized_attention;
 use crate::rope::{Rope, RopeConfig};
 
 /// Where QK-norm is applied relative to RoPE.
@@ -274,6 +275,26 @@ impl Attention {
             };
             fast::prompt_attention(&q, keys, values, how, padded, needs_grad)
         };
+        if let Some(LayerCache::Quantized(c)) = cache {
+            let (keys, values) = c.update_and_fetch(&k, &v)?;
+            let span = MaskSpan { query_start: offset, query_len: l, key_start: 0, key_len: c.offset() };
+            let keep = match attention_mask(span, window, padding_mask)? {
+                AttentionMask::None => None,
+                AttentionMask::Causal => Some(causal_mask(span, None)?),
+                AttentionMask::Explicit(m) => Some(m),
+            };
+            let how = c.quantization();
+            let out = quantized_attention(
+                &q,
+                &keys,
+                &values,
+                how,
+                self.scale(),
+                self.config.softcap,
+                keep.as_ref(),
+            )?;
+            return merge_heads(&out.as_dtype(dtype)?, l);
+        }
         let attendable = match cache {
             None => Attendable::uncached(k, v, window, padding_mask)?,
             Some(cache) => cache.update_and_fetch(&k, &v, window, padding_mask)?,
@@ -303,12 +324,7 @@ impl Attention {
             Some(cap) => softcapped_attention(&q, &keys, &values, scale, cap, &mask)?,
         };
         let out = if widen { out.as_dtype(dtype)? } else { out };
-        let (b, heads, d) = (out.dim(0), out.dim(1), out.dim(3));
-        Ok(if l == 1 {
-            out.reshape(&[b, 1, heads * d])?
-        } else {
-            out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, heads * d])?
-        })
+        merge_heads(&out, l)
     }
 
     /// RoPE at the cache's positions, then QK-norm when it comes after RoPE.
@@ -511,6 +527,16 @@ fn softcapped_attention(
     let probs = mlx_rs::ops::softmax_axis(&scores.as_dtype(mlx_rs::Dtype::Float32)?, -1, None)?
         .as_dtype(v.dtype())?;
     Ok(probs.matmul(&v)?.reshape(&[b, heads, l, d])?)
+}
+
+/// `[B, H, L, D]` heads side by side: `[B, L, H * D]`.
+fn merge_heads(out: &Array, l: i32) -> Result<Array> {
+    let (b, heads, d) = (out.dim(0), out.dim(1), out.dim(3));
+    Ok(if l == 1 {
+        out.reshape(&[b, 1, heads * d])?
+    } else {
+        out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, heads * d])?
+    })
 }
 
 /// `cap * tanh(x / cap)`: Gemma 2's soft-capping of attention scores and final logits.

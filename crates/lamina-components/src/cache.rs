@@ -11,6 +11,7 @@ use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
 use mlx_rs::{Array, ops};
 
 pub use crate::batch_cache::BatchKvCache;
+use crate::quantized_cache::{KvQuantization, QuantizedKvCache};
 
 /// Keys and values grow in blocks of this many positions, so that decoding does not
 /// reallocate (or concatenate) on every token.
@@ -28,6 +29,8 @@ pub enum LayerCache {
     /// Keys and values of a batch of sequences of different lengths, left-padded into one
     /// array (continuous batching).
     Batch(BatchKvCache),
+    /// Keys and values of every position so far, quantized (a long context in less memory).
+    Quantized(QuantizedKvCache),
 }
 
 impl LayerCache {
@@ -38,6 +41,7 @@ impl LayerCache {
             LayerCache::Rotating(c) => c.offset,
             LayerCache::Ssm(c) => c.offset,
             LayerCache::Batch(c) => c.offset,
+            LayerCache::Quantized(c) => c.offset(),
         }
     }
 
@@ -58,6 +62,7 @@ impl LayerCache {
             LayerCache::Rotating(c) => c.keys.iter_mut().chain(c.values.iter_mut()).collect(),
             LayerCache::Ssm(c) => c.conv.iter_mut().chain(c.ssm.iter_mut()).collect(),
             LayerCache::Batch(c) => c.keys.iter_mut().chain(c.values.iter_mut()).collect(),
+            LayerCache::Quantized(c) => c.held_mut(),
         }
     }
 
@@ -83,6 +88,7 @@ impl LayerCache {
             LayerCache::Rotating(c) => c.keys.iter().chain(c.values.iter()).collect(),
             LayerCache::Ssm(c) => c.conv.iter().chain(c.ssm.iter()).collect(),
             LayerCache::Batch(c) => c.keys.iter().chain(c.values.iter()).collect(),
+            LayerCache::Quantized(c) => c.held(),
         }
     }
 
@@ -91,7 +97,7 @@ impl LayerCache {
         match self {
             LayerCache::Kv(c) => c.ownership.lend(),
             LayerCache::Rotating(c) => c.ownership.lend(),
-            LayerCache::Ssm(_) | LayerCache::Batch(_) => {}
+            LayerCache::Ssm(_) | LayerCache::Batch(_) | LayerCache::Quantized(_) => {}
         }
     }
 
@@ -102,6 +108,7 @@ impl LayerCache {
             LayerCache::Rotating(_) => "rotating KV cache",
             LayerCache::Ssm(_) => "SSM state",
             LayerCache::Batch(_) => "batch KV cache",
+            LayerCache::Quantized(_) => "quantized KV cache",
         }
     }
 
@@ -112,9 +119,24 @@ impl LayerCache {
         match self {
             _ if len == self.offset() => true,
             LayerCache::Kv(c) => (0..=c.offset).contains(&len),
+            LayerCache::Quantized(c) => (0..=c.offset()).contains(&len),
             LayerCache::Rotating(c) => c.offset <= c.window && (0..=c.offset).contains(&len),
             LayerCache::Ssm(_) | LayerCache::Batch(_) => false,
         }
+    }
+
+    /// Converts a full-attention KV cache holding more than `how.start` positions into a
+    /// quantized one (mlx-lm's `maybe_quantize_kv_cache`); other caches stay as they are.
+    ///
+    /// # Errors
+    /// As [`QuantizedKvCache::from_kv`].
+    pub fn quantize_past_start(&mut self, how: KvQuantization) -> Result<()> {
+        if let LayerCache::Kv(c) = self {
+            if c.offset as usize > how.start {
+                *self = LayerCache::Quantized(QuantizedKvCache::from_kv(c, how)?);
+            }
+        }
+        Ok(())
     }
 
     /// Whether, after `extra` more positions, [`LayerCache::trim`] can bring the cache back
@@ -123,7 +145,7 @@ impl LayerCache {
     pub fn can_rewind(&self, extra: i32) -> bool {
         match self {
             _ if extra == 0 => true,
-            LayerCache::Kv(_) => true,
+            LayerCache::Kv(_) | LayerCache::Quantized(_) => true,
             LayerCache::Rotating(c) => c.offset + extra <= c.window,
             LayerCache::Ssm(_) | LayerCache::Batch(_) => false,
         }
@@ -139,6 +161,7 @@ impl LayerCache {
         }
         match self {
             LayerCache::Kv(c) => c.offset = len,
+            LayerCache::Quantized(c) => c.set_offset(len),
             LayerCache::Rotating(c) => c.offset = len,
             LayerCache::Ssm(_) | LayerCache::Batch(_) => {}
         }

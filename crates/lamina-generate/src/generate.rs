@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use lamina_backbones::ModelCache;
+use lamina_components::KvQuantization;
 use lamina_families::LanguageModel;
 use lamina_loader::Tokenizer;
 use mlx_rs::ops::indexing::TryIndexOp;
@@ -15,7 +16,9 @@ use strum::Display;
 use crate::constraint::Constraint;
 use crate::error::{GenerateError, Result};
 use crate::sampler::SamplerConfig;
-use crate::sequence::{SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill};
+use crate::sequence::{
+    SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill_quantizing,
+};
 use crate::speculative::{DraftParams, Speculation};
 
 /// What to do when the prompt plus the new tokens would pass the model's maximum length.
@@ -56,6 +59,11 @@ pub struct GenerateParams {
     /// window, mlx-lm's `max_kv_size`): bounded memory, the oldest positions forgotten.
     #[serde(default)]
     pub max_kv_size: Option<usize>,
+    /// Store keys and values quantized once a full-attention cache passes
+    /// [`KvQuantization::start`] positions (mlx-lm's `kv_bits`): long contexts in less memory,
+    /// at a small cost in accuracy.
+    #[serde(default)]
+    pub kv_quantization: Option<KvQuantization>,
 }
 
 impl Default for GenerateParams {
@@ -70,6 +78,7 @@ impl Default for GenerateParams {
             constraint: None,
             draft: None,
             max_kv_size: None,
+            kv_quantization: None,
         }
     }
 }
@@ -144,6 +153,7 @@ pub struct Generation<'a> {
     state: SequenceState<'a>,
     next: Option<Array>,
     speculation: Option<Speculation>,
+    kv: Option<KvQuantization>,
 }
 
 impl std::fmt::Debug for Generation<'_> {
@@ -186,6 +196,7 @@ impl<'a> Generation<'a> {
     ) -> Result<Self> {
         let plan = plan(model, prompt, params)?;
         let prompt = plan.prompt(prompt);
+        let kv = params.kv_quantization.map(KvQuantization::validated).transpose()?;
         no_buffer_cache_on_cpu()?;
         memory::reset_peak_memory()?;
         let started = Instant::now();
@@ -204,7 +215,8 @@ impl<'a> Generation<'a> {
         };
         let mut state = SequenceState::new(tokenizer, prompt, &plan, params, started)?;
         state.cached = reused;
-        let logits = prefill(model, &mut cache, &ids_array(&prompt[reused..]), params.prefill_step)?;
+        let logits =
+            prefill_quantizing(model, &mut cache, &ids_array(&prompt[reused..]), params.prefill_step, kv)?;
         let first = state.sample(&logits)?;
         mlx_rs::transforms::async_eval([&first])?;
         let speculation = match &params.draft {
@@ -214,7 +226,7 @@ impl<'a> Generation<'a> {
             Some(draft) => Some(Speculation::start(draft, &params.sampler, prompt, model.info().vocab_size)?),
             None => None,
         };
-        Ok(Generation { model, cache, state, next: Some(first), speculation })
+        Ok(Generation { model, cache, state, next: Some(first), speculation, kv })
     }
 
     fn advance(&mut self) -> Result<Option<TokenEvent>> {
@@ -230,6 +242,9 @@ impl<'a> Generation<'a> {
                 }
                 None => {
                     if speculation.queue.is_empty() {
+                        if let Some(how) = self.kv {
+                            self.cache.quantize_past_start(how)?;
+                        }
                         speculation.round(self.model, &mut self.cache, &mut self.state)?;
                     }
                     let Some(id) = speculation.queue.pop_front() else { return Ok(None) };
@@ -247,7 +262,7 @@ impl<'a> Generation<'a> {
         // the forward pass computes.
         let mut logits = None;
         if self.state.may_continue() {
-            let ahead = last_logits(self.model, &mut self.cache, &current.reshape(&[1, 1])?)?;
+            let ahead = self.forward(&current)?;
             if self.state.samples_ahead() {
                 self.next = Some(self.sample(&ahead)?);
             } else {
@@ -260,11 +275,19 @@ impl<'a> Generation<'a> {
         if self.state.finished.is_none() && self.next.is_none() {
             let logits = match logits {
                 Some(logits) => logits,
-                None => last_logits(self.model, &mut self.cache, &current.reshape(&[1, 1])?)?,
+                None => self.forward(&current)?,
             };
             self.next = Some(self.sample(&logits)?);
         }
         Ok(event)
+    }
+
+    /// The logits after `token` (its cache quantized first where it has passed the start).
+    fn forward(&mut self, token: &Array) -> Result<Array> {
+        if let Some(how) = self.kv {
+            self.cache.quantize_past_start(how)?;
+        }
+        last_logits(self.model, &mut self.cache, &token.reshape(&[1, 1])?)
     }
 
     fn sample(&mut self, logits: &Array) -> Result<Array> {

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use lamina_backbones::ModelCache;
-use lamina_components::{KvCache, LayerCache, RotatingKvCache, SsmState};
+use lamina_components::{
+    KvCache, KvQuantization, LayerCache, Packed, QuantizedKvCache, RotatingKvCache, SsmState,
+};
 use lamina_loader::{LoaderError, TensorFile};
 use mlx_rs::Array;
 use serde::{Deserialize, Serialize};
@@ -116,6 +118,7 @@ enum SavedLayer {
     Kv { offset: i32 },
     Rotating { offset: i32, window: i32 },
     Ssm { offset: i32 },
+    Quantized { offset: i32, bits: i32, group_size: i32 },
     Empty,
 }
 
@@ -166,6 +169,18 @@ pub fn save_prompt_cache(path: &Path, cache: &ModelCache, tokens: &[u32]) -> Res
                 SavedLayer::Ssm { offset: *offset }
             }
             LayerCache::Ssm(_) => SavedLayer::Empty,
+            LayerCache::Quantized(c) => match c.state()? {
+                Some((k, v)) => {
+                    for (name, packed) in [("keys", &k), ("values", &v)] {
+                        put(name, &packed.data);
+                        put(&format!("{name}.scales"), &packed.scales);
+                        put(&format!("{name}.biases"), &packed.biases);
+                    }
+                    let how = c.quantization();
+                    SavedLayer::Quantized { offset: c.offset(), bits: how.bits, group_size: how.group_size }
+                }
+                None => SavedLayer::Empty,
+            },
             LayerCache::Batch(_) => {
                 return Err(bad("a batch of caches cannot be saved; save one row".into()));
             }
@@ -222,6 +237,19 @@ pub fn load_prompt_cache(path: &Path, fresh: &ModelCache) -> Result<(ModelCache,
                     take(i, "values")?,
                     offset,
                 )?)
+            }
+            // A quantized cache is a full-attention cache converted past its start.
+            (SavedLayer::Quantized { offset, bits, group_size }, LayerCache::Kv(_)) => {
+                let mut packed = |name: &str| -> Result<Packed> {
+                    Ok(Packed {
+                        data: take(i, name)?,
+                        scales: take(i, &format!("{name}.scales"))?,
+                        biases: take(i, &format!("{name}.biases"))?,
+                    })
+                };
+                let (keys, values) = (packed("keys")?, packed("values")?);
+                let how = KvQuantization { bits, group_size, start: 0 };
+                LayerCache::Quantized(QuantizedKvCache::from_state(keys, values, offset, how)?)
             }
             (SavedLayer::Ssm { offset }, LayerCache::Ssm(_)) => LayerCache::Ssm(SsmState {
                 conv: Some(take(i, "conv")?),

@@ -111,14 +111,29 @@ pub(crate) fn prefill(
     ids: &Array,
     step: usize,
 ) -> Result<Array> {
+    prefill_quantizing(model, cache, ids, step, None)
+}
+
+/// As [`prefill`], quantizing the cache's full-attention layers once they pass `kv`'s start
+/// (checked before each chunk, as mlx-lm does).
+pub(crate) fn prefill_quantizing(
+    model: &mut dyn LanguageModel,
+    cache: &mut ModelCache,
+    ids: &Array,
+    step: usize,
+    kv: Option<lamina_components::KvQuantization>,
+) -> Result<Array> {
     let (len, step) = (ids.dim(1), i32::try_from(step.max(1)).unwrap_or(i32::MAX));
     let mut start = 0;
+    let quantize = |cache: &mut ModelCache| kv.map_or(Ok(()), |how| cache.quantize_past_start(how));
     while len - start > step {
+        quantize(cache)?;
         let chunk = ids.try_index((.., start..start + step))?;
         model.forward(ModelInput { check_ids: false, ..ModelInput::new(&chunk).with_cache(cache) })?;
         cache.eval()?;
         start += step;
     }
+    quantize(cache)?;
     last_logits(model, cache, &ids.try_index((.., start..))?)
 }
 
