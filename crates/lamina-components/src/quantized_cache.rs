@@ -309,13 +309,13 @@ mod tests {
         let kv_heads = k.dim(1);
         let q =
             q.multiply(Array::from_f32(scale)).unwrap().reshape(&[b, kv_heads, h / kv_heads, l, d]).unwrap();
-        let scores = q.matmul(&k.expand_dims(2).unwrap().swap_axes(-1, -2).unwrap()).unwrap();
+        let scores = q.matmul(k.expand_dims(2).unwrap().swap_axes(-1, -2).unwrap()).unwrap();
         let scores = match keep {
             Some(m) => ops::select(m, &scores, Array::from_f32(f32::MIN)).unwrap(),
             None => scores,
         };
         let probs = ops::softmax_axis(&scores, -1, None).unwrap();
-        probs.matmul(&v.expand_dims(2).unwrap()).unwrap().reshape(&[b, h, l, -1]).unwrap()
+        probs.matmul(v.expand_dims(2).unwrap()).unwrap().reshape(&[b, h, l, -1]).unwrap()
     }
 
     #[test]
