@@ -18,6 +18,8 @@ mod common;
 mod default_model;
 #[path = "common/kv.rs"]
 mod kv;
+#[path = "common/sampling.rs"]
+mod sampling;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -26,8 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use lamina::generate::{
-    CachedTokens, GenerateParams, Message, ModelContext, Role, SamplerConfig, load_prompt_cache,
-    save_prompt_cache,
+    CachedTokens, GenerateParams, Message, ModelContext, Role, load_prompt_cache, save_prompt_cache,
 };
 use lamina::loader::{LoadOptions, load_blocking};
 
@@ -45,24 +46,8 @@ struct Args {
     /// The most tokens per answer.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Nucleus sampling threshold.
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Keep the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Minimum probability relative to the most likely token (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    min_p: f32,
-    /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
-    /// Seed for sampling.
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    sampling: sampling::SamplingArgs,
     /// Keep at most this many positions in the cache (the oldest are forgotten).
     #[arg(long)]
     max_kv_size: Option<usize>,
@@ -212,15 +197,7 @@ fn run(args: Args) -> common::RunResult {
     catch_ctrl_c()?;
     let path = default_model::model_or_default(args.model.clone())?;
     let context = ModelContext::new(load_blocking(&path, LoadOptions::default())?)?;
-    let sampler = SamplerConfig {
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
-        min_p: args.min_p,
-        repetition_penalty: args.repetition_penalty,
-        seed: args.seed,
-        ..SamplerConfig::default()
-    };
+    let sampler = args.sampling.config();
     let params = GenerateParams {
         max_new_tokens: args.max_tokens,
         sampler,

@@ -22,6 +22,8 @@ mod draft;
 mod kv;
 #[path = "common/ranks.rs"]
 mod ranks;
+#[path = "common/sampling.rs"]
+mod sampling;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -29,9 +31,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use lamina::core::DType;
-use lamina::generate::{
-    GenerateParams, Grammar, Message, ModelContainer, SamplerConfig, StreamEvent, StreamExt,
-};
+use lamina::generate::{GenerateParams, Grammar, Message, ModelContainer, StreamEvent, StreamExt};
 use lamina::loader::{LoadOptions, Progress, ProgressSink};
 
 /// Generate text with a lamina model.
@@ -64,24 +64,8 @@ struct Args {
     /// The most tokens to generate.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Nucleus sampling threshold.
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Keep the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Minimum probability relative to the most likely token (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    min_p: f32,
-    /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
-    /// Seed for sampling.
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    sampling: sampling::SamplingArgs,
     /// Weights dtype (f32, f16, bf16); quantized GGUF tensors are dequantized to it. As
     /// stored when absent (a quantized file stays quantized).
     #[arg(long)]
@@ -214,15 +198,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     };
-    let sampler = SamplerConfig {
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
-        min_p: args.min_p,
-        repetition_penalty: args.repetition_penalty,
-        seed: args.seed,
-        ..SamplerConfig::default()
-    };
+    let sampler = args.sampling.config();
     let constraint = match args.grammar()? {
         Some(grammar) => Some(container.perform(move |ctx| ctx.grammar_compiler()?.compile(grammar)).await??),
         None => None,

@@ -275,29 +275,40 @@ impl Attention {
             };
             fast::prompt_attention(&q, keys, values, how, padded, needs_grad)
         };
-        if let Some(LayerCache::Quantized(c)) = cache {
-            let (keys, values) = c.update_and_fetch(&k, &v)?;
-            let span = MaskSpan { query_start: offset, query_len: l, key_start: 0, key_len: c.offset() };
-            let keep = match attention_mask(span, window, padding_mask)? {
-                AttentionMask::None => None,
-                AttentionMask::Causal => Some(causal_mask(span, None)?),
-                AttentionMask::Explicit(m) => Some(m),
-            };
-            let how = c.quantization();
-            let out = quantized_attention(
-                &q,
-                &keys,
-                &values,
-                how,
-                self.scale(),
-                self.config.softcap,
-                keep.as_ref(),
-            )?;
-            return merge_heads(&out.as_dtype(dtype)?, l);
-        }
         let attendable = match cache {
-            None => Attendable::uncached(k, v, window, padding_mask)?,
-            Some(cache) => cache.update_and_fetch(&k, &v, window, padding_mask)?,
+            // A quantized cache: on the CPU, its keys and values dequantized (a pass over
+            // the cache, cheaper there than MLX's quantized products over it) for the usual
+            // attention; elsewhere, attended through quantized products.
+            Some(LayerCache::Quantized(c)) => {
+                let (keys, values) = c.update_and_fetch(&k, &v)?;
+                let span = MaskSpan { query_start: offset, query_len: l, key_start: 0, key_len: c.offset() };
+                let mask = attention_mask(span, window, padding_mask)?;
+                let how = c.quantization();
+                if !fast::on_cpu() {
+                    let keep = match mask {
+                        AttentionMask::None => None,
+                        AttentionMask::Causal => Some(causal_mask(span, None)?),
+                        AttentionMask::Explicit(m) => Some(m),
+                    };
+                    let out = quantized_attention(
+                        &q,
+                        &keys,
+                        &values,
+                        how,
+                        self.scale(),
+                        self.config.softcap,
+                        keep.as_ref(),
+                    )?;
+                    return merge_heads(&out.as_dtype(dtype)?, l);
+                }
+                let (keys, values) =
+                    (keys.dequantize(how)?.as_dtype(dtype)?, values.dequantize(how)?.as_dtype(dtype)?);
+                Attendable { keys, values, mask, key_start: Some(0) }
+            }
+            other => match other {
+                None => Attendable::uncached(k, v, window, padding_mask)?,
+                Some(cache) => cache.update_and_fetch(&k, &v, window, padding_mask)?,
+            },
         };
         if let Some(start) = attendable.key_start {
             if let Some(out) = prompt(&attendable.keys, &attendable.values, start)? {

@@ -17,31 +17,17 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::SimpleVob;
 use llguidance::{Matcher, ParserFactory};
 use mlx_rs::Array;
-use serde_json::Value;
 
 use crate::error::{GenerateError, Result};
+pub use crate::grammar::Grammar;
 
-/// What the output must match.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Grammar {
-    /// Any JSON object (OpenAI's `response_format: {"type": "json_object"}`).
-    JsonObject,
-    /// A JSON document valid under this JSON schema.
-    JsonSchema(Value),
-    /// Text matching this regular expression (Rust `regex` syntax), as a whole.
-    Regex(String),
-    /// Text of this Lark grammar (llguidance's dialect: `start: ...`, `%json {schema}`).
-    Lark(String),
-}
-
-impl Grammar {
-    fn top_level(&self) -> TopLevelGrammar {
-        match self {
-            Grammar::JsonObject => TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"})),
-            Grammar::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
-            Grammar::Regex(pattern) => TopLevelGrammar::from_regex(pattern),
-            Grammar::Lark(source) => TopLevelGrammar::from_lark(source.clone()),
-        }
+/// llguidance's form of a grammar.
+fn top_level(grammar: &Grammar) -> TopLevelGrammar {
+    match grammar {
+        Grammar::JsonObject => TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"})),
+        Grammar::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
+        Grammar::Regex(pattern) => TopLevelGrammar::from_regex(pattern),
+        Grammar::Lark(source) => TopLevelGrammar::from_lark(source.clone()),
     }
 }
 
@@ -89,7 +75,7 @@ impl GrammarCompiler {
     /// unsatisfiable schema, a grammar no token sequence of this vocabulary can start.
     pub fn compile(&self, grammar: Grammar) -> Result<Constraint> {
         let invalid = |e| grammar_error("invalid grammar", e);
-        let parser = self.factory.create_parser(grammar.top_level()).map_err(invalid)?;
+        let parser = self.factory.create_parser(top_level(&grammar)).map_err(invalid)?;
         let mut matcher = Matcher::new(Ok(parser));
         let mask = matcher.compute_mask().map_err(invalid)?;
         if mask.is_zero() && !matcher.is_accepting().map_err(invalid)? {

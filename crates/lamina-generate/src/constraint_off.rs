@@ -5,22 +5,9 @@ use std::collections::HashSet;
 
 use lamina_loader::Tokenizer;
 use mlx_rs::Array;
-use serde_json::Value;
 
 use crate::error::{GenerateError, Result};
-
-/// What the output must match.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Grammar {
-    /// Any JSON object.
-    JsonObject,
-    /// A JSON document valid under this JSON schema.
-    JsonSchema(Value),
-    /// Text matching this regular expression.
-    Regex(String),
-    /// Text of this Lark grammar.
-    Lark(String),
-}
+pub use crate::grammar::Grammar;
 
 /// Compiles grammars (not in this build).
 #[derive(Debug, Clone)]

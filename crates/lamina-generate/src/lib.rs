@@ -35,6 +35,7 @@ mod container;
 mod detokenizer;
 mod error;
 mod generate;
+mod grammar;
 mod prompt_cache;
 mod sampler;
 mod sequence;
