@@ -10,12 +10,14 @@
 //! Commands: `/reset` (forget the conversation), `/system TEXT` (set the system message),
 //! `/save FILE` (the cache, and the conversation beside it as `FILE.chat.json`), `/load FILE`
 //! (a saved chat, or a prompt cache from the `cache_prompt` example, which then prefixes
-//! every turn), `/help`, `/quit`. Ctrl-C stops the answer being written, not the program;
+//! every turn), `/help`, `/quit`. `--draft-model` or `--prompt-lookup` decode speculatively. Ctrl-C stops the answer being written, not the program;
 //! the end of input (Ctrl-D) ends it.
 
 mod common;
 #[path = "common/default_model.rs"]
 mod default_model;
+#[path = "common/draft.rs"]
+mod draft;
 #[path = "common/kv.rs"]
 mod kv;
 #[path = "common/sampling.rs"]
@@ -56,6 +58,8 @@ struct Args {
     system: Option<String>,
     #[command(flatten)]
     kv: kv::KvArgs,
+    #[command(flatten)]
+    draft: draft::DraftArgs,
 }
 
 /// The conversation and the cache that holds it.
@@ -112,6 +116,9 @@ impl Chat {
             s.generation_tokens_per_s,
             s.peak_memory_bytes as f64 / 1e6
         );
+        if s.draft_tokens > 0 {
+            eprintln!("[drafts: {} of {} accepted]", s.accepted_draft_tokens, s.draft_tokens);
+        }
         Ok(())
     }
 
@@ -176,6 +183,13 @@ fn sidecar(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The drafting the flags ask for (the draft model loaded on a runtime of its own).
+fn draft_params(
+    args: &draft::DraftArgs,
+) -> Result<Option<lamina::generate::DraftParams>, Box<dyn std::error::Error>> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(args.params())
+}
+
 /// Ctrl-C sets [`STOP`] instead of ending the process.
 fn catch_ctrl_c() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -203,6 +217,7 @@ fn run(args: Args) -> common::RunResult {
         sampler,
         max_kv_size: args.max_kv_size,
         kv_quantization: args.kv.quantization(),
+        draft: draft_params(&args.draft)?,
         ..GenerateParams::default()
     };
     let mut chat =
