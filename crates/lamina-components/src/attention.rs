@@ -676,6 +676,53 @@ mod tests {
     }
 
     #[test]
+    fn fused_decoding_over_a_quantized_cache_equals_the_plain_graph() {
+        use crate::quantized_cache::{KvQuantization, QuantizedKvCache};
+        let config = AttentionConfig { head_dim: Some(32), ..AttentionConfig::new(64, 4, 2) };
+        for (bits, window, softcap) in
+            [(8, None, None), (4, Some(3), None), (4, None, Some(2.0)), (6, None, None)]
+        {
+            let mut attn = layer(AttentionConfig { sliding_window: window, softcap, ..config.clone() });
+            let how = KvQuantization { bits, group_size: 32, start: 0 };
+            let cache = || LayerCache::Quantized(QuantizedKvCache::new(how).unwrap());
+            assert!(cache().has_decode_attention());
+            let x = array(&[2, 7, 64], 0.3);
+            let full = attn.forward(LayerInput::new(&x)).unwrap();
+            // Decoded tokens on lamina's quantized decode attention (in place; then on a
+            // clone, which must not touch the original).
+            let fused = decode_step_by_step(&mut attn, &x, cache(), &[3, 1, 1, 1, 1]);
+            attn.training_mode(true);
+            let plain = decode_step_by_step(&mut attn, &x, cache(), &[3, 1, 1, 1, 1]);
+            attn.training_mode(false);
+            let diff = max_diff(&fused, &plain);
+            assert!(diff < 1e-5, "{bits} bits {window:?} {softcap:?}: {diff}");
+            // Keys and values quantized: near the full-precision output, not equal to it.
+            let error = max_diff(&full, &fused);
+            let top = full.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+            let bound = if bits == 8 { 0.05 } else { 0.6 } * top;
+            assert!(error > 0.0 && error < bound, "{bits} bits: {error} (outputs up to {top})");
+            let prompt = x.try_index((.., ..4, ..)).unwrap();
+            let (token, other) = (x.try_index((.., 4..5, ..)).unwrap(), x.try_index((.., 5..6, ..)).unwrap());
+            let mut step = |cache: &mut LayerCache, x: &Array| {
+                attn.forward(LayerInput { x, cache: Some(cache), padding_mask: None }).unwrap()
+            };
+            let (mut original, mut fresh) = (cache(), cache());
+            step(&mut original, &prompt);
+            step(&mut fresh, &prompt);
+            let mut copy = original.clone();
+            step(&mut copy, &token);
+            step(&mut original, &other); // must not write where the copy reads
+            let copied = step(&mut copy, &other);
+            step(&mut fresh, &token);
+            assert_eq!(
+                max_diff(&copied, &step(&mut fresh, &other)),
+                0.0,
+                "{bits} bits: a clone shared writes"
+            );
+        }
+    }
+
+    #[test]
     fn fused_rotation_and_residual_equal_the_plain_graph() {
         use crate::quant::QuantConfig;
         use crate::rope::RopeScaling;

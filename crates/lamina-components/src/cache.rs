@@ -97,7 +97,8 @@ impl LayerCache {
         match self {
             LayerCache::Kv(c) => c.ownership.lend(),
             LayerCache::Rotating(c) => c.ownership.lend(),
-            LayerCache::Ssm(_) | LayerCache::Batch(_) | LayerCache::Quantized(_) => {}
+            LayerCache::Quantized(c) => c.ownership.lend(),
+            LayerCache::Ssm(_) | LayerCache::Batch(_) => {}
         }
     }
 
@@ -183,21 +184,21 @@ pub struct KvCache {
 /// holds them. A clone of the cache shares the token, and handing out the stored arrays
 /// marks it lent; either way the next write goes to a copy, which gets a fresh token.
 #[derive(Debug, Clone, Default)]
-struct Ownership(Arc<AtomicBool>);
+pub(crate) struct Ownership(Arc<AtomicBool>);
 
 impl Ownership {
     /// Ownership of buffers someone else may hold too.
-    fn lent() -> Self {
+    pub(crate) fn lent() -> Self {
         let ownership = Ownership::default();
         ownership.lend();
         ownership
     }
 
-    fn exclusive(&self) -> bool {
+    pub(crate) fn exclusive(&self) -> bool {
         Arc::strong_count(&self.0) == 1 && !self.0.load(Ordering::Relaxed)
     }
 
-    fn lend(&self) {
+    pub(crate) fn lend(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 }
@@ -271,14 +272,24 @@ pub struct DecodeScores {
 }
 
 impl LayerCache {
-    /// Whether [`LayerCache::decode_attention`] serves this cache (a KV or rotating cache).
+    /// Whether [`LayerCache::decode_attention`] serves this cache: a KV or rotating cache,
+    /// or a quantized one of a width the CPU's kernels dequantize.
     pub fn has_decode_attention(&self) -> bool {
+        match self {
+            LayerCache::Quantized(c) => c.has_decode_attention(),
+            other => other.holds_dense_kv(),
+        }
+    }
+
+    /// Whether the cache keeps full-precision key and value buffers that the decode
+    /// kernels write in place (a KV or rotating cache).
+    pub(crate) fn holds_dense_kv(&self) -> bool {
         matches!(self, LayerCache::Kv(_) | LayerCache::Rotating(_))
     }
 
     /// Appends one position's key and value and attends `q` to what the cache keeps, in
-    /// one graph node (lamina's decode attention kernel; the buffers are updated in place).
-    /// f32 on the CPU only.
+    /// one graph node (lamina's decode attention kernel; the buffers are updated in place;
+    /// a quantized cache is read packed). f32 on the CPU only.
     ///
     /// # Shapes
     /// `q [B, H, 1, D]`, `k [B, H_kv, 1, D]`, `v [B, H_kv, 1, D_v]` -> `[B, 1, H * D_v]`
@@ -287,6 +298,9 @@ impl LayerCache {
     /// [`Error::Shape`] when the batch, heads or head size differ from earlier calls,
     /// [`Error::CacheKind`] for a cache without the kernel, or the kernel's error.
     pub fn decode_attention(&mut self, q: &Array, k: &Array, v: &Array, how: DecodeScores) -> Result<Array> {
+        if let LayerCache::Quantized(c) = self {
+            return c.decode_attention(q, k, v, how);
+        }
         let step = self.decode_step(k, v, how)?;
         let scores = step.attention;
         let in_place = step.ownership.exclusive();

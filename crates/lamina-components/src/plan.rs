@@ -94,7 +94,7 @@ impl<'a> DecodePlan<'a> {
     /// # Errors
     /// The cache's and the kernel's errors.
     pub fn run(&self, x: &Array, cache: &mut LayerCache) -> Result<Option<Array>> {
-        if x.dtype() != Dtype::Float32 || x.ndim() != 3 || x.dim(1) != 1 || !cache.has_decode_attention() {
+        if x.dtype() != Dtype::Float32 || x.ndim() != 3 || x.dim(1) != 1 || !cache.holds_dense_kv() {
             return Ok(None);
         }
         let config = self.attention.config();

@@ -12,7 +12,7 @@ use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
 use mlx_rs::{Array, Dtype, ops};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{KV_STEP, KvCache};
+use crate::cache::{DecodeScores, KV_STEP, KvCache, Ownership};
 
 /// How a KV cache is quantized (mlx-lm's `--kv-bits`, `--kv-group-size`,
 /// `--quantized-kv-start`).
@@ -91,6 +91,23 @@ impl Packed {
         Ok(Packed { data: take(&self.data)?, scales: take(&self.scales)?, biases: take(&self.biases)? })
     }
 
+    /// Room for `n` positions of `width`-element rows of `[B, H_kv, 1, width]` `like`,
+    /// quantized as `how` says.
+    fn zeros(like: &Array, n: i32, how: KvQuantization) -> Result<Self> {
+        let (b, h, width) = (like.dim(0), like.dim(1), like.dim(3));
+        let groups = ops::zeros_dtype(&[b, h, n, width / how.group_size], like.dtype())?;
+        Ok(Packed {
+            data: ops::zeros_dtype(&[b, h, n, width * how.bits / 32], Dtype::Uint32)?,
+            scales: groups.clone(),
+            biases: groups,
+        })
+    }
+
+    /// The kernels' view of these rows.
+    fn kernel_view(&self) -> lamina_kernels::PackedKv<'_> {
+        lamina_kernels::PackedKv { data: &self.data, scales: &self.scales, biases: &self.biases }
+    }
+
     /// Room for `n` positions: zeros shaped like `self` along the position axis.
     fn zeros_like(&self, n: i32) -> Result<Self> {
         let zeros = |a: &Array| {
@@ -131,6 +148,8 @@ pub struct QuantizedKvCache {
     values: Option<Packed>,
     offset: i32,
     how: KvQuantization,
+    /// Whether the decode kernel may write the buffers in place (see `KvCache`).
+    pub(crate) ownership: Ownership,
 }
 
 impl QuantizedKvCache {
@@ -139,7 +158,13 @@ impl QuantizedKvCache {
     /// # Errors
     /// [`Error::InvalidConfig`] for settings MLX does not take.
     pub fn new(how: KvQuantization) -> Result<Self> {
-        Ok(QuantizedKvCache { keys: None, values: None, offset: 0, how: how.validated()? })
+        Ok(QuantizedKvCache {
+            keys: None,
+            values: None,
+            offset: 0,
+            how: how.validated()?,
+            ownership: Ownership::default(),
+        })
     }
 
     /// `cache`'s positions, quantized.
@@ -173,6 +198,7 @@ impl QuantizedKvCache {
         cache.keys = Some(keys.head(offset)?);
         cache.values = Some(values.head(offset)?);
         cache.offset = offset;
+        cache.ownership = Ownership::lent();
         Ok(cache)
     }
 
@@ -191,6 +217,7 @@ impl QuantizedKvCache {
     /// # Errors
     /// When MLX fails to slice.
     pub fn state(&self) -> Result<Option<(Packed, Packed)>> {
+        self.ownership.lend();
         match (&self.keys, &self.values) {
             (Some(k), Some(v)) => Ok(Some((k.head(self.offset)?, v.head(self.offset)?))),
             _ => Ok(None),
@@ -214,6 +241,69 @@ impl QuantizedKvCache {
             .chain(self.values.iter_mut())
             .flat_map(|p| [&mut p.data, &mut p.scales, &mut p.biases])
             .collect()
+    }
+
+    /// Whether [`QuantizedKvCache::decode_attention`] runs here: its width and groups on
+    /// the CPU's kernels.
+    pub fn has_decode_attention(&self) -> bool {
+        lamina_kernels::supports_quantized(self.how.bits, self.how.group_size)
+    }
+
+    /// Quantizes and appends one position's key and value and attends `q` to every stored
+    /// position, in one graph node (lamina's quantized decode attention: the cache is read
+    /// packed, and written in place while nothing else holds its buffers). f32 on the CPU.
+    ///
+    /// # Shapes
+    /// `q [B, H, 1, D]`, `k [B, H_kv, 1, D]`, `v [B, H_kv, 1, D_v]` -> `[B, 1, H * D_v]`
+    ///
+    /// # Errors
+    /// The kernel's: another device or dtype, shapes that differ from the stored ones.
+    pub fn decode_attention(&mut self, q: &Array, k: &Array, v: &Array, how: DecodeScores) -> Result<Array> {
+        let slot = self.offset;
+        let capacity = self.keys.as_ref().map_or(0, |s| s.data.dim(2));
+        if slot + 1 > capacity {
+            for (stored, new) in [(&mut self.keys, k), (&mut self.values, v)] {
+                let room = Packed::zeros(new, KV_STEP, self.how)?;
+                *stored = Some(match stored.take() {
+                    Some(s) => s.head(slot)?.concatenate(&room)?,
+                    None => room,
+                });
+            }
+            self.ownership = Ownership::default();
+        }
+        let (Some(keys), Some(values)) = (&self.keys, &self.values) else {
+            return Err(Error::Internal("a quantized KV cache lost its buffers"));
+        };
+        let cache = lamina_kernels::QuantizedCache {
+            keys: keys.kernel_view(),
+            values: values.kernel_view(),
+            group_size: self.how.group_size,
+            bits: self.how.bits,
+        };
+        let attention = lamina_kernels::DecodeAttention {
+            slot,
+            length: slot + 1,
+            scale: how.scale,
+            window: how.window,
+            softcap: how.softcap,
+        };
+        let in_place = self.ownership.exclusive();
+        let (out, buffers) = if in_place {
+            // SAFETY: the ownership token says no clone, saved state or handed-out array
+            // shares these buffers: this cache is their only reader.
+            unsafe { lamina_kernels::quantized_decode_attention_in_place(q, k, v, cache, attention)? }
+        } else {
+            lamina_kernels::quantized_decode_attention(q, k, v, cache, attention)?
+        };
+        let [data, scales, biases] = buffers.keys;
+        self.keys = Some(Packed { data, scales, biases });
+        let [data, scales, biases] = buffers.values;
+        self.values = Some(Packed { data, scales, biases });
+        self.offset += 1;
+        if !in_place {
+            self.ownership = Ownership::default(); // the kernel wrote into copies
+        }
+        Ok(out)
     }
 
     /// Quantizes and appends `L` positions; returns every stored position's keys and values.

@@ -216,6 +216,13 @@ inline void to_handle(Handle* out, const mc::array& a) {
 // The reason of the last failed call on this thread (lamina_kernels_last_error).
 std::string& last_error();
 
+// An array's shape as "[2, 3]", for error messages.
+inline std::string shape_text(const mc::array& a) {
+  std::string text = "[";
+  for (size_t i = 0; i < a.shape().size(); ++i) text += (i ? ", " : "") + std::to_string(a.shape(i));
+  return text + "]";
+}
+
 // An RMSNorm's scale of one row of `k` values: 1 / sqrt(mean(row^2) + eps), in f32 (the
 // RMSNorm primitive and the decode block compute it alike).
 inline float rms_scale(const float* row, int k, float eps) {

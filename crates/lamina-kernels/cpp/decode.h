@@ -4,9 +4,12 @@
 #pragma once
 
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "mlx/array.h"
+
+#include "isa.h"
 
 namespace lamina_kernels {
 
@@ -41,6 +44,14 @@ struct Attend {
 // The attention of Attend's query heads `q` [B, H, D] over the caches' slots, into
 // `out` [B, H * D_v] (the new key and value already written at the slot).
 void attend_decode(const Attend& a, const float* q, const float* keys, const float* values, float* out);
+
+// Points a part of KV group `g` (batch row * H_kv + KV head) at its keys and values: rows
+// [part.begin, part.end) of `part.keys`/`part.values` (which may be a buffer holding just
+// those rows, with begin and end moved to match).
+using PartRows = std::function<void(int g, Part& part)>;
+
+// attend_decode over rows that `rows` provides, parts no longer than `max_part` (> 0).
+void attend_parts(const Attend& a, const float* q, float* out, int max_part, const PartRows& rows);
 
 // The new key and value ([B * H_kv] rows of D and D_v) written at the slot of each KV
 // group's cache rows.

@@ -49,8 +49,9 @@ void attend_any(const Part& p) {
 constexpr long kParallelAttention = 1L << 16;
 
 // Attention of every query head: each KV group's keys split into parts (as many as keep
-// the pool busy), the parts' softmax statistics combined per head.
-void attend_decode(const Attend& a, const float* q, const float* keys, const float* values, float* out) {
+// the pool busy, none longer than `max_part` when it is > 0), each part's rows given by
+// `rows`, the parts' softmax statistics combined per head.
+void attend_parts(const Attend& a, const float* q, float* out, int max_part, const PartRows& rows) {
   const int rep = a.heads / a.kv_heads;
   const int end = a.length;
   const int start = a.window > 0 ? std::max(0, end - a.window) : 0;
@@ -63,13 +64,13 @@ void attend_decode(const Attend& a, const float* q, const float* keys, const flo
     const int wanted = (2 * pool.size() + groups - 1) / groups;
     parts = std::max(1, std::min(wanted, n / 32));
   }
+  if (max_part > 0) parts = std::max(parts, (n + max_part - 1) / max_part);
   const int len = (n + parts - 1) / parts;
   const size_t heads = static_cast<size_t>(groups) * parts * rep;
   std::vector<float> maxs(heads), sums(heads), outs(heads * a.dv);
   auto task = [&](int t) {
     const int g = t / parts, c = t % parts;
     const int begin = start + c * len, stop = std::min(end, begin + len);
-    const size_t cache = static_cast<size_t>(g) * a.capacity;
     const size_t first = static_cast<size_t>(t) * rep;
     if (begin >= stop) {
       std::fill(maxs.begin() + first, maxs.begin() + first + rep, -INFINITY);
@@ -79,22 +80,23 @@ void attend_decode(const Attend& a, const float* q, const float* keys, const flo
     }
     thread_local std::vector<float> scores;
     scores.resize(static_cast<size_t>(rep) * (stop - begin));
-    const Part part{q + static_cast<size_t>(g) * rep * a.d,
-                    keys + cache * a.d,
-                    values + cache * a.dv,
-                    rep,
-                    a.d,
-                    a.dv,
-                    begin,
-                    stop,
-                    a.d,
-                    a.dv,
-                    a.scale,
-                    a.softcap,
-                    scores.data(),
-                    maxs.data() + first,
-                    sums.data() + first,
-                    outs.data() + first * a.dv};
+    Part part{q + static_cast<size_t>(g) * rep * a.d,
+              nullptr,
+              nullptr,
+              rep,
+              a.d,
+              a.dv,
+              begin,
+              stop,
+              a.d,
+              a.dv,
+              a.scale,
+              a.softcap,
+              scores.data(),
+              maxs.data() + first,
+              sums.data() + first,
+              outs.data() + first * a.dv};
+    rows(g, part);
     attend_any(part);
   };
   const int tasks = groups * parts;
@@ -120,6 +122,14 @@ void attend_decode(const Attend& a, const float* q, const float* keys, const flo
       for (int i = 0; i < a.dv; ++i) o[i] /= total;
     }
   }
+}
+
+void attend_decode(const Attend& a, const float* q, const float* keys, const float* values, float* out) {
+  attend_parts(a, q, out, 0, [&](int g, Part& part) {
+    const size_t cache = static_cast<size_t>(g) * a.capacity;
+    part.keys = keys + cache * a.d;
+    part.values = values + cache * a.dv;
+  });
 }
 
 void write_slot(const Attend& a, const float* k, const float* v, float* keys, float* values) {
@@ -505,12 +515,6 @@ class PromptAttention : public mc::UnaryPrimitive {
  private:
   Prompt a_;
 };
-
-std::string shape_text(const mc::array& a) {
-  std::string text = "[";
-  for (size_t i = 0; i < a.shape().size(); ++i) text += (i ? ", " : "") + std::to_string(a.shape(i));
-  return text + "]";
-}
 
 }  // namespace
 

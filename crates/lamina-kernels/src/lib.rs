@@ -12,6 +12,7 @@
 //! | [`rotated_products`] | the same, the first two outputs rotated by RoPE (a decoded token's q and k) | lamina's kernel, CPU and f32 only |
 //! | [`quantized_residual`] | `r + x @ dequantize(w)^T` in one node (a sublayer's output projection and residual add) | lamina's kernel, CPU and f32 only |
 //! | [`decode_attention`] | one query position against a KV cache, writing the new key and value in place | lamina's kernel, CPU and f32 only |
+//! | [`quantized_decode_attention`] | the same against a KV cache held in MLX's affine quantization, read packed | lamina's kernel, CPU and f32 only |
 //! | [`rms_norm`] | RMSNorm of the rows (Gemma's `1 + w` too) in one graph node | lamina's kernel, CPU and f32; MLX's op elsewhere |
 //! | [`rope`] | RoPE (split halves or interleaved, base or explicit frequencies) in one graph node | lamina's kernel, CPU and f32; MLX's op elsewhere |
 //! | [`prompt_attention`] | a prompt's causal attention (GQA, windows, soft-capping) without `[L, S]` scores, output already `[B, L, H * D]` | lamina's kernel, CPU and f32 only |
@@ -87,6 +88,22 @@ unsafe extern "C" {
         in_place: c_int,
     ) -> c_int;
     #[allow(clippy::too_many_arguments)]
+    fn lamina_quantized_decode_attention(
+        outs: *mut mlx_sys::mlx_array,
+        q: mlx_sys::mlx_array,
+        k: mlx_sys::mlx_array,
+        v: mlx_sys::mlx_array,
+        cache: *const mlx_sys::mlx_array,
+        group: c_int,
+        bits: c_int,
+        slot: c_int,
+        length: c_int,
+        scale: f32,
+        window: c_int,
+        softcap: f32,
+        in_place: c_int,
+    ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
     fn lamina_prompt_attention(
         out: *mut mlx_sys::mlx_array,
         q: mlx_sys::mlx_array,
@@ -122,6 +139,7 @@ unsafe extern "C" {
 mod decode_block;
 mod fused;
 mod norm_rope;
+mod quantized_decode;
 pub use decode_block::{BlockNorm, BlockShape, BlockWeights, decode_block_in_place};
 pub use fused::{
     DecodeAttention, GateActivation, PromptAttention, QuantizedWeight, Rotation, decode_attention,
@@ -129,6 +147,9 @@ pub use fused::{
     rotated_products,
 };
 pub use norm_rope::{RopeFrequencies, rms_norm, rope};
+pub use quantized_decode::{
+    PackedBuffers, PackedKv, QuantizedCache, quantized_decode_attention, quantized_decode_attention_in_place,
+};
 
 /// The threads the kernels run a parallel region on (the calling thread included): one
 /// per core this process may use (its CPU affinity on Linux), or `LAMINA_THREADS` when set
