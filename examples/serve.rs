@@ -14,6 +14,8 @@ mod common;
 mod default_model;
 #[path = "common/draft.rs"]
 mod draft;
+#[path = "common/kv.rs"]
+mod kv;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +62,9 @@ struct Args {
     /// Speculative decoding (requests then run one at a time).
     #[command(flatten)]
     draft: draft::DraftArgs,
+    /// A quantized KV cache (every request's, and the decoding batch's).
+    #[command(flatten)]
+    kv: kv::KvArgs,
 }
 
 async fn run(args: Args) -> common::RunResult {
@@ -74,6 +79,7 @@ async fn run(args: Args) -> common::RunResult {
         batch: BatchConfig {
             max_batch: args.max_batch,
             prompt_cache_bytes: args.prompt_cache_bytes,
+            kv_quantization: args.kv.quantization(),
             ..BatchConfig::default()
         },
         max_queue: args.max_queue,

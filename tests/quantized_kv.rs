@@ -125,3 +125,48 @@ fn next_token_logits_stay_close_to_full_precision() {
         );
     }
 }
+
+/// A batch holding its keys and values quantized (`serve --kv-bits`) decodes each sequence
+/// as it decodes alone with a quantized cache, whether the prompts are prefilled together
+/// (full-precision rows quantized as the batch converts) or one per step (quantized rows
+/// joining a quantized batch) — and not as it decodes at full precision.
+#[test]
+fn a_quantized_batch_decodes_each_sequence_as_alone() {
+    use lamina::generate::{BatchConfig, batch_generate, generate};
+    let path = PathBuf::from(env!("LAMINA_DEFAULT_MODEL"));
+    let mut loaded = load_blocking(path, LoadOptions::default()).unwrap();
+    let tokenizer = loaded.tokenizer.take().unwrap();
+    let prompts: Vec<Vec<u32>> = [
+        "The history of the Roman Empire begins with",
+        "Water boils at",
+        "A short list of prime numbers: 2, 3, 5,",
+    ]
+    .iter()
+    .map(|p| tokenizer.encode(p, true).unwrap())
+    .collect();
+    let how = KvQuantization { bits: 4, group_size: 32, start: 0 };
+    let params =
+        GenerateParams { max_new_tokens: 16, kv_quantization: Some(how), ..GenerateParams::default() };
+    let mut alone = |params: &GenerateParams| -> Vec<Vec<u32>> {
+        prompts.iter().map(|p| generate(loaded.model.as_mut(), None, p, params).unwrap().tokens).collect()
+    };
+    let full = alone(&GenerateParams { kv_quantization: None, ..params.clone() });
+    let alone = alone(&params);
+    assert_ne!(full, alone, "4-bit keys and values change some greedy continuation");
+    for per_step in [2048, 1] {
+        let config = BatchConfig {
+            prefill_tokens_per_step: per_step,
+            prompt_cache_bytes: 0,
+            kv_quantization: Some(how),
+            ..BatchConfig::default()
+        };
+        let batch =
+            batch_generate(loaded.model.as_mut(), None, &prompts, &params, config, |_, _| {}).unwrap();
+        for (k, (out, expected)) in batch.into_iter().zip(&alone).enumerate() {
+            assert_eq!(&out.unwrap().tokens, expected, "prompt {k}, {per_step} prefill tokens per step");
+        }
+    }
+    let bad =
+        BatchConfig { kv_quantization: Some(KvQuantization { bits: 7, ..how }), ..BatchConfig::default() };
+    assert!(lamina::generate::BatchGenerator::new(loaded.model.as_mut(), None, bad).is_err());
+}

@@ -1,4 +1,4 @@
-//! The quantized KV cache's flags (mlx-lm's names), shared by `generate` and `chat`.
+//! The quantized KV cache's flags (mlx-lm's names), shared by `generate`, `chat` and `serve`.
 
 use lamina::components::KvQuantization;
 

@@ -6,6 +6,7 @@
 use lamina_core::{Error, Result};
 use mlx_rs::Array;
 
+use crate::batch_cache::KvRows;
 use crate::cache::LayerCache;
 use crate::mask::{AttentionMask, MaskSpan, attention_mask};
 
@@ -82,12 +83,13 @@ impl LayerCache {
                     return Err(Error::Unsupported("padding masks with a batch KV cache"));
                 }
                 let out = c.update_and_fetch(keys, values)?;
-                Ok(Attendable {
-                    keys: out.keys,
-                    values: out.values,
-                    mask: AttentionMask::Explicit(out.mask),
-                    key_start: None,
-                })
+                let (KvRows::Dense(keys), KvRows::Dense(values)) = (out.keys, out.values) else {
+                    return Err(Error::CacheKind {
+                        layer: "full-precision attention",
+                        cache: "quantized batch",
+                    });
+                };
+                Ok(Attendable { keys, values, mask: AttentionMask::Explicit(out.mask), key_start: None })
             }
             other => Err(Error::CacheKind { layer: "an attention layer", cache: other.kind() }),
         }

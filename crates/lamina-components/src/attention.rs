@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::attendable::Attendable;
+use crate::batch_cache::KvRows;
 use crate::cache::{DecodeScores, LayerCache};
 use crate::fast;
 use crate::linear::Linear;
 use crate::mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 use crate::norm::{Norm, NormConfig};
-use crate::quantized_cache::quantized_attention;
+use crate::quantized_cache::{KvQuantization, Packed, quantized_attention};
 use crate::rope::{Rope, RopeConfig};
 
 /// Where QK-norm is applied relative to RoPE.
@@ -243,6 +244,30 @@ impl Attention {
         &self.config
     }
 
+    /// Attention of `q [B, H, L, D]` over quantized keys and values through MLX's quantized
+    /// products, off the CPU (`[B, H, L, D_v]`); `None` on the CPU, where the caller
+    /// dequantizes them for the usual attention.
+    fn over_quantized(
+        &self,
+        q: &Array,
+        [keys, values]: [&Packed; 2],
+        how: KvQuantization,
+        mask: &AttentionMask,
+        span: MaskSpan,
+    ) -> Result<Option<Array>> {
+        if fast::on_cpu() {
+            return Ok(None);
+        }
+        let keep = match mask {
+            AttentionMask::None => None,
+            AttentionMask::Causal => Some(causal_mask(span, None)?),
+            AttentionMask::Explicit(m) => Some(m.clone()),
+        };
+        let out =
+            quantized_attention(q, keys, values, how, self.scale(), self.config.softcap, keep.as_ref())?;
+        Ok(Some(out))
+    }
+
     /// RoPE, the cache and the attention itself for heads-first `q`, `k`, `v`, merged
     /// back across heads.
     ///
@@ -276,34 +301,36 @@ impl Attention {
             fast::prompt_attention(&q, keys, values, how, padded, needs_grad)
         };
         let attendable = match cache {
-            // A quantized cache: on the CPU, its keys and values dequantized (a pass over
-            // the cache, cheaper there than MLX's quantized products over it) for the usual
-            // attention; elsewhere, attended through quantized products.
+            // A quantized cache (a sequence's, or a batch's): on the CPU, its keys and values
+            // dequantized (a pass over the cache, cheaper there than MLX's quantized products
+            // over it) for the usual attention; elsewhere, attended through quantized products.
             Some(LayerCache::Quantized(c)) => {
                 let (keys, values) = c.update_and_fetch(&k, &v)?;
                 let span = MaskSpan { query_start: offset, query_len: l, key_start: 0, key_len: c.offset() };
                 let mask = attention_mask(span, window, padding_mask)?;
                 let how = c.quantization();
-                if !fast::on_cpu() {
-                    let keep = match mask {
-                        AttentionMask::None => None,
-                        AttentionMask::Causal => Some(causal_mask(span, None)?),
-                        AttentionMask::Explicit(m) => Some(m),
-                    };
-                    let out = quantized_attention(
-                        &q,
-                        &keys,
-                        &values,
-                        how,
-                        self.scale(),
-                        self.config.softcap,
-                        keep.as_ref(),
-                    )?;
+                if let Some(out) = self.over_quantized(&q, [&keys, &values], how, &mask, span)? {
                     return merge_heads(&out.as_dtype(dtype)?, l);
                 }
                 let (keys, values) =
                     (keys.dequantize(how)?.as_dtype(dtype)?, values.dequantize(how)?.as_dtype(dtype)?);
                 Attendable { keys, values, mask, key_start: Some(0) }
+            }
+            Some(LayerCache::Batch(c)) if c.quantization().is_some() && padding_mask.is_none() => {
+                let span = MaskSpan { query_start: offset, query_len: l, key_start: 0, key_len: offset + l };
+                let (out, how) = (c.update_and_fetch(&k, &v)?, c.quantization());
+                let (KvRows::Quantized(keys), KvRows::Quantized(values), Some(how)) =
+                    (out.keys, out.values, how)
+                else {
+                    return Err(Error::Internal("a quantized batch returned full-precision rows"));
+                };
+                let mask = AttentionMask::Explicit(out.mask);
+                if let Some(out) = self.over_quantized(&q, [&keys, &values], how, &mask, span)? {
+                    return merge_heads(&out.as_dtype(dtype)?, l);
+                }
+                let (keys, values) =
+                    (keys.dequantize(how)?.as_dtype(dtype)?, values.dequantize(how)?.as_dtype(dtype)?);
+                Attendable { keys, values, mask, key_start: None }
             }
             other => match other {
                 None => Attendable::uncached(k, v, window, padding_mask)?,

@@ -5,19 +5,98 @@
 //! masked); a sliding window is a mask on the same array. Sequences join (their own cache
 //! padded in) and leave (their keys cut back out into a cache of their own) between steps,
 //! so that a forward pass costs the same number of graph nodes for one row as for 32.
+//! A full-attention batch can hold its keys and values quantized ([`KvRows::Quantized`]),
+//! as a sequence's own [`QuantizedKvCache`] does.
 
 use lamina_core::{Error, Result};
-use mlx_rs::ops::indexing::{Ellipsis, TryIndexOp};
+use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
 use mlx_rs::{Array, ops};
 
-use crate::cache::{KvCache, LayerCache, RotatingKvCache, append, check_compatible};
+use crate::cache::{KV_STEP, KvCache, LayerCache, RotatingKvCache, check_compatible};
+use crate::quantized_cache::{KvQuantization, Packed, QuantizedKvCache};
+
+/// A batch's keys or values `[B, H_kv, K, ...]`: at full precision, or quantized.
+#[derive(Debug, Clone)]
+pub enum KvRows {
+    /// `[B, H_kv, K, D]`.
+    Dense(Array),
+    /// MLX's affine quantization of `[B, H_kv, K, D]`.
+    Quantized(Packed),
+}
+
+impl KvRows {
+    /// The arrays held (one, or the packed data, scales and biases).
+    pub fn parts(&self) -> Vec<&Array> {
+        match self {
+            KvRows::Dense(a) => vec![a],
+            KvRows::Quantized(p) => vec![&p.data, &p.scales, &p.biases],
+        }
+    }
+
+    fn parts_mut(&mut self) -> Vec<&mut Array> {
+        match self {
+            KvRows::Dense(a) => vec![a],
+            KvRows::Quantized(p) => vec![&mut p.data, &mut p.scales, &mut p.biases],
+        }
+    }
+
+    /// Size of axis `axis` (0: rows, 1: heads, 2: positions; the same for every part).
+    fn dim(&self, axis: i32) -> i32 {
+        match self {
+            KvRows::Dense(a) => a.dim(axis),
+            KvRows::Quantized(p) => p.data.dim(axis),
+        }
+    }
+
+    /// `f` applied to every part.
+    fn map(&self, f: impl Fn(&Array) -> Result<Array>) -> Result<Self> {
+        Ok(match self {
+            KvRows::Dense(a) => KvRows::Dense(f(a)?),
+            KvRows::Quantized(p) => {
+                KvRows::Quantized(Packed { data: f(&p.data)?, scales: f(&p.scales)?, biases: f(&p.biases)? })
+            }
+        })
+    }
+
+    /// The parts of `self` and `other` concatenated along `axis`.
+    fn concatenate(&self, other: &Self, axis: i32) -> Result<Self> {
+        let join = |a: &Array, b: &Array| -> Result<Array> { Ok(ops::concatenate(&[a, b], axis)?) };
+        match (self, other) {
+            (KvRows::Dense(a), KvRows::Dense(b)) => Ok(KvRows::Dense(join(a, b)?)),
+            (KvRows::Quantized(a), KvRows::Quantized(b)) => Ok(KvRows::Quantized(Packed {
+                data: join(&a.data, &b.data)?,
+                scales: join(&a.scales, &b.scales)?,
+                biases: join(&a.biases, &b.biases)?,
+            })),
+            _ => Err(Error::Internal("a batch KV cache mixed full-precision and quantized rows")),
+        }
+    }
+
+    /// Zeros shaped like `self` but for `rows` rows and `n` positions.
+    fn zeros(&self, rows: i32, n: i32) -> Result<Self> {
+        self.map(|a| {
+            let s = a.shape();
+            Ok(ops::zeros_dtype(&[rows, s[1], n, s[3]], a.dtype())?)
+        })
+    }
+
+    /// These rows quantized as `how` says (quantized ones stay as they are).
+    fn quantized(self, how: KvQuantization) -> Result<Self> {
+        match self {
+            KvRows::Dense(a) => Ok(KvRows::Quantized(Packed::quantize(&a, how)?)),
+            quantized => Ok(quantized),
+        }
+    }
+}
 
 /// Keys and values of a batch of sequences, left-padded into one array.
 #[derive(Debug, Clone, Default)]
 pub struct BatchKvCache {
     window: Option<i32>,
-    pub(crate) keys: Option<Array>,
-    pub(crate) values: Option<Array>,
+    /// Set once the batch holds its keys and values quantized.
+    quantization: Option<KvQuantization>,
+    pub(crate) keys: Option<KvRows>,
+    pub(crate) values: Option<KvRows>,
     /// The index every row writes its next position at.
     pub(crate) offset: i32,
     /// Per row: the index of its position 0 (negative when a window dropped early keys).
@@ -30,9 +109,9 @@ pub struct BatchKvCache {
 #[derive(Debug, Clone)]
 pub struct BatchedKv {
     /// `[B, H_kv, K, D_k]`.
-    pub keys: Array,
+    pub keys: KvRows,
     /// `[B, H_kv, K, D_v]`.
-    pub values: Array,
+    pub values: KvRows,
     /// `[B, 1, L, K]`, `true` where a query may attend.
     pub mask: Array,
 }
@@ -49,7 +128,48 @@ impl BatchKvCache {
     pub fn padded(window: Option<i32>, lengths: &[i32]) -> Self {
         let longest = lengths.iter().copied().max().unwrap_or(0);
         let pads: Vec<i32> = lengths.iter().map(|l| longest - l).collect();
-        BatchKvCache { window, keys: None, values: None, offset: 0, starts: pads.clone(), firsts: pads }
+        BatchKvCache { window, starts: pads.clone(), firsts: pads, ..Self::default() }
+    }
+
+    /// How the batch's keys and values are quantized (`None`: full precision).
+    pub fn quantization(&self) -> Option<KvQuantization> {
+        self.quantization
+    }
+
+    /// Converts a full-attention batch holding more than `how.start` positions to quantized
+    /// keys and values (as [`LayerCache::quantize_past_start`] converts a KV cache); a
+    /// windowed batch stays as it is.
+    ///
+    /// # Errors
+    /// A head dimension the group size does not divide; [`Error::InvalidConfig`] for
+    /// settings MLX does not take.
+    pub fn quantize_past_start(&mut self, how: KvQuantization) -> Result<()> {
+        if self.window.is_none() && self.quantization.is_none() && self.offset as usize > how.start {
+            self.quantize(how)?;
+        }
+        Ok(())
+    }
+
+    /// Holds the keys and values quantized from now on.
+    fn quantize(&mut self, how: KvQuantization) -> Result<()> {
+        let how = how.validated()?;
+        for rows in [&mut self.keys, &mut self.values] {
+            if let Some(r) = rows.take() {
+                *rows = Some(r.quantized(how)?);
+            }
+        }
+        self.quantization = Some(how);
+        Ok(())
+    }
+
+    /// The arrays held.
+    pub(crate) fn held(&self) -> Vec<&Array> {
+        self.keys.iter().chain(self.values.iter()).flat_map(KvRows::parts).collect()
+    }
+
+    /// The arrays held, to replace.
+    pub(crate) fn held_mut(&mut self) -> Vec<&mut Array> {
+        self.keys.iter_mut().chain(self.values.iter_mut()).flat_map(KvRows::parts_mut).collect()
     }
 
     /// Sequences in the batch.
@@ -79,12 +199,20 @@ impl BatchKvCache {
             let (expected, actual) = (vec![self.rows() as i32, -1, -1, -1], keys.shape().to_vec());
             return Err(Error::Shape { name: "new keys".into(), expected, actual });
         }
-        if let (Some(k), Some(v)) = (&self.keys, &self.values) {
+        if let (Some(KvRows::Dense(k)), Some(KvRows::Dense(v))) = (&self.keys, &self.values) {
             check_compatible(k, keys, "keys")?;
             check_compatible(v, values, "values")?;
         }
         let (prev, len) = (self.offset, keys.dim(2));
-        let (all_keys, all_values) = append(&mut self.keys, &mut self.values, keys, values, prev)?;
+        let (keys, values) = match self.quantization {
+            Some(how) => (
+                KvRows::Quantized(Packed::quantize(keys, how)?),
+                KvRows::Quantized(Packed::quantize(values, how)?),
+            ),
+            None => (KvRows::Dense(keys.clone()), KvRows::Dense(values.clone())),
+        };
+        let all_keys = append_rows(&mut self.keys, &keys, prev)?;
+        let all_values = append_rows(&mut self.values, &values, prev)?;
         self.offset += len;
         let total = self.offset;
         let index = ops::arange::<_, i32>(0, total, None)?.reshape(&[1, 1, 1, total])?;
@@ -109,22 +237,41 @@ impl BatchKvCache {
         Ok(BatchedKv { keys: all_keys, values: all_values, mask })
     }
 
-    /// Pads a sequence's own cache (a KV or rotating cache, batch 1) in as the last row.
+    /// Pads a sequence's own cache (a KV, quantized or rotating cache, batch 1) in as the
+    /// last row. A quantized row makes the batch quantized (its rows are converted); a
+    /// full-precision row joining a quantized batch is quantized.
     ///
     /// # Errors
     /// [`Error::CacheKind`] for another kind of cache, [`Error::Unsupported`] for an empty
-    /// one, [`Error::Shape`] when heads or head size differ from the batch's.
+    /// one or a quantized row in a windowed batch, [`Error::Shape`] when heads or head size
+    /// differ from the batch's.
     pub fn join(&mut self, row: &LayerCache) -> Result<()> {
         let (keys, values, kept, len) = match row {
             LayerCache::Kv(c) => match c.state()? {
-                Some((k, v)) => (k, v, c.offset(), c.offset()),
+                Some((k, v)) => (KvRows::Dense(k), KvRows::Dense(v), c.offset(), c.offset()),
                 None => return Err(Error::Unsupported("joining an empty cache to a batch")),
             },
+            LayerCache::Quantized(c) => {
+                if self.window.is_some() {
+                    return Err(Error::Unsupported("a quantized cache in a windowed batch"));
+                }
+                if self.quantization.is_none() {
+                    self.quantize(c.quantization())?;
+                }
+                match c.state()? {
+                    Some((k, v)) => (KvRows::Quantized(k), KvRows::Quantized(v), c.offset(), c.offset()),
+                    None => return Err(Error::Unsupported("joining an empty cache to a batch")),
+                }
+            }
             LayerCache::Rotating(c) => match c.temporal()? {
-                Some((k, v, kept)) => (k, v, kept, c.offset()),
+                Some((k, v, kept)) => (KvRows::Dense(k), KvRows::Dense(v), kept, c.offset()),
                 None => return Err(Error::Unsupported("joining an empty cache to a batch")),
             },
             other => return Err(Error::CacheKind { layer: "a batch KV cache", cache: other.kind() }),
+        };
+        let (keys, values) = match self.quantization {
+            Some(how) => (keys.quantized(how)?, values.quantized(how)?),
+            None => (keys, values),
         };
         if keys.dim(0) != 1 {
             return Err(Error::Shape {
@@ -145,28 +292,24 @@ impl BatchKvCache {
             self.firsts = vec![0];
             return Ok(());
         };
-        let zeros = |like: &Array, batch: i32, n: i32| {
-            let s = like.shape();
-            ops::zeros_dtype(&[batch, s[1], n, s[3]], like.dtype())
-        };
         // Make room on the left when the newcomer is longer than the batch.
         let (mut stored_k, mut stored_v) = (stored_k, stored_v);
         if kept > self.offset {
             let shift = kept - self.offset;
             let rows = stored_k.dim(0);
-            stored_k = ops::concatenate(&[zeros(&stored_k, rows, shift)?, stored_k], 2)?;
-            stored_v = ops::concatenate(&[zeros(&stored_v, rows, shift)?, stored_v], 2)?;
+            stored_k = stored_k.zeros(rows, shift)?.concatenate(&stored_k, 2)?;
+            stored_v = stored_v.zeros(rows, shift)?.concatenate(&stored_v, 2)?;
             self.offset += shift;
             self.starts.iter_mut().chain(self.firsts.iter_mut()).for_each(|i| *i += shift);
         }
         let (offset, capacity) = (self.offset, stored_k.dim(2));
-        let pad = |row: Array| -> Result<Array> {
-            let left = zeros(&row, 1, offset - kept)?;
-            let right = zeros(&row, 1, capacity - offset)?;
-            Ok(ops::concatenate(&[left, row, right], 2)?)
+        let pad = |row: KvRows| -> Result<KvRows> {
+            let left = row.zeros(1, offset - kept)?;
+            let right = row.zeros(1, capacity - offset)?;
+            left.concatenate(&row, 2)?.concatenate(&right, 2)
         };
-        self.keys = Some(ops::concatenate(&[stored_k, pad(keys)?], 0)?);
-        self.values = Some(ops::concatenate(&[stored_v, pad(values)?], 0)?);
+        self.keys = Some(stored_k.concatenate(&pad(keys)?, 0)?);
+        self.values = Some(stored_v.concatenate(&pad(values)?, 0)?);
         self.starts.push(offset - len);
         self.firsts.push(offset - kept);
         Ok(())
@@ -188,12 +331,22 @@ impl BatchKvCache {
         let (start, first) = (self.starts.remove(index), self.firsts.remove(index));
         let at = index as i32;
         // A copy, so that the row does not keep the whole batch's buffer alive.
-        let own = |a: &Array| a.try_index((at..at + 1, .., first..self.offset, ..))?.contiguous();
-        let (row_k, row_v) = (own(&k)?, own(&v)?);
+        let end = self.offset;
+        let own =
+            |a: &Array| -> Result<Array> { Ok(a.try_index((at..at + 1, .., first..end, ..))?.contiguous()?) };
+        let (row_k, row_v) = (k.map(own)?, v.map(own)?);
         let (len, kept) = (self.offset - start, self.offset - first);
-        let row = match self.window {
-            None => LayerCache::Kv(KvCache::from_state(row_k, row_v, len)?),
-            Some(window) => LayerCache::Rotating(to_slots(window, row_k, row_v, len, kept)?),
+        let row = match (self.window, row_k, row_v, self.quantization) {
+            (None, KvRows::Dense(row_k), KvRows::Dense(row_v), _) => {
+                LayerCache::Kv(KvCache::from_state(row_k, row_v, len)?)
+            }
+            (None, KvRows::Quantized(row_k), KvRows::Quantized(row_v), Some(how)) => {
+                LayerCache::Quantized(QuantizedKvCache::from_state(row_k, row_v, len, how)?)
+            }
+            (Some(window), KvRows::Dense(row_k), KvRows::Dense(row_v), _) => {
+                LayerCache::Rotating(to_slots(window, row_k, row_v, len, kept)?)
+            }
+            _ => return Err(Error::Internal("a batch KV cache's rows do not match its kind")),
         };
         if self.starts.is_empty() {
             *self = BatchKvCache::new(self.window);
@@ -205,25 +358,47 @@ impl BatchKvCache {
         let drop = self.firsts.iter().copied().min().unwrap_or(0);
         let keep =
             |a: &Array| -> Result<Array> { Ok(a.take_axis(&rest, 0)?.try_index((Ellipsis, drop.., ..))?) };
-        self.keys = Some(keep(&k)?);
-        self.values = Some(keep(&v)?);
+        self.keys = Some(k.map(keep)?);
+        self.values = Some(v.map(keep)?);
         self.offset -= drop;
         self.starts.iter_mut().chain(self.firsts.iter_mut()).for_each(|i| *i -= drop);
         Ok(row)
     }
 }
 
-/// A joining row must have the batch's heads and head size.
-fn same_heads(stored: &Array, new: &Array, name: &str) -> Result<()> {
-    let (s, n) = (stored.shape(), new.shape());
-    if n.len() == 4 && s[1] == n[1] && s[3] == n[3] {
-        return Ok(());
+/// Writes `new` at positions `prev..` of `stored` (grown by whole [`KV_STEP`] blocks when
+/// full, or allocated); returns positions `..prev + L`.
+fn append_rows(stored: &mut Option<KvRows>, new: &KvRows, prev: i32) -> Result<KvRows> {
+    let end = prev + new.dim(2);
+    if end > stored.as_ref().map_or(0, |s| s.dim(2)) {
+        let room = new.zeros(new.dim(0), (new.dim(2) + KV_STEP - 1) / KV_STEP * KV_STEP)?;
+        *stored = Some(match stored.take() {
+            Some(old) => old.map(|a| Ok(a.try_index((Ellipsis, ..prev, ..))?))?.concatenate(&room, 2)?,
+            None => room,
+        });
     }
-    Err(Error::Shape {
-        name: format!("joining {name}"),
-        expected: vec![1, s[1], -1, s[3]],
-        actual: n.to_vec(),
-    })
+    let Some(rows) = stored.as_mut() else {
+        return Err(Error::Internal("a batch KV cache lost its buffers"));
+    };
+    for (part, written) in rows.parts_mut().into_iter().zip(new.parts()) {
+        part.try_index_mut((Ellipsis, prev..end, ..), written)?;
+    }
+    rows.map(|a| Ok(a.try_index((Ellipsis, ..end, ..))?))
+}
+
+/// A joining row must have the batch's heads and head size.
+fn same_heads(stored: &KvRows, new: &KvRows, name: &str) -> Result<()> {
+    for (stored, new) in stored.parts().into_iter().zip(new.parts()) {
+        let (s, n) = (stored.shape(), new.shape());
+        if n.len() != 4 || s[1] != n[1] || s[3] != n[3] {
+            return Err(Error::Shape {
+                name: format!("joining {name}"),
+                expected: vec![1, s[1], -1, s[3]],
+                actual: n.to_vec(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A rotating cache of `window` slots from the last `kept` keys (in order) of a sequence
@@ -283,6 +458,47 @@ mod tests {
         let expected = ops::concatenate(&[long_keys, new.try_index(1..2).unwrap()], 2).unwrap();
         assert_eq!(to_vec(&k), to_vec(&expected));
         assert!(batch.leave(0).is_err());
+    }
+
+    #[test]
+    fn a_quantized_batch_keeps_each_row_as_its_own_quantized_cache_would() {
+        let how = KvQuantization { bits: 8, group_size: 32, start: 3 };
+        let rows: Vec<Array> =
+            [(2, 0.0), (5, 1.0), (4, 2.0)].iter().map(|&(n, s)| array(&[1, 2, n, 32], s)).collect();
+        let own = |keys: &Array| {
+            let mut cache = KvCache::new();
+            cache.update_and_fetch(keys, keys).unwrap();
+            cache
+        };
+        let mut batch = BatchKvCache::new(None);
+        batch.join(&LayerCache::Kv(own(&rows[0]))).unwrap();
+        batch.quantize_past_start(how).unwrap();
+        assert_eq!(batch.quantization(), None, "2 positions: not past the start");
+        // A quantized row makes the batch quantized; a full-precision one joins quantized.
+        batch.join(&LayerCache::Quantized(QuantizedKvCache::from_kv(&own(&rows[1]), how).unwrap())).unwrap();
+        assert_eq!(batch.quantization(), Some(how));
+        batch.join(&LayerCache::Kv(own(&rows[2]))).unwrap();
+        let new = array(&[3, 2, 1, 32], 3.0);
+        let out = batch.update_and_fetch(&new, &new).unwrap();
+        assert!(matches!(out.keys, KvRows::Quantized(_)));
+        for (index, row) in rows.iter().enumerate().rev() {
+            let at = index as i32;
+            let LayerCache::Quantized(left) = batch.leave(index).unwrap() else {
+                panic!("a quantized cache")
+            };
+            let mut alone = QuantizedKvCache::from_kv(&own(row), how).unwrap();
+            alone
+                .update_and_fetch(&new.try_index(at..at + 1).unwrap(), &new.try_index(at..at + 1).unwrap())
+                .unwrap();
+            assert_eq!(left.offset(), alone.offset());
+            let ((k, _), (expected, _)) = (left.state().unwrap().unwrap(), alone.state().unwrap().unwrap());
+            assert_eq!(k.data.as_slice::<u32>(), expected.data.contiguous().unwrap().as_slice::<u32>());
+            assert_eq!(to_vec(&k.scales), to_vec(&expected.scales));
+        }
+        assert_eq!(batch.rows(), 0);
+        let mut windowed = BatchKvCache::new(Some(4));
+        let quantized = LayerCache::Quantized(QuantizedKvCache::from_kv(&own(&rows[0]), how).unwrap());
+        assert!(windowed.join(&quantized).is_err(), "a windowed batch stays full precision");
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl LayerCache {
             LayerCache::Kv(c) => c.keys.iter_mut().chain(c.values.iter_mut()).collect(),
             LayerCache::Rotating(c) => c.keys.iter_mut().chain(c.values.iter_mut()).collect(),
             LayerCache::Ssm(c) => c.conv.iter_mut().chain(c.ssm.iter_mut()).collect(),
-            LayerCache::Batch(c) => c.keys.iter_mut().chain(c.values.iter_mut()).collect(),
+            LayerCache::Batch(c) => c.held_mut(),
             LayerCache::Quantized(c) => c.held_mut(),
         }
     }
@@ -87,7 +87,7 @@ impl LayerCache {
             LayerCache::Kv(c) => c.keys.iter().chain(c.values.iter()).collect(),
             LayerCache::Rotating(c) => c.keys.iter().chain(c.values.iter()).collect(),
             LayerCache::Ssm(c) => c.conv.iter().chain(c.ssm.iter()).collect(),
-            LayerCache::Batch(c) => c.keys.iter().chain(c.values.iter()).collect(),
+            LayerCache::Batch(c) => c.held(),
             LayerCache::Quantized(c) => c.held(),
         }
     }
@@ -127,15 +127,19 @@ impl LayerCache {
     }
 
     /// Converts a full-attention KV cache holding more than `how.start` positions into a
-    /// quantized one (mlx-lm's `maybe_quantize_kv_cache`); other caches stay as they are.
+    /// quantized one (mlx-lm's `maybe_quantize_kv_cache`), and a full-attention batch's
+    /// keys and values ([`BatchKvCache::quantize_past_start`]); other caches stay as they
+    /// are.
     ///
     /// # Errors
     /// As [`QuantizedKvCache::from_kv`].
     pub fn quantize_past_start(&mut self, how: KvQuantization) -> Result<()> {
-        if let LayerCache::Kv(c) = self {
-            if c.offset as usize > how.start {
+        match self {
+            LayerCache::Kv(c) if c.offset as usize > how.start => {
                 *self = LayerCache::Quantized(QuantizedKvCache::from_kv(c, how)?);
             }
+            LayerCache::Batch(c) => c.quantize_past_start(how)?,
+            _ => {}
         }
         Ok(())
     }

@@ -62,7 +62,7 @@ pub use attendable::Attendable;
 pub use attention::{
     Attention, AttentionConfig, LayerInput, QkNormConfig, QkNormPosition, batch_and_len, softcap,
 };
-pub use batch_cache::BatchedKv;
+pub use batch_cache::{BatchedKv, KvRows};
 pub use cache::{
     BatchKvCache, DecodeScores, KV_STEP, KvCache, LayerCache, RotatingKvCache, SsmState, WindowedKv,
 };

@@ -68,7 +68,7 @@ pub struct Packed {
 }
 
 impl Packed {
-    fn quantize(a: &Array, how: KvQuantization) -> Result<Self> {
+    pub(crate) fn quantize(a: &Array, how: KvQuantization) -> Result<Self> {
         let d = a.dim(-1);
         if d % how.group_size != 0 {
             return Err(Error::invalid(

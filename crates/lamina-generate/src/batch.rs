@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use lamina_backbones::ModelCache;
+use lamina_components::KvQuantization;
 use lamina_families::LanguageModel;
 use lamina_loader::Tokenizer;
 use mlx_rs::ops::indexing::TryIndexOp;
@@ -19,10 +20,27 @@ use serde::{Deserialize, Serialize};
 use crate::error::{GenerateError, Result};
 use crate::generate::{GenerateParams, GenerationOutput, TokenEvent};
 use crate::prompt_cache::{CacheHit, PromptCache};
-use crate::sequence::{Plan, SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill};
+use crate::sequence::{
+    Plan, SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill, prefill_quantizing,
+};
 
 /// Identifies a sequence of a [`BatchGenerator`].
 pub type SequenceId = u64;
+
+/// Checks that `model`'s caches can be quantized as `how` says — MLX takes its settings and
+/// the group size divides the head dimension — by quantizing the cache of a one-token
+/// forward pass (how a server refuses `--kv-bits` at start rather than at a request).
+///
+/// # Errors
+/// [`GenerateError`] naming the setting that does not fit.
+pub fn check_kv_quantization(model: &mut dyn LanguageModel, how: KvQuantization) -> Result<()> {
+    let how = how.validated()?;
+    let mut cache = model.make_cache()?;
+    last_logits(model, &mut cache, &ids_array(&[0]))?;
+    cache.quantize_past_start(KvQuantization { start: 0, ..how })?;
+    cache.eval()?;
+    Ok(())
+}
 
 /// How a [`BatchGenerator`] schedules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,11 +52,19 @@ pub struct BatchConfig {
     pub prefill_tokens_per_step: usize,
     /// Bytes of finished sequences' caches kept for reuse (0 = no prompt cache).
     pub prompt_cache_bytes: usize,
+    /// Keys and values of full-attention layers stored quantized past its start (each
+    /// request's prefill, and the decoding batch once it holds that many positions).
+    pub kv_quantization: Option<KvQuantization>,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_batch: 32, prefill_tokens_per_step: 2048, prompt_cache_bytes: 512 << 20 }
+        BatchConfig {
+            max_batch: 32,
+            prefill_tokens_per_step: 2048,
+            prompt_cache_bytes: 512 << 20,
+            kv_quantization: None,
+        }
     }
 }
 
@@ -162,6 +188,7 @@ impl<'a> BatchGenerator<'a> {
         config: BatchConfig,
     ) -> Result<Self> {
         no_buffer_cache_on_cpu()?;
+        config.kv_quantization.map(KvQuantization::validated).transpose()?;
         let fresh = model.make_cache()?;
         Ok(BatchGenerator {
             model,
@@ -317,8 +344,8 @@ impl<'a> BatchGenerator<'a> {
             None => (self.model.make_cache()?, 0),
         };
         let prompt = &admitted.plan.prompt(&admitted.request.prompt)[reused..];
-        let logits =
-            prefill(self.model, &mut cache, &ids_array(prompt), admitted.request.params.prefill_step)?;
+        let (step, kv) = (admitted.request.params.prefill_step, self.config.kv_quantization);
+        let logits = prefill_quantizing(self.model, &mut cache, &ids_array(prompt), step, kv)?;
         let seq = self.sequence(admitted, &logits, reused)?;
         mlx_rs::transforms::async_eval([&seq.last])?;
         self.cache.join(cache)?;
@@ -375,6 +402,9 @@ impl<'a> BatchGenerator<'a> {
             .map(|s| s.last.reshape(&[1, 1]))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let ids = ops::concatenate(&inputs, 0)?;
+        if let Some(how) = self.config.kv_quantization {
+            self.cache.quantize_past_start(how)?;
+        }
         let logits = last_logits(self.model, &mut self.cache, &ids)?; // [B, V]
         if self.active.iter().any(|s| !s.state.samples_ahead()) {
             mlx_rs::transforms::async_eval([&logits])?;

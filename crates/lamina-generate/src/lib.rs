@@ -44,6 +44,7 @@ mod stop;
 
 pub use batch::{
     BatchConfig, BatchEvent, BatchGenerator, BatchRequest, SequenceId, TokenLogprobs, batch_generate,
+    check_kv_quantization,
 };
 pub use chat::{ChatInput, ChatTemplate, Message, Role};
 pub use constraint::{Constraint, Grammar, GrammarCompiler};
@@ -54,6 +55,9 @@ pub use generate::{
     CachedTokens, FinishReason, GenerateParams, Generation, GenerationOutput, GenerationStats, LengthPolicy,
     TokenEvent, generate,
 };
+/// How a KV cache is quantized ([`GenerateParams::kv_quantization`],
+/// [`BatchConfig::kv_quantization`]).
+pub use lamina_components::KvQuantization;
 pub use prompt_cache::{CacheHit, PromptCache, load_prompt_cache, save_prompt_cache};
 pub use sampler::{
     LogitBias, LogitsTransform, MinP, OccurrencePenalty, RepetitionPenalty, Sampler, SamplerConfig, TopK,

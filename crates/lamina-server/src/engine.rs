@@ -16,6 +16,7 @@ use std::sync::mpsc;
 
 use axum::http::StatusCode;
 use lamina_backbones::ModelCache;
+use lamina_generate::KvQuantization;
 use lamina_generate::{
     BatchConfig, BatchEvent, BatchGenerator, BatchRequest, DraftParams, GenerateError, GenerateParams,
     GenerationOutput, ModelContext, SequenceId, TokenEvent, TokenLogprobs,
@@ -211,7 +212,10 @@ fn run(
     let mut failures = 0;
     loop {
         let served = catch_unwind(AssertUnwindSafe(|| match &draft {
-            Some(draft) => serve_drafted(&mut context, draft, &inbox, load, &mut clients, &mut failures),
+            Some(draft) => {
+                let kv = batch.kv_quantization;
+                serve_drafted(&mut context, draft, kv, &inbox, load, &mut clients, &mut failures)
+            }
             None => serve(&mut context, &batch, &mut preload, &inbox, load, &mut clients, &mut failures),
         }));
         load.serving.store(false, Ordering::SeqCst);
@@ -255,6 +259,7 @@ fn run(
 fn serve_drafted(
     context: &mut ModelContext,
     draft: &DraftParams,
+    kv_quantization: Option<KvQuantization>,
     inbox: &mpsc::Receiver<Submission>,
     load: &Load,
     clients: &mut HashMap<SequenceId, UnboundedSender<EngineEvent>>,
@@ -266,9 +271,9 @@ fn serve_drafted(
         load.active.store(1, Ordering::SeqCst);
         clients.insert(0, events.clone());
         let outcome = if request.top_logprobs.is_some() || request.params.constraint.is_some() {
-            serve_alone(context, request, &events)
+            serve_alone(context, request, kv_quantization, &events)
         } else {
-            let params = GenerateParams { draft: Some(draft.clone()), ..request.params };
+            let params = GenerateParams { draft: Some(draft.clone()), kv_quantization, ..request.params };
             stream_generation(context, &request.prompt, &params, &events)
         };
         clients.clear();
@@ -321,10 +326,12 @@ fn stream_generation(
 fn serve_alone(
     context: &mut ModelContext,
     request: BatchRequest,
+    kv_quantization: Option<KvQuantization>,
     events: &UnboundedSender<EngineEvent>,
 ) -> Result<bool, GenerateError> {
     let ModelContext { model, tokenizer, .. } = context;
-    let config = BatchConfig { max_batch: 1, prompt_cache_bytes: 0, ..BatchConfig::default() };
+    let config =
+        BatchConfig { max_batch: 1, prompt_cache_bytes: 0, kv_quantization, ..BatchConfig::default() };
     let mut generator = BatchGenerator::new(model.as_mut(), tokenizer.as_ref(), config)?;
     let id = generator.insert(request);
     while !generator.is_idle() {

@@ -91,6 +91,9 @@ pub enum StartError {
     /// The model cannot describe its cache.
     #[error(transparent)]
     Model(#[from] lamina_core::Error),
+    /// The model's caches cannot be quantized as configured.
+    #[error("--kv-bits: {0}")]
+    KvQuantization(String),
     /// A saved prompt cache cannot be used with this model.
     #[error("{0}")]
     PromptCache(String),
@@ -103,8 +106,13 @@ pub enum StartError {
 /// thread.
 ///
 /// # Errors
-/// [`StartError`] when the engine thread cannot start or the chat template does not compile.
-pub fn router(context: ModelContext, config: ServerConfig) -> Result<Router, StartError> {
+/// [`StartError`] when the engine thread cannot start, the chat template does not compile,
+/// or the model's caches cannot be quantized as `config.batch.kv_quantization` says.
+pub fn router(mut context: ModelContext, config: ServerConfig) -> Result<Router, StartError> {
+    if let Some(how) = config.batch.kv_quantization {
+        lamina_generate::check_kv_quantization(context.model.as_mut(), how)
+            .map_err(|e| StartError::KvQuantization(e.to_string()))?;
+    }
     let tokenizer = context.tokenizer.clone().map(Arc::new);
     let source = tokenizer.as_ref().and_then(|t| t.chat_template()).map(str::to_owned);
     let template = source.as_deref().map(ChatTemplate::new).transpose()?;

@@ -492,3 +492,23 @@ async fn a_drafting_server_answers_as_the_batch_does_and_reports_its_drafts() {
     let (status, chat) = post(&drafted, "/v1/chat/completions", json!({"messages": user("Hi")})).await;
     assert_eq!((status, &chat["choices"][0]["message"]["content"]), (200, &json!("Hello world!")), "{chat}");
 }
+
+#[tokio::test]
+async fn a_kv_quantization_the_model_cannot_take_is_refused_at_start() {
+    use lamina_generate::{BatchConfig, KvQuantization};
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/checkpoints/scripted_chat");
+    for (bits, group_size, reason) in [(7, 32, "bits"), (8, 32, "head dimension 16")] {
+        let context = ModelContext::new(load(&path, LoadOptions::default()).await.unwrap()).unwrap();
+        let kv = Some(KvQuantization { bits, group_size, start: 0 });
+        let config = ServerConfig {
+            batch: BatchConfig { kv_quantization: kv, ..BatchConfig::default() },
+            ..ServerConfig::new("scripted")
+        };
+        let Err(error) = router(context, config) else {
+            panic!("{bits} bits in groups of {group_size} accepted")
+        };
+        assert!(matches!(error, lamina_server::StartError::KvQuantization(_)), "{error}");
+        assert!(error.to_string().contains(reason), "{error}");
+    }
+}
