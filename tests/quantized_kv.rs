@@ -170,3 +170,61 @@ fn a_quantized_batch_decodes_each_sequence_as_alone() {
         BatchConfig { kv_quantization: Some(KvQuantization { bits: 7, ..how }), ..BatchConfig::default() };
     assert!(lamina::generate::BatchGenerator::new(loaded.model.as_mut(), None, bad).is_err());
 }
+
+/// A bounded cache (`--max-kv-size`, rotating windows) quantized: every layer keeps its
+/// window's slots quantized, follows the full-precision window, takes a fraction of its
+/// bytes, and a saved window continues as the live one.
+#[test]
+fn a_bounded_cache_quantizes_its_window_and_saves_it() {
+    let path = PathBuf::from(env!("LAMINA_DEFAULT_MODEL"));
+    let mut loaded = load_blocking(path, LoadOptions::default()).unwrap();
+    let tokenizer = loaded.tokenizer.take().unwrap();
+    let prompt = tokenizer
+        .encode("The history of the Roman Empire begins with the founding of the city of Rome, which", true)
+        .unwrap();
+    let bounded = GenerateParams { max_new_tokens: 24, max_kv_size: Some(16), ..GenerateParams::default() };
+    let how = KvQuantization { bits: 8, group_size: 64, start: 0 };
+    let quantized = GenerateParams { kv_quantization: Some(how), ..bounded.clone() };
+    let mut run = |params: &GenerateParams| {
+        let mut generation = Generation::start(loaded.model.as_mut(), None, &prompt, params).unwrap();
+        for event in generation.by_ref() {
+            event.unwrap();
+        }
+        generation.into_cache().unwrap()
+    };
+    let (dense, dense_cache) = run(&bounded);
+    let (eight, eight_cache) = run(&quantized);
+    assert_eq!(eight.tokens[..4], dense.tokens[..4]);
+    for layer in &eight_cache.cache.layers {
+        let LayerCache::Quantized(c) = layer else { panic!("{}", layer.kind()) };
+        assert_eq!(c.window(), Some(16));
+    }
+    let bytes = |c: &lamina::generate::CachedTokens| c.cache.nbytes() as f64;
+    assert!(
+        bytes(&eight_cache) < bytes(&dense_cache) / 3.0,
+        "{} vs {}",
+        bytes(&eight_cache),
+        bytes(&dense_cache)
+    );
+
+    let file = std::env::temp_dir().join(format!("lamina-qkv-window-{}.safetensors", std::process::id()));
+    save_prompt_cache(&file, &eight_cache.cache, &eight_cache.tokens).unwrap();
+    let fresh = loaded.model.make_cache().unwrap().bounded(16).unwrap();
+    let (loaded_cache, tokens) = load_prompt_cache(&file, &fresh).unwrap();
+    let unbounded = load_prompt_cache(&file, &loaded.model.make_cache().unwrap());
+    std::fs::remove_file(&file).unwrap();
+    assert!(unbounded.is_err(), "a window's cache loads only into a model cache with that window");
+    let more: Vec<u32> =
+        tokens.iter().copied().chain(tokenizer.encode(" and then", false).unwrap()).collect();
+    let params = GenerateParams { max_new_tokens: 8, ..quantized };
+    let cached = lamina::generate::CachedTokens { cache: loaded_cache, tokens };
+    let resumed = Generation::start_from(loaded.model.as_mut(), None, Some(cached), &more, &params)
+        .unwrap()
+        .output()
+        .unwrap();
+    let live = Generation::start_from(loaded.model.as_mut(), None, Some(eight_cache), &more, &params)
+        .unwrap()
+        .output()
+        .unwrap();
+    assert_eq!(resumed.tokens, live.tokens);
+}

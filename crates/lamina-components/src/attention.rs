@@ -19,7 +19,7 @@ use crate::fast;
 use crate::linear::Linear;
 use crate::mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 use crate::norm::{Norm, NormConfig};
-use crate::quantized_cache::{KvQuantization, Packed, quantized_attention};
+use crate::quantized_cache::{KvQuantization, Packed, QuantizedKv, quantized_attention};
 use crate::rope::{Rope, RopeConfig};
 
 /// Where QK-norm is applied relative to RoPE.
@@ -305,16 +305,28 @@ impl Attention {
             // dequantized (a pass over the cache, cheaper there than MLX's quantized products
             // over it) for the usual attention; elsewhere, attended through quantized products.
             Some(LayerCache::Quantized(c)) => {
-                let (keys, values) = c.update_and_fetch(&k, &v)?;
-                let span = MaskSpan { query_start: offset, query_len: l, key_start: 0, key_len: c.offset() };
-                let mask = attention_mask(span, window, padding_mask)?;
+                if padding_mask.is_some() && c.window().is_some() {
+                    return Err(Error::Unsupported("padding masks with a rotating cache"));
+                }
+                let QuantizedKv { keys, values, key_start } = c.update_and_fetch_rows(&k, &v)?;
+                let key_len = keys.data.dim(2);
+                let span = MaskSpan {
+                    query_start: offset,
+                    query_len: l,
+                    key_start: key_start.unwrap_or(0),
+                    key_len,
+                };
+                let mask = match key_start {
+                    Some(_) => attention_mask(span, window, padding_mask)?,
+                    None => AttentionMask::None, // one query over a window's slots
+                };
                 let how = c.quantization();
                 if let Some(out) = self.over_quantized(&q, [&keys, &values], how, &mask, span)? {
                     return merge_heads(&out.as_dtype(dtype)?, l);
                 }
                 let (keys, values) =
                     (keys.dequantize(how)?.as_dtype(dtype)?, values.dequantize(how)?.as_dtype(dtype)?);
-                Attendable { keys, values, mask, key_start: Some(0) }
+                Attendable { keys, values, mask, key_start }
             }
             Some(LayerCache::Batch(c)) if c.quantization().is_some() && padding_mask.is_none() => {
                 let span = MaskSpan { query_start: offset, query_len: l, key_start: 0, key_len: offset + l };
@@ -747,6 +759,45 @@ mod tests {
                 "{bits} bits: a clone shared writes"
             );
         }
+    }
+
+    #[test]
+    fn a_quantized_window_attends_as_the_quantized_full_cache_with_the_window_mask() {
+        use crate::quantized_cache::{KvQuantization, QuantizedKvCache};
+        let config =
+            AttentionConfig { head_dim: Some(32), sliding_window: Some(4), ..AttentionConfig::new(64, 4, 2) };
+        let mut attn = layer(config);
+        let how = KvQuantization { bits: 8, group_size: 32, start: 0 };
+        let x = array(&[1, 14, 64], 0.4);
+        let window = || {
+            let empty = RotatingKvCache::new(4).unwrap();
+            LayerCache::Quantized(QuantizedKvCache::from_rotating(&empty, how).unwrap())
+        };
+        let full = || LayerCache::Quantized(QuantizedKvCache::new(how).unwrap());
+        // Chunks longer than the window, single tokens across the wrap-around, in place and
+        // through the plain graph.
+        for chunks in [&[1; 14][..], &[3, 1, 1, 5, 1, 1, 2][..], &[6, 1, 7][..]] {
+            for training in [false, true] {
+                attn.training_mode(training);
+                let windowed = decode_step_by_step(&mut attn, &x, window(), chunks);
+                let reference = decode_step_by_step(&mut attn, &x, full(), chunks);
+                let diff = max_diff(&windowed, &reference);
+                assert!(diff < 1e-5, "{chunks:?} (training {training}): {diff}");
+            }
+        }
+        attn.training_mode(false);
+        let mut cache = window();
+        let prompt = x.try_index((.., ..6, ..)).unwrap();
+        attn.forward(LayerInput { x: &prompt, cache: Some(&mut cache), padding_mask: None }).unwrap();
+        assert!(cache.has_decode_attention());
+        assert_eq!(
+            cache.nbytes(),
+            window().nbytes() + {
+                // 4 slots of keys and values: 32 bytes of 8-bit data and a scale and a bias per head.
+                2 * 2 * 4 * (32 + 8)
+            }
+        );
+        assert!(!cache.can_trim_to(5), "wrapped around");
     }
 
     #[test]

@@ -251,9 +251,14 @@ impl BatchKvCache {
                 Some((k, v)) => (KvRows::Dense(k), KvRows::Dense(v), c.offset(), c.offset()),
                 None => return Err(Error::Unsupported("joining an empty cache to a batch")),
             },
+            // A window's quantized cache joins a windowed batch at full precision.
+            LayerCache::Quantized(c) if c.window().is_some() => match c.temporal()? {
+                Some((k, v, kept)) => (KvRows::Dense(k), KvRows::Dense(v), kept, c.offset()),
+                None => return Err(Error::Unsupported("joining an empty cache to a batch")),
+            },
             LayerCache::Quantized(c) => {
                 if self.window.is_some() {
-                    return Err(Error::Unsupported("a quantized cache in a windowed batch"));
+                    return Err(Error::Unsupported("a full-attention quantized cache in a windowed batch"));
                 }
                 if self.quantization.is_none() {
                     self.quantize(c.quantization())?;
@@ -498,7 +503,17 @@ mod tests {
         assert_eq!(batch.rows(), 0);
         let mut windowed = BatchKvCache::new(Some(4));
         let quantized = LayerCache::Quantized(QuantizedKvCache::from_kv(&own(&rows[0]), how).unwrap());
-        assert!(windowed.join(&quantized).is_err(), "a windowed batch stays full precision");
+        assert!(windowed.join(&quantized).is_err(), "a full-attention cache in a windowed batch");
+        // A window's quantized cache joins a windowed batch at full precision, in order.
+        let mut rotating = RotatingKvCache::new(4).unwrap();
+        rotating.update_and_fetch(&rows[1], &rows[1]).unwrap();
+        let quantized = QuantizedKvCache::from_rotating(&rotating, how).unwrap();
+        windowed.join(&LayerCache::Quantized(quantized.clone())).unwrap();
+        let LayerCache::Rotating(back) = windowed.leave(0).unwrap() else { panic!("a rotating cache") };
+        let (k, _) = back.state().unwrap();
+        let (slots, _) = quantized.state().unwrap().unwrap();
+        assert_eq!(back.offset(), 5);
+        assert_eq!(to_vec(k), to_vec(&slots.dequantize(how).unwrap()), "the same slots, dequantized");
     }
 
     #[test]

@@ -120,14 +120,15 @@ impl LayerCache {
         match self {
             _ if len == self.offset() => true,
             LayerCache::Kv(c) => (0..=c.offset).contains(&len),
-            LayerCache::Quantized(c) => (0..=c.offset()).contains(&len),
+            LayerCache::Quantized(c) => c.can_trim_to(len),
             LayerCache::Rotating(c) => c.offset <= c.window && (0..=c.offset).contains(&len),
             LayerCache::Ssm(_) | LayerCache::Batch(_) => false,
         }
     }
 
-    /// Converts a full-attention KV cache holding more than `how.start` positions into a
-    /// quantized one (mlx-lm's `maybe_quantize_kv_cache`), and a full-attention batch's
+    /// Converts a KV or rotating cache holding more than `how.start` positions into a
+    /// quantized one (mlx-lm's `maybe_quantize_kv_cache`, which leaves rotating caches at
+    /// full precision), and a full-attention batch's
     /// keys and values ([`BatchKvCache::quantize_past_start`]); other caches stay as they
     /// are.
     ///
@@ -137,6 +138,9 @@ impl LayerCache {
         match self {
             LayerCache::Kv(c) if c.offset as usize > how.start => {
                 *self = LayerCache::Quantized(QuantizedKvCache::from_kv(c, how)?);
+            }
+            LayerCache::Rotating(c) if c.offset as usize > how.start => {
+                *self = LayerCache::Quantized(QuantizedKvCache::from_rotating(c, how)?);
             }
             LayerCache::Batch(c) => c.quantize_past_start(how)?,
             _ => {}
@@ -150,7 +154,8 @@ impl LayerCache {
     pub fn can_rewind(&self, extra: i32) -> bool {
         match self {
             _ if extra == 0 => true,
-            LayerCache::Kv(_) | LayerCache::Quantized(_) => true,
+            LayerCache::Kv(_) => true,
+            LayerCache::Quantized(c) => c.can_rewind(extra),
             LayerCache::Rotating(c) => c.offset + extra <= c.window,
             LayerCache::Ssm(_) | LayerCache::Batch(_) => false,
         }

@@ -76,6 +76,6 @@ pub use lora::{AdapterKind, LoraConfig, trainable_names};
 pub use mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 pub use norm::{Norm, NormConfig};
 pub use quant::{QuantConfig, Quantizable, VisitLayers, join};
-pub use quantized_cache::{KvQuantization, Packed, QuantizedKvCache, quantized_attention};
+pub use quantized_cache::{KvQuantization, Packed, QuantizedKv, QuantizedKvCache, quantized_attention};
 pub use rope::{Rope, RopeConfig, RopeScaling};
 pub use ssm::{CausalConv1d, MambaConfig, MambaMixer, ScanInput, selective_scan, ssm_cache};

@@ -12,7 +12,7 @@ use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
 use mlx_rs::{Array, Dtype, ops};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{DecodeScores, KV_STEP, KvCache, Ownership};
+use crate::cache::{DecodeScores, KV_STEP, KvCache, Ownership, RotatingKvCache};
 
 /// How a KV cache is quantized (mlx-lm's `--kv-bits`, `--kv-group-size`,
 /// `--quantized-kv-start`).
@@ -103,6 +103,16 @@ impl Packed {
         })
     }
 
+    /// `f` applied to the data, scales and biases.
+    fn map(&self, f: impl Fn(&Array) -> Result<Array>) -> Result<Self> {
+        Ok(Packed { data: f(&self.data)?, scales: f(&self.scales)?, biases: f(&self.biases)? })
+    }
+
+    /// Positions `range` of the rows.
+    fn rows(&self, range: std::ops::Range<i32>) -> Result<Self> {
+        self.map(|a| Ok(a.try_index((Ellipsis, range.clone(), ..))?))
+    }
+
     /// The kernels' view of these rows.
     fn kernel_view(&self) -> lamina_kernels::PackedKv<'_> {
         lamina_kernels::PackedKv { data: &self.data, scales: &self.scales, biases: &self.biases }
@@ -148,8 +158,24 @@ pub struct QuantizedKvCache {
     values: Option<Packed>,
     offset: i32,
     how: KvQuantization,
+    /// For a sliding window's cache: the slots kept, position `p` at slot `p % window`
+    /// (as [`RotatingKvCache`]).
+    window: Option<i32>,
     /// Whether the decode kernel may write the buffers in place (see `KvCache`).
     pub(crate) ownership: Ownership,
+}
+
+/// What a quantized cache returns for `L` new positions: the keys and values they attend
+/// to and the position of the first key — `None` for a single query attending to a window's
+/// slots out of order (every slot kept, no mask needed).
+#[derive(Debug, Clone)]
+pub struct QuantizedKv {
+    /// `[B, H_kv, K, ...]`.
+    pub keys: Packed,
+    /// `[B, H_kv, K, ...]`.
+    pub values: Packed,
+    /// Position of the first key, when the keys are in temporal order.
+    pub key_start: Option<i32>,
 }
 
 impl QuantizedKvCache {
@@ -163,6 +189,7 @@ impl QuantizedKvCache {
             values: None,
             offset: 0,
             how: how.validated()?,
+            window: None,
             ownership: Ownership::default(),
         })
     }
@@ -202,9 +229,115 @@ impl QuantizedKvCache {
         Ok(cache)
     }
 
-    /// Positions stored.
+    /// A sliding window's cache quantized: `cache`'s slots, position `p` at slot
+    /// `p % window` (mlx-lm leaves such caches at full precision; their memory is bounded
+    /// by the window, but a window of thousands is still worth quantizing).
+    ///
+    /// # Errors
+    /// As [`QuantizedKvCache::from_kv`].
+    pub fn from_rotating(cache: &RotatingKvCache, how: KvQuantization) -> Result<Self> {
+        let mut quantized = Self::new(how)?;
+        quantized.window = Some(cache.window());
+        if let Some((keys, values)) = cache.state() {
+            quantized.keys = Some(Packed::quantize(keys, how)?);
+            quantized.values = Some(Packed::quantize(values, how)?);
+        }
+        quantized.offset = cache.offset();
+        Ok(quantized)
+    }
+
+    /// A sliding window's cache holding `keys` and `values` slots (`[B, H_kv, window, ...]`,
+    /// position `p` at slot `p % window`) after `offset` positions (how a saved cache is
+    /// restored).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the parts do not hold `window` slots of one batch.
+    pub fn from_slots(
+        window: i32,
+        keys: Packed,
+        values: Packed,
+        offset: i32,
+        how: KvQuantization,
+    ) -> Result<Self> {
+        for part in keys.parts().into_iter().chain(values.parts()) {
+            if part.ndim() != 4 || part.dim(2) != window {
+                return Err(Error::Shape {
+                    name: "quantized rotating KV cache state".into(),
+                    expected: vec![-1, -1, window, -1],
+                    actual: part.shape().to_vec(),
+                });
+            }
+        }
+        let mut cache = Self::from_state(keys, values, window, how)?;
+        cache.window = Some(window);
+        cache.offset = offset;
+        Ok(cache)
+    }
+
+    /// Positions stored (for a window, processed: not all of them are kept).
     pub fn offset(&self) -> i32 {
         self.offset
+    }
+
+    /// The slots kept, for a sliding window's cache.
+    pub fn window(&self) -> Option<i32> {
+        self.window
+    }
+
+    /// Whether the cache can be brought back to `len` positions (a window: while it has
+    /// not wrapped around).
+    pub(crate) fn can_trim_to(&self, len: i32) -> bool {
+        self.window.is_none_or(|w| self.offset <= w) && (0..=self.offset).contains(&len)
+    }
+
+    /// Whether `extra` more positions can be trimmed off again.
+    pub(crate) fn can_rewind(&self, extra: i32) -> bool {
+        self.window.is_none_or(|w| self.offset + extra <= w)
+    }
+
+    /// A window's kept positions in temporal order at full precision, and how many (how a
+    /// row joins a windowed batch).
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub(crate) fn temporal(&self) -> Result<Option<(Array, Array, i32)>> {
+        let kept = self.window.map_or(self.offset, |w| self.offset.min(w));
+        let (Some(keys), Some(values)) = self.ordered(self.offset, kept)? else { return Ok(None) };
+        Ok(Some((keys.dequantize(self.how)?, values.dequantize(self.how)?, kept)))
+    }
+
+    /// The last `n` positions before `end`, in temporal order.
+    fn ordered(&self, end: i32, n: i32) -> Result<(Option<Packed>, Option<Packed>)> {
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else { return Ok((None, None)) };
+        if n == 0 {
+            return Ok((None, None));
+        }
+        let Some(window) = self.window else {
+            return Ok((Some(k.rows(end - n..end)?), Some(v.rows(end - n..end)?)));
+        };
+        let slots = ops::remainder(&ops::arange::<_, i32>(end - n, end, None)?, Array::from_int(window))?;
+        let pick = |p: &Packed| p.map(|a| Ok(a.take_axis(&slots, 2)?));
+        Ok((Some(pick(k)?), Some(pick(v)?)))
+    }
+
+    /// Writes quantized positions `first..first + L` of a window into their slots
+    /// (`L <= window`), allocating the slots on first use.
+    fn write_slots(&mut self, keys: &Packed, values: &Packed, first: i32, window: i32) -> Result<()> {
+        let len = keys.data.dim(2);
+        let start = first % window;
+        let first_run = len.min(window - start);
+        for (stored, new) in [(&mut self.keys, keys), (&mut self.values, values)] {
+            if stored.is_none() {
+                *stored = Some(new.zeros_like(window)?);
+                self.ownership = Ownership::default();
+            }
+            let Some(s) = stored.as_mut() else { continue };
+            s.write(start, &new.rows(0..first_run)?)?;
+            if first_run < len {
+                s.write(0, &new.rows(first_run..len)?)?;
+            }
+        }
+        Ok(())
     }
 
     /// How it quantizes.
@@ -212,14 +345,15 @@ impl QuantizedKvCache {
         self.how
     }
 
-    /// The stored positions' keys and values (`None` while empty).
+    /// The stored positions' keys and values (`None` while empty); a window's slots.
     ///
     /// # Errors
     /// When MLX fails to slice.
     pub fn state(&self) -> Result<Option<(Packed, Packed)>> {
         self.ownership.lend();
-        match (&self.keys, &self.values) {
-            (Some(k), Some(v)) => Ok(Some((k.head(self.offset)?, v.head(self.offset)?))),
+        match (&self.keys, &self.values, self.window) {
+            (Some(k), Some(v), Some(_)) => Ok(Some((k.clone(), v.clone()))),
+            (Some(k), Some(v), None) => Ok(Some((k.head(self.offset)?, v.head(self.offset)?))),
             _ => Ok(None),
         }
     }
@@ -259,11 +393,16 @@ impl QuantizedKvCache {
     /// # Errors
     /// The kernel's: another device or dtype, shapes that differ from the stored ones.
     pub fn decode_attention(&mut self, q: &Array, k: &Array, v: &Array, how: DecodeScores) -> Result<Array> {
-        let slot = self.offset;
+        let (slot, length) = match self.window {
+            Some(w) => (self.offset % w, (self.offset + 1).min(w)),
+            None => (self.offset, self.offset + 1),
+        };
         let capacity = self.keys.as_ref().map_or(0, |s| s.data.dim(2));
         if slot + 1 > capacity {
+            // A window allocates its slots once; a full cache grows by whole steps.
+            let step = self.window.unwrap_or(KV_STEP);
             for (stored, new) in [(&mut self.keys, k), (&mut self.values, v)] {
-                let room = Packed::zeros(new, KV_STEP, self.how)?;
+                let room = Packed::zeros(new, step, self.how)?;
                 *stored = Some(match stored.take() {
                     Some(s) => s.head(slot)?.concatenate(&room)?,
                     None => room,
@@ -280,11 +419,12 @@ impl QuantizedKvCache {
             group_size: self.how.group_size,
             bits: self.how.bits,
         };
+        // A window's slots all lie within the layer's window.
         let attention = lamina_kernels::DecodeAttention {
             slot,
-            length: slot + 1,
+            length,
             scale: how.scale,
-            window: how.window,
+            window: if self.window.is_some() { None } else { how.window },
             softcap: how.softcap,
         };
         let in_place = self.ownership.exclusive();
@@ -306,7 +446,44 @@ impl QuantizedKvCache {
         Ok(out)
     }
 
-    /// Quantizes and appends `L` positions; returns every stored position's keys and values.
+    /// Quantizes and adds `L` positions; returns what the `L` queries attend to: every
+    /// stored position (`key_start` 0), or for a window, as [`RotatingKvCache`] does, the
+    /// kept slots (one query) or the window before the chunk and the chunk in order.
+    ///
+    /// # Errors
+    /// As [`QuantizedKvCache::update_and_fetch`].
+    pub fn update_and_fetch_rows(&mut self, keys: &Array, values: &Array) -> Result<QuantizedKv> {
+        let Some(window) = self.window else {
+            let (keys, values) = self.update_and_fetch(keys, values)?;
+            return Ok(QuantizedKv { keys, values, key_start: Some(0) });
+        };
+        let (k, v) = (Packed::quantize(keys, self.how)?, Packed::quantize(values, self.how)?);
+        let (len, prev) = (keys.dim(2), self.offset);
+        if len == 1 && self.keys.is_some() {
+            self.write_slots(&k, &v, prev, window)?;
+            self.offset += 1;
+            let kept = self.offset.min(window);
+            let (Some(keys), Some(values)) = (&self.keys, &self.values) else {
+                return Err(Error::Internal("a quantized KV cache lost its buffers"));
+            };
+            return Ok(QuantizedKv { keys: keys.head(kept)?, values: values.head(kept)?, key_start: None });
+        }
+        let before = prev.min(window - 1);
+        let (old_k, old_v) = self.ordered(prev, before)?;
+        let join = |old: Option<Packed>, new: &Packed| match old {
+            Some(old) => old.concatenate(new),
+            None => Ok(new.clone()),
+        };
+        let (keys_all, values_all) = (join(old_k, &k)?, join(old_v, &v)?);
+        let keep = len.min(window);
+        self.write_slots(&k.rows(len - keep..len)?, &v.rows(len - keep..len)?, prev + len - keep, window)?;
+        self.offset += len;
+        Ok(QuantizedKv { keys: keys_all, values: values_all, key_start: Some(prev - before) })
+    }
+
+    /// Quantizes and appends `L` positions; returns every stored position's keys and values
+    /// (a full-attention cache; a window's goes through
+    /// [`QuantizedKvCache::update_and_fetch_rows`]).
     ///
     /// # Shapes
     /// `keys [B, H_kv, L, D_k]`, `values [B, H_kv, L, D_v]`
@@ -315,6 +492,11 @@ impl QuantizedKvCache {
     /// A head dimension the group size does not divide; MLX errors (shapes that differ
     /// from earlier calls).
     pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Packed, Packed)> {
+        if self.window.is_some() {
+            return Err(Error::Unsupported(
+                "appending to a window's quantized cache (update_and_fetch_rows)",
+            ));
+        }
         let (k, v) = (Packed::quantize(keys, self.how)?, Packed::quantize(values, self.how)?);
         let len = keys.dim(2);
         let end = self.offset + len;

@@ -115,10 +115,24 @@ impl PromptCache {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum SavedLayer {
-    Kv { offset: i32 },
-    Rotating { offset: i32, window: i32 },
-    Ssm { offset: i32 },
-    Quantized { offset: i32, bits: i32, group_size: i32 },
+    Kv {
+        offset: i32,
+    },
+    Rotating {
+        offset: i32,
+        window: i32,
+    },
+    Ssm {
+        offset: i32,
+    },
+    Quantized {
+        offset: i32,
+        bits: i32,
+        group_size: i32,
+        /// A sliding window's cache: its slots.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<i32>,
+    },
     Empty,
 }
 
@@ -177,7 +191,12 @@ pub fn save_prompt_cache(path: &Path, cache: &ModelCache, tokens: &[u32]) -> Res
                         put(&format!("{name}.biases"), &packed.biases);
                     }
                     let how = c.quantization();
-                    SavedLayer::Quantized { offset: c.offset(), bits: how.bits, group_size: how.group_size }
+                    SavedLayer::Quantized {
+                        offset: c.offset(),
+                        bits: how.bits,
+                        group_size: how.group_size,
+                        window: c.window(),
+                    }
                 }
                 None => SavedLayer::Empty,
             },
@@ -238,8 +257,14 @@ pub fn load_prompt_cache(path: &Path, fresh: &ModelCache) -> Result<(ModelCache,
                     offset,
                 )?)
             }
-            // A quantized cache is a full-attention cache converted past its start.
-            (SavedLayer::Quantized { offset, bits, group_size }, LayerCache::Kv(_)) => {
+            // A quantized cache is a full-attention or rotating cache converted past its start.
+            (SavedLayer::Quantized { offset, bits, group_size, window }, fresh)
+                if match (window, fresh) {
+                    (None, LayerCache::Kv(_)) => true,
+                    (Some(w), LayerCache::Rotating(c)) => c.window() == w,
+                    _ => false,
+                } =>
+            {
                 let mut packed = |name: &str| -> Result<Packed> {
                     Ok(Packed {
                         data: take(i, name)?,
@@ -249,7 +274,10 @@ pub fn load_prompt_cache(path: &Path, fresh: &ModelCache) -> Result<(ModelCache,
                 };
                 let (keys, values) = (packed("keys")?, packed("values")?);
                 let how = KvQuantization { bits, group_size, start: 0 };
-                LayerCache::Quantized(QuantizedKvCache::from_state(keys, values, offset, how)?)
+                LayerCache::Quantized(match window {
+                    Some(w) => QuantizedKvCache::from_slots(w, keys, values, offset, how)?,
+                    None => QuantizedKvCache::from_state(keys, values, offset, how)?,
+                })
             }
             (SavedLayer::Ssm { offset }, LayerCache::Ssm(_)) => LayerCache::Ssm(SsmState {
                 conv: Some(take(i, "conv")?),
