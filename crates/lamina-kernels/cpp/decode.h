@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <vector>
 
@@ -56,6 +57,18 @@ void attend_parts(const Attend& a, const float* q, float* out, int max_part, con
 // The new key and value ([B * H_kv] rows of D and D_v) written at the slot of each KV
 // group's cache rows.
 void write_slot(const Attend& a, const float* k, const float* v, float* keys, float* values);
+
+// The cache buffer `out` receives: the input's own when the caller allows writing in
+// place (and the input is a plain dense buffer), else a new one. Returns whether the
+// input has to be copied into it (copy_words, in the node's task).
+bool take_buffer(const mc::array& in, mc::array& out, bool in_place);
+
+// A 4-byte-element array (f32 or u32) copied to `dst` in row-major order.
+void copy_words(const mc::array& in, uint32_t* dst);
+
+// An f32 input's elements in row-major order: its own memory when row-contiguous, else a
+// dense copy held in `storage`.
+const float* dense_input(const mc::array& in, std::vector<float>& storage);
 
 // Which cache inputs have to be copied into their outputs (see CacheOutputs::take).
 struct CacheOutputs {

@@ -140,11 +140,6 @@ void write_slot(const Attend& a, const float* k, const float* v, float* keys, fl
   }
 }
 
-namespace {
-
-// The cache buffer `out` receives: the input's own when the caller allows writing in
-// place (and the input is a plain dense buffer), else a new one. Returns whether the
-// input has to be copied into it.
 bool take_buffer(const mc::array& in, mc::array& out, bool in_place) {
   if (in_place && in.flags().row_contiguous && in.data_size() == in.size()) {
     out.copy_shared_buffer(in);
@@ -154,17 +149,32 @@ bool take_buffer(const mc::array& in, mc::array& out, bool in_place) {
   return true;
 }
 
-// A dense f32 array's elements copied to `dst` (a strided one's in row-major order).
-void copy_into(const mc::array& in, float* dst) {
+void copy_words(const mc::array& in, uint32_t* dst) {
+  const uint32_t* src = in.data<uint32_t>();
   if (in.flags().row_contiguous) {
-    std::memcpy(dst, in.data<float>(), in.size() * sizeof(float));
+    std::memcpy(dst, src, in.size() * sizeof(uint32_t));
     return;
   }
-  const std::vector<float> all = dense_f32(in);
-  std::memcpy(dst, all.data(), all.size() * sizeof(float));
+  const auto& shape = in.shape();
+  const auto& strides = in.strides();
+  const int nd = static_cast<int>(shape.size());
+  std::vector<int64_t> index(nd, 0);
+  for (size_t i = 0; i < in.size(); ++i) {
+    int64_t offset = 0;
+    for (int d = 0; d < nd; ++d) offset += index[d] * strides[d];
+    dst[i] = src[offset];
+    for (int d = nd - 1; d >= 0; --d) {
+      if (++index[d] < shape[d]) break;
+      index[d] = 0;
+    }
+  }
 }
 
-}  // namespace
+const float* dense_input(const mc::array& in, std::vector<float>& storage) {
+  if (in.flags().row_contiguous) return in.data<float>();
+  storage = dense_f32(in);
+  return storage.data();
+}
 
 CacheOutputs CacheOutputs::take(const mc::array& keys, const mc::array& values, std::vector<mc::array>& outputs,
                                 bool in_place) {
@@ -172,8 +182,8 @@ CacheOutputs CacheOutputs::take(const mc::array& keys, const mc::array& values, 
 }
 
 void CacheOutputs::fill(const mc::array& keys, const mc::array& values, std::vector<mc::array>& outputs) const {
-  if (copy_keys) copy_into(keys, outputs[1].data<float>());
-  if (copy_values) copy_into(values, outputs[2].data<float>());
+  if (copy_keys) copy_words(keys, outputs[1].data<uint32_t>());
+  if (copy_values) copy_words(values, outputs[2].data<uint32_t>());
 }
 
 }  // namespace lamina_kernels
@@ -373,15 +383,10 @@ class DecodeAttention : public mc::Primitive {
     const CacheOutputs caches = CacheOutputs::take(inputs[3], inputs[4], outputs, a_.in_place != 0);
     for (auto& out : outputs) encoder.set_output_array(out);
     encoder.dispatch([inputs, outputs, caches, a = a_]() mutable {
-      auto dense = [](const mc::array& in, std::vector<float>& storage) {
-        if (in.flags().row_contiguous) return static_cast<const float*>(in.data<float>());
-        storage = dense_f32(in);
-        return static_cast<const float*>(storage.data());
-      };
       std::vector<float> qs, ks, vs;
-      const float* q = dense(inputs[0], qs);
-      const float* k = dense(inputs[1], ks);
-      const float* v = dense(inputs[2], vs);
+      const float* q = dense_input(inputs[0], qs);
+      const float* k = dense_input(inputs[1], ks);
+      const float* v = dense_input(inputs[2], vs);
       caches.fill(inputs[3], inputs[4], outputs);
       float* keys = outputs[1].data<float>();
       float* values = outputs[2].data<float>();

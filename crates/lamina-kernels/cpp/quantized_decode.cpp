@@ -77,40 +77,6 @@ void quantize_row(const float* x, int n, int group, int bits, uint8_t* packed, f
   }
 }
 
-// The cache buffer `out` receives: the input's own when the caller allows writing in
-// place (and the input is a plain dense buffer), else a new one. Returns whether the
-// input has to be copied into it.
-bool take_buffer(const mc::array& in, mc::array& out, bool in_place) {
-  if (in_place && in.flags().row_contiguous && in.data_size() == in.size()) {
-    out.copy_shared_buffer(in);
-    return false;
-  }
-  out.set_data(mc::allocator::malloc(out.nbytes()));
-  return true;
-}
-
-// A 4-byte-element array (u32 or f32) copied to `dst` in row-major order.
-void copy_words(const mc::array& in, uint32_t* dst) {
-  const uint32_t* src = in.data<uint32_t>();
-  if (in.flags().row_contiguous) {
-    std::memcpy(dst, src, in.size() * sizeof(uint32_t));
-    return;
-  }
-  const auto& shape = in.shape();
-  const auto& strides = in.strides();
-  const int nd = static_cast<int>(shape.size());
-  std::vector<int64_t> index(nd, 0);
-  for (size_t i = 0; i < in.size(); ++i) {
-    int64_t offset = 0;
-    for (int d = 0; d < nd; ++d) offset += index[d] * strides[d];
-    dst[i] = src[offset];
-    for (int d = nd - 1; d >= 0; --d) {
-      if (++index[d] < shape[d]) break;
-      index[d] = 0;
-    }
-  }
-}
-
 // The packed rows of one part of a KV group, dequantized into `dst` [rows, width].
 void dequantize_rows(const QuantizedAttend& s, const uint32_t* data, const float* scales, const float* biases,
                      int width, int g, int begin, int end, float* dst) {
@@ -148,15 +114,10 @@ class QuantizedDecodeAttention : public mc::Primitive {
       for (int i = 0; i < 6; ++i) {
         if (copies[i]) copy_words(inputs[3 + i], outputs[1 + i].data<uint32_t>());
       }
-      auto dense = [](const mc::array& in, std::vector<float>& storage) {
-        if (in.flags().row_contiguous) return static_cast<const float*>(in.data<float>());
-        storage = dense_f32(in);
-        return static_cast<const float*>(storage.data());
-      };
       std::vector<float> qs, ks, vs;
-      const float* q = dense(inputs[0], qs);
-      const float* k = dense(inputs[1], ks);
-      const float* v = dense(inputs[2], vs);
+      const float* q = dense_input(inputs[0], qs);
+      const float* k = dense_input(inputs[1], ks);
+      const float* v = dense_input(inputs[2], vs);
       const Attend& a = s.a;
       uint32_t* key_data = outputs[1].data<uint32_t>();
       float *key_scales = outputs[2].data<float>(), *key_biases = outputs[3].data<float>();
