@@ -7,31 +7,63 @@
 use std::path::PathBuf;
 
 use lamina::components::{KvQuantization, LayerCache};
-use lamina::generate::{GenerateParams, Generation, load_prompt_cache, save_prompt_cache};
-use lamina::loader::{LoadOptions, load_blocking};
+use lamina::families::LanguageModel;
+use lamina::generate::{
+    CachedTokens, GenerateParams, Generation, GenerationOutput, load_prompt_cache, save_prompt_cache,
+};
+use lamina::loader::{LoadOptions, LoadedModel, Tokenizer, load_blocking};
 
-#[test]
-fn quantized_keys_and_values_follow_full_precision_in_less_memory() {
+/// The embedded model, its tokenizer and a prompt.
+fn model_and_prompt() -> (LoadedModel, Tokenizer, Vec<u32>) {
     let path = PathBuf::from(env!("LAMINA_DEFAULT_MODEL"));
     let mut loaded = load_blocking(path, LoadOptions::default()).unwrap();
     let tokenizer = loaded.tokenizer.take().unwrap();
     let prompt = tokenizer
         .encode("The history of the Roman Empire begins with the founding of the city of Rome, which", true)
         .unwrap();
-    let run = |model: &mut dyn lamina::families::LanguageModel, kv: Option<KvQuantization>| {
+    (loaded, tokenizer, prompt)
+}
+
+/// A whole generation, and the cache it leaves.
+fn run(
+    model: &mut dyn LanguageModel,
+    prompt: &[u32],
+    params: &GenerateParams,
+) -> (GenerationOutput, CachedTokens) {
+    let mut generation = Generation::start(model, None, prompt, params).unwrap();
+    for event in generation.by_ref() {
+        event.unwrap();
+    }
+    generation.into_cache().unwrap()
+}
+
+/// The continuation of " and then" from a cache loaded from a file and from the live one
+/// it was saved from.
+fn resumed_and_live(
+    model: &mut dyn LanguageModel,
+    tokenizer: &Tokenizer,
+    loaded: CachedTokens,
+    live: CachedTokens,
+    params: &GenerateParams,
+) -> (GenerationOutput, GenerationOutput) {
+    let more: Vec<u32> =
+        loaded.tokens.iter().copied().chain(tokenizer.encode(" and then", false).unwrap()).collect();
+    let mut continued =
+        |cached| Generation::start_from(model, None, Some(cached), &more, params).unwrap().output().unwrap();
+    (continued(loaded), continued(live))
+}
+
+#[test]
+fn quantized_keys_and_values_follow_full_precision_in_less_memory() {
+    let (mut loaded, tokenizer, prompt) = model_and_prompt();
+    let mut run = |kv: Option<KvQuantization>| {
         let params = GenerateParams { max_new_tokens: 40, kv_quantization: kv, ..GenerateParams::default() };
-        let mut generation = Generation::start(model, None, &prompt, &params).unwrap();
-        for event in generation.by_ref() {
-            event.unwrap();
-        }
-        generation.into_cache().unwrap()
+        run(loaded.model.as_mut(), &prompt, &params)
     };
-    let (full, full_cache) = run(loaded.model.as_mut(), None);
+    let (full, full_cache) = run(None);
     // 8 bits from the first position; 4 bits once 16 positions are held (mid-prompt).
-    let (eight, eight_cache) =
-        run(loaded.model.as_mut(), Some(KvQuantization { bits: 8, group_size: 64, start: 0 }));
-    let (four, four_cache) =
-        run(loaded.model.as_mut(), Some(KvQuantization { bits: 4, group_size: 32, start: 16 }));
+    let (eight, eight_cache) = run(Some(KvQuantization { bits: 8, group_size: 64, start: 0 }));
+    let (four, four_cache) = run(Some(KvQuantization { bits: 4, group_size: 32, start: 16 }));
     // Greedy tokens: the first ones agree (later a near-tie may go either way).
     assert_eq!(eight.tokens[..6], full.tokens[..6]);
     assert_eq!(four.tokens.len(), 40);
@@ -39,7 +71,7 @@ fn quantized_keys_and_values_follow_full_precision_in_less_memory() {
         let quantized = cache.cache.layers.iter().filter(|l| matches!(l, LayerCache::Quantized(_))).count();
         assert_eq!(quantized == cache.cache.layers.len(), expect_quantized);
     }
-    let bytes = |c: &lamina::generate::CachedTokens| c.cache.nbytes() as f64;
+    let bytes = |c: &CachedTokens| c.cache.nbytes() as f64;
     assert!(
         bytes(&eight_cache) < bytes(&full_cache) / 3.0,
         "{} vs {}",
@@ -59,19 +91,10 @@ fn quantized_keys_and_values_follow_full_precision_in_less_memory() {
     let (loaded_cache, tokens) = load_prompt_cache(&file, &loaded.model.make_cache().unwrap()).unwrap();
     std::fs::remove_file(&file).unwrap();
     assert_eq!(tokens, eight_cache.tokens);
-    let more: Vec<u32> =
-        tokens.iter().copied().chain(tokenizer.encode(" and then", false).unwrap()).collect();
     let kv = Some(KvQuantization { bits: 8, group_size: 64, start: 0 });
     let params = GenerateParams { max_new_tokens: 12, kv_quantization: kv, ..GenerateParams::default() };
-    let cached = lamina::generate::CachedTokens { cache: loaded_cache, tokens };
-    let resumed = Generation::start_from(loaded.model.as_mut(), None, Some(cached), &more, &params)
-        .unwrap()
-        .output()
-        .unwrap();
-    let live = Generation::start_from(loaded.model.as_mut(), None, Some(eight_cache), &more, &params)
-        .unwrap()
-        .output()
-        .unwrap();
+    let cached = CachedTokens { cache: loaded_cache, tokens };
+    let (resumed, live) = resumed_and_live(loaded.model.as_mut(), &tokenizer, cached, eight_cache, &params);
     assert_eq!(resumed.tokens, live.tokens);
     assert!(resumed.stats.cached_prompt_tokens > 40);
     let bad = GenerateParams {
@@ -176,30 +199,18 @@ fn a_quantized_batch_decodes_each_sequence_as_alone() {
 /// bytes, and a saved window continues as the live one.
 #[test]
 fn a_bounded_cache_quantizes_its_window_and_saves_it() {
-    let path = PathBuf::from(env!("LAMINA_DEFAULT_MODEL"));
-    let mut loaded = load_blocking(path, LoadOptions::default()).unwrap();
-    let tokenizer = loaded.tokenizer.take().unwrap();
-    let prompt = tokenizer
-        .encode("The history of the Roman Empire begins with the founding of the city of Rome, which", true)
-        .unwrap();
+    let (mut loaded, tokenizer, prompt) = model_and_prompt();
     let bounded = GenerateParams { max_new_tokens: 24, max_kv_size: Some(16), ..GenerateParams::default() };
     let how = KvQuantization { bits: 8, group_size: 64, start: 0 };
     let quantized = GenerateParams { kv_quantization: Some(how), ..bounded.clone() };
-    let mut run = |params: &GenerateParams| {
-        let mut generation = Generation::start(loaded.model.as_mut(), None, &prompt, params).unwrap();
-        for event in generation.by_ref() {
-            event.unwrap();
-        }
-        generation.into_cache().unwrap()
-    };
-    let (dense, dense_cache) = run(&bounded);
-    let (eight, eight_cache) = run(&quantized);
+    let (dense, dense_cache) = run(loaded.model.as_mut(), &prompt, &bounded);
+    let (eight, eight_cache) = run(loaded.model.as_mut(), &prompt, &quantized);
     assert_eq!(eight.tokens[..4], dense.tokens[..4]);
     for layer in &eight_cache.cache.layers {
         let LayerCache::Quantized(c) = layer else { panic!("{}", layer.kind()) };
         assert_eq!(c.window(), Some(16));
     }
-    let bytes = |c: &lamina::generate::CachedTokens| c.cache.nbytes() as f64;
+    let bytes = |c: &CachedTokens| c.cache.nbytes() as f64;
     assert!(
         bytes(&eight_cache) < bytes(&dense_cache) / 3.0,
         "{} vs {}",
@@ -214,17 +225,8 @@ fn a_bounded_cache_quantizes_its_window_and_saves_it() {
     let unbounded = load_prompt_cache(&file, &loaded.model.make_cache().unwrap());
     std::fs::remove_file(&file).unwrap();
     assert!(unbounded.is_err(), "a window's cache loads only into a model cache with that window");
-    let more: Vec<u32> =
-        tokens.iter().copied().chain(tokenizer.encode(" and then", false).unwrap()).collect();
     let params = GenerateParams { max_new_tokens: 8, ..quantized };
-    let cached = lamina::generate::CachedTokens { cache: loaded_cache, tokens };
-    let resumed = Generation::start_from(loaded.model.as_mut(), None, Some(cached), &more, &params)
-        .unwrap()
-        .output()
-        .unwrap();
-    let live = Generation::start_from(loaded.model.as_mut(), None, Some(eight_cache), &more, &params)
-        .unwrap()
-        .output()
-        .unwrap();
+    let cached = CachedTokens { cache: loaded_cache, tokens };
+    let (resumed, live) = resumed_and_live(loaded.model.as_mut(), &tokenizer, cached, eight_cache, &params);
     assert_eq!(resumed.tokens, live.tokens);
 }

@@ -278,7 +278,7 @@ impl Attention {
         q: Array,
         k: Array,
         v: Array,
-        cache: Option<&mut LayerCache>,
+        mut cache: Option<&mut LayerCache>,
         padding_mask: Option<&Array>,
     ) -> Result<Array> {
         let l = q.dim(2);
@@ -300,33 +300,26 @@ impl Attention {
             };
             fast::prompt_attention(&q, keys, values, how, padded, needs_grad)
         };
-        let attendable = match cache {
-            // A quantized cache (a sequence's, or a batch's): on the CPU, its keys and values
-            // dequantized (a pass over the cache, cheaper there than MLX's quantized products
-            // over it) for the usual attention; elsewhere, attended through quantized products.
+        // A quantized cache (a sequence's, or a batch's): on the CPU, its keys and values
+        // dequantized (a pass over the cache, cheaper there than MLX's quantized products
+        // over it) for the usual attention; elsewhere, attended through quantized products.
+        let quantized = match cache.as_deref_mut() {
             Some(LayerCache::Quantized(c)) => {
                 if padding_mask.is_some() && c.window().is_some() {
                     return Err(Error::Unsupported("padding masks with a rotating cache"));
                 }
-                let QuantizedKv { keys, values, key_start } = c.update_and_fetch_rows(&k, &v)?;
-                let key_len = keys.data.dim(2);
+                let rows = c.update_and_fetch_rows(&k, &v)?;
                 let span = MaskSpan {
                     query_start: offset,
                     query_len: l,
-                    key_start: key_start.unwrap_or(0),
-                    key_len,
+                    key_start: rows.key_start.unwrap_or(0),
+                    key_len: rows.keys.data.dim(2),
                 };
-                let mask = match key_start {
+                let mask = match rows.key_start {
                     Some(_) => attention_mask(span, window, padding_mask)?,
                     None => AttentionMask::None, // one query over a window's slots
                 };
-                let how = c.quantization();
-                if let Some(out) = self.over_quantized(&q, [&keys, &values], how, &mask, span)? {
-                    return merge_heads(&out.as_dtype(dtype)?, l);
-                }
-                let (keys, values) =
-                    (keys.dequantize(how)?.as_dtype(dtype)?, values.dequantize(how)?.as_dtype(dtype)?);
-                Attendable { keys, values, mask, key_start }
+                Some((rows, c.quantization(), mask, span))
             }
             Some(LayerCache::Batch(c)) if c.quantization().is_some() && padding_mask.is_none() => {
                 let span = MaskSpan { query_start: offset, query_len: l, key_start: 0, key_len: offset + l };
@@ -336,18 +329,26 @@ impl Attention {
                 else {
                     return Err(Error::Internal("a quantized batch returned full-precision rows"));
                 };
-                let mask = AttentionMask::Explicit(out.mask);
-                if let Some(out) = self.over_quantized(&q, [&keys, &values], how, &mask, span)? {
+                Some((
+                    QuantizedKv { keys, values, key_start: None },
+                    how,
+                    AttentionMask::Explicit(out.mask),
+                    span,
+                ))
+            }
+            _ => None,
+        };
+        let attendable = match (quantized, cache) {
+            (Some((rows, how, mask, span)), _) => {
+                if let Some(out) = self.over_quantized(&q, [&rows.keys, &rows.values], how, &mask, span)? {
                     return merge_heads(&out.as_dtype(dtype)?, l);
                 }
-                let (keys, values) =
-                    (keys.dequantize(how)?.as_dtype(dtype)?, values.dequantize(how)?.as_dtype(dtype)?);
-                Attendable { keys, values, mask, key_start: None }
+                let keys = rows.keys.dequantize(how)?.as_dtype(dtype)?;
+                let values = rows.values.dequantize(how)?.as_dtype(dtype)?;
+                Attendable { keys, values, mask, key_start: rows.key_start }
             }
-            other => match other {
-                None => Attendable::uncached(k, v, window, padding_mask)?,
-                Some(cache) => cache.update_and_fetch(&k, &v, window, padding_mask)?,
-            },
+            (None, None) => Attendable::uncached(k, v, window, padding_mask)?,
+            (None, Some(cache)) => cache.update_and_fetch(&k, &v, window, padding_mask)?,
         };
         if let Some(start) = attendable.key_start {
             if let Some(out) = prompt(&attendable.keys, &attendable.values, start)? {

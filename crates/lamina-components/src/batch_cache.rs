@@ -29,14 +29,14 @@ impl KvRows {
     pub fn parts(&self) -> Vec<&Array> {
         match self {
             KvRows::Dense(a) => vec![a],
-            KvRows::Quantized(p) => vec![&p.data, &p.scales, &p.biases],
+            KvRows::Quantized(p) => p.parts().to_vec(),
         }
     }
 
     fn parts_mut(&mut self) -> Vec<&mut Array> {
         match self {
             KvRows::Dense(a) => vec![a],
-            KvRows::Quantized(p) => vec![&mut p.data, &mut p.scales, &mut p.biases],
+            KvRows::Quantized(p) => p.parts_mut().into(),
         }
     }
 
@@ -52,9 +52,7 @@ impl KvRows {
     fn map(&self, f: impl Fn(&Array) -> Result<Array>) -> Result<Self> {
         Ok(match self {
             KvRows::Dense(a) => KvRows::Dense(f(a)?),
-            KvRows::Quantized(p) => {
-                KvRows::Quantized(Packed { data: f(&p.data)?, scales: f(&p.scales)?, biases: f(&p.biases)? })
-            }
+            KvRows::Quantized(p) => KvRows::Quantized(p.map(f)?),
         })
     }
 
@@ -63,11 +61,7 @@ impl KvRows {
         let join = |a: &Array, b: &Array| -> Result<Array> { Ok(ops::concatenate(&[a, b], axis)?) };
         match (self, other) {
             (KvRows::Dense(a), KvRows::Dense(b)) => Ok(KvRows::Dense(join(a, b)?)),
-            (KvRows::Quantized(a), KvRows::Quantized(b)) => Ok(KvRows::Quantized(Packed {
-                data: join(&a.data, &b.data)?,
-                scales: join(&a.scales, &b.scales)?,
-                biases: join(&a.biases, &b.biases)?,
-            })),
+            (KvRows::Quantized(a), KvRows::Quantized(b)) => Ok(KvRows::Quantized(a.zip(b, join)?)),
             _ => Err(Error::Internal("a batch KV cache mixed full-precision and quantized rows")),
         }
     }

@@ -81,14 +81,24 @@ impl Packed {
         Ok(Packed { data, scales, biases })
     }
 
-    fn parts(&self) -> [&Array; 3] {
+    /// Data, scales and biases as the kernel returns them.
+    fn from_parts([data, scales, biases]: [Array; 3]) -> Self {
+        Packed { data, scales, biases }
+    }
+
+    /// The data, scales and biases.
+    pub(crate) fn parts(&self) -> [&Array; 3] {
         [&self.data, &self.scales, &self.biases]
+    }
+
+    /// The data, scales and biases, to replace.
+    pub(crate) fn parts_mut(&mut self) -> [&mut Array; 3] {
+        [&mut self.data, &mut self.scales, &mut self.biases]
     }
 
     /// Positions `..n` of the rows.
     fn head(&self, n: i32) -> Result<Self> {
-        let take = |a: &Array| a.try_index((Ellipsis, ..n, ..));
-        Ok(Packed { data: take(&self.data)?, scales: take(&self.scales)?, biases: take(&self.biases)? })
+        self.rows(0..n)
     }
 
     /// Room for `n` positions of `width`-element rows of `[B, H_kv, 1, width]` `like`,
@@ -104,8 +114,17 @@ impl Packed {
     }
 
     /// `f` applied to the data, scales and biases.
-    fn map(&self, f: impl Fn(&Array) -> Result<Array>) -> Result<Self> {
+    pub(crate) fn map(&self, f: impl Fn(&Array) -> Result<Array>) -> Result<Self> {
         Ok(Packed { data: f(&self.data)?, scales: f(&self.scales)?, biases: f(&self.biases)? })
+    }
+
+    /// `f` applied to the data, scales and biases of `self` and `other` side by side.
+    pub(crate) fn zip(&self, other: &Packed, f: impl Fn(&Array, &Array) -> Result<Array>) -> Result<Self> {
+        Ok(Packed {
+            data: f(&self.data, &other.data)?,
+            scales: f(&self.scales, &other.scales)?,
+            biases: f(&self.biases, &other.biases)?,
+        })
     }
 
     /// Positions `range` of the rows.
@@ -120,28 +139,34 @@ impl Packed {
 
     /// Room for `n` positions: zeros shaped like `self` along the position axis.
     fn zeros_like(&self, n: i32) -> Result<Self> {
-        let zeros = |a: &Array| {
+        self.map(|a| {
             let mut shape = a.shape().to_vec();
             shape[2] = n;
-            ops::zeros_dtype(&shape, a.dtype())
-        };
-        Ok(Packed { data: zeros(&self.data)?, scales: zeros(&self.scales)?, biases: zeros(&self.biases)? })
-    }
-
-    fn concatenate(&self, more: &Packed) -> Result<Self> {
-        let join = |a: &Array, b: &Array| ops::concatenate(&[a, b], 2);
-        Ok(Packed {
-            data: join(&self.data, &more.data)?,
-            scales: join(&self.scales, &more.scales)?,
-            biases: join(&self.biases, &more.biases)?,
+            Ok(ops::zeros_dtype(&shape, a.dtype())?)
         })
     }
 
+    /// `self`'s positions followed by `more`'s.
+    fn concatenate(&self, more: &Packed) -> Result<Self> {
+        self.zip(more, |a, b| Ok(ops::concatenate(&[a, b], 2)?))
+    }
+
+    /// Writes `rows` at positions `at..`.
     fn write(&mut self, at: i32, rows: &Packed) -> Result<()> {
         let n = rows.data.dim(2);
-        self.data.try_index_mut((Ellipsis, at..at + n, ..), &rows.data)?;
-        self.scales.try_index_mut((Ellipsis, at..at + n, ..), &rows.scales)?;
-        self.biases.try_index_mut((Ellipsis, at..at + n, ..), &rows.biases)?;
+        for (part, new) in self.parts_mut().into_iter().zip(rows.parts()) {
+            part.try_index_mut((Ellipsis, at..at + n, ..), new)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps positions `..keep` of `stored` and appends `room` after them (or makes `room`
+    /// the buffer of an empty cache).
+    fn grow(stored: &mut Option<Packed>, keep: i32, room: Packed) -> Result<()> {
+        *stored = Some(match stored.take() {
+            Some(s) => s.head(keep)?.concatenate(&room)?,
+            None => room,
+        });
         Ok(())
     }
 
@@ -370,11 +395,7 @@ impl QuantizedKvCache {
 
     /// The arrays held, to replace.
     pub(crate) fn held_mut(&mut self) -> Vec<&mut Array> {
-        self.keys
-            .iter_mut()
-            .chain(self.values.iter_mut())
-            .flat_map(|p| [&mut p.data, &mut p.scales, &mut p.biases])
-            .collect()
+        self.keys.iter_mut().chain(self.values.iter_mut()).flat_map(Packed::parts_mut).collect()
     }
 
     /// Whether [`QuantizedKvCache::decode_attention`] runs here: its width and groups on
@@ -402,11 +423,7 @@ impl QuantizedKvCache {
             // A window allocates its slots once; a full cache grows by whole steps.
             let step = self.window.unwrap_or(KV_STEP);
             for (stored, new) in [(&mut self.keys, k), (&mut self.values, v)] {
-                let room = Packed::zeros(new, step, self.how)?;
-                *stored = Some(match stored.take() {
-                    Some(s) => s.head(slot)?.concatenate(&room)?,
-                    None => room,
-                });
+                Packed::grow(stored, slot, Packed::zeros(new, step, self.how)?)?;
             }
             self.ownership = Ownership::default();
         }
@@ -435,10 +452,8 @@ impl QuantizedKvCache {
         } else {
             lamina_kernels::quantized_decode_attention(q, k, v, cache, attention)?
         };
-        let [data, scales, biases] = buffers.keys;
-        self.keys = Some(Packed { data, scales, biases });
-        let [data, scales, biases] = buffers.values;
-        self.values = Some(Packed { data, scales, biases });
+        self.keys = Some(Packed::from_parts(buffers.keys));
+        self.values = Some(Packed::from_parts(buffers.values));
         self.offset += 1;
         if !in_place {
             self.ownership = Ownership::default(); // the kernel wrote into copies
@@ -503,11 +518,7 @@ impl QuantizedKvCache {
         for (stored, new) in [(&mut self.keys, &k), (&mut self.values, &v)] {
             let capacity = stored.as_ref().map_or(0, |s| s.data.dim(2));
             if end > capacity {
-                let room = new.zeros_like((len + KV_STEP - 1) / KV_STEP * KV_STEP)?;
-                *stored = Some(match stored.take() {
-                    Some(s) => s.head(self.offset)?.concatenate(&room)?,
-                    None => room,
-                });
+                Packed::grow(stored, self.offset, new.zeros_like((len + KV_STEP - 1) / KV_STEP * KV_STEP)?)?;
             }
             if let Some(s) = stored.as_mut() {
                 s.write(self.offset, new)?;

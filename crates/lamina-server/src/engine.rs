@@ -16,10 +16,9 @@ use std::sync::mpsc;
 
 use axum::http::StatusCode;
 use lamina_backbones::ModelCache;
-use lamina_generate::KvQuantization;
 use lamina_generate::{
     BatchConfig, BatchEvent, BatchGenerator, BatchRequest, DraftParams, GenerateError, GenerateParams,
-    GenerationOutput, ModelContext, SequenceId, TokenEvent, TokenLogprobs,
+    GenerationOutput, KvQuantization, ModelContext, SequenceId, TokenEvent, TokenLogprobs,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
