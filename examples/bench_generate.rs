@@ -8,6 +8,8 @@
 //! ```
 
 mod common;
+#[path = "common/exact.rs"]
+mod exact;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,8 @@ struct Args {
     /// Write the model as config.json + model.safetensors here and exit.
     #[arg(long)]
     export: Option<PathBuf>,
+    #[command(flatten)]
+    exact: exact::ExactArgs,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -52,8 +56,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let dtype = args.dtype.as_deref().map(lamina::core::DType::parse).transpose()?;
     let export = args.export.is_some();
-    let mut loaded =
-        load_blocking(&path, LoadOptions { tokenizer: export, dtype, ..LoadOptions::default() })?;
+    let mut loaded = load_blocking(
+        &path,
+        LoadOptions {
+            tokenizer: export,
+            dtype,
+            activations: args.exact.activations(),
+            ..LoadOptions::default()
+        },
+    )?;
     if let Some(dir) = args.export {
         save_checkpoint(&dir, &loaded.config, loaded.model.as_ref())?;
         if let Some(tokenizer) = &loaded.tokenizer {

@@ -18,6 +18,8 @@ mod common;
 mod default_model;
 #[path = "common/draft.rs"]
 mod draft;
+#[path = "common/exact.rs"]
+mod exact;
 #[path = "common/kv.rs"]
 mod kv;
 #[path = "common/sampling.rs"]
@@ -58,6 +60,8 @@ struct Args {
     system: Option<String>,
     #[command(flatten)]
     kv: kv::KvArgs,
+    #[command(flatten)]
+    exact: exact::ExactArgs,
     #[command(flatten)]
     draft: draft::DraftArgs,
 }
@@ -210,7 +214,10 @@ fn catch_ctrl_c() -> Result<(), Box<dyn std::error::Error>> {
 fn run(args: Args) -> common::RunResult {
     catch_ctrl_c()?;
     let path = default_model::model_or_default(args.model.clone())?;
-    let context = ModelContext::new(load_blocking(&path, LoadOptions::default())?)?;
+    let context = ModelContext::new(load_blocking(
+        &path,
+        LoadOptions { activations: args.exact.activations(), ..LoadOptions::default() },
+    )?)?;
     let sampler = args.sampling.config();
     let params = GenerateParams {
         max_new_tokens: args.max_tokens,

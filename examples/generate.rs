@@ -18,6 +18,8 @@ mod common;
 mod default_model;
 #[path = "common/draft.rs"]
 mod draft;
+#[path = "common/exact.rs"]
+mod exact;
 #[path = "common/kv.rs"]
 mod kv;
 #[path = "common/ranks.rs"]
@@ -89,6 +91,8 @@ struct Args {
     draft: draft::DraftArgs,
     #[command(flatten)]
     kv: kv::KvArgs,
+    #[command(flatten)]
+    exact: exact::ExactArgs,
 }
 
 impl Args {
@@ -163,6 +167,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     });
     let options = LoadOptions {
         dtype,
+        activations: args.exact.activations(),
         revision: args.revision.clone(),
         progress: ProgressSink::new(tx),
         pipeline: group.clone(),

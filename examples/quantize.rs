@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use lamina::components::QuantConfig;
+use lamina::components::{Activations, QuantConfig};
 use lamina::core::DType;
 use lamina::families::LanguageModel;
 use lamina::generate::{GenerateParams, generate};
@@ -67,7 +67,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => p,
         None => PathBuf::from(option_env!("LAMINA_DEFAULT_MODEL").ok_or("no default model; pass --model")?),
     };
-    let config = QuantConfig { group_size: args.group_size, bits: args.bits };
+    let config =
+        QuantConfig { group_size: args.group_size, bits: args.bits, activations: Activations::Exact };
     let options = || LoadOptions { dtype: Some(DType::F32), ..LoadOptions::default() };
     let mut original = load_blocking(&path, options())?;
     let mut quantized = load_blocking(&path, options())?;

@@ -14,6 +14,8 @@ mod common;
 mod default_model;
 #[path = "common/draft.rs"]
 mod draft;
+#[path = "common/exact.rs"]
+mod exact;
 #[path = "common/kv.rs"]
 mod kv;
 
@@ -65,6 +67,8 @@ struct Args {
     /// A quantized KV cache (every request's, and the decoding batch's).
     #[command(flatten)]
     kv: kv::KvArgs,
+    #[command(flatten)]
+    exact: exact::ExactArgs,
 }
 
 async fn run(args: Args) -> common::RunResult {
@@ -74,7 +78,9 @@ async fn run(args: Args) -> common::RunResult {
             .file_stem()
             .map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned())
     });
-    let context = ModelContext::new(load(&path, LoadOptions::default()).await?)?;
+    let context = ModelContext::new(
+        load(&path, LoadOptions { activations: args.exact.activations(), ..LoadOptions::default() }).await?,
+    )?;
     let config = ServerConfig {
         batch: BatchConfig {
             max_batch: args.max_batch,

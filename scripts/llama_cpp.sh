@@ -1,18 +1,27 @@
 # Sourced by the benchmarks that compare with llama.cpp's own tools: `llama_cpp TIER`
 # builds llama-bench, llama-server and llama-quantize once into target/llama-TIER (about
-# 10 minutes on 2 cores) from the llama.cpp sources PyPI's llama-cpp-python sdist vendors,
-# and sets `llama_bin` to their folder. TIER `native`: AVX2 and AVX-512 (with VBMI, VNNI and
-# BF16), never AMX (these VMs list AMX but do not grant its state: a native build dies on
-# `tilezero`; ../notes: cpu-facts); `avx2`: AVX2/FMA/F16C only.
+# 10 minutes on 2 cores) from the llama.cpp sources PyPI's llama-cpp-python sdist vendors
+# (fetched as the file the index lists, checked against its sha256: `pip download` of an
+# sdist builds its build dependencies, cmake included, from source first), and sets
+# `llama_bin` to their folder. TIER `native`: what /proc/cpuinfo lists, AVX2 and, where the
+# CPU has it, AVX-512 (with VBMI, VNNI and BF16), never AMX (these VMs list AMX but do not
+# grant its state: a native build dies on `tilezero`; ../notes: cpu-facts); `avx2`:
+# AVX2/FMA/F16C only.
 llama_cpp() {
-  local tier=$1 build=target/llama-$1 src=target/llama-src
+  local tier=$1
+  # Without AVX-512 the native build is the AVX2 one.
+  if [ "$tier" = native ] && ! grep -qw avx512f /proc/cpuinfo; then tier=avx2; fi
+  local build=target/llama-$tier src=target/llama-src
   llama_bin=$build/bin
   if [ -x "$llama_bin/llama-bench" ] && [ -x "$llama_bin/llama-server" ]; then
     return
   fi
   if [ ! -d "$src" ]; then
     mkdir -p "$src"
-    pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$src"
+    local link
+    link=$(curl -fsSL https://pypi.org/simple/llama-cpp-python/ | grep -o 'https://[^"]*llama_cpp_python-0\.3\.36\.tar\.gz#sha256=[0-9a-f]*')
+    curl -fsSL -o "$src/llama_cpp_python-0.3.36.tar.gz" "${link%%#*}"
+    echo "${link##*=}  $src/llama_cpp_python-0.3.36.tar.gz" | sha256sum -c --quiet
     tar xzf "$src"/llama_cpp_python-*.tar.gz -C "$src"
   fi
   local avx512=OFF

@@ -6,17 +6,24 @@
 
 use std::path::PathBuf;
 
-use lamina::components::{KvQuantization, LayerCache};
+use lamina::components::{Activations, KvQuantization, LayerCache};
 use lamina::families::LanguageModel;
 use lamina::generate::{
     CachedTokens, GenerateParams, Generation, GenerationOutput, load_prompt_cache, save_prompt_cache,
 };
 use lamina::loader::{LoadOptions, LoadedModel, Tokenizer, load_blocking};
 
+/// The embedded model, its products reading activations exactly: the cache's own error is
+/// measured here, and a prompt's rows take the 8-bit path or not by how many a step holds.
+fn exact_model() -> LoadedModel {
+    let path = PathBuf::from(env!("LAMINA_DEFAULT_MODEL"));
+    load_blocking(path, LoadOptions { activations: Some(Activations::Exact), ..LoadOptions::default() })
+        .unwrap()
+}
+
 /// The embedded model, its tokenizer and a prompt.
 fn model_and_prompt() -> (LoadedModel, Tokenizer, Vec<u32>) {
-    let path = PathBuf::from(env!("LAMINA_DEFAULT_MODEL"));
-    let mut loaded = load_blocking(path, LoadOptions::default()).unwrap();
+    let mut loaded = exact_model();
     let tokenizer = loaded.tokenizer.take().unwrap();
     let prompt = tokenizer
         .encode("The history of the Roman Empire begins with the founding of the city of Rome, which", true)
@@ -111,8 +118,7 @@ fn next_token_logits_stay_close_to_full_precision() {
     use lamina::heads::ModelInput;
     use mlx_rs::Array;
     use mlx_rs::ops::indexing::{IndexOp, argmax_axis};
-    let path = PathBuf::from(env!("LAMINA_DEFAULT_MODEL"));
-    let mut loaded = load_blocking(path, LoadOptions::default()).unwrap();
+    let mut loaded = exact_model();
     let tokenizer = loaded.tokenizer.take().unwrap();
     let text = "The history of the Roman Empire begins with the founding of the city of Rome, which is said to have happened in 753 BC";
     let ids: Vec<i32> = tokenizer.encode(text, true).unwrap().iter().map(|&i| i as i32).collect();
@@ -156,8 +162,7 @@ fn next_token_logits_stay_close_to_full_precision() {
 #[test]
 fn a_quantized_batch_decodes_each_sequence_as_alone() {
     use lamina::generate::{BatchConfig, batch_generate, generate};
-    let path = PathBuf::from(env!("LAMINA_DEFAULT_MODEL"));
-    let mut loaded = load_blocking(path, LoadOptions::default()).unwrap();
+    let mut loaded = exact_model();
     let tokenizer = loaded.tokenizer.take().unwrap();
     let prompts: Vec<Vec<u32>> = [
         "The history of the Roman Empire begins with",

@@ -421,7 +421,7 @@ mod tests {
     /// A quantized pre-norm block of width 64 (4 heads of 16, 2 KV heads), as `config`
     /// says otherwise.
     fn quantized_block(config: TransformerBlockConfig, bits: [i32; 7]) -> TransformerBlock {
-        use lamina_components::QuantConfig;
+        use lamina_components::{Activations, QuantConfig};
         let mut block = TransformerBlock::new(&config).unwrap();
         // Norm weights and biases away from their initial values, so that a misplaced one shows.
         let wave = |n: i32, salt: f32| {
@@ -463,7 +463,7 @@ mod tests {
             &mut mlp.down_proj,
         ];
         for (layer, bits) in layers.into_iter().zip(bits) {
-            layer.quantize(QuantConfig { group_size: 32, bits }).unwrap();
+            layer.quantize(QuantConfig { group_size: 32, bits, activations: Activations::Exact }).unwrap();
         }
         block
     }

@@ -696,12 +696,14 @@ mod tests {
 
     #[test]
     fn fused_decoding_of_quantized_projections_equals_the_plain_graph() {
-        use crate::quant::QuantConfig;
+        use crate::quant::{Activations, QuantConfig};
         let config = AttentionConfig { head_dim: Some(16), ..AttentionConfig::new(64, 4, 2) };
         for (window, softcap) in [(None, None), (Some(3), None), (None, Some(2.0))] {
             let mut attn = layer(AttentionConfig { sliding_window: window, softcap, ..config.clone() });
             for projection in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj] {
-                projection.quantize(QuantConfig { group_size: 32, bits: 4 }).unwrap();
+                projection
+                    .quantize(QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact })
+                    .unwrap();
             }
             let x = array(&[2, 7, 64], 0.3);
             let full = attn.forward(LayerInput::new(&x)).unwrap();
@@ -803,7 +805,7 @@ mod tests {
 
     #[test]
     fn fused_rotation_and_residual_equal_the_plain_graph() {
-        use crate::quant::QuantConfig;
+        use crate::quant::{Activations, QuantConfig};
         use crate::rope::RopeScaling;
         let base = AttentionConfig { head_dim: Some(16), ..AttentionConfig::new(64, 4, 2) };
         let longrope = RopeScaling::Longrope {
@@ -823,7 +825,9 @@ mod tests {
                 let qk_norm = position.map(|position| QkNormConfig { norm: NormConfig::rms(1e-6), position });
                 let mut attn = layer(AttentionConfig { rope: rope.clone(), qk_norm, ..base.clone() });
                 for projection in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj] {
-                    projection.quantize(QuantConfig { group_size: 32, bits: 4 }).unwrap();
+                    projection
+                        .quantize(QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact })
+                        .unwrap();
                 }
                 let x = array(&[2, 6, 64], 0.3);
                 let full = attn.forward(LayerInput::new(&x)).unwrap();

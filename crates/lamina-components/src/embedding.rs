@@ -184,6 +184,7 @@ impl Module<&Array> for Embedding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::Activations;
     use crate::testing::{array, assert_close, max_diff};
 
     fn table() -> Embedding {
@@ -204,7 +205,7 @@ mod tests {
     #[test]
     fn a_quantized_table_looks_up_and_projects_like_its_dequantized_self() {
         let mut e = Embedding::from_weight(array(&[10, 64], 0.3));
-        e.quantize(QuantConfig { group_size: 32, bits: 8 }).unwrap();
+        e.quantize(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact }).unwrap();
         assert_eq!((e.num_embeddings(), e.dims()), (10, 64));
         let (q, s, b) = e.quantized().unwrap();
         let dense = Embedding::from_weight(q.dequantize(&e.weight, s, b).unwrap());

@@ -68,9 +68,17 @@ impl<'a> StoredWeight<'a> {
 /// When the shapes do not fit; MLX errors.
 pub fn product(x: &Array, weight: StoredWeight<'_>, needs_grad: bool) -> Result<Option<Array>> {
     match weight {
-        StoredWeight::Quantized { weight, scales, biases, config } => Ok(Some(
-            lamina_kernels::quantized_matmul(x, weight, scales, biases, config.group_size, config.bits)?,
-        )),
+        StoredWeight::Quantized { weight, scales, biases, config } => {
+            Ok(Some(lamina_kernels::quantized_matmul(
+                x,
+                weight,
+                scales,
+                biases,
+                config.group_size,
+                config.bits,
+                config.activations,
+            )?))
+        }
         StoredWeight::Dense(w) if is_half(w.dtype()) && !needs_grad => {
             Ok(Some(lamina_kernels::half_matmul(x, w)?))
         }
@@ -84,7 +92,14 @@ pub(crate) fn kernel_weight(weight: StoredWeight<'_>) -> Option<QuantizedWeight<
         StoredWeight::Quantized { weight, scales, biases, config }
             if lamina_kernels::supports_quantized(config.bits, config.group_size) =>
         {
-            Some(QuantizedWeight { weight, scales, biases, group_size: config.group_size, bits: config.bits })
+            Some(QuantizedWeight {
+                weight,
+                scales,
+                biases,
+                group_size: config.group_size,
+                bits: config.bits,
+                activations: config.activations,
+            })
         }
         _ => None,
     }

@@ -211,14 +211,16 @@ mod tests {
 
     #[test]
     fn quantized_gated_units_take_the_fused_kernel_with_the_same_result() {
-        use crate::quant::QuantConfig;
+        use crate::quant::{Activations, QuantConfig};
         use crate::testing::{array, fill_params, max_diff};
         for activation in [Activation::Silu, Activation::GeluApprox, Activation::Gelu, Activation::Relu] {
             let config = FeedForwardConfig { activation, ..FeedForwardConfig::swiglu(64, 96) };
             let mut ffn = FeedForward::new(config).unwrap();
             fill_params(&mut ffn, 0.2);
             for linear in [ffn.gate_proj.as_mut().unwrap(), &mut ffn.up_proj, &mut ffn.down_proj] {
-                linear.quantize(QuantConfig { group_size: 32, bits: 4 }).unwrap();
+                linear
+                    .quantize(QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact })
+                    .unwrap();
             }
             let x = array(&[2, 3, 64], 0.1);
             let fused_taken = ffn.gated_kernel(&x).unwrap().is_some();

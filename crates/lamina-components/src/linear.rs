@@ -277,6 +277,7 @@ impl Module<&Array> for Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::Activations;
     use crate::testing::{assert_close, values};
 
     #[test]
@@ -320,7 +321,7 @@ mod tests {
         let mut layer = Linear::new(128, 16, true).unwrap();
         let x = Array::from_slice(&values(2 * 128, 0.2), &[2, 128]);
         let dense = layer.forward(&x).unwrap();
-        layer.quantize(QuantConfig { group_size: 64, bits: 8 }).unwrap();
+        layer.quantize(QuantConfig { group_size: 64, bits: 8, activations: Activations::Exact }).unwrap();
         assert_eq!(layer.dims(), (128, 16));
         let keys: Vec<String> = layer.parameters().flatten().keys().map(|k| k.to_string()).collect();
         assert_eq!(keys.len(), 4, "{keys:?}");
@@ -333,9 +334,14 @@ mod tests {
         };
         assert!(diff(&quantized, &reference) < 1e-4);
         assert!(diff(&quantized, &dense) < 0.05);
-        assert!(layer.quantize(QuantConfig { group_size: 64, bits: 4 }).is_err());
         assert!(
-            Linear::new(96, 4, false).unwrap().quantize(QuantConfig { group_size: 64, bits: 4 }).is_err()
+            layer.quantize(QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact }).is_err()
+        );
+        assert!(
+            Linear::new(96, 4, false)
+                .unwrap()
+                .quantize(QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact })
+                .is_err()
         );
         assert!(lamina_core::count_trainable_parameters(&layer) == 0);
     }
@@ -350,7 +356,9 @@ mod tests {
                 bias.then(|| Array::from_slice(&values(16, 0.6), &[16])),
             );
             if quantized {
-                layer.quantize(QuantConfig { group_size: 32, bits: 4 }).unwrap();
+                layer
+                    .quantize(QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact })
+                    .unwrap();
             }
             let added = layer.forward_add(&x, &residual).unwrap();
             let expected = residual.add(layer.forward(&x).unwrap()).unwrap();

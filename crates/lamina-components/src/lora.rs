@@ -184,6 +184,7 @@ mod tests {
     use mlx_rs::module::Module;
 
     use super::*;
+    use crate::quant::Activations;
     use crate::testing::{array, max_diff};
 
     fn adapted() -> Linear {
@@ -229,7 +230,7 @@ mod tests {
     #[test]
     fn qlora_trains_adapters_on_a_quantized_base_and_fuses_back_into_it() {
         let mut layer = Linear::from_weights(array(&[8, 64], 0.0), None);
-        layer.quantize(QuantConfig { group_size: 32, bits: 8 }).unwrap();
+        layer.quantize(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact }).unwrap();
         let x = array(&[3, 64], 0.5);
         let base = layer.forward(&x).unwrap();
         layer.attach_lora(LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, ..LoraConfig::default() }).unwrap();
@@ -238,7 +239,10 @@ mod tests {
         layer.lora_b = Param::new(Some(array(&[2, 8], 1.0)));
         let adapted = layer.forward(&x).unwrap();
         layer.fuse_lora().unwrap();
-        assert_eq!(layer.quantization(), Some(QuantConfig { group_size: 32, bits: 8 }));
+        assert_eq!(
+            layer.quantization(),
+            Some(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact })
+        );
         // Re-quantizing the fused weight costs 8-bit rounding: small against the update.
         let update = max_diff(&adapted, &base);
         let error = max_diff(&adapted, &layer.forward(&x).unwrap());
@@ -314,7 +318,7 @@ mod tests {
     #[test]
     fn dora_on_a_quantized_base_fuses_back_into_it() {
         let mut layer = Linear::from_weights(array(&[8, 64], 0.0), None);
-        layer.quantize(QuantConfig { group_size: 32, bits: 8 }).unwrap();
+        layer.quantize(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact }).unwrap();
         layer
             .attach_lora(LoraConfig { rank: 2, alpha: 4.0, kind: AdapterKind::Dora, ..LoraConfig::default() })
             .unwrap();

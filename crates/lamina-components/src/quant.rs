@@ -3,6 +3,7 @@
 //! names follow mlx-community: `weight` (packed), `scales`, `biases`.
 
 use lamina_core::{Config, Error, Result};
+pub use lamina_kernels::Activations;
 use mlx_rs::{Array, Dtype, ops};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
@@ -15,10 +16,15 @@ pub struct QuantConfig {
     pub group_size: i32,
     /// Bits per value: 2, 3, 4, 5, 6 or 8.
     pub bits: i32,
+    /// How lamina's CPU kernels read `x` in one-row and batch products: a choice of how to
+    /// run, not part of the checkpoint (never written to `config.json`; exact when read).
+    #[serde(skip)]
+    pub activations: Activations,
 }
 
-/// Written with its field names (`QuantConfig { group_size: 64, bits: 4 }`), never by
-/// position: both are `i32`, and MLX's own functions take them as `(group_size, bits)`.
+/// Written with its field names (`QuantConfig { group_size: 64, bits: 4, activations }`),
+/// never by position: both sizes are `i32`, and MLX's own functions take them as
+/// `(group_size, bits)`.
 impl QuantConfig {
     /// Bytes of an `[rows, cols]` matrix quantized this way (packed values, f32 scales
     /// and biases).
@@ -201,7 +207,7 @@ mod tests {
     fn error_is_within_the_bound_for_the_bit_width() {
         let w = array(&[16, 128], 0.4);
         for bits in [4, 8] {
-            let q = QuantConfig { group_size: 64, bits };
+            let q = QuantConfig { group_size: 64, bits, activations: Activations::Exact };
             let (packed, scales, biases) = q.quantize(&w).unwrap();
             assert_eq!(packed.shape(), &[16, 128 * bits / 32]);
             assert_eq!(scales.shape(), &[16, 2]);
@@ -217,9 +223,20 @@ mod tests {
 
     #[test]
     fn bad_settings_are_rejected() {
-        assert!(QuantConfig { group_size: 48, bits: 4 }.validated().is_err());
-        assert!(QuantConfig { group_size: 64, bits: 7 }.validated().is_err());
-        assert!(QuantConfig { group_size: 64, bits: 4 }.quantize(&array(&[2, 96], 0.0)).is_err());
-        assert_eq!(QuantConfig { group_size: 64, bits: 4 }.bytes(10, 128), 10 * (64 + 2 * 8));
+        assert!(
+            QuantConfig { group_size: 48, bits: 4, activations: Activations::Exact }.validated().is_err()
+        );
+        assert!(
+            QuantConfig { group_size: 64, bits: 7, activations: Activations::Exact }.validated().is_err()
+        );
+        assert!(
+            QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact }
+                .quantize(&array(&[2, 96], 0.0))
+                .is_err()
+        );
+        assert_eq!(
+            QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact }.bytes(10, 128),
+            10 * (64 + 2 * 8)
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use lamina_components::{QuantConfig, Quantizable};
+use lamina_components::{Activations, QuantConfig, Quantizable};
 use lamina_core::{Config, Result};
 use mlx_rs::module::ModuleParameters;
 use serde_json::{Value, json};
@@ -77,6 +77,7 @@ impl CheckpointQuantization {
             let parsed = QuantConfig {
                 group_size: field("group_size").or(default.map(|d| d.group_size)).unwrap_or(64),
                 bits: field("bits").or(default.map(|d| d.bits)).unwrap_or(4),
+                activations: Activations::Exact,
             };
             parsed.validated()?;
             Ok(parsed)
@@ -97,6 +98,18 @@ impl CheckpointQuantization {
             }
         }
         Ok(Some(CheckpointQuantization { default, overrides }))
+    }
+
+    /// The same, each layer's products reading `x` as `activations(layer)` says (the
+    /// default's as `activations("")`).
+    pub fn with_activations(mut self, activations: impl Fn(&str) -> Activations) -> Self {
+        self.default.activations = activations("");
+        for (layer, config) in &mut self.overrides {
+            if let Some(config) = config {
+                config.activations = activations(layer);
+            }
+        }
+        self
     }
 
     /// The `config.json` entry for a model quantized uniformly with `config`.

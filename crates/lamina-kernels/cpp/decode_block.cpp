@@ -55,6 +55,7 @@ struct BlockSpec {
   NormAt qk_norms[2];  // per-head RMSNorm of q and k before RoPE
   int weight_at[kProducts];  // the packed weight; its scales and biases follow
   int group[kProducts], bits[kProducts];
+  Activations activations[kProducts];
   int bias_at[3];  // q, k, v biases
   int keys_at, values_at, periods_at;
   Gate gate;
@@ -89,7 +90,7 @@ void product(const std::vector<mc::array>& in, const BlockSpec& b, int which, co
   const mc::array& scales = in[at + 1];
   const int n = static_cast<int>(w.shape(0));
   Problem p{x, w.data<uint8_t>(), scales.data<void>(), in[at + 2].data<void>(), out,
-            rows, n, k, b.group[which], b.bits[which], scales.dtype() == mc::float16};
+            rows, n, k, b.group[which], b.bits[which], scales.dtype() == mc::float16, b.activations[which]};
   quantized_products(p);
   if (which <= kV && b.bias_at[which] >= 0) {
     const float* bias = in[b.bias_at[which]].data<float>();
@@ -205,7 +206,7 @@ struct LaminaBlock {
 // `norms` the four RMSNorm weights [hidden] (empty handles for absent ones: the first and
 // third are required); `qk_norms` the per-head q and k norms [D] (empty: none); `ws`/`ss`/
 // `bs` the seven products' packed weights, scales and biases (q, k, v, o, gate, up, down)
-// with `groups`/`bits`; `qkv_biases` f32 biases of q, k, v (empty: none); `keys`/`values`
+// with `groups`/`bits`/`activations` (0 exact, 1 x rounded to 8 bits); `qkv_biases` f32 biases of q, k, v (empty: none); `keys`/`values`
 // the caches [B, H_kv, C, D]; `periods` an empty handle or RoPE's [dims / 2]. Fills `out`
 // [B, 1, hidden] and the caches with the token's slot written. CPU and f32 only (returns 1
 // with the reason otherwise).
@@ -213,7 +214,7 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
                                                                Handle x, const Handle* norms, const Handle* qk_norms,
                                                                const Handle* ws, const Handle* ss, const Handle* bs,
                                                                const int* groups, const int* bits,
-                                                               const Handle* qkv_biases, Handle keys, Handle values,
+                                                               const int* activations, const Handle* qkv_biases, Handle keys, Handle values,
                                                                Handle periods, const LaminaBlock* block) {
   try {
     const mc::array& xa = from_handle(x);
@@ -260,6 +261,7 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
       if (!fits) why = "product " + std::to_string(i) + " does not fit";
       spec.group[i] = groups[i];
       spec.bits[i] = bits[i];
+      spec.activations[i] = activations[i] == 1 ? Activations::int8 : Activations::exact;
       spec.weight_at[i] = static_cast<int>(inputs.size());
       inputs.insert(inputs.end(), {w, sc, bi});
     }

@@ -196,6 +196,7 @@ using namespace lamina_kernels;
 struct Operand {
   int group;
   int bits;
+  Activations activations;
 };
 
 // What happens to the products' outputs: the first two rotated (RoPE of a decoded
@@ -244,7 +245,7 @@ class QuantizedProducts : public mc::Primitive {
         }
         const mc::array& scales = inputs[2 + 3 * i];
         Problem p{xp, w.data<uint8_t>(), scales.data<void>(), inputs[3 + 3 * i].data<void>(), out, m, n, k,
-                  operands[i].group, operands[i].bits, scales.dtype() == mc::float16};
+                  operands[i].group, operands[i].bits, scales.dtype() == mc::float16, operands[i].activations};
         quantized_products(p);
       }
       if (gate != Gate::None) {
@@ -311,7 +312,8 @@ class QuantizedProducts : public mc::Primitive {
       return false;
     }
     for (size_t i = 0; i < operands_.size(); ++i) {
-      if (o->operands_[i].group != operands_[i].group || o->operands_[i].bits != operands_[i].bits) return false;
+      const Operand &a = o->operands_[i], &b = operands_[i];
+      if (a.group != b.group || a.bits != b.bits || a.activations != b.activations) return false;
     }
     return true;
   }
@@ -543,11 +545,13 @@ extern "C" int lamina_kernels_supports_quantized(int bits, int group);
 // `gate` 1-3 there are two operands and one output, act(x Wg^T) * (x Wu^T) (1 SiLU, 2 GELU
 // with tanh, 3 GELU with erf). `rope` (may be null): the first two outputs, shaped
 // [B, H, 1, D], rotated. `residual` (may be an empty handle): added to the only output.
+// `activations[i]`: 0 exact, 1 x rounded to 8 bits in one-row and batch products.
 // CPU and f32 only (returns 1 with the reason otherwise).
 __attribute__((visibility("default"))) int lamina_quantized_products(Handle* outs, int count, Handle x,
                                                                      const Handle* ws, const Handle* ss,
                                                                      const Handle* bs, const int* groups,
-                                                                     const int* bits, const int* shapes,
+                                                                     const int* bits, const int* activations,
+                                                                     const int* shapes,
                                                                      const int* ndims, int gate,
                                                                      const LaminaRope* rope, Handle residual) {
   try {
@@ -582,7 +586,7 @@ __attribute__((visibility("default"))) int lamina_quantized_products(Handle* out
         return 1;
       }
       inputs.insert(inputs.end(), {w, s, b});
-      operands.push_back({groups[i], bits[i]});
+      operands.push_back({groups[i], bits[i], activations[i] == 1 ? Activations::int8 : Activations::exact});
       mc::Shape shape = xa.shape();
       shape.back() = n;
       if (ndims != nullptr && ndims[i] > 0) {

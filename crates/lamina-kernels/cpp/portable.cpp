@@ -25,6 +25,40 @@ float dot_any(const Problem& p, int r, const float* x, const PreparedRow& prepar
   return total + bias_dot(p, r, prepared);
 }
 
+// 4-bit weights against x rounded to 8 bits (PreparedRow::q8, split like the nibbles): per
+// 32-value chunk an integer sum of products, scaled by the group's scale times the chunk's.
+float dot_q4_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
+  const uint8_t* row = p.row(r);
+  const float* s = p.row_scales(r);
+  const int per_group = p.group / 32;
+  float total = 0.0f;
+  for (int c = 0; c < p.k / 32; ++c) {
+    const uint8_t* bytes = row + 16 * c;
+    const int8_t* xq = x.q8.data() + 32 * c;
+    int32_t sum = 0;
+    for (int j = 0; j < 16; ++j) sum += (bytes[j] & 0x0F) * xq[j] + (bytes[j] >> 4) * xq[16 + j];
+    total += s[c / per_group] * x.q8_scales[c] * static_cast<float>(sum);
+  }
+  return total + bias_dot(p, r, x);
+}
+
+// 8-bit weights against x rounded to 8 bits: sum q x = sum (q - 128) x + 128 sum x, the
+// first as integers (both factors fit a signed byte), the second from x's exact group sums.
+float dot_q8_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
+  const uint8_t* row = p.row(r);
+  const float* s = p.row_scales(r);
+  const int per_group = p.group / 32;
+  float total = 0.0f;
+  for (int c = 0; c < p.k / 32; ++c) {
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) sum += (row[32 * c + j] - 128) * x.q8[32 * c + j];
+    total += s[c / per_group] * x.q8_scales[c] * static_cast<float>(sum);
+  }
+  float shift = 0.0f;
+  for (int g = 0; g < p.groups(); ++g) shift += s[g] * x.group_sums[g];
+  return total + 128.0f * shift + bias_dot(p, r, x);
+}
+
 void dequantize_any(const Problem& p, int r, float* dst) {
   const uint8_t* row = p.row(r);
   const float* s = p.row_scales(r);
@@ -89,6 +123,8 @@ Kernels portable_kernels() {
   k.isa = Isa::portable;
   k.name = "portable";
   k.dot_bits = dot_any;
+  k.dot_q4_int8 = dot_q4_int8;
+  k.dot_q8_int8 = dot_q8_int8;
   k.dequantize_bits = dequantize_any;
   k.dots = dots;
   k.widen_f16 = f16_to_f32;

@@ -2,6 +2,8 @@
 // and the fused primitives built on it.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -10,6 +12,13 @@ namespace lamina_kernels {
 
 // `n` f16 values as f32 (the tier's widening: F16C, NEON, or a loop).
 void widen_f16(const uint16_t* src, int n, float* dst);
+
+// How the one-row and batch products read x: as given (the result is MLX's
+// dequantize-then-matmul to float rounding), or rounded to 8 bits per block of 32 values
+// (llama.cpp's Q8_0 activations: 4- and 8-bit weights multiply as integers, about twice as
+// many weights a cycle; the per-group bias term still uses x's exact sums). Prompts (more
+// than 32 rows) are exact either way.
+enum class Activations : int { exact = 0, int8 = 1 };
 
 // out[M, N] = x[M, K] @ dequantize(w)^T for MLX's affine layout: `w` packed little-endian
 // bit streams, one per row; per-group scales and biases, f32 or f16 (as GGUF stores them:
@@ -22,6 +31,7 @@ struct Problem {
   float* out;           // [M, N]
   int m, n, k, group, bits;
   bool half_scales;     // scales and biases are f16
+  Activations activations = Activations::exact;
   int row_bytes() const { return k * bits / 8; }
   int groups() const { return k / group; }
   // Row r's packed values.
@@ -58,14 +68,38 @@ inline uint32_t value_at(const uint8_t* row, int row_bytes, int j, int bits) {
   return (two >> (bit & 7)) & ((1u << bits) - 1u);
 }
 
-// x prepared once per row of x: per-group sums, and for 4-bit the even/odd split of each
-// 32-value chunk (byte j of a chunk holds values 2j and 2j + 1).
+// x prepared once per row of x: per-group sums; for 4-bit the even/odd split of each
+// 32-value chunk (byte j of a chunk holds values 2j and 2j + 1); with 8-bit activations,
+// x rounded to 8 bits per chunk (in the same order as the weights it meets: split for
+// 4-bit, as given for 8-bit).
 struct PreparedRow {
   std::vector<float> group_sums;
-  std::vector<float> split;  // [K]: per 32-chunk, 16 even values then 16 odd values
+  std::vector<float> split;    // [K]: per 32-chunk, 16 even values then 16 odd values
+  std::vector<int8_t> q8;      // [K]: round(x / q8_scales[chunk]), in [-127, 127]
+  std::vector<float> q8_scales;  // [K / 32]: the chunk's largest |x| / 127
 };
 
-inline PreparedRow prepare(const Problem& p, const float* x) {
+// x's 32-value chunks rounded to 8 bits (llama.cpp's Q8_0): d = max |x| / 127, round(x / d)
+// to nearest, ties to even; `order` maps a chunk's position to the index of x it holds.
+template <class Order>
+void round_chunks(const float* x, int k, Order order, PreparedRow& out) {
+  out.q8.resize(k);
+  out.q8_scales.resize(k / 32);
+  for (int c = 0; c < k / 32; ++c) {
+    const float* chunk = x + 32 * c;
+    float largest = 0.0f;
+    for (int j = 0; j < 32; ++j) largest = std::max(largest, std::fabs(chunk[j]));
+    const float d = largest / 127.0f;
+    const float inverse = d > 0.0f ? 1.0f / d : 0.0f;
+    out.q8_scales[c] = d;
+    for (int j = 0; j < 32; ++j) {
+      out.q8[32 * c + j] = static_cast<int8_t>(std::nearbyint(chunk[order(j)] * inverse));
+    }
+  }
+}
+
+// `int8`: the product's kernel reads x rounded to 8 bits (Kernels::int8).
+inline PreparedRow prepare(const Problem& p, const float* x, bool int8) {
   PreparedRow out;
   out.group_sums.assign(p.groups(), 0.0f);
   for (int g = 0; g < p.groups(); ++g) {
@@ -73,13 +107,18 @@ inline PreparedRow prepare(const Problem& p, const float* x) {
     for (int j = 0; j < p.group; ++j) sum += x[g * p.group + j];
     out.group_sums[g] = sum;
   }
-  if (p.bits == 4) {
+  // Position j of a 4-bit chunk's split order holds value 2j (j < 16) or 2(j - 16) + 1.
+  auto split = [](int j) { return j < 16 ? 2 * j : 2 * (j - 16) + 1; };
+  if (int8) {
+    if (p.bits == 4) {
+      round_chunks(x, p.k, split, out);
+    } else {
+      round_chunks(x, p.k, [](int j) { return j; }, out);
+    }
+  } else if (p.bits == 4) {
     out.split.resize(p.k);
     for (int c = 0; c < p.k / 32; ++c) {
-      for (int j = 0; j < 16; ++j) {
-        out.split[32 * c + j] = x[32 * c + 2 * j];
-        out.split[32 * c + 16 + j] = x[32 * c + 2 * j + 1];
-      }
+      for (int j = 0; j < 32; ++j) out.split[32 * c + j] = x[32 * c + split(j)];
     }
   }
   return out;

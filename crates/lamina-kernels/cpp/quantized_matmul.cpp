@@ -44,7 +44,7 @@ using namespace lamina_kernels;
 void gemv_rows(const Problem& p, int m, const PreparedRow& prepared, int begin, int end) {
   const float* x = p.x + static_cast<size_t>(m) * p.k;
   float* out = p.out + static_cast<size_t>(m) * p.n;
-  const RowDot dot = kernels().dot_for(p.bits);
+  const RowDot dot = kernels().dot(p);
   for (int r = begin; r < end; ++r) out[r] = dot(p, r, x, prepared);
 }
 
@@ -59,7 +59,7 @@ void gemv(const Problem& p) {
   const size_t bytes = static_cast<size_t>(p.n) * p.row_bytes();
   const int tasks = bytes < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
   for (int m = 0; m < p.m; ++m) {
-    const PreparedRow prepared = prepare(p, p.x + static_cast<size_t>(m) * p.k);
+    const PreparedRow prepared = prepare(p, p.x + static_cast<size_t>(m) * p.k, kernels().int8(p));
     pool.run(tasks, [&](int t) {
       const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
       const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
@@ -72,9 +72,31 @@ void gemv(const Problem& p) {
 // A few rows (a decoding batch): each weight row is read from memory once, dequantized
 // into a buffer that stays in L1, and dotted with every row of x.
 
+// With 8-bit activations: every row of x rounded once, then each packed weight row (in L1
+// after its first use) multiplied with each of them as integers.
+void gemv_batch_int8(const Problem& p) {
+  Pool& pool = Pool::get();
+  const RowDot dot = kernels().dot(p);
+  std::vector<PreparedRow> prepared;
+  for (int m = 0; m < p.m; ++m) prepared.push_back(prepare(p, p.x + static_cast<size_t>(m) * p.k, true));
+  const size_t work = static_cast<size_t>(p.n) * p.row_bytes() * p.m;
+  const int tasks = work < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
+  pool.run(tasks, [&](int t) {
+    const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
+    const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
+    for (int r = begin; r < end; ++r) {
+      for (int m = 0; m < p.m; ++m) p.out[static_cast<size_t>(m) * p.n + r] = dot(p, r, p.x + static_cast<size_t>(m) * p.k, prepared[m]);
+    }
+  });
+}
+
 void gemv_batch(const Problem& p) {
   Pool& pool = Pool::get();
   const Kernels& k = kernels();
+  if (k.int8(p)) {
+    gemv_batch_int8(p);
+    return;
+  }
   const RowDequantize dequantize = k.dequantize_for(p.bits);
   const size_t work = static_cast<size_t>(p.n) * p.row_bytes() * p.m;
   const int tasks = work < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
@@ -145,8 +167,8 @@ namespace {
 
 class QuantizedMatmulCpu : public mc::UnaryPrimitive {
  public:
-  QuantizedMatmulCpu(mc::Stream stream, int group, int bits)
-      : mc::UnaryPrimitive(stream), group_(group), bits_(bits) {}
+  QuantizedMatmulCpu(mc::Stream stream, int group, int bits, Activations activations)
+      : mc::UnaryPrimitive(stream), group_(group), bits_(bits), activations_(activations) {}
 
   void eval_cpu(const std::vector<mc::array>& inputs, mc::array& out) override {
     // The kernels read x as a dense [M, K]; a strided view is copied once (in the task).
@@ -160,8 +182,8 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
     encoder.set_output_array(out);
     mc::array w = inputs[1], scales = inputs[2], biases = inputs[3];
     const int n = static_cast<int>(w.shape(0));
-    encoder.dispatch([x, w, scales, biases, out_ptr = out.data<float>(), m, n, k, contiguous,
-                      group = group_, bits = bits_]() mutable {
+    encoder.dispatch([x, w, scales, biases, out_ptr = out.data<float>(), m, n, k, contiguous, group = group_,
+                      bits = bits_, activations = activations_]() mutable {
       const float* xp = x.data<float>();
       std::vector<float> dense;
       if (!contiguous) {
@@ -169,7 +191,7 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
         xp = dense.data();
       }
       Problem p{xp,    w.data<uint8_t>(), scales.data<void>(), biases.data<void>(), out_ptr, m, n, k, group, bits,
-                scales.dtype() == mc::float16};
+                scales.dtype() == mc::float16, activations};
       quantized_products(p);
     });
   }
@@ -195,7 +217,7 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
 
   bool is_equivalent(const mc::Primitive& other) const override {
     const auto* o = dynamic_cast<const QuantizedMatmulCpu*>(&other);
-    return o != nullptr && o->group_ == group_ && o->bits_ == bits_;
+    return o != nullptr && o->group_ == group_ && o->bits_ == bits_ && o->activations_ == activations_;
   }
 
   std::vector<mc::Shape> output_shapes(const std::vector<mc::array>& inputs) override {
@@ -207,6 +229,7 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
  private:
   int group_;
   int bits_;
+  Activations activations_;
 };
 
 }  // namespace
@@ -225,10 +248,12 @@ int lamina_kernel_threads() { return lamina_kernels::Pool::get().size(); }
 
 
 // `out = x @ dequantize(w, scales, biases)^T` on the CPU (MLX's own op elsewhere).
-// x: f32 [..., K]; w: u32 [N, K * bits / 32]; scales, biases: f32 [N, K / group].
+// x: f32 [..., K]; w: u32 [N, K * bits / 32]; scales, biases: f32 [N, K / group];
+// activations: 0 exact, 1 x rounded to 8 bits in one-row and batch products (Activations).
 // Returns 0, or 1 with the reason in lamina_kernels_last_error().
 __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, Handle x, Handle w, Handle scales,
-                                                                   Handle biases, int group, int bits) {
+                                                                   Handle biases, int group, int bits,
+                                                                   int activations) {
   try {
     const mc::array& xa = from_handle(x);
     const mc::array& wa = from_handle(w);
@@ -244,6 +269,10 @@ __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, 
     if (group <= 0 || group % 32 != 0) {
       last_error() = "quantized matmul: group " + std::to_string(group) +
                      ": lamina's kernels and MLX take groups that are multiples of 32";
+      return 1;
+    }
+    if (activations != 0 && activations != 1) {
+      last_error() = "quantized matmul: activations " + std::to_string(activations) + ": 0 (exact) or 1 (8 bits)";
       return 1;
     }
     const bool ours = on_cpu(stream) && xa.dtype() == mc::float32 && scales_read && wa.dtype() == mc::uint32 &&
@@ -263,7 +292,7 @@ __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, 
     }
     mc::Shape shape = xa.shape();
     shape.back() = n;
-    auto primitive = std::make_shared<QuantizedMatmulCpu>(stream, group, bits);
+    auto primitive = std::make_shared<QuantizedMatmulCpu>(stream, group, bits, static_cast<Activations>(activations));
     to_handle(out, mc::array(shape, mc::float32, primitive, {xa, wa, sa, ba}));
     return 0;
   } catch (const std::exception& e) {

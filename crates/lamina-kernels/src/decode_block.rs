@@ -93,6 +93,7 @@ unsafe extern "C" {
         bs: *const mlx_sys::mlx_array,
         groups: *const c_int,
         bits: *const c_int,
+        activations: *const c_int,
         qkv_biases: *const mlx_sys::mlx_array,
         keys: mlx_sys::mlx_array,
         values: mlx_sys::mlx_array,
@@ -129,6 +130,7 @@ pub unsafe fn decode_block_in_place(
     let bs: Vec<mlx_sys::mlx_array> = products.iter().map(|w| w.biases.as_ptr()).collect();
     let groups: Vec<c_int> = products.iter().map(|w| w.group_size).collect();
     let bits: Vec<c_int> = products.iter().map(|w| w.bits).collect();
+    let activations: Vec<c_int> = products.iter().map(|w| w.activations.code()).collect();
     let norm = |n: Option<BlockNorm<'_>>| n.map_or_else(absent, |n| n.weight.as_ptr());
     let norms = weights.norms.map(norm);
     let qk_norms = weights.qk_norms.map_or([absent(), absent()], |n| n.map(|n| n.weight.as_ptr()));
@@ -176,6 +178,7 @@ pub unsafe fn decode_block_in_place(
             bs.as_ptr(),
             groups.as_ptr(),
             bits.as_ptr(),
+            activations.as_ptr(),
             qkv_biases.as_ptr(),
             keys.as_ptr(),
             values.as_ptr(),

@@ -9,8 +9,8 @@ use lamina_core::Result;
 use mlx_rs::Array;
 
 use crate::{
-    RopeFrequencies, absent, lamina_decode_attention, lamina_prompt_attention, lamina_quantized_products,
-    produced, produced_all, produced_three,
+    Activations, RopeFrequencies, absent, lamina_decode_attention, lamina_prompt_attention,
+    lamina_quantized_products, produced, produced_all, produced_three,
 };
 
 /// A quantized weight in MLX's affine layout, as a quantized `Linear` holds it.
@@ -26,6 +26,8 @@ pub struct QuantizedWeight<'a> {
     pub group_size: i32,
     /// Bits per value (2-8).
     pub bits: i32,
+    /// How one-row and batch products read `x` (exact, or rounded to 8 bits).
+    pub activations: Activations,
 }
 
 /// The activation of a gated unit's gate.
@@ -97,6 +99,7 @@ fn products(
     let bs: Vec<mlx_sys::mlx_array> = weights.iter().map(|w| w.biases.as_ptr()).collect();
     let groups: Vec<c_int> = weights.iter().map(|w| w.group_size).collect();
     let bits: Vec<c_int> = weights.iter().map(|w| w.bits).collect();
+    let activations: Vec<c_int> = weights.iter().map(|w| w.activations.code()).collect();
     let dims: Vec<c_int> = shapes.iter().flat_map(|s| s.iter().copied()).collect();
     let ndims: Vec<c_int> =
         (0..weights.len()).map(|i| shapes.get(i).map_or(0, |s| s.len() as c_int)).collect();
@@ -128,6 +131,7 @@ fn products(
             bs.as_ptr(),
             groups.as_ptr(),
             bits.as_ptr(),
+            activations.as_ptr(),
             dims.as_ptr(),
             ndims.as_ptr(),
             gate,
@@ -145,11 +149,18 @@ fn products(
 ///
 /// ```
 /// use mlx_rs::ops;
-/// use lamina_kernels::QuantizedWeight;
+/// use lamina_kernels::{Activations, QuantizedWeight};
 ///
 /// let w = mlx_rs::random::normal::<f32>(&[16, 64], None, None, None).unwrap();
 /// let (packed, scales, biases) = ops::quantize(&w, 32, 4).unwrap();
-/// let q = QuantizedWeight { weight: &packed, scales: &scales, biases: &biases, group_size: 32, bits: 4 };
+/// let q = QuantizedWeight {
+///     weight: &packed,
+///     scales: &scales,
+///     biases: &biases,
+///     group_size: 32,
+///     bits: 4,
+///     activations: Activations::Exact,
+/// };
 /// let x = mlx_rs::random::normal::<f32>(&[1, 1, 64], None, None, None).unwrap();
 /// let outs = lamina_kernels::quantized_products(&x, &[q, q], &[&[1, 4, 1, 4]]).unwrap();
 /// assert_eq!(outs[0].shape(), &[1, 4, 1, 4]);

@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use lamina_kernels::{
-    DecodeAttention, GateActivation, PromptAttention, QuantizedWeight, RopeFrequencies, Rotation,
-    decode_attention, decode_attention_in_place, prompt_attention, quantized_gated, quantized_matmul,
-    quantized_products, quantized_residual, rope, rotated_products,
+    Activations, DecodeAttention, GateActivation, PromptAttention, QuantizedWeight, RopeFrequencies,
+    Rotation, decode_attention, decode_attention_in_place, prompt_attention, quantized_gated,
+    quantized_matmul, quantized_products, quantized_residual, rope, rotated_products,
 };
 use mlx_rs::{Array, Dtype, ops};
 
@@ -48,11 +48,21 @@ impl Quantized {
             biases: &self.biases,
             group_size: self.group,
             bits: self.bits,
+            activations: Activations::Exact,
         }
     }
 
     fn product(&self, x: &Array) -> Array {
-        quantized_matmul(x, &self.packed, &self.scales, &self.biases, self.group, self.bits).unwrap()
+        quantized_matmul(
+            x,
+            &self.packed,
+            &self.scales,
+            &self.biases,
+            self.group,
+            self.bits,
+            Activations::Exact,
+        )
+        .unwrap()
     }
 }
 

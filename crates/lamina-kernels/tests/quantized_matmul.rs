@@ -3,10 +3,12 @@
 //! batch dimensions, gradients, and shape errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use lamina_kernels::quantized_matmul;
+use lamina_kernels::{Activations, quantized_matmul};
 use mlx_rs::ops;
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
+
+const EXACT: Activations = Activations::Exact;
 
 /// Deterministic values in [-1, 1).
 fn values(shape: &[i32], salt: f32) -> Array {
@@ -26,7 +28,7 @@ fn check(m: i32, n: i32, k: i32, group: i32, bits: i32) {
     let w = values(&[n, k], bits as f32 + group as f32);
     let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
     let x = values(&[m, k], 0.5);
-    let ours = quantized_matmul(&x, &packed, &scales, &biases, group, bits).unwrap();
+    let ours = quantized_matmul(&x, &packed, &scales, &biases, group, bits, EXACT).unwrap();
     let mlx = ops::quantized_matmul(&x, &packed, &scales, &biases, true, group, bits).unwrap();
     let diff = max_rel_diff(&ours, &mlx);
     assert!(diff < 2e-5, "m {m} n {n} k {k} group {group} bits {bits}: {diff}");
@@ -60,18 +62,18 @@ fn batch_dimensions_and_strided_inputs_are_read_correctly() {
     let w = values(&[24, 64], 1.0);
     let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
     let x = values(&[2, 3, 64], 2.0);
-    let ours = quantized_matmul(&x, &packed, &scales, &biases, group, bits).unwrap();
+    let ours = quantized_matmul(&x, &packed, &scales, &biases, group, bits, EXACT).unwrap();
     assert_eq!(ours.shape(), &[2, 3, 24]);
     let mlx = ops::quantized_matmul(&x, &packed, &scales, &biases, true, group, bits).unwrap();
     assert!(max_rel_diff(&ours, &mlx) < 2e-5);
     // A transposed (non-contiguous) view of x.
     let xt = values(&[64, 5], 3.0).t();
-    let ours = quantized_matmul(&xt, &packed, &scales, &biases, group, bits).unwrap();
+    let ours = quantized_matmul(&xt, &packed, &scales, &biases, group, bits, EXACT).unwrap();
     let mlx = ops::quantized_matmul(&xt, &packed, &scales, &biases, true, group, bits).unwrap();
     assert!(max_rel_diff(&ours, &mlx) < 2e-5);
     // A slice of a decode step (one row of a bigger batch).
     let row = x.index((1, 2..3, ..));
-    let ours = quantized_matmul(&row, &packed, &scales, &biases, group, bits).unwrap();
+    let ours = quantized_matmul(&row, &packed, &scales, &biases, group, bits, EXACT).unwrap();
     let mlx = ops::quantized_matmul(&row, &packed, &scales, &biases, true, group, bits).unwrap();
     assert!(max_rel_diff(&ours, &mlx) < 2e-5);
 }
@@ -86,7 +88,7 @@ fn gradients_with_respect_to_x_flow_through_the_kernel() {
         let (packed, scales, biases) = (packed.clone(), scales.clone(), biases.clone());
         move |x: &Array| -> Result<Array, mlx_rs::error::Exception> {
             let y = if kernel {
-                quantized_matmul(x, &packed, &scales, &biases, group, bits)
+                quantized_matmul(x, &packed, &scales, &biases, group, bits, EXACT)
                     .map_err(|e| mlx_rs::error::Exception::custom(e.to_string()))?
             } else {
                 ops::quantized_matmul(x, &packed, &scales, &biases, true, group, bits)?
@@ -107,10 +109,10 @@ fn other_dtypes_go_through_mlx_and_bad_shapes_are_errors() {
     let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
     let x16 = values(&[1, 64], 7.0).as_dtype(Dtype::Bfloat16).unwrap();
     let (s16, b16) = (scales.as_dtype(Dtype::Bfloat16).unwrap(), biases.as_dtype(Dtype::Bfloat16).unwrap());
-    let out = quantized_matmul(&x16, &packed, &s16, &b16, group, bits).unwrap();
+    let out = quantized_matmul(&x16, &packed, &s16, &b16, group, bits, EXACT).unwrap();
     assert_eq!(out.dtype(), Dtype::Bfloat16);
     let wrong = values(&[1, 96], 8.0);
-    let err = quantized_matmul(&wrong, &packed, &scales, &biases, group, bits).unwrap_err();
+    let err = quantized_matmul(&wrong, &packed, &scales, &biases, group, bits, EXACT).unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");
 }
 
@@ -128,7 +130,7 @@ fn many_parallel_products_in_a_row_finish_and_agree() {
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for i in 0..3000 {
-            let y = quantized_matmul(&x, &packed, &scales, &biases, group, bits).unwrap();
+            let y = quantized_matmul(&x, &packed, &scales, &biases, group, bits, EXACT).unwrap();
             let diff =
                 y.as_slice::<f32>().iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             if diff > 1e-4 {
@@ -156,7 +158,7 @@ fn half_precision_scales_and_biases_are_read_as_stored() {
                 let (scales, biases) =
                     (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap());
                 let x = values(&[m, k], 0.5);
-                let ours = quantized_matmul(&x, &packed, &scales, &biases, group, bits).unwrap();
+                let ours = quantized_matmul(&x, &packed, &scales, &biases, group, bits, EXACT).unwrap();
                 assert_eq!(ours.dtype(), Dtype::Float32);
                 let mlx = ops::quantized_matmul(&x, &packed, &scales, &biases, true, group, bits).unwrap();
                 let diff = max_rel_diff(&ours, &mlx);
@@ -171,9 +173,9 @@ fn widths_and_groups_outside_the_layout_are_refused_clearly() {
     let w = values(&[8, 64], 1.0);
     let (packed, scales, biases) = ops::quantize(&w, 32, 4).unwrap();
     let x = values(&[1, 64], 0.5);
-    let err = quantized_matmul(&x, &packed, &scales, &biases, 32, 7).unwrap_err().to_string();
+    let err = quantized_matmul(&x, &packed, &scales, &biases, 32, 7, EXACT).unwrap_err().to_string();
     assert!(err.contains("7 bits") && err.contains("2, 3, 4, 5, 6 or 8"), "{err}");
-    let err = quantized_matmul(&x, &packed, &scales, &biases, 16, 4).unwrap_err().to_string();
+    let err = quantized_matmul(&x, &packed, &scales, &biases, 16, 4, EXACT).unwrap_err().to_string();
     assert!(err.contains("group 16") && err.contains("multiples of 32"), "{err}");
     assert!(!lamina_kernels::supports_quantized(7, 32));
     assert!(!lamina_kernels::supports_quantized(4, 48));
@@ -189,7 +191,7 @@ fn two_threads_calling_the_kernels_at_once_get_their_own_answers() {
             let (packed, scales, biases) = ops::quantize(&w, 64, bits).unwrap();
             for m in [1, 7, 40, 1, 3] {
                 let x = values(&[m, 256], t as f32 + 0.25);
-                let ours = quantized_matmul(&x, &packed, &scales, &biases, 64, bits).unwrap();
+                let ours = quantized_matmul(&x, &packed, &scales, &biases, 64, bits, EXACT).unwrap();
                 let mlx = ops::quantized_matmul(&x, &packed, &scales, &biases, true, 64, bits).unwrap();
                 let diff = max_rel_diff(&ours, &mlx);
                 assert!(diff < 2e-5, "thread {t}, m {m}: {diff}");

@@ -67,9 +67,11 @@ async fn phi3_longrope_factors_stored_as_tensors_match_mlx_lm() {
 
 #[tokio::test]
 async fn q8_0_q4_0_q4_1_gguf_matches_mlx_lm_on_the_dequantized_weights() {
-    // Kept quantized (the default: lamina's kernel computes on the packed weights) and
-    // dequantized to f32 on request: both match the f32 reference.
-    logits_match("tiny_quant", LoadOptions::default()).await;
+    // Kept quantized (the default: lamina's kernel computes on the packed weights; exact
+    // activations, as the reference computes) and dequantized to f32 on request: both match
+    // the f32 reference.
+    let exact = Some(lamina_components::Activations::Exact);
+    logits_match("tiny_quant", LoadOptions { activations: exact, ..LoadOptions::default() }).await;
     logits_match(
         "tiny_quant",
         LoadOptions { dtype: Some(lamina_core::DType::F32), ..LoadOptions::default() },
@@ -276,4 +278,51 @@ fn every_ggml_type_decodes_as_gguf_py_does_and_repacks_into_mlx_layout() {
         eprintln!("{name}: max |kept - reference| {diff:e} (bound {bound:e})");
         assert!(diff <= bound, "{name}: {diff} > {bound}");
     }
+}
+
+/// Each quantized layer's `(path, activations)`.
+fn activations(
+    model: &mut dyn lamina_families::LanguageModel,
+) -> Vec<(String, lamina_components::Activations)> {
+    let mut found = Vec::new();
+    model
+        .visit_layers("", &mut |path, layer| {
+            let q = match layer {
+                lamina_components::Quantizable::Linear(l) => l.quantization(),
+                lamina_components::Quantizable::Embedding(e) => e.quantization(),
+            };
+            if let Some(q) = q {
+                found.push((path.to_owned(), q.activations));
+            }
+            Ok(())
+        })
+        .unwrap();
+    found
+}
+
+#[tokio::test]
+async fn a_gguf_file_decodes_with_8_bit_activations_but_an_exact_head() {
+    use lamina_components::Activations;
+    let mut loaded = load(fixture("tiny_quant.gguf"), LoadOptions::default()).await.unwrap();
+    let layers = activations(loaded.model.as_mut());
+    assert!(layers.iter().any(|(path, _)| path == "lm_head"), "{layers:?}");
+    for (path, activations) in &layers {
+        let head = path == "lm_head" || path == "model.embed_tokens";
+        assert_eq!(*activations, if head { Activations::Exact } else { Activations::Int8 }, "{path}");
+    }
+    // Asked for, one way or the other, every layer follows.
+    for chosen in [Activations::Exact, Activations::Int8] {
+        let options = LoadOptions { activations: Some(chosen), ..LoadOptions::default() };
+        let mut loaded = load(fixture("tiny_quant.gguf"), options).await.unwrap();
+        assert!(activations(loaded.model.as_mut()).iter().all(|(_, a)| *a == chosen));
+    }
+    // An MLX checkpoint runs as mlx-lm does, exactly, unless asked.
+    let mlx =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/checkpoints/llama_mlx_4bit");
+    let mut loaded = load(&mlx, LoadOptions::default()).await.unwrap();
+    let layers = activations(loaded.model.as_mut());
+    assert!(!layers.is_empty() && layers.iter().all(|(_, a)| *a == Activations::Exact), "{layers:?}");
+    let options = LoadOptions { activations: Some(Activations::Int8), ..LoadOptions::default() };
+    let mut loaded = load(&mlx, options).await.unwrap();
+    assert!(activations(loaded.model.as_mut()).iter().all(|(_, a)| *a == Activations::Int8));
 }

@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use lamina_components::{AdapterKind, LoraConfig, QuantConfig};
+use lamina_components::{Activations, AdapterKind, LoraConfig, QuantConfig};
 use lamina_families::{LanguageModel, LlamaConfig, LlamaForCausalLM, MambaConfig, MambaForCausalLM};
 use lamina_heads::ModelInput;
 use lamina_loader::{LoadOptions, load_blocking, save_checkpoint};
@@ -176,7 +176,11 @@ fn dora_and_full_fine_tuning_save_load_and_fuse_like_lora() {
 
     // Full fine-tuning needs dense weights.
     let mut quantized = tiny(7);
-    quantize_model(quantized.as_mut(), QuantConfig { group_size: 32, bits: 8 }).unwrap();
+    quantize_model(
+        quantized.as_mut(),
+        QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact },
+    )
+    .unwrap();
     let err =
         apply_fine_tuning(quantized.as_mut(), &AdapterConfig::full(LoraTargets::query_value())).unwrap_err();
     assert!(err.to_string().contains("quantized"), "{err}");
@@ -230,7 +234,11 @@ fn a_quantized_checkpoint_saved_and_reloaded_gives_identical_logits() {
     let ids = Array::from_slice(&[1i32, 4, 9, 16, 25], &[1, 5]);
     let mut model = tiny(5);
     let dense = logits(&mut model, &ids);
-    let report = quantize_model(model.as_mut(), QuantConfig { group_size: 32, bits: 4 }).unwrap();
+    let report = quantize_model(
+        model.as_mut(),
+        QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact },
+    )
+    .unwrap();
     assert!(
         report.quantized.contains(&"model.embed_tokens".to_owned()) && report.skipped.is_empty(),
         "{report:?}"
@@ -241,7 +249,11 @@ fn a_quantized_checkpoint_saved_and_reloaded_gives_identical_logits() {
         serde_json::to_value(LlamaConfig { num_hidden_layers: 1, vocab_size: 64, ..LlamaConfig::tiny() })
             .unwrap();
     config["model_type"] = "llama".into();
-    config["quantization"] = CheckpointQuantization::config_entry(QuantConfig { group_size: 32, bits: 4 });
+    config["quantization"] = CheckpointQuantization::config_entry(QuantConfig {
+        group_size: 32,
+        bits: 4,
+        activations: Activations::Exact,
+    });
     let dir = temp("quantized");
     save_checkpoint(&dir, &config, model.as_ref()).unwrap();
     let mut reloaded = load_blocking(&dir, LoadOptions::default()).unwrap();
@@ -288,7 +300,8 @@ fn assert_same_gradients(
 #[test]
 fn qlora_trains_adapters_on_a_quantized_base() {
     let mut model = tiny(7);
-    quantize_model(model.as_mut(), QuantConfig { group_size: 32, bits: 4 }).unwrap();
+    quantize_model(model.as_mut(), QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact })
+        .unwrap();
     let packed_before = model.parameters().flatten()["model.layers.0.mlp.up_proj.weight"].clone();
     let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() };
     apply_lora(model.as_mut(), &LoraTargets::all_linear(), lora).unwrap();

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
 
-use lamina_components::QuantConfig;
+use lamina_components::{Activations, QuantConfig};
 use lamina_core::{Budget, DType};
 use lamina_families::Weights;
 use lamina_families::{AnyConfig, CheckpointQuantization};
@@ -148,7 +148,8 @@ pub(crate) async fn load_gguf(
     let mut config = serde_json::to_value(&family_config)
         .map_err(|source| LoaderError::Json { path: path.clone(), source })?;
     if let Some(default) = quantized.values().flatten().next().copied() {
-        let plan = CheckpointQuantization { default, overrides: quantized };
+        let plan =
+            CheckpointQuantization { default, overrides: quantized }.with_activations(activations(&options));
         plan.prepare(model.as_mut(), &weights).map_err(|e| LoaderError::model(&path, e))?;
         config["quantization"] = CheckpointQuantization::config_entry(default);
     }
@@ -182,6 +183,23 @@ fn map_and_parse(path: &Path) -> Result<(Header, memmap2::Mmap)> {
     Ok((header, mmap))
 }
 
+/// How each quantized layer's products read `x`: `LoadOptions::activations` when given;
+/// by default as llama.cpp runs a GGUF file, rounded to 8 bits, except in the output head
+/// (or the embedding tied to it), whose products are the logits greedy decoding ranks:
+/// rounding its input changed SmolLM2-135M's greedy answer to "What is the capital of
+/// France?" from "Paris" (exact) to "L'Étoile ..." (as it changes llama.cpp's), and the
+/// head is one product of ~120 a token.
+fn activations(options: &LoadOptions) -> impl Fn(&str) -> Activations + '_ {
+    move |layer| match options.activations {
+        Some(chosen) => chosen,
+        None if HEAD_LAYERS.contains(&layer) => Activations::Exact,
+        None => Activations::Int8,
+    }
+}
+
+/// The layers that compute the logits, under the names GGUF tensors map to.
+const HEAD_LAYERS: [&str; 2] = ["model.embed_tokens", "lm_head"];
+
 /// The group size of every quantized form lamina keeps.
 const GGUF_GROUP: i32 = 32;
 
@@ -190,7 +208,7 @@ const GGUF_GROUP: i32 = 32;
 fn held_quantized(t: &TensorDesc, bits: i32) -> u64 {
     let cols = t.shape.last().copied().unwrap_or(0);
     let rows = t.numel() / cols.max(1);
-    QuantConfig { group_size: GGUF_GROUP, bits }.bytes(rows, cols)
+    QuantConfig { group_size: GGUF_GROUP, bits, activations: Activations::Exact }.bytes(rows, cols)
 }
 
 /// A GGUF tensor as lamina holds it.
@@ -255,7 +273,7 @@ fn read_tensor(
     let shape2 = (desc.kind, rows as usize, cols as usize);
     match decode_in_chunks(data, shape2, keep_quantized, CHUNK_BYTES, forget)? {
         blocks::Decoded::Affine { bits, packed, scales, biases } => {
-            let config = QuantConfig { group_size: GGUF_GROUP, bits };
+            let config = QuantConfig { group_size: GGUF_GROUP, bits, activations: Activations::Exact };
             let (packed_shape, group_shape) = config.shapes(r, c);
             let halves =
                 (desc.name != EMBEDDING).then(|| f16_exactly(&scales).zip(f16_exactly(&biases))).flatten();
@@ -272,7 +290,8 @@ fn read_tensor(
             let dense = owned_array(values, &shape)?;
             match (keep_quantized, blocks::held_bits(desc.kind)) {
                 (true, Some(bits)) => {
-                    let config = QuantConfig { group_size: GGUF_GROUP, bits };
+                    let config =
+                        QuantConfig { group_size: GGUF_GROUP, bits, activations: Activations::Exact };
                     let (packed, scales, biases) =
                         config.quantize(&dense.reshape(&[r, c]).map_err(mlx)?).map_err(|e| e.to_string())?;
                     Ok(Tensor::Quantized { config, packed, scales, biases })

@@ -1,0 +1,216 @@
+//! Quantized products with 8-bit activations (`Activations::Int8`) against a reference
+//! written here from the definition: x rounded per 32-value chunk (d = max |x| / 127,
+//! round(x / d) to nearest, ties to even), integer sums of the packed values (8-bit ones less
+//! 128) times the rounded x, scaled by the group's scale times the chunk's d, plus each
+//! group's bias (for 8 bits, bias + 128 scale) times x's exact sum. Run at every tier (scripts/test.sh): the tiers with integer kernels must
+//! agree with it, the others (NEON) stay exact. Also: a batch's rows equal the same rows
+//! one at a time, the fused products equal one product each, and prompts stay exact.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use lamina_kernels::{Activations, QuantizedWeight, quantized_matmul, quantized_products};
+use mlx_rs::{Array, Dtype, ops};
+
+/// Deterministic values in [-1, 1), with a few large ones (outliers decide a chunk's d).
+fn values(shape: &[i32], salt: f32) -> Vec<f32> {
+    let n: i32 = shape.iter().product();
+    (0..n)
+        .map(|i| {
+            let v = ((i as f32 * 0.7548 + salt) * 12.9898).sin();
+            if i % 37 == 0 { 4.0 * v } else { v }
+        })
+        .collect()
+}
+
+/// A weight quantized by MLX, with its values unpacked for the reference.
+struct Weight {
+    packed: Array,
+    scales: Array,
+    biases: Array,
+    group: i32,
+    bits: i32,
+    n: usize,
+    k: usize,
+}
+
+impl Weight {
+    fn new(n: i32, k: i32, group: i32, bits: i32, half_scales: bool) -> Self {
+        let w = Array::from_slice(&values(&[n, k], 0.3), &[n, k]);
+        let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
+        let (scales, biases) = if half_scales {
+            (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap())
+        } else {
+            (scales, biases)
+        };
+        Weight { packed, scales, biases, group, bits, n: n as usize, k: k as usize }
+    }
+
+    /// Value j of row r (little-endian bit streams in u32 words; 4 and 8 bits divide 32).
+    fn value(&self, words: &[u32], r: usize, j: usize) -> i64 {
+        let per_row = self.k * self.bits as usize / 32;
+        let bit = j * self.bits as usize;
+        let word = words[r * per_row + bit / 32];
+        i64::from((word >> (bit % 32)) & ((1u32 << self.bits) - 1))
+    }
+
+    /// The reference product of one row of x with every weight row.
+    fn reference(&self, x: &[f32]) -> Vec<f32> {
+        let words: Vec<u32> = self.packed.as_slice::<u32>().to_vec();
+        let f32s = |a: &Array| a.as_dtype(Dtype::Float32).unwrap().as_slice::<f32>().to_vec();
+        let (scales, biases) = (f32s(&self.scales), f32s(&self.biases));
+        let groups = self.k / self.group as usize;
+        let (rounded, d): (Vec<i64>, Vec<f32>) = {
+            let mut rounded = Vec::with_capacity(self.k);
+            let mut ds = Vec::new();
+            for chunk in x.chunks(32) {
+                let d = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+                let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
+                rounded.extend(chunk.iter().map(|v| (v * inverse).round_ties_even() as i64));
+                ds.push(d);
+            }
+            (rounded, ds)
+        };
+        // 8-bit values less 128 fit a signed byte; the 128 returns through x's exact sums.
+        let shift: i64 = if self.bits == 8 { 128 } else { 0 };
+        (0..self.n)
+            .map(|r| {
+                let mut total = 0.0f64;
+                for c in 0..self.k / 32 {
+                    let sum: i64 =
+                        (32 * c..32 * c + 32).map(|j| (self.value(&words, r, j) - shift) * rounded[j]).sum();
+                    let scale = scales[r * groups + 32 * c / self.group as usize];
+                    total += f64::from(scale * d[c]) * sum as f64;
+                }
+                for g in 0..groups {
+                    let sum: f32 = x[g * self.group as usize..(g + 1) * self.group as usize].iter().sum();
+                    let (scale, bias) = (scales[r * groups + g], biases[r * groups + g]);
+                    total += (f64::from(bias) + shift as f64 * f64::from(scale)) * f64::from(sum);
+                }
+                total as f32
+            })
+            .collect()
+    }
+
+    fn product(&self, x: &Array, activations: Activations) -> Array {
+        quantized_matmul(x, &self.packed, &self.scales, &self.biases, self.group, self.bits, activations)
+            .unwrap()
+    }
+
+    fn kernel_weight(&self, activations: Activations) -> QuantizedWeight<'_> {
+        QuantizedWeight {
+            weight: &self.packed,
+            scales: &self.scales,
+            biases: &self.biases,
+            group_size: self.group,
+            bits: self.bits,
+            activations,
+        }
+    }
+}
+
+/// Whether this tier multiplies with 8-bit activations (NEON has no integer kernels yet).
+fn tier_rounds() -> bool {
+    lamina_kernels::isa() != "neon"
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+#[test]
+fn one_row_products_equal_the_definition() {
+    for bits in [4, 8] {
+        for group in [32, 64, 128] {
+            for half_scales in [false, true] {
+                let (n, k) = (37, 384);
+                let w = Weight::new(n, k, group, bits, half_scales);
+                let xv = values(&[1, k], 1.7);
+                let x = Array::from_slice(&xv, &[1, k]);
+                let ours = w.product(&x, Activations::Int8);
+                let exact = w.product(&x, Activations::Exact);
+                let expected =
+                    if tier_rounds() { w.reference(&xv) } else { exact.as_slice::<f32>().to_vec() };
+                let scale = max_abs(&expected);
+                let worst = ours
+                    .as_slice::<f32>()
+                    .iter()
+                    .zip(&expected)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    worst <= 1e-5 * scale.max(1.0),
+                    "bits {bits} group {group} f16 {half_scales}: off by {worst} (largest {scale})"
+                );
+                // Rounding x changes the result (by far less than the result's size).
+                let drift = ours
+                    .as_slice::<f32>()
+                    .iter()
+                    .zip(exact.as_slice::<f32>())
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(drift <= 0.02 * scale, "bits {bits} group {group}: drift {drift} vs {scale}");
+                if tier_rounds() {
+                    assert!(drift > 0.0, "bits {bits} group {group}: the 8-bit path did not run");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_rows_equal_the_same_rows_alone() {
+    for bits in [4, 8] {
+        let k = 256;
+        let w = Weight::new(300, k, 64, bits, true);
+        for m in [2, 5, 32] {
+            let x = Array::from_slice(&values(&[m, k], 0.9), &[m, k]);
+            let batch = w.product(&x, Activations::Int8);
+            for row in 0..m {
+                let one = Array::from_slice(
+                    &values(&[m, k], 0.9)[(row * k) as usize..((row + 1) * k) as usize],
+                    &[1, k],
+                );
+                let alone = w.product(&one, Activations::Int8);
+                let start = (row * 300) as usize;
+                assert_eq!(
+                    &batch.as_slice::<f32>()[start..start + 300],
+                    alone.as_slice::<f32>(),
+                    "bits {bits}, {m} rows: row {row}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn prompts_stay_exact() {
+    let k = 128;
+    let w = Weight::new(64, k, 32, 4, false);
+    let x = Array::from_slice(&values(&[40, k], 2.1), &[40, k]);
+    assert_eq!(
+        w.product(&x, Activations::Int8).as_slice::<f32>(),
+        w.product(&x, Activations::Exact).as_slice::<f32>()
+    );
+}
+
+#[test]
+fn fused_products_round_as_their_weights_say() {
+    let k = 192;
+    let (a, b) = (Weight::new(48, k, 32, 4, false), Weight::new(24, k, 64, 8, true));
+    let x = Array::from_slice(&values(&[1, 1, k], 0.4), &[1, 1, k]);
+    let outs = quantized_products(
+        &x,
+        &[a.kernel_weight(Activations::Int8), b.kernel_weight(Activations::Exact)],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(outs[0].as_slice::<f32>(), a.product(&x, Activations::Int8).as_slice::<f32>());
+    assert_eq!(outs[1].as_slice::<f32>(), b.product(&x, Activations::Exact).as_slice::<f32>());
+}
+
+#[test]
+fn zero_rows_of_x_give_the_bias_terms_only() {
+    // d = 0 for an all-zero chunk: no division by zero, the integer part vanishes.
+    let k = 64;
+    let w = Weight::new(8, k, 32, 4, false);
+    let x = ops::zeros::<f32>(&[1, k]).unwrap();
+    let out = w.product(&x, Activations::Int8);
+    assert!(out.as_slice::<f32>().iter().all(|v| *v == 0.0), "{:?}", out.as_slice::<f32>());
+}
