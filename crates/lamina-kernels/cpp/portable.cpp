@@ -25,20 +25,28 @@ float dot_any(const Problem& p, int r, const float* x, const PreparedRow& prepar
   return total + bias_dot(p, r, prepared);
 }
 
-// 4-bit weights against x rounded to 8 bits (PreparedRow::q8, split like the nibbles): per
-// 32-value chunk an integer sum of products, scaled by the group's scale times the chunk's.
-float dot_q4_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
-  const uint8_t* row = p.row(r);
-  const float* s = p.row_scales(r);
+// sum over 32-value chunks c of (group scale x x's d_c) x chunk_sum(c), the integer sum of
+// the chunk's products with x rounded to 8 bits (PreparedRow::q8).
+template <class ChunkSum>
+float int8_chunks(const Problem& p, const float* s, const PreparedRow& x, ChunkSum chunk_sum) {
   const int per_group = p.group / 32;
   float total = 0.0f;
   for (int c = 0; c < p.k / 32; ++c) {
+    total += s[c / per_group] * x.q8_scales[c] * static_cast<float>(chunk_sum(c));
+  }
+  return total;
+}
+
+// 4-bit weights against x rounded to 8 bits (split like the nibbles).
+float dot_q4_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
+  const uint8_t* row = p.row(r);
+  const float total = int8_chunks(p, p.row_scales(r), x, [&](int c) {
     const uint8_t* bytes = row + 16 * c;
     const int8_t* xq = x.q8.data() + 32 * c;
     int32_t sum = 0;
     for (int j = 0; j < 16; ++j) sum += (bytes[j] & 0x0F) * xq[j] + (bytes[j] >> 4) * xq[16 + j];
-    total += s[c / per_group] * x.q8_scales[c] * static_cast<float>(sum);
-  }
+    return sum;
+  });
   return total + bias_dot(p, r, x);
 }
 
@@ -47,13 +55,11 @@ float dot_q4_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
 float dot_q8_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
   const uint8_t* row = p.row(r);
   const float* s = p.row_scales(r);
-  const int per_group = p.group / 32;
-  float total = 0.0f;
-  for (int c = 0; c < p.k / 32; ++c) {
+  const float total = int8_chunks(p, s, x, [&](int c) {
     int32_t sum = 0;
     for (int j = 0; j < 32; ++j) sum += (row[32 * c + j] - 128) * x.q8[32 * c + j];
-    total += s[c / per_group] * x.q8_scales[c] * static_cast<float>(sum);
-  }
+    return sum;
+  });
   float shift = 0.0f;
   for (int g = 0; g < p.groups(); ++g) shift += s[g] * x.group_sums[g];
   return total + 128.0f * shift + bias_dot(p, r, x);

@@ -82,21 +82,8 @@ async fn q8_0_q4_0_q4_1_gguf_matches_mlx_lm_on_the_dequantized_weights() {
 #[tokio::test]
 async fn quantized_tensors_stay_quantized_unless_a_dtype_is_asked_for() {
     use lamina_families::LanguageModel;
-    let count_quantized = |model: &mut dyn LanguageModel| {
-        let mut bits = Vec::new();
-        model
-            .visit_layers("", &mut |path, layer| {
-                let q = match layer {
-                    lamina_components::Quantizable::Linear(l) => l.quantization(),
-                    lamina_components::Quantizable::Embedding(e) => e.quantization(),
-                };
-                if let Some(q) = q {
-                    bits.push((path.to_owned(), q.bits, q.group_size));
-                }
-                Ok(())
-            })
-            .unwrap();
-        bits
+    let count_quantized = |model: &mut dyn LanguageModel| -> Vec<(String, i32, i32)> {
+        quantized_layers(model).into_iter().map(|(path, q)| (path, q.bits, q.group_size)).collect()
     };
     let mut kept = load(fixture("tiny_quant.gguf"), LoadOptions::default()).await.unwrap();
     let layers = count_quantized(kept.model.as_mut());
@@ -280,10 +267,10 @@ fn every_ggml_type_decodes_as_gguf_py_does_and_repacks_into_mlx_layout() {
     }
 }
 
-/// Each quantized layer's `(path, activations)`.
-fn activations(
+/// Each quantized layer's path and quantization.
+fn quantized_layers(
     model: &mut dyn lamina_families::LanguageModel,
-) -> Vec<(String, lamina_components::Activations)> {
+) -> Vec<(String, lamina_components::QuantConfig)> {
     let mut found = Vec::new();
     model
         .visit_layers("", &mut |path, layer| {
@@ -291,13 +278,18 @@ fn activations(
                 lamina_components::Quantizable::Linear(l) => l.quantization(),
                 lamina_components::Quantizable::Embedding(e) => e.quantization(),
             };
-            if let Some(q) = q {
-                found.push((path.to_owned(), q.activations));
-            }
+            found.extend(q.map(|q| (path.to_owned(), q)));
             Ok(())
         })
         .unwrap();
     found
+}
+
+/// Each quantized layer's `(path, activations)`.
+fn activations(
+    model: &mut dyn lamina_families::LanguageModel,
+) -> Vec<(String, lamina_components::Activations)> {
+    quantized_layers(model).into_iter().map(|(path, q)| (path, q.activations)).collect()
 }
 
 #[tokio::test]
