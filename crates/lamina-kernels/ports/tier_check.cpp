@@ -61,13 +61,23 @@ void quantized(const Kernels& k, const Kernels& ref) {
         std::vector<float> out(n);
         Problem p{x.data(), w.data(), half ? static_cast<const void*>(s16.data()) : s.data(),
                   half ? static_cast<const void*>(b16.data()) : b.data(), out.data(), 1, n, kk, group, bits, half};
-        const PreparedRow prepared = prepare(p, x.data());
+        const PreparedRow prepared = prepare(p, x.data(), false);
+        // The same with x rounded to 8 bits, where both tiers have the integer kernel.
+        Problem rounded_p = p;
+        rounded_p.activations = Activations::int8;
+        const bool int8 = k.int8(rounded_p) && ref.int8(rounded_p);
+        const PreparedRow rounded = prepare(rounded_p, x.data(), int8);
         std::vector<float> mine(kk), theirs(kk);
         for (int r = 0; r < n; ++r) {
           const std::string at = k.name + std::string(" bits ") + std::to_string(bits) + " group " +
                                  std::to_string(group) + (half ? " f16" : " f32") + " row " + std::to_string(r);
           expect(close(k.dot_for(bits)(p, r, x.data(), prepared), ref.dot_for(bits)(p, r, x.data(), prepared), 1e-4f),
                  "dot " + at);
+          if (int8) {
+            expect(close(k.dot(rounded_p)(rounded_p, r, x.data(), rounded),
+                         ref.dot(rounded_p)(rounded_p, r, x.data(), rounded), 1e-4f),
+                   "8-bit activations dot " + at);
+          }
           k.dequantize_for(bits)(p, r, mine.data());
           ref.dequantize_for(bits)(p, r, theirs.data());
           for (int j = 0; j < kk; ++j) expect(close(mine[j], theirs[j], 1e-5f), "dequantize " + at);
