@@ -7,8 +7,9 @@
 #
 #   bash scripts/bench_gguf.sh [ROUNDS] [MODEL.gguf]
 #
-# llama.cpp is its own `llama-bench` (-p 256 -n 128 -t 2), built once for this CPU
-# (AVX-512 without AMX) by scripts/llama_cpp.sh: about 10 minutes on 2 cores.
+# llama.cpp is its own `llama-bench` (`-p 256`, then `-n 128` at depth 256: decoding after
+# the prompt, as lamina's; 2 threads), built once for this CPU (AVX-512 without AMX where
+# the CPU has it) by scripts/llama_cpp.sh: about 10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -19,24 +20,9 @@ source scripts/llama_cpp.sh
 llama_cpp native
 log=$(mktemp)
 peak() { /usr/bin/time -f "peak_rss_kb=%M" "$@" 2>&1; }
-# llama-bench's rates as bench_generate prints them, and its peak RSS.
-llama_bench() {
-  local json rss
-  json=$(mktemp) rss=$(mktemp)
-  /usr/bin/time -f "peak_rss_kb=%M" -o "$rss" \
-    "$llama_bin/llama-bench" -m "$model" -p 256 -n 128 -t 2 -r 1 -o json >"$json" 2>/dev/null
-  python3 - "$json" <<'PY'
-import json, sys
-runs = json.load(open(sys.argv[1]))
-rate = lambda p, g: next(r["avg_ts"] for r in runs if r["n_prompt"] == p and r["n_gen"] == g)
-print(f"prefill_tps={rate(256, 0):.2f} decode_tps={rate(0, 128):.2f}")
-PY
-  cat "$rss"
-  rm -f "$json" "$rss"
-}
 for round in $(seq "$rounds"); do
   peak ./target/release/examples/bench_generate --model "$model" --runs 1 | sed 's/^/q4 /' | tee -a "$log"
-  llama_bench | sed 's/^/cpp /' | tee -a "$log"
+  llama_bench_rates "$model" | sed 's/^/cpp /' | tee -a "$log"
   peak ./target/release/examples/bench_generate --model "$model" --dtype f32 --runs 1 | sed 's/^/f32 /' | tee -a "$log"
 done
 python3 - "$log" <<'PY'

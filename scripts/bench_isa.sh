@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # lamina's kernels forced to one instruction-set tier (default avx2) against llama.cpp's
 # own llama-bench built for that tier only, side by side on the same GGUF files, 2
-# threads: decode and prefill tok/s and their ratios.
+# threads: prefill of a 256-token prompt and decoding of 128 tokens after it (llama-bench at
+# depth 256, as lamina decodes), tok/s and their ratios.
 #
 #   bash scripts/bench_isa.sh [TIER] [ROUNDS] [GGUF...]
 #
@@ -21,7 +22,6 @@ cargo build -q --release --example bench_generate
 
 source scripts/llama_cpp.sh
 case $tier in avx512 | avx512_vbmi) llama_cpp native ;; *) llama_cpp "$tier" ;; esac
-bench=$llama_bin/llama-bench
 
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
@@ -45,11 +45,9 @@ for model in "${files[@]}"; do
     line=$(LAMINA_ISA=$tier target/release/examples/bench_generate --model "$model" --runs 1 --exact | grep prefill_tps | tail -1)
     xp=$(sed -E 's/.*prefill_tps=([0-9.]+).*/\1/' <<<"$line")
     xd=$(sed -E 's/.*decode_tps=([0-9.]+).*/\1/' <<<"$line")
-    read -r cp cd < <("$bench" -m "$model" -p 256 -n 128 -t 2 -r 1 -o json 2>/dev/null | python3 -c '
-import json, sys
-runs = json.load(sys.stdin)
-rate = lambda p, g: next(r["avg_ts"] for r in runs if r["n_prompt"] == p and r["n_gen"] == g)
-print(rate(256, 0), rate(0, 128))')
+    line=$(llama_bench_rates "$model" | grep prefill_tps)
+    cp=$(sed -E 's/.*prefill_tps=([0-9.]+).*/\1/' <<<"$line")
+    cd=$(sed -E 's/.*decode_tps=([0-9.]+).*/\1/' <<<"$line")
     best_lp=$(python3 -c "print(max($best_lp, $lp))"); best_ld=$(python3 -c "print(max($best_ld, $ld))")
     best_cp=$(python3 -c "print(max($best_cp, $cp))"); best_cd=$(python3 -c "print(max($best_cd, $cd))")
     best_xp=$(python3 -c "print(max($best_xp, $xp))"); best_xd=$(python3 -c "print(max($best_xd, $xd))")

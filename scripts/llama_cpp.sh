@@ -38,3 +38,20 @@ llama_cpp() {
     -DGGML_AVX_VNNI=$avx512 -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF >"$build.log" 2>&1
   cmake --build "$build" -j2 --target llama-bench llama-server llama-quantize >>"$build.log" 2>&1
 }
+
+# llama-bench (after `llama_cpp`) on a GGUF file, as bench_generate measures lamina: the
+# prefill of a 256-token prompt, and the decoding of 128 tokens after it (at depth 256: a
+# plain `-n 128` decodes from an empty context, whose attention costs less), 2 threads.
+# Prints `prefill_tps=... decode_tps=...` and the larger run's `peak_rss_kb=...`.
+llama_bench_rates() {
+  local model=$1 out rss pp tg
+  out=$(mktemp) rss=$(mktemp)
+  local rate='import json, sys; print(json.load(open(sys.argv[1]))[0]["avg_ts"])'
+  /usr/bin/time -f "%M" -o "$rss" "$llama_bin/llama-bench" -m "$model" -p 256 -n 0 -t 2 -r 1 -o json >"$out" 2>/dev/null
+  pp=$(python3 -c "$rate" "$out")
+  /usr/bin/time -f "%M" -a -o "$rss" "$llama_bin/llama-bench" -m "$model" -p 0 -n 128 -d 256 -t 2 -r 1 -o json >"$out" 2>/dev/null
+  tg=$(python3 -c "$rate" "$out")
+  echo "prefill_tps=$pp decode_tps=$tg"
+  echo "peak_rss_kb=$(sort -n "$rss" | tail -1)"
+  rm -f "$out" "$rss"
+}

@@ -21,6 +21,7 @@ fn main() {
         .file("cpp/norm_rope.cpp")
         .file("cpp/portable.cpp")
         .file("cpp/avx2.cpp")
+        .file("cpp/avx2_int8.cpp")
         .file("cpp/avx512.cpp")
         .file("cpp/avx512_vbmi.cpp")
         .file("cpp/neon.cpp")

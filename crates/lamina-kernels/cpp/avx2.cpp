@@ -1,7 +1,8 @@
 // The AVX2 tier (x86-64 with AVX2, FMA and F16C: Haswell, Zen and later): 4- and 8-bit
 // one-row products and dequantized rows, any other width (2, 3, 5, 6, 7 bits: the Q5_0,
 // Q5_K, Q6_K tensors inside Q4_K_M files) eight values at a time, the batch dots, f16
-// widening, half-precision rows, and the decode attention's loops at 256 bits.
+// widening, half-precision rows, and the decode attention's loops at 256 bits. Products with
+// x rounded to 8 bits are in avx2_int8.cpp.
 
 #if defined(__x86_64__)
 
@@ -45,71 +46,6 @@ LAMINA_AVX2 float dot_q4(const Problem& p, int r, const float*, const PreparedRo
     total = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), acc, total);
   }
   return hsum(total) + bias_dot_avx2(params.biases, x.group_sums.data(), p.groups());
-}
-
-// 4-bit weights against x rounded to 8 bits: per 32-value chunk the low and the high
-// nibbles side by side in one register, multiplied with x's bytes and summed in pairs
-// (maddubs: weights unsigned, x signed; at most 2 * 15 * 127 a pair), then in fours, converted
-// once and scaled by the group's scale times the chunk's.
-LAMINA_AVX2 inline __m256 q4_int8_chunk(const uint8_t* bytes, const int8_t* xq) {
-  _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetch), _MM_HINT_T0);
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
-  const __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
-  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), _mm256_set1_epi16(1)));
-}
-
-LAMINA_AVX2 float dot_q4_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
-  const uint8_t* row = p.row(r);
-  const RowParams params = row_params_avx2(p, r);
-  const float* s = params.scales;
-  const int8_t* xq = x.q8.data();
-  const float* d = x.q8_scales.data();
-  const int chunks = p.k / 32, per_group = p.group / 32;
-  __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
-  if (per_group == 1) {  // Q4_0, Q4_1, Q4_K: a scale per chunk; two chains of FMAs
-    int c = 0;
-    for (; c + 2 <= chunks; c += 2) {
-      t0 = _mm256_fmadd_ps(_mm256_set1_ps(s[c] * d[c]), q4_int8_chunk(row + 16 * c, xq + 32 * c), t0);
-      t1 = _mm256_fmadd_ps(_mm256_set1_ps(s[c + 1] * d[c + 1]), q4_int8_chunk(row + 16 * c + 16, xq + 32 * c + 32),
-                           t1);
-    }
-    if (c < chunks) t0 = _mm256_fmadd_ps(_mm256_set1_ps(s[c] * d[c]), q4_int8_chunk(row + 16 * c, xq + 32 * c), t0);
-  } else {
-    for (int g = 0; g < p.groups(); ++g) {
-      for (int c = g * per_group; c < (g + 1) * per_group; ++c) {
-        t0 = _mm256_fmadd_ps(_mm256_set1_ps(s[g] * d[c]), q4_int8_chunk(row + 16 * c, xq + 32 * c), t0);
-      }
-    }
-  }
-  return hsum(_mm256_add_ps(t0, t1)) + bias_dot_avx2(params.biases, x.group_sums.data(), p.groups());
-}
-
-// 8-bit weights against x rounded to 8 bits: sum q x = sum (q - 128) x + 128 sum x. The
-// first as integers: q - 128 is a signed byte (q xor 0x80), multiplied by maddubs as
-// |q - 128| times x with q - 128's sign (at most 2 * 128 * 127 a pair); the second from x's
-// exact group sums.
-LAMINA_AVX2 float dot_q8_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
-  const uint8_t* row = p.row(r);
-  const RowParams params = row_params_avx2(p, r);
-  const int8_t* xq = x.q8.data();
-  const float* d = x.q8_scales.data();
-  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
-  const __m256i ones = _mm256_set1_epi16(1);
-  const int per_group = p.group / 32;
-  __m256 total = _mm256_setzero_ps();
-  for (int g = 0; g < p.groups(); ++g) {
-    const float scale = params.scales[g];
-    for (int c = g * per_group; c < (g + 1) * per_group; ++c) {
-      const __m256i w = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * c)), flip);
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32 * c));
-      const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
-      total = _mm256_fmadd_ps(_mm256_set1_ps(scale * d[c]), _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones)), total);
-    }
-  }
-  const int groups = p.groups();
-  const float* sums = x.group_sums.data();
-  return hsum(total) + 128.0f * bias_dot_avx2(params.scales, sums, groups) + bias_dot_avx2(params.biases, sums, groups);
 }
 
 // Eight 8-bit values from `row + j` as floats.
@@ -397,8 +333,7 @@ Kernels avx2_kernels(Kernels k) {
   k.dot_q4 = dot_q4;
   k.dot_q8 = dot_q8;
   k.dot_bits = dot_bits;
-  k.dot_q4_int8 = dot_q4_int8;
-  k.dot_q8_int8 = dot_q8_int8;
+  add_avx2_int8(k);
   k.dequantize_q4_q8 = dequantize_q4_q8;
   k.dequantize_bits = dequantize_bits;
   k.dots = dots;

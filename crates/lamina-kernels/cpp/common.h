@@ -47,6 +47,15 @@ constexpr int kTrans = 112;
 // costs about as much as a small product), then sleeps on a condition variable; a caller
 // waits for the workers the same way.
 
+// Part t of n items split into `tasks` parts of nearly equal size: [begin, end).
+struct Share {
+  int begin, end;
+};
+inline Share share(int n, int t, int tasks) {
+  return {static_cast<int>(static_cast<int64_t>(n) * t / tasks),
+          static_cast<int>(static_cast<int64_t>(n) * (t + 1) / tasks)};
+}
+
 class Pool {
  public:
   static Pool& get() {

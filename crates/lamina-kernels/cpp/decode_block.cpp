@@ -206,7 +206,7 @@ struct LaminaBlock {
 // `norms` the four RMSNorm weights [hidden] (empty handles for absent ones: the first and
 // third are required); `qk_norms` the per-head q and k norms [D] (empty: none); `ws`/`ss`/
 // `bs` the seven products' packed weights, scales and biases (q, k, v, o, gate, up, down)
-// with `groups`/`bits`/`activations` (0 exact, 1 x rounded to 8 bits); `qkv_biases` f32 biases of q, k, v (empty: none); `keys`/`values`
+// with `groups`/`bits`/`activations` (Activations: 0 exact, 1 x rounded to 8 bits, 2 the same, top exact); `qkv_biases` f32 biases of q, k, v (empty: none); `keys`/`values`
 // the caches [B, H_kv, C, D]; `periods` an empty handle or RoPE's [dims / 2]. Fills `out`
 // [B, 1, hidden] and the caches with the token's slot written. CPU and f32 only (returns 1
 // with the reason otherwise).
@@ -261,7 +261,7 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
       if (!fits) why = "product " + std::to_string(i) + " does not fit";
       spec.group[i] = groups[i];
       spec.bits[i] = bits[i];
-      spec.activations[i] = activations[i] == 1 ? Activations::int8 : Activations::exact;
+      spec.activations[i] = activations_of(activations[i]);
       spec.weight_at[i] = static_cast<int>(inputs.size());
       inputs.insert(inputs.end(), {w, sc, bi});
     }

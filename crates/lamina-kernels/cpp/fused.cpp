@@ -545,7 +545,8 @@ extern "C" int lamina_kernels_supports_quantized(int bits, int group);
 // `gate` 1-3 there are two operands and one output, act(x Wg^T) * (x Wu^T) (1 SiLU, 2 GELU
 // with tanh, 3 GELU with erf). `rope` (may be null): the first two outputs, shaped
 // [B, H, 1, D], rotated. `residual` (may be an empty handle): added to the only output.
-// `activations[i]`: 0 exact, 1 x rounded to 8 bits in one-row and batch products.
+// `activations[i]`: 0 exact, 1 x rounded to 8 bits in one-row and batch products, 2 the
+// same with the top outputs exact (Activations).
 // CPU and f32 only (returns 1 with the reason otherwise).
 __attribute__((visibility("default"))) int lamina_quantized_products(Handle* outs, int count, Handle x,
                                                                      const Handle* ws, const Handle* ss,
@@ -586,7 +587,7 @@ __attribute__((visibility("default"))) int lamina_quantized_products(Handle* out
         return 1;
       }
       inputs.insert(inputs.end(), {w, s, b});
-      operands.push_back({groups[i], bits[i], activations[i] == 1 ? Activations::int8 : Activations::exact});
+      operands.push_back({groups[i], bits[i], activations_of(activations[i])});
       mc::Shape shape = xa.shape();
       shape.back() = n;
       if (ndims != nullptr && ndims[i] > 0) {

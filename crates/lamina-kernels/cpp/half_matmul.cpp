@@ -55,8 +55,7 @@ void gemv(const HalfProblem& p) {
   const size_t bytes = static_cast<size_t>(p.n) * p.k * 2;
   const int tasks = bytes < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
   pool.run(tasks, [&](int t) {
-    const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
-    const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
+    const auto [begin, end] = share(p.n, t, tasks);
     for (int r = begin; r < end; ++r) p.out[r] = dot(p.row(r), p.x, p.k, p.bf16);
   });
 }

@@ -44,9 +44,9 @@ struct Kernels {
   const char* name;
   // One-row products (decoding), by width: 4 bits, 8 bits, and any of 2..8 bits.
   RowDot dot_q4, dot_q8, dot_bits;
-  // The same for 4 and 8 bits reading x rounded to 8 bits (Activations::int8): integer
-  // products of the packed values with PreparedRow::q8.
-  RowDot dot_q4_int8, dot_q8_int8;
+  // The same reading x rounded to 8 bits (Activations::int8): integer products of the packed
+  // values with PreparedRow::q8, for 4 bits, 8 bits, and 2, 3, 5 or 6 bits.
+  RowDot dot_q4_int8, dot_q8_int8, dot_bits_int8;
   // Rows dequantized (batches and prompts): 4 and 8 bits, and any of 2..8 bits.
   RowDequantize dequantize_q4_q8, dequantize_bits;
   // out[i * ldo] = dot(w, x_i) for the m rows of x [m, k]; the same for two and four
@@ -66,16 +66,19 @@ struct Kernels {
   void (*attend16)(const Part& p);
 
   RowDot dot_for(int bits) const { return bits == 4 && dot_q4 ? dot_q4 : bits == 8 && dot_q8 ? dot_q8 : dot_bits; }
-  // Whether p's one-row products read x rounded to 8 bits: asked for, and the tier has the
-  // kernel for its width.
-  bool int8(const Problem& p) const {
-    if (p.activations != Activations::int8) return false;
-    return (p.bits == 4 && dot_q4_int8 != nullptr) || (p.bits == 8 && dot_q8_int8 != nullptr);
-  }
-  // p's one-row kernel.
-  RowDot dot(const Problem& p) const {
-    if (int8(p)) return p.bits == 4 ? dot_q4_int8 : dot_q8_int8;
-    return dot_for(p.bits);
+  // p's one-row kernel, and whether it reads x rounded to 8 bits (`prepare`'s argument):
+  // asked for, and the tier has the integer kernel for its width.
+  struct RowKernel {
+    RowDot dot;
+    bool int8;
+  };
+  RowKernel row_kernel(const Problem& p) const {
+    if (p.activations != Activations::exact) {
+      if (p.bits == 4 && dot_q4_int8 != nullptr) return {dot_q4_int8, true};
+      if (p.bits == 8 && dot_q8_int8 != nullptr) return {dot_q8_int8, true};
+      if (p.bits != 4 && p.bits != 8 && dot_bits_int8 != nullptr) return {dot_bits_int8, true};
+    }
+    return {dot_for(p.bits), false};
   }
   RowDequantize dequantize_for(int bits) const {
     return (bits == 4 || bits == 8) && dequantize_q4_q8 ? dequantize_q4_q8 : dequantize_bits;
@@ -89,6 +92,8 @@ struct Kernels {
 Kernels portable_kernels();
 #if defined(__x86_64__)
 Kernels avx2_kernels(Kernels below);
+// The AVX2 tier's products with x rounded to 8 bits (avx2_int8.cpp), into its table.
+void add_avx2_int8(Kernels& k);
 Kernels avx512_kernels(Kernels below);
 Kernels avx512_vbmi_kernels(Kernels below);
 #endif

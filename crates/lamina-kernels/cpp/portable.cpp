@@ -65,6 +65,19 @@ float dot_q8_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
   return total + 128.0f * shift + bias_dot(p, r, x);
 }
 
+// Any other width (2, 3, 5, 6 bits) against x rounded to 8 bits: the values are small
+// non-negative integers, multiplied with x's bytes as they are.
+float dot_bits_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
+  const uint8_t* row = p.row(r);
+  const int bytes = p.row_bytes();
+  const float total = int8_chunks(p, p.row_scales(r), x, [&](int c) {
+    int32_t sum = 0;
+    for (int j = 32 * c; j < 32 * c + 32; ++j) sum += static_cast<int32_t>(value_at(row, bytes, j, p.bits)) * x.q8[j];
+    return sum;
+  });
+  return total + bias_dot(p, r, x);
+}
+
 void dequantize_any(const Problem& p, int r, float* dst) {
   const uint8_t* row = p.row(r);
   const float* s = p.row_scales(r);
@@ -131,6 +144,7 @@ Kernels portable_kernels() {
   k.dot_bits = dot_any;
   k.dot_q4_int8 = dot_q4_int8;
   k.dot_q8_int8 = dot_q8_int8;
+  k.dot_bits_int8 = dot_bits_int8;
   k.dequantize_bits = dequantize_any;
   k.dots = dots;
   k.widen_f16 = f16_to_f32;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 namespace lamina_kernels {
@@ -15,10 +16,20 @@ void widen_f16(const uint16_t* src, int n, float* dst);
 
 // How the one-row and batch products read x: as given (the result is MLX's
 // dequantize-then-matmul to float rounding), or rounded to 8 bits per block of 32 values
-// (llama.cpp's Q8_0 activations: 4- and 8-bit weights multiply as integers, about twice as
+// (llama.cpp's Q8_0 activations: weights of every width multiply as integers, about twice as
 // many weights a cycle; the per-group bias term still uses x's exact sums). Prompts (more
 // than 32 rows) are exact either way.
-enum class Activations : int { exact = 0, int8 = 1 };
+// `int8_exact_top`: rounded, then the kExactTop largest outputs of each row of x recomputed
+// with x exact (an output head: the top of its ranking as exact as `exact`).
+enum class Activations : int { exact = 0, int8 = 1, int8_exact_top = 2 };
+constexpr int kExactTop = 32;
+
+// The C ABI's code for Activations (0 exact, 1 int8, 2 int8_exact_top); anything else is
+// refused.
+inline Activations activations_of(int code) {
+  if (code < 0 || code > 2) throw std::invalid_argument("activations must be 0 (exact), 1 (int8) or 2 (int8, top exact)");
+  return static_cast<Activations>(code);
+}
 
 // out[M, N] = x[M, K] @ dequantize(w)^T for MLX's affine layout: `w` packed little-endian
 // bit streams, one per row; per-group scales and biases, f32 or f16 (as GGUF stores them:
@@ -98,7 +109,7 @@ void round_chunks(const float* x, int k, Order order, PreparedRow& out) {
   }
 }
 
-// `int8`: the product's kernel reads x rounded to 8 bits (Kernels::int8).
+// `int8`: the product's kernel reads x rounded to 8 bits (Kernels::row_kernel).
 inline PreparedRow prepare(const Problem& p, const float* x, bool int8) {
   PreparedRow out;
   out.group_sums.assign(p.groups(), 0.0f);

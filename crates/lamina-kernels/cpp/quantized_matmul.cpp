@@ -40,31 +40,47 @@ namespace {
 
 using namespace lamina_kernels;
 
-// out[m, rows) for one row of x.
-void gemv_rows(const Problem& p, int m, const PreparedRow& prepared, int begin, int end) {
-  const float* x = p.x + static_cast<size_t>(m) * p.k;
-  float* out = p.out + static_cast<size_t>(m) * p.n;
-  const RowDot dot = kernels().dot(p);
-  for (int r = begin; r < end; ++r) out[r] = dot(p, r, x, prepared);
-}
-
 // Packed weight bytes below which a one-row product stays on the calling thread. The pool's
 // workers spin between the ~200 products of a decoded token, so splitting pays from small
 // sizes on. Measured on SmolLM2-135M Q4_1 (2 cores, medians of 12 runs, alternating):
 // decode 71.3 tok/s from 4 KiB, 74.7 from 64 KiB, 72.3 from 256 KiB, 69.6 from 1 MiB.
 constexpr size_t kParallelBytes = size_t{1} << 16;
 
+// Activations::int8_exact_top: the kExactTop largest of one row's outputs `out` (of x rounded
+// to 8 bits) recomputed with x exact. One pass keeps the candidates and the weakest of them
+// (a new value rarely beats it), then kExactTop exact one-row products.
+void rescore_top(const Problem& p, const float* x, float* out) {
+  int rows[kExactTop];
+  float kept[kExactTop];
+  const int count = std::min(p.n, kExactTop);
+  for (int i = 0; i < count; ++i) rows[i] = i, kept[i] = out[i];
+  int weakest = static_cast<int>(std::min_element(kept, kept + count) - kept);
+  for (int r = count; r < p.n; ++r) {
+    if (out[r] > kept[weakest]) {
+      rows[weakest] = r;
+      kept[weakest] = out[r];
+      weakest = static_cast<int>(std::min_element(kept, kept + count) - kept);
+    }
+  }
+  const PreparedRow exact = prepare(p, x, false);
+  const RowDot dot = kernels().dot_for(p.bits);
+  for (int i = 0; i < count; ++i) out[rows[i]] = dot(p, rows[i], x, exact);
+}
+
 void gemv(const Problem& p) {
   Pool& pool = Pool::get();
   const size_t bytes = static_cast<size_t>(p.n) * p.row_bytes();
   const int tasks = bytes < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
+  const Kernels::RowKernel kernel = kernels().row_kernel(p);
   for (int m = 0; m < p.m; ++m) {
-    const PreparedRow prepared = prepare(p, p.x + static_cast<size_t>(m) * p.k, kernels().int8(p));
+    const float* x = p.x + static_cast<size_t>(m) * p.k;
+    float* out = p.out + static_cast<size_t>(m) * p.n;
+    const PreparedRow prepared = prepare(p, x, kernel.int8);
     pool.run(tasks, [&](int t) {
-      const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
-      const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
-      gemv_rows(p, m, prepared, begin, end);
+      const auto [begin, end] = share(p.n, t, tasks);
+      for (int r = begin; r < end; ++r) out[r] = kernel.dot(p, r, x, prepared);
     });
+    if (kernel.int8 && p.activations == Activations::int8_exact_top) rescore_top(p, x, out);
   }
 }
 
@@ -74,35 +90,35 @@ void gemv(const Problem& p) {
 
 // With 8-bit activations: every row of x rounded once, then each packed weight row (in L1
 // after its first use) multiplied with each of them as integers.
-void gemv_batch_int8(const Problem& p) {
+void gemv_batch_int8(const Problem& p, RowDot dot) {
   Pool& pool = Pool::get();
-  const RowDot dot = kernels().dot(p);
   std::vector<PreparedRow> prepared;
   for (int m = 0; m < p.m; ++m) prepared.push_back(prepare(p, p.x + static_cast<size_t>(m) * p.k, true));
   const size_t work = static_cast<size_t>(p.n) * p.row_bytes() * p.m;
   const int tasks = work < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
   pool.run(tasks, [&](int t) {
-    const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
-    const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
+    const auto [begin, end] = share(p.n, t, tasks);
     for (int r = begin; r < end; ++r) {
       for (int m = 0; m < p.m; ++m) p.out[static_cast<size_t>(m) * p.n + r] = dot(p, r, p.x + static_cast<size_t>(m) * p.k, prepared[m]);
     }
   });
+  if (p.activations == Activations::int8_exact_top) {
+    pool.run(p.m, [&](int m) { rescore_top(p, p.x + static_cast<size_t>(m) * p.k, p.out + static_cast<size_t>(m) * p.n); });
+  }
 }
 
 void gemv_batch(const Problem& p) {
   Pool& pool = Pool::get();
   const Kernels& k = kernels();
-  if (k.int8(p)) {
-    gemv_batch_int8(p);
+  if (const Kernels::RowKernel kernel = k.row_kernel(p); kernel.int8) {
+    gemv_batch_int8(p, kernel.dot);
     return;
   }
   const RowDequantize dequantize = k.dequantize_for(p.bits);
   const size_t work = static_cast<size_t>(p.n) * p.row_bytes() * p.m;
   const int tasks = work < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
   pool.run(tasks, [&](int t) {
-    const int begin = static_cast<int>(static_cast<int64_t>(p.n) * t / tasks);
-    const int end = static_cast<int>(static_cast<int64_t>(p.n) * (t + 1) / tasks);
+    const auto [begin, end] = share(p.n, t, tasks);
     std::vector<float> rows(4 * static_cast<size_t>(p.k));
     float* first = rows.data();
     float* second = first + p.k;
@@ -249,7 +265,8 @@ int lamina_kernel_threads() { return lamina_kernels::Pool::get().size(); }
 
 // `out = x @ dequantize(w, scales, biases)^T` on the CPU (MLX's own op elsewhere).
 // x: f32 [..., K]; w: u32 [N, K * bits / 32]; scales, biases: f32 [N, K / group];
-// activations: 0 exact, 1 x rounded to 8 bits in one-row and batch products (Activations).
+// activations: 0 exact, 1 x rounded to 8 bits in one-row and batch products, 2 the same
+// with each row's kExactTop largest outputs recomputed exactly (Activations).
 // Returns 0, or 1 with the reason in lamina_kernels_last_error().
 __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, Handle x, Handle w, Handle scales,
                                                                    Handle biases, int group, int bits,
@@ -260,6 +277,7 @@ __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, 
     const mc::array& sa = from_handle(scales);
     const mc::array& ba = from_handle(biases);
     const mc::Stream stream = mc::default_stream(mc::default_device());
+    const Activations mode = activations_of(activations);
     const bool scales_read = (sa.dtype() == mc::float32 || sa.dtype() == mc::float16) && ba.dtype() == sa.dtype();
     if (bits < 2 || bits > 8 || bits == 7) {
       last_error() = "quantized matmul: " + std::to_string(bits) +
@@ -269,10 +287,6 @@ __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, 
     if (group <= 0 || group % 32 != 0) {
       last_error() = "quantized matmul: group " + std::to_string(group) +
                      ": lamina's kernels and MLX take groups that are multiples of 32";
-      return 1;
-    }
-    if (activations != 0 && activations != 1) {
-      last_error() = "quantized matmul: activations " + std::to_string(activations) + ": 0 (exact) or 1 (8 bits)";
       return 1;
     }
     const bool ours = on_cpu(stream) && xa.dtype() == mc::float32 && scales_read && wa.dtype() == mc::uint32 &&
@@ -292,7 +306,7 @@ __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, 
     }
     mc::Shape shape = xa.shape();
     shape.back() = n;
-    auto primitive = std::make_shared<QuantizedMatmulCpu>(stream, group, bits, static_cast<Activations>(activations));
+    auto primitive = std::make_shared<QuantizedMatmulCpu>(stream, group, bits, mode);
     to_handle(out, mc::array(shape, mc::float32, primitive, {xa, wa, sa, ba}));
     return 0;
   } catch (const std::exception& e) {

@@ -65,7 +65,8 @@ void quantized(const Kernels& k, const Kernels& ref) {
         // The same with x rounded to 8 bits, where both tiers have the integer kernel.
         Problem rounded_p = p;
         rounded_p.activations = Activations::int8;
-        const bool int8 = k.int8(rounded_p) && ref.int8(rounded_p);
+        const Kernels::RowKernel mine_int8 = k.row_kernel(rounded_p), ref_int8 = ref.row_kernel(rounded_p);
+        const bool int8 = mine_int8.int8 && ref_int8.int8;
         const PreparedRow rounded = prepare(rounded_p, x.data(), int8);
         std::vector<float> mine(kk), theirs(kk);
         for (int r = 0; r < n; ++r) {
@@ -74,8 +75,8 @@ void quantized(const Kernels& k, const Kernels& ref) {
           expect(close(k.dot_for(bits)(p, r, x.data(), prepared), ref.dot_for(bits)(p, r, x.data(), prepared), 1e-4f),
                  "dot " + at);
           if (int8) {
-            expect(close(k.dot(rounded_p)(rounded_p, r, x.data(), rounded),
-                         ref.dot(rounded_p)(rounded_p, r, x.data(), rounded), 1e-4f),
+            expect(close(mine_int8.dot(rounded_p, r, x.data(), rounded),
+                         ref_int8.dot(rounded_p, r, x.data(), rounded), 1e-4f),
                    "8-bit activations dot " + at);
           }
           k.dequantize_for(bits)(p, r, mine.data());

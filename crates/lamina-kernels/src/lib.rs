@@ -180,19 +180,28 @@ pub enum Activations {
     /// numbers).
     #[default]
     Exact,
-    /// Rounded to 8 bits per block of 32 values, as llama.cpp's Q8_0 activations: 4- and
-    /// 8-bit weights multiply as integers (decoding ~1.5x faster on AVX2), each product off
-    /// by about 0.3% of its size (the per-group bias term still uses `x`'s exact sums).
-    /// Tiers without the integer kernels (NEON, and other widths) stay exact.
+    /// Rounded to 8 bits per block of 32 values, as llama.cpp's Q8_0 activations: weights of
+    /// every width (2-6 and 8 bits) multiply as integers (decoding ~1.5x faster on AVX2), each
+    /// product off by about 0.3% of its size (the per-group bias term still uses `x`'s exact
+    /// sums). Tiers without the integer kernels (NEON) stay exact.
     Int8,
+    /// As `Int8`, then the [`EXACT_TOP`] largest outputs of each row recomputed with `x`
+    /// exact: the top of an output head's ranking is `Exact`'s (greedy decoding picks what
+    /// it would, and sampling sees exact logits where its mass is) at about `Int8`'s speed.
+    /// The default for a GGUF file's output head.
+    Int8ExactTop,
 }
 
+/// How many of a row's largest outputs `Activations::Int8ExactTop` recomputes exactly.
+pub const EXACT_TOP: usize = 32;
+
 impl Activations {
-    /// The kernels' code: 0 exact, 1 rounded to 8 bits.
+    /// The kernels' code: 0 exact, 1 rounded to 8 bits, 2 rounded with the top exact.
     pub(crate) fn code(self) -> c_int {
         match self {
             Activations::Exact => 0,
             Activations::Int8 => 1,
+            Activations::Int8ExactTop => 2,
         }
     }
 }

@@ -4,19 +4,16 @@
 //! cache (GQA, windows, soft-capping, rotating slots, copies and in-place writes).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use lamina_kernels::{
-    Activations, DecodeAttention, GateActivation, PromptAttention, QuantizedWeight, RopeFrequencies,
-    Rotation, decode_attention, decode_attention_in_place, prompt_attention, quantized_gated,
-    quantized_matmul, quantized_products, quantized_residual, rope, rotated_products,
-};
-use mlx_rs::{Array, Dtype, ops};
+mod support;
 
-/// Deterministic values in [-1, 1).
-fn values(shape: &[i32], salt: f32) -> Array {
-    let n: i32 = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.7548 + salt) * 12.9898).sin()).collect();
-    Array::from_slice(&v, shape)
-}
+use lamina_kernels::Activations::Exact;
+use lamina_kernels::{
+    DecodeAttention, GateActivation, PromptAttention, RopeFrequencies, Rotation, decode_attention,
+    decode_attention_in_place, prompt_attention, quantized_gated, quantized_products, quantized_residual,
+    rope, rotated_products,
+};
+use mlx_rs::{Array, Dtype};
+use support::{Quantized, values};
 
 fn host(a: &Array) -> Vec<f32> {
     a.as_slice::<f32>().to_vec()
@@ -27,66 +24,33 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-struct Quantized {
-    packed: Array,
-    scales: Array,
-    biases: Array,
-    group: i32,
-    bits: i32,
-}
-
-impl Quantized {
-    fn new(n: i32, k: i32, group: i32, bits: i32, salt: f32) -> Self {
-        let (packed, scales, biases) = ops::quantize(values(&[n, k], salt), group, bits).unwrap();
-        Quantized { packed, scales, biases, group, bits }
-    }
-
-    fn weight(&self) -> QuantizedWeight<'_> {
-        QuantizedWeight {
-            weight: &self.packed,
-            scales: &self.scales,
-            biases: &self.biases,
-            group_size: self.group,
-            bits: self.bits,
-            activations: Activations::Exact,
-        }
-    }
-
-    fn product(&self, x: &Array) -> Array {
-        quantized_matmul(
-            x,
-            &self.packed,
-            &self.scales,
-            &self.biases,
-            self.group,
-            self.bits,
-            Activations::Exact,
-        )
-        .unwrap()
-    }
+/// A weight of n rows of k values, quantized by MLX.
+fn quantized(n: i32, k: i32, group: i32, bits: i32, salt: f32) -> Quantized {
+    Quantized::of(&values(&[n, k], salt), group, bits)
 }
 
 #[test]
 fn several_products_equal_one_quantized_matmul_each() {
     let k = 128;
-    let q = Quantized::new(48, k, 32, 4, 1.0);
-    let kp = Quantized::new(16, k, 64, 8, 2.0);
+    let q = quantized(48, k, 32, 4, 1.0);
+    let kp = quantized(16, k, 64, 8, 2.0);
     // 5 bits where the tier has kernels for them (not NEON: it leaves them to MLX, and the
     // fused products refuse them).
-    let v = Quantized::new(16, k, 128, 5, 3.0);
+    let v = quantized(16, k, 128, 5, 3.0);
     let v = if lamina_kernels::supports_quantized(5, 128) {
         v
     } else {
         let x = values(&[1, 1, k], 0.25);
-        assert!(quantized_products(&x, &[q.weight(), v.weight()], &[]).is_err());
-        Quantized::new(16, k, 128, 8, 3.0)
+        assert!(quantized_products(&x, &[q.weight(Exact), v.weight(Exact)], &[]).is_err());
+        quantized(16, k, 128, 8, 3.0)
     };
     for rows in [1, 3, 40] {
         let x = values(&[rows, 1, k], 0.25);
-        let outs = quantized_products(&x, &[q.weight(), kp.weight(), v.weight()], &[]).unwrap();
+        let outs =
+            quantized_products(&x, &[q.weight(Exact), kp.weight(Exact), v.weight(Exact)], &[]).unwrap();
         assert_eq!(outs.len(), 3);
         for (out, w) in outs.iter().zip([&q, &kp, &v]) {
-            let expected = w.product(&x);
+            let expected = w.product(&x, Exact);
             assert_eq!(out.shape(), expected.shape());
             assert_eq!(max_diff(&host(out), &host(&expected)), 0.0, "{rows} rows");
         }
@@ -94,21 +58,18 @@ fn several_products_equal_one_quantized_matmul_each() {
     // Output shapes: a decoded token's heads.
     let x = values(&[2, 1, k], 0.5);
     let shapes: [&[i32]; 2] = [&[2, 6, 1, 8], &[2, 2, 1, 8]];
-    let outs = quantized_products(&x, &[q.weight(), kp.weight()], &shapes).unwrap();
+    let outs = quantized_products(&x, &[q.weight(Exact), kp.weight(Exact)], &shapes).unwrap();
     assert_eq!(outs[0].shape(), &[2, 6, 1, 8]);
     assert_eq!(outs[1].shape(), &[2, 2, 1, 8]);
-    let flat = q.product(&x);
+    let flat = q.product(&x, Exact);
     assert_eq!(max_diff(&host(&outs[0]), &host(&flat)), 0.0);
 }
 
 #[test]
 fn rotated_products_equal_products_then_rope() {
     let k = 64;
-    let (q, kp, v) = (
-        Quantized::new(48, k, 32, 4, 1.0),
-        Quantized::new(16, k, 32, 8, 2.0),
-        Quantized::new(16, k, 64, 4, 3.0),
-    );
+    let (q, kp, v) =
+        (quantized(48, k, 32, 4, 1.0), quantized(16, k, 32, 8, 2.0), quantized(16, k, 64, 4, 3.0));
     let periods = Array::from_slice(&[1.0f32, 3.0, 9.5, 40.0], &[4]);
     for (dims, traditional, frequencies, scale, offset) in [
         (8, false, RopeFrequencies::Base(10_000.0), 1.0, 0),
@@ -119,8 +80,11 @@ fn rotated_products_equal_products_then_rope() {
         let x = values(&[2, 1, k], 0.3);
         let shapes: [&[i32]; 3] = [&[2, 6, 1, 8], &[2, 2, 1, 8], &[2, 2, 1, 8]];
         let rotation = Rotation { dims, traditional, frequencies, scale, offset };
-        let ours = rotated_products(&x, &[q.weight(), kp.weight(), v.weight()], &shapes, rotation).unwrap();
-        let plain = quantized_products(&x, &[q.weight(), kp.weight(), v.weight()], &shapes).unwrap();
+        let ours =
+            rotated_products(&x, &[q.weight(Exact), kp.weight(Exact), v.weight(Exact)], &shapes, rotation)
+                .unwrap();
+        let plain =
+            quantized_products(&x, &[q.weight(Exact), kp.weight(Exact), v.weight(Exact)], &shapes).unwrap();
         for i in 0..2 {
             let expected = rope(&plain[i], dims, traditional, frequencies, scale, offset).unwrap();
             assert_eq!(ours[i].shape(), expected.shape());
@@ -139,53 +103,53 @@ fn rotated_products_equal_products_then_rope() {
         scale: 1.0,
         offset: 0,
     };
-    let flat = rotated_products(&x, &[q.weight(), kp.weight()], &[], rotation);
+    let flat = rotated_products(&x, &[q.weight(Exact), kp.weight(Exact)], &[], rotation);
     assert!(flat.is_err(), "outputs must be [B, H, 1, D]");
     let shapes: [&[i32]; 2] = [&[2, 6, 1, 8], &[2, 2, 1, 8]];
     let odd = Rotation { dims: 5, ..rotation };
-    assert!(rotated_products(&x, &[q.weight(), kp.weight()], &shapes, odd).is_err());
+    assert!(rotated_products(&x, &[q.weight(Exact), kp.weight(Exact)], &shapes, odd).is_err());
     let wide = Rotation { dims: 10, ..rotation };
-    assert!(rotated_products(&x, &[q.weight(), kp.weight()], &shapes, wide).is_err());
-    assert!(rotated_products(&x, &[q.weight()], &shapes[..1], rotation).is_err(), "two outputs");
+    assert!(rotated_products(&x, &[q.weight(Exact), kp.weight(Exact)], &shapes, wide).is_err());
+    assert!(rotated_products(&x, &[q.weight(Exact)], &shapes[..1], rotation).is_err(), "two outputs");
     let short = Array::from_slice(&[1.0f32, 2.0], &[2]);
     let bad = Rotation { frequencies: RopeFrequencies::Periods(&short), ..rotation };
-    assert!(rotated_products(&x, &[q.weight(), kp.weight()], &shapes, bad).is_err());
+    assert!(rotated_products(&x, &[q.weight(Exact), kp.weight(Exact)], &shapes, bad).is_err());
 }
 
 #[test]
 fn the_residual_product_adds_the_residual() {
-    let w = Quantized::new(24, 64, 32, 4, 6.0);
+    let w = quantized(24, 64, 32, 4, 6.0);
     for rows in [1, 5] {
         let x = values(&[rows, 1, 64], 0.1);
         let residual = values(&[rows, 1, 24], 0.9);
-        let ours = quantized_residual(&x, w.weight(), &residual).unwrap();
-        let expected = residual.add(w.product(&x)).unwrap();
+        let ours = quantized_residual(&x, w.weight(Exact), &residual).unwrap();
+        let expected = residual.add(w.product(&x, Exact)).unwrap();
         assert_eq!(max_diff(&host(&ours), &host(&expected)), 0.0, "{rows} rows");
         // A strided residual reads as its values.
         let strided = values(&[1, 24, rows], 0.4).transpose_axes(&[2, 0, 1]).unwrap();
-        let ours = quantized_residual(&x, w.weight(), &strided).unwrap();
-        assert_eq!(max_diff(&host(&ours), &host(&strided.add(w.product(&x)).unwrap())), 0.0);
+        let ours = quantized_residual(&x, w.weight(Exact), &strided).unwrap();
+        assert_eq!(max_diff(&host(&ours), &host(&strided.add(w.product(&x, Exact)).unwrap())), 0.0);
     }
     let x = values(&[2, 1, 64], 0.1);
-    assert!(quantized_residual(&x, w.weight(), &values(&[2, 1, 23], 0.0)).is_err(), "shape");
+    assert!(quantized_residual(&x, w.weight(Exact), &values(&[2, 1, 23], 0.0)).is_err(), "shape");
     let half = values(&[2, 1, 24], 0.0).as_dtype(Dtype::Bfloat16).unwrap();
-    assert!(quantized_residual(&x, w.weight(), &half).is_err(), "dtype");
+    assert!(quantized_residual(&x, w.weight(Exact), &half).is_err(), "dtype");
 }
 
 #[test]
 fn the_gated_unit_is_the_activated_gate_times_up() {
     let k = 64;
-    let gate = Quantized::new(40, k, 32, 4, 4.0);
-    let up = Quantized::new(40, k, 32, 4, 5.0);
+    let gate = quantized(40, k, 32, 4, 4.0);
+    let up = quantized(40, k, 32, 4, 5.0);
     for rows in [1, 7, 33] {
         let x = values(&[rows, k], 0.75);
-        let (g, u) = (gate.product(&x), up.product(&x));
+        let (g, u) = (gate.product(&x, Exact), up.product(&x, Exact));
         for (activation, act) in [
             (GateActivation::Silu, mlx_rs::nn::silu(&g).unwrap()),
             (GateActivation::GeluTanh, mlx_rs::nn::gelu_approximate(&g).unwrap()),
             (GateActivation::GeluErf, mlx_rs::nn::gelu(&g).unwrap()),
         ] {
-            let ours = quantized_gated(&x, gate.weight(), up.weight(), activation).unwrap();
+            let ours = quantized_gated(&x, gate.weight(Exact), up.weight(Exact), activation).unwrap();
             let expected = act.multiply(&u).unwrap();
             let diff = max_diff(&host(&ours), &host(&expected));
             assert!(diff < 1e-4, "{activation:?}, {rows} rows: {diff}");
@@ -195,16 +159,19 @@ fn the_gated_unit_is_the_activated_gate_times_up() {
 
 #[test]
 fn products_that_do_not_fit_are_errors() {
-    let q = Quantized::new(16, 64, 32, 4, 1.0);
-    let narrow = Quantized::new(8, 64, 32, 4, 2.0);
+    let q = quantized(16, 64, 32, 4, 1.0);
+    let narrow = quantized(8, 64, 32, 4, 2.0);
     let x = values(&[1, 64], 0.0);
     let short = values(&[1, 32], 0.0);
-    assert!(quantized_products(&short, &[q.weight()], &[]).is_err(), "width");
-    assert!(quantized_products(&x, &[q.weight()], &[&[1, 15]]).is_err(), "shape");
+    assert!(quantized_products(&short, &[q.weight(Exact)], &[]).is_err(), "width");
+    assert!(quantized_products(&x, &[q.weight(Exact)], &[&[1, 15]]).is_err(), "shape");
     assert!(quantized_products(&x, &[], &[]).is_err(), "no operand");
     let half = x.as_dtype(Dtype::Bfloat16).unwrap();
-    assert!(quantized_products(&half, &[q.weight()], &[]).is_err(), "dtype");
-    assert!(quantized_gated(&x, q.weight(), narrow.weight(), GateActivation::Silu).is_err(), "widths");
+    assert!(quantized_products(&half, &[q.weight(Exact)], &[]).is_err(), "dtype");
+    assert!(
+        quantized_gated(&x, q.weight(Exact), narrow.weight(Exact), GateActivation::Silu).is_err(),
+        "widths"
+    );
 }
 
 /// The cache and query of one attention case.

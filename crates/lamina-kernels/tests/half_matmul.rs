@@ -4,26 +4,14 @@
 //! gradients, and shape errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use lamina_kernels::half_matmul;
 use mlx_rs::{Array, Dtype, ops};
-
-/// Deterministic values in [-1, 1).
-fn values(shape: &[i32], salt: f32) -> Array {
-    let n: i32 = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.7548 + salt) * 12.9898).sin()).collect();
-    Array::from_slice(&v, shape)
-}
+use support::{max_rel_diff, values};
 
 fn f32(a: &Array) -> Array {
     a.as_dtype(Dtype::Float32).unwrap()
-}
-
-/// Largest |a - b| over the largest |b| (at least 1).
-fn max_rel_diff(a: &Array, b: &Array) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let diff = f32(a).subtract(f32(b)).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
-    let scale = f32(b).abs().unwrap().max(None).unwrap().item_exact::<f32>().max(1.0);
-    diff / scale
 }
 
 /// The result dtype's rounding: one ulp of the larger results, relative.

@@ -1,63 +1,54 @@
 //! Quantized products with 8-bit activations (`Activations::Int8`) against a reference
 //! written here from the definition: x rounded per 32-value chunk (d = max |x| / 127,
-//! round(x / d) to nearest, ties to even), integer sums of the packed values (8-bit ones less
-//! 128) times the rounded x, scaled by the group's scale times the chunk's d, plus each
-//! group's bias (for 8 bits, bias + 128 scale) times x's exact sum. Run at every tier (scripts/test.sh): the tiers with integer kernels must
-//! agree with it, the others (NEON) stay exact. Also: a batch's rows equal the same rows
+//! round(x / d) to nearest, ties to even), integer sums of the packed values (2 to 8 bits;
+//! 8-bit ones less 128) times the rounded x, scaled by the group's scale times the chunk's d,
+//! plus each group's bias (for 8 bits, bias + 128 scale) times x's exact sum. Run at every
+//! tier (scripts/test.sh): the tiers with integer kernels must agree with it, the others
+//! (NEON) stay exact. Also: a batch's rows equal the same rows
 //! one at a time, the fused products equal one product each, and prompts stay exact.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use lamina_kernels::{Activations, QuantizedWeight, quantized_matmul, quantized_products};
+mod support;
+
+use lamina_kernels::{Activations, EXACT_TOP, quantized_products};
 use mlx_rs::{Array, Dtype, ops};
+use support::Quantized;
 
 /// Deterministic values in [-1, 1), with a few large ones (outliers decide a chunk's d).
 fn values(shape: &[i32], salt: f32) -> Vec<f32> {
-    let n: i32 = shape.iter().product();
-    (0..n)
-        .map(|i| {
-            let v = ((i as f32 * 0.7548 + salt) * 12.9898).sin();
-            if i % 37 == 0 { 4.0 * v } else { v }
-        })
-        .collect()
+    let wave = support::wave(shape.iter().product(), salt);
+    wave.into_iter().enumerate().map(|(i, v)| if i % 37 == 0 { 4.0 * v } else { v }).collect()
 }
 
-/// A weight quantized by MLX, with its values unpacked for the reference.
+/// A weight quantized by MLX, with its shape for the reference.
 struct Weight {
-    packed: Array,
-    scales: Array,
-    biases: Array,
-    group: i32,
-    bits: i32,
+    q: Quantized,
     n: usize,
     k: usize,
 }
 
 impl Weight {
     fn new(n: i32, k: i32, group: i32, bits: i32, half_scales: bool) -> Self {
-        let w = Array::from_slice(&values(&[n, k], 0.3), &[n, k]);
-        let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
-        let (scales, biases) = if half_scales {
-            (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap())
-        } else {
-            (scales, biases)
-        };
-        Weight { packed, scales, biases, group, bits, n: n as usize, k: k as usize }
+        let q = Quantized::of(&Array::from_slice(&values(&[n, k], 0.3), &[n, k]), group, bits);
+        let q = if half_scales { q.with_half_scales() } else { q };
+        Weight { q, n: n as usize, k: k as usize }
     }
 
-    /// Value j of row r (little-endian bit streams in u32 words; 4 and 8 bits divide 32).
+    /// Value j of row r (a little-endian bit stream per row, in u32 words).
     fn value(&self, words: &[u32], r: usize, j: usize) -> i64 {
-        let per_row = self.k * self.bits as usize / 32;
-        let bit = j * self.bits as usize;
-        let word = words[r * per_row + bit / 32];
-        i64::from((word >> (bit % 32)) & ((1u32 << self.bits) - 1))
+        let bits = self.q.bits as usize;
+        let bit = r * self.k * bits + j * bits;
+        let word = |i: usize| u64::from(words.get(i).copied().unwrap_or(0));
+        let two = word(bit / 32) | (word(bit / 32 + 1) << 32);
+        ((two >> (bit % 32)) & ((1u64 << bits) - 1)) as i64
     }
 
     /// The reference product of one row of x with every weight row.
     fn reference(&self, x: &[f32]) -> Vec<f32> {
-        let words: Vec<u32> = self.packed.as_slice::<u32>().to_vec();
+        let words: Vec<u32> = self.q.packed.as_slice::<u32>().to_vec();
         let f32s = |a: &Array| a.as_dtype(Dtype::Float32).unwrap().as_slice::<f32>().to_vec();
-        let (scales, biases) = (f32s(&self.scales), f32s(&self.biases));
-        let groups = self.k / self.group as usize;
+        let (scales, biases) = (f32s(&self.q.scales), f32s(&self.q.biases));
+        let groups = self.k / self.q.group as usize;
         let (rounded, d): (Vec<i64>, Vec<f32>) = {
             let mut rounded = Vec::with_capacity(self.k);
             let mut ds = Vec::new();
@@ -70,40 +61,24 @@ impl Weight {
             (rounded, ds)
         };
         // 8-bit values less 128 fit a signed byte; the 128 returns through x's exact sums.
-        let shift: i64 = if self.bits == 8 { 128 } else { 0 };
+        let shift: i64 = if self.q.bits == 8 { 128 } else { 0 };
         (0..self.n)
             .map(|r| {
                 let mut total = 0.0f64;
                 for c in 0..self.k / 32 {
                     let sum: i64 =
                         (32 * c..32 * c + 32).map(|j| (self.value(&words, r, j) - shift) * rounded[j]).sum();
-                    let scale = scales[r * groups + 32 * c / self.group as usize];
+                    let scale = scales[r * groups + 32 * c / self.q.group as usize];
                     total += f64::from(scale * d[c]) * sum as f64;
                 }
                 for g in 0..groups {
-                    let sum: f32 = x[g * self.group as usize..(g + 1) * self.group as usize].iter().sum();
+                    let sum: f32 = x[g * self.q.group as usize..(g + 1) * self.q.group as usize].iter().sum();
                     let (scale, bias) = (scales[r * groups + g], biases[r * groups + g]);
                     total += (f64::from(bias) + shift as f64 * f64::from(scale)) * f64::from(sum);
                 }
                 total as f32
             })
             .collect()
-    }
-
-    fn product(&self, x: &Array, activations: Activations) -> Array {
-        quantized_matmul(x, &self.packed, &self.scales, &self.biases, self.group, self.bits, activations)
-            .unwrap()
-    }
-
-    fn kernel_weight(&self, activations: Activations) -> QuantizedWeight<'_> {
-        QuantizedWeight {
-            weight: &self.packed,
-            scales: &self.scales,
-            biases: &self.biases,
-            group_size: self.group,
-            bits: self.bits,
-            activations,
-        }
     }
 }
 
@@ -118,15 +93,15 @@ fn max_abs(v: &[f32]) -> f32 {
 
 #[test]
 fn one_row_products_equal_the_definition() {
-    for bits in [4, 8] {
+    for bits in [2, 3, 4, 5, 6, 8] {
         for group in [32, 64, 128] {
             for half_scales in [false, true] {
                 let (n, k) = (37, 384);
                 let w = Weight::new(n, k, group, bits, half_scales);
                 let xv = values(&[1, k], 1.7);
                 let x = Array::from_slice(&xv, &[1, k]);
-                let ours = w.product(&x, Activations::Int8);
-                let exact = w.product(&x, Activations::Exact);
+                let ours = w.q.product(&x, Activations::Int8);
+                let exact = w.q.product(&x, Activations::Exact);
                 let expected =
                     if tier_rounds() { w.reference(&xv) } else { exact.as_slice::<f32>().to_vec() };
                 let scale = max_abs(&expected);
@@ -156,18 +131,18 @@ fn one_row_products_equal_the_definition() {
 
 #[test]
 fn batch_rows_equal_the_same_rows_alone() {
-    for bits in [4, 8] {
+    for bits in [3, 4, 5, 8] {
         let k = 256;
         let w = Weight::new(300, k, 64, bits, true);
         for m in [2, 5, 32] {
             let x = Array::from_slice(&values(&[m, k], 0.9), &[m, k]);
-            let batch = w.product(&x, Activations::Int8);
+            let batch = w.q.product(&x, Activations::Int8);
             for row in 0..m {
                 let one = Array::from_slice(
                     &values(&[m, k], 0.9)[(row * k) as usize..((row + 1) * k) as usize],
                     &[1, k],
                 );
-                let alone = w.product(&one, Activations::Int8);
+                let alone = w.q.product(&one, Activations::Int8);
                 let start = (row * 300) as usize;
                 assert_eq!(
                     &batch.as_slice::<f32>()[start..start + 300],
@@ -185,8 +160,8 @@ fn prompts_stay_exact() {
     let w = Weight::new(64, k, 32, 4, false);
     let x = Array::from_slice(&values(&[40, k], 2.1), &[40, k]);
     assert_eq!(
-        w.product(&x, Activations::Int8).as_slice::<f32>(),
-        w.product(&x, Activations::Exact).as_slice::<f32>()
+        w.q.product(&x, Activations::Int8).as_slice::<f32>(),
+        w.q.product(&x, Activations::Exact).as_slice::<f32>()
     );
 }
 
@@ -195,14 +170,10 @@ fn fused_products_round_as_their_weights_say() {
     let k = 192;
     let (a, b) = (Weight::new(48, k, 32, 4, false), Weight::new(24, k, 64, 8, true));
     let x = Array::from_slice(&values(&[1, 1, k], 0.4), &[1, 1, k]);
-    let outs = quantized_products(
-        &x,
-        &[a.kernel_weight(Activations::Int8), b.kernel_weight(Activations::Exact)],
-        &[],
-    )
-    .unwrap();
-    assert_eq!(outs[0].as_slice::<f32>(), a.product(&x, Activations::Int8).as_slice::<f32>());
-    assert_eq!(outs[1].as_slice::<f32>(), b.product(&x, Activations::Exact).as_slice::<f32>());
+    let outs = quantized_products(&x, &[a.q.weight(Activations::Int8), b.q.weight(Activations::Exact)], &[])
+        .unwrap();
+    assert_eq!(outs[0].as_slice::<f32>(), a.q.product(&x, Activations::Int8).as_slice::<f32>());
+    assert_eq!(outs[1].as_slice::<f32>(), b.q.product(&x, Activations::Exact).as_slice::<f32>());
 }
 
 #[test]
@@ -211,6 +182,62 @@ fn zero_rows_of_x_give_the_bias_terms_only() {
     let k = 64;
     let w = Weight::new(8, k, 32, 4, false);
     let x = ops::zeros::<f32>(&[1, k]).unwrap();
-    let out = w.product(&x, Activations::Int8);
+    let out = w.q.product(&x, Activations::Int8);
     assert!(out.as_slice::<f32>().iter().all(|v| *v == 0.0), "{:?}", out.as_slice::<f32>());
+}
+
+/// Checks one row of `Int8ExactTop` outputs: the EXACT_TOP largest of the 8-bit outputs are
+/// the exact ones, the rest the 8-bit ones (bit for bit).
+fn check_exact_top(top: &[f32], int8: &[f32], exact: &[f32], what: &str) {
+    if !tier_rounds() {
+        assert_eq!(top, int8, "{what}: a tier without integer kernels is exact either way");
+        return;
+    }
+    let mut ranked = int8.to_vec();
+    ranked.sort_by(|a, b| b.total_cmp(a));
+    let (last_kept, first_left) = (ranked[EXACT_TOP - 1], ranked[EXACT_TOP]);
+    let mut rescored = 0;
+    for (r, ((t, i), e)) in top.iter().zip(int8).zip(exact).enumerate() {
+        if *i > first_left {
+            // (A batch's exact products dequantize rows; the recomputed ones are one-row
+            // products: equal to float rounding.)
+            assert!(
+                (t - e).abs() <= 1e-5 * e.abs().max(1.0),
+                "{what}: row {r} ranks in the top: {t} vs exact {e}"
+            );
+        } else if *i < last_kept {
+            assert_eq!(t, i, "{what}: row {r} is below the top and keeps its 8-bit value");
+        }
+        rescored += usize::from(t != i);
+    }
+    assert!(rescored > 0 && rescored <= EXACT_TOP, "{what}: {rescored} outputs recomputed");
+}
+
+#[test]
+fn an_exact_top_recomputes_the_largest_outputs_exactly() {
+    for bits in [4, 5, 8] {
+        let k = 256;
+        let w = Weight::new(300, k, 32, bits, true);
+        for m in [1, 3] {
+            let x = Array::from_slice(&values(&[m, k], 1.3), &[m, k]);
+            let [top, int8, exact] = [Activations::Int8ExactTop, Activations::Int8, Activations::Exact]
+                .map(|a| w.q.product(&x, a).as_slice::<f32>().to_vec());
+            for row in 0..m as usize {
+                let at = |v: &[f32]| v[row * 300..(row + 1) * 300].to_vec();
+                check_exact_top(
+                    &at(&top),
+                    &at(&int8),
+                    &at(&exact),
+                    &format!("bits {bits}, {m} rows, row {row}"),
+                );
+            }
+        }
+    }
+    // Fewer rows than EXACT_TOP: every output exact.
+    let w = Weight::new(20, 64, 32, 4, false);
+    let x = Array::from_slice(&values(&[1, 64], 0.2), &[1, 64]);
+    assert_eq!(
+        w.q.product(&x, Activations::Int8ExactTop).as_slice::<f32>(),
+        w.q.product(&x, Activations::Exact).as_slice::<f32>()
+    );
 }

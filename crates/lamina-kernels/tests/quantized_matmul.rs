@@ -3,26 +3,15 @@
 //! batch dimensions, gradients, and shape errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use lamina_kernels::{Activations, quantized_matmul};
 use mlx_rs::ops;
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
+use support::{max_rel_diff, values};
 
 const EXACT: Activations = Activations::Exact;
-
-/// Deterministic values in [-1, 1).
-fn values(shape: &[i32], salt: f32) -> Array {
-    let n: i32 = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.7548 + salt) * 12.9898).sin()).collect();
-    Array::from_slice(&v, shape)
-}
-
-fn max_rel_diff(a: &Array, b: &Array) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let diff = a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
-    let scale = b.abs().unwrap().max(None).unwrap().item_exact::<f32>().max(1.0);
-    diff / scale
-}
 
 fn check(m: i32, n: i32, k: i32, group: i32, bits: i32) {
     let w = values(&[n, k], bits as f32 + group as f32);

@@ -31,8 +31,9 @@ pub struct LoadOptions {
     pub dtype: Option<DType>,
     /// How quantized layers' one-row and batch products read `x` on the CPU (decoding);
     /// when `None`, as the format's own runtime does: rounded to 8 bits for GGUF files
-    /// (llama.cpp's Q8_0 activations, ~1.5x faster decoding on AVX2) except in the output
-    /// head, exact for MLX checkpoints (mlx-lm's numbers). `Some(Activations::Exact)` is the
+    /// (llama.cpp's Q8_0 activations, ~1.5x faster decoding on AVX2), the output head's top
+    /// logits recomputed exactly (`Int8ExactTop`); exact for MLX checkpoints (mlx-lm's
+    /// numbers). `Some(Activations::Exact)` is the
     /// CLI's `--exact`.
     pub activations: Option<Activations>,
     /// Load even when tensors are missing, unexpected or mis-shaped (they are reported,

@@ -25,6 +25,24 @@ async fn logits_match(name: &str, options: LoadOptions) {
     assert!(diff < 1e-4, "{name}: max logit difference {diff}");
 }
 
+/// With the defaults (a GGUF file's 8-bit activations, its head's top recomputed exactly),
+/// every position's top logit is mlx-lm's: the same token, its logit to float rounding.
+async fn top_logits_match(name: &str) {
+    let mut loaded = load(fixture(&format!("{name}.gguf")), LoadOptions::default()).await.unwrap();
+    let reference = Array::load_safetensors(fixture(&format!("reference_{name}.safetensors"))).unwrap();
+    let logits = loaded.model.forward(ModelInput::new(&reference["input_ids"])).unwrap().logits;
+    let vocab = *logits.shape().last().unwrap();
+    let (ours, theirs) = (logits.as_slice::<f32>(), reference["logits"].as_slice::<f32>());
+    for (position, (a, b)) in ours.chunks(vocab as usize).zip(theirs.chunks(vocab as usize)).enumerate() {
+        let top = |row: &[f32]| {
+            row.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|(i, v)| (i, *v)).unwrap()
+        };
+        let ((i, v), (j, w)) = (top(a), top(b));
+        assert_eq!(i, j, "{name}: position {position} ranks another token first");
+        assert!((v - w).abs() < 1e-4, "{name}: position {position}: top logit {v} vs {w}");
+    }
+}
+
 #[tokio::test]
 async fn f32_gguf_matches_mlx_lm() {
     logits_match("tiny_f32", LoadOptions::default()).await;
@@ -36,10 +54,13 @@ async fn qwen2_qwen3_gemma2_and_phi3_ggufs_match_mlx_lm() {
     // them (made by scripts/fixtures/gguf_families.py): Qwen2's q/k/v biases, Qwen3's
     // QK-norm and key_length, Gemma 2's `1 + w` norms and soft-capping keys, Phi-3's fused
     // attn_qkv and gate/up; a Q8_0 embedding, nothing permuted.
+    // Exact activations: every logit as the reference computes it; by default the top ones.
+    let exact = Some(lamina_components::Activations::Exact);
     for (name, model_type) in
         [("tiny_qwen2", "qwen2"), ("tiny_qwen3", "qwen3"), ("tiny_gemma2", "gemma2"), ("tiny_phi3", "phi3")]
     {
-        logits_match(name, LoadOptions::default()).await;
+        logits_match(name, LoadOptions { activations: exact, ..LoadOptions::default() }).await;
+        top_logits_match(name).await;
         let loaded = load(fixture(&format!("{name}.gguf")), LoadOptions::default()).await.unwrap();
         assert_eq!(loaded.model_type(), model_type);
     }
@@ -293,17 +314,18 @@ fn activations(
 }
 
 #[tokio::test]
-async fn a_gguf_file_decodes_with_8_bit_activations_but_an_exact_head() {
+async fn a_gguf_file_decodes_with_8_bit_activations_and_an_exact_top_in_its_head() {
     use lamina_components::Activations;
     let mut loaded = load(fixture("tiny_quant.gguf"), LoadOptions::default()).await.unwrap();
     let layers = activations(loaded.model.as_mut());
     assert!(layers.iter().any(|(path, _)| path == "lm_head"), "{layers:?}");
     for (path, activations) in &layers {
         let head = path == "lm_head" || path == "model.embed_tokens";
-        assert_eq!(*activations, if head { Activations::Exact } else { Activations::Int8 }, "{path}");
+        let expected = if head { Activations::Int8ExactTop } else { Activations::Int8 };
+        assert_eq!(*activations, expected, "{path}");
     }
     // Asked for, one way or the other, every layer follows.
-    for chosen in [Activations::Exact, Activations::Int8] {
+    for chosen in [Activations::Exact, Activations::Int8, Activations::Int8ExactTop] {
         let options = LoadOptions { activations: Some(chosen), ..LoadOptions::default() };
         let mut loaded = load(fixture("tiny_quant.gguf"), options).await.unwrap();
         assert!(activations(loaded.model.as_mut()).iter().all(|(_, a)| *a == chosen));
