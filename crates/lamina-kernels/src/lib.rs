@@ -181,7 +181,7 @@ pub enum Activations {
     #[default]
     Exact,
     /// Rounded to 8 bits per block of 32 values, as llama.cpp's Q8_0 activations: weights of
-    /// every width (2-6 and 8 bits) multiply as integers (decoding ~1.5x faster on AVX2), each
+    /// every width (2-6 and 8 bits) multiply as integers (decoding ~1.7x faster on AVX2), each
     /// product off by about 0.3% of its size (the per-group bias term still uses `x`'s exact
     /// sums). Tiers without the integer kernels (NEON) stay exact.
     Int8,

@@ -31,7 +31,7 @@ pub struct LoadOptions {
     pub dtype: Option<DType>,
     /// How quantized layers' one-row and batch products read `x` on the CPU (decoding);
     /// when `None`, as the format's own runtime does: rounded to 8 bits for GGUF files
-    /// (llama.cpp's Q8_0 activations, ~1.5x faster decoding on AVX2), the output head's top
+    /// (llama.cpp's Q8_0 activations, ~1.7x faster decoding on AVX2), the output head's top
     /// logits recomputed exactly (`Int8ExactTop`); exact for MLX checkpoints (mlx-lm's
     /// numbers). `Some(Activations::Exact)` is the
     /// CLI's `--exact`.
