@@ -52,22 +52,5 @@ kill $mlx
 fi
 
 [[ " $servers " == *" lamina "* && " $servers " == *" mlx-lm "* ]] || { rm -f "$log"; exit 0; }
-python3 - "$log" <<'PY'
-import json, sys
-rows = [json.loads(l[7:]) for l in open(sys.argv[1]) if l.startswith("RESULT ")]
-by = {}
-for r in rows:
-    by.setdefault(r["server"], {}).update({r["concurrency"]: r} if "concurrency" in r else r)
-print(f"{'streams':>7} {'server':>7} {'ttft s':>7} {'tok/s/stream':>13} {'total tok/s':>12}")
-for c in (1, 4, 16):
-    for s in ("lamina", "mlx-lm"):
-        r = by[s][c]
-        print(f"{c:>7} {s:>7} {r['ttft_median_s']:>7.2f} {r['per_stream_tps']:>13.1f} {r['total_tps']:>12.1f}")
-    print(f"{c:>7} {'ratio':>7} {by['mlx-lm'][c]['ttft_median_s'] / by['lamina'][c]['ttft_median_s']:>7.2f}"
-          f" {by['lamina'][c]['per_stream_tps'] / by['mlx-lm'][c]['per_stream_tps']:>13.2f}"
-          f" {by['lamina'][c]['total_tps'] / by['mlx-lm'][c]['total_tps']:>12.2f}")
-for s in ("lamina", "mlx-lm"):
-    print(f"{s}: 16 streams / 1 stream total tok/s = {by[s][16]['total_tps'] / by[s][1]['total_tps']:.2f}x; "
-          f"peak RSS {by[s]['peak_rss_mib']} MiB; greedy same after load: {by[s]['greedy_same_after_load']}")
-PY
+python3 scripts/bench_serve.py --summarize "$log"
 rm -f "$log"

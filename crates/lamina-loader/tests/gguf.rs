@@ -243,7 +243,7 @@ fn every_ggml_type_decodes_as_gguf_py_does_and_repacks_into_mlx_layout() {
     use lamina_loader::gguf::{Tensor, read_tensors};
     let reference = Array::load_safetensors(fixture("types_reference.safetensors")).unwrap();
     let dense = read_tensors(&fixture("types.gguf"), Some(lamina_core::DType::F32)).unwrap();
-    assert_eq!(dense.len(), 11);
+    assert_eq!(dense.len(), 13);
     for (name, tensor) in &dense {
         let Tensor::Dense(values) = tensor else { panic!("{name}: expected dense") };
         let expected = &reference[name.as_str()];
@@ -267,8 +267,15 @@ fn every_ggml_type_decodes_as_gguf_py_does_and_repacks_into_mlx_layout() {
                 assert_eq!((config.bits, config.group_size), (want, 32), "{name}");
                 // The legacy types' scales and offsets are f16 in the file and stay f16
                 // (exactly); checked here in f32, as the kernel computes.
-                if ["q4_0.weight", "q4_1.weight", "q5_0.weight", "q5_1.weight", "q8_0.weight"]
-                    .contains(&name.as_str())
+                if [
+                    "q4_0.weight",
+                    "q4_1.weight",
+                    "q5_0.weight",
+                    "q5_1.weight",
+                    "q8_0.weight",
+                    "iq4_nl.weight",
+                ]
+                .contains(&name.as_str())
                 {
                     assert_eq!((scales.dtype(), biases.dtype()), (Dtype::Float16, Dtype::Float16), "{name}");
                 }
@@ -278,7 +285,8 @@ fn every_ggml_type_decodes_as_gguf_py_does_and_repacks_into_mlx_layout() {
         };
         let diff = values.subtract(expected).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
         let scale = expected.abs().unwrap().max(None).unwrap().item_exact::<f32>();
-        // Exact forms up to float rounding; Q6_K, Q3_K and Q2_K are re-quantized to 8 bits
+        // Exact forms up to float rounding (IQ4_NL and IQ4_XS: their table's values in
+        // 8 bits); Q6_K, Q3_K and Q2_K are re-quantized to 8 bits
         // (their 16-value groups have scales of their own): within one 8-bit step of the
         // tensor's range.
         let requantized = ["q6_k.weight", "q3_k.weight", "q2_k.weight"].contains(&name.as_str());

@@ -8,6 +8,7 @@
 //! | Q4_0, Q4_1, Q4_K | 4-bit, group 32 | yes (`bias = -8d`, `m`, `-dmin*m`) |
 //! | Q5_0, Q5_1, Q5_K | 5-bit, group 32 | yes |
 //! | Q8_0 | 8-bit, group 32 | yes (`q + 128`, `bias = -128d`) |
+//! | IQ4_NL, IQ4_XS | 8-bit, group 32 | yes (each code's table value `+ 128`, `bias = -128d`; twice the file's bytes) |
 //! | Q6_K, Q3_K, Q2_K | 8-bit, group 32, re-quantized | no: their 16-value groups have scales of their own |
 //! | F32, F16, BF16 | dense | — |
 
@@ -54,6 +55,21 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// IQ4_NL's table: the values its 4-bit codes stand for (ggml's `kvalues_iq4nl`).
+const IQ4_VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// A group of 32 IQ4 codes (code j in the low nibble of byte j, code j + 16 in its high
+/// nibble) with scale `d`: `d * table[code]`, held as 8-bit `table[code] + 128` with bias
+/// `-128 d`, exactly.
+fn group_iq4(d: f32, qs: &[u8], group: &mut impl FnMut(f32, f32, [u8; 32])) {
+    let mut q = [0u8; 32];
+    for j in 0..16 {
+        q[j] = (i16::from(IQ4_VALUES[usize::from(qs[j] & 0xF)]) + 128) as u8;
+        q[j + 16] = (i16::from(IQ4_VALUES[usize::from(qs[j] >> 4)]) + 128) as u8;
+    }
+    group(d, -128.0 * d, q);
+}
+
 /// The groups of 32 of one block of an affine-exact type, in order.
 fn block_groups(kind: TensorType, b: &[u8], out: &mut Vec<Group>) {
     let mut group = |scale: f32, bias: f32, q: [u8; 32]| out.push(Group { scale, bias, q });
@@ -90,6 +106,14 @@ fn block_groups(kind: TensorType, b: &[u8], out: &mut Vec<Group>) {
             }
             group(d, -128.0 * d, q);
         }
+        TensorType::IQ4_NL => group_iq4(half(b, 0), &b[2..18], &mut group),
+        TensorType::IQ4_XS => {
+            let (d, high, low) = (half(b, 0), u16::from_le_bytes([b[2], b[3]]), &b[4..8]);
+            for (i, qs) in b[8..136].chunks_exact(16).enumerate() {
+                let ls = ((low[i / 2] >> (4 * (i % 2))) & 0xF) | (((high >> (2 * i)) & 3) as u8) << 4;
+                group_iq4(d * (i32::from(ls) - 32) as f32, qs, &mut group);
+            }
+        }
         TensorType::Q4_K | TensorType::Q5_K => {
             let (d, dmin, scales) = (half(b, 0), half(b, 2), &b[4..16]);
             let (qh, qs) =
@@ -118,7 +142,7 @@ fn affine_bits(kind: TensorType) -> Option<i32> {
     match kind {
         TensorType::Q4_0 | TensorType::Q4_1 | TensorType::Q4_K => Some(4),
         TensorType::Q5_0 | TensorType::Q5_1 | TensorType::Q5_K => Some(5),
-        TensorType::Q8_0 => Some(8),
+        TensorType::Q8_0 | TensorType::IQ4_NL | TensorType::IQ4_XS => Some(8),
         _ => None,
     }
 }

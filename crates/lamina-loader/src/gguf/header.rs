@@ -94,6 +94,12 @@ pub enum TensorType {
     Q6_K,
     /// Super-blocks of 256: f32 scale, 256 int8 values and group sums.
     Q8_K,
+    /// Blocks of 32: an f16 scale and 32 4-bit codes into a fixed table of 16 int8 values
+    /// (non-linear).
+    IQ4_NL,
+    /// Super-blocks of 256: an f16 scale, 8 groups of 32 4-bit codes (IQ4_NL's table) with
+    /// 6-bit scales.
+    IQ4_XS,
 }
 
 impl TensorType {
@@ -113,6 +119,8 @@ impl TensorType {
             13 => TensorType::Q5_K,
             14 => TensorType::Q6_K,
             15 => TensorType::Q8_K,
+            20 => TensorType::IQ4_NL,
+            23 => TensorType::IQ4_XS,
             30 => TensorType::BF16,
             _ => return None,
         })
@@ -135,6 +143,8 @@ impl TensorType {
             TensorType::Q5_K => (256, 176),
             TensorType::Q6_K => (256, 210),
             TensorType::Q8_K => (256, 292),
+            TensorType::IQ4_NL => (32, 18),
+            TensorType::IQ4_XS => (256, 136),
         }
     }
 

@@ -72,7 +72,7 @@ pub(crate) async fn load_gguf(
             &path,
             format!(
                 "tensor `{}` is {}, which lamina does not read yet (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, \
-                 Q8_0, Q4_K, Q5_K, Q6_K)",
+                 Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)",
                 t.name, t.kind
             ),
         ));
