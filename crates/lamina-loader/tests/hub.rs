@@ -368,7 +368,10 @@ async fn a_tokenizer_from_another_repo_and_extra_end_tokens() {
 /// The Hub's cache inside a folder of its own: `(root, cache)`; nothing may appear in
 /// `root` but `cache`.
 fn sandbox(tag: &str) -> (PathBuf, PathBuf) {
-    let root = temp(tag);
+    // One level below this test's own folder: a hostile path that climbs out of the root
+    // lands in that folder (checked by `nothing_written`), not in the shared temp folder,
+    // where an unrelated `x` may exist.
+    let root = temp(tag).join("root");
     let cache = root.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
     (root, cache)
@@ -427,7 +430,7 @@ async fn headers_that_would_be_paths_are_refused_before_anything_is_written() {
         nothing_written(&root, &cache, file);
         assert!(!cache.join("models--test-org--scripted-chat/refs/main").exists());
         assert!(!Path::new("/tmp/lamina-evil").exists());
-        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(root.parent().unwrap()).unwrap();
     }
 }
 
@@ -448,7 +451,7 @@ async fn snapshot_links_stay_inside_the_repo_folder() {
     }
     assert!(links >= 4, "{links} links");
     assert!(!tree(&entry).iter().any(|f| f.ends_with(".incomplete")));
-    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::remove_dir_all(root.parent().unwrap()).unwrap();
 }
 
 #[tokio::test]
@@ -515,7 +518,7 @@ async fn endless_bodies_stop_at_their_cap() {
         assert!(len <= size, "{file}: {len} bytes, listed {size}");
     }
     nothing_written(&root, &cache, "model.safetensors");
-    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::remove_dir_all(root.parent().unwrap()).unwrap();
 }
 
 #[tokio::test]
