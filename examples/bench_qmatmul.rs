@@ -40,11 +40,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "exact GB/s",
         "int8 GB/s"
     );
-    let smollm2 = [(576, 576), (1536, 576), (576, 1536), (49_152, 576)].map(|s| (s, [4, 8]));
-    let gemma = [(2048, 640), (640, 2048)].map(|s| (s, [5, 8])).into_iter().chain([((262_144, 640), [8, 8])]);
+    let smollm2 = [(576, 576), (1536, 576), (576, 1536), (49_152, 576)].map(|s| (s, &[4, 8][..]));
+    let gemma =
+        [(2048, 640), (640, 2048)].map(|s| (s, &[5, 8][..])).into_iter().chain([((262_144, 640), &[8][..])]);
     for ((n, k), widths) in smollm2.into_iter().chain(gemma) {
-        for bits in if widths[0] == widths[1] { &widths[..1] } else { &widths[..] } {
-            let (bits, group) = (*bits, 32);
+        for &bits in widths {
+            let group = 32;
             let w = mlx_rs::random::normal::<f32>(&[n, k], None, None, None)?;
             let (packed, scales, biases) = ops::quantize(&w, group, bits)?;
             let (scales, biases) =

@@ -29,26 +29,16 @@ PY
 [ -f "$model/model.safetensors" ] || "$venv/bin/python" -m mlx_lm convert --hf-path "$f32" --mlx-path "$model" -q --q-bits 4 --q-group-size 32
 openblas=$(ldconfig -p | awk '/libopenblas\.so\.0 /{print $NF; exit}')
 log=$(mktemp)
-peak() { awk '/VmHWM/{printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
-wait_up() { for _ in $(seq 600); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
+source scripts/bench_serve_lib.sh
 
 servers=${SERVERS:-lamina mlx-lm}
 if [[ " $servers " == *" lamina "* ]]; then
-./target/release/examples/serve --model "$model" --port 8181 --served-model-name default 2>/dev/null &
-lamina=$!
-wait_up http://127.0.0.1:8181/health
-"$venv/bin/python" scripts/bench_serve.py --url http://127.0.0.1:8181/v1 --label lamina | tee -a "$log"
-echo "RESULT {\"server\": \"lamina\", \"peak_rss_mib\": $(peak $lamina)}" | tee -a "$log"
-kill $lamina
+  ./target/release/examples/serve --model "$model" --port 8181 --served-model-name default 2>/dev/null &
+  bench_server $! 8181 lamina "$venv/bin/python"
 fi
 if [[ " $servers " == *" mlx-lm "* ]]; then
-
-LD_PRELOAD="$openblas" "$venv/bin/python" -m mlx_lm server --model "$model" --port 8182 2>/dev/null &
-mlx=$!
-wait_up http://127.0.0.1:8182/health
-"$venv/bin/python" scripts/bench_serve.py --url http://127.0.0.1:8182/v1 --label mlx-lm --model "$model" | tee -a "$log"
-echo "RESULT {\"server\": \"mlx-lm\", \"peak_rss_mib\": $(peak $mlx)}" | tee -a "$log"
-kill $mlx
+  LD_PRELOAD="$openblas" "$venv/bin/python" -m mlx_lm server --model "$model" --port 8182 2>/dev/null &
+  bench_server $! 8182 mlx-lm "$venv/bin/python" --model "$model"
 fi
 
 [[ " $servers " == *" lamina "* && " $servers " == *" mlx-lm "* ]] || { rm -f "$log"; exit 0; }

@@ -24,23 +24,13 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev
   "$venv/bin/pip" install --quiet --disable-pip-version-check openai
 fi
 log=$(mktemp)
-peak() { awk '/VmHWM/{printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
-wait_up() { for _ in $(seq 600); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
+source scripts/bench_serve_lib.sh
 
 ./target/release/examples/serve --model "$model" --port 8183 --max-batch 16 --served-model-name default 2>/dev/null &
-lamina=$!
-wait_up http://127.0.0.1:8183/health
-"$venv/bin/python" scripts/bench_serve.py --url http://127.0.0.1:8183/v1 --label lamina | tee -a "$log"
-echo "RESULT {\"server\": \"lamina\", \"peak_rss_mib\": $(peak $lamina)}" | tee -a "$log"
-kill $lamina
-
+bench_server $! 8183 lamina "$venv/bin/python"
 # 16 slots of 1024 tokens each (a chat here is under 100).
 "$llama_bin/llama-server" -m "$model" --port 8184 -t 2 -np 16 -cb -c 16384 --alias default >/dev/null 2>&1 &
-llama=$!
-wait_up http://127.0.0.1:8184/health
-"$venv/bin/python" scripts/bench_serve.py --url http://127.0.0.1:8184/v1 --label llama-server | tee -a "$log"
-echo "RESULT {\"server\": \"llama-server\", \"peak_rss_mib\": $(peak $llama)}" | tee -a "$log"
-kill $llama
+bench_server $! 8184 llama-server "$venv/bin/python"
 
 "$venv/bin/python" scripts/bench_serve.py --summarize "$log"
 rm -f "$log"

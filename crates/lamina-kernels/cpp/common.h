@@ -42,11 +42,6 @@ constexpr int kRowMajor = 101;
 constexpr int kNoTrans = 111;
 constexpr int kTrans = 112;
 
-// A pool of threads for parallel regions. Between regions a worker spins for a few tens of
-// microseconds (decoding calls the kernels every ~50 us, and waking a sleeping thread
-// costs about as much as a small product), then sleeps on a condition variable; a caller
-// waits for the workers the same way.
-
 // Part t of n items split into `tasks` parts of nearly equal size: [begin, end).
 struct Share {
   int begin, end;
@@ -55,6 +50,11 @@ inline Share share(int n, int t, int tasks) {
   return {static_cast<int>(static_cast<int64_t>(n) * t / tasks),
           static_cast<int>(static_cast<int64_t>(n) * (t + 1) / tasks)};
 }
+
+// A pool of threads for parallel regions. Between regions a worker spins for a few tens of
+// microseconds (decoding calls the kernels every ~50 us, and waking a sleeping thread
+// costs about as much as a small product), then sleeps on a condition variable; a caller
+// waits for the workers the same way.
 
 class Pool {
  public:
