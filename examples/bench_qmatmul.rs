@@ -4,8 +4,9 @@
 //! chunk). Prints the fastest call's microseconds (lamina exact, lamina with 8-bit activations, MLX)
 //! and the weight bytes per second of lamina's exact and 8-bit-activation kernels.
 //!
-//! `cargo run --release --example bench_qmatmul [-- --decode]` (`--decode`: one and four
-//! rows only).
+//! `cargo run --release --example bench_qmatmul [-- --decode | --prompt]` (`--decode`: one
+//! and four rows only; `--prompt`: 128 rows, lamina's kernels only: MLX's CPU product takes
+//! minutes on the head).
 
 use std::time::Instant;
 
@@ -26,7 +27,14 @@ fn time(mut f: impl FnMut() -> Array, reps: usize) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let decode_only = std::env::args().any(|a| a == "--decode");
-    let rows: &[i32] = if decode_only { &[1, 4] } else { &[1, 4, 16, 128] };
+    let prompt_only = std::env::args().any(|a| a == "--prompt");
+    let rows: &[i32] = if decode_only {
+        &[1, 4]
+    } else if prompt_only {
+        &[128]
+    } else {
+        &[1, 4, 16, 128]
+    };
     println!(
         "{:>14} {:>5} {:>4} {:>5} {:>12} {:>10} {:>12} {:>8} {:>10} {:>10}",
         "shape",
@@ -54,7 +62,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for &m in rows {
                 let x = mlx_rs::random::normal::<f32>(&[m, k], None, None, None)?;
                 x.eval()?;
-                let reps = if n > 100_000 {
+                let reps = if prompt_only && n < 100_000 {
+                    40
+                } else if n > 100_000 {
                     20
                 } else if m == 1 {
                     200
@@ -80,13 +90,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 let ours = lamina(Activations::Exact);
                 let int8 = lamina(Activations::Int8);
-                let mlx = time(
-                    || {
-                        ops::quantized_matmul(&x, &packed, &scales, &biases, true, group, bits)
-                            .unwrap_or_else(|_| x.clone())
-                    },
-                    reps,
-                );
+                let mlx = if prompt_only {
+                    f64::NAN
+                } else {
+                    time(
+                        || {
+                            ops::quantized_matmul(&x, &packed, &scales, &biases, true, group, bits)
+                                .unwrap_or_else(|_| x.clone())
+                        },
+                        reps,
+                    )
+                };
                 let bytes = (n as f64) * (k as f64) * bits as f64 / 8.0 + (n * k / group) as f64 * 4.0;
                 println!(
                     "{:>14} {bits:>5} {m:>4} {group:>5} {:>12.1} {:>10.1} {:>12.1} {:>7.1}x {:>10.1} {:>10.1}",

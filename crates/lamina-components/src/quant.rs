@@ -16,7 +16,7 @@ pub struct QuantConfig {
     pub group_size: i32,
     /// Bits per value: 2, 3, 4, 5, 6 or 8.
     pub bits: i32,
-    /// How lamina's CPU kernels read `x` in one-row and batch products: a choice of how to
+    /// How lamina's CPU kernels read `x` in quantized products: a choice of how to
     /// run, not part of the checkpoint (never written to `config.json`; exact when read).
     #[serde(skip)]
     pub activations: Activations,

@@ -1,14 +1,19 @@
-// The AVX2 tier's one-row products with x rounded to 8 bits (Activations::int8): the packed
-// values multiplied with x's bytes as integers, every width.
+// The AVX2 tier's products with x rounded to 8 bits (Activations::int8): the packed values
+// multiplied with x's bytes as integers, every width, for one row of x, a batch or a prompt.
 //
-// Rows whose groups are single 32-value chunks with f16 scales and biases (every GGUF
-// file's) take the fast loop: eight chunks at a time, their scales and biases widened in
-// registers, each chunk's factor (scale x x's d) computed eight at once, two chains of FMAs,
-// and the bias term in the same pass. Other rows (wider groups, f32 scales) loop over groups.
+// Weights whose groups are single 32-value chunks with f16 scales and biases (every GGUF
+// file's) go through tiles: a few weight rows against a few rows of x, each chunk of weights
+// unpacked once for all of them. Every (weight row, row of x) pair runs the same sequence of
+// operations whatever the tile's size, so a row's outputs do not depend on the rows beside it:
+// one chain of FMAs over the chunks, each chunk's factor (scale x x's d) computed eight at a
+// time, then the bias terms. Other rows (wider groups, f32 scales) loop over groups, one pair
+// at a time.
 
 #if defined(__x86_64__)
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "isa.h"
 #include "x86.h"
@@ -16,98 +21,65 @@
 namespace lamina_kernels {
 namespace {
 
-// sum over chunks of factor(c) x chunk(c) (`Chunk` gives a chunk's eight 32-bit sums as
-// floats), plus sum over groups of (bias + shift x scale) x x's group sum: the fast loop for
-// 32-value groups with f16 scales.
-template <class Chunk>
-LAMINA_AVX2 inline float g32_f16_row(const Problem& p, int r, const PreparedRow& x, float shift, const Chunk& chunk) {
-  const size_t first = static_cast<size_t>(r) * p.groups();
-  const uint16_t* s16 = static_cast<const uint16_t*>(p.scales) + first;
-  const uint16_t* b16 = static_cast<const uint16_t*>(p.biases) + first;
-  const float* d = x.q8_scales.data();
-  const float* sums = x.group_sums.data();
-  const int chunks = p.k / 32;
-  const __m256 shift8 = _mm256_set1_ps(shift);
-  __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps(), bias = _mm256_setzero_ps();
-  alignas(32) float factor[8];
-  int c0 = 0;
-  for (; c0 + 8 <= chunks; c0 += 8) {
-    const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s16 + c0)));
-    const __m256 b = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b16 + c0)));
-    _mm256_store_ps(factor, _mm256_mul_ps(s, _mm256_loadu_ps(d + c0)));
-    bias = _mm256_fmadd_ps(_mm256_fmadd_ps(s, shift8, b), _mm256_loadu_ps(sums + c0), bias);
-    for (int i = 0; i < 8; i += 2) {
-      t0 = _mm256_fmadd_ps(_mm256_broadcast_ss(factor + i), chunk(c0 + i), t0);
-      t1 = _mm256_fmadd_ps(_mm256_broadcast_ss(factor + i + 1), chunk(c0 + i + 1), t1);
-    }
-  }
-  float tail = 0.0f;
-  for (int c = c0; c < chunks; ++c) {
-    const float s = _cvtsh_ss(s16[c]), b = _cvtsh_ss(b16[c]);
-    t0 = _mm256_fmadd_ps(_mm256_set1_ps(s * d[c]), chunk(c), t0);
-    tail += (b + shift * s) * sums[c];
-  }
-  return hsum(_mm256_add_ps(t0, t1)) + hsum(bias) + tail;
-}
-
-// The same for any row: per group, its chunks times the group's scale x each chunk's d.
-template <class Chunk>
-LAMINA_AVX2 inline float any_row(const Problem& p, int r, const PreparedRow& x, float shift, const Chunk& chunk) {
-  if (p.group == 32 && p.half_scales) return g32_f16_row(p, r, x, shift, chunk);
-  const RowParams params = row_params_avx2(p, r);
-  const float* d = x.q8_scales.data();
-  const int per_group = p.group / 32;
-  __m256 total = _mm256_setzero_ps();
-  for (int g = 0; g < p.groups(); ++g) {
-    for (int c = g * per_group; c < (g + 1) * per_group; ++c) {
-      total = _mm256_fmadd_ps(_mm256_set1_ps(params.scales[g] * d[c]), chunk(c), total);
-    }
-  }
-  const float* sums = x.group_sums.data();
-  const int groups = p.groups();
-  const float shifted = shift == 0.0f ? 0.0f : shift * bias_dot_avx2(params.scales, sums, groups);
-  return hsum(total) + shifted + bias_dot_avx2(params.biases, sums, groups);
-}
-
 const __m256i* at(const void* p) { return reinterpret_cast<const __m256i*>(p); }
 
+// A chunk's 32-bit sums: 32 byte products summed in pairs (maddubs: the first factor
+// unsigned, the second signed), then in fours.
+LAMINA_AVX2 inline __m256i pair_sums(__m256i unsigned_bytes, __m256i signed_bytes) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_bytes, signed_bytes), _mm256_set1_epi16(1));
+}
+
+// The weight formats: `load(c)` unpacks chunk c of a row once; `sums(w, x)` multiplies it with
+// 32 bytes of x (in the order `prepare` rounds them for the width) into eight 32-bit sums.
+// `kShift` is what the bias terms add back (8 bits: q - 128 multiplied as a signed byte).
+// `kRows` x `kXRows` is the tile: weight rows and rows of x a chunk meets at once (their
+// accumulators, unpacked weights and x fill the 16 registers).
+
 // 4-bit weights: per 32-value chunk the low and the high nibbles side by side in one
-// register (x is split to match), multiplied with x's bytes and summed in pairs (maddubs:
-// weights unsigned, x signed; at most 2 * 15 * 127 a pair), then in fours.
-struct Q4Chunk {
+// register (x is split to match); at most 2 * 15 * 127 a pair.
+struct Q4 {
+  static constexpr float kShift = 0.0f;
+  static constexpr int kRows = 2, kXRows = 4;
+  using Weights = __m256i;
   const uint8_t* row;
-  const int8_t* xq;
-  LAMINA_AVX2 __m256 operator()(int c) const {
+
+  Q4() = default;
+  LAMINA_AVX2 Q4(const Problem& p, int r, uint8_t*) : row(p.row(r)) {}
+  LAMINA_AVX2 Weights load(int c) const {
     const uint8_t* bytes = row + 16 * c;
     _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetch), _MM_HINT_T0);
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
-    const __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
-    const __m256i xv = _mm256_loadu_si256(at(xq + 32 * c));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), _mm256_set1_epi16(1)));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
   }
+  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
 };
 
 // 8-bit weights: sum q x = sum (q - 128) x + 128 sum x. The first as integers: q - 128 is a
 // signed byte (q xor 0x80), multiplied by maddubs as |q - 128| times x with q - 128's sign
 // (at most 2 * 128 * 127 a pair); the second from x's exact group sums (the shift).
-struct Q8Chunk {
+struct Q8 {
+  static constexpr float kShift = 128.0f;
+  static constexpr int kRows = 2, kXRows = 3;
+  struct Weights {
+    __m256i magnitude, signs;
+  };
   const uint8_t* row;
-  const int8_t* xq;
-  LAMINA_AVX2 __m256 operator()(int c) const {
+
+  Q8() = default;
+  LAMINA_AVX2 Q8(const Problem& p, int r, uint8_t*) : row(p.row(r)) {}
+  LAMINA_AVX2 Weights load(int c) const {
     if ((c & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(row + 32 * c + kPrefetch), _MM_HINT_T0);
     const __m256i w = _mm256_xor_si256(_mm256_loadu_si256(at(row + 32 * c)), _mm256_set1_epi8(static_cast<char>(0x80)));
-    const __m256i xv = _mm256_loadu_si256(at(xq + 32 * c));
-    const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+    return {_mm256_abs_epi8(w), w};
   }
+  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w.magnitude, _mm256_sign_epi8(x, w.signs)); }
 };
 
 // Any other width (2, 3, 5, 6 bits: Q5_0, Q5_K, Q3_K ...). Sixteen values span 2 * bits
 // bytes (at most 12): one 16-byte load broadcast to both halves, each value's two bytes
 // shuffled into its 16-bit lane, shifted up so that its top bit is the lane's (a multiply by
-// a power of two: AVX2 has no per-lane 16-bit shift), then down by 16 - bits. Multiplied
-// with x widened to 16 bits and summed in pairs (madd; values below 128 times at most 128),
-// two halves a 32-value chunk.
+// a power of two: AVX2 has no per-lane 16-bit shift), then down by 16 - bits. A chunk's two
+// halves are packed into 32 bytes in x's order (values below 64: at most 2 * 63 * 127 a pair).
 struct SixteenLanes {
   alignas(32) int8_t shuffle[32];
   // The same for sixteen values ending a 16-byte load (a row's last chunk: a load from
@@ -139,16 +111,19 @@ constexpr SixteenLanes kSixteenLanes[9] = {sixteen_lanes(2), sixteen_lanes(2), s
 // 2 * bits into it). From 5 bits on (Q5_0, Q5_K) a chunk holds 16 bytes or more: the last
 // chunk's second half loads the 16 bytes that end the row instead. 2 and 3 bits copy the
 // row's last chunks into a padded buffer.
-struct BitsChunk {
+struct Bits {
+  static constexpr float kShift = 0.0f;
+  static constexpr int kRows = 4, kXRows = 2;
+  using Weights = __m256i;
   const uint8_t* row;
-  const int8_t* xq;
   int bits, last;
   __m256i shuffle, shuffle_end, multiply;
   __m128i down;
   uint8_t* copy;  // 48 zeroed bytes
 
-  LAMINA_AVX2 BitsChunk(const Problem& p, int r, const PreparedRow& x, uint8_t* padded)
-      : row(p.row(r)), xq(x.q8.data()), bits(p.bits), last(p.k / 32 - 1), copy(padded) {
+  Bits() = default;
+  LAMINA_AVX2 Bits(const Problem& p, int r, uint8_t* padded)
+      : row(p.row(r)), bits(p.bits), last(p.k / 32 - 1), copy(padded) {
     const SixteenLanes& lanes = kSixteenLanes[bits];
     shuffle = _mm256_load_si256(at(lanes.shuffle));
     shuffle_end = _mm256_load_si256(at(lanes.shuffle_end));
@@ -156,50 +131,232 @@ struct BitsChunk {
     down = _mm_cvtsi32_si128(16 - bits);
   }
 
-  // Sixteen values (placed in `bytes` as `order` says) times sixteen of x, summed in pairs:
-  // eight 32-bit sums.
-  LAMINA_AVX2 __m256i sixteen(const uint8_t* bytes, __m256i order, const int8_t* x) const {
+  // Sixteen values (placed in `bytes` as `order` says) in 16-bit lanes.
+  LAMINA_AVX2 __m256i sixteen(const uint8_t* bytes, __m256i order) const {
     const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)));
-    const __m256i w = _mm256_srl_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(both, order), multiply), down);
-    return _mm256_madd_epi16(w, _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x))));
+    return _mm256_srl_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(both, order), multiply), down);
   }
 
-  LAMINA_AVX2 __m256 operator()(int c) const {
-    const int chunk_bytes = 4 * bits;
-    const uint8_t* bytes = row + static_cast<size_t>(chunk_bytes) * c;
-    const int8_t* x = xq + 32 * c;
-    __m256i sums;
-    if (c < last - 1 || (c < last && bits >= 3)) {
-      sums = _mm256_add_epi32(sixteen(bytes, shuffle, x), sixteen(bytes + 2 * bits, shuffle, x + 16));
-    } else if (bits >= 5) {
-      sums = _mm256_add_epi32(sixteen(bytes, shuffle, x), sixteen(bytes + chunk_bytes - 16, shuffle_end, x + 16));
-    } else {
-      std::memcpy(copy, bytes, chunk_bytes);
-      sums = _mm256_add_epi32(sixteen(copy, shuffle, x), sixteen(copy + 2 * bits, shuffle, x + 16));
-    }
-    return _mm256_cvtepi32_ps(sums);
+  // Values 0-15 and 16-31 as bytes: packing interleaves the 128-bit halves (0-7, 16-23,
+  // 8-15, 24-31), the permute puts them back in order.
+  LAMINA_AVX2 static __m256i bytes(__m256i first, __m256i second) {
+    return _mm256_permute4x64_epi64(_mm256_packus_epi16(first, second), 0xD8);
   }
+
+  LAMINA_AVX2 Weights load(int c) const {
+    const int chunk_bytes = 4 * bits;
+    const uint8_t* at_chunk = row + static_cast<size_t>(chunk_bytes) * c;
+    if (c < last - 1 || (c < last && bits >= 3)) {
+      return bytes(sixteen(at_chunk, shuffle), sixteen(at_chunk + 2 * bits, shuffle));
+    }
+    if (bits >= 5) return bytes(sixteen(at_chunk, shuffle), sixteen(at_chunk + chunk_bytes - 16, shuffle_end));
+    std::memcpy(copy, at_chunk, chunk_bytes);
+    return bytes(sixteen(copy, shuffle), sixteen(copy + 2 * bits, shuffle));
+  }
+  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
 };
 
-LAMINA_AVX2 float dot_q4_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
-  return any_row(p, r, x, 0.0f, Q4Chunk{p.row(r), x.q8.data()});
+// Eight f16 values from `src` as f32 (fewer than eight: the rest zero; each lane as the
+// full load would give it).
+LAMINA_AVX2 inline __m256 widen8(const uint16_t* src, int count) {
+  if (count == 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+  alignas(32) float lanes[8] = {};
+  for (int j = 0; j < count; ++j) lanes[j] = _cvtsh_ss(src[j]);
+  return _mm256_load_ps(lanes);
 }
 
-LAMINA_AVX2 float dot_q8_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
-  return any_row(p, r, x, 128.0f, Q8Chunk{p.row(r), x.q8.data()});
+// Per-thread room for floats (`which` keeps apart the buffers a tile uses at once).
+inline float* room(int which, size_t floats) {
+  thread_local std::vector<float> rooms[2];
+  std::vector<float>& buffer = rooms[which];
+  if (buffer.size() < floats) buffer.resize(floats);
+  return buffer.data();
 }
 
-LAMINA_AVX2 float dot_bits_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
+// The tile's integer products: per pair, one chain of FMAs over the chunks (factor x the
+// chunk's sums), summed across its lanes into partial[a][i]. (Unrolled: the accumulators stay
+// in registers.)
+template <class Format, int W, int X>
+LAMINA_AVX2 inline void products_of(const Format* rows, const int8_t* const* xq, const float* factors, int padded,
+                                    int chunks, float (&partial)[W][X]) {
+  __m256 acc[W][X];
+#pragma GCC unroll 8
+  for (int a = 0; a < W; ++a) {
+#pragma GCC unroll 8
+    for (int i = 0; i < X; ++i) acc[a][i] = _mm256_setzero_ps();
+  }
+  for (int c = 0; c < chunks; ++c) {
+    typename Format::Weights w[W];
+#pragma GCC unroll 8
+    for (int a = 0; a < W; ++a) w[a] = rows[a].load(c);
+#pragma GCC unroll 8
+    for (int i = 0; i < X; ++i) {
+      const __m256i x = _mm256_loadu_si256(at(xq[i] + 32 * c));
+#pragma GCC unroll 8
+      for (int a = 0; a < W; ++a) {
+        const __m256 sums = _mm256_cvtepi32_ps(Format::sums(w[a], x));
+        acc[a][i] = _mm256_fmadd_ps(_mm256_broadcast_ss(factors + (a * X + i) * padded + c), sums, acc[a][i]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int a = 0; a < W; ++a) {
+#pragma GCC unroll 8
+    for (int i = 0; i < X; ++i) partial[a][i] = hsum(acc[a][i]);
+  }
+}
+
+// W weight rows' scales and bias factors (bias + shift x scale) as f32, `padded` per row,
+// zero past the last group.
+struct RowsF32 {
+  const float* scales;
+  const float* bias;
+  int padded;
+};
+
+template <int W>
+LAMINA_AVX2 RowsF32 rows_f32(const Problem& p, int r, float shift) {
+  const int groups = p.groups();
+  const int padded = padded8(groups);
+  float* scales = room(0, static_cast<size_t>(2 * W) * padded);
+  float* bias = scales + static_cast<size_t>(W) * padded;
+  const __m256 shift8 = _mm256_set1_ps(shift);
+  for (int a = 0; a < W; ++a) {
+    const size_t first = static_cast<size_t>(r + a) * groups;
+    const uint16_t* s16 = static_cast<const uint16_t*>(p.scales) + first;
+    const uint16_t* b16 = static_cast<const uint16_t*>(p.biases) + first;
+    for (int g = 0; g < groups; g += 8) {
+      const int count = std::min(8, groups - g);
+      const __m256 s = widen8(s16 + g, count);
+      _mm256_storeu_ps(scales + a * padded + g, s);
+      _mm256_storeu_ps(bias + a * padded + g, _mm256_fmadd_ps(s, shift8, widen8(b16 + g, count)));
+    }
+  }
+  return {scales, bias, padded};
+}
+
+// Weight rows [r, r + W) against the rows xs[0..X) of x (GGUF's layout: 32-value groups, f16
+// scales and biases; `f32` from rows_f32): out[i * stride + a] for row a and row i of x.
+template <class Format, int W, int X>
+LAMINA_AVX2 void tile(const Problem& p, int r, const RowsF32& f32, const PreparedRow* xs, float* out, size_t stride) {
+  const int chunks = p.k / 32;
+  const int padded = f32.padded;
+  alignas(16) uint8_t copies[W][48] = {};
+  Format rows[W];
+  for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a, copies[a]);
+  // Each pair's chunk factors (scale x x's d), computed before the products read them.
+  float* factors = room(1, static_cast<size_t>(W) * X * padded);
+  const int8_t* xq[X];
+  for (int i = 0; i < X; ++i) xq[i] = xs[i].q8.data();
+  for (int a = 0; a < W; ++a) {
+    for (int i = 0; i < X; ++i) {
+      const float* d = xs[i].q8_scales.data();
+      for (int c = 0; c < padded; c += 8) {
+        _mm256_storeu_ps(factors + (a * X + i) * padded + c,
+                         _mm256_mul_ps(_mm256_loadu_ps(f32.scales + a * padded + c), _mm256_loadu_ps(d + c)));
+      }
+    }
+  }
+  float partial[W][X];
+  products_of<Format, W, X>(rows, xq, factors, padded, chunks, partial);
+  // The bias terms: sum over groups of (bias + shift x scale) x x's group sum, eight groups
+  // at a time (past the last group both are zero).
+  for (int i = 0; i < X; ++i) {
+    const float* sums = xs[i].group_sums.data();
+    for (int a = 0; a < W; ++a) {
+      const float* bias = f32.bias + a * padded;
+      __m256 total = _mm256_setzero_ps();
+      for (int g = 0; g < padded; g += 8) total = _mm256_fmadd_ps(_mm256_loadu_ps(bias + g), _mm256_loadu_ps(sums + g), total);
+      out[i * stride + a] = partial[a][i] + hsum(total);
+    }
+  }
+}
+
+// Rows of x at a time against a task's weight rows (their q8 values stay in L1/L2 while the
+// weight rows stream past).
+constexpr int kXBlock = 64;
+
+// W weight rows from r against rows [x0, x1) of x, X at a time.
+template <class Format, int W>
+LAMINA_AVX2 void tile_column(const Problem& p, int r, const PreparedRow* xs, int x0, int x1) {
+  constexpr int X = Format::kXRows;
+  const size_t n = p.n;
+  const RowsF32 f32 = rows_f32<W>(p, r, Format::kShift);
+  int i = x0;
+  for (; i + X <= x1; i += X) tile<Format, W, X>(p, r, f32, xs + i, p.out + i * n + r, n);
+  for (; i < x1; ++i) tile<Format, W, 1>(p, r, f32, xs + i, p.out + i * n + r, n);
+}
+
+// Weight rows [begin, end) against rows [m0, m1) of x in tiles (smaller ones at the edges).
+template <class Format>
+LAMINA_AVX2 void tiles(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
+  constexpr int W = Format::kRows;
+  for (int x0 = m0; x0 < m1; x0 += kXBlock) {
+    const int x1 = std::min(m1, x0 + kXBlock);
+    int r = begin;
+    for (; r + W <= end; r += W) tile_column<Format, W>(p, r, xs, x0, x1);
+    for (; r < end; ++r) tile_column<Format, 1>(p, r, xs, x0, x1);
+  }
+}
+
+// The same for any row, one pair at a time: per group, its chunks times the group's scale x
+// each chunk's d.
+template <class Format>
+LAMINA_AVX2 float any_row(const Problem& p, int r, const PreparedRow& x) {
   alignas(16) uint8_t padded[48] = {};
-  return any_row(p, r, x, 0.0f, BitsChunk(p, r, x, padded));
+  const Format row(p, r, padded);
+  const RowParams params = row_params_avx2(p, r);
+  const float* d = x.q8_scales.data();
+  const int per_group = p.group / 32;
+  __m256 total = _mm256_setzero_ps();
+  for (int g = 0; g < p.groups(); ++g) {
+    for (int c = g * per_group; c < (g + 1) * per_group; ++c) {
+      const __m256 sums = _mm256_cvtepi32_ps(Format::sums(row.load(c), _mm256_loadu_si256(at(x.q8.data() + 32 * c))));
+      total = _mm256_fmadd_ps(_mm256_set1_ps(params.scales[g] * d[c]), sums, total);
+    }
+  }
+  const float* sums = x.group_sums.data();
+  const int groups = p.groups();
+  const float shifted = Format::kShift == 0.0f ? 0.0f : Format::kShift * bias_dot_avx2(params.scales, sums, groups);
+  return hsum(total) + shifted + bias_dot_avx2(params.biases, sums, groups);
+}
+
+template <class Format>
+LAMINA_AVX2 float dot(const Problem& p, int r, const float*, const PreparedRow& x) {
+  if (p.group != 32 || !p.half_scales) return any_row<Format>(p, r, x);
+  float out = 0.0f;
+  tile<Format, 1, 1>(p, r, rows_f32<1>(p, r, Format::kShift), &x, &out, 0);
+  return out;
+}
+
+template <class Format>
+LAMINA_AVX2 void products(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
+  if (p.group == 32 && p.half_scales) {
+    tiles<Format>(p, begin, end, xs, m0, m1);
+    return;
+  }
+  for (int r = begin; r < end; ++r) {
+    for (int i = m0; i < m1; ++i) p.out[static_cast<size_t>(i) * p.n + r] = any_row<Format>(p, r, xs[i]);
+  }
+}
+
+LAMINA_AVX2 void products_int8(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
+  if (p.bits == 4) {
+    products<Q4>(p, begin, end, xs, m0, m1);
+  } else if (p.bits == 8) {
+    products<Q8>(p, begin, end, xs, m0, m1);
+  } else {
+    products<Bits>(p, begin, end, xs, m0, m1);
+  }
 }
 
 }  // namespace
 
 void add_avx2_int8(Kernels& k) {
-  k.dot_q4_int8 = dot_q4_int8;
-  k.dot_q8_int8 = dot_q8_int8;
-  k.dot_bits_int8 = dot_bits_int8;
+  k.dot_q4_int8 = dot<Q4>;
+  k.dot_q8_int8 = dot<Q8>;
+  k.dot_bits_int8 = dot<Bits>;
+  k.products_int8 = products_int8;
 }
 
 }  // namespace lamina_kernels

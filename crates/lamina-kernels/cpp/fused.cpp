@@ -545,8 +545,8 @@ extern "C" int lamina_kernels_supports_quantized(int bits, int group);
 // `gate` 1-3 there are two operands and one output, act(x Wg^T) * (x Wu^T) (1 SiLU, 2 GELU
 // with tanh, 3 GELU with erf). `rope` (may be null): the first two outputs, shaped
 // [B, H, 1, D], rotated. `residual` (may be an empty handle): added to the only output.
-// `activations[i]`: 0 exact, 1 x rounded to 8 bits in one-row and batch products, 2 the
-// same with the top outputs exact (Activations).
+// `activations[i]`: 0 exact, 1 x rounded to 8 bits, 2 the same with the top outputs exact
+// (Activations).
 // CPU and f32 only (returns 1 with the reason otherwise).
 __attribute__((visibility("default"))) int lamina_quantized_products(Handle* outs, int count, Handle x,
                                                                      const Handle* ws, const Handle* ss,

@@ -14,11 +14,11 @@ namespace lamina_kernels {
 // `n` f16 values as f32 (the tier's widening: F16C, NEON, or a loop).
 void widen_f16(const uint16_t* src, int n, float* dst);
 
-// How the one-row and batch products read x: as given (the result is MLX's
-// dequantize-then-matmul to float rounding), or rounded to 8 bits per block of 32 values
-// (llama.cpp's Q8_0 activations: weights of every width multiply as integers, about twice as
-// many weights a cycle; the per-group bias term still uses x's exact sums). Prompts (more
-// than 32 rows) are exact either way.
+// How the products read x: as given (the result is MLX's dequantize-then-matmul to float
+// rounding), or rounded to 8 bits per block of 32 values (llama.cpp's Q8_0 activations:
+// weights of every width multiply as integers, about twice as many weights a cycle; the
+// per-group bias term still uses x's exact sums), in products of any number of rows, each row
+// computed as it would be alone.
 // `int8_exact_top`: rounded, then the kExactTop largest outputs of each row of x recomputed
 // with x exact (an output head: the top of its ranking as exact as `exact`).
 enum class Activations : int { exact = 0, int8 = 1, int8_exact_top = 2 };
@@ -83,6 +83,8 @@ inline uint32_t value_at(const uint8_t* row, int row_bytes, int j, int bits) {
 // 32-value chunk (byte j of a chunk holds values 2j and 2j + 1); with 8-bit activations,
 // x rounded to 8 bits per chunk (in the same order as the weights it meets: split for
 // 4-bit, as given for 8-bit).
+// group_sums and q8_scales hold zeros past their last group or chunk up to a multiple of 8
+// (whole vectors for the tiers' kernels).
 struct PreparedRow {
   std::vector<float> group_sums;
   std::vector<float> split;    // [K]: per 32-chunk, 16 even values then 16 odd values
@@ -90,12 +92,15 @@ struct PreparedRow {
   std::vector<float> q8_scales;  // [K / 32]: the chunk's largest |x| / 127
 };
 
+// n rounded up to a multiple of 8.
+inline int padded8(int n) { return (n + 7) / 8 * 8; }
+
 // x's 32-value chunks rounded to 8 bits (llama.cpp's Q8_0): d = max |x| / 127, round(x / d)
 // to nearest, ties to even; `order` maps a chunk's position to the index of x it holds.
 template <class Order>
 void round_chunks(const float* x, int k, Order order, PreparedRow& out) {
   out.q8.resize(k);
-  out.q8_scales.resize(k / 32);
+  out.q8_scales.assign(padded8(k / 32), 0.0f);
   for (int c = 0; c < k / 32; ++c) {
     const float* chunk = x + 32 * c;
     float largest = 0.0f;
@@ -112,7 +117,7 @@ void round_chunks(const float* x, int k, Order order, PreparedRow& out) {
 // `int8`: the product's kernel reads x rounded to 8 bits (Kernels::row_kernel).
 inline PreparedRow prepare(const Problem& p, const float* x, bool int8) {
   PreparedRow out;
-  out.group_sums.assign(p.groups(), 0.0f);
+  out.group_sums.assign(padded8(p.groups()), 0.0f);
   for (int g = 0; g < p.groups(); ++g) {
     float sum = 0.0f;
     for (int j = 0; j < p.group; ++j) sum += x[g * p.group + j];

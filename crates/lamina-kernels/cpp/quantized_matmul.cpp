@@ -7,6 +7,9 @@
 //   tier's row kernels (isa.h: portable, AVX2, AVX-512, AVX-512 VBMI, NEON).
 // - Many-row products (prefill) dequantize tiles of rows to f32 and hand them to BLAS
 //   `sgemm` (OpenBLAS, through lamina's shim).
+// - With x rounded to 8 bits (Activations::int8, GGUF's default) products of any number of
+//   rows multiply the packed values with x's bytes as integers, each row of x exactly as it
+//   would alone (the tier's tiles: several weight rows against several rows of x).
 // - Rows are split over a small pool of threads that spin briefly, then sleep, between calls,
 //   with the calling thread taking a share.
 // - The gradient with respect to x is MLX's own quantized_matmul (transpose = false), so
@@ -67,37 +70,49 @@ void rescore_top(const Problem& p, const float* x, float* out) {
   for (int i = 0; i < count; ++i) out[rows[i]] = dot(p, rows[i], x, exact);
 }
 
+// Tasks for products reading `work` packed bytes in all: one below kParallelBytes, else a few
+// per thread.
+int tasks_for(const Problem& p, size_t work) {
+  return work < kParallelBytes ? 1 : std::min(p.n, Pool::get().size() * 4);
+}
+
 void gemv(const Problem& p) {
   Pool& pool = Pool::get();
-  const size_t bytes = static_cast<size_t>(p.n) * p.row_bytes();
-  const int tasks = bytes < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
-  const Kernels::RowKernel kernel = kernels().row_kernel(p);
+  const int tasks = tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes());
+  const RowDot dot = kernels().dot_for(p.bits);
   for (int m = 0; m < p.m; ++m) {
     const float* x = p.x + static_cast<size_t>(m) * p.k;
     float* out = p.out + static_cast<size_t>(m) * p.n;
-    const PreparedRow prepared = prepare(p, x, kernel.int8);
+    const PreparedRow prepared = prepare(p, x, false);
     pool.run(tasks, [&](int t) {
       const auto [begin, end] = share(p.n, t, tasks);
-      for (int r = begin; r < end; ++r) out[r] = kernel.dot(p, r, x, prepared);
+      for (int r = begin; r < end; ++r) out[r] = dot(p, r, x, prepared);
     });
-    if (kernel.int8 && p.activations == Activations::int8_exact_top) rescore_top(p, x, out);
   }
 }
 
 // ---------------------------------------------------------------------------------------
-// A few rows (a decoding batch): each weight row is read from memory once, dequantized
-// into a buffer that stays in L1, and dotted with every row of x.
-
-// With 8-bit activations: every row of x rounded once, then each packed weight row (in L1
-// after its first use) multiplied with each of them as integers.
-void gemv_batch_int8(const Problem& p, RowDot dot) {
+// With 8-bit activations, products of any number of rows: every row of x rounded once, each
+// pair computed exactly as its one-row product (Kernels::products_int8, or the one-row
+// kernel pair by pair), so a row's outputs do not depend on the rows beside it: a prompt
+// partly served from a cache, or a sequence decoded in a batch, computes as it would alone.
+// Weight rows are split over the pool; a task's rows meet blocks of x's rows while those stay
+// in cache.
+void products_int8(const Problem& p, RowDot dot) {
   Pool& pool = Pool::get();
-  std::vector<PreparedRow> prepared;
-  for (int m = 0; m < p.m; ++m) prepared.push_back(prepare(p, p.x + static_cast<size_t>(m) * p.k, true));
-  const size_t work = static_cast<size_t>(p.n) * p.row_bytes() * p.m;
-  const int tasks = work < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
+  std::vector<PreparedRow> prepared(p.m);
+  pool.run(std::min(p.m, pool.size()), [&](int t) {
+    const auto [begin, end] = share(p.m, t, std::min(p.m, pool.size()));
+    for (int m = begin; m < end; ++m) prepared[m] = prepare(p, p.x + static_cast<size_t>(m) * p.k, true);
+  });
+  const int tasks = tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes() * p.m);
+  const auto products = kernels().products_int8;
   pool.run(tasks, [&](int t) {
     const auto [begin, end] = share(p.n, t, tasks);
+    if (products != nullptr) {
+      products(p, begin, end, prepared.data(), 0, p.m);
+      return;
+    }
     for (int r = begin; r < end; ++r) {
       for (int m = 0; m < p.m; ++m) p.out[static_cast<size_t>(m) * p.n + r] = dot(p, r, p.x + static_cast<size_t>(m) * p.k, prepared[m]);
     }
@@ -107,16 +122,14 @@ void gemv_batch_int8(const Problem& p, RowDot dot) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// A few rows (a decoding batch): each weight row is read from memory once, dequantized
+// into a buffer that stays in L1, and dotted with every row of x.
 void gemv_batch(const Problem& p) {
   Pool& pool = Pool::get();
   const Kernels& k = kernels();
-  if (const Kernels::RowKernel kernel = k.row_kernel(p); kernel.int8) {
-    gemv_batch_int8(p, kernel.dot);
-    return;
-  }
   const RowDequantize dequantize = k.dequantize_for(p.bits);
-  const size_t work = static_cast<size_t>(p.n) * p.row_bytes() * p.m;
-  const int tasks = work < kParallelBytes ? 1 : std::min(p.n, pool.size() * 4);
+  const int tasks = tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes() * p.m);
   pool.run(tasks, [&](int t) {
     const auto [begin, end] = share(p.n, t, tasks);
     std::vector<float> rows(4 * static_cast<size_t>(p.k));
@@ -167,7 +180,9 @@ constexpr int kBatchRows = 32;
 }  // namespace
 
 void lamina_kernels::quantized_products(const Problem& p) {
-  if (p.m == 1) {
+  if (const Kernels::RowKernel kernel = kernels().row_kernel(p); kernel.int8) {
+    products_int8(p, kernel.dot);
+  } else if (p.m == 1) {
     gemv(p);
   } else if (p.m <= kBatchRows) {
     gemv_batch(p);
@@ -265,8 +280,8 @@ int lamina_kernel_threads() { return lamina_kernels::Pool::get().size(); }
 
 // `out = x @ dequantize(w, scales, biases)^T` on the CPU (MLX's own op elsewhere).
 // x: f32 [..., K]; w: u32 [N, K * bits / 32]; scales, biases: f32 [N, K / group];
-// activations: 0 exact, 1 x rounded to 8 bits in one-row and batch products, 2 the same
-// with each row's kExactTop largest outputs recomputed exactly (Activations).
+// activations: 0 exact, 1 x rounded to 8 bits, 2 the same with each row's kExactTop largest
+// outputs recomputed exactly (Activations).
 // Returns 0, or 1 with the reason in lamina_kernels_last_error().
 __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, Handle x, Handle w, Handle scales,
                                                                    Handle biases, int group, int bits,

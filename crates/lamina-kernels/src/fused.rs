@@ -26,7 +26,7 @@ pub struct QuantizedWeight<'a> {
     pub group_size: i32,
     /// Bits per value (2-8).
     pub bits: i32,
-    /// How one-row and batch products read `x` (exact, or rounded to 8 bits).
+    /// How the products read `x` (exact, or rounded to 8 bits).
     pub activations: Activations,
 }
 

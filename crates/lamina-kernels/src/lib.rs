@@ -172,8 +172,10 @@ pub fn isa() -> &'static str {
     name.to_str().unwrap_or("unknown")
 }
 
-/// How lamina's quantized kernels read `x` in one-row and batch products (a decoded token,
-/// a decoding batch of up to 32 rows); prompts (more rows) are exact either way.
+/// How lamina's quantized kernels read `x`, in products of any number of rows (a decoded
+/// token, a decoding batch, a prompt). Rounded, each row of `x` gives the same outputs bit
+/// for bit whatever rows share its product (a prompt partly served from a cache computes as
+/// it would whole); exact, the same to float rounding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Activations {
     /// As given: the result is MLX's dequantize-then-matmul to float rounding (mlx-lm's
@@ -295,7 +297,7 @@ pub fn half_matmul(x: &Array, w: &Array) -> Result<Array> {
 /// `transpose = true` (the layout of a quantized `Linear`), on lamina's CPU kernel when
 /// the default device is the CPU, `x` is f32 and `scales`/`biases` are f32 or f16 (both
 /// the same; f16 as GGUF stores them, read as stored); through MLX's own op otherwise.
-/// `activations`: how one-row and batch products read `x` ([`Activations`]).
+/// `activations`: how the product reads `x` ([`Activations`]).
 ///
 /// # Shapes
 /// `x [..., K]`, `w [N, K * bits / 32]` (u32), `scales`/`biases [N, K / group_size]` ->

@@ -5,7 +5,7 @@
 //! plus each group's bias (for 8 bits, bias + 128 scale) times x's exact sum. Run at every
 //! tier (scripts/test.sh): the tiers with integer kernels must agree with it, the others
 //! (NEON) stay exact. Also: a batch's rows equal the same rows
-//! one at a time, the fused products equal one product each, and prompts stay exact.
+//! one at a time (prompts of many rows too), and the fused products equal one product each.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -129,40 +129,67 @@ fn one_row_products_equal_the_definition() {
     }
 }
 
+/// Checks that every row of an `m`-row product equals the same row alone, bit for bit.
+fn check_rows_alone(w: &Weight, m: i32, activations: Activations, what: &str) {
+    let (n, k) = (w.n, w.k as i32);
+    let xv = values(&[m, k], 0.9);
+    let batch = w.q.product(&Array::from_slice(&xv, &[m, k]), activations);
+    for row in 0..m as usize {
+        let one = Array::from_slice(&xv[row * k as usize..(row + 1) * k as usize], &[1, k]);
+        let alone = w.q.product(&one, activations);
+        assert_eq!(
+            &batch.as_slice::<f32>()[row * n..(row + 1) * n],
+            alone.as_slice::<f32>(),
+            "{what}, {m} rows: row {row}"
+        );
+    }
+}
+
 #[test]
 fn batch_rows_equal_the_same_rows_alone() {
     for bits in [3, 4, 5, 8] {
-        let k = 256;
-        let w = Weight::new(300, k, 64, bits, true);
+        let w = Weight::new(300, 256, 64, bits, true);
         for m in [2, 5, 32] {
-            let x = Array::from_slice(&values(&[m, k], 0.9), &[m, k]);
-            let batch = w.q.product(&x, Activations::Int8);
-            for row in 0..m {
-                let one = Array::from_slice(
-                    &values(&[m, k], 0.9)[(row * k) as usize..((row + 1) * k) as usize],
-                    &[1, k],
-                );
-                let alone = w.q.product(&one, Activations::Int8);
-                let start = (row * 300) as usize;
-                assert_eq!(
-                    &batch.as_slice::<f32>()[start..start + 300],
-                    alone.as_slice::<f32>(),
-                    "bits {bits}, {m} rows: row {row}"
-                );
-            }
+            check_rows_alone(&w, m, Activations::Int8, &format!("bits {bits}, group 64"));
         }
     }
 }
 
 #[test]
-fn prompts_stay_exact() {
-    let k = 128;
-    let w = Weight::new(64, k, 32, 4, false);
-    let x = Array::from_slice(&values(&[40, k], 2.1), &[40, k]);
-    assert_eq!(
-        w.q.product(&x, Activations::Int8).as_slice::<f32>(),
-        w.q.product(&x, Activations::Exact).as_slice::<f32>()
-    );
+fn prompt_rows_round_as_they_would_alone() {
+    // GGUF's layout (32-value groups, f16 scales) runs in tiles of several weight rows and
+    // rows of x: 301 weight rows and odd row counts leave partial tiles at both edges; 70 rows
+    // pass a block of rows of x; k = 352 leaves 3 chunks past the last 8.
+    for bits in [2, 3, 4, 5, 6, 8] {
+        let w = Weight::new(301, 352, 32, bits, true);
+        for m in [3, 33, 70] {
+            check_rows_alone(&w, m, Activations::Int8, &format!("bits {bits}, group 32"));
+        }
+        // Rounded (the 8-bit path runs for prompts too): a prompt's row equals the
+        // definition, not the exact product.
+        let x = values(&[40, 352], 2.1);
+        let ours = w.q.product(&Array::from_slice(&x, &[40, 352]), Activations::Int8);
+        let row = 39 * 301;
+        let expected = if tier_rounds() {
+            w.reference(&x[39 * 352..])
+        } else {
+            w.q.product(&Array::from_slice(&x[39 * 352..], &[1, 352]), Activations::Exact)
+                .as_slice::<f32>()
+                .to_vec()
+        };
+        let scale = max_abs(&expected);
+        let worst = ours.as_slice::<f32>()[row..row + 301]
+            .iter()
+            .zip(&expected)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-5 * scale.max(1.0),
+            "bits {bits}: a prompt's row is off by {worst} (largest {scale})"
+        );
+    }
+    // With the exact top, each row's top outputs are recomputed as they would be alone.
+    let w = Weight::new(301, 352, 32, 4, true);
+    check_rows_alone(&w, 40, Activations::Int8ExactTop, "exact top");
 }
 
 #[test]

@@ -29,7 +29,7 @@ use crate::tokenizer::Tokenizer;
 pub struct LoadOptions {
     /// Cast floating-point weights to this dtype; keep the checkpoint's when `None`.
     pub dtype: Option<DType>,
-    /// How quantized layers' one-row and batch products read `x` on the CPU (decoding);
+    /// How quantized layers' products read `x` on the CPU (prompts and decoding);
     /// when `None`, as the format's own runtime does: rounded to 8 bits for GGUF files
     /// (llama.cpp's Q8_0 activations, ~1.7x faster decoding on AVX2), the output head's top
     /// logits recomputed exactly (`Int8ExactTop`); exact for MLX checkpoints (mlx-lm's
