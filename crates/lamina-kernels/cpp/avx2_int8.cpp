@@ -111,30 +111,25 @@ constexpr SixteenLanes kSixteenLanes[9] = {sixteen_lanes(2), sixteen_lanes(2), s
 // 2 * bits into it). From 5 bits on (Q5_0, Q5_K) a chunk holds 16 bytes or more: the last
 // chunk's second half loads the 16 bytes that end the row instead. 2 and 3 bits copy the
 // row's last chunks into a padded buffer.
+template <int B>
 struct Bits {
   static constexpr float kShift = 0.0f;
   static constexpr int kRows = 4, kXRows = 2;
+  static constexpr int kChunkBytes = 4 * B;
   using Weights = __m256i;
   const uint8_t* row;
-  int bits, last;
-  __m256i shuffle, shuffle_end, multiply;
-  __m128i down;
+  int last;
   uint8_t* copy;  // 48 zeroed bytes
 
   Bits() = default;
-  LAMINA_AVX2 Bits(const Problem& p, int r, uint8_t* padded)
-      : row(p.row(r)), bits(p.bits), last(p.k / 32 - 1), copy(padded) {
-    const SixteenLanes& lanes = kSixteenLanes[bits];
-    shuffle = _mm256_load_si256(at(lanes.shuffle));
-    shuffle_end = _mm256_load_si256(at(lanes.shuffle_end));
-    multiply = _mm256_load_si256(at(lanes.multiply));
-    down = _mm_cvtsi32_si128(16 - bits);
-  }
+  LAMINA_AVX2 Bits(const Problem& p, int r, uint8_t* padded) : row(p.row(r)), last(p.k / 32 - 1), copy(padded) {}
 
-  // Sixteen values (placed in `bytes` as `order` says) in 16-bit lanes.
-  LAMINA_AVX2 __m256i sixteen(const uint8_t* bytes, __m256i order) const {
+  // Sixteen values (placed in `bytes` as `order` says) in 16-bit lanes. (The tables are read
+  // where they are used: a tile's rows share them.)
+  LAMINA_AVX2 static __m256i sixteen(const uint8_t* bytes, const int8_t* order) {
     const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)));
-    return _mm256_srl_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(both, order), multiply), down);
+    const __m256i shuffled = _mm256_shuffle_epi8(both, _mm256_load_si256(at(order)));
+    return _mm256_srli_epi16(_mm256_mullo_epi16(shuffled, _mm256_load_si256(at(kSixteenLanes[B].multiply))), 16 - B);
   }
 
   // Values 0-15 and 16-31 as bytes: packing interleaves the 128-bit halves (0-7, 16-23,
@@ -144,33 +139,41 @@ struct Bits {
   }
 
   LAMINA_AVX2 Weights load(int c) const {
-    const int chunk_bytes = 4 * bits;
-    const uint8_t* at_chunk = row + static_cast<size_t>(chunk_bytes) * c;
-    if (c < last - 1 || (c < last && bits >= 3)) {
-      return bytes(sixteen(at_chunk, shuffle), sixteen(at_chunk + 2 * bits, shuffle));
+    const SixteenLanes& lanes = kSixteenLanes[B];
+    const uint8_t* at_chunk = row + static_cast<size_t>(kChunkBytes) * c;
+    if (c < last - 1 || (c < last && B >= 3)) {
+      return bytes(sixteen(at_chunk, lanes.shuffle), sixteen(at_chunk + 2 * B, lanes.shuffle));
     }
-    if (bits >= 5) return bytes(sixteen(at_chunk, shuffle), sixteen(at_chunk + chunk_bytes - 16, shuffle_end));
-    std::memcpy(copy, at_chunk, chunk_bytes);
-    return bytes(sixteen(copy, shuffle), sixteen(copy + 2 * bits, shuffle));
+    if (B >= 5) return bytes(sixteen(at_chunk, lanes.shuffle), sixteen(at_chunk + kChunkBytes - 16, lanes.shuffle_end));
+    std::memcpy(copy, at_chunk, kChunkBytes);
+    return bytes(sixteen(copy, lanes.shuffle), sixteen(copy + 2 * B, lanes.shuffle));
   }
   LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
 };
 
 // Eight f16 values from `src` as f32 (fewer than eight: the rest zero; each lane as the
-// full load would give it).
-LAMINA_AVX2 inline __m256 widen8(const uint16_t* src, int count) {
+// full load would give it). `before`: how many values may be read before `src` (a row's
+// earlier groups): with 8 - count of them, the eight values ending at src + count are
+// loaded and moved down.
+LAMINA_AVX2 inline __m256 widen8(const uint16_t* src, int count, int before) {
   if (count == 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+  if (before >= 8 - count) {
+    const __m256 ending = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + count - 8)));
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i kept = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane);
+    const __m256 moved = _mm256_permutevar8x32_ps(ending, _mm256_add_epi32(lane, _mm256_set1_epi32(8 - count)));
+    return _mm256_and_ps(moved, _mm256_castsi256_ps(kept));
+  }
   alignas(32) float lanes[8] = {};
   for (int j = 0; j < count; ++j) lanes[j] = _cvtsh_ss(src[j]);
   return _mm256_load_ps(lanes);
 }
 
-// Per-thread room for floats (`which` keeps apart the buffers a tile uses at once).
-inline float* room(int which, size_t floats) {
-  thread_local std::vector<float> rooms[2];
-  std::vector<float>& buffer = rooms[which];
-  if (buffer.size() < floats) buffer.resize(floats);
-  return buffer.data();
+// Per-thread room for a tile's factors.
+inline float* factor_room(size_t floats) {
+  thread_local std::vector<float> room;
+  if (room.size() < floats) room.resize(floats);
+  return room.data();
 }
 
 // The tile's integer products: per pair, one chain of FMAs over the chunks (factor x the
@@ -206,69 +209,42 @@ LAMINA_AVX2 inline void products_of(const Format* rows, const int8_t* const* xq,
   }
 }
 
-// W weight rows' scales and bias factors (bias + shift x scale) as f32, `padded` per row,
-// zero past the last group.
-struct RowsF32 {
-  const float* scales;
-  const float* bias;
-  int padded;
-};
-
-template <int W>
-LAMINA_AVX2 RowsF32 rows_f32(const Problem& p, int r, float shift) {
-  const int groups = p.groups();
-  const int padded = padded8(groups);
-  float* scales = room(0, static_cast<size_t>(2 * W) * padded);
-  float* bias = scales + static_cast<size_t>(W) * padded;
-  const __m256 shift8 = _mm256_set1_ps(shift);
-  for (int a = 0; a < W; ++a) {
-    const size_t first = static_cast<size_t>(r + a) * groups;
-    const uint16_t* s16 = static_cast<const uint16_t*>(p.scales) + first;
-    const uint16_t* b16 = static_cast<const uint16_t*>(p.biases) + first;
-    for (int g = 0; g < groups; g += 8) {
-      const int count = std::min(8, groups - g);
-      const __m256 s = widen8(s16 + g, count);
-      _mm256_storeu_ps(scales + a * padded + g, s);
-      _mm256_storeu_ps(bias + a * padded + g, _mm256_fmadd_ps(s, shift8, widen8(b16 + g, count)));
-    }
-  }
-  return {scales, bias, padded};
-}
-
 // Weight rows [r, r + W) against the rows xs[0..X) of x (GGUF's layout: 32-value groups, f16
-// scales and biases; `f32` from rows_f32): out[i * stride + a] for row a and row i of x.
+// scales and biases): out[i * stride + a] for row a and row i of x.
 template <class Format, int W, int X>
-LAMINA_AVX2 void tile(const Problem& p, int r, const RowsF32& f32, const PreparedRow* xs, float* out, size_t stride) {
+LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
   const int chunks = p.k / 32;
-  const int padded = f32.padded;
+  const int padded = padded8(chunks);
   alignas(16) uint8_t copies[W][48] = {};
   Format rows[W];
   for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a, copies[a]);
-  // Each pair's chunk factors (scale x x's d), computed before the products read them.
-  float* factors = room(1, static_cast<size_t>(W) * X * padded);
-  const int8_t* xq[X];
-  for (int i = 0; i < X; ++i) xq[i] = xs[i].q8.data();
+  // Per block of eight groups: each pair's chunk factors (scale x x's d), stored for the
+  // products; and the bias terms, sum over groups of (bias + shift x scale) x x's group sum
+  // (past the last group both are zero).
+  float* factors = factor_room(static_cast<size_t>(W) * X * padded);
+  __m256 bias[W][X];
   for (int a = 0; a < W; ++a) {
-    for (int i = 0; i < X; ++i) {
-      const float* d = xs[i].q8_scales.data();
-      for (int c = 0; c < padded; c += 8) {
-        _mm256_storeu_ps(factors + (a * X + i) * padded + c,
-                         _mm256_mul_ps(_mm256_loadu_ps(f32.scales + a * padded + c), _mm256_loadu_ps(d + c)));
+    for (int i = 0; i < X; ++i) bias[a][i] = _mm256_setzero_ps();
+  }
+  const __m256 shift = _mm256_set1_ps(Format::kShift);
+  for (int g = 0; g < chunks; g += 8) {
+    const int count = std::min(8, chunks - g);
+    for (int a = 0; a < W; ++a) {
+      const size_t first = static_cast<size_t>(r + a) * chunks + g;
+      const __m256 s = widen8(static_cast<const uint16_t*>(p.scales) + first, count, g);
+      const __m256 sb = _mm256_fmadd_ps(s, shift, widen8(static_cast<const uint16_t*>(p.biases) + first, count, g));
+      for (int i = 0; i < X; ++i) {
+        _mm256_storeu_ps(factors + (a * X + i) * padded + g, _mm256_mul_ps(s, _mm256_loadu_ps(xs[i].q8_scales.data() + g)));
+        bias[a][i] = _mm256_fmadd_ps(sb, _mm256_loadu_ps(xs[i].group_sums.data() + g), bias[a][i]);
       }
     }
   }
+  const int8_t* xq[X];
+  for (int i = 0; i < X; ++i) xq[i] = xs[i].q8.data();
   float partial[W][X];
   products_of<Format, W, X>(rows, xq, factors, padded, chunks, partial);
-  // The bias terms: sum over groups of (bias + shift x scale) x x's group sum, eight groups
-  // at a time (past the last group both are zero).
   for (int i = 0; i < X; ++i) {
-    const float* sums = xs[i].group_sums.data();
-    for (int a = 0; a < W; ++a) {
-      const float* bias = f32.bias + a * padded;
-      __m256 total = _mm256_setzero_ps();
-      for (int g = 0; g < padded; g += 8) total = _mm256_fmadd_ps(_mm256_loadu_ps(bias + g), _mm256_loadu_ps(sums + g), total);
-      out[i * stride + a] = partial[a][i] + hsum(total);
-    }
+    for (int a = 0; a < W; ++a) out[i * stride + a] = partial[a][i] + hsum(bias[a][i]);
   }
 }
 
@@ -281,20 +257,24 @@ template <class Format, int W>
 LAMINA_AVX2 void tile_column(const Problem& p, int r, const PreparedRow* xs, int x0, int x1) {
   constexpr int X = Format::kXRows;
   const size_t n = p.n;
-  const RowsF32 f32 = rows_f32<W>(p, r, Format::kShift);
   int i = x0;
-  for (; i + X <= x1; i += X) tile<Format, W, X>(p, r, f32, xs + i, p.out + i * n + r, n);
-  for (; i < x1; ++i) tile<Format, W, 1>(p, r, f32, xs + i, p.out + i * n + r, n);
+  for (; i + X <= x1; i += X) tile<Format, W, X>(p, r, xs + i, p.out + i * n + r, n);
+  for (; i < x1; ++i) tile<Format, W, 1>(p, r, xs + i, p.out + i * n + r, n);
 }
 
 // Weight rows [begin, end) against rows [m0, m1) of x in tiles (smaller ones at the edges).
+// With fewer rows of x than a tile holds (decoding), one weight row at a time: the packed
+// rows stream from memory in one sequence (several interleaved streams read ~30% slower).
 template <class Format>
 LAMINA_AVX2 void tiles(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
   constexpr int W = Format::kRows;
+  const bool wide = m1 - m0 >= Format::kXRows;
   for (int x0 = m0; x0 < m1; x0 += kXBlock) {
     const int x1 = std::min(m1, x0 + kXBlock);
     int r = begin;
-    for (; r + W <= end; r += W) tile_column<Format, W>(p, r, xs, x0, x1);
+    if (wide) {
+      for (; r + W <= end; r += W) tile_column<Format, W>(p, r, xs, x0, x1);
+    }
     for (; r < end; ++r) tile_column<Format, 1>(p, r, xs, x0, x1);
   }
 }
@@ -325,7 +305,7 @@ template <class Format>
 LAMINA_AVX2 float dot(const Problem& p, int r, const float*, const PreparedRow& x) {
   if (p.group != 32 || !p.half_scales) return any_row<Format>(p, r, x);
   float out = 0.0f;
-  tile<Format, 1, 1>(p, r, rows_f32<1>(p, r, Format::kShift), &x, &out, 0);
+  tile<Format, 1, 1>(p, r, &x, &out, 0);
   return out;
 }
 
@@ -340,13 +320,25 @@ LAMINA_AVX2 void products(const Problem& p, int begin, int end, const PreparedRo
   }
 }
 
+// By width: 2, 3, 4, 5, 6 or 8 bits (MLX's affine layout has no other).
 LAMINA_AVX2 void products_int8(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
-  if (p.bits == 4) {
-    products<Q4>(p, begin, end, xs, m0, m1);
-  } else if (p.bits == 8) {
-    products<Q8>(p, begin, end, xs, m0, m1);
-  } else {
-    products<Bits>(p, begin, end, xs, m0, m1);
+  switch (p.bits) {
+    case 2: return products<Bits<2>>(p, begin, end, xs, m0, m1);
+    case 3: return products<Bits<3>>(p, begin, end, xs, m0, m1);
+    case 4: return products<Q4>(p, begin, end, xs, m0, m1);
+    case 5: return products<Bits<5>>(p, begin, end, xs, m0, m1);
+    case 6: return products<Bits<6>>(p, begin, end, xs, m0, m1);
+    default: return products<Q8>(p, begin, end, xs, m0, m1);
+  }
+}
+
+// One pair, for 2, 3, 5 or 6 bits.
+LAMINA_AVX2 float dot_bits(const Problem& p, int r, const float* x, const PreparedRow& prepared) {
+  switch (p.bits) {
+    case 2: return dot<Bits<2>>(p, r, x, prepared);
+    case 3: return dot<Bits<3>>(p, r, x, prepared);
+    case 5: return dot<Bits<5>>(p, r, x, prepared);
+    default: return dot<Bits<6>>(p, r, x, prepared);
   }
 }
 
@@ -355,7 +347,7 @@ LAMINA_AVX2 void products_int8(const Problem& p, int begin, int end, const Prepa
 void add_avx2_int8(Kernels& k) {
   k.dot_q4_int8 = dot<Q4>;
   k.dot_q8_int8 = dot<Q8>;
-  k.dot_bits_int8 = dot<Bits>;
+  k.dot_bits_int8 = dot_bits;
   k.products_int8 = products_int8;
 }
 

@@ -80,7 +80,8 @@ struct Kernels {
     if (p.activations != Activations::exact) {
       if (p.bits == 4 && dot_q4_int8 != nullptr) return {dot_q4_int8, true};
       if (p.bits == 8 && dot_q8_int8 != nullptr) return {dot_q8_int8, true};
-      if (p.bits != 4 && p.bits != 8 && dot_bits_int8 != nullptr) return {dot_bits_int8, true};
+      const bool other = p.bits == 2 || p.bits == 3 || p.bits == 5 || p.bits == 6;
+      if (other && dot_bits_int8 != nullptr) return {dot_bits_int8, true};
     }
     return {dot_for(p.bits), false};
   }
