@@ -91,6 +91,11 @@ fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
 }
 
+/// The largest absolute difference between two outputs.
+fn largest_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
 #[test]
 fn one_row_products_equal_the_definition() {
     for bits in [2, 3, 4, 5, 6, 8] {
@@ -105,21 +110,13 @@ fn one_row_products_equal_the_definition() {
                 let expected =
                     if tier_rounds() { w.reference(&xv) } else { exact.as_slice::<f32>().to_vec() };
                 let scale = max_abs(&expected);
-                let worst = ours
-                    .as_slice::<f32>()
-                    .iter()
-                    .zip(&expected)
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                let worst = largest_diff(ours.as_slice::<f32>(), &expected);
                 assert!(
                     worst <= 1e-5 * scale.max(1.0),
                     "bits {bits} group {group} f16 {half_scales}: off by {worst} (largest {scale})"
                 );
                 // Rounding x changes the result (by far less than the result's size).
-                let drift = ours
-                    .as_slice::<f32>()
-                    .iter()
-                    .zip(exact.as_slice::<f32>())
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                let drift = largest_diff(ours.as_slice::<f32>(), exact.as_slice::<f32>());
                 assert!(drift <= 0.02 * scale, "bits {bits} group {group}: drift {drift} vs {scale}");
                 if tier_rounds() {
                     assert!(drift > 0.0, "bits {bits} group {group}: the 8-bit path did not run");
@@ -178,10 +175,7 @@ fn prompt_rows_round_as_they_would_alone() {
                 .to_vec()
         };
         let scale = max_abs(&expected);
-        let worst = ours.as_slice::<f32>()[row..row + 301]
-            .iter()
-            .zip(&expected)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let worst = largest_diff(&ours.as_slice::<f32>()[row..row + 301], &expected);
         assert!(
             worst <= 1e-5 * scale.max(1.0),
             "bits {bits}: a prompt's row is off by {worst} (largest {scale})"
