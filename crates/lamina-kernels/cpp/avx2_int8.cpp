@@ -1,8 +1,8 @@
 // The AVX2 tier's products with x rounded to 8 bits (Activations::int8): the packed values
 // multiplied with x's bytes as integers, every width, for one row of x, a batch or a prompt.
 //
-// Weights whose groups are single 32-value chunks with f16 scales and biases (every GGUF
-// file's) go through tiles: a few weight rows against a few rows of x, each chunk of weights
+// Weights in GGUF's layout (Problem::gguf_layout: single 32-value chunks per group, f16 scales
+// and biases) go through tiles: a few weight rows against a few rows of x, each chunk of weights
 // unpacked once for all of them. Every (weight row, row of x) pair runs the same sequence of
 // operations whatever the tile's size, so a row's outputs do not depend on the rows beside it:
 // one chain of FMAs over the chunks, each chunk's factor (scale x x's d) computed eight at a
@@ -44,7 +44,7 @@ struct Q4 {
   const uint8_t* row;
 
   Q4() = default;
-  LAMINA_AVX2 Q4(const Problem& p, int r, uint8_t*) : row(p.row(r)) {}
+  LAMINA_AVX2 Q4(const Problem& p, int r) : row(p.row(r)) {}
   LAMINA_AVX2 Weights load(int c) const {
     const uint8_t* bytes = row + 16 * c;
     _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetch), _MM_HINT_T0);
@@ -66,7 +66,7 @@ struct Q8 {
   const uint8_t* row;
 
   Q8() = default;
-  LAMINA_AVX2 Q8(const Problem& p, int r, uint8_t*) : row(p.row(r)) {}
+  LAMINA_AVX2 Q8(const Problem& p, int r) : row(p.row(r)) {}
   LAMINA_AVX2 Weights load(int c) const {
     if ((c & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(row + 32 * c + kPrefetch), _MM_HINT_T0);
     const __m256i w = _mm256_xor_si256(_mm256_loadu_si256(at(row + 32 * c)), _mm256_set1_epi8(static_cast<char>(0x80)));
@@ -102,34 +102,29 @@ constexpr SixteenLanes sixteen_lanes(int bits) {
   return t;
 }
 
-// By width (0 and 1 unused).
-constexpr SixteenLanes kSixteenLanes[9] = {sixteen_lanes(2), sixteen_lanes(2), sixteen_lanes(2),
-                                           sixteen_lanes(3), sixteen_lanes(4), sixteen_lanes(5),
-                                           sixteen_lanes(6), sixteen_lanes(7), sixteen_lanes(8)};
-
 // A 32-value chunk spans 4 * bits bytes, read as two 16-byte loads (from its start and from
 // 2 * bits into it). From 5 bits on (Q5_0, Q5_K) a chunk holds 16 bytes or more: the last
 // chunk's second half loads the 16 bytes that end the row instead. 2 and 3 bits copy the
-// row's last chunks into a padded buffer.
+// row's last chunks into a zeroed buffer.
 template <int B>
 struct Bits {
   static constexpr float kShift = 0.0f;
   static constexpr int kRows = 4, kXRows = 2;
   static constexpr int kChunkBytes = 4 * B;
+  static constexpr SixteenLanes kLanes = sixteen_lanes(B);
   using Weights = __m256i;
   const uint8_t* row;
   int last;
-  uint8_t* copy;  // 48 zeroed bytes
 
   Bits() = default;
-  LAMINA_AVX2 Bits(const Problem& p, int r, uint8_t* padded) : row(p.row(r)), last(p.k / 32 - 1), copy(padded) {}
+  LAMINA_AVX2 Bits(const Problem& p, int r) : row(p.row(r)), last(p.k / 32 - 1) {}
 
   // Sixteen values (placed in `bytes` as `order` says) in 16-bit lanes. (The tables are read
   // where they are used: a tile's rows share them.)
   LAMINA_AVX2 static __m256i sixteen(const uint8_t* bytes, const int8_t* order) {
     const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)));
     const __m256i shuffled = _mm256_shuffle_epi8(both, _mm256_load_si256(at(order)));
-    return _mm256_srli_epi16(_mm256_mullo_epi16(shuffled, _mm256_load_si256(at(kSixteenLanes[B].multiply))), 16 - B);
+    return _mm256_srli_epi16(_mm256_mullo_epi16(shuffled, _mm256_load_si256(at(kLanes.multiply))), 16 - B);
   }
 
   // Values 0-15 and 16-31 as bytes: packing interleaves the 128-bit halves (0-7, 16-23,
@@ -139,14 +134,14 @@ struct Bits {
   }
 
   LAMINA_AVX2 Weights load(int c) const {
-    const SixteenLanes& lanes = kSixteenLanes[B];
     const uint8_t* at_chunk = row + static_cast<size_t>(kChunkBytes) * c;
     if (c < last - 1 || (c < last && B >= 3)) {
-      return bytes(sixteen(at_chunk, lanes.shuffle), sixteen(at_chunk + 2 * B, lanes.shuffle));
+      return bytes(sixteen(at_chunk, kLanes.shuffle), sixteen(at_chunk + 2 * B, kLanes.shuffle));
     }
-    if (B >= 5) return bytes(sixteen(at_chunk, lanes.shuffle), sixteen(at_chunk + kChunkBytes - 16, lanes.shuffle_end));
+    if (B >= 5) return bytes(sixteen(at_chunk, kLanes.shuffle), sixteen(at_chunk + kChunkBytes - 16, kLanes.shuffle_end));
+    alignas(16) uint8_t copy[48] = {};
     std::memcpy(copy, at_chunk, kChunkBytes);
-    return bytes(sixteen(copy, lanes.shuffle), sixteen(copy + 2 * B, lanes.shuffle));
+    return bytes(sixteen(copy, kLanes.shuffle), sixteen(copy + 2 * B, kLanes.shuffle));
   }
   LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
 };
@@ -215,9 +210,8 @@ template <class Format, int W, int X>
 LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
   const int chunks = p.k / 32;
   const int padded = padded8(chunks);
-  alignas(16) uint8_t copies[W][48] = {};
   Format rows[W];
-  for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a, copies[a]);
+  for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a);
   // Per block of eight groups: each pair's chunk factors (scale x x's d), stored for the
   // products; and the bias terms, sum over groups of (bias + shift x scale) x x's group sum
   // (past the last group both are zero).
@@ -283,8 +277,7 @@ LAMINA_AVX2 void tiles(const Problem& p, int begin, int end, const PreparedRow* 
 // each chunk's d.
 template <class Format>
 LAMINA_AVX2 float any_row(const Problem& p, int r, const PreparedRow& x) {
-  alignas(16) uint8_t padded[48] = {};
-  const Format row(p, r, padded);
+  const Format row(p, r);
   const RowParams params = row_params_avx2(p, r);
   const float* d = x.q8_scales.data();
   const int per_group = p.group / 32;
@@ -301,34 +294,26 @@ LAMINA_AVX2 float any_row(const Problem& p, int r, const PreparedRow& x) {
   return hsum(total) + shifted + bias_dot_avx2(params.biases, sums, groups);
 }
 
+// One pair: GGUF's layout as the 1 x 1 tile (what products_int8 computes for it), any other
+// group by group.
 template <class Format>
 LAMINA_AVX2 float dot(const Problem& p, int r, const float*, const PreparedRow& x) {
-  if (p.group != 32 || !p.half_scales) return any_row<Format>(p, r, x);
+  if (!p.gguf_layout()) return any_row<Format>(p, r, x);
   float out = 0.0f;
   tile<Format, 1, 1>(p, r, &x, &out, 0);
   return out;
 }
 
-template <class Format>
-LAMINA_AVX2 void products(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
-  if (p.group == 32 && p.half_scales) {
-    tiles<Format>(p, begin, end, xs, m0, m1);
-    return;
-  }
-  for (int r = begin; r < end; ++r) {
-    for (int i = m0; i < m1; ++i) p.out[static_cast<size_t>(i) * p.n + r] = any_row<Format>(p, r, xs[i]);
-  }
-}
-
-// By width: 2, 3, 4, 5, 6 or 8 bits (MLX's affine layout has no other).
+// GGUF's layout in tiles, by width: 2, 3, 4, 5, 6 or 8 bits (MLX's affine layout has no
+// other).
 LAMINA_AVX2 void products_int8(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
   switch (p.bits) {
-    case 2: return products<Bits<2>>(p, begin, end, xs, m0, m1);
-    case 3: return products<Bits<3>>(p, begin, end, xs, m0, m1);
-    case 4: return products<Q4>(p, begin, end, xs, m0, m1);
-    case 5: return products<Bits<5>>(p, begin, end, xs, m0, m1);
-    case 6: return products<Bits<6>>(p, begin, end, xs, m0, m1);
-    default: return products<Q8>(p, begin, end, xs, m0, m1);
+    case 2: return tiles<Bits<2>>(p, begin, end, xs, m0, m1);
+    case 3: return tiles<Bits<3>>(p, begin, end, xs, m0, m1);
+    case 4: return tiles<Q4>(p, begin, end, xs, m0, m1);
+    case 5: return tiles<Bits<5>>(p, begin, end, xs, m0, m1);
+    case 6: return tiles<Bits<6>>(p, begin, end, xs, m0, m1);
+    default: return tiles<Q8>(p, begin, end, xs, m0, m1);
   }
 }
 

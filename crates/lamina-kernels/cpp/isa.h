@@ -48,8 +48,8 @@ struct Kernels {
   // values with PreparedRow::q8, for 4 bits, 8 bits, and 2, 3, 5 or 6 bits.
   RowDot dot_q4_int8, dot_q8_int8, dot_bits_int8;
   // Weight rows [begin, end) against rows [m0, m1) of x rounded to 8 bits (`xs[i]` prepared
-  // from row i), into out[i * N + r], each pair exactly as its one-row product; null: the
-  // one-row kernels serve, pair by pair.
+  // from row i), into out[i * N + r], each pair exactly as its one-row product, for
+  // Problem::gguf_layout; null (or another layout): the one-row kernels serve, pair by pair.
   void (*products_int8)(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1);
   // Rows dequantized (batches and prompts): 4 and 8 bits, and any of 2..8 bits.
   RowDequantize dequantize_q4_q8, dequantize_bits;

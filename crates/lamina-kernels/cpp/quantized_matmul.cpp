@@ -101,12 +101,13 @@ void gemv(const Problem& p) {
 void products_int8(const Problem& p, RowDot dot) {
   Pool& pool = Pool::get();
   std::vector<PreparedRow> prepared(p.m);
-  pool.run(std::min(p.m, pool.size()), [&](int t) {
-    const auto [begin, end] = share(p.m, t, std::min(p.m, pool.size()));
+  const int preparers = std::min(p.m, pool.size());
+  pool.run(preparers, [&](int t) {
+    const auto [begin, end] = share(p.m, t, preparers);
     for (int m = begin; m < end; ++m) prepared[m] = prepare(p, p.x + static_cast<size_t>(m) * p.k, true);
   });
   const int tasks = tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes() * p.m);
-  const auto products = kernels().products_int8;
+  const auto products = p.gguf_layout() ? kernels().products_int8 : nullptr;
   pool.run(tasks, [&](int t) {
     const auto [begin, end] = share(p.n, t, tasks);
     if (products != nullptr) {
