@@ -12,7 +12,9 @@ use lamina_core::{Error, Result};
 use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
 use mlx_rs::{Array, ops};
 
-use crate::cache::{KV_STEP, KvCache, LayerCache, RotatingKvCache, check_compatible};
+use crate::cache::{
+    DecodeScores, KV_STEP, KvCache, LayerCache, Ownership, RotatingKvCache, check_compatible,
+};
 use crate::quantized_cache::{KvQuantization, Packed, QuantizedKvCache};
 
 /// A batch's keys or values `[B, H_kv, K, ...]`: at full precision, or quantized.
@@ -97,6 +99,8 @@ pub struct BatchKvCache {
     starts: Vec<i32>,
     /// Per row: the index of its first kept key.
     firsts: Vec<i32>,
+    /// Whether the decode kernels may write the buffers in place.
+    pub(crate) ownership: Ownership,
 }
 
 /// What a batch cache returns to the attention layer for `L` new positions.
@@ -207,6 +211,7 @@ impl BatchKvCache {
         };
         let all_keys = append_rows(&mut self.keys, &keys, prev)?;
         let all_values = append_rows(&mut self.values, &values, prev)?;
+        self.ownership.lend(); // views of the buffers go out
         self.offset += len;
         let total = self.offset;
         let index = ops::arange::<_, i32>(0, total, None)?.reshape(&[1, 1, 1, total])?;
@@ -229,6 +234,60 @@ impl BatchKvCache {
             }
         };
         Ok(BatchedKv { keys: all_keys, values: all_values, mask })
+    }
+
+    /// One decoded position of every row written into the batch's buffers in place by
+    /// `kernel` (as [`LayerCache::decode_in_place`] says), which gets each row's first kept
+    /// slot and position as `lamina_kernels::decode_attention`'s places: every row attends
+    /// to its own keys as its own cache would hold them. `None` (and `kernel` not called)
+    /// for quantized rows, or buffers shared with a joining row's cache or handed out.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the batch, heads or head size differ from the stored ones;
+    /// `kernel`'s errors.
+    pub(crate) fn decode_in_place(
+        &mut self,
+        k: &Array,
+        v: &Array,
+        how: DecodeScores,
+        kernel: impl FnOnce(
+            [&Array; 2],
+            lamina_kernels::DecodeAttention,
+            Option<&Array>,
+        ) -> Result<(Array, Array, Array)>,
+    ) -> Result<Option<Array>> {
+        let (Some(KvRows::Dense(keys)), Some(KvRows::Dense(values))) = (&self.keys, &self.values) else {
+            return Ok(None);
+        };
+        check_compatible(keys, k, "keys")?;
+        check_compatible(values, v, "values")?;
+        let prev = self.offset;
+        let grown = reserve_rows(&mut self.keys, &KvRows::Dense(k.clone()), prev)?
+            | reserve_rows(&mut self.values, &KvRows::Dense(v.clone()), prev)?;
+        if grown {
+            self.ownership = Ownership::default();
+        }
+        let (Some(KvRows::Dense(keys)), Some(KvRows::Dense(values))) = (&self.keys, &self.values) else {
+            return Err(Error::Internal("a batch KV cache lost its buffers"));
+        };
+        if !self.ownership.exclusive() {
+            return Ok(None);
+        }
+        let places: Vec<i32> =
+            self.firsts.iter().zip(&self.starts).flat_map(|(&first, &start)| [first, prev - start]).collect();
+        let places = Array::from_slice(&places, &[self.rows() as i32, 2]);
+        let attention = lamina_kernels::DecodeAttention {
+            slot: prev,
+            length: prev + 1,
+            scale: how.scale,
+            window: self.window,
+            softcap: how.softcap,
+        };
+        let (out, new_keys, new_values) = kernel([keys, values], attention, Some(&places))?;
+        self.keys = Some(KvRows::Dense(new_keys));
+        self.values = Some(KvRows::Dense(new_values));
+        self.offset += 1;
+        Ok(Some(out))
     }
 
     /// Pads a sequence's own cache (a KV, quantized or rotating cache, batch 1) in as the
@@ -289,6 +348,7 @@ impl BatchKvCache {
             self.offset = kept;
             self.starts = vec![kept - len];
             self.firsts = vec![0];
+            self.ownership = Ownership::lent(); // the row's own cache shares these buffers
             return Ok(());
         };
         // Make room on the left when the newcomer is longer than the batch.
@@ -309,6 +369,7 @@ impl BatchKvCache {
         };
         self.keys = Some(stored_k.concatenate(&pad(keys)?, 0)?);
         self.values = Some(stored_v.concatenate(&pad(values)?, 0)?);
+        self.ownership = Ownership::default();
         self.starts.push(offset - len);
         self.firsts.push(offset - kept);
         Ok(())
@@ -359,23 +420,32 @@ impl BatchKvCache {
             |a: &Array| -> Result<Array> { Ok(a.take_axis(&rest, 0)?.try_index((Ellipsis, drop.., ..))?) };
         self.keys = Some(k.map(keep)?);
         self.values = Some(v.map(keep)?);
+        self.ownership = Ownership::default();
         self.offset -= drop;
         self.starts.iter_mut().chain(self.firsts.iter_mut()).for_each(|i| *i -= drop);
         Ok(row)
     }
 }
 
-/// Writes `new` at positions `prev..` of `stored` (grown by whole [`KV_STEP`] blocks when
-/// full, or allocated); returns positions `..prev + L`.
+/// Makes room for `new`'s positions at `prev..` of `stored` (grown by whole [`KV_STEP`]
+/// blocks when full, or allocated); returns whether the buffers are new.
+fn reserve_rows(stored: &mut Option<KvRows>, new: &KvRows, prev: i32) -> Result<bool> {
+    if prev + new.dim(2) <= stored.as_ref().map_or(0, |s| s.dim(2)) {
+        return Ok(false);
+    }
+    let room = new.zeros(new.dim(0), (new.dim(2) + KV_STEP - 1) / KV_STEP * KV_STEP)?;
+    *stored = Some(match stored.take() {
+        Some(old) => old.map(|a| Ok(a.try_index((Ellipsis, ..prev, ..))?))?.concatenate(&room, 2)?,
+        None => room,
+    });
+    Ok(true)
+}
+
+/// Writes `new` at positions `prev..` of `stored` ([`reserve_rows`]); returns positions
+/// `..prev + L`.
 fn append_rows(stored: &mut Option<KvRows>, new: &KvRows, prev: i32) -> Result<KvRows> {
     let end = prev + new.dim(2);
-    if end > stored.as_ref().map_or(0, |s| s.dim(2)) {
-        let room = new.zeros(new.dim(0), (new.dim(2) + KV_STEP - 1) / KV_STEP * KV_STEP)?;
-        *stored = Some(match stored.take() {
-            Some(old) => old.map(|a| Ok(a.try_index((Ellipsis, ..prev, ..))?))?.concatenate(&room, 2)?,
-            None => room,
-        });
-    }
+    reserve_rows(stored, new, prev)?;
     let Some(rows) = stored.as_mut() else {
         return Err(Error::Internal("a batch KV cache lost its buffers"));
     };

@@ -98,7 +98,8 @@ impl LayerCache {
             LayerCache::Kv(c) => c.ownership.lend(),
             LayerCache::Rotating(c) => c.ownership.lend(),
             LayerCache::Quantized(c) => c.ownership.lend(),
-            LayerCache::Ssm(_) | LayerCache::Batch(_) => {}
+            LayerCache::Batch(c) => c.ownership.lend(),
+            LayerCache::Ssm(_) => {}
         }
     }
 
@@ -296,6 +297,15 @@ impl LayerCache {
         matches!(self, LayerCache::Kv(_) | LayerCache::Rotating(_))
     }
 
+    /// Whether [`LayerCache::decode_in_place`] may take this cache: one that
+    /// [`LayerCache::holds_dense_kv`], or a full-precision batch.
+    pub(crate) fn decodes_in_place(&self) -> bool {
+        match self {
+            LayerCache::Batch(c) => c.quantization().is_none(),
+            other => other.holds_dense_kv(),
+        }
+    }
+
     /// Appends one position's key and value and attends `q` to what the cache keeps, in
     /// one graph node (lamina's decode attention kernel; the buffers are updated in place;
     /// a quantized cache is read packed). f32 on the CPU only.
@@ -317,19 +327,20 @@ impl LayerCache {
         let (out, new_keys, new_values) = if in_place {
             // SAFETY: the ownership token says no clone, saved state or handed-out array
             // shares these buffers: this cache is their only reader.
-            unsafe { lamina_kernels::decode_attention_in_place(q, k, v, keys, values, scores)? }
+            unsafe { lamina_kernels::decode_attention_in_place(q, k, v, [keys, values], scores, None)? }
         } else {
-            lamina_kernels::decode_attention(q, k, v, keys, values, scores)?
+            lamina_kernels::decode_attention(q, k, v, [keys, values], scores, None)?
         };
         step.finish(new_keys, new_values, in_place);
         Ok(out)
     }
 
     /// One decoded position written into this cache's buffers in place by `kernel`, which
-    /// gets the buffers and how the position attends (its slot, the slots attended and
-    /// `how`'s scores) and returns its output and the buffers written; `None` (and `kernel`
-    /// not called) when the buffers are shared with a clone, a saved state or a handed-out
-    /// array. `k`/`v` `[B, H_kv, 1, D]` give the shapes the buffers hold (for a first
+    /// gets the buffers, how the position attends (its slot, the slots attended and `how`'s
+    /// scores) and, for a batch, each row's places (`lamina_kernels::decode_attention`), and
+    /// returns its output and the buffers written; `None` (and `kernel` not called) when the
+    /// buffers are shared with a clone, a saved state or a handed-out array, or are
+    /// quantized. `k`/`v` `[B, H_kv, 1, D]` give the shapes the buffers hold (for a first
     /// position, the buffers are made from them).
     ///
     /// # Errors
@@ -339,13 +350,21 @@ impl LayerCache {
         k: &Array,
         v: &Array,
         how: DecodeScores,
-        kernel: impl FnOnce(&Array, &Array, lamina_kernels::DecodeAttention) -> Result<(Array, Array, Array)>,
+        kernel: impl FnOnce(
+            [&Array; 2],
+            lamina_kernels::DecodeAttention,
+            Option<&Array>,
+        ) -> Result<(Array, Array, Array)>,
     ) -> Result<Option<Array>> {
+        if let LayerCache::Batch(c) = self {
+            return c.decode_in_place(k, v, how, kernel);
+        }
         let step = self.decode_step(k, v, how)?;
         if !step.ownership.exclusive() {
             return Ok(None);
         }
-        let (out, new_keys, new_values) = kernel(&step.stored_keys, &step.stored_values, step.attention)?;
+        let (out, new_keys, new_values) =
+            kernel([&step.stored_keys, &step.stored_values], step.attention, None)?;
         step.finish(new_keys, new_values, true);
         Ok(Some(out))
     }

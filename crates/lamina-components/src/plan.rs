@@ -94,7 +94,7 @@ impl<'a> DecodePlan<'a> {
     /// # Errors
     /// The cache's and the kernel's errors.
     pub fn run(&self, x: &Array, cache: &mut LayerCache) -> Result<Option<Array>> {
-        if x.dtype() != Dtype::Float32 || x.ndim() != 3 || x.dim(1) != 1 || !cache.holds_dense_kv() {
+        if x.dtype() != Dtype::Float32 || x.ndim() != 3 || x.dim(1) != 1 || !cache.decodes_in_place() {
             return Ok(None);
         }
         let config = self.attention.config();
@@ -107,7 +107,7 @@ impl<'a> DecodePlan<'a> {
             window: config.sliding_window.map(|w| w as i32),
             softcap: config.softcap,
         };
-        cache.decode_in_place(&token, &token, how, |keys, values, attention| {
+        cache.decode_in_place(&token, &token, how, |[keys, values], attention, places| {
             let shape = BlockShape {
                 heads: config.num_heads as i32,
                 kv_heads,
@@ -115,6 +115,7 @@ impl<'a> DecodePlan<'a> {
                 activation: self.activation,
                 rotation: self.attention.rope().and_then(|rope| rope.rotation(position)),
                 attention,
+                places,
             };
             // SAFETY: the cache hands its buffers to this closure only when nothing else
             // shares them, and takes the written ones back.
@@ -123,8 +124,8 @@ impl<'a> DecodePlan<'a> {
     }
 }
 
-/// `residual + attention(input)` for a token the plan does not take (a prompt, a batch of
-/// sequences, a cache shared with a clone): the output projection and the add in one graph
+/// `residual + attention(input)` for a token the plan does not take (a prompt, a quantized
+/// cache, a cache shared with a clone): the output projection and the add in one graph
 /// node where lamina's kernels take them (on the CPU, in f32, a plain quantized `o_proj`),
 /// the attention's layers otherwise.
 ///

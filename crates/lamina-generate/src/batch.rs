@@ -21,7 +21,7 @@ use crate::error::{GenerateError, Result};
 use crate::generate::{GenerateParams, GenerationOutput, TokenEvent};
 use crate::prompt_cache::{CacheHit, PromptCache};
 use crate::sequence::{
-    Plan, SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill, prefill_quantizing,
+    Plan, SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill_quantizing,
 };
 
 /// Identifies a sequence of a [`BatchGenerator`].
@@ -162,8 +162,6 @@ pub struct BatchGenerator<'a> {
     active: Vec<Sequence<'a>>,
     waiting: VecDeque<(SequenceId, BatchRequest)>,
     prompt_cache: PromptCache,
-    /// Whether new prompts can be prefilled together (no recurrent layer to pad into).
-    groupable: bool,
     next_id: SequenceId,
 }
 
@@ -196,7 +194,6 @@ impl<'a> BatchGenerator<'a> {
             prompt_cache: PromptCache::new(config.prompt_cache_bytes),
             config,
             cache: ModelCache::batch_like(&fresh)?,
-            groupable: fresh.all_attention(),
             active: Vec::new(),
             waiting: VecDeque::new(),
             next_id: 0,
@@ -267,12 +264,12 @@ impl<'a> BatchGenerator<'a> {
         Ok(events)
     }
 
-    /// Starts waiting requests: one with a cached prefix alone (from that prefix), the
-    /// others prefilled together as one padded batch when the model is all attention.
+    /// Starts waiting requests, each prompt prefilled on its own (from a cached prefix when
+    /// the prompt cache holds one; requests with the same prompt share one prefill).
     fn admit(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
         let mut admitted_tokens = 0;
-        let mut group = Vec::new();
-        while self.active.len() + group.len() < self.config.max_batch.max(1) {
+        let mut fresh = Vec::new();
+        while self.active.len() + fresh.len() < self.config.max_batch.max(1) {
             let Some(front) = self.waiting.front() else { break };
             if admitted_tokens > 0
                 && admitted_tokens + front.1.prompt.len() > self.config.prefill_tokens_per_step
@@ -289,33 +286,14 @@ impl<'a> BatchGenerator<'a> {
                 }
             };
             match self.prompt_cache.fetch(plan.prompt(&request.prompt))? {
-                None if self.groupable => group.push(Admitted { id, request, plan }),
+                None => fresh.push(Admitted { id, request, plan }),
                 hit => match self.start(&Admitted { id, request, plan }, hit) {
                     Ok(seq) => self.active.push(seq),
                     Err(error) => events.push(BatchEvent::Failed { sequence: id, error }),
                 },
             }
         }
-        match group.as_slice() {
-            [] => {}
-            [one] => match self.start(one, None) {
-                Ok(seq) => self.active.push(seq),
-                Err(error) => events.push(BatchEvent::Failed { sequence: one.id, error }),
-            },
-            // A failure of the grouped prefill may be one request's doing: each is then
-            // started alone, so that only the one at fault fails.
-            _ => {
-                if self.start_group(&group).is_err() {
-                    for admitted in &group {
-                        match self.start(admitted, None) {
-                            Ok(seq) => self.active.push(seq),
-                            Err(error) => events.push(BatchEvent::Failed { sequence: admitted.id, error }),
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.start_fresh(&fresh, events)
     }
 
     /// A sequence whose prefill produced `logits [1, V]` (its first token is sampled).
@@ -339,6 +317,16 @@ impl<'a> BatchGenerator<'a> {
     /// Prefills one request into its own cache row (from a cached prefix when given); one
     /// with a budget of 0 leaves at the first retirement, before decoding.
     fn start(&mut self, admitted: &Admitted, hit: Option<CacheHit>) -> Result<Sequence<'a>> {
+        let (cache, logits, reused) = self.prefill(admitted, hit)?;
+        let seq = self.sequence(admitted, &logits, reused)?;
+        mlx_rs::transforms::async_eval([&seq.last])?;
+        self.cache.join(cache)?;
+        Ok(seq)
+    }
+
+    /// The cache and last logits `[1, V]` of `admitted`'s prompt (from a cached prefix when
+    /// given), and the positions reused.
+    fn prefill(&mut self, admitted: &Admitted, hit: Option<CacheHit>) -> Result<(ModelCache, Array, usize)> {
         let (mut cache, reused) = match hit {
             Some(hit) => (hit.cache, hit.reused),
             None => (self.model.make_cache()?, 0),
@@ -346,48 +334,37 @@ impl<'a> BatchGenerator<'a> {
         let prompt = &admitted.plan.prompt(&admitted.request.prompt)[reused..];
         let (step, kv) = (admitted.request.params.prefill_step, self.config.kv_quantization);
         let logits = prefill_quantizing(self.model, &mut cache, &ids_array(prompt), step, kv)?;
-        let seq = self.sequence(admitted, &logits, reused)?;
-        mlx_rs::transforms::async_eval([&seq.last])?;
-        self.cache.join(cache)?;
-        Ok(seq)
+        Ok((cache, logits, reused))
     }
 
-    /// Prefills several requests as one left-padded batch (requests with the same prompt,
-    /// such as a request's several choices, share one row of it), then moves each into the
-    /// decoding batch.
-    fn start_group(&mut self, group: &[Admitted]) -> Result<()> {
-        let mut prompts: Vec<&[u32]> = Vec::new();
-        let rows_of: Vec<usize> = group
-            .iter()
-            .map(|a| {
-                let prompt = a.plan.prompt(&a.request.prompt);
-                prompts.iter().position(|p| *p == prompt).unwrap_or_else(|| {
-                    prompts.push(prompt);
-                    prompts.len() - 1
-                })
-            })
-            .collect();
-        let lengths: Vec<i32> = prompts.iter().map(|p| p.len() as i32).collect();
-        let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-        let ids: Vec<i32> = prompts
-            .iter()
-            .flat_map(|p| std::iter::repeat_n(0, longest - p.len()).chain(p.iter().map(|&t| t as i32)))
-            .collect();
-        let ids = Array::from_slice(&ids, &[prompts.len() as i32, longest as i32]);
-        let mut cache = ModelCache::padded_batch(&self.model.make_cache()?, &lengths)?;
-        let step = group.iter().map(|a| a.request.params.prefill_step).min().unwrap_or(512);
-        let logits = prefill(self.model, &mut cache, &ids, step)?; // [rows, V]
-        let mut sequences = Vec::with_capacity(group.len());
-        for (admitted, &row) in group.iter().zip(&rows_of) {
-            let row = row as i32;
-            sequences.push(self.sequence(admitted, &logits.try_index(row..row + 1)?, 0)?);
-        }
-        mlx_rs::transforms::async_eval(sequences.iter().map(|s| &s.last))?;
-        let mut rows = (0..prompts.len()).rev().map(|i| cache.leave(i)).collect::<Result<Vec<_>, _>>()?;
-        rows.reverse();
-        for (&row, seq) in rows_of.iter().zip(sequences) {
-            self.cache.join(rows[row].clone())?;
-            self.active.push(seq);
+    /// Starts requests that found nothing in the prompt cache, each prompt prefilled once,
+    /// alone, so that its numbers do not depend on what else is admitted (a padded batch's
+    /// products and attention would compute another way); requests with the same prompt
+    /// (a request's several choices) share the prefill and sample apart. A request that
+    /// fails fails alone.
+    fn start_fresh(&mut self, fresh: &[Admitted], events: &mut Vec<BatchEvent>) -> Result<()> {
+        let mut prefilled: Vec<(&[u32], ModelCache, Array)> = Vec::new();
+        for admitted in fresh {
+            let prompt = admitted.plan.prompt(&admitted.request.prompt);
+            let known = prefilled.iter().position(|(p, ..)| *p == prompt);
+            let started = match known {
+                Some(i) => Ok(i),
+                None => self.prefill(admitted, None).map(|(cache, logits, _)| {
+                    prefilled.push((prompt, cache, logits));
+                    prefilled.len() - 1
+                }),
+            }
+            .and_then(|i| {
+                let (_, cache, logits) = &prefilled[i];
+                let seq = self.sequence(admitted, logits, 0)?;
+                mlx_rs::transforms::async_eval([&seq.last])?;
+                self.cache.join(cache.clone())?;
+                Ok(seq)
+            });
+            match started {
+                Ok(seq) => self.active.push(seq),
+                Err(error) => events.push(BatchEvent::Failed { sequence: admitted.id, error }),
+            }
         }
         Ok(())
     }

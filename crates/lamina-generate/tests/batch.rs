@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use lamina_generate::{
     BatchConfig, BatchEvent, BatchGenerator, BatchRequest, FinishReason, GenerateParams, SamplerConfig,
-    batch_generate, generate, load_prompt_cache, save_prompt_cache,
+    TokenLogprobs, batch_generate, generate, load_prompt_cache, save_prompt_cache,
 };
 use lamina_loader::{LoadOptions, LoadedModel, load_blocking};
 
@@ -33,16 +33,20 @@ fn greedy(n: usize) -> GenerateParams {
     GenerateParams { max_new_tokens: n, prefill_step: 4, ..GenerateParams::default() }
 }
 
-/// Runs `requests` through a batch, inserting request `k` before step `join[k]`; returns
-/// each sequence's streamed tokens and final output tokens.
-fn run_batch(
-    loaded: &mut LoadedModel,
-    requests: &[(usize, BatchRequest)],
-    config: BatchConfig,
-) -> HashMap<u64, (Vec<u32>, Vec<u32>, FinishReason)> {
-    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, config).unwrap();
+/// What a sequence of [`run_batch`] produced.
+struct Finished {
+    streamed: Vec<u32>,
+    tokens: Vec<u32>,
+    reason: FinishReason,
+    /// Each streamed token's log-probabilities (when requested).
+    logprobs: Vec<TokenLogprobs>,
+}
+
+/// Runs `requests` through `generator`, inserting request `k` before step `join[k]`;
+/// returns each sequence's streamed tokens, final output and log-probabilities.
+fn run_on(generator: &mut BatchGenerator<'_>, requests: &[(usize, BatchRequest)]) -> HashMap<u64, Finished> {
     let mut ids = HashMap::new();
-    let mut streamed: HashMap<u64, Vec<u32>> = HashMap::new();
+    let mut streamed: HashMap<u64, (Vec<u32>, Vec<TokenLogprobs>)> = HashMap::new();
     let mut done = HashMap::new();
     let mut step = 0;
     while done.len() < requests.len() {
@@ -53,12 +57,16 @@ fn run_batch(
         }
         for event in generator.step().unwrap() {
             match event {
-                BatchEvent::Token { sequence, token, .. } => {
-                    streamed.entry(sequence).or_default().push(token.id)
+                BatchEvent::Token { sequence, token, logprobs } => {
+                    let entry = streamed.entry(sequence).or_default();
+                    entry.0.push(token.id);
+                    entry.1.extend(logprobs);
                 }
                 BatchEvent::Done { sequence, output, .. } => {
-                    let stream = streamed.remove(&sequence).unwrap_or_default();
-                    done.insert(ids[&sequence] as u64, (stream, output.tokens, output.finish_reason));
+                    let (streamed, logprobs) = streamed.remove(&sequence).unwrap_or_default();
+                    let finished =
+                        Finished { streamed, tokens: output.tokens, reason: output.finish_reason, logprobs };
+                    done.insert(ids[&sequence] as u64, finished);
                 }
                 BatchEvent::Failed { error, .. } => panic!("{error}"),
             }
@@ -68,6 +76,16 @@ fn run_batch(
     }
     assert!(generator.is_idle());
     done
+}
+
+/// [`run_on`] a new batch of `config`.
+fn run_batch(
+    loaded: &mut LoadedModel,
+    requests: &[(usize, BatchRequest)],
+    config: BatchConfig,
+) -> HashMap<u64, Finished> {
+    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, config).unwrap();
+    run_on(&mut generator, requests)
 }
 
 #[test]
@@ -93,8 +111,8 @@ fn batched_greedy_equals_each_sequence_alone_with_joins_and_leaves() {
             let config = BatchConfig { max_batch, prompt_cache_bytes: 0, ..BatchConfig::default() };
             let batch = run_batch(&mut loaded, &requests, config);
             for (k, expected) in alone.iter().enumerate() {
-                let (streamed, output, reason) = &batch[&(k as u64)];
-                assert_eq!(output, expected, "{case}, sequence {k}, max_batch {max_batch}");
+                let Finished { streamed, tokens, reason, .. } = &batch[&(k as u64)];
+                assert_eq!(tokens, expected, "{case}, sequence {k}, max_batch {max_batch}");
                 assert_eq!(streamed, expected, "{case}, sequence {k}: the stream is the output");
                 assert_eq!(*reason, FinishReason::MaxTokens);
             }
@@ -126,7 +144,7 @@ fn eos_and_repetition_penalty_behave_in_a_batch_as_alone() {
         .collect();
     let batch = run_batch(&mut loaded, &requests, BatchConfig::default());
     for (k, expected) in alone.iter().enumerate() {
-        let (_, tokens, reason) = &batch[&(k as u64)];
+        let Finished { tokens, reason, .. } = &batch[&(k as u64)];
         assert_eq!((tokens, *reason), (&expected.tokens, expected.finish_reason), "sequence {k}");
     }
 }
@@ -377,6 +395,71 @@ fn requests_with_the_same_prompt_share_a_prefill_and_sample_apart() {
     let batch =
         run_batch(&mut loaded, &requests, BatchConfig { prompt_cache_bytes: 0, ..BatchConfig::default() });
     for (k, expected) in alone.iter().chain([&other]).enumerate() {
-        assert_eq!(&batch[&(k as u64)].1, expected, "sequence {k}");
+        assert_eq!(&batch[&(k as u64)].tokens, expected, "sequence {k}");
     }
+}
+
+/// Log-probabilities as bits: equal only when computed to the same float.
+fn bits(logprobs: &[TokenLogprobs]) -> Vec<Vec<(u32, u32)>> {
+    logprobs
+        .iter()
+        .map(|l| {
+            [(u32::MAX, l.logprob.to_bits())]
+                .into_iter()
+                .chain(l.top.iter().map(|&(id, p)| (id, p.to_bits())))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_quantized_request_computes_alike_in_any_batch_and_from_the_prompt_cache() {
+    // A GGUF file's products read x in 8 bits: a value at a rounding boundary moves a whole
+    // step, so any float difference shows. Each request's log-probabilities, bit for bit:
+    // alone; decoding beside others that join and leave (a grouped admission included); and
+    // with its prompt, or a part of it, already in the prompt cache.
+    let mut loaded = load_blocking(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gguf/tiny_quant.gguf"),
+        LoadOptions::default(),
+    )
+    .unwrap();
+    let request = |prompt: &[u32], n: usize| BatchRequest {
+        top_logprobs: Some(5),
+        ..BatchRequest::new(prompt.to_vec(), greedy(n))
+    };
+    let budgets = [6, 14, 9, 12, 4];
+    let alone: Vec<Finished> = prompts()
+        .iter()
+        .zip(budgets)
+        .map(|(p, n)| {
+            let config = BatchConfig { max_batch: 1, prompt_cache_bytes: 0, ..BatchConfig::default() };
+            run_batch(&mut loaded, &[(0, request(p, n))], config).remove(&0).unwrap()
+        })
+        .collect();
+    let joins = [0, 0, 3, 5, 9];
+    let requests: Vec<_> =
+        prompts().iter().zip(budgets).zip(joins).map(|((p, n), at)| (at, request(p, n))).collect();
+    let config = BatchConfig { max_batch: 8, prompt_cache_bytes: 0, ..BatchConfig::default() };
+    let together = run_batch(&mut loaded, &requests, config);
+    for (k, expected) in alone.iter().enumerate() {
+        assert_eq!(expected.logprobs.len(), budgets[k]);
+        assert_eq!(
+            bits(&together[&(k as u64)].logprobs),
+            bits(&expected.logprobs),
+            "sequence {k} in a batch"
+        );
+    }
+    // The prompt cache: the same request again (its whole prompt cached), and a longer
+    // prompt whose beginning is cached.
+    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, BatchConfig::default()).unwrap();
+    let first = run_on(&mut generator, &[(0, request(&prompts()[2], 9))]);
+    let again = run_on(&mut generator, &[(0, request(&prompts()[2], 9))]);
+    assert_eq!(bits(&first[&0].logprobs), bits(&alone[2].logprobs));
+    assert_eq!(bits(&again[&0].logprobs), bits(&alone[2].logprobs), "from the prompt cache");
+    let longer: Vec<u32> = prompts()[2].iter().chain(&first[&0].tokens).chain(&[4, 8]).copied().collect();
+    let continued = run_on(&mut generator, &[(0, request(&longer, 5))]);
+    drop(generator);
+    let config = BatchConfig { max_batch: 1, prompt_cache_bytes: 0, ..BatchConfig::default() };
+    let fresh = run_batch(&mut loaded, &[(0, request(&longer, 5))], config);
+    assert_eq!(bits(&continued[&0].logprobs), bits(&fresh[&0].logprobs), "a cached beginning");
 }

@@ -3,6 +3,7 @@
 // attention over a KV cache's buffers, and the cache outputs they write in place.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -35,24 +36,49 @@ inline float activate(Gate gate, float v) {
 // Attention of one query position: q [B, H, 1, D]; the new k [B, H_kv, 1, D] and
 // v [B, H_kv, 1, D_v]; the caches keys [B, H_kv, C, D] and values [B, H_kv, C, D_v].
 // The new key and value go to slot `slot`; the query attends to slots [0, length) (the
-// last `window` of them when window > 0). Outputs: [B, 1, H * D_v], and the caches.
+// last `window` of them when window > 0; a batch row's from its RowPlaces::first). Outputs:
+// [B, 1, H * D_v], and the caches.
 struct Attend {
   int batch, heads, kv_heads, d, dv, capacity, slot, length, window;
   float scale, softcap;
   int in_place;  // write into the input caches, which the outputs then share
 };
 
+// Where each row of a decoding batch sits in the caches it shares with the others (rows
+// left-padded to a common slot): `places` holds int32 pairs per batch row, the first slot
+// the row attends (the slots before it are padding) and its token's position (RoPE); null
+// when every row starts at slot 0 at the same position.
+struct RowPlaces {
+  const int32_t* places = nullptr;
+
+  // Row b's first slot, within [0, slot].
+  int first(int b, int slot) const { return places == nullptr ? 0 : std::clamp<int>(places[2 * b], 0, slot); }
+  // Row b's position, `shared` when the rows share one.
+  int position(int b, int shared) const { return places == nullptr ? shared : std::max<int>(places[2 * b + 1], 0); }
+};
+
+// Keys a query attends are split into parts of kAttendPart counted from the first key it
+// sees, and the parts' softmax statistics combined in order (attend_query): the same split
+// for a prompt's query as for a decoded token's, whatever the batch, the window or the pool,
+// so that a query's numbers depend on its keys alone.
+constexpr int kAttendPart = 256;
+
+// One query group's attention (`whole`: its rep heads' q and the keys [begin, end), any
+// length) normalised into `out` [rep, D_v], split as kAttendPart says.
+void attend_query(const Part& whole, float* out);
+
 // The attention of Attend's query heads `q` [B, H, D] over the caches' slots, into
 // `out` [B, H * D_v] (the new key and value already written at the slot).
-void attend_decode(const Attend& a, const float* q, const float* keys, const float* values, float* out);
+void attend_decode(const Attend& a, RowPlaces rows, const float* q, const float* keys, const float* values,
+                   float* out);
 
 // Points a part of KV group `g` (batch row * H_kv + KV head) at its keys and values: rows
 // [part.begin, part.end) of `part.keys`/`part.values` (which may be a buffer holding just
 // those rows, with begin and end moved to match).
 using PartRows = std::function<void(int g, Part& part)>;
 
-// attend_decode over rows that `rows` provides, parts no longer than `max_part` (> 0).
-void attend_parts(const Attend& a, const float* q, float* out, int max_part, const PartRows& rows);
+// attend_decode over rows that `rows` provides, one task per part.
+void attend_parts(const Attend& a, RowPlaces places, const float* q, float* out, const PartRows& rows);
 
 // The new key and value ([B * H_kv] rows of D and D_v) written at the slot of each KV
 // group's cache rows.
@@ -69,6 +95,13 @@ void copy_words(const mc::array& in, uint32_t* dst);
 // An f32 input's elements in row-major order: its own memory when row-contiguous, else a
 // dense copy held in `storage`.
 const float* dense_input(const mc::array& in, std::vector<float>& storage);
+
+// The RowPlaces in `inputs[at]` (an int32 [B, 2] array, copied into `storage`), or none
+// when there is no such input.
+RowPlaces row_places(const std::vector<mc::array>& inputs, size_t at, std::vector<int32_t>& storage);
+
+// Whether `places` can be a batch of `batch` rows' RowPlaces: int32 [batch, 2].
+bool row_places_fit(const mc::array& places, int batch);
 
 // Which cache inputs have to be copied into their outputs (see CacheOutputs::take).
 struct CacheOutputs {

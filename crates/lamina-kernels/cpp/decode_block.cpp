@@ -17,6 +17,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mlx/allocator.h"
@@ -58,6 +59,7 @@ struct BlockSpec {
   Activations activations[kProducts];
   int bias_at[3];  // q, k, v biases
   int keys_at, values_at, periods_at;
+  int places_at;  // RowPlaces (-1: none)
   Gate gate;
   int rotate;  // RoPE on q and k
   RopeSpec rope;
@@ -122,19 +124,25 @@ void run_block(const std::vector<mc::array>& in, const BlockSpec& b, float* out,
     rms_norm_rows(q.data(), in[b.qk_norms[0].at], b.qk_norms[0], rows * a.heads, a.d, q.data());
     rms_norm_rows(k.data(), in[b.qk_norms[1].at], b.qk_norms[1], rows * a.kv_heads, a.d, k.data());
   }
+  std::vector<int32_t> stored_places;
+  const RowPlaces places = b.places_at >= 0 ? row_places(in, b.places_at, stored_places) : RowPlaces{};
   if (b.rotate) {
     std::vector<float> periods;
     if (b.rope.has_freqs) periods = dense_f32(in[b.periods_at]);
-    for (std::vector<float>* t : {&q, &k}) {
-      float* data = t->data();
-      const size_t d = a.d;
-      rotate_rows<float>([data, d](size_t r) { return data + r * d; }, data, t->size() / d, 1, a.d, b.rope,
-                         periods.data());
+    // Each batch row's heads at the row's own position.
+    for (int row = 0; row < rows; ++row) {
+      RopeSpec rope = b.rope;
+      rope.offset = places.position(row, rope.offset);
+      for (auto [t, heads] : {std::pair{&q, a.heads}, std::pair{&k, a.kv_heads}}) {
+        const size_t d = a.d;
+        float* data = t->data() + static_cast<size_t>(row) * heads * d;
+        rotate_rows<float>([data, d](size_t r) { return data + r * d; }, data, heads, 1, a.d, rope, periods.data());
+      }
     }
   }
   write_slot(a, k.data(), v.data(), keys, values);
   std::vector<float> attended(static_cast<size_t>(rows) * a.heads * a.dv), update(x.size());
-  attend_decode(a, q.data(), keys, values, attended.data());
+  attend_decode(a, places, q.data(), keys, values, attended.data());
   std::memcpy(out, x.data(), x.size() * sizeof(float));
   product(in, b, kO, attended.data(), rows, a.heads * a.dv, update.data());
   add_normed(in, b.norms[kAttentionOut], update.data(), rows, hidden, out);  // h
@@ -207,7 +215,8 @@ struct LaminaBlock {
 // third are required); `qk_norms` the per-head q and k norms [D] (empty: none); `ws`/`ss`/
 // `bs` the seven products' packed weights, scales and biases (q, k, v, o, gate, up, down)
 // with `groups`/`bits`/`activations` (Activations: 0 exact, 1 x rounded to 8 bits, 2 the same, top exact); `qkv_biases` f32 biases of q, k, v (empty: none); `keys`/`values`
-// the caches [B, H_kv, C, D]; `periods` an empty handle or RoPE's [dims / 2]. Fills `out`
+// the caches [B, H_kv, C, D]; `periods` an empty handle or RoPE's [dims / 2]; `places` an
+// empty handle or int32 [B, 2] (RowPlaces: each row's first slot and position). Fills `out`
 // [B, 1, hidden] and the caches with the token's slot written. CPU and f32 only (returns 1
 // with the reason otherwise).
 __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Handle* keys_out, Handle* values_out,
@@ -215,7 +224,8 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
                                                                const Handle* ws, const Handle* ss, const Handle* bs,
                                                                const int* groups, const int* bits,
                                                                const int* activations, const Handle* qkv_biases, Handle keys, Handle values,
-                                                               Handle periods, const LaminaBlock* block) {
+                                                               Handle periods, Handle places,
+                                                               const LaminaBlock* block) {
   try {
     const mc::array& xa = from_handle(x);
     const mc::array &ka = from_handle(keys), &va = from_handle(values);
@@ -269,7 +279,8 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
     const int cap = ka.ndim() == 4 ? ka.shape(2) : 0;
     fits = fits && ka.dtype() == mc::float32 && va.dtype() == mc::float32 &&
            ka.shape() == mc::Shape{batch, s.kv_heads, cap, d} && va.shape() == mc::Shape{batch, s.kv_heads, cap, d} &&
-           s.slot >= 0 && s.slot < s.length && s.length <= cap && s.window >= 0 && s.softcap >= 0.0f;
+           s.slot >= 0 && s.slot < s.length && s.length <= cap && s.window >= 0 && s.softcap >= 0.0f &&
+           (places.ctx == nullptr || row_places_fit(from_handle(places), batch));
     const bool has_periods = periods.ctx != nullptr;
     if (fits && s.rope_dims > 0) {
       fits = s.rope_dims % 2 == 0 && s.rope_dims <= d;
@@ -277,7 +288,7 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
     }
     if (!fits) {
       last_error() = "decode block: f32 x [B, 1, hidden] on the CPU, quantized products the kernels take, f32 "
-                     "norms and biases, caches [B, H_kv, C, D] with slot < length <= C: " +
+                     "norms and biases, caches [B, H_kv, C, D] with slot < length <= C, row places int32 [B, 2]: " +
                      why;
       return 1;
     }
@@ -288,6 +299,11 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
     spec.rope = RopeSpec{s.rope_dims, s.rope_traditional != 0, has_periods, s.rope_base, s.rope_scale, s.rope_offset};
     spec.attend = Attend{batch, s.heads, s.kv_heads, d, d, cap, s.slot, s.length, s.window,
                          s.scale, s.softcap, s.in_place != 0 ? 1 : 0};
+    spec.places_at = -1;
+    if (places.ctx != nullptr) {
+      spec.places_at = static_cast<int>(inputs.size());
+      inputs.push_back(from_handle(places));
+    }
     spec.keys_at = static_cast<int>(inputs.size());
     spec.values_at = spec.keys_at + 1;
     inputs.insert(inputs.end(), {ka, va});

@@ -45,87 +45,108 @@ void attend_any(const Part& p) {
   }
 }
 
-// Multiply-adds of one step above which the keys are split over the pool.
+// Multiply-adds of one step above which its parts go to the pool.
 constexpr long kParallelAttention = 1L << 16;
 
-// Attention of every query head: each KV group's keys split into parts (as many as keep
-// the pool busy, none longer than `max_part` when it is > 0), each part's rows given by
-// `rows`, the parts' softmax statistics combined per head.
-void attend_parts(const Attend& a, const float* q, float* out, int max_part, const PartRows& rows) {
-  const int rep = a.heads / a.kv_heads;
-  const int end = a.length;
-  const int start = a.window > 0 ? std::max(0, end - a.window) : 0;
-  const int n = end - start;
-  const int groups = a.batch * a.kv_heads;
-  const long work = static_cast<long>(groups) * rep * n * (a.d + a.dv);
-  Pool& pool = Pool::get();
-  int parts = 1;
-  if (work >= kParallelAttention) {
-    const int wanted = (2 * pool.size() + groups - 1) / groups;
-    parts = std::max(1, std::min(wanted, n / 32));
-  }
-  if (max_part > 0) parts = std::max(parts, (n + max_part - 1) / max_part);
-  const int len = (n + parts - 1) / parts;
-  const size_t heads = static_cast<size_t>(groups) * parts * rep;
-  std::vector<float> maxs(heads), sums(heads), outs(heads * a.dv);
-  auto task = [&](int t) {
-    const int g = t / parts, c = t % parts;
-    const int begin = start + c * len, stop = std::min(end, begin + len);
-    const size_t first = static_cast<size_t>(t) * rep;
-    if (begin >= stop) {
-      std::fill(maxs.begin() + first, maxs.begin() + first + rep, -INFINITY);
-      std::fill(sums.begin() + first, sums.begin() + first + rep, 0.0f);
-      std::fill(outs.begin() + first * a.dv, outs.begin() + (first + rep) * a.dv, 0.0f);
-      return;
+namespace {
+
+// Parts of kAttendPart keys in [begin, end).
+int parts_of(int begin, int end) { return end > begin ? (end - begin + kAttendPart - 1) / kAttendPart : 0; }
+
+// Part `c` of `whole` (its own statistics at `max`, `sum`, `out`).
+Part part_of(const Part& whole, int c, float* scores, float* max, float* sum, float* out) {
+  Part part = whole;
+  part.begin = whole.begin + c * kAttendPart;
+  part.end = std::min(whole.end, part.begin + kAttendPart);
+  part.scores = scores;
+  part.max = max;
+  part.sum = sum;
+  part.out = out;
+  return part;
+}
+
+// The parts' statistics ([parts][rep] maxima and sums, [parts][rep][dv] weighted values)
+// combined in order into `out` [rep, dv]; zeros when there are no parts.
+void combine(int parts, int rep, int dv, const float* maxs, const float* sums, const float* outs, float* out) {
+  for (int r = 0; r < rep; ++r) {
+    float* o = out + static_cast<size_t>(r) * dv;
+    std::fill(o, o + dv, 0.0f);
+    if (parts == 0) continue;
+    float largest = -INFINITY;
+    for (int c = 0; c < parts; ++c) largest = std::max(largest, maxs[c * rep + r]);
+    float total = 0.0f;
+    for (int c = 0; c < parts; ++c) {
+      const int h = c * rep + r;
+      const float weight = sums[h] == 0.0f ? 0.0f : std::exp(maxs[h] - largest);
+      total += weight * sums[h];
+      const float* part = outs + static_cast<size_t>(h) * dv;
+      for (int i = 0; i < dv; ++i) o[i] += weight * part[i];
     }
-    thread_local std::vector<float> scores;
-    scores.resize(static_cast<size_t>(rep) * (stop - begin));
-    Part part{q + static_cast<size_t>(g) * rep * a.d,
-              nullptr,
-              nullptr,
-              rep,
-              a.d,
-              a.dv,
-              begin,
-              stop,
-              a.d,
-              a.dv,
-              a.scale,
-              a.softcap,
-              scores.data(),
-              maxs.data() + first,
-              sums.data() + first,
-              outs.data() + first * a.dv};
-    rows(g, part);
-    attend_any(part);
-  };
-  const int tasks = groups * parts;
-  if (parts == 1 && work < kParallelAttention) {
-    for (int t = 0; t < tasks; ++t) task(t);
-  } else {
-    pool.run(tasks, task);
-  }
-  for (int g = 0; g < groups; ++g) {
-    for (int r = 0; r < rep; ++r) {
-      float largest = -INFINITY;
-      for (int c = 0; c < parts; ++c) largest = std::max(largest, maxs[(static_cast<size_t>(g) * parts + c) * rep + r]);
-      float total = 0.0f;
-      float* o = out + (static_cast<size_t>(g) * rep + r) * a.dv;
-      std::fill(o, o + a.dv, 0.0f);
-      for (int c = 0; c < parts; ++c) {
-        const size_t h = (static_cast<size_t>(g) * parts + c) * rep + r;
-        const float weight = sums[h] == 0.0f ? 0.0f : std::exp(maxs[h] - largest);
-        total += weight * sums[h];
-        const float* part = outs.data() + h * a.dv;
-        for (int i = 0; i < a.dv; ++i) o[i] += weight * part[i];
-      }
-      for (int i = 0; i < a.dv; ++i) o[i] /= total;
-    }
+    for (int i = 0; i < dv; ++i) o[i] /= total;
   }
 }
 
-void attend_decode(const Attend& a, const float* q, const float* keys, const float* values, float* out) {
-  attend_parts(a, q, out, 0, [&](int g, Part& part) {
+}  // namespace
+
+void attend_query(const Part& whole, float* out) {
+  const int parts = parts_of(whole.begin, whole.end), rep = whole.rep;
+  thread_local std::vector<float> scores, stats, outs;
+  scores.resize(static_cast<size_t>(rep) * kAttendPart);
+  stats.resize(static_cast<size_t>(2) * parts * rep);
+  outs.resize(static_cast<size_t>(parts) * rep * whole.dv);
+  float *maxs = stats.data(), *sums = maxs + static_cast<size_t>(parts) * rep;
+  for (int c = 0; c < parts; ++c) {
+    const size_t h = static_cast<size_t>(c) * rep;
+    attend_any(part_of(whole, c, scores.data(), maxs + h, sums + h, outs.data() + h * whole.dv));
+  }
+  combine(parts, rep, whole.dv, maxs, sums, outs.data(), out);
+}
+
+// Attention of every query head: each KV group's keys split as attend_query splits them,
+// one task per part, each part's rows given by `rows`, the parts combined per group.
+void attend_parts(const Attend& a, RowPlaces places, const float* q, float* out, const PartRows& rows) {
+  const int rep = a.heads / a.kv_heads, groups = a.batch * a.kv_heads, end = a.length;
+  // Group g's keys [begins[g], end) in parts firsts[g] .. firsts[g + 1] of all the tasks.
+  std::vector<int> begins(groups), firsts(groups + 1, 0);
+  long work = 0;
+  for (int g = 0; g < groups; ++g) {
+    const int first = places.first(g / a.kv_heads, a.slot);
+    begins[g] = a.window > 0 ? std::max(first, end - a.window) : first;
+    firsts[g + 1] = firsts[g] + parts_of(begins[g], end);
+    work += static_cast<long>(rep) * (end - begins[g]) * (a.d + a.dv);
+  }
+  const int tasks = firsts[groups];
+  std::vector<int> group_of(tasks);
+  for (int g = 0; g < groups; ++g) std::fill(group_of.begin() + firsts[g], group_of.begin() + firsts[g + 1], g);
+  const size_t heads = static_cast<size_t>(tasks) * rep;
+  std::vector<float> maxs(heads), sums(heads), outs(heads * a.dv);
+  auto task = [&](int t) {
+    const int g = group_of[t];
+    const size_t h = static_cast<size_t>(t) * rep;
+    thread_local std::vector<float> scores;
+    scores.resize(static_cast<size_t>(rep) * kAttendPart);
+    Part whole{q + static_cast<size_t>(g) * rep * a.d, nullptr, nullptr, rep, a.d, a.dv, begins[g], end, a.d, a.dv,
+               a.scale, a.softcap, nullptr, nullptr, nullptr, nullptr};
+    Part part = part_of(whole, t - firsts[g], scores.data(), maxs.data() + h, sums.data() + h,
+                        outs.data() + h * a.dv);
+    rows(g, part);
+    attend_any(part);
+  };
+  if (work < kParallelAttention) {
+    for (int t = 0; t < tasks; ++t) task(t);
+  } else {
+    Pool::get().run(tasks, task);
+  }
+  for (int g = 0; g < groups; ++g) {
+    const size_t h = static_cast<size_t>(firsts[g]) * rep;
+    combine(firsts[g + 1] - firsts[g], rep, a.dv, maxs.data() + h, sums.data() + h, outs.data() + h * a.dv,
+            out + static_cast<size_t>(g) * rep * a.dv);
+  }
+}
+
+void attend_decode(const Attend& a, RowPlaces places, const float* q, const float* keys, const float* values,
+                   float* out) {
+  attend_parts(a, places, q, out, [&](int g, Part& part) {
     const size_t cache = static_cast<size_t>(g) * a.capacity;
     part.keys = keys + cache * a.d;
     part.values = values + cache * a.dv;
@@ -174,6 +195,18 @@ const float* dense_input(const mc::array& in, std::vector<float>& storage) {
   if (in.flags().row_contiguous) return in.data<float>();
   storage = dense_f32(in);
   return storage.data();
+}
+
+RowPlaces row_places(const std::vector<mc::array>& inputs, size_t at, std::vector<int32_t>& storage) {
+  if (at >= inputs.size()) return RowPlaces{};
+  const mc::array& places = inputs[at];
+  storage.resize(places.size());
+  copy_words(places, reinterpret_cast<uint32_t*>(storage.data()));
+  return RowPlaces{storage.data()};
+}
+
+bool row_places_fit(const mc::array& places, int batch) {
+  return places.dtype() == mc::int32 && places.shape() == mc::Shape{batch, 2};
 }
 
 CacheOutputs CacheOutputs::take(const mc::array& keys, const mc::array& values, std::vector<mc::array>& outputs,
@@ -393,7 +426,8 @@ class DecodeAttention : public mc::Primitive {
       float* keys = outputs[1].data<float>();
       float* values = outputs[2].data<float>();
       write_slot(a, k, v, keys, values);
-      attend_decode(a, q, keys, values, outputs[0].data<float>());
+      std::vector<int32_t> places;
+      attend_decode(a, row_places(inputs, 5, places), q, keys, values, outputs[0].data<float>());
     });
   }
 
@@ -433,27 +467,15 @@ void attend_prompt(const Prompt& a, const mc::array& q, const mc::array& keys, c
     const int end = std::min(a.s, position - a.key_start + 1);
     const int begin = a.window > 0 ? std::max(0, position - a.window + 1 - a.key_start) : 0;
     float* o = out + (static_cast<size_t>(b) * a.l + t) * a.heads * a.dv + static_cast<size_t>(g) * rep * a.dv;
-    if (end <= begin) {
-      std::fill(o, o + static_cast<size_t>(rep) * a.dv, 0.0f);
-      return;
-    }
-    thread_local std::vector<float> queries, scores, partial;
+    thread_local std::vector<float> queries;
     queries.resize(static_cast<size_t>(rep) * a.d);
-    scores.resize(static_cast<size_t>(rep) * (end - begin));
-    partial.resize(static_cast<size_t>(rep) * a.dv + 2 * rep);
     for (int r = 0; r < rep; ++r) {
       const float* row = qp + b * qs[0] + (g * rep + r) * qs[1] + t * qs[2];
       std::copy(row, row + a.d, queries.begin() + static_cast<size_t>(r) * a.d);
     }
-    float* maxs = partial.data() + static_cast<size_t>(rep) * a.dv;
-    float* sums = maxs + rep;
-    const Part part{queries.data(), kp + b * ks[0] + g * ks[1], vp + b * vs[0] + g * vs[1], rep, a.d, a.dv, begin,
-                    end, ks[2], vs[2], a.scale, a.softcap, scores.data(), maxs, sums, partial.data()};
-    attend_any(part);
-    for (int r = 0; r < rep; ++r) {
-      const float inverse = 1.0f / sums[r];
-      for (int i = 0; i < a.dv; ++i) o[r * a.dv + i] = partial[static_cast<size_t>(r) * a.dv + i] * inverse;
-    }
+    const Part whole{queries.data(), kp + b * ks[0] + g * ks[1], vp + b * vs[0] + g * vs[1], rep, a.d, a.dv, begin,
+                     end, ks[2], vs[2], a.scale, a.softcap, nullptr, nullptr, nullptr, nullptr};
+    attend_query(whole, o);
   };
   Pool::get().run(a.batch * a.kv_heads * a.l, task);
 }
@@ -643,12 +665,13 @@ __attribute__((visibility("default"))) int lamina_quantized_products(Handle* out
 
 // One decoded position's attention over a KV cache (see Attend). Fills `out`
 // [B, 1, H * D_v], `keys_out` and `values_out` (the caches with slot `slot` written).
-// `window` 0: every slot below `length`; `softcap` 0: none. CPU and f32 only.
+// `window` 0: every slot below `length`; `softcap` 0: none; `places` an empty handle, or
+// int32 [B, 2] (RowPlaces: each row's first slot). CPU and f32 only.
 __attribute__((visibility("default"))) int lamina_decode_attention(Handle* out, Handle* keys_out,
                                                                    Handle* values_out, Handle q, Handle k,
                                                                    Handle v, Handle keys, Handle values,
-                                                                   int slot, int length, float scale,
-                                                                   int window, float softcap,
+                                                                   Handle places, int slot, int length,
+                                                                   float scale, int window, float softcap,
                                                                    int in_place) {
   try {
     const mc::array &qa = from_handle(q), &ka = from_handle(k), &va = from_handle(v);
@@ -662,13 +685,15 @@ __attribute__((visibility("default"))) int lamina_decode_attention(Handle* out, 
       const int cap = keys_a.shape(2);
       fits = qa.shape(2) == 1 && hkv > 0 && h % hkv == 0 && ka.shape() == mc::Shape{b, hkv, 1, d} &&
              va.shape() == mc::Shape{b, hkv, 1, dv} && keys_a.shape() == mc::Shape{b, hkv, cap, d} &&
-             values_a.shape() == mc::Shape{b, hkv, cap, dv} && length <= cap;
+             values_a.shape() == mc::Shape{b, hkv, cap, dv} && length <= cap &&
+             (places.ctx == nullptr || row_places_fit(from_handle(places), b));
       if (fits) {
         Attend a{b, h, hkv, d, dv, cap, slot, length, window, scale, softcap, in_place != 0 ? 1 : 0};
         auto primitive = std::make_shared<DecodeAttention>(stream, a);
+        std::vector<mc::array> inputs{qa, ka, va, keys_a, values_a};
+        if (places.ctx != nullptr) inputs.push_back(from_handle(places));
         auto arrays = mc::array::make_arrays({{b, 1, h * dv}, keys_a.shape(), values_a.shape()},
-                                             {mc::float32, mc::float32, mc::float32}, primitive,
-                                             {qa, ka, va, keys_a, values_a});
+                                             {mc::float32, mc::float32, mc::float32}, primitive, inputs);
         to_handle(out, arrays[0]);
         to_handle(keys_out, arrays[1]);
         to_handle(values_out, arrays[2]);
@@ -676,7 +701,7 @@ __attribute__((visibility("default"))) int lamina_decode_attention(Handle* out, 
       }
     }
     last_error() = "decode attention: f32 on the CPU, q [B, H, 1, D] " + shape_text(qa) + ", k/v [B, H_kv, 1, D] " +
-                   shape_text(ka) + ", caches [B, H_kv, C, D] " + shape_text(keys_a) + ", slot " +
+                   shape_text(ka) + ", caches [B, H_kv, C, D] " + shape_text(keys_a) + ", row places int32 [B, 2], slot " +
                    std::to_string(slot) + " below length " + std::to_string(length) + " <= C";
     return 1;
   } catch (const std::exception& e) {

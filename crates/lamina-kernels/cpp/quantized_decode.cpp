@@ -28,9 +28,6 @@ namespace lamina_kernels {
 
 namespace {
 
-// Positions a part dequantizes at most: its keys and values stay in the core's L2.
-constexpr int kPartRows = 256;
-
 // The attention's shapes, and how the cache is quantized.
 struct QuantizedAttend {
   Attend a;
@@ -132,7 +129,8 @@ class QuantizedDecodeAttention : public mc::Primitive {
                      reinterpret_cast<uint8_t*>(value_data) + row * s.value_bytes(),
                      value_scales + row * (a.dv / s.group), value_biases + row * (a.dv / s.group));
       }
-      attend_parts(a, q, outputs[0].data<float>(), kPartRows, [&](int g, Part& part) {
+      // Each part (kAttendPart positions) dequantized into buffers that stay in the core's L2.
+      attend_parts(a, RowPlaces{}, q, outputs[0].data<float>(), [&](int g, Part& part) {
         thread_local std::vector<float> keys, values;
         const int n = part.end - part.begin;
         keys.resize(static_cast<size_t>(n) * a.d);

@@ -53,6 +53,10 @@ pub struct BlockShape<'a> {
     pub rotation: Option<Rotation<'a>>,
     /// The cache slot, the attended slots, scale, window and soft-cap.
     pub attention: DecodeAttention,
+    /// For a decoding batch left-padded into shared buffers: each row's first attended slot
+    /// and position, int32 `[B, 2]` (as [`crate::decode_attention`] takes them; the rows'
+    /// positions replace the rotation's offset).
+    pub places: Option<&'a Array>,
 }
 
 /// The C side's `LaminaBlock`.
@@ -98,6 +102,7 @@ unsafe extern "C" {
         keys: mlx_sys::mlx_array,
         values: mlx_sys::mlx_array,
         periods: mlx_sys::mlx_array,
+        places: mlx_sys::mlx_array,
         block: *const LaminaBlock,
     ) -> c_int;
 }
@@ -183,6 +188,7 @@ pub unsafe fn decode_block_in_place(
             keys.as_ptr(),
             values.as_ptr(),
             periods,
+            shape.places.map_or_else(absent, Array::as_ptr),
             &block,
         );
         produced_three(rc, outs)

@@ -248,6 +248,12 @@ pub struct DecodeAttention {
 /// buffers. f32 on the CPU only. [`decode_attention_in_place`] writes into the buffers
 /// themselves, for their sole owner.
 ///
+/// `places` is for a decoding batch whose rows share the buffers left-padded to one slot:
+/// per row, the first slot it attends (the slots before it are padding) and its token's
+/// position, int32 `[B, 2]`. Each row's keys are split into parts counted from its first
+/// attended key, and a prompt's queries are split the same way ([`prompt_attention`]): a
+/// row's numbers do not depend on the batch it decodes in.
+///
 /// # Shapes
 /// `q [B, H, 1, D]`, `k [B, H_kv, 1, D]`, `v [B, H_kv, 1, D_v]`, `keys [B, H_kv, C, D]`,
 /// `values [B, H_kv, C, D_v]` with `slot < length <= C` -> `([B, 1, H * D_v], keys, values)`
@@ -258,11 +264,11 @@ pub fn decode_attention(
     q: &Array,
     k: &Array,
     v: &Array,
-    keys: &Array,
-    values: &Array,
+    [keys, values]: [&Array; 2],
     how: DecodeAttention,
+    places: Option<&Array>,
 ) -> Result<(Array, Array, Array)> {
-    attend_over_cache(q, k, v, keys, values, how, false)
+    attend_over_cache(q, k, v, [keys, values], how, places, false)
 }
 
 /// [`decode_attention`] writing the new key and value into `keys` and `values`
@@ -279,20 +285,20 @@ pub unsafe fn decode_attention_in_place(
     q: &Array,
     k: &Array,
     v: &Array,
-    keys: &Array,
-    values: &Array,
+    [keys, values]: [&Array; 2],
     how: DecodeAttention,
+    places: Option<&Array>,
 ) -> Result<(Array, Array, Array)> {
-    attend_over_cache(q, k, v, keys, values, how, true)
+    attend_over_cache(q, k, v, [keys, values], how, places, true)
 }
 
 fn attend_over_cache(
     q: &Array,
     k: &Array,
     v: &Array,
-    keys: &Array,
-    values: &Array,
+    [keys, values]: [&Array; 2],
     how: DecodeAttention,
+    places: Option<&Array>,
     in_place: bool,
 ) -> Result<(Array, Array, Array)> {
     // SAFETY: valid handles for the call; the kernel fills the three fresh handles, which
@@ -309,6 +315,7 @@ fn attend_over_cache(
             v.as_ptr(),
             keys.as_ptr(),
             values.as_ptr(),
+            places.map_or_else(absent, Array::as_ptr),
             how.slot,
             how.length,
             how.scale,

@@ -83,6 +83,7 @@ unsafe extern "C" {
         v: mlx_sys::mlx_array,
         keys: mlx_sys::mlx_array,
         values: mlx_sys::mlx_array,
+        places: mlx_sys::mlx_array,
         slot: c_int,
         length: c_int,
         scale: f32,

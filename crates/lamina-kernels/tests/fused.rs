@@ -241,9 +241,9 @@ fn check(case: &Case, how: DecodeAttention, in_place: bool) {
     let before = (host(keys), host(values));
     let (out, new_keys, new_values) = if in_place {
         // SAFETY: the test's own arrays, read afterwards only to see the write.
-        unsafe { decode_attention_in_place(q, k, v, keys, values, how).unwrap() }
+        unsafe { decode_attention_in_place(q, k, v, [keys, values], how, None).unwrap() }
     } else {
-        decode_attention(q, k, v, keys, values, how).unwrap()
+        decode_attention(q, k, v, [keys, values], how, None).unwrap()
     };
     assert_eq!(out.shape(), &[case.batch, 1, case.heads * case.dv]);
     let (expected, expected_keys, expected_values) = case.reference(&arrays, how);
@@ -290,17 +290,20 @@ fn decode_attention_rejects_what_does_not_fit() {
     let arrays = case.arrays(0.0);
     let [q, k, v, keys, values] = &arrays;
     let how = DecodeAttention { slot: 0, length: 1, scale: 1.0, window: None, softcap: None };
-    let call = |how: DecodeAttention| decode_attention(q, k, v, keys, values, how);
+    let call = |how: DecodeAttention| decode_attention(q, k, v, [keys, values], how, None);
     assert!(call(DecodeAttention { slot: 8, length: 9, ..how }).is_err(), "past the capacity");
     assert!(call(DecodeAttention { slot: 3, length: 3, ..how }).is_err(), "slot outside the length");
     assert!(call(DecodeAttention { slot: -1, ..how }).is_err(), "negative slot");
-    assert!(decode_attention(q, k, v, values, keys, how).is_ok(), "same shapes either way");
+    assert!(decode_attention(q, k, v, [values, keys], how, None).is_ok(), "same shapes either way");
     let three_heads = values_of(&[1, 3, 1, 8]);
-    assert!(decode_attention(&three_heads, k, v, keys, values, how).is_err(), "query heads not a multiple");
+    assert!(
+        decode_attention(&three_heads, k, v, [keys, values], how, None).is_err(),
+        "query heads not a multiple"
+    );
     let wide = values_of(&[1, 2, 2, 8]);
-    assert!(decode_attention(q, &wide, v, keys, values, how).is_err(), "two new positions");
+    assert!(decode_attention(q, &wide, v, [keys, values], how, None).is_err(), "two new positions");
     let half = q.as_dtype(Dtype::Float16).unwrap();
-    assert!(decode_attention(&half, k, v, keys, values, how).is_err(), "dtype");
+    assert!(decode_attention(&half, k, v, [keys, values], how, None).is_err(), "dtype");
 }
 
 fn values_of(shape: &[i32]) -> Array {

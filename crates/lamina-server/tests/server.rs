@@ -14,8 +14,12 @@ use lamina_server::{ServerConfig, router};
 use serde_json::{Value, json};
 
 async fn start(config: impl FnOnce(ServerConfig) -> ServerConfig) -> String {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/checkpoints/scripted_chat");
+    start_model("checkpoints/scripted_chat", config).await
+}
+
+/// A server of the fixture at `fixture` (under tests/fixtures).
+async fn start_model(fixture: &str, config: impl FnOnce(ServerConfig) -> ServerConfig) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(fixture);
     let context = ModelContext::new(load(path, LoadOptions::default()).await.unwrap()).unwrap();
     let app = router(context, config(ServerConfig::new("scripted"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -342,6 +346,35 @@ async fn thirty_two_concurrent_streams_each_get_their_answer() {
         assert_eq!(text, expected, "stream {i}");
     }
     assert_eq!(health(&base).await["active"], 0);
+}
+
+#[tokio::test]
+async fn a_greedy_answer_is_the_same_before_during_and_after_a_load() {
+    // A quantized GGUF model (8-bit activations: any float difference moves a rounding step
+    // and shows in the log-probabilities), its answer's tokens and log-probabilities alone,
+    // then amid twelve other requests of other lengths (the prompt cache now holding its
+    // prompt), then alone again.
+    let base = start_model("gguf/tiny_quant.gguf", |c| c).await;
+    let request = |prompt: Vec<u32>, n: usize| json!({"prompt": prompt, "max_tokens": n, "temperature": 0.0, "logprobs": 3});
+    let probe = request(vec![5, 9, 2, 7, 11, 3, 8], 12);
+    let answer = |body: &Value| body["choices"][0]["logprobs"].clone();
+    let (status, before) = post(&base, "/v1/completions", probe.clone()).await;
+    assert_eq!(status, 200, "{before}");
+    let load: Vec<_> = (0..12u32)
+        .map(|i| {
+            let (base, prompt) = (base.clone(), (0..3 + 2 * i).map(|t| (t * 7 + i) % 40).collect());
+            let body = request(prompt, 4 + i as usize % 5);
+            tokio::spawn(async move { post(&base, "/v1/completions", body).await })
+        })
+        .collect();
+    let (_, during) = post(&base, "/v1/completions", probe.clone()).await;
+    for task in load {
+        assert_eq!(task.await.unwrap().0, 200);
+    }
+    let (_, after) = post(&base, "/v1/completions", probe).await;
+    assert_eq!(answer(&before)["tokens"].as_array().map(Vec::len), Some(12));
+    assert_eq!(answer(&during), answer(&before), "during the load");
+    assert_eq!(answer(&after), answer(&before), "after the load");
 }
 
 #[tokio::test]
