@@ -1,13 +1,12 @@
 // The AVX2 tier's products with x rounded to 8 bits (Activations::int8): the packed values
 // multiplied with x's bytes as integers, every width, for one row of x, a batch or a prompt.
 //
-// Weights in GGUF's layout (Problem::gguf_layout: single 32-value chunks per group, f16 scales
-// and biases) go through tiles: a few weight rows against a few rows of x, each chunk of weights
+// Weights in GGUF's layout (Problem::gguf_layout: single 32-value chunks per group) go through
+// tiles: a few weight rows against a few rows of x, each chunk of weights
 // unpacked once for all of them. Every (weight row, row of x) pair runs the same sequence of
 // operations whatever the tile's size, so a row's outputs do not depend on the rows beside it:
 // one chain of FMAs over the chunks, each chunk's factor (scale x x's d) computed eight at a
-// time, then the bias terms. Other rows (wider groups, f32 scales) loop over groups, one pair
-// at a time.
+// time, then the bias terms. Other rows (wider groups) loop over groups, one pair at a time.
 
 #if defined(__x86_64__)
 
@@ -164,6 +163,16 @@ LAMINA_AVX2 inline __m256 widen8(const uint16_t* src, int count, int before) {
   return _mm256_load_ps(lanes);
 }
 
+// Eight of a row's scales or biases from group `first` on as f32 (f16 or f32 ones; fewer than
+// eight: the rest zero), `before` groups of the row before them (see widen8).
+LAMINA_AVX2 inline __m256 groups8(const Problem& p, const void* values, size_t first, int count, int before) {
+  if (p.half_scales) return widen8(static_cast<const uint16_t*>(values) + first, count, before);
+  const float* src = static_cast<const float*>(values) + first;
+  if (count == 8) return _mm256_loadu_ps(src);
+  const __m256i kept = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return _mm256_maskload_ps(src, kept);
+}
+
 // Per-thread room for a tile's factors.
 inline float* factor_room(size_t floats) {
   thread_local std::vector<float> room;
@@ -204,8 +213,8 @@ LAMINA_AVX2 inline void products_of(const Format* rows, const int8_t* const* xq,
   }
 }
 
-// Weight rows [r, r + W) against the rows xs[0..X) of x (GGUF's layout: 32-value groups, f16
-// scales and biases): out[i * stride + a] for row a and row i of x.
+// Weight rows [r, r + W) against the rows xs[0..X) of x (GGUF's layout: 32-value groups):
+// out[i * stride + a] for row a and row i of x.
 template <class Format, int W, int X>
 LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
   const int chunks = p.k / 32;
@@ -225,8 +234,8 @@ LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out
     const int count = std::min(8, chunks - g);
     for (int a = 0; a < W; ++a) {
       const size_t first = static_cast<size_t>(r + a) * chunks + g;
-      const __m256 s = widen8(static_cast<const uint16_t*>(p.scales) + first, count, g);
-      const __m256 sb = _mm256_fmadd_ps(s, shift, widen8(static_cast<const uint16_t*>(p.biases) + first, count, g));
+      const __m256 s = groups8(p, p.scales, first, count, g);
+      const __m256 sb = _mm256_fmadd_ps(s, shift, groups8(p, p.biases, first, count, g));
       for (int i = 0; i < X; ++i) {
         _mm256_storeu_ps(factors + (a * X + i) * padded + g, _mm256_mul_ps(s, _mm256_loadu_ps(xs[i].q8_scales.data() + g)));
         bias[a][i] = _mm256_fmadd_ps(sb, _mm256_loadu_ps(xs[i].group_sums.data() + g), bias[a][i]);

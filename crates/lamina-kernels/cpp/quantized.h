@@ -44,9 +44,10 @@ struct Problem {
   bool half_scales;     // scales and biases are f16
   Activations activations = Activations::exact;
   int row_bytes() const { return k * bits / 8; }
-  // Groups of one 32-value chunk with f16 scales and biases, as every GGUF file's (the
-  // tiers' fastest loops).
-  bool gguf_layout() const { return group == 32 && half_scales; }
+  // Groups of one 32-value chunk, as every GGUF file's (f16 scales and biases where the
+  // file's hold them exactly, f32 for the K-quants' products of two scales): the tiers'
+  // fastest 8-bit loops.
+  bool gguf_layout() const { return group == 32; }
   int groups() const { return k / group; }
   // Row r's packed values.
   const uint8_t* row(int r) const { return w + static_cast<size_t>(r) * row_bytes(); }

@@ -154,14 +154,17 @@ fn batch_rows_equal_the_same_rows_alone() {
 
 #[test]
 fn prompt_rows_round_as_they_would_alone() {
-    // GGUF's layout (32-value groups, f16 scales) runs in tiles of several weight rows and
-    // rows of x: 301 weight rows and odd row counts leave partial tiles at both edges; 70 rows
-    // pass a block of rows of x; k = 352 leaves 3 chunks past the last 8.
+    // GGUF's layout (32-value groups; f16 scales, or f32 as the K-quants') runs in tiles of
+    // several weight rows and rows of x: 301 weight rows and odd row counts leave partial
+    // tiles at both edges; 70 rows pass a block of rows of x; k = 352 leaves 3 chunks past
+    // the last 8.
     for bits in [2, 3, 4, 5, 6, 8] {
         let w = Weight::new(301, 352, 32, bits, true);
         for m in [3, 33, 70] {
             check_rows_alone(&w, m, Activations::Int8, &format!("bits {bits}, group 32"));
         }
+        let f32_scales = Weight::new(301, 352, 32, bits, false);
+        check_rows_alone(&f32_scales, 33, Activations::Int8, &format!("bits {bits}, group 32, f32 scales"));
         // Rounded (the 8-bit path runs for prompts too): a prompt's row equals the
         // definition, not the exact product.
         let x = values(&[40, 352], 2.1);
