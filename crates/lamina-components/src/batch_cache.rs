@@ -13,7 +13,7 @@ use mlx_rs::ops::indexing::{Ellipsis, TryIndexMutOp, TryIndexOp};
 use mlx_rs::{Array, ops};
 
 use crate::cache::{
-    DecodeScores, KV_STEP, KvCache, LayerCache, Ownership, RotatingKvCache, check_compatible,
+    DecodeKernel, DecodeScores, KV_STEP, KvCache, LayerCache, Ownership, RotatingKvCache, check_compatible,
 };
 use crate::quantized_cache::{KvQuantization, Packed, QuantizedKvCache};
 
@@ -250,11 +250,7 @@ impl BatchKvCache {
         k: &Array,
         v: &Array,
         how: DecodeScores,
-        kernel: impl FnOnce(
-            [&Array; 2],
-            lamina_kernels::DecodeAttention,
-            Option<&Array>,
-        ) -> Result<(Array, Array, Array)>,
+        kernel: impl DecodeKernel,
     ) -> Result<Option<Array>> {
         let (Some(KvRows::Dense(keys)), Some(KvRows::Dense(values))) = (&self.keys, &self.values) else {
             return Ok(None);

@@ -350,11 +350,7 @@ impl LayerCache {
         k: &Array,
         v: &Array,
         how: DecodeScores,
-        kernel: impl FnOnce(
-            [&Array; 2],
-            lamina_kernels::DecodeAttention,
-            Option<&Array>,
-        ) -> Result<(Array, Array, Array)>,
+        kernel: impl DecodeKernel,
     ) -> Result<Option<Array>> {
         if let LayerCache::Batch(c) = self {
             return c.decode_in_place(k, v, how, kernel);
@@ -395,6 +391,19 @@ impl LayerCache {
             lamina_kernels::DecodeAttention { slot, length, scale: how.scale, window, softcap: how.softcap };
         Ok(DecodeStep { stored_keys, stored_values, keys, values, offset, ownership, attention })
     }
+}
+
+/// What [`LayerCache::decode_in_place`] runs on a cache's buffers: given the key and value
+/// buffers, how the position attends and (for a batch) each row's places, it returns the
+/// output and the buffers written.
+pub(crate) trait DecodeKernel:
+    FnOnce([&Array; 2], lamina_kernels::DecodeAttention, Option<&Array>) -> Result<(Array, Array, Array)>
+{
+}
+
+impl<F> DecodeKernel for F where
+    F: FnOnce([&Array; 2], lamina_kernels::DecodeAttention, Option<&Array>) -> Result<(Array, Array, Array)>
+{
 }
 
 /// A decoded position's place in a cache ([`LayerCache::decode_step`]).

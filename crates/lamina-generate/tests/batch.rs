@@ -335,14 +335,14 @@ fn a_cancelled_sequence_leaves_without_disturbing_the_others() {
 }
 
 #[test]
-fn a_request_that_fails_in_a_grouped_prefill_fails_alone() {
+fn a_request_that_fails_at_its_first_token_fails_alone() {
     let mut loaded = fixture("llama_tied_smollm");
     let alone: Vec<_> = prompts()
         .iter()
         .map(|p| generate(loaded.model.as_mut(), None, p, &greedy(5)).unwrap().tokens)
         .collect();
     // A logit bias on an id outside the vocabulary fails when the request's first token
-    // is sampled, inside the group's prefill.
+    // is sampled, among requests admitted in the same step.
     let vocab = loaded.model.info().vocab_size as u32;
     let bad = GenerateParams {
         sampler: SamplerConfig { logit_bias: [(vocab + 7, 1.0)].into(), ..SamplerConfig::default() },
@@ -386,8 +386,8 @@ fn requests_with_the_same_prompt_share_a_prefill_and_sample_apart() {
         .map(|seed| generate(loaded.model.as_mut(), None, &prompt, &sampled(seed)).unwrap().tokens)
         .collect();
     assert!(alone[0] != alone[1] || alone[1] != alone[2], "{alone:?}");
-    // Three choices of one prompt and another prompt, admitted together (one grouped
-    // prefill, whose first three rows are one): each gets what it gets alone.
+    // Three choices of one prompt and another prompt, admitted together (the three share
+    // one prefill): each gets what it gets alone.
     let mut requests: Vec<_> =
         (0..3).map(|seed| (0, BatchRequest::new(prompt.clone(), sampled(seed)))).collect();
     requests.push((0, BatchRequest::new(prompts()[0].clone(), greedy(5))));
