@@ -22,6 +22,7 @@ fn main() {
         .file("cpp/portable.cpp")
         .file("cpp/avx2.cpp")
         .file("cpp/avx2_int8.cpp")
+        .file("cpp/avx2_attention.cpp")
         .file("cpp/avx512.cpp")
         .file("cpp/avx512_vbmi.cpp")
         .file("cpp/neon.cpp")

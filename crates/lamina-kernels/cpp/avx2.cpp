@@ -343,6 +343,7 @@ Kernels avx2_kernels(Kernels k) {
   k.half_widen = half_widen;
   k.half_narrow = half_narrow;
   k.attend = attend;
+  add_avx2_attention(k);
   return k;
 }
 

@@ -99,6 +99,8 @@ Kernels portable_kernels();
 Kernels avx2_kernels(Kernels below);
 // The AVX2 tier's products with x rounded to 8 bits (avx2_int8.cpp), into its table.
 void add_avx2_int8(Kernels& k);
+// The AVX2 tier's attention for head sizes that are multiples of 16 (avx2_attention.cpp).
+void add_avx2_attention(Kernels& k);
 Kernels avx512_kernels(Kernels below);
 Kernels avx512_vbmi_kernels(Kernels below);
 #endif

@@ -1,0 +1,113 @@
+// The AVX2 tier's attention over one part of the keys (Kernels::attend16: head sizes that
+// are multiples of 16 up to 256, no soft-capping): each key row loaded once per head, the
+// exponentials eight at a time (the generic loop's scalar `exp` was most of a long
+// context's attention), the weighted values in registers when they fit.
+
+#if defined(__x86_64__)
+
+#include <algorithm>
+#include <cmath>
+
+#include "isa.h"
+#include "x86.h"
+
+namespace lamina_kernels {
+namespace {
+
+// exp(x) for x <= 0 to about 1 ulp: 2^n exp(f), n = round(x / ln 2), |f| <= ln 2 / 2
+// (Cody-Waite), exp(f) by Cephes' expf polynomial, 2^n built in the exponent field (x is
+// clamped where 2^n stays a normal number).
+LAMINA_AVX2 inline __m256 exp_avx2(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  const __m256 n =
+      _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 f = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  f = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), f);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(_mm256_mul_ps(y, f), f, _mm256_add_ps(f, _mm256_set1_ps(1.0f)));
+  const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(two_n));
+}
+
+LAMINA_AVX2 inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+// Lanes [0, count) set.
+LAMINA_AVX2 inline __m256i first_lanes(int count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+LAMINA_AVX2 void attend16(const Part& p) {
+  const int n = p.end - p.begin, dk = p.d / 8, dvk = p.dv / 8;
+  for (int r = 0; r < p.rep; ++r) {
+    const float* qr = p.q + static_cast<size_t>(r) * p.d;
+    float* scores = p.scores + static_cast<size_t>(r) * n;
+    for (int j = 0; j < n; ++j) {
+      const float* kj = p.keys + (p.begin + j) * p.key_stride;
+      __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(qr), _mm256_loadu_ps(kj));
+      __m256 a1 = _mm256_mul_ps(_mm256_loadu_ps(qr + 8), _mm256_loadu_ps(kj + 8));
+      for (int c = 2; c < dk; c += 2) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qr + 8 * c), _mm256_loadu_ps(kj + 8 * c), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qr + 8 * c + 8), _mm256_loadu_ps(kj + 8 * c + 8), a1);
+      }
+      scores[j] = hsum(_mm256_add_ps(a0, a1)) * p.scale;
+    }
+    __m256 top = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) top = _mm256_max_ps(top, _mm256_loadu_ps(scores + j));
+    float largest = hmax(top);
+    for (; j < n; ++j) largest = std::max(largest, scores[j]);
+    p.max[r] = largest;
+    const __m256 m = _mm256_set1_ps(largest);
+    __m256 total = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= n; j += 8) {
+      const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(scores + j), m));
+      _mm256_storeu_ps(scores + j, e);
+      total = _mm256_add_ps(total, e);
+    }
+    if (j < n) {
+      const __m256i tail = first_lanes(n - j);
+      const __m256 e =
+          _mm256_and_ps(exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(scores + j, tail), m)), _mm256_castsi256_ps(tail));
+      _mm256_maskstore_ps(scores + j, tail, e);
+      total = _mm256_add_ps(total, e);
+    }
+    p.sum[r] = hsum(total);
+  }
+  __m256 acc[12];  // rep * dv / 8 <= 12 accumulators in registers when they fit
+  const bool in_registers = p.rep * dvk <= 12;
+  if (!in_registers) std::fill(p.out, p.out + static_cast<size_t>(p.rep) * p.dv, 0.0f);
+  for (int i = 0; i < p.rep * dvk && in_registers; ++i) acc[i] = _mm256_setzero_ps();
+  for (int j = 0; j < n; ++j) {
+    const float* vj = p.values + (p.begin + j) * p.value_stride;
+    for (int r = 0; r < p.rep; ++r) {
+      const __m256 w = _mm256_set1_ps(p.scores[static_cast<size_t>(r) * n + j]);
+      float* o = p.out + static_cast<size_t>(r) * p.dv;
+      for (int c = 0; c < dvk; ++c) {
+        if (in_registers) {
+          acc[r * dvk + c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8 * c), acc[r * dvk + c]);
+        } else {
+          _mm256_storeu_ps(o + 8 * c, _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8 * c), _mm256_loadu_ps(o + 8 * c)));
+        }
+      }
+    }
+  }
+  for (int i = 0; i < p.rep * dvk && in_registers; ++i) _mm256_storeu_ps(p.out + 8 * i, acc[i]);
+}
+
+}  // namespace
+
+void add_avx2_attention(Kernels& k) { k.attend16 = attend16; }
+
+}  // namespace lamina_kernels
+
+#endif  // __x86_64__
