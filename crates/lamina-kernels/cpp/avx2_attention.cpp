@@ -41,11 +41,6 @@ LAMINA_AVX2 inline float hmax(__m256 v) {
   return _mm_cvtss_f32(m);
 }
 
-// Lanes [0, count) set.
-LAMINA_AVX2 inline __m256i first_lanes(int count) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 LAMINA_AVX2 void attend16(const Part& p) {
   const int n = p.end - p.begin, dk = p.d / 8, dvk = p.dv / 8;
   for (int r = 0; r < p.rep; ++r) {

@@ -154,9 +154,8 @@ LAMINA_AVX2 inline __m256 widen8(const uint16_t* src, int count, int before) {
   if (before >= 8 - count) {
     const __m256 ending = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + count - 8)));
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i kept = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane);
     const __m256 moved = _mm256_permutevar8x32_ps(ending, _mm256_add_epi32(lane, _mm256_set1_epi32(8 - count)));
-    return _mm256_and_ps(moved, _mm256_castsi256_ps(kept));
+    return _mm256_and_ps(moved, _mm256_castsi256_ps(first_lanes(count)));
   }
   alignas(32) float lanes[8] = {};
   for (int j = 0; j < count; ++j) lanes[j] = _cvtsh_ss(src[j]);
@@ -169,8 +168,7 @@ LAMINA_AVX2 inline __m256 groups8(const Problem& p, const void* values, size_t f
   if (p.half_scales) return widen8(static_cast<const uint16_t*>(values) + first, count, before);
   const float* src = static_cast<const float*>(values) + first;
   if (count == 8) return _mm256_loadu_ps(src);
-  const __m256i kept = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  return _mm256_maskload_ps(src, kept);
+  return _mm256_maskload_ps(src, first_lanes(count));
 }
 
 // Per-thread room for a tile's factors.

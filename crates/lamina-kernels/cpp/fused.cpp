@@ -65,6 +65,13 @@ Part part_of(const Part& whole, int c, float* scores, float* max, float* sum, fl
   return part;
 }
 
+// This thread's room for one part's scores: rep rows of kAttendPart.
+float* part_scores(int rep) {
+  thread_local std::vector<float> scores;
+  scores.resize(static_cast<size_t>(rep) * kAttendPart);
+  return scores.data();
+}
+
 // The parts' statistics ([parts][rep] maxima and sums, [parts][rep][dv] weighted values)
 // combined in order into `out` [rep, dv]; zeros when there are no parts.
 void combine(int parts, int rep, int dv, const float* maxs, const float* sums, const float* outs, float* out) {
@@ -90,14 +97,14 @@ void combine(int parts, int rep, int dv, const float* maxs, const float* sums, c
 
 void attend_query(const Part& whole, float* out) {
   const int parts = parts_of(whole.begin, whole.end), rep = whole.rep;
-  thread_local std::vector<float> scores, stats, outs;
-  scores.resize(static_cast<size_t>(rep) * kAttendPart);
+  thread_local std::vector<float> stats, outs;
+  float* scores = part_scores(rep);
   stats.resize(static_cast<size_t>(2) * parts * rep);
   outs.resize(static_cast<size_t>(parts) * rep * whole.dv);
   float *maxs = stats.data(), *sums = maxs + static_cast<size_t>(parts) * rep;
   for (int c = 0; c < parts; ++c) {
     const size_t h = static_cast<size_t>(c) * rep;
-    attend_any(part_of(whole, c, scores.data(), maxs + h, sums + h, outs.data() + h * whole.dv));
+    attend_any(part_of(whole, c, scores, maxs + h, sums + h, outs.data() + h * whole.dv));
   }
   combine(parts, rep, whole.dv, maxs, sums, outs.data(), out);
 }
@@ -123,11 +130,9 @@ void attend_parts(const Attend& a, RowPlaces places, const float* q, float* out,
   auto task = [&](int t) {
     const int g = group_of[t];
     const size_t h = static_cast<size_t>(t) * rep;
-    thread_local std::vector<float> scores;
-    scores.resize(static_cast<size_t>(rep) * kAttendPart);
     Part whole{q + static_cast<size_t>(g) * rep * a.d, nullptr, nullptr, rep, a.d, a.dv, begins[g], end, a.d, a.dv,
                a.scale, a.softcap, nullptr, nullptr, nullptr, nullptr};
-    Part part = part_of(whole, t - firsts[g], scores.data(), maxs.data() + h, sums.data() + h,
+    Part part = part_of(whole, t - firsts[g], part_scores(rep), maxs.data() + h, sums.data() + h,
                         outs.data() + h * a.dv);
     rows(g, part);
     attend_any(part);

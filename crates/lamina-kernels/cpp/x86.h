@@ -29,6 +29,11 @@ LAMINA_AVX2 inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
+// A mask of lanes [0, count) of eight 32-bit lanes.
+LAMINA_AVX2 inline __m256i first_lanes(int count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 // The sum of a vector's sixteen lanes (GCC 12's _mm512_reduce_add_ps trips its own
 // uninitialized-value warning).
 LAMINA_AVX512 inline float hsum512(__m512 v) {
