@@ -67,8 +67,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => p,
         None => PathBuf::from(option_env!("LAMINA_DEFAULT_MODEL").ok_or("no default model; pass --model")?),
     };
-    let config =
-        QuantConfig { group_size: args.group_size, bits: args.bits, activations: Activations::Exact };
+    let config = QuantConfig {
+        group_size: args.group_size,
+        bits: args.bits,
+        activations: Activations::Exact,
+        blocks: None,
+    };
     let options = || LoadOptions { dtype: Some(DType::F32), ..LoadOptions::default() };
     let mut original = load_blocking(&path, options())?;
     let mut quantized = load_blocking(&path, options())?;

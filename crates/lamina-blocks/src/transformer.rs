@@ -463,7 +463,9 @@ mod tests {
             &mut mlp.down_proj,
         ];
         for (layer, bits) in layers.into_iter().zip(bits) {
-            layer.quantize(QuantConfig { group_size: 32, bits, activations: Activations::Exact }).unwrap();
+            layer
+                .quantize(QuantConfig { group_size: 32, bits, activations: Activations::Exact, blocks: None })
+                .unwrap();
         }
         block
     }

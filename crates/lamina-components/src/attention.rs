@@ -702,7 +702,12 @@ mod tests {
             let mut attn = layer(AttentionConfig { sliding_window: window, softcap, ..config.clone() });
             for projection in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj] {
                 projection
-                    .quantize(QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact })
+                    .quantize(QuantConfig {
+                        group_size: 32,
+                        bits: 4,
+                        activations: Activations::Exact,
+                        blocks: None,
+                    })
                     .unwrap();
             }
             let x = array(&[2, 7, 64], 0.3);
@@ -826,7 +831,12 @@ mod tests {
                 let mut attn = layer(AttentionConfig { rope: rope.clone(), qk_norm, ..base.clone() });
                 for projection in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj] {
                     projection
-                        .quantize(QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact })
+                        .quantize(QuantConfig {
+                            group_size: 32,
+                            bits: 4,
+                            activations: Activations::Exact,
+                            blocks: None,
+                        })
                         .unwrap();
                 }
                 let x = array(&[2, 6, 64], 0.3);

@@ -76,27 +76,37 @@ impl Embedding {
     /// # Errors
     /// [`Error::GroupSize`] if `dims` does not fit the groups.
     pub fn quantize_structure(&mut self, config: QuantConfig) -> Result<()> {
-        let (packed, scales, biases) = config.placeholders(self.num_embeddings(), self.dims())?;
-        self.set_quantized(config, packed, scales, biases);
+        let (packed, groups) = config.placeholders(self.num_embeddings(), self.dims())?;
+        self.set_packed(config, packed, groups);
         Ok(())
     }
 
     fn set_quantized(&mut self, config: QuantConfig, packed: Array, scales: Array, biases: Array) {
+        self.set_packed(config, packed, Some((scales, biases)));
+    }
+
+    /// Holds `packed` quantized as `config` says, with its scales and biases (none for a
+    /// block format).
+    fn set_packed(&mut self, config: QuantConfig, packed: Array, groups: Option<(Array, Array)>) {
         use mlx_rs::module::Parameter;
+        let (scales, biases) = groups.unzip();
         self.weight = Param::new(packed);
-        self.scales = Param::new(Some(scales));
-        self.biases = Param::new(Some(biases));
+        self.scales = Param::new(scales);
+        self.biases = Param::new(biases);
         self.quantization = Some(config);
         self.weight.freeze(true);
         self.scales.freeze(true);
         self.biases.freeze(true);
     }
 
-    fn quantized(&self) -> Option<(QuantConfig, &Array, &Array)> {
-        match (self.quantization, self.scales.as_ref(), self.biases.as_ref()) {
-            (Some(q), Some(s), Some(b)) => Some((q, s, b)),
-            _ => None,
-        }
+    /// The table as stored.
+    fn stored(&self) -> StoredWeight<'_> {
+        StoredWeight::of(
+            &self.weight,
+            self.quantization,
+            self.scales.value.as_ref(),
+            self.biases.value.as_ref(),
+        )
     }
 
     /// The number of rows (the vocabulary size for token embeddings).
@@ -113,7 +123,7 @@ impl Embedding {
     /// # Errors
     /// When the last axis of `x` is not `dims`.
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
-        match fast::product(x, StoredWeight::new(&self.weight, self.quantized()), self.training)? {
+        match fast::product(x, self.stored(), self.training)? {
             Some(y) => Ok(y),
             None => Ok(ops::matmul(x, self.weight.t())?),
         }
@@ -169,11 +179,7 @@ impl Module<&Array> for Embedding {
     /// # Shapes
     /// `[...]` (integer ids) `-> [..., dims]`
     fn forward(&mut self, ids: &Array) -> Result<Array> {
-        if let Some((q, scales, biases)) = self.quantized() {
-            let rows = |a: &Array| a.take_axis(ids, 0);
-            return q.dequantize(&rows(&self.weight)?, &rows(scales)?, &rows(biases)?);
-        }
-        Ok(self.weight.take_axis(ids, 0)?)
+        self.stored().rows(ids)
     }
 
     fn training_mode(&mut self, mode: bool) {
@@ -205,10 +211,10 @@ mod tests {
     #[test]
     fn a_quantized_table_looks_up_and_projects_like_its_dequantized_self() {
         let mut e = Embedding::from_weight(array(&[10, 64], 0.3));
-        e.quantize(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact }).unwrap();
+        e.quantize(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact, blocks: None })
+            .unwrap();
         assert_eq!((e.num_embeddings(), e.dims()), (10, 64));
-        let (q, s, b) = e.quantized().unwrap();
-        let dense = Embedding::from_weight(q.dequantize(&e.weight, s, b).unwrap());
+        let dense = Embedding::from_weight(e.stored().values().unwrap());
         let ids = Array::from_slice(&[3i32, 9, 0], &[1, 3]);
         let mut dense_mut = dense.clone();
         assert!(max_diff(&e.forward(&ids).unwrap(), &dense_mut.forward(&ids).unwrap()) < 1e-6);

@@ -9,10 +9,10 @@
 //! own graph is kept, which is what the memory and speed of training were measured with.
 
 use lamina_core::{Activation, Result};
-use lamina_kernels::{GateActivation, PromptAttention, QuantizedWeight, Rotation};
+use lamina_kernels::{GateActivation, PromptAttention, QuantLayout, QuantizedWeight, Rotation};
 use mlx_rs::{Array, Dtype, ops};
 
-use crate::quant::QuantConfig;
+use crate::quant::{Activations, BlockFormat, QuantConfig};
 
 /// RMSNorm and RoPE as one graph node each on the CPU (MLX's CPU backend expands its own
 /// into ~11 and ~29 nodes); MLX's `fast::rms_norm` and `fast::rope` elsewhere. They decide
@@ -45,6 +45,15 @@ pub enum StoredWeight<'a> {
         /// Group size and bits.
         config: QuantConfig,
     },
+    /// GGUF super-blocks as the file stores them, u8 `[N, K / 256 * block bytes]` (CPU only).
+    Blocks {
+        /// The rows' blocks.
+        weight: &'a Array,
+        /// Their format.
+        format: BlockFormat,
+        /// How products read `x`.
+        activations: Activations,
+    },
 }
 
 impl<'a> StoredWeight<'a> {
@@ -54,6 +63,63 @@ impl<'a> StoredWeight<'a> {
         match quantized {
             Some((config, scales, biases)) => StoredWeight::Quantized { weight, scales, biases, config },
             None => StoredWeight::Dense(weight),
+        }
+    }
+
+    /// A layer's weight from its parameters: quantized as `quantization` says (a block
+    /// format's blocks, or packed values with their `scales` and `biases`), dense without.
+    pub(crate) fn of(
+        weight: &'a Array,
+        quantization: Option<QuantConfig>,
+        scales: Option<&'a Array>,
+        biases: Option<&'a Array>,
+    ) -> Self {
+        match (quantization, scales, biases) {
+            (Some(QuantConfig { blocks: Some(format), activations, .. }), _, _) => {
+                StoredWeight::Blocks { weight, format, activations }
+            }
+            (Some(config), Some(scales), Some(biases)) => {
+                StoredWeight::Quantized { weight, scales, biases, config }
+            }
+            _ => StoredWeight::Dense(weight),
+        }
+    }
+
+    /// The weight's values, f32 when quantized (dense ones as stored).
+    ///
+    /// # Errors
+    /// When MLX or the kernel fails.
+    pub fn values(&self) -> Result<Array> {
+        match *self {
+            StoredWeight::Dense(w) => Ok(w.clone()),
+            StoredWeight::Quantized { weight, scales, biases, config } => {
+                config.dequantize(weight, scales, biases)
+            }
+            StoredWeight::Blocks { weight, format, .. } => {
+                Ok(lamina_kernels::dequantize_blocks(weight, format)?)
+            }
+        }
+    }
+
+    /// Rows `ids` of the weight (any shape of ids): `[..., K]`, f32 when quantized (an
+    /// embedding's lookup, reading only those rows).
+    ///
+    /// # Errors
+    /// When MLX or the kernel fails.
+    pub fn rows(&self, ids: &Array) -> Result<Array> {
+        let rows = |a: &Array| a.take_axis(ids, 0);
+        match *self {
+            StoredWeight::Dense(w) => Ok(rows(w)?),
+            StoredWeight::Quantized { weight, scales, biases, config } => {
+                config.dequantize(&rows(weight)?, &rows(scales)?, &rows(biases)?)
+            }
+            StoredWeight::Blocks { weight, format, .. } => {
+                let flat = weight.take_axis(&ids.flatten(None, None)?, 0)?;
+                let values = lamina_kernels::dequantize_blocks(&flat, format)?;
+                let mut shape = ids.shape().to_vec();
+                shape.push(values.dim(-1));
+                Ok(values.reshape(&shape)?)
+            }
         }
     }
 }
@@ -79,6 +145,9 @@ pub fn product(x: &Array, weight: StoredWeight<'_>, needs_grad: bool) -> Result<
                 config.activations,
             )?))
         }
+        StoredWeight::Blocks { weight, format, activations } => {
+            Ok(Some(lamina_kernels::blocks_matmul(x, weight, format, activations)?))
+        }
         StoredWeight::Dense(w) if is_half(w.dtype()) && !needs_grad => {
             Ok(Some(lamina_kernels::half_matmul(x, w)?))
         }
@@ -94,12 +163,17 @@ pub(crate) fn kernel_weight(weight: StoredWeight<'_>) -> Option<QuantizedWeight<
         {
             Some(QuantizedWeight {
                 weight,
-                scales,
-                biases,
-                group_size: config.group_size,
-                bits: config.bits,
+                layout: QuantLayout::Affine {
+                    scales,
+                    biases,
+                    group_size: config.group_size,
+                    bits: config.bits,
+                },
                 activations: config.activations,
             })
+        }
+        StoredWeight::Blocks { weight, format, activations } => {
+            Some(QuantizedWeight { weight, layout: QuantLayout::Blocks(format), activations })
         }
         _ => None,
     }

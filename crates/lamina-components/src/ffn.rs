@@ -219,7 +219,12 @@ mod tests {
             fill_params(&mut ffn, 0.2);
             for linear in [ffn.gate_proj.as_mut().unwrap(), &mut ffn.up_proj, &mut ffn.down_proj] {
                 linear
-                    .quantize(QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact })
+                    .quantize(QuantConfig {
+                        group_size: 32,
+                        bits: 4,
+                        activations: Activations::Exact,
+                        blocks: None,
+                    })
                     .unwrap();
             }
             let x = array(&[2, 3, 64], 0.1);

@@ -75,7 +75,7 @@ pub use linear::Linear;
 pub use lora::{AdapterKind, LoraConfig, trainable_names};
 pub use mask::{AttentionMask, MaskSpan, attention_mask, causal_mask};
 pub use norm::{Norm, NormConfig};
-pub use quant::{Activations, QuantConfig, Quantizable, VisitLayers, join};
+pub use quant::{Activations, BlockFormat, QuantConfig, Quantizable, VisitLayers, join};
 pub use quantized_cache::{KvQuantization, Packed, QuantizedKv, QuantizedKvCache, quantized_attention};
 pub use rope::{Rope, RopeConfig, RopeScaling};
 pub use ssm::{CausalConv1d, MambaConfig, MambaMixer, ScanInput, selective_scan, ssm_cache};

@@ -116,16 +116,23 @@ impl Linear {
     /// [`lamina_core::Error::GroupSize`] if the input width does not fit the groups.
     pub fn quantize_structure(&mut self, config: QuantConfig) -> Result<()> {
         let (input, output) = self.dims();
-        let (packed, scales, biases) = config.placeholders(output, input)?;
-        self.set_quantized(config, packed, scales, biases);
+        let (packed, groups) = config.placeholders(output, input)?;
+        self.set_packed(config, packed, groups);
         Ok(())
     }
 
     fn set_quantized(&mut self, config: QuantConfig, packed: Array, scales: Array, biases: Array) {
+        self.set_packed(config, packed, Some((scales, biases)));
+    }
+
+    /// Holds `packed` quantized as `config` says, with its scales and biases (none for a
+    /// block format: they live in its blocks).
+    fn set_packed(&mut self, config: QuantConfig, packed: Array, groups: Option<(Array, Array)>) {
         use mlx_rs::module::Parameter;
+        let (scales, biases) = groups.unzip();
         self.weight = Param::new(packed);
-        self.scales = Param::new(Some(scales));
-        self.biases = Param::new(Some(biases));
+        self.scales = Param::new(scales);
+        self.biases = Param::new(biases);
         self.quantization = Some(config);
         self.transposed = None;
         for p in [&mut self.scales, &mut self.biases, &mut self.bias] {
@@ -150,7 +157,12 @@ impl Linear {
 
     /// The weight as stored, quantized or dense.
     fn stored(&self) -> StoredWeight<'_> {
-        StoredWeight::new(&self.weight, self.quantized())
+        StoredWeight::of(
+            &self.weight,
+            self.quantization,
+            self.scales.value.as_ref(),
+            self.biases.value.as_ref(),
+        )
     }
 
     /// `residual + self.forward(x)`, in one graph node where lamina's kernels take it (a
@@ -169,31 +181,28 @@ impl Linear {
         }
     }
 
-    fn quantized(&self) -> Option<(QuantConfig, &Array, &Array)> {
-        match (self.quantization, self.scales.as_ref(), self.biases.as_ref()) {
-            (Some(q), Some(s), Some(b)) => Some((q, s, b)),
-            _ => None,
-        }
-    }
-
     /// The weight as f32 `[output_dims, input_dims]` (dequantized when quantized).
     ///
     /// # Errors
     /// When MLX fails.
     pub fn dense_weight(&self) -> Result<Array> {
-        match self.quantized() {
-            Some((q, s, b)) => q.dequantize(&self.weight, s, b),
-            None => Ok(self.weight.value.clone()),
-        }
+        self.stored().values()
     }
 
-    /// Replaces the weight by a dense one, re-quantizing it when the layer is quantized.
+    /// Replaces the weight by a dense one, re-quantizing it when the layer is quantized
+    /// (GGUF blocks, which lamina does not make, into MLX's 8-bit affine layout in groups of
+    /// 32: within a step of 1/255 of each group's range).
     ///
     /// # Errors
     /// When MLX fails.
     pub(crate) fn set_dense_weight(&mut self, weight: Array) -> Result<()> {
         match self.quantization.take() {
             Some(q) => {
+                let q = if q.blocks.is_some() {
+                    QuantConfig { group_size: 32, bits: 8, activations: q.activations, blocks: None }
+                } else {
+                    q
+                };
                 let (packed, scales, biases) = q.quantize(&weight)?;
                 self.set_quantized(q, packed, scales, biases);
             }
@@ -321,7 +330,9 @@ mod tests {
         let mut layer = Linear::new(128, 16, true).unwrap();
         let x = Array::from_slice(&values(2 * 128, 0.2), &[2, 128]);
         let dense = layer.forward(&x).unwrap();
-        layer.quantize(QuantConfig { group_size: 64, bits: 8, activations: Activations::Exact }).unwrap();
+        layer
+            .quantize(QuantConfig { group_size: 64, bits: 8, activations: Activations::Exact, blocks: None })
+            .unwrap();
         assert_eq!(layer.dims(), (128, 16));
         let keys: Vec<String> = layer.parameters().flatten().keys().map(|k| k.to_string()).collect();
         assert_eq!(keys.len(), 4, "{keys:?}");
@@ -335,12 +346,24 @@ mod tests {
         assert!(diff(&quantized, &reference) < 1e-4);
         assert!(diff(&quantized, &dense) < 0.05);
         assert!(
-            layer.quantize(QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact }).is_err()
+            layer
+                .quantize(QuantConfig {
+                    group_size: 64,
+                    bits: 4,
+                    activations: Activations::Exact,
+                    blocks: None
+                })
+                .is_err()
         );
         assert!(
             Linear::new(96, 4, false)
                 .unwrap()
-                .quantize(QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact })
+                .quantize(QuantConfig {
+                    group_size: 64,
+                    bits: 4,
+                    activations: Activations::Exact,
+                    blocks: None
+                })
                 .is_err()
         );
         assert!(lamina_core::count_trainable_parameters(&layer) == 0);
@@ -357,7 +380,12 @@ mod tests {
             );
             if quantized {
                 layer
-                    .quantize(QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact })
+                    .quantize(QuantConfig {
+                        group_size: 32,
+                        bits: 4,
+                        activations: Activations::Exact,
+                        blocks: None,
+                    })
                     .unwrap();
             }
             let added = layer.forward_add(&x, &residual).unwrap();

@@ -230,7 +230,9 @@ mod tests {
     #[test]
     fn qlora_trains_adapters_on_a_quantized_base_and_fuses_back_into_it() {
         let mut layer = Linear::from_weights(array(&[8, 64], 0.0), None);
-        layer.quantize(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact }).unwrap();
+        layer
+            .quantize(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact, blocks: None })
+            .unwrap();
         let x = array(&[3, 64], 0.5);
         let base = layer.forward(&x).unwrap();
         layer.attach_lora(LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, ..LoraConfig::default() }).unwrap();
@@ -241,7 +243,7 @@ mod tests {
         layer.fuse_lora().unwrap();
         assert_eq!(
             layer.quantization(),
-            Some(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact })
+            Some(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact, blocks: None })
         );
         // Re-quantizing the fused weight costs 8-bit rounding: small against the update.
         let update = max_diff(&adapted, &base);
@@ -318,7 +320,9 @@ mod tests {
     #[test]
     fn dora_on_a_quantized_base_fuses_back_into_it() {
         let mut layer = Linear::from_weights(array(&[8, 64], 0.0), None);
-        layer.quantize(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact }).unwrap();
+        layer
+            .quantize(QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact, blocks: None })
+            .unwrap();
         layer
             .attach_lora(LoraConfig { rank: 2, alpha: 4.0, kind: AdapterKind::Dora, ..LoraConfig::default() })
             .unwrap();

@@ -3,9 +3,12 @@
 //! names follow mlx-community: `weight` (packed), `scales`, `biases`.
 
 use lamina_core::{Config, Error, Result};
-pub use lamina_kernels::Activations;
+pub use lamina_kernels::{Activations, BlockFormat};
 use mlx_rs::{Array, Dtype, ops};
 use serde::{Deserialize, Serialize};
+
+/// Values of a GGUF super-block (every [`BlockFormat`]).
+const BLOCK_VALUES: i32 = lamina_kernels::BLOCK_VALUES as i32;
 use validator::Validate;
 
 /// How weights are quantized (`"quantization": {"group_size": 64, "bits": 4}` in an
@@ -20,45 +23,85 @@ pub struct QuantConfig {
     /// run, not part of the checkpoint (never written to `config.json`; exact when read).
     #[serde(skip)]
     pub activations: Activations,
+    /// `None`: MLX's affine layout. A GGUF super-block format: the weight is the file's
+    /// blocks as stored (u8 rows, scales inside; `group_size` 256, `bits` the format's
+    /// nominal width), on lamina's CPU kernels only. Never written to `config.json`.
+    #[serde(skip)]
+    pub blocks: Option<BlockFormat>,
 }
 
-/// Written with its field names (`QuantConfig { group_size: 64, bits: 4, activations }`),
+/// Written with its field names (`QuantConfig { group_size: 64, bits: 4, activations, blocks }`),
 /// never by position: both sizes are `i32`, and MLX's own functions take them as
 /// `(group_size, bits)`.
 impl QuantConfig {
+    /// GGUF super-blocks of `format` held as stored, read as `activations` says.
+    pub fn gguf(format: BlockFormat, activations: Activations) -> Self {
+        let bits = match format {
+            BlockFormat::Q2K => 2,
+            BlockFormat::Q3K => 3,
+            BlockFormat::Q4K | BlockFormat::IQ4XS => 4,
+            BlockFormat::Q5K => 5,
+            BlockFormat::Q6K => 6,
+        };
+        QuantConfig { group_size: BLOCK_VALUES, bits, activations, blocks: Some(format) }
+    }
+
     /// Bytes of an `[rows, cols]` matrix quantized this way (packed values, f32 scales
-    /// and biases).
+    /// and biases; a block format's blocks).
     pub fn bytes(&self, rows: u64, cols: u64) -> u64 {
+        if let Some(format) = self.blocks {
+            return rows * format.row_bytes(cols as usize) as u64;
+        }
         let groups = cols / self.group_size.max(1) as u64;
         rows * (cols * self.bits as u64 / 8 + groups * 2 * 4)
     }
 
-    /// The packed `[rows, cols]` shapes: `(weight, scales/biases)`.
+    /// The packed `[rows, cols]` shapes: `(weight, scales/biases)` (a block format's
+    /// scales live in its blocks: `[rows, 0]`).
     pub fn shapes(&self, rows: i32, cols: i32) -> (Vec<i32>, Vec<i32>) {
-        (vec![rows, cols * self.bits / 32], vec![rows, cols / self.group_size])
+        match self.blocks {
+            Some(format) => (vec![rows, format.row_bytes(cols.max(0) as usize) as i32], vec![rows, 0]),
+            None => (vec![rows, cols * self.bits / 32], vec![rows, cols / self.group_size]),
+        }
     }
 
     /// Columns of the unquantized matrix whose packed form has `packed_cols` columns.
     pub fn unpacked_cols(&self, packed_cols: i32) -> i32 {
-        packed_cols * 32 / self.bits
+        match self.blocks {
+            Some(format) => packed_cols / format.block_bytes() as i32 * BLOCK_VALUES,
+            None => packed_cols * 32 / self.bits,
+        }
     }
 
     /// Placeholders of a quantized `[rows, cols]` matrix (lazy zeros, never allocated
-    /// unless evaluated), to load a quantized checkpoint into: `(packed, scales, biases)`.
+    /// unless evaluated), to load a quantized checkpoint into: `(packed, scales, biases)`
+    /// for the affine layout; a block format's blocks alone (`scales` and `biases` `None`).
     ///
     /// # Errors
     /// [`Error::GroupSize`] when `cols` is not a multiple of `group_size`.
-    pub fn placeholders(&self, rows: i32, cols: i32) -> Result<(Array, Array, Array)> {
+    pub fn placeholders(&self, rows: i32, cols: i32) -> Result<(Array, Option<(Array, Array)>)> {
         self.check_cols(cols)?;
         let (w, s) = self.shapes(rows, cols);
-        Ok((ops::zeros_dtype(&w, Dtype::Uint32)?, ops::zeros::<f32>(&s)?, ops::zeros::<f32>(&s)?))
+        if self.blocks.is_some() {
+            return Ok((ops::zeros_dtype(&w, Dtype::Uint8)?, None));
+        }
+        Ok((ops::zeros_dtype(&w, Dtype::Uint32)?, Some((ops::zeros::<f32>(&s)?, ops::zeros::<f32>(&s)?))))
     }
 
     /// Quantizes `w [rows, cols]`: `(packed, scales, biases)`.
     ///
     /// # Errors
-    /// [`Error::GroupSize`] when `cols` is not a multiple of `group_size`.
+    /// [`Error::GroupSize`] when `cols` is not a multiple of `group_size`;
+    /// [`Error::InvalidConfig`] for a block format (lamina reads GGUF blocks, it does not
+    /// make them).
     pub fn quantize(&self, w: &Array) -> Result<(Array, Array, Array)> {
+        if let Some(format) = self.blocks {
+            return Err(Error::invalid(
+                Self::NAME,
+                "blocks",
+                format!("lamina reads {format} blocks, it does not make them"),
+            ));
+        }
         self.check_cols(w.dim(-1))?;
         Ok(ops::quantize(w.as_dtype(Dtype::Float32)?, self.group_size, self.bits)?)
     }
@@ -87,6 +130,13 @@ impl Config for QuantConfig {
     const NAME: &'static str = "QuantConfig";
 
     fn check(&self) -> Result<()> {
+        if self.blocks.is_some() {
+            return if self.group_size == BLOCK_VALUES {
+                Ok(())
+            } else {
+                Err(Error::invalid(Self::NAME, "group_size", format!("a block format has {BLOCK_VALUES}")))
+            };
+        }
         if ![32, 64, 128].contains(&self.group_size) {
             return Err(Error::invalid(
                 Self::NAME,
@@ -207,7 +257,7 @@ mod tests {
     fn error_is_within_the_bound_for_the_bit_width() {
         let w = array(&[16, 128], 0.4);
         for bits in [4, 8] {
-            let q = QuantConfig { group_size: 64, bits, activations: Activations::Exact };
+            let q = QuantConfig { group_size: 64, bits, activations: Activations::Exact, blocks: None };
             let (packed, scales, biases) = q.quantize(&w).unwrap();
             assert_eq!(packed.shape(), &[16, 128 * bits / 32]);
             assert_eq!(scales.shape(), &[16, 2]);
@@ -224,18 +274,23 @@ mod tests {
     #[test]
     fn bad_settings_are_rejected() {
         assert!(
-            QuantConfig { group_size: 48, bits: 4, activations: Activations::Exact }.validated().is_err()
+            QuantConfig { group_size: 48, bits: 4, activations: Activations::Exact, blocks: None }
+                .validated()
+                .is_err()
         );
         assert!(
-            QuantConfig { group_size: 64, bits: 7, activations: Activations::Exact }.validated().is_err()
+            QuantConfig { group_size: 64, bits: 7, activations: Activations::Exact, blocks: None }
+                .validated()
+                .is_err()
         );
         assert!(
-            QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact }
+            QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact, blocks: None }
                 .quantize(&array(&[2, 96], 0.0))
                 .is_err()
         );
         assert_eq!(
-            QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact }.bytes(10, 128),
+            QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact, blocks: None }
+                .bytes(10, 128),
             10 * (64 + 2 * 8)
         );
     }

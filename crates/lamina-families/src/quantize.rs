@@ -78,6 +78,7 @@ impl CheckpointQuantization {
                 group_size: field("group_size").or(default.map(|d| d.group_size)).unwrap_or(64),
                 bits: field("bits").or(default.map(|d| d.bits)).unwrap_or(4),
                 activations: Activations::Exact,
+                blocks: None,
             };
             parsed.validated()?;
             Ok(parsed)
@@ -117,14 +118,17 @@ impl CheckpointQuantization {
         json!({"group_size": config.group_size, "bits": config.bits})
     }
 
-    /// Turns every layer whose `<path>.scales` the checkpoint holds into a quantized
-    /// layer of the right shapes (mlx-lm's rule), so the checkpoint applies strictly.
+    /// Turns every layer whose `<path>.scales` the checkpoint holds (mlx-lm's rule), or
+    /// whose own entry is a GGUF block format, into a quantized layer of the right shapes, so
+    /// the checkpoint applies strictly.
     ///
     /// # Errors
     /// When a layer's width does not fit its groups.
     pub fn prepare(&self, model: &mut dyn LanguageModel, weights: &Weights) -> Result<()> {
         model.visit_layers("", &mut |path, layer| {
-            if !weights.contains_key(&format!("{path}.scales")) {
+            // GGUF super-blocks hold their scales inside: the layer's own entry says so.
+            let blocks = matches!(self.overrides.get(path), Some(Some(QuantConfig { blocks: Some(_), .. })));
+            if !blocks && !weights.contains_key(&format!("{path}.scales")) {
                 return Ok(());
             }
             let Some(config) = self.overrides.get(path).copied().unwrap_or(Some(self.default)) else {

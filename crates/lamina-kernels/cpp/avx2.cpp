@@ -344,6 +344,7 @@ Kernels avx2_kernels(Kernels k) {
   k.half_narrow = half_narrow;
   k.attend = attend;
   add_avx2_attention(k);
+  add_avx2_blocks(k);
   return k;
 }
 

@@ -31,6 +31,7 @@
 #include "decode.h"
 #include "quantized.h"
 #include "rope.h"
+#include "weights.h"
 
 namespace {
 
@@ -55,8 +56,7 @@ struct BlockSpec {
   NormAt norms[kNorms];
   NormAt qk_norms[2];  // per-head RMSNorm of q and k before RoPE
   int weight_at[kProducts];  // the packed weight; its scales and biases follow
-  int group[kProducts], bits[kProducts];
-  Activations activations[kProducts];
+  Operand operands[kProducts];
   int bias_at[3];  // q, k, v biases
   int keys_at, values_at, periods_at;
   int places_at;  // RowPlaces (-1: none)
@@ -88,12 +88,8 @@ void rms_norm_rows(const float* x, const mc::array& weight, const NormAt& norm, 
 void product(const std::vector<mc::array>& in, const BlockSpec& b, int which, const float* x, int rows, int k,
              float* out) {
   const int at = b.weight_at[which];
-  const mc::array& w = in[at];
-  const mc::array& scales = in[at + 1];
-  const int n = static_cast<int>(w.shape(0));
-  Problem p{x, w.data<uint8_t>(), scales.data<void>(), in[at + 2].data<void>(), out,
-            rows, n, k, b.group[which], b.bits[which], scales.dtype() == mc::float16, b.activations[which]};
-  quantized_products(p);
+  const int n = static_cast<int>(in[at].shape(0));
+  quantized_products(problem_of(b.operands[which], x, in[at], in[at + 1], in[at + 2], out, rows, k));
   if (which <= kV && b.bias_at[which] >= 0) {
     const float* bias = in[b.bias_at[which]].data<float>();
     for (int r = 0; r < rows; ++r) {
@@ -191,8 +187,6 @@ class DecodeBlock : public mc::Primitive {
 
 extern "C" {
 
-int lamina_kernels_supports_quantized(int bits, int group);
-
 // The block's shapes and settings (mirrors the Rust side's `LaminaBlock`).
 struct LaminaBlock {
   int heads, kv_heads, head_dim;
@@ -214,7 +208,8 @@ struct LaminaBlock {
 // `norms` the four RMSNorm weights [hidden] (empty handles for absent ones: the first and
 // third are required); `qk_norms` the per-head q and k norms [D] (empty: none); `ws`/`ss`/
 // `bs` the seven products' packed weights, scales and biases (q, k, v, o, gate, up, down)
-// with `groups`/`bits`/`activations` (Activations: 0 exact, 1 x rounded to 8 bits, 2 the same, top exact); `qkv_biases` f32 biases of q, k, v (empty: none); `keys`/`values`
+// with `groups`/`bits`/`activations` (Activations: 0 exact, 1 x rounded to 8 bits, 2 the same, top exact) and
+// `formats` (0 affine, else a GGUF super-block Format: its scales and biases the weight again); `qkv_biases` f32 biases of q, k, v (empty: none); `keys`/`values`
 // the caches [B, H_kv, C, D]; `periods` an empty handle or RoPE's [dims / 2]; `places` an
 // empty handle or int32 [B, 2] (RowPlaces: each row's first slot and position). Fills `out`
 // [B, 1, hidden] and the caches with the token's slot written. CPU and f32 only (returns 1
@@ -223,7 +218,8 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
                                                                Handle x, const Handle* norms, const Handle* qk_norms,
                                                                const Handle* ws, const Handle* ss, const Handle* bs,
                                                                const int* groups, const int* bits,
-                                                               const int* activations, const Handle* qkv_biases, Handle keys, Handle values,
+                                                               const int* activations, const int* formats,
+                                                               const Handle* qkv_biases, Handle keys, Handle values,
                                                                Handle periods, Handle places,
                                                                const LaminaBlock* block) {
   try {
@@ -263,15 +259,9 @@ __attribute__((visibility("default"))) int lamina_decode_block(Handle* out, Hand
     for (int i = 0; i < kProducts && fits; ++i) {
       const mc::array &w = from_handle(ws[i]), &sc = from_handle(ss[i]), &bi = from_handle(bs[i]);
       const int n = widths[i][0], k = widths[i][1];
-      const bool scales_read = (sc.dtype() == mc::float32 || sc.dtype() == mc::float16) && bi.dtype() == sc.dtype();
-      fits = w.dtype() == mc::uint32 && w.ndim() == 2 && scales_read && groups[i] > 0 &&
-             lamina_kernels_supports_quantized(bits[i], groups[i]) && k % groups[i] == 0 && w.shape(0) == n &&
-             static_cast<int64_t>(w.shape(1)) * 32 == static_cast<int64_t>(k) * bits[i] &&
-             sc.shape() == mc::Shape{n, k / groups[i]} && bi.shape() == sc.shape();
+      spec.operands[i] = Operand::of(groups[i], bits[i], activations[i], formats[i]);
+      fits = operand_fits(w, sc, bi, n, k, spec.operands[i]);
       if (!fits) why = "product " + std::to_string(i) + " does not fit";
-      spec.group[i] = groups[i];
-      spec.bits[i] = bits[i];
-      spec.activations[i] = activations_of(activations[i]);
       spec.weight_at[i] = static_cast<int>(inputs.size());
       inputs.insert(inputs.end(), {w, sc, bi});
     }

@@ -31,6 +31,7 @@
 #include "isa.h"
 #include "quantized.h"
 #include "rope.h"
+#include "weights.h"
 
 namespace lamina_kernels {
 
@@ -230,13 +231,6 @@ namespace {
 
 using namespace lamina_kernels;
 
-// One quantized operand: packed weight, scales, biases and their layout.
-struct Operand {
-  int group;
-  int bits;
-  Activations activations;
-};
-
 // What happens to the products' outputs: the first two rotated (RoPE of a decoded
 // token's queries and keys, [B, H, 1, D] each), or the residual added to the only one.
 struct Epilogue {
@@ -281,10 +275,7 @@ class QuantizedProducts : public mc::Primitive {
           up.resize(static_cast<size_t>(m) * n);
           out = up.data();
         }
-        const mc::array& scales = inputs[2 + 3 * i];
-        Problem p{xp, w.data<uint8_t>(), scales.data<void>(), inputs[3 + 3 * i].data<void>(), out, m, n, k,
-                  operands[i].group, operands[i].bits, scales.dtype() == mc::float16, operands[i].activations};
-        quantized_products(p);
+        quantized_products(problem_of(operands[i], xp, w, inputs[2 + 3 * i], inputs[3 + 3 * i], out, m, k));
       }
       if (gate != Gate::None) {
         float* out = outs[0];
@@ -350,8 +341,7 @@ class QuantizedProducts : public mc::Primitive {
       return false;
     }
     for (size_t i = 0; i < operands_.size(); ++i) {
-      const Operand &a = o->operands_[i], &b = operands_[i];
-      if (a.group != b.group || a.bits != b.bits || a.activations != b.activations) return false;
+      if (!(o->operands_[i] == operands_[i])) return false;
     }
     return true;
   }
@@ -364,8 +354,7 @@ class QuantizedProducts : public mc::Primitive {
     const mc::Stream s = stream();
     std::vector<mc::array> outs;
     for (size_t i = 0; i < operands_.size(); ++i) {
-      outs.push_back(mc::quantized_matmul(x, in[1 + 3 * i], in[2 + 3 * i], in[3 + 3 * i], true, operands_[i].group,
-                                          operands_[i].bits, "affine", s));
+      outs.push_back(weight_product(x, in[1 + 3 * i], in[2 + 3 * i], in[3 + 3 * i], operands_[i], true, s));
     }
     if (gate_ != Gate::None) {
       const mc::array& g = outs[0];
@@ -565,21 +554,20 @@ struct LaminaRope {
   Handle periods;
 };
 
-extern "C" int lamina_kernels_supports_quantized(int bits, int group);
-
 // Several quantized products of one x in one graph node: out_i = x @ dequantize(w_i)^T,
 // shaped `shapes[i]` (a reshape of [..., N_i]; `ndims[i] == 0` keeps [..., N_i]). With
 // `gate` 1-3 there are two operands and one output, act(x Wg^T) * (x Wu^T) (1 SiLU, 2 GELU
 // with tanh, 3 GELU with erf). `rope` (may be null): the first two outputs, shaped
 // [B, H, 1, D], rotated. `residual` (may be an empty handle): added to the only output.
 // `activations[i]`: 0 exact, 1 x rounded to 8 bits, 2 the same with the top outputs exact
-// (Activations).
+// (Activations); `formats[i]`: 0 MLX's affine layout, else a GGUF super-block format
+// (Format: `ss[i]` and `bs[i]` are then the weight again).
 // CPU and f32 only (returns 1 with the reason otherwise).
 __attribute__((visibility("default"))) int lamina_quantized_products(Handle* outs, int count, Handle x,
                                                                      const Handle* ws, const Handle* ss,
                                                                      const Handle* bs, const int* groups,
                                                                      const int* bits, const int* activations,
-                                                                     const int* shapes,
+                                                                     const int* formats, const int* shapes,
                                                                      const int* ndims, int gate,
                                                                      const LaminaRope* rope, Handle residual) {
   try {
@@ -599,12 +587,8 @@ __attribute__((visibility("default"))) int lamina_quantized_products(Handle* out
     for (int i = 0; i < count; ++i) {
       const mc::array &w = from_handle(ws[i]), &s = from_handle(ss[i]), &b = from_handle(bs[i]);
       const int n = static_cast<int>(w.ndim() == 2 ? w.shape(0) : 0);
-      const bool scales_read = (s.dtype() == mc::float32 || s.dtype() == mc::float16) && b.dtype() == s.dtype();
-      const bool fits = w.dtype() == mc::uint32 && scales_read && w.ndim() == 2 &&
-                        lamina_kernels_supports_quantized(bits[i], groups[i]) && k % groups[i] == 0 &&
-                        static_cast<int64_t>(w.shape(1)) * 32 == static_cast<int64_t>(k) * bits[i] &&
-                        s.shape() == mc::Shape{n, k / groups[i]} && b.shape() == s.shape();
-      if (!fits) {
+      const Operand operand = Operand::of(groups[i], bits[i], activations[i], formats[i]);
+      if (!operand_fits(w, s, b, n, k, operand)) {
         last_error() = "fused quantized products: x " + shape_text(xa) + " does not fit w " + shape_text(w) +
                        " at " + std::to_string(bits[i]) + " bits, group " + std::to_string(groups[i]);
         return 1;
@@ -614,7 +598,7 @@ __attribute__((visibility("default"))) int lamina_quantized_products(Handle* out
         return 1;
       }
       inputs.insert(inputs.end(), {w, s, b});
-      operands.push_back({groups[i], bits[i], activations_of(activations[i])});
+      operands.push_back(operand);
       mc::Shape shape = xa.shape();
       shape.back() = n;
       if (ndims != nullptr && ndims[i] > 0) {

@@ -39,6 +39,10 @@ using RowDot = float (*)(const Problem& p, int row, const float* x, const Prepar
 // A packed row as K floats.
 using RowDequantize = void (*)(const Problem& p, int row, float* dst);
 
+// A super-block row dequantized into a per-thread buffer and dotted with x by the tier's
+// `dots` (blocks.cpp): the exact product, any format.
+float dot_dequantized(const Problem& p, int row, const float* x, const PreparedRow& prepared);
+
 struct Kernels {
   Isa isa;
   const char* name;
@@ -68,6 +72,14 @@ struct Kernels {
   void (*attend)(const Part& p);
   // The same for head sizes that are multiples of 16 (up to 256), no soft-capping.
   void (*attend16)(const Part& p);
+  // GGUF's super-block formats (blocks.h), by Format code: a row against x rounded per 256
+  // values (PreparedRow's Q8_K form), and a row dequantized. The portable tier fills every
+  // format; the others replace what they do faster.
+  RowDot dot_blocks_int8[kFormats];
+  RowDequantize dequantize_blocks[kFormats];
+  // Weight rows [begin, end) against rows [m0, m1) of x (as products_int8), each pair
+  // exactly as dot_blocks_int8 computes it; null: the one-row kernel serves, pair by pair.
+  void (*products_blocks_int8[kFormats])(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1);
 
   RowDot dot_for(int bits) const { return bits == 4 && dot_q4 ? dot_q4 : bits == 8 && dot_q8 ? dot_q8 : dot_bits; }
   // p's one-row kernel, and whether it reads x rounded to 8 bits (`prepare`'s argument):
@@ -77,6 +89,11 @@ struct Kernels {
     bool int8;
   };
   RowKernel row_kernel(const Problem& p) const {
+    if (p.blocks()) {
+      const RowDot int8 = dot_blocks_int8[static_cast<int>(p.format)];
+      if (p.activations != Activations::exact && int8 != nullptr) return {int8, true};
+      return {dot_dequantized, false};
+    }
     if (p.activations != Activations::exact) {
       if (p.bits == 4 && dot_q4_int8 != nullptr) return {dot_q4_int8, true};
       if (p.bits == 8 && dot_q8_int8 != nullptr) return {dot_q8_int8, true};
@@ -88,6 +105,15 @@ struct Kernels {
   RowDequantize dequantize_for(int bits) const {
     return (bits == 4 || bits == 8) && dequantize_q4_q8 ? dequantize_q4_q8 : dequantize_bits;
   }
+  // p's row kernel with x exact, and its dequantization.
+  RowDot exact_dot(const Problem& p) const { return p.blocks() ? dot_dequantized : dot_for(p.bits); }
+  RowDequantize dequantize_for(const Problem& p) const {
+    return p.blocks() ? dequantize_blocks[static_cast<int>(p.format)] : dequantize_for(p.bits);
+  }
+  // Whether products of weights in format `f` run here.
+  bool blocks(Format f) const {
+    return dequantize_blocks[static_cast<int>(f)] != nullptr && dot_blocks_int8[static_cast<int>(f)] != nullptr && dots;
+  }
   // Whether products of `bits`-wide weights run here (every path: one row, batches, tiles).
   bool quantized(int bits) const { return dot_for(bits) && dequantize_for(bits) && dots && widen_f16; }
   bool half() const { return half_dot && half_widen && half_narrow; }
@@ -95,12 +121,16 @@ struct Kernels {
 
 // The tiers' tables. Each x86 tier takes the table of the tier below and replaces entries.
 Kernels portable_kernels();
+// The portable super-block kernels (blocks.cpp), into a table.
+void add_portable_blocks(Kernels& k);
 #if defined(__x86_64__)
 Kernels avx2_kernels(Kernels below);
 // The AVX2 tier's products with x rounded to 8 bits (avx2_int8.cpp), into its table.
 void add_avx2_int8(Kernels& k);
 // The AVX2 tier's attention for head sizes that are multiples of 16 (avx2_attention.cpp).
 void add_avx2_attention(Kernels& k);
+// The AVX2 tier's super-block products (avx2_blocks.cpp).
+void add_avx2_blocks(Kernels& k);
 Kernels avx512_kernels(Kernels below);
 Kernels avx512_vbmi_kernels(Kernels below);
 #endif

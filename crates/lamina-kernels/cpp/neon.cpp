@@ -204,6 +204,7 @@ Kernels neon_kernels() {
   k.dots = dots;
   k.widen_f16 = f16_to_f32;
   k.attend = attend;
+  add_portable_blocks(k);
   return k;
 }
 

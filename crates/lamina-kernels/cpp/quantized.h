@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "blocks.h"
+
 namespace lamina_kernels {
 
 // `n` f16 values as f32 (the tier's widening: F16C, NEON, or a loop).
@@ -31,9 +33,10 @@ inline Activations activations_of(int code) {
   return static_cast<Activations>(code);
 }
 
-// out[M, N] = x[M, K] @ dequantize(w)^T for MLX's affine layout: `w` packed little-endian
-// bit streams, one per row; per-group scales and biases, f32 or f16 (as GGUF stores them:
-// a quarter fewer bytes per 4-bit weight to read).
+// out[M, N] = x[M, K] @ dequantize(w)^T for MLX's affine layout (`w` packed little-endian
+// bit streams, one per row; per-group scales and biases, f32 or f16: as GGUF stores them, a
+// quarter fewer bytes per 4-bit weight to read), or for a GGUF super-block format (`w` the
+// file's blocks, K / 256 a row; `scales`, `biases`, `group` and `bits` unused).
 struct Problem {
   const float* x;       // [M, K], row-major
   const uint8_t* w;     // [N, K * bits / 8] bytes
@@ -43,11 +46,13 @@ struct Problem {
   int m, n, k, group, bits;
   bool half_scales;     // scales and biases are f16
   Activations activations = Activations::exact;
-  int row_bytes() const { return k * bits / 8; }
+  Format format = Format::affine;
+  bool blocks() const { return format != Format::affine; }
+  int row_bytes() const { return blocks() ? k / kBlockValues * block_bytes(format) : k * bits / 8; }
   // Groups of one 32-value chunk, as every GGUF file's (f16 scales and biases where the
   // file's hold them exactly, f32 for the K-quants' products of two scales): the tiers'
   // fastest 8-bit loops.
-  bool gguf_layout() const { return group == 32; }
+  bool gguf_layout() const { return !blocks() && group == 32; }
   int groups() const { return k / group; }
   // Row r's packed values.
   const uint8_t* row(int r) const { return w + static_cast<size_t>(r) * row_bytes(); }
@@ -93,33 +98,50 @@ struct PreparedRow {
   std::vector<float> group_sums;
   std::vector<float> split;    // [K]: per 32-chunk, 16 even values then 16 odd values
   std::vector<int8_t> q8;      // [K]: round(x / q8_scales[chunk]), in [-127, 127]
-  std::vector<float> q8_scales;  // [K / 32]: the chunk's largest |x| / 127
+  std::vector<float> q8_scales;  // [K / 32]: the chunk's largest |x| / 127 (K / 256 for blocks)
+  std::vector<int16_t> bsums;    // super-block formats: [K / 16] sums of q8 (ggml's Q8_K)
 };
 
 // n rounded up to a multiple of 8.
 inline int padded8(int n) { return (n + 7) / 8 * 8; }
 
-// x's 32-value chunks rounded to 8 bits (llama.cpp's Q8_0): d = max |x| / 127, round(x / d)
-// to nearest, ties to even; `order` maps a chunk's position to the index of x it holds.
+// x's chunks of `size` values rounded to 8 bits (llama.cpp's Q8_0 for 32, Q8_K for 256):
+// d = max |x| / 127, round(x / d) to nearest, ties to even; `order` maps a chunk's position
+// to the index of x it holds.
 template <class Order>
-void round_chunks(const float* x, int k, Order order, PreparedRow& out) {
+void round_chunks(const float* x, int k, Order order, PreparedRow& out, int size = 32) {
   out.q8.resize(k);
-  out.q8_scales.assign(padded8(k / 32), 0.0f);
-  for (int c = 0; c < k / 32; ++c) {
-    const float* chunk = x + 32 * c;
+  out.q8_scales.assign(padded8(k / size), 0.0f);
+  for (int c = 0; c < k / size; ++c) {
+    const float* chunk = x + static_cast<size_t>(size) * c;
     float largest = 0.0f;
-    for (int j = 0; j < 32; ++j) largest = std::max(largest, std::fabs(chunk[j]));
+    for (int j = 0; j < size; ++j) largest = std::max(largest, std::fabs(chunk[j]));
     const float d = largest / 127.0f;
     const float inverse = d > 0.0f ? 1.0f / d : 0.0f;
     out.q8_scales[c] = d;
-    for (int j = 0; j < 32; ++j) {
-      out.q8[32 * c + j] = static_cast<int8_t>(std::nearbyint(chunk[order(j)] * inverse));
+    for (int j = 0; j < size; ++j) {
+      out.q8[static_cast<size_t>(size) * c + j] = static_cast<int8_t>(std::nearbyint(chunk[order(j)] * inverse));
     }
   }
 }
 
+// Super-block formats: x rounded per 256 values, with the sums of each 16 (ggml's Q8_K).
+inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8) {
+  PreparedRow out;
+  if (!int8) return out;
+  round_chunks(x, p.k, [](int j) { return j; }, out, kBlockValues);
+  out.bsums.resize(p.k / 16);
+  for (int s = 0; s < p.k / 16; ++s) {
+    int sum = 0;
+    for (int j = 0; j < 16; ++j) sum += out.q8[16 * s + j];
+    out.bsums[s] = static_cast<int16_t>(sum);
+  }
+  return out;
+}
+
 // `int8`: the product's kernel reads x rounded to 8 bits (Kernels::row_kernel).
 inline PreparedRow prepare(const Problem& p, const float* x, bool int8) {
+  if (p.blocks()) return prepare_blocks(p, x, int8);
   PreparedRow out;
   out.group_sums.assign(padded8(p.groups()), 0.0f);
   for (int g = 0; g < p.groups(); ++g) {

@@ -38,6 +38,7 @@
 #include "common.h"
 #include "isa.h"
 #include "quantized.h"
+#include "weights.h"
 
 namespace {
 
@@ -66,7 +67,7 @@ void rescore_top(const Problem& p, const float* x, float* out) {
     }
   }
   const PreparedRow exact = prepare(p, x, false);
-  const RowDot dot = kernels().dot_for(p.bits);
+  const RowDot dot = kernels().exact_dot(p);
   for (int i = 0; i < count; ++i) out[rows[i]] = dot(p, rows[i], x, exact);
 }
 
@@ -79,7 +80,7 @@ int tasks_for(const Problem& p, size_t work) {
 void gemv(const Problem& p) {
   Pool& pool = Pool::get();
   const int tasks = tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes());
-  const RowDot dot = kernels().dot_for(p.bits);
+  const RowDot dot = kernels().exact_dot(p);
   for (int m = 0; m < p.m; ++m) {
     const float* x = p.x + static_cast<size_t>(m) * p.k;
     float* out = p.out + static_cast<size_t>(m) * p.n;
@@ -107,7 +108,10 @@ void products_int8(const Problem& p, RowDot dot) {
     for (int m = begin; m < end; ++m) prepared[m] = prepare(p, p.x + static_cast<size_t>(m) * p.k, true);
   });
   const int tasks = tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes() * p.m);
-  const auto products = p.gguf_layout() ? kernels().products_int8 : nullptr;
+  const Kernels& k = kernels();
+  const auto products = p.gguf_layout() ? k.products_int8
+                        : p.blocks()    ? k.products_blocks_int8[static_cast<int>(p.format)]
+                                        : nullptr;
   pool.run(tasks, [&](int t) {
     const auto [begin, end] = share(p.n, t, tasks);
     if (products != nullptr) {
@@ -129,7 +133,7 @@ void products_int8(const Problem& p, RowDot dot) {
 void gemv_batch(const Problem& p) {
   Pool& pool = Pool::get();
   const Kernels& k = kernels();
-  const RowDequantize dequantize = k.dequantize_for(p.bits);
+  const RowDequantize dequantize = k.dequantize_for(p);
   const int tasks = tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes() * p.m);
   pool.run(tasks, [&](int t) {
     const auto [begin, end] = share(p.n, t, tasks);
@@ -167,7 +171,7 @@ void gemm(const Problem& p) {
   std::vector<float> buffer(static_cast<size_t>(tile) * p.k);
   for (int n0 = 0; n0 < p.n; n0 += tile) {
     const int rows = std::min(tile, p.n - n0);
-    const RowDequantize dequantize = kernels().dequantize_for(p.bits);
+    const RowDequantize dequantize = kernels().dequantize_for(p);
     pool.run(rows, [&](int r) { dequantize(p, n0 + r, buffer.data() + static_cast<size_t>(r) * p.k); });
     cblas_sgemm(kRowMajor, kNoTrans, kTrans, p.m, rows, p.k, 1.0f, p.x, p.k, buffer.data(), p.k, 0.0f,
                 p.out + n0, p.n);
@@ -199,8 +203,7 @@ namespace {
 
 class QuantizedMatmulCpu : public mc::UnaryPrimitive {
  public:
-  QuantizedMatmulCpu(mc::Stream stream, int group, int bits, Activations activations)
-      : mc::UnaryPrimitive(stream), group_(group), bits_(bits), activations_(activations) {}
+  QuantizedMatmulCpu(mc::Stream stream, Operand operand) : mc::UnaryPrimitive(stream), operand_(operand) {}
 
   void eval_cpu(const std::vector<mc::array>& inputs, mc::array& out) override {
     // The kernels read x as a dense [M, K]; a strided view is copied once (in the task).
@@ -213,18 +216,15 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
     for (const auto& a : inputs) encoder.set_input_array(a);
     encoder.set_output_array(out);
     mc::array w = inputs[1], scales = inputs[2], biases = inputs[3];
-    const int n = static_cast<int>(w.shape(0));
-    encoder.dispatch([x, w, scales, biases, out_ptr = out.data<float>(), m, n, k, contiguous, group = group_,
-                      bits = bits_, activations = activations_]() mutable {
+    encoder.dispatch([x, w, scales, biases, out_ptr = out.data<float>(), m, k, contiguous,
+                      operand = operand_]() mutable {
       const float* xp = x.data<float>();
       std::vector<float> dense;
       if (!contiguous) {
         dense = dense_f32(x);
         xp = dense.data();
       }
-      Problem p{xp,    w.data<uint8_t>(), scales.data<void>(), biases.data<void>(), out_ptr, m, n, k, group, bits,
-                scales.dtype() == mc::float16, activations};
-      quantized_products(p);
+      quantized_products(problem_of(operand, xp, w, scales, biases, out_ptr, m, k));
     });
   }
 
@@ -239,8 +239,7 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
       if (arg != 0) {
         throw std::invalid_argument("lamina's quantized matmul has no gradient for its quantized weight");
       }
-      grads.push_back(mc::quantized_matmul(cotangents[0], primals[1], primals[2], primals[3], false, group_,
-                                           bits_, "affine", stream()));
+      grads.push_back(weight_product(cotangents[0], primals[1], primals[2], primals[3], operand_, false, stream()));
     }
     return grads;
   }
@@ -249,7 +248,7 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
 
   bool is_equivalent(const mc::Primitive& other) const override {
     const auto* o = dynamic_cast<const QuantizedMatmulCpu*>(&other);
-    return o != nullptr && o->group_ == group_ && o->bits_ == bits_ && o->activations_ == activations_;
+    return o != nullptr && o->operand_ == operand_;
   }
 
   std::vector<mc::Shape> output_shapes(const std::vector<mc::array>& inputs) override {
@@ -259,9 +258,7 @@ class QuantizedMatmulCpu : public mc::UnaryPrimitive {
   }
 
  private:
-  int group_;
-  int bits_;
-  Activations activations_;
+  Operand operand_;
 };
 
 }  // namespace
@@ -280,49 +277,51 @@ int lamina_kernel_threads() { return lamina_kernels::Pool::get().size(); }
 
 
 // `out = x @ dequantize(w, scales, biases)^T` on the CPU (MLX's own op elsewhere).
-// x: f32 [..., K]; w: u32 [N, K * bits / 32]; scales, biases: f32 [N, K / group];
+// x: f32 [..., K]; `format` 0: MLX's affine layout, w u32 [N, K * bits / 32], scales and
+// biases f32 or f16 [N, K / group]; 1-6: a GGUF super-block format (Format), w u8
+// [N, K / 256 * block bytes], scales and biases unused (pass w), CPU only.
 // activations: 0 exact, 1 x rounded to 8 bits, 2 the same with each row's kExactTop largest
 // outputs recomputed exactly (Activations).
 // Returns 0, or 1 with the reason in lamina_kernels_last_error().
 __attribute__((visibility("default"))) int lamina_quantized_matmul(Handle* out, Handle x, Handle w, Handle scales,
                                                                    Handle biases, int group, int bits,
-                                                                   int activations) {
+                                                                   int activations, int format) {
   try {
     const mc::array& xa = from_handle(x);
     const mc::array& wa = from_handle(w);
     const mc::array& sa = from_handle(scales);
     const mc::array& ba = from_handle(biases);
     const mc::Stream stream = mc::default_stream(mc::default_device());
-    const Activations mode = activations_of(activations);
-    const bool scales_read = (sa.dtype() == mc::float32 || sa.dtype() == mc::float16) && ba.dtype() == sa.dtype();
-    if (bits < 2 || bits > 8 || bits == 7) {
+    const Operand operand = Operand::of(group, bits, activations, format);
+    const bool blocks = operand.format != Format::affine;
+    if (!blocks && (bits < 2 || bits > 8 || bits == 7)) {
       last_error() = "quantized matmul: " + std::to_string(bits) +
                      " bits: MLX's affine layout has 2, 3, 4, 5, 6 or 8 bits";
       return 1;
     }
-    if (group <= 0 || group % 32 != 0) {
+    if (!blocks && (group <= 0 || group % 32 != 0)) {
       last_error() = "quantized matmul: group " + std::to_string(group) +
                      ": lamina's kernels and MLX take groups that are multiples of 32";
       return 1;
     }
-    const bool ours = on_cpu(stream) && xa.dtype() == mc::float32 && scales_read && wa.dtype() == mc::uint32 &&
-                      lamina_kernels_supports_quantized(bits, group) && xa.ndim() >= 1 && wa.ndim() == 2;
-    if (!ours) {
+    const int k = xa.ndim() >= 1 ? static_cast<int>(xa.shape().back()) : 0;
+    const bool scales_read = (sa.dtype() == mc::float32 || sa.dtype() == mc::float16) && ba.dtype() == sa.dtype();
+    const bool ours = on_cpu(stream) && xa.dtype() == mc::float32 && xa.ndim() >= 1 &&
+                      (blocks || (scales_read && wa.dtype() == mc::uint32 && wa.ndim() == 2 &&
+                                  lamina_kernels_supports_quantized(bits, group)));
+    if (!ours && !blocks) {
       to_handle(out, mc::quantized_matmul(xa, wa, sa, ba, true, group, bits, "affine", stream));
       return 0;
     }
-    const int k = static_cast<int>(xa.shape().back());
-    const int n = static_cast<int>(wa.shape(0));
-    if (k % group != 0 || static_cast<int64_t>(wa.shape(1)) * 32 != static_cast<int64_t>(k) * bits ||
-        sa.shape() != mc::Shape{n, k / group} || ba.shape() != sa.shape()) {
-      last_error() = "quantized matmul: x [..., " + std::to_string(k) + "] does not fit w " +
-                   std::to_string(wa.shape(0)) + "x" + std::to_string(wa.shape(1)) + " at " +
-                   std::to_string(bits) + " bits, group " + std::to_string(group);
+    if (!ours || !operand_fits(wa, sa, ba, -1, k, operand)) {
+      last_error() = "quantized matmul: f32 x " + shape_text(xa) + " on the CPU does not fit w " + shape_text(wa) +
+                     (blocks ? " in GGUF format " + std::to_string(format)
+                             : " at " + std::to_string(bits) + " bits, group " + std::to_string(group));
       return 1;
     }
     mc::Shape shape = xa.shape();
-    shape.back() = n;
-    auto primitive = std::make_shared<QuantizedMatmulCpu>(stream, group, bits, mode);
+    shape.back() = static_cast<int>(wa.shape(0));
+    auto primitive = std::make_shared<QuantizedMatmulCpu>(stream, operand);
     to_handle(out, mc::array(shape, mc::float32, primitive, {xa, wa, sa, ba}));
     return 0;
   } catch (const std::exception& e) {

@@ -170,9 +170,57 @@ void attention(const Kernels& k, const Kernels& ref) {
   }
 }
 
+// GGUF super-block formats: random blocks with small finite f16 factors, each tier's one-row
+// product (x rounded per 256) and its tile of several rows of x against the portable tier's,
+// and their dequantized rows bit for bit.
+void blocks(const Kernels& k, const Kernels& ref) {
+  for (int f = 1; f < kFormats; ++f) {
+    const Format format = static_cast<Format>(f);
+    const int n = 3, kk = 512, bytes = block_bytes(format), per_row = kk / kBlockValues * bytes;
+    std::vector<uint8_t> w(static_cast<size_t>(n) * per_row);
+    for (auto& b : w) b = static_cast<uint8_t>(rng());
+    // The f16 factors: d (and dmin) where each format keeps them.
+    const int at = format == Format::q2_k ? 80 : format == Format::q3_k ? 108 : format == Format::q6_k ? 208 : 0;
+    const int factors = format == Format::q2_k || format == Format::q4_k || format == Format::q5_k ? 2 : 1;
+    for (size_t blk = 0; blk < w.size() / bytes; ++blk) {
+      for (int i = 0; i < factors; ++i) {
+        const uint16_t h = to_f16(uniform(0.001f, 0.05f));
+        std::memcpy(&w[blk * bytes + at + 2 * i], &h, 2);
+      }
+    }
+    const int m = 6;
+    const std::vector<float> x = floats(static_cast<size_t>(m) * kk);
+    std::vector<float> tile(static_cast<size_t>(m) * n), theirs(static_cast<size_t>(m) * n);
+    Problem p{x.data(), w.data(), nullptr, nullptr, tile.data(), m, n, kk, kBlockValues, 8, false, Activations::int8};
+    p.format = format;
+    std::vector<PreparedRow> xs;
+    for (int i = 0; i < m; ++i) xs.push_back(prepare(p, x.data() + static_cast<size_t>(i) * kk, true));
+    const std::string at_text = std::string(k.name) + " format " + std::to_string(f);
+    for (int r = 0; r < n; ++r) {
+      std::vector<float> mine_row(kk), their_row(kk);
+      k.dequantize_blocks[f](p, r, mine_row.data());
+      ref.dequantize_blocks[f](p, r, their_row.data());
+      expect(mine_row == their_row, "dequantize " + at_text);
+      for (int i = 0; i < m; ++i) {
+        const float mine = k.dot_blocks_int8[f](p, r, nullptr, xs[i]);
+        theirs[static_cast<size_t>(i) * n + r] = ref.dot_blocks_int8[f](p, r, nullptr, xs[i]);
+        expect(close(mine, theirs[static_cast<size_t>(i) * n + r], 1e-4f), "dot " + at_text);
+        tile[static_cast<size_t>(i) * n + r] = mine;
+      }
+    }
+    // The tile computes each pair as the one-row kernel does, bit for bit.
+    if (k.products_blocks_int8[f] != nullptr) {
+      std::vector<float> one_by_one = tile;
+      k.products_blocks_int8[f](p, 0, n, xs.data(), 0, m);
+      expect(tile == one_by_one, "tile " + at_text);
+    }
+  }
+}
+
 void check(const Kernels& k, const Kernels& ref) {
   const int before = failures;
   quantized(k, ref);
+  blocks(k, ref);
   dots(k, ref);
   halves(k, ref);
   attention(k, ref);

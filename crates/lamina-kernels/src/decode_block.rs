@@ -98,6 +98,7 @@ unsafe extern "C" {
         groups: *const c_int,
         bits: *const c_int,
         activations: *const c_int,
+        formats: *const c_int,
         qkv_biases: *const mlx_sys::mlx_array,
         keys: mlx_sys::mlx_array,
         values: mlx_sys::mlx_array,
@@ -131,10 +132,12 @@ pub unsafe fn decode_block_in_place(
 ) -> Result<(Array, Array, Array)> {
     let products: Vec<QuantizedWeight<'_>> = weights.attention.iter().chain(&weights.mlp).copied().collect();
     let ws: Vec<mlx_sys::mlx_array> = products.iter().map(|w| w.weight.as_ptr()).collect();
-    let ss: Vec<mlx_sys::mlx_array> = products.iter().map(|w| w.scales.as_ptr()).collect();
-    let bs: Vec<mlx_sys::mlx_array> = products.iter().map(|w| w.biases.as_ptr()).collect();
-    let groups: Vec<c_int> = products.iter().map(|w| w.group_size).collect();
-    let bits: Vec<c_int> = products.iter().map(|w| w.bits).collect();
+    let args: Vec<_> = products.iter().map(QuantizedWeight::c_args).collect();
+    let ss: Vec<mlx_sys::mlx_array> = args.iter().map(|a| a.0).collect();
+    let bs: Vec<mlx_sys::mlx_array> = args.iter().map(|a| a.1).collect();
+    let groups: Vec<c_int> = args.iter().map(|a| a.2).collect();
+    let bits: Vec<c_int> = args.iter().map(|a| a.3).collect();
+    let formats: Vec<c_int> = args.iter().map(|a| a.4).collect();
     let activations: Vec<c_int> = products.iter().map(|w| w.activations.code()).collect();
     let norm = |n: Option<BlockNorm<'_>>| n.map_or_else(absent, |n| n.weight.as_ptr());
     let norms = weights.norms.map(norm);
@@ -184,6 +187,7 @@ pub unsafe fn decode_block_in_place(
             groups.as_ptr(),
             bits.as_ptr(),
             activations.as_ptr(),
+            formats.as_ptr(),
             qkv_biases.as_ptr(),
             keys.as_ptr(),
             values.as_ptr(),

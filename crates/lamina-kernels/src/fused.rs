@@ -8,26 +8,54 @@ use std::ffi::c_int;
 use lamina_core::Result;
 use mlx_rs::Array;
 
+use crate::blocks::BLOCK_VALUES;
 use crate::{
-    Activations, RopeFrequencies, absent, lamina_decode_attention, lamina_prompt_attention,
+    Activations, BlockFormat, RopeFrequencies, absent, lamina_decode_attention, lamina_prompt_attention,
     lamina_quantized_products, produced, produced_all, produced_three,
 };
 
-/// A quantized weight in MLX's affine layout, as a quantized `Linear` holds it.
+/// A quantized weight as a quantized `Linear` holds it.
 #[derive(Debug, Clone, Copy)]
 pub struct QuantizedWeight<'a> {
-    /// Packed values, u32 `[N, K * bits / 32]`.
+    /// Packed values: u32 `[N, K * bits / 32]` (affine), or u8 `[N, K / 256 * block bytes]`
+    /// (GGUF blocks).
     pub weight: &'a Array,
-    /// f32 `[N, K / group_size]`.
-    pub scales: &'a Array,
-    /// f32 `[N, K / group_size]`.
-    pub biases: &'a Array,
-    /// Values per scale and bias.
-    pub group_size: i32,
-    /// Bits per value (2-8).
-    pub bits: i32,
+    /// How `weight` is laid out.
+    pub layout: QuantLayout<'a>,
     /// How the products read `x` (exact, or rounded to 8 bits).
     pub activations: Activations,
+}
+
+/// How a [`QuantizedWeight`] is laid out.
+#[derive(Debug, Clone, Copy)]
+pub enum QuantLayout<'a> {
+    /// MLX's affine layout: `scale * q + bias` per group of values.
+    Affine {
+        /// f32 or f16 `[N, K / group_size]`.
+        scales: &'a Array,
+        /// The same shape and dtype.
+        biases: &'a Array,
+        /// Values per scale and bias.
+        group_size: i32,
+        /// Bits per value (2-8).
+        bits: i32,
+    },
+    /// GGUF super-blocks as the file stores them (scales inside the blocks).
+    Blocks(BlockFormat),
+}
+
+impl QuantizedWeight<'_> {
+    /// The C side's view: scales, biases (the weight again for blocks), group, bits, format.
+    pub(crate) fn c_args(&self) -> (mlx_sys::mlx_array, mlx_sys::mlx_array, c_int, c_int, c_int) {
+        match self.layout {
+            QuantLayout::Affine { scales, biases, group_size, bits } => {
+                (scales.as_ptr(), biases.as_ptr(), group_size, bits, 0)
+            }
+            QuantLayout::Blocks(format) => {
+                (self.weight.as_ptr(), self.weight.as_ptr(), BLOCK_VALUES as c_int, 8, format.code())
+            }
+        }
+    }
 }
 
 /// The activation of a gated unit's gate.
@@ -95,10 +123,12 @@ fn products(
 ) -> Result<Vec<Array>> {
     let outputs = if gate == 0 { weights.len() } else { 1 };
     let ws: Vec<mlx_sys::mlx_array> = weights.iter().map(|w| w.weight.as_ptr()).collect();
-    let ss: Vec<mlx_sys::mlx_array> = weights.iter().map(|w| w.scales.as_ptr()).collect();
-    let bs: Vec<mlx_sys::mlx_array> = weights.iter().map(|w| w.biases.as_ptr()).collect();
-    let groups: Vec<c_int> = weights.iter().map(|w| w.group_size).collect();
-    let bits: Vec<c_int> = weights.iter().map(|w| w.bits).collect();
+    let args: Vec<_> = weights.iter().map(QuantizedWeight::c_args).collect();
+    let ss: Vec<mlx_sys::mlx_array> = args.iter().map(|a| a.0).collect();
+    let bs: Vec<mlx_sys::mlx_array> = args.iter().map(|a| a.1).collect();
+    let groups: Vec<c_int> = args.iter().map(|a| a.2).collect();
+    let bits: Vec<c_int> = args.iter().map(|a| a.3).collect();
+    let formats: Vec<c_int> = args.iter().map(|a| a.4).collect();
     let activations: Vec<c_int> = weights.iter().map(|w| w.activations.code()).collect();
     let dims: Vec<c_int> = shapes.iter().flat_map(|s| s.iter().copied()).collect();
     let ndims: Vec<c_int> =
@@ -132,6 +162,7 @@ fn products(
             groups.as_ptr(),
             bits.as_ptr(),
             activations.as_ptr(),
+            formats.as_ptr(),
             dims.as_ptr(),
             ndims.as_ptr(),
             gate,
@@ -149,16 +180,13 @@ fn products(
 ///
 /// ```
 /// use mlx_rs::ops;
-/// use lamina_kernels::{Activations, QuantizedWeight};
+/// use lamina_kernels::{Activations, QuantLayout, QuantizedWeight};
 ///
 /// let w = mlx_rs::random::normal::<f32>(&[16, 64], None, None, None).unwrap();
 /// let (packed, scales, biases) = ops::quantize(&w, 32, 4).unwrap();
 /// let q = QuantizedWeight {
 ///     weight: &packed,
-///     scales: &scales,
-///     biases: &biases,
-///     group_size: 32,
-///     bits: 4,
+///     layout: QuantLayout::Affine { scales: &scales, biases: &biases, group_size: 32, bits: 4 },
 ///     activations: Activations::Exact,
 /// };
 /// let x = mlx_rs::random::normal::<f32>(&[1, 1, 64], None, None, None).unwrap();

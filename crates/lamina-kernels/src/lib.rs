@@ -7,6 +7,8 @@
 //! | function | what | where it runs |
 //! | --- | --- | --- |
 //! | [`quantized_matmul`] | `x @ dequantize(w)^T` over MLX's affine layout, 2–8 bits, f32 or f16 scales | lamina's kernel on the CPU (AVX-512 / AVX-512 VBMI / AVX2 + FMA picked at run time, a pool whose threads spin briefly, then sleep); MLX's own op elsewhere |
+//! | [`blocks_matmul`] | the same over a GGUF super-block weight held as the file stores it (Q2_K-Q6_K, IQ4_XS) | lamina's kernel, CPU only |
+//! | [`dequantize_blocks`] | such a weight's f32 values | lamina's kernel, CPU only |
 //! | [`quantized_products`] | several quantized products of one `x` in one graph node (q/k/v) | lamina's kernel, CPU and f32 only |
 //! | [`quantized_gated`] | `act(x Wg^T) * (x Wu^T)` on quantized weights (SwiGLU, GeGLU) in one node | lamina's kernel, CPU and f32 only |
 //! | [`rotated_products`] | the same, the first two outputs rotated by RoPE (a decoded token's q and k) | lamina's kernel, CPU and f32 only |
@@ -50,7 +52,9 @@ unsafe extern "C" {
         group: c_int,
         bits: c_int,
         activations: c_int,
+        format: c_int,
     ) -> c_int;
+    fn lamina_dequantize_blocks(out: *mut mlx_sys::mlx_array, w: mlx_sys::mlx_array, format: c_int) -> c_int;
     fn lamina_half_matmul(
         out: *mut mlx_sys::mlx_array,
         x: mlx_sys::mlx_array,
@@ -67,6 +71,7 @@ unsafe extern "C" {
         groups: *const c_int,
         bits: *const c_int,
         activations: *const c_int,
+        formats: *const c_int,
         shapes: *const c_int,
         ndims: *const c_int,
         gate: c_int,
@@ -140,15 +145,17 @@ unsafe extern "C" {
     fn lamina_kernels_last_error() -> *const c_char;
 }
 
+mod blocks;
 mod decode_block;
 mod fused;
 mod norm_rope;
 mod quantized_decode;
+pub use blocks::{BLOCK_VALUES, BlockFormat, blocks_matmul, dequantize_blocks};
 pub use decode_block::{BlockNorm, BlockShape, BlockWeights, decode_block_in_place};
 pub use fused::{
-    DecodeAttention, GateActivation, PromptAttention, QuantizedWeight, Rotation, decode_attention,
-    decode_attention_in_place, prompt_attention, quantized_gated, quantized_products, quantized_residual,
-    rotated_products,
+    DecodeAttention, GateActivation, PromptAttention, QuantLayout, QuantizedWeight, Rotation,
+    decode_attention, decode_attention_in_place, prompt_attention, quantized_gated, quantized_products,
+    quantized_residual, rotated_products,
 };
 pub use norm_rope::{RopeFrequencies, rms_norm, rope};
 pub use quantized_decode::{
@@ -328,6 +335,7 @@ pub fn quantized_matmul(
             group_size,
             bits,
             activations.code(),
+            0,
         );
         produced(rc, out)
     }

@@ -178,7 +178,7 @@ fn dora_and_full_fine_tuning_save_load_and_fuse_like_lora() {
     let mut quantized = tiny(7);
     quantize_model(
         quantized.as_mut(),
-        QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact },
+        QuantConfig { group_size: 32, bits: 8, activations: Activations::Exact, blocks: None },
     )
     .unwrap();
     let err =
@@ -236,7 +236,7 @@ fn a_quantized_checkpoint_saved_and_reloaded_gives_identical_logits() {
     let dense = logits(&mut model, &ids);
     let report = quantize_model(
         model.as_mut(),
-        QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact },
+        QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact, blocks: None },
     )
     .unwrap();
     assert!(
@@ -253,6 +253,7 @@ fn a_quantized_checkpoint_saved_and_reloaded_gives_identical_logits() {
         group_size: 32,
         bits: 4,
         activations: Activations::Exact,
+        blocks: None,
     });
     let dir = temp("quantized");
     save_checkpoint(&dir, &config, model.as_ref()).unwrap();
@@ -300,8 +301,11 @@ fn assert_same_gradients(
 #[test]
 fn qlora_trains_adapters_on_a_quantized_base() {
     let mut model = tiny(7);
-    quantize_model(model.as_mut(), QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact })
-        .unwrap();
+    quantize_model(
+        model.as_mut(),
+        QuantConfig { group_size: 32, bits: 4, activations: Activations::Exact, blocks: None },
+    )
+    .unwrap();
     let packed_before = model.parameters().flatten()["model.layers.0.mlp.up_proj.weight"].clone();
     let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() };
     apply_lora(model.as_mut(), &LoraTargets::all_linear(), lora).unwrap();

@@ -2,7 +2,7 @@
 //! weight quantized by MLX as the kernels take it. (Each test file uses part of it.)
 #![allow(dead_code, clippy::unwrap_used)]
 
-use lamina_kernels::{Activations, QuantizedWeight, quantized_matmul};
+use lamina_kernels::{Activations, QuantLayout, QuantizedWeight, quantized_matmul};
 use mlx_rs::{Array, Dtype};
 
 /// n deterministic values in [-1, 1).
@@ -51,10 +51,12 @@ impl Quantized {
     pub fn weight(&self, activations: Activations) -> QuantizedWeight<'_> {
         QuantizedWeight {
             weight: &self.packed,
-            scales: &self.scales,
-            biases: &self.biases,
-            group_size: self.group,
-            bits: self.bits,
+            layout: QuantLayout::Affine {
+                scales: &self.scales,
+                biases: &self.biases,
+                group_size: self.group,
+                bits: self.bits,
+            },
             activations,
         }
     }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
 
-use lamina_components::{Activations, QuantConfig};
+use lamina_components::{Activations, BlockFormat, QuantConfig};
 use lamina_core::{Budget, DType};
 use lamina_families::Weights;
 use lamina_families::{AnyConfig, CheckpointQuantization};
@@ -78,9 +78,11 @@ pub(crate) async fn load_gguf(
         ));
     }
     // Quantized tensors stay quantized unless a dtype is asked for.
-    let keep_quantized = options.dtype.is_none();
+    let keep = Keep::for_dtype(options.dtype);
+    let keep_quantized = keep.quantized;
     let target = options.dtype.unwrap_or(DType::F32);
     let held = |t: &TensorDesc| match (keep_quantized, blocks::held_bits(t.kind)) {
+        _ if keep.blocks_of(t.kind).is_some() => t.bytes,
         (true, Some(bits)) => held_quantized(t, bits),
         _ => t.numel() * target.size_of() as u64,
     };
@@ -117,8 +119,7 @@ pub(crate) async fn load_gguf(
         };
         // Drops the tensor's file pages as it reads them (the embedded model's whole chat
         // answer: peak RSS 230 -> 169 MiB).
-        let tensor =
-            read_tensor(&mmap, desc, keep_quantized, target).map_err(|reason| gguf_error(&path, reason))?;
+        let tensor = read_tensor(&mmap, desc, keep, target).map_err(|reason| gguf_error(&path, reason))?;
         match tensor {
             Tensor::Dense(array) => {
                 let array = if unit_offset {
@@ -127,6 +128,11 @@ pub(crate) async fn load_gguf(
                     array
                 };
                 weights.insert(name, rows(array)?);
+            }
+            Tensor::Blocks { format, blocks } => {
+                weights.insert(name.clone(), rows(blocks)?);
+                let layer = name.strip_suffix(".weight").unwrap_or(&name).to_owned();
+                quantized.insert(layer, Some(QuantConfig::gguf(format, Activations::Exact)));
             }
             Tensor::Quantized { config, packed, scales, biases } => {
                 let layer = name.strip_suffix(".weight").unwrap_or(&name).to_owned();
@@ -209,7 +215,8 @@ const GGUF_GROUP: i32 = 32;
 fn held_quantized(t: &TensorDesc, bits: i32) -> u64 {
     let cols = t.shape.last().copied().unwrap_or(0);
     let rows = t.numel() / cols.max(1);
-    QuantConfig { group_size: GGUF_GROUP, bits, activations: Activations::Exact }.bytes(rows, cols)
+    QuantConfig { group_size: GGUF_GROUP, bits, activations: Activations::Exact, blocks: None }
+        .bytes(rows, cols)
 }
 
 /// A GGUF tensor as lamina holds it.
@@ -228,6 +235,48 @@ pub enum Tensor {
         /// Per-group offsets (f32).
         biases: Array,
     },
+    /// GGUF super-blocks as the file stores them (on the CPU, where lamina's kernels read
+    /// them).
+    Blocks {
+        /// Their format.
+        format: BlockFormat,
+        /// u8 `[rows, cols / 256 * block bytes]`: each row its blocks.
+        blocks: Array,
+    },
+}
+
+/// What a GGUF file's quantized tensors are held as.
+#[derive(Debug, Clone, Copy)]
+struct Keep {
+    /// Quantized (else dense in the asked dtype).
+    quantized: bool,
+    /// Super-block types as stored (else repacked into MLX's affine layout, or re-quantized).
+    blocks: bool,
+}
+
+impl Keep {
+    /// Quantized unless a dtype is asked for; super-blocks as stored on the CPU (other
+    /// devices multiply MLX's affine layout only).
+    fn for_dtype(dtype: Option<DType>) -> Self {
+        let quantized = dtype.is_none();
+        Keep { quantized, blocks: quantized && lamina_components::fast::on_cpu() }
+    }
+
+    /// The format a tensor of `kind` is held in as stored, if it is.
+    fn blocks_of(self, kind: TensorType) -> Option<BlockFormat> {
+        if !self.blocks {
+            return None;
+        }
+        match kind {
+            TensorType::Q2_K => Some(BlockFormat::Q2K),
+            TensorType::Q3_K => Some(BlockFormat::Q3K),
+            TensorType::Q4_K => Some(BlockFormat::Q4K),
+            TensorType::Q5_K => Some(BlockFormat::Q5K),
+            TensorType::Q6_K => Some(BlockFormat::Q6K),
+            TensorType::IQ4_XS => Some(BlockFormat::IQ4XS),
+            _ => None,
+        }
+    }
 }
 
 /// Every tensor of a GGUF file under its llama.cpp name, read by lamina: kept quantized
@@ -238,7 +287,7 @@ pub enum Tensor {
 /// [`LoaderError::Gguf`] naming the file and tensor.
 pub fn read_tensors(path: &Path, dtype: Option<DType>) -> Result<Vec<(String, Tensor)>> {
     let (header, mmap) = map_and_parse(path)?;
-    let keep = dtype.is_none();
+    let keep = Keep::for_dtype(dtype);
     let target = dtype.unwrap_or(DType::F32);
     header
         .tensors
@@ -255,9 +304,10 @@ pub fn read_tensors(path: &Path, dtype: Option<DType>) -> Result<Vec<(String, Te
 fn read_tensor(
     mmap: &memmap2::Mmap,
     desc: &TensorDesc,
-    keep_quantized: bool,
+    keep: Keep,
     target: DType,
 ) -> std::result::Result<Tensor, String> {
+    let keep_quantized = keep.quantized;
     let start = usize::try_from(desc.offset)
         .map_err(|_| format!("tensor `{}` lies past the address space", desc.name))?;
     let end = start.checked_add(desc.bytes as usize).filter(|&e| e <= mmap.len());
@@ -272,9 +322,24 @@ fn read_tensor(
     let mlx = |e: mlx_rs::error::Exception| e.to_string();
     let forget = |offset: usize, len: usize| forget_pages(mmap, start + offset, len);
     let shape2 = (desc.kind, rows as usize, cols as usize);
+    if let Some(format) = keep.blocks_of(desc.kind) {
+        // The file's bytes, copied once (the pages are then dropped): whole rows of blocks.
+        let row_bytes = format.row_bytes(cols as usize);
+        if cols % format.values() != 0 || data.len() != rows as usize * row_bytes {
+            return Err(format!(
+                "tensor `{}`: {rows}x{cols} values are not whole {format} blocks",
+                desc.name
+            ));
+        }
+        let bytes = data.to_vec();
+        forget(0, data.len());
+        let blocks = owned_array(bytes, &[r, dim(row_bytes as u64)?])?;
+        return Ok(Tensor::Blocks { format, blocks });
+    }
     match decode_in_chunks(data, shape2, keep_quantized, CHUNK_BYTES, forget)? {
         blocks::Decoded::Affine { bits, packed, scales, biases } => {
-            let config = QuantConfig { group_size: GGUF_GROUP, bits, activations: Activations::Exact };
+            let config =
+                QuantConfig { group_size: GGUF_GROUP, bits, activations: Activations::Exact, blocks: None };
             let (packed_shape, group_shape) = config.shapes(r, c);
             let halves =
                 (desc.name != EMBEDDING).then(|| f16_exactly(&scales).zip(f16_exactly(&biases))).flatten();
@@ -291,8 +356,12 @@ fn read_tensor(
             let dense = owned_array(values, &shape)?;
             match (keep_quantized, blocks::held_bits(desc.kind)) {
                 (true, Some(bits)) => {
-                    let config =
-                        QuantConfig { group_size: GGUF_GROUP, bits, activations: Activations::Exact };
+                    let config = QuantConfig {
+                        group_size: GGUF_GROUP,
+                        bits,
+                        activations: Activations::Exact,
+                        blocks: None,
+                    };
                     let (packed, scales, biases) =
                         config.quantize(&dense.reshape(&[r, c]).map_err(mlx)?).map_err(|e| e.to_string())?;
                     Ok(Tensor::Quantized { config, packed, scales, biases })

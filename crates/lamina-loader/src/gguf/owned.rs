@@ -16,6 +16,10 @@ impl Element for u32 {
     const DTYPE: mlx_sys::mlx_dtype = mlx_sys::mlx_dtype__MLX_UINT32;
 }
 
+impl Element for u8 {
+    const DTYPE: mlx_sys::mlx_dtype = mlx_sys::mlx_dtype__MLX_UINT8;
+}
+
 impl Element for f32 {
     const DTYPE: mlx_sys::mlx_dtype = mlx_sys::mlx_dtype__MLX_FLOAT32;
 }

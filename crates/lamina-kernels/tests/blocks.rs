@@ -1,0 +1,108 @@
+//! GGUF super-block weights held as stored: products equal the dequantized weight's, exact
+//! and with x rounded per 256 values; a row of x computes alike alone or among others; the
+//! gradient flows to x; malformed weights are refused.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use lamina_kernels::{Activations, BlockFormat, blocks_matmul, dequantize_blocks};
+use mlx_rs::Array;
+use mlx_rs::ops::indexing::IndexOp;
+use support::{max_rel_diff, values};
+
+/// Rows of random blocks of `format` for `cols` values, their f16 factors (d, and dmin where
+/// the format has one) small and finite: u8 `[rows, cols / 256 * block bytes]`.
+fn random_blocks(format: BlockFormat, rows: i32, cols: i32, seed: u32) -> Array {
+    let bytes = format.block_bytes();
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    let total = rows as usize * format.row_bytes(cols as usize);
+    let mut raw: Vec<u8> = (0..total).map(|_| next() as u8).collect();
+    let (at, factors) = match format {
+        BlockFormat::Q2K => (80, 2),
+        BlockFormat::Q3K => (108, 1),
+        BlockFormat::Q4K | BlockFormat::Q5K => (0, 2),
+        BlockFormat::Q6K => (208, 1),
+        BlockFormat::IQ4XS => (0, 1),
+    };
+    for block in raw.chunks_exact_mut(bytes) {
+        for i in 0..factors {
+            // Exponent field 5..=10: magnitudes between 2^-10 and 2^-4.
+            let half = (((next() % 6 + 5) << 10) | (next() % 1024)) as u16;
+            block[at + 2 * i..at + 2 * i + 2].copy_from_slice(&half.to_le_bytes());
+        }
+    }
+    Array::from_slice(&raw, &[rows, format.row_bytes(cols as usize) as i32])
+}
+
+fn dense_product(x: &Array, w: &Array, format: BlockFormat) -> Array {
+    mlx_rs::ops::matmul(x, dequantize_blocks(w, format).unwrap().t()).unwrap()
+}
+
+#[test]
+fn products_equal_the_dequantized_weights_products_in_every_format_and_shape() {
+    for format in BlockFormat::ALL {
+        let w = random_blocks(format, 24, 512, 7);
+        assert_eq!(dequantize_blocks(&w, format).unwrap().shape(), &[24, 512]);
+        // One row (decoding), a batch, a prompt: each product path.
+        for m in [1, 5, 40] {
+            let x = values(&[m, 512], m as f32);
+            let want = dense_product(&x, &w, format);
+            let exact = blocks_matmul(&x, &w, format, Activations::Exact).unwrap();
+            assert!(max_rel_diff(&exact, &want) < 1e-5, "{format} m={m}: {}", max_rel_diff(&exact, &want));
+            // x rounded to 8 bits per 256 values: within a few tenths of a percent.
+            let rounded = blocks_matmul(&x, &w, format, Activations::Int8).unwrap();
+            let off = max_rel_diff(&rounded, &want);
+            assert!(off > 0.0 && off < 2e-2, "{format} m={m}: int8 off by {off}");
+        }
+    }
+}
+
+#[test]
+fn a_row_of_x_computes_alike_alone_and_among_others() {
+    for format in BlockFormat::ALL {
+        let w = random_blocks(format, 16, 768, 3);
+        let x = values(&[9, 768], 0.5);
+        let together = blocks_matmul(&x, &w, format, Activations::Int8).unwrap();
+        for row in [0, 4, 8] {
+            let alone = blocks_matmul(&x.index(row..row + 1), &w, format, Activations::Int8).unwrap();
+            let same = together.index(row..row + 1);
+            assert_eq!(alone.as_slice::<f32>(), same.as_slice::<f32>(), "{format} row {row}");
+        }
+    }
+}
+
+#[test]
+fn the_gradient_with_respect_to_x_is_the_dequantized_weights() {
+    let format = BlockFormat::Q4K;
+    let w = random_blocks(format, 8, 256, 11);
+    let x = values(&[2, 256], 0.25);
+    let loss = |inputs: &[Array]| -> Result<Vec<Array>, mlx_rs::error::Exception> {
+        let y = blocks_matmul(&inputs[0], &w, format, Activations::Exact)
+            .map_err(|e| mlx_rs::error::Exception::custom(e.to_string()))?;
+        Ok(vec![y.sum(None)?])
+    };
+    let grads = mlx_rs::transforms::grad(loss)(std::slice::from_ref(&x)).unwrap();
+    let ones = mlx_rs::ops::ones::<f32>(&[2, 8]).unwrap();
+    let want = mlx_rs::ops::matmul(&ones, dequantize_blocks(&w, format).unwrap()).unwrap();
+    assert!(max_rel_diff(&grads[0], &want) < 1e-5);
+}
+
+#[test]
+fn malformed_block_weights_are_refused() {
+    let format = BlockFormat::Q6K;
+    let w = random_blocks(format, 4, 512, 5);
+    // x of another width, a row that is not whole blocks, another dtype.
+    assert!(blocks_matmul(&values(&[1, 256], 0.0), &w, format, Activations::Exact).is_err());
+    let ragged = Array::from_slice(&vec![0u8; 4 * 300], &[4, 300]);
+    assert!(blocks_matmul(&values(&[1, 512], 0.0), &ragged, format, Activations::Exact).is_err());
+    assert!(dequantize_blocks(&ragged, format).is_err());
+    let words = Array::from_slice(&vec![0u32; 4 * 105], &[4, 105]);
+    assert!(blocks_matmul(&values(&[1, 512], 0.0), &words, format, Activations::Exact).is_err());
+    assert!(dequantize_blocks(&words, format).is_err());
+}
