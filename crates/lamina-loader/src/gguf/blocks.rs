@@ -10,6 +10,10 @@
 //! | Q8_0 | 8-bit, group 32 | yes (`q + 128`, `bias = -128d`) |
 //! | IQ4_NL, IQ4_XS | 8-bit, group 32 | yes (each code's table value `+ 128`, `bias = -128d`; twice the file's bytes) |
 //! | Q6_K, Q3_K, Q2_K | 8-bit, group 32, re-quantized | no: their 16-value groups have scales of their own |
+//!
+//! On the CPU the super-block types (Q2_K-Q6_K, IQ4_XS) are not decoded here at all: the
+//! loader keeps their bytes as stored (`Tensor::Blocks`) for lamina's block kernels; this
+//! table is for other devices and for a dtype asked for.
 //! | F32, F16, BF16 | dense | — |
 
 use half::{bf16, f16};
