@@ -57,15 +57,6 @@ pub enum StoredWeight<'a> {
 }
 
 impl<'a> StoredWeight<'a> {
-    /// `weight` as stored: with `quantized` (its config, scales and biases) in MLX's
-    /// packed layout, dense otherwise.
-    pub fn new(weight: &'a Array, quantized: Option<(QuantConfig, &'a Array, &'a Array)>) -> Self {
-        match quantized {
-            Some((config, scales, biases)) => StoredWeight::Quantized { weight, scales, biases, config },
-            None => StoredWeight::Dense(weight),
-        }
-    }
-
     /// A layer's weight from its parameters: quantized as `quantization` says (a block
     /// format's blocks, or packed values with their `scales` and `biases`), dense without.
     pub(crate) fn of(

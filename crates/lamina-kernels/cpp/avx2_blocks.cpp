@@ -10,7 +10,6 @@
 
 #if defined(__x86_64__)
 
-#include <algorithm>
 #include <cstring>
 
 #include "isa.h"

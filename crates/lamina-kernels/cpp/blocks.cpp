@@ -7,38 +7,13 @@
 #include <vector>
 
 #include "isa.h"
+#include "loops.h"
 
 namespace lamina_kernels {
-
-float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
-  uint32_t bits;
-  if (exponent == 0x1F) {
-    bits = sign | 0x7F800000u | (mantissa << 13);
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {
-    // A subnormal f16: normalise it.
-    int e = 113;
-    uint32_t m = mantissa;
-    while ((m & 0x400) == 0) {
-      m <<= 1;
-      --e;
-    }
-    bits = sign | (static_cast<uint32_t>(e) << 23) | ((m & 0x3FF) << 13);
-  }
-  float out;
-  std::memcpy(&out, &bits, sizeof out);
-  return out;
-}
-
 namespace {
 
 uint16_t u16_at(const uint8_t* b) { return static_cast<uint16_t>(b[0] | (b[1] << 8)); }
-float half_at(const uint8_t* b) { return half_to_float(u16_at(b)); }
+float half_at(const uint8_t* b) { return widen_half(u16_at(b), false); }
 
 // IQ4's table: the values its 4-bit codes stand for (ggml's kvalues_iq4nl).
 constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};

@@ -47,9 +47,6 @@ struct Unpacked {
   int8_t min[16];
 };
 
-// ggml's f16 -> f32 (bit exact, no tier needed: two loads per block).
-float half_to_float(uint16_t h);
-
 // Unpacks block `block` of format `f` (not affine).
 void unpack(Format f, const uint8_t* block, Unpacked& out);
 

@@ -7,7 +7,7 @@ use std::ffi::c_int;
 use lamina_core::Result;
 use mlx_rs::Array;
 
-use crate::{Activations, lamina_dequantize_blocks, lamina_quantized_matmul, produced};
+use crate::{Activations, lamina_dequantize_blocks, produced};
 
 /// A GGUF super-block type lamina's kernels read as stored (ggml's `block_q*_K`,
 /// `block_iq4_xs`): 256 values a block.
@@ -112,23 +112,8 @@ impl BlockFormat {
 /// # Errors
 /// [`lamina_core::Error::Kernel`] for another device or dtype, or shapes that do not fit.
 pub fn blocks_matmul(x: &Array, w: &Array, format: BlockFormat, activations: Activations) -> Result<Array> {
-    // SAFETY: valid handles for the call (the blocks stand in for the unused scales and
-    // biases); the kernel fills `out`, which `produced` takes.
-    unsafe {
-        let mut out = mlx_sys::mlx_array_new();
-        let rc = lamina_quantized_matmul(
-            &mut out,
-            x.as_ptr(),
-            w.as_ptr(),
-            w.as_ptr(),
-            w.as_ptr(),
-            BLOCK_VALUES as c_int,
-            8,
-            activations.code(),
-            format.code(),
-        );
-        produced(rc, out)
-    }
+    // The blocks stand in for the scales and biases they hold.
+    crate::matmul_call(x, w, (w, w, BLOCK_VALUES as c_int, 8), activations, format.code())
 }
 
 /// The f32 values `[N, K]` of a weight of GGUF super-blocks (one graph node, CPU only):

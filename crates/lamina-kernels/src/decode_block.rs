@@ -8,6 +8,7 @@ use std::ffi::c_int;
 use lamina_core::Result;
 use mlx_rs::Array;
 
+use crate::fused::OperandLists;
 use crate::{DecodeAttention, GateActivation, QuantizedWeight, Rotation, absent, produced_three};
 
 /// An RMSNorm as the block kernel computes it: `x * rsqrt(mean(x^2) + eps) * w`, or
@@ -131,14 +132,7 @@ pub unsafe fn decode_block_in_place(
     shape: BlockShape<'_>,
 ) -> Result<(Array, Array, Array)> {
     let products: Vec<QuantizedWeight<'_>> = weights.attention.iter().chain(&weights.mlp).copied().collect();
-    let ws: Vec<mlx_sys::mlx_array> = products.iter().map(|w| w.weight.as_ptr()).collect();
-    let args: Vec<_> = products.iter().map(QuantizedWeight::c_args).collect();
-    let ss: Vec<mlx_sys::mlx_array> = args.iter().map(|a| a.0).collect();
-    let bs: Vec<mlx_sys::mlx_array> = args.iter().map(|a| a.1).collect();
-    let groups: Vec<c_int> = args.iter().map(|a| a.2).collect();
-    let bits: Vec<c_int> = args.iter().map(|a| a.3).collect();
-    let formats: Vec<c_int> = args.iter().map(|a| a.4).collect();
-    let activations: Vec<c_int> = products.iter().map(|w| w.activations.code()).collect();
+    let lists = OperandLists::of(&products);
     let norm = |n: Option<BlockNorm<'_>>| n.map_or_else(absent, |n| n.weight.as_ptr());
     let norms = weights.norms.map(norm);
     let qk_norms = weights.qk_norms.map_or([absent(), absent()], |n| n.map(|n| n.weight.as_ptr()));
@@ -181,13 +175,13 @@ pub unsafe fn decode_block_in_place(
             x.as_ptr(),
             norms.as_ptr(),
             qk_norms.as_ptr(),
-            ws.as_ptr(),
-            ss.as_ptr(),
-            bs.as_ptr(),
-            groups.as_ptr(),
-            bits.as_ptr(),
-            activations.as_ptr(),
-            formats.as_ptr(),
+            lists.ws.as_ptr(),
+            lists.ss.as_ptr(),
+            lists.bs.as_ptr(),
+            lists.groups.as_ptr(),
+            lists.bits.as_ptr(),
+            lists.activations.as_ptr(),
+            lists.formats.as_ptr(),
             qkv_biases.as_ptr(),
             keys.as_ptr(),
             values.as_ptr(),

@@ -44,17 +44,48 @@ pub enum QuantLayout<'a> {
     Blocks(BlockFormat),
 }
 
-impl QuantizedWeight<'_> {
-    /// The C side's view: scales, biases (the weight again for blocks), group, bits, format.
-    pub(crate) fn c_args(&self) -> (mlx_sys::mlx_array, mlx_sys::mlx_array, c_int, c_int, c_int) {
-        match self.layout {
-            QuantLayout::Affine { scales, biases, group_size, bits } => {
-                (scales.as_ptr(), biases.as_ptr(), group_size, bits, 0)
-            }
-            QuantLayout::Blocks(format) => {
-                (self.weight.as_ptr(), self.weight.as_ptr(), BLOCK_VALUES as c_int, 8, format.code())
-            }
+/// Quantized weights as the C side's parallel lists take them: packed weights, scales and
+/// biases (the weight again for blocks, which hold theirs), groups, bits, activations and
+/// formats (0 affine, else a [`BlockFormat`]'s code).
+pub(crate) struct OperandLists {
+    pub(crate) ws: Vec<mlx_sys::mlx_array>,
+    pub(crate) ss: Vec<mlx_sys::mlx_array>,
+    pub(crate) bs: Vec<mlx_sys::mlx_array>,
+    pub(crate) groups: Vec<c_int>,
+    pub(crate) bits: Vec<c_int>,
+    pub(crate) activations: Vec<c_int>,
+    pub(crate) formats: Vec<c_int>,
+}
+
+impl OperandLists {
+    pub(crate) fn of(weights: &[QuantizedWeight<'_>]) -> Self {
+        let mut lists = OperandLists {
+            ws: Vec::new(),
+            ss: Vec::new(),
+            bs: Vec::new(),
+            groups: Vec::new(),
+            bits: Vec::new(),
+            activations: Vec::new(),
+            formats: Vec::new(),
+        };
+        for w in weights {
+            let (scales, biases, group, bits, format) = match w.layout {
+                QuantLayout::Affine { scales, biases, group_size, bits } => {
+                    (scales.as_ptr(), biases.as_ptr(), group_size, bits, 0)
+                }
+                QuantLayout::Blocks(format) => {
+                    (w.weight.as_ptr(), w.weight.as_ptr(), BLOCK_VALUES as c_int, 8, format.code())
+                }
+            };
+            lists.ws.push(w.weight.as_ptr());
+            lists.ss.push(scales);
+            lists.bs.push(biases);
+            lists.groups.push(group);
+            lists.bits.push(bits);
+            lists.activations.push(w.activations.code());
+            lists.formats.push(format);
         }
+        lists
     }
 }
 
@@ -122,14 +153,7 @@ fn products(
     epilogue: Epilogue<'_>,
 ) -> Result<Vec<Array>> {
     let outputs = if gate == 0 { weights.len() } else { 1 };
-    let ws: Vec<mlx_sys::mlx_array> = weights.iter().map(|w| w.weight.as_ptr()).collect();
-    let args: Vec<_> = weights.iter().map(QuantizedWeight::c_args).collect();
-    let ss: Vec<mlx_sys::mlx_array> = args.iter().map(|a| a.0).collect();
-    let bs: Vec<mlx_sys::mlx_array> = args.iter().map(|a| a.1).collect();
-    let groups: Vec<c_int> = args.iter().map(|a| a.2).collect();
-    let bits: Vec<c_int> = args.iter().map(|a| a.3).collect();
-    let formats: Vec<c_int> = args.iter().map(|a| a.4).collect();
-    let activations: Vec<c_int> = weights.iter().map(|w| w.activations.code()).collect();
+    let lists = OperandLists::of(weights);
     let dims: Vec<c_int> = shapes.iter().flat_map(|s| s.iter().copied()).collect();
     let ndims: Vec<c_int> =
         (0..weights.len()).map(|i| shapes.get(i).map_or(0, |s| s.len() as c_int)).collect();
@@ -156,13 +180,13 @@ fn products(
             outs.as_mut_ptr(),
             count,
             x.as_ptr(),
-            ws.as_ptr(),
-            ss.as_ptr(),
-            bs.as_ptr(),
-            groups.as_ptr(),
-            bits.as_ptr(),
-            activations.as_ptr(),
-            formats.as_ptr(),
+            lists.ws.as_ptr(),
+            lists.ss.as_ptr(),
+            lists.bs.as_ptr(),
+            lists.groups.as_ptr(),
+            lists.bits.as_ptr(),
+            lists.activations.as_ptr(),
+            lists.formats.as_ptr(),
             dims.as_ptr(),
             ndims.as_ptr(),
             gate,

@@ -322,6 +322,18 @@ pub fn quantized_matmul(
     bits: i32,
     activations: Activations,
 ) -> Result<Array> {
+    matmul_call(x, w, (scales, biases, group_size, bits), activations, 0)
+}
+
+/// The quantized matmul kernel's call: `layout` is (scales, biases, group, bits), `format`
+/// 0 for MLX's affine layout or a [`BlockFormat`]'s code.
+fn matmul_call(
+    x: &Array,
+    w: &Array,
+    (scales, biases, group, bits): (&Array, &Array, i32, i32),
+    activations: Activations,
+    format: c_int,
+) -> Result<Array> {
     // SAFETY: the handles are valid arrays for the call; the kernel copies what it keeps
     // (MLX arrays are reference counted) and fills `out`, which the Array then owns.
     unsafe {
@@ -332,10 +344,10 @@ pub fn quantized_matmul(
             w.as_ptr(),
             scales.as_ptr(),
             biases.as_ptr(),
-            group_size,
+            group,
             bits,
             activations.code(),
-            0,
+            format,
         );
         produced(rc, out)
     }

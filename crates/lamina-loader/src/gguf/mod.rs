@@ -79,11 +79,10 @@ pub(crate) async fn load_gguf(
     }
     // Quantized tensors stay quantized unless a dtype is asked for.
     let keep = Keep::for_dtype(options.dtype);
-    let keep_quantized = keep.quantized;
     let target = options.dtype.unwrap_or(DType::F32);
-    let held = |t: &TensorDesc| match (keep_quantized, blocks::held_bits(t.kind)) {
-        _ if keep.blocks_of(t.kind).is_some() => t.bytes,
-        (true, Some(bits)) => held_quantized(t, bits),
+    let held = |t: &TensorDesc| match (keep.blocks_of(t.kind), keep.quantized, blocks::held_bits(t.kind)) {
+        (Some(_), ..) => t.bytes,
+        (None, true, Some(bits)) => held_quantized(t, bits),
         _ => t.numel() * target.size_of() as u64,
     };
     let whole: u64 = tensors.iter().copied().map(held).sum();
@@ -299,15 +298,15 @@ pub fn read_tensors(path: &Path, dtype: Option<DType>) -> Result<Vec<(String, Te
         .collect()
 }
 
-/// Reads one tensor from the mapped file: repacked into MLX's affine layout when kept
-/// quantized (Q6_K through MLX's own 8-bit quantization), dense in `target` otherwise.
+/// Reads one tensor from the mapped file: a super-block type's bytes as stored when `keep`
+/// holds it so; repacked into MLX's affine layout when kept quantized (Q6_K, Q3_K, Q2_K
+/// through MLX's own 8-bit quantization off the CPU); dense in `target` otherwise.
 fn read_tensor(
     mmap: &memmap2::Mmap,
     desc: &TensorDesc,
     keep: Keep,
     target: DType,
 ) -> std::result::Result<Tensor, String> {
-    let keep_quantized = keep.quantized;
     let start = usize::try_from(desc.offset)
         .map_err(|_| format!("tensor `{}` lies past the address space", desc.name))?;
     let end = start.checked_add(desc.bytes as usize).filter(|&e| e <= mmap.len());
@@ -336,7 +335,7 @@ fn read_tensor(
         let blocks = owned_array(bytes, &[r, dim(row_bytes as u64)?])?;
         return Ok(Tensor::Blocks { format, blocks });
     }
-    match decode_in_chunks(data, shape2, keep_quantized, CHUNK_BYTES, forget)? {
+    match decode_in_chunks(data, shape2, keep.quantized, CHUNK_BYTES, forget)? {
         blocks::Decoded::Affine { bits, packed, scales, biases } => {
             let config =
                 QuantConfig { group_size: GGUF_GROUP, bits, activations: Activations::Exact, blocks: None };
@@ -354,7 +353,7 @@ fn read_tensor(
         }
         blocks::Decoded::Dense(values) => {
             let dense = owned_array(values, &shape)?;
-            match (keep_quantized, blocks::held_bits(desc.kind)) {
+            match (keep.quantized, blocks::held_bits(desc.kind)) {
                 (true, Some(bits)) => {
                     let config = QuantConfig {
                         group_size: GGUF_GROUP,
