@@ -26,6 +26,7 @@ fn main() {
         .file("cpp/avx2_int8.cpp")
         .file("cpp/avx2_attention.cpp")
         .file("cpp/avx2_blocks.cpp")
+        .file("cpp/avx2_small_blocks.cpp")
         .file("cpp/avx512.cpp")
         .file("cpp/avx512_vbmi.cpp")
         .file("cpp/neon.cpp")

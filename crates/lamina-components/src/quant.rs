@@ -6,9 +6,6 @@ use lamina_core::{Config, Error, Result};
 pub use lamina_kernels::{Activations, BlockFormat};
 use mlx_rs::{Array, Dtype, ops};
 use serde::{Deserialize, Serialize};
-
-/// Values of a GGUF super-block (every [`BlockFormat`]).
-const BLOCK_VALUES: i32 = lamina_kernels::BLOCK_VALUES as i32;
 use validator::Validate;
 
 /// How weights are quantized (`"quantization": {"group_size": 64, "bits": 4}` in an
@@ -23,8 +20,8 @@ pub struct QuantConfig {
     /// run, not part of the checkpoint (never written to `config.json`; exact when read).
     #[serde(skip)]
     pub activations: Activations,
-    /// `None`: MLX's affine layout. A GGUF super-block format: the weight is the file's
-    /// blocks as stored (u8 rows, scales inside; `group_size` 256, `bits` the format's
+    /// `None`: MLX's affine layout. A GGUF block format: the weight is the file's blocks as
+    /// stored (u8 rows, scales inside; `group_size` the block's values, `bits` the format's
     /// nominal width), on lamina's CPU kernels only. Never written to `config.json`.
     #[serde(skip)]
     pub blocks: Option<BlockFormat>,
@@ -34,16 +31,17 @@ pub struct QuantConfig {
 /// never by position: both sizes are `i32`, and MLX's own functions take them as
 /// `(group_size, bits)`.
 impl QuantConfig {
-    /// GGUF super-blocks of `format` held as stored, read as `activations` says.
+    /// GGUF blocks of `format` held as stored, read as `activations` says.
     pub fn gguf(format: BlockFormat, activations: Activations) -> Self {
         let bits = match format {
             BlockFormat::Q2K => 2,
             BlockFormat::Q3K => 3,
-            BlockFormat::Q4K | BlockFormat::IQ4XS => 4,
-            BlockFormat::Q5K => 5,
+            BlockFormat::Q4K | BlockFormat::IQ4XS | BlockFormat::IQ4NL => 4,
+            BlockFormat::Q5K | BlockFormat::Q5_0 | BlockFormat::Q5_1 => 5,
             BlockFormat::Q6K => 6,
+            BlockFormat::Q8_0 => 8,
         };
-        QuantConfig { group_size: BLOCK_VALUES, bits, activations, blocks: Some(format) }
+        QuantConfig { group_size: format.values() as i32, bits, activations, blocks: Some(format) }
     }
 
     /// Bytes of an `[rows, cols]` matrix quantized this way (packed values, f32 scales
@@ -68,7 +66,7 @@ impl QuantConfig {
     /// Columns of the unquantized matrix whose packed form has `packed_cols` columns.
     pub fn unpacked_cols(&self, packed_cols: i32) -> i32 {
         match self.blocks {
-            Some(format) => packed_cols / format.block_bytes() as i32 * BLOCK_VALUES,
+            Some(format) => packed_cols / format.block_bytes() as i32 * format.values() as i32,
             None => packed_cols * 32 / self.bits,
         }
     }
@@ -130,11 +128,12 @@ impl Config for QuantConfig {
     const NAME: &'static str = "QuantConfig";
 
     fn check(&self) -> Result<()> {
-        if self.blocks.is_some() {
-            return if self.group_size == BLOCK_VALUES {
+        if let Some(format) = self.blocks {
+            let values = format.values() as i32;
+            return if self.group_size == values {
                 Ok(())
             } else {
-                Err(Error::invalid(Self::NAME, "group_size", format!("a block format has {BLOCK_VALUES}")))
+                Err(Error::invalid(Self::NAME, "group_size", format!("a {format} block has {values} values")))
             };
         }
         if ![32, 64, 128].contains(&self.group_size) {

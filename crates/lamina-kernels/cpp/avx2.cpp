@@ -345,6 +345,7 @@ Kernels avx2_kernels(Kernels k) {
   k.attend = attend;
   add_avx2_attention(k);
   add_avx2_blocks(k);
+  add_avx2_small_blocks(k);
   return k;
 }
 

@@ -1,12 +1,9 @@
 // The AVX2 tier's products with x rounded to 8 bits (Activations::int8): the packed values
 // multiplied with x's bytes as integers, every width, for one row of x, a batch or a prompt.
 //
-// Weights in GGUF's layout (Problem::gguf_layout: single 32-value chunks per group) go through
-// tiles: a few weight rows against a few rows of x, each chunk of weights
-// unpacked once for all of them. Every (weight row, row of x) pair runs the same sequence of
-// operations whatever the tile's size, so a row's outputs do not depend on the rows beside it:
-// one chain of FMAs over the chunks, each chunk's factor (scale x x's d) computed eight at a
-// time, then the bias terms. Other rows (wider groups) loop over groups, one pair at a time.
+// Weights in GGUF's layout (Problem::gguf_layout: single 32-value chunks per group) go
+// through avx2_tiles.h's tiles; other rows (wider groups) loop over groups, one pair at a
+// time.
 
 #if defined(__x86_64__)
 
@@ -14,36 +11,45 @@
 #include <cstring>
 #include <vector>
 
+#include "avx2_tiles.h"
 #include "isa.h"
 #include "x86.h"
 
 namespace lamina_kernels {
 namespace {
 
-const __m256i* at(const void* p) { return reinterpret_cast<const __m256i*>(p); }
+using avx2_tiles::at;
+using avx2_tiles::pair_sums;
+using avx2_tiles::tile;
+using avx2_tiles::tiles;
 
-// A chunk's 32-bit sums: 32 byte products summed in pairs (maddubs: the first factor
-// unsigned, the second signed), then in fours.
-LAMINA_AVX2 inline __m256i pair_sums(__m256i unsigned_bytes, __m256i signed_bytes) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_bytes, signed_bytes), _mm256_set1_epi16(1));
-}
+// The scales and biases of an affine row's chunks (GGUF's layout: one group a chunk).
+struct AffineFactors {
+  const Problem* p = nullptr;
+  int r = 0;
 
-// The weight formats: `load(c)` unpacks chunk c of a row once; `sums(w, x)` multiplies it with
-// 32 bytes of x (in the order `prepare` rounds them for the width) into eight 32-bit sums.
-// `kShift` is what the bias terms add back (8 bits: q - 128 multiplied as a signed byte).
-// `kRows` x `kXRows` is the tile: weight rows and rows of x a chunk meets at once (their
-// accumulators, unpacked weights and x fill the 16 registers).
+  AffineFactors() = default;
+  AffineFactors(const Problem& problem, int row) : p(&problem), r(row) {}
+  LAMINA_AVX2 void factors8(int g, int count, __m256& s, __m256& b) const {
+    const size_t first = static_cast<size_t>(r) * (p->k / 32) + g;
+    s = avx2_tiles::groups8(*p, p->scales, first, count, g);
+    b = avx2_tiles::groups8(*p, p->biases, first, count, g);
+  }
+};
+
+// The affine weight formats (avx2_tiles.h's interface; 8 bits: q - 128 multiplied as a
+// signed byte, kShift 128).
 
 // 4-bit weights: per 32-value chunk the low and the high nibbles side by side in one
 // register (x is split to match); at most 2 * 15 * 127 a pair.
-struct Q4 {
+struct Q4 : AffineFactors {
   static constexpr float kShift = 0.0f;
   static constexpr int kRows = 2, kXRows = 4;
   using Weights = __m256i;
   const uint8_t* row;
 
   Q4() = default;
-  LAMINA_AVX2 Q4(const Problem& p, int r) : row(p.row(r)) {}
+  LAMINA_AVX2 Q4(const Problem& p, int r) : AffineFactors(p, r), row(p.row(r)) {}
   LAMINA_AVX2 Weights load(int c) const {
     const uint8_t* bytes = row + 16 * c;
     _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetch), _MM_HINT_T0);
@@ -56,7 +62,7 @@ struct Q4 {
 // 8-bit weights: sum q x = sum (q - 128) x + 128 sum x. The first as integers: q - 128 is a
 // signed byte (q xor 0x80), multiplied by maddubs as |q - 128| times x with q - 128's sign
 // (at most 2 * 128 * 127 a pair); the second from x's exact group sums (the shift).
-struct Q8 {
+struct Q8 : AffineFactors {
   static constexpr float kShift = 128.0f;
   static constexpr int kRows = 2, kXRows = 3;
   struct Weights {
@@ -65,7 +71,7 @@ struct Q8 {
   const uint8_t* row;
 
   Q8() = default;
-  LAMINA_AVX2 Q8(const Problem& p, int r) : row(p.row(r)) {}
+  LAMINA_AVX2 Q8(const Problem& p, int r) : AffineFactors(p, r), row(p.row(r)) {}
   LAMINA_AVX2 Weights load(int c) const {
     if ((c & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(row + 32 * c + kPrefetch), _MM_HINT_T0);
     const __m256i w = _mm256_xor_si256(_mm256_loadu_si256(at(row + 32 * c)), _mm256_set1_epi8(static_cast<char>(0x80)));
@@ -106,7 +112,7 @@ constexpr SixteenLanes sixteen_lanes(int bits) {
 // chunk's second half loads the 16 bytes that end the row instead. 2 and 3 bits copy the
 // row's last chunks into a zeroed buffer.
 template <int B>
-struct Bits {
+struct Bits : AffineFactors {
   static constexpr float kShift = 0.0f;
   static constexpr int kRows = 4, kXRows = 2;
   static constexpr int kChunkBytes = 4 * B;
@@ -116,7 +122,7 @@ struct Bits {
   int last;
 
   Bits() = default;
-  LAMINA_AVX2 Bits(const Problem& p, int r) : row(p.row(r)), last(p.k / 32 - 1) {}
+  LAMINA_AVX2 Bits(const Problem& p, int r) : AffineFactors(p, r), row(p.row(r)), last(p.k / 32 - 1) {}
 
   // Sixteen values (placed in `bytes` as `order` says) in 16-bit lanes. (The tables are read
   // where they are used: a tile's rows share them.)
@@ -144,141 +150,6 @@ struct Bits {
   }
   LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
 };
-
-// Eight f16 values from `src` as f32 (fewer than eight: the rest zero; each lane as the
-// full load would give it). `before`: how many values may be read before `src` (a row's
-// earlier groups): with 8 - count of them, the eight values ending at src + count are
-// loaded and moved down.
-LAMINA_AVX2 inline __m256 widen8(const uint16_t* src, int count, int before) {
-  if (count == 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-  if (before >= 8 - count) {
-    const __m256 ending = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + count - 8)));
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256 moved = _mm256_permutevar8x32_ps(ending, _mm256_add_epi32(lane, _mm256_set1_epi32(8 - count)));
-    return _mm256_and_ps(moved, _mm256_castsi256_ps(first_lanes(count)));
-  }
-  alignas(32) float lanes[8] = {};
-  for (int j = 0; j < count; ++j) lanes[j] = _cvtsh_ss(src[j]);
-  return _mm256_load_ps(lanes);
-}
-
-// Eight of a row's scales or biases from group `first` on as f32 (f16 or f32 ones; fewer than
-// eight: the rest zero), `before` groups of the row before them (see widen8).
-LAMINA_AVX2 inline __m256 groups8(const Problem& p, const void* values, size_t first, int count, int before) {
-  if (p.half_scales) return widen8(static_cast<const uint16_t*>(values) + first, count, before);
-  const float* src = static_cast<const float*>(values) + first;
-  if (count == 8) return _mm256_loadu_ps(src);
-  return _mm256_maskload_ps(src, first_lanes(count));
-}
-
-// Per-thread room for a tile's factors.
-inline float* factor_room(size_t floats) {
-  thread_local std::vector<float> room;
-  if (room.size() < floats) room.resize(floats);
-  return room.data();
-}
-
-// The tile's integer products: per pair, one chain of FMAs over the chunks (factor x the
-// chunk's sums), summed across its lanes into partial[a][i]. (Unrolled: the accumulators stay
-// in registers.)
-template <class Format, int W, int X>
-LAMINA_AVX2 inline void products_of(const Format* rows, const int8_t* const* xq, const float* factors, int padded,
-                                    int chunks, float (&partial)[W][X]) {
-  __m256 acc[W][X];
-#pragma GCC unroll 8
-  for (int a = 0; a < W; ++a) {
-#pragma GCC unroll 8
-    for (int i = 0; i < X; ++i) acc[a][i] = _mm256_setzero_ps();
-  }
-  for (int c = 0; c < chunks; ++c) {
-    typename Format::Weights w[W];
-#pragma GCC unroll 8
-    for (int a = 0; a < W; ++a) w[a] = rows[a].load(c);
-#pragma GCC unroll 8
-    for (int i = 0; i < X; ++i) {
-      const __m256i x = _mm256_loadu_si256(at(xq[i] + 32 * c));
-#pragma GCC unroll 8
-      for (int a = 0; a < W; ++a) {
-        const __m256 sums = _mm256_cvtepi32_ps(Format::sums(w[a], x));
-        acc[a][i] = _mm256_fmadd_ps(_mm256_broadcast_ss(factors + (a * X + i) * padded + c), sums, acc[a][i]);
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int a = 0; a < W; ++a) {
-#pragma GCC unroll 8
-    for (int i = 0; i < X; ++i) partial[a][i] = hsum(acc[a][i]);
-  }
-}
-
-// Weight rows [r, r + W) against the rows xs[0..X) of x (GGUF's layout: 32-value groups):
-// out[i * stride + a] for row a and row i of x.
-template <class Format, int W, int X>
-LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
-  const int chunks = p.k / 32;
-  const int padded = padded8(chunks);
-  Format rows[W];
-  for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a);
-  // Per block of eight groups: each pair's chunk factors (scale x x's d), stored for the
-  // products; and the bias terms, sum over groups of (bias + shift x scale) x x's group sum
-  // (past the last group both are zero).
-  float* factors = factor_room(static_cast<size_t>(W) * X * padded);
-  __m256 bias[W][X];
-  for (int a = 0; a < W; ++a) {
-    for (int i = 0; i < X; ++i) bias[a][i] = _mm256_setzero_ps();
-  }
-  const __m256 shift = _mm256_set1_ps(Format::kShift);
-  for (int g = 0; g < chunks; g += 8) {
-    const int count = std::min(8, chunks - g);
-    for (int a = 0; a < W; ++a) {
-      const size_t first = static_cast<size_t>(r + a) * chunks + g;
-      const __m256 s = groups8(p, p.scales, first, count, g);
-      const __m256 sb = _mm256_fmadd_ps(s, shift, groups8(p, p.biases, first, count, g));
-      for (int i = 0; i < X; ++i) {
-        _mm256_storeu_ps(factors + (a * X + i) * padded + g, _mm256_mul_ps(s, _mm256_loadu_ps(xs[i].q8_scales.data() + g)));
-        bias[a][i] = _mm256_fmadd_ps(sb, _mm256_loadu_ps(xs[i].group_sums.data() + g), bias[a][i]);
-      }
-    }
-  }
-  const int8_t* xq[X];
-  for (int i = 0; i < X; ++i) xq[i] = xs[i].q8.data();
-  float partial[W][X];
-  products_of<Format, W, X>(rows, xq, factors, padded, chunks, partial);
-  for (int i = 0; i < X; ++i) {
-    for (int a = 0; a < W; ++a) out[i * stride + a] = partial[a][i] + hsum(bias[a][i]);
-  }
-}
-
-// Rows of x at a time against a task's weight rows (their q8 values stay in L1/L2 while the
-// weight rows stream past).
-constexpr int kXBlock = 64;
-
-// W weight rows from r against rows [x0, x1) of x, X at a time.
-template <class Format, int W>
-LAMINA_AVX2 void tile_column(const Problem& p, int r, const PreparedRow* xs, int x0, int x1) {
-  constexpr int X = Format::kXRows;
-  const size_t n = p.n;
-  int i = x0;
-  for (; i + X <= x1; i += X) tile<Format, W, X>(p, r, xs + i, p.out + i * n + r, n);
-  for (; i < x1; ++i) tile<Format, W, 1>(p, r, xs + i, p.out + i * n + r, n);
-}
-
-// Weight rows [begin, end) against rows [m0, m1) of x in tiles (smaller ones at the edges).
-// With fewer rows of x than a tile holds (decoding), one weight row at a time: the packed
-// rows stream from memory in one sequence (several interleaved streams read ~30% slower).
-template <class Format>
-LAMINA_AVX2 void tiles(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
-  constexpr int W = Format::kRows;
-  const bool wide = m1 - m0 >= Format::kXRows;
-  for (int x0 = m0; x0 < m1; x0 += kXBlock) {
-    const int x1 = std::min(m1, x0 + kXBlock);
-    int r = begin;
-    if (wide) {
-      for (; r + W <= end; r += W) tile_column<Format, W>(p, r, xs, x0, x1);
-    }
-    for (; r < end; ++r) tile_column<Format, 1>(p, r, xs, x0, x1);
-  }
-}
 
 // The same for any row, one pair at a time: per group, its chunks times the group's scale x
 // each chunk's d.

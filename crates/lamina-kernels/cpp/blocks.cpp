@@ -1,6 +1,6 @@
-// GGUF's super-block formats in plain C++ (blocks.h): each block unpacked into its integer
-// values and scales, then dequantized or multiplied with x rounded per 256 values as
-// integers. The portable tier's kernels for every format, the reference the faster tiers are
+// GGUF's block formats in plain C++ (blocks.h): each block unpacked into its integer
+// values and scales, then dequantized or multiplied with x rounded per 256 values (per 32
+// for the 32-value types) as integers. The portable tier's kernels for every format, the reference the faster tiers are
 // tested against, and the exact product (a row dequantized, then the tier's dot).
 
 #include <cstring>
@@ -111,14 +111,59 @@ void unpack_iq4_xs(const uint8_t* b, Unpacked& u) {
   u.dmin = 0.0f;
 }
 
+// The 32-value types: 32 values, scale 1, no minimum (Q5_1 sets its offset m as dmin with
+// minimum -1: `- m x -1` adds m exactly, gguf-py's `d * q + m`).
+void one_scale(Unpacked& u, float d) {
+  u.d = d;
+  u.dmin = 0.0f;
+  u.scale[0] = u.scale[1] = 1;
+  u.min[0] = u.min[1] = 0;
+}
+
+// Q5_0 and Q5_1: value j < 16 the low nibble of qs[j], j + 16 its high nibble; bit j of
+// the 32-bit qh the fifth bit of value j.
+void five_bit_values(const uint8_t* qh_bytes, const uint8_t* qs, int offset, int8_t* q) {
+  uint32_t qh = 0;
+  std::memcpy(&qh, qh_bytes, 4);
+  for (int j = 0; j < 16; ++j) {
+    q[j] = static_cast<int8_t>(((qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - offset);
+    q[j + 16] = static_cast<int8_t>(((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - offset);
+  }
+}
+
+void unpack_q5_0(const uint8_t* b, Unpacked& u) {
+  five_bit_values(b + 2, b + 6, 16, u.q);
+  one_scale(u, half_at(b));
+}
+
+void unpack_q5_1(const uint8_t* b, Unpacked& u) {
+  five_bit_values(b + 4, b + 8, 0, u.q);
+  one_scale(u, half_at(b));
+  u.dmin = half_at(b + 2);
+  u.min[0] = u.min[1] = -1;
+}
+
+void unpack_q8_0(const uint8_t* b, Unpacked& u) {
+  std::memcpy(u.q, b + 2, 32);
+  one_scale(u, half_at(b));
+}
+
+void unpack_iq4_nl(const uint8_t* b, Unpacked& u) {
+  for (int j = 0; j < 16; ++j) {
+    u.q[j] = kIq4Values[b[2 + j] & 0xF];
+    u.q[j + 16] = kIq4Values[b[2 + j] >> 4];
+  }
+  one_scale(u, half_at(b));
+}
+
 void dequantize(const Problem& p, int r, float* dst) {
   const uint8_t* row = p.row(r);
-  const int bytes = block_bytes(p.format);
+  const int bytes = block_bytes(p.format), values = block_values(p.format);
   Unpacked u;
-  for (int blk = 0; blk < p.k / kBlockValues; ++blk) {
+  for (int blk = 0; blk < p.k / values; ++blk) {
     unpack(p.format, row + static_cast<size_t>(blk) * bytes, u);
-    float* y = dst + static_cast<size_t>(blk) * kBlockValues;
-    for (int j = 0; j < kBlockValues; ++j) {
+    float* y = dst + static_cast<size_t>(blk) * values;
+    for (int j = 0; j < values; ++j) {
       y[j] = (u.d * static_cast<float>(u.scale[j / 16])) * static_cast<float>(u.q[j]) -
              u.dmin * static_cast<float>(u.min[j / 16]);
     }
@@ -148,6 +193,24 @@ float dot_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
   return total;
 }
 
+// The 32-value types (blocks.h's code_offset): per block (d x d_x) x the integer dot of its
+// codes with x's bytes, plus its bias (m - offset x d) x x's exact sum over the block.
+float dot_int8_small(const Problem& p, int r, const float*, const PreparedRow& x) {
+  const uint8_t* row = p.row(r);
+  const int bytes = block_bytes(p.format), offset = code_offset(p.format);
+  Unpacked u;
+  float total = 0.0f, bias = 0.0f;
+  for (int c = 0; c < p.k / 32; ++c) {
+    unpack(p.format, row + static_cast<size_t>(c) * bytes, u);
+    const int8_t* xq = x.q8.data() + static_cast<size_t>(c) * 32;
+    int32_t isum = 0;
+    for (int j = 0; j < 32; ++j) isum += (u.q[j] + offset) * xq[j];
+    total += (u.d * x.q8_scales[c]) * static_cast<float>(isum);
+    bias += (-(u.dmin * u.min[0]) - static_cast<float>(offset) * u.d) * x.group_sums[c];
+  }
+  return total + bias;
+}
+
 }  // namespace
 
 void unpack(Format f, const uint8_t* block, Unpacked& out) {
@@ -158,6 +221,10 @@ void unpack(Format f, const uint8_t* block, Unpacked& out) {
     case Format::q5_k: return unpack_q4_q5_k(block, out, true);
     case Format::q6_k: return unpack_q6_k(block, out);
     case Format::iq4_xs: return unpack_iq4_xs(block, out);
+    case Format::q5_0: return unpack_q5_0(block, out);
+    case Format::q5_1: return unpack_q5_1(block, out);
+    case Format::q8_0: return unpack_q8_0(block, out);
+    case Format::iq4_nl: return unpack_iq4_nl(block, out);
     case Format::affine: break;
   }
   throw std::invalid_argument("unpack: the affine layout has no blocks");
@@ -174,7 +241,7 @@ float dot_dequantized(const Problem& p, int r, const float* x, const PreparedRow
 
 void add_portable_blocks(Kernels& k) {
   for (int f = 1; f < kFormats; ++f) {
-    k.dot_blocks_int8[f] = dot_int8;
+    k.dot_blocks_int8[f] = small_blocks(static_cast<Format>(f)) ? dot_int8_small : dot_int8;
     k.dequantize_blocks[f] = dequantize;
   }
 }

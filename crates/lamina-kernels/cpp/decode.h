@@ -24,8 +24,10 @@ inline float activate(Gate gate, float v) {
   switch (gate) {
     case Gate::Silu: return v / (1.0f + std::exp(-v));
     case Gate::GeluTanh: {
+      // 0.5 v (1 + tanh(u)) = v / (1 + exp(-2u)): one expf instead of glibc's tanhf (an
+      // expm1f and more; ~5% of Gemma 3's prompt time), equal to float rounding.
       const float inner = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-      return 0.5f * v * (1.0f + std::tanh(inner));
+      return v / (1.0f + std::exp(-2.0f * inner));
     }
     case Gate::GeluErf: return 0.5f * v * (1.0f + std::erf(v * 0.7071067811865476f));
     case Gate::None: return v;

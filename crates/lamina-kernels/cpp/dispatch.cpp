@@ -93,4 +93,11 @@ __attribute__((visibility("default"))) int lamina_kernels_supports_quantized(int
   return bits >= 2 && bits <= 8 && bits != 7 && group >= 32 && group % 32 == 0 && lamina_kernels::kernels().quantized(bits);
 }
 
+// Whether this CPU's tier multiplies GGUF block format `format` (blocks.h's codes) with a
+// kernel of its own (not the portable tier's per-value loops).
+__attribute__((visibility("default"))) int lamina_kernels_blocks_native(int format) {
+  if (format <= 0 || format >= lamina_kernels::kFormats) return 0;
+  return lamina_kernels::kernels().products_blocks_int8[format] != nullptr;
+}
+
 }  // extern "C"

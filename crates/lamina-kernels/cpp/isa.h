@@ -72,8 +72,8 @@ struct Kernels {
   void (*attend)(const Part& p);
   // The same for head sizes that are multiples of 16 (up to 256), no soft-capping.
   void (*attend16)(const Part& p);
-  // GGUF's super-block formats (blocks.h), by Format code: a row against x rounded per 256
-  // values (PreparedRow's Q8_K form), and a row dequantized. The portable tier fills every
+  // GGUF's block formats (blocks.h), by Format code: a row against x rounded per 256 values
+  // (PreparedRow's Q8_K form; per 32 for the 32-value types), and a row dequantized. The portable tier fills every
   // format; the others replace what they do faster.
   RowDot dot_blocks_int8[kFormats];
   RowDequantize dequantize_blocks[kFormats];
@@ -131,6 +131,8 @@ void add_avx2_int8(Kernels& k);
 void add_avx2_attention(Kernels& k);
 // The AVX2 tier's super-block products (avx2_blocks.cpp).
 void add_avx2_blocks(Kernels& k);
+// The AVX2 tier's 32-value block products (avx2_small_blocks.cpp).
+void add_avx2_small_blocks(Kernels& k);
 Kernels avx512_kernels(Kernels below);
 Kernels avx512_vbmi_kernels(Kernels below);
 #endif

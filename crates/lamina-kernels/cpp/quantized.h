@@ -35,8 +35,9 @@ inline Activations activations_of(int code) {
 
 // out[M, N] = x[M, K] @ dequantize(w)^T for MLX's affine layout (`w` packed little-endian
 // bit streams, one per row; per-group scales and biases, f32 or f16: as GGUF stores them, a
-// quarter fewer bytes per 4-bit weight to read), or for a GGUF super-block format (`w` the
-// file's blocks, K / 256 a row; `scales`, `biases`, `group` and `bits` unused).
+// quarter fewer bytes per 4-bit weight to read), or for a GGUF block format (`w` the file's
+// blocks, K / block_values a row; `scales` and `biases` unused, `group` the block's values,
+// `bits` 8).
 struct Problem {
   const float* x;       // [M, K], row-major
   const uint8_t* w;     // [N, K * bits / 8] bytes
@@ -48,7 +49,7 @@ struct Problem {
   Activations activations = Activations::exact;
   Format format = Format::affine;
   bool blocks() const { return format != Format::affine; }
-  int row_bytes() const { return blocks() ? k / kBlockValues * block_bytes(format) : k * bits / 8; }
+  int row_bytes() const { return blocks() ? k / block_values(format) * block_bytes(format) : k * bits / 8; }
   // Groups of one 32-value chunk, as every GGUF file's (f16 scales and biases where the
   // file's hold them exactly, f32 for the K-quants' products of two scales): the tiers'
   // fastest 8-bit loops.
@@ -126,6 +127,7 @@ void round_chunks(const float* x, int k, Order order, PreparedRow& out, int size
 }
 
 // Super-block formats: x rounded per 256 values, with the sums of each 16 (ggml's Q8_K).
+// (The 32-value formats take `prepare`'s form: x rounded per 32, its exact sums per 32.)
 inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8) {
   PreparedRow out;
   if (!int8) return out;
@@ -141,7 +143,7 @@ inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8) {
 
 // `int8`: the product's kernel reads x rounded to 8 bits (Kernels::row_kernel).
 inline PreparedRow prepare(const Problem& p, const float* x, bool int8) {
-  if (p.blocks()) return prepare_blocks(p, x, int8);
+  if (p.blocks() && !small_blocks(p.format)) return prepare_blocks(p, x, int8);
   PreparedRow out;
   out.group_sums.assign(padded8(p.groups()), 0.0f);
   for (int g = 0; g < p.groups(); ++g) {
@@ -151,13 +153,14 @@ inline PreparedRow prepare(const Problem& p, const float* x, bool int8) {
   }
   // Position j of a 4-bit chunk's split order holds value 2j (j < 16) or 2(j - 16) + 1.
   auto split = [](int j) { return j < 16 ? 2 * j : 2 * (j - 16) + 1; };
+  const bool split_order = !p.blocks() && p.bits == 4;
   if (int8) {
-    if (p.bits == 4) {
+    if (split_order) {
       round_chunks(x, p.k, split, out);
     } else {
       round_chunks(x, p.k, [](int j) { return j; }, out);
     }
-  } else if (p.bits == 4) {
+  } else if (split_order) {
     out.split.resize(p.k);
     for (int c = 0; c < p.k / 32; ++c) {
       for (int j = 0; j < 32; ++j) out.split[32 * c + j] = x[32 * c + split(j)];

@@ -23,8 +23,9 @@ bool operand_fits(const mc::array& w, const mc::array& scales, const mc::array& 
   if (w.ndim() != 2 || (n >= 0 && w.shape(0) != n)) return false;
   const int rows = static_cast<int>(w.shape(0));
   if (o.format != Format::affine) {
-    return w.dtype() == mc::uint8 && k % kBlockValues == 0 && kernels().blocks(o.format) &&
-           static_cast<int64_t>(w.shape(1)) == static_cast<int64_t>(k) / kBlockValues * block_bytes(o.format);
+    const int values = block_values(o.format);
+    return w.dtype() == mc::uint8 && k % values == 0 && kernels().blocks(o.format) &&
+           static_cast<int64_t>(w.shape(1)) == static_cast<int64_t>(k) / values * block_bytes(o.format);
   }
   const bool scales_read =
       (scales.dtype() == mc::float32 || scales.dtype() == mc::float16) && biases.dtype() == scales.dtype();
@@ -38,6 +39,7 @@ Problem problem_of(const Operand& o, const float* x, const mc::array& w, const m
   Problem p{x, w.data<uint8_t>(), scales.data<void>(), biases.data<void>(), out, m, static_cast<int>(w.shape(0)), k,
             o.group, o.bits, scales.dtype() == mc::float16, o.activations};
   p.format = o.format;
+  if (p.blocks()) p.group = block_values(o.format), p.bits = 8;
   return p;
 }
 
@@ -54,7 +56,7 @@ class DequantizeBlocks : public mc::UnaryPrimitive {
     encoder.set_output_array(out);
     encoder.dispatch([w = inputs[0], dst = out.data<float>(), n = static_cast<int>(out.shape(0)),
                       k = static_cast<int>(out.shape(1)), format = format_]() {
-      Problem p{nullptr, w.data<uint8_t>(), nullptr, nullptr, nullptr, 1, n, k, kBlockValues, 8, false};
+      Problem p{nullptr, w.data<uint8_t>(), nullptr, nullptr, nullptr, 1, n, k, block_values(format), 8, false};
       p.format = format;
       const RowDequantize dequantize = kernels().dequantize_for(p);
       Pool& pool = Pool::get();
@@ -79,7 +81,7 @@ class DequantizeBlocks : public mc::UnaryPrimitive {
 
   std::vector<mc::Shape> output_shapes(const std::vector<mc::array>& inputs) override {
     const int blocks = static_cast<int>(inputs[0].shape(1)) / block_bytes(format_);
-    return {mc::Shape{inputs[0].shape(0), blocks * kBlockValues}};
+    return {mc::Shape{inputs[0].shape(0), blocks * block_values(format_)}};
   }
 
  private:
@@ -93,7 +95,7 @@ mc::array dequantized_blocks(const mc::array& w, Format format, const mc::Stream
     throw std::invalid_argument("dequantize blocks: a u8 [N, blocks * block bytes] weight of a GGUF format, got " +
                                 shape_text(w));
   }
-  const int k = static_cast<int>(w.shape(1)) / block_bytes(format) * kBlockValues;
+  const int k = static_cast<int>(w.shape(1)) / block_bytes(format) * block_values(format);
   return mc::array(mc::Shape{w.shape(0), k}, mc::float32, std::make_shared<DequantizeBlocks>(stream, format), {w});
 }
 

@@ -170,18 +170,20 @@ void attention(const Kernels& k, const Kernels& ref) {
   }
 }
 
-// GGUF super-block formats: random blocks with small finite f16 factors, each tier's one-row
-// product (x rounded per 256) and its tile of several rows of x against the portable tier's,
+// GGUF block formats: random blocks with small finite f16 factors, each tier's one-row
+// product (x rounded per 256, or per 32) and its tile of several rows of x against the portable tier's,
 // and their dequantized rows bit for bit.
 void blocks(const Kernels& k, const Kernels& ref) {
   for (int f = 1; f < kFormats; ++f) {
     const Format format = static_cast<Format>(f);
-    const int n = 3, kk = 512, bytes = block_bytes(format), per_row = kk / kBlockValues * bytes;
+    const int n = 3, kk = 512, bytes = block_bytes(format), values = block_values(format);
+    const int per_row = kk / values * bytes;
     std::vector<uint8_t> w(static_cast<size_t>(n) * per_row);
     for (auto& b : w) b = static_cast<uint8_t>(rng());
     // The f16 factors: d (and dmin) where each format keeps them.
     const int at = format == Format::q2_k ? 80 : format == Format::q3_k ? 108 : format == Format::q6_k ? 208 : 0;
-    const int factors = format == Format::q2_k || format == Format::q4_k || format == Format::q5_k ? 2 : 1;
+    const bool two = format == Format::q2_k || format == Format::q4_k || format == Format::q5_k || format == Format::q5_1;
+    const int factors = two ? 2 : 1;
     for (size_t blk = 0; blk < w.size() / bytes; ++blk) {
       for (int i = 0; i < factors; ++i) {
         const uint16_t h = to_f16(uniform(0.001f, 0.05f));
@@ -191,7 +193,7 @@ void blocks(const Kernels& k, const Kernels& ref) {
     const int m = 6;
     const std::vector<float> x = floats(static_cast<size_t>(m) * kk);
     std::vector<float> tile(static_cast<size_t>(m) * n), theirs(static_cast<size_t>(m) * n);
-    Problem p{x.data(), w.data(), nullptr, nullptr, tile.data(), m, n, kk, kBlockValues, 8, false, Activations::int8};
+    Problem p{x.data(), w.data(), nullptr, nullptr, tile.data(), m, n, kk, values, 8, false, Activations::int8};
     p.format = format;
     std::vector<PreparedRow> xs;
     for (int i = 0; i < m; ++i) xs.push_back(prepare(p, x.data() + static_cast<size_t>(i) * kk, true));

@@ -8,7 +8,6 @@ use std::ffi::c_int;
 use lamina_core::Result;
 use mlx_rs::Array;
 
-use crate::blocks::BLOCK_VALUES;
 use crate::{
     Activations, BlockFormat, RopeFrequencies, absent, lamina_decode_attention, lamina_prompt_attention,
     lamina_quantized_products, produced, produced_all, produced_three,
@@ -74,7 +73,7 @@ impl OperandLists {
                     (scales.as_ptr(), biases.as_ptr(), group_size, bits, 0)
                 }
                 QuantLayout::Blocks(format) => {
-                    (w.weight.as_ptr(), w.weight.as_ptr(), BLOCK_VALUES as c_int, 8, format.code())
+                    (w.weight.as_ptr(), w.weight.as_ptr(), format.values() as c_int, 8, format.code())
                 }
             };
             lists.ws.push(w.weight.as_ptr());

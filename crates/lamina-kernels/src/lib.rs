@@ -43,6 +43,7 @@ unsafe extern "C" {
     fn lamina_kernel_threads() -> c_int;
     fn lamina_kernel_isa() -> *const c_char;
     fn lamina_kernels_supports_quantized(bits: c_int, group: c_int) -> c_int;
+    fn lamina_kernels_blocks_native(format: c_int) -> c_int;
     fn lamina_quantized_matmul(
         out: *mut mlx_sys::mlx_array,
         x: mlx_sys::mlx_array,

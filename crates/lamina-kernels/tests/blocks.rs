@@ -1,6 +1,6 @@
-//! GGUF super-block weights held as stored: products equal the dequantized weight's, exact
-//! and with x rounded per 256 values; a row of x computes alike alone or among others; the
-//! gradient flows to x; malformed weights are refused.
+//! GGUF block weights held as stored: products equal the dequantized weight's, exact and
+//! with x rounded per block (256 or 32 values); a row of x computes alike alone or among
+//! others; the gradient flows to x; malformed weights are refused.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -11,7 +11,7 @@ use mlx_rs::ops::indexing::IndexOp;
 use support::{max_rel_diff, values};
 
 /// Rows of random blocks of `format` for `cols` values, their f16 factors (d, and dmin where
-/// the format has one) small and finite: u8 `[rows, cols / 256 * block bytes]`.
+/// the format has one) small and finite: u8 `[rows, cols / values * block bytes]`.
 fn random_blocks(format: BlockFormat, rows: i32, cols: i32, seed: u32) -> Array {
     let bytes = format.block_bytes();
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
@@ -28,7 +28,8 @@ fn random_blocks(format: BlockFormat, rows: i32, cols: i32, seed: u32) -> Array 
         BlockFormat::Q3K => (108, 1),
         BlockFormat::Q4K | BlockFormat::Q5K => (0, 2),
         BlockFormat::Q6K => (208, 1),
-        BlockFormat::IQ4XS => (0, 1),
+        BlockFormat::IQ4XS | BlockFormat::Q5_0 | BlockFormat::Q8_0 | BlockFormat::IQ4NL => (0, 1),
+        BlockFormat::Q5_1 => (0, 2),
     };
     for block in raw.chunks_exact_mut(bytes) {
         for i in 0..factors {
@@ -40,6 +41,12 @@ fn random_blocks(format: BlockFormat, rows: i32, cols: i32, seed: u32) -> Array 
     Array::from_slice(&raw, &[rows, format.row_bytes(cols as usize) as i32])
 }
 
+/// Columns for a format's tests: `super_block` for the super-blocks, `small` (not a multiple
+/// of 8 blocks: Gemma 3's 640 leaves 4) for the 32-value formats.
+fn cols_for(format: BlockFormat, super_block: i32, small: i32) -> i32 {
+    if format.values() == 32 { small } else { super_block }
+}
+
 fn dense_product(x: &Array, w: &Array, format: BlockFormat) -> Array {
     mlx_rs::ops::matmul(x, dequantize_blocks(w, format).unwrap().t()).unwrap()
 }
@@ -47,15 +54,16 @@ fn dense_product(x: &Array, w: &Array, format: BlockFormat) -> Array {
 #[test]
 fn products_equal_the_dequantized_weights_products_in_every_format_and_shape() {
     for format in BlockFormat::ALL {
-        let w = random_blocks(format, 24, 512, 7);
-        assert_eq!(dequantize_blocks(&w, format).unwrap().shape(), &[24, 512]);
+        let cols = cols_for(format, 512, 640);
+        let w = random_blocks(format, 24, cols, 7);
+        assert_eq!(dequantize_blocks(&w, format).unwrap().shape(), &[24, cols]);
         // One row (decoding), a batch, a prompt: each product path.
         for m in [1, 5, 40] {
-            let x = values(&[m, 512], m as f32);
+            let x = values(&[m, cols], m as f32);
             let want = dense_product(&x, &w, format);
             let exact = blocks_matmul(&x, &w, format, Activations::Exact).unwrap();
             assert!(max_rel_diff(&exact, &want) < 1e-5, "{format} m={m}: {}", max_rel_diff(&exact, &want));
-            // x rounded to 8 bits per 256 values: within a few tenths of a percent.
+            // x rounded to 8 bits per block: within a few tenths of a percent.
             let rounded = blocks_matmul(&x, &w, format, Activations::Int8).unwrap();
             let off = max_rel_diff(&rounded, &want);
             assert!(off > 0.0 && off < 2e-2, "{format} m={m}: int8 off by {off}");
@@ -66,8 +74,9 @@ fn products_equal_the_dequantized_weights_products_in_every_format_and_shape() {
 #[test]
 fn a_row_of_x_computes_alike_alone_and_among_others() {
     for format in BlockFormat::ALL {
-        let w = random_blocks(format, 16, 768, 3);
-        let x = values(&[9, 768], 0.5);
+        let cols = cols_for(format, 768, 800);
+        let w = random_blocks(format, 16, cols, 3);
+        let x = values(&[9, cols], 0.5);
         let together = blocks_matmul(&x, &w, format, Activations::Int8).unwrap();
         for row in [0, 4, 8] {
             let alone = blocks_matmul(&x.index(row..row + 1), &w, format, Activations::Int8).unwrap();

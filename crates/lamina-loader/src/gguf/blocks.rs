@@ -12,8 +12,10 @@
 //! | Q6_K, Q3_K, Q2_K | 8-bit, group 32, re-quantized | no: their 16-value groups have scales of their own |
 //!
 //! On the CPU the super-block types (Q2_K-Q6_K, IQ4_XS) are not decoded here at all: the
-//! loader keeps their bytes as stored (`Tensor::Blocks`) for lamina's block kernels; this
-//! table is for other devices and for a dtype asked for.
+//! loader keeps their bytes as stored (`Tensor::Blocks`) for lamina's block kernels, and so
+//! Q5_0, Q5_1, Q8_0 and IQ4_NL where the CPU's kernel tier multiplies them natively (AVX2
+//! and up); this table is for the rest (Q4_0, Q4_1: their affine form is as small and as
+//! fast), other devices and a dtype asked for.
 //! | F32, F16, BF16 | dense | — |
 
 use half::{bf16, f16};

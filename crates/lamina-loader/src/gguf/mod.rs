@@ -234,12 +234,11 @@ pub enum Tensor {
         /// Per-group offsets (f32).
         biases: Array,
     },
-    /// GGUF super-blocks as the file stores them (on the CPU, where lamina's kernels read
-    /// them).
+    /// GGUF blocks as the file stores them (on the CPU, where lamina's kernels read them).
     Blocks {
         /// Their format.
         format: BlockFormat,
-        /// u8 `[rows, cols / 256 * block bytes]`: each row its blocks.
+        /// u8 `[rows, cols / values * block bytes]`: each row its blocks.
         blocks: Array,
     },
 }
@@ -249,7 +248,7 @@ pub enum Tensor {
 struct Keep {
     /// Quantized (else dense in the asked dtype).
     quantized: bool,
-    /// Super-block types as stored (else repacked into MLX's affine layout, or re-quantized).
+    /// Block types as stored (else repacked into MLX's affine layout, or re-quantized).
     blocks: bool,
 }
 
@@ -266,15 +265,28 @@ impl Keep {
         if !self.blocks {
             return None;
         }
-        match kind {
-            TensorType::Q2_K => Some(BlockFormat::Q2K),
-            TensorType::Q3_K => Some(BlockFormat::Q3K),
-            TensorType::Q4_K => Some(BlockFormat::Q4K),
-            TensorType::Q5_K => Some(BlockFormat::Q5K),
-            TensorType::Q6_K => Some(BlockFormat::Q6K),
-            TensorType::IQ4_XS => Some(BlockFormat::IQ4XS),
-            _ => None,
-        }
+        let super_block = match kind {
+            TensorType::Q2_K => BlockFormat::Q2K,
+            TensorType::Q3_K => BlockFormat::Q3K,
+            TensorType::Q4_K => BlockFormat::Q4K,
+            TensorType::Q5_K => BlockFormat::Q5K,
+            TensorType::Q6_K => BlockFormat::Q6K,
+            TensorType::IQ4_XS => BlockFormat::IQ4XS,
+            // The 32-value types are exact in MLX's affine layout too: as stored only where
+            // this CPU's tier multiplies them natively (NEON's affine kernels serve them
+            // better than the portable block loops).
+            _ => {
+                let small = match kind {
+                    TensorType::Q5_0 => BlockFormat::Q5_0,
+                    TensorType::Q5_1 => BlockFormat::Q5_1,
+                    TensorType::Q8_0 => BlockFormat::Q8_0,
+                    TensorType::IQ4_NL => BlockFormat::IQ4NL,
+                    _ => return None,
+                };
+                return small.native().then_some(small);
+            }
+        };
+        Some(super_block)
     }
 }
 
@@ -324,7 +336,7 @@ fn read_tensor(
     if let Some(format) = keep.blocks_of(desc.kind) {
         // The file's bytes, copied once (the pages are then dropped): whole rows of blocks.
         let row_bytes = format.row_bytes(cols as usize);
-        if cols % format.values() != 0 || data.len() != rows as usize * row_bytes {
+        if cols % format.values() as u64 != 0 || data.len() != rows as usize * row_bytes {
             return Err(format!(
                 "tensor `{}`: {rows}x{cols} values are not whole {format} blocks",
                 desc.name

@@ -1,0 +1,178 @@
+// The AVX2 tier's products of GGUF's 32-value block types as the file stores them (blocks.h):
+// Q5_0, Q5_1, Q8_0 and IQ4_NL, with x rounded per 32 values, in avx2_tiles.h's tiles — the
+// same operations, in the same order, as the affine layout these types were once repacked
+// into (one scale and one bias a chunk), so the numbers are those of that path; only the
+// codes and the factors are read from the blocks (llama.cpp's unpacking: nibbles side by
+// side, Q5's fifth bits spread from their 32-bit word, IQ4_NL's table by a byte shuffle).
+
+#if defined(__x86_64__)
+
+#include <cstring>
+#include <utility>
+
+#include "avx2_tiles.h"
+#include "isa.h"
+#include "x86.h"
+
+namespace lamina_kernels {
+namespace {
+
+using avx2_tiles::at;
+using avx2_tiles::pair_sums;
+
+// 32 nibbles as bytes in value order: low nibbles (values 0-15), then high ones (16-31).
+LAMINA_AVX2 inline __m256i nibbles(const uint8_t* qs) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
+}
+
+// 0x10 in byte j where bit j of the 32-bit word at `bits` is set (llama.cpp's
+// bytes_from_bits_32: byte j takes word byte j / 8, every bit but j % 8 set, compared with
+// all ones).
+LAMINA_AVX2 inline __m256i fifth_bits(const uint8_t* bits) {
+  uint32_t word;
+  std::memcpy(&word, bits, 4);
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(word)),
+      _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+  const __m256i others = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(others, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
+}
+
+inline int u16_at(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+// The f16 value at byte `offset` of each of blocks [g, g + count) of a row (zero past them),
+// each inserted into its lane (a store of them and a vector load stalls on store
+// forwarding: decoding through Gemma 3's Q8_0 head took 1.4x as long).
+template <int kBytes, size_t... J>
+LAMINA_AVX2 inline __m128i eight_halves(const uint8_t* first, int count, std::index_sequence<J...>) {
+  __m128i h = _mm_setzero_si128();
+  ((h = static_cast<int>(J) < count ? _mm_insert_epi16(h, u16_at(first + kBytes * J), J) : h), ...);
+  return h;
+}
+
+template <int kBytes>
+LAMINA_AVX2 inline __m256 halves8(const uint8_t* row, int offset, int g, int count) {
+  const uint8_t* first = row + static_cast<size_t>(kBytes) * g + offset;
+  return _mm256_cvtph_ps(eight_halves<kBytes>(first, count, std::make_index_sequence<8>()));
+}
+
+// A row of blocks of kBytes bytes, d first.
+template <int kBytes>
+struct BlockRow {
+  static constexpr float kShift = 0.0f;
+  const uint8_t* row = nullptr;
+
+  BlockRow() = default;
+  BlockRow(const Problem& p, int r) : row(p.row(r)) {}
+  const uint8_t* block(int c) const {
+    const uint8_t* b = row + static_cast<size_t>(kBytes) * c;
+    // Every block (at most 34 bytes: a prefetch every few blocks would skip lines).
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetch), _MM_HINT_T0);
+    return b;
+  }
+};
+
+// Q5_0 (d, 32 fifth bits, 16 bytes of nibbles): codes 0-31 unsigned, bias -16 d.
+struct Q5_0 : BlockRow<22> {
+  static constexpr int kRows = 2, kXRows = 4;
+  using Weights = __m256i;
+  using BlockRow::BlockRow;
+  LAMINA_AVX2 Weights load(int c) const {
+    const uint8_t* b = block(c);
+    return _mm256_or_si256(nibbles(b + 6), fifth_bits(b + 2));
+  }
+  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
+  LAMINA_AVX2 void factors8(int g, int count, __m256& s, __m256& b) const {
+    s = halves8<22>(row, 0, g, count);
+    b = _mm256_mul_ps(s, _mm256_set1_ps(-16.0f));
+  }
+};
+
+// Q5_1 (d, m, 32 fifth bits, 16 bytes of nibbles): codes 0-31, bias m.
+struct Q5_1 : BlockRow<24> {
+  static constexpr int kRows = 2, kXRows = 4;
+  using Weights = __m256i;
+  using BlockRow::BlockRow;
+  LAMINA_AVX2 Weights load(int c) const {
+    const uint8_t* b = block(c);
+    return _mm256_or_si256(nibbles(b + 8), fifth_bits(b + 4));
+  }
+  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
+  LAMINA_AVX2 void factors8(int g, int count, __m256& s, __m256& b) const {
+    s = halves8<24>(row, 0, g, count);
+    b = halves8<24>(row, 2, g, count);
+  }
+};
+
+// Signed values (Q8_0's bytes, IQ4_NL's table values): multiplied by maddubs as |w| times x
+// with w's sign; no bias.
+struct Signed {
+  __m256i magnitude, signs;
+};
+
+LAMINA_AVX2 inline Signed signed_weights(__m256i w) { return {_mm256_abs_epi8(w), w}; }
+LAMINA_AVX2 inline __m256i signed_sums(Signed w, __m256i x) {
+  return pair_sums(w.magnitude, _mm256_sign_epi8(x, w.signs));
+}
+
+// Q8_0 (d, 32 signed bytes).
+struct Q8_0 : BlockRow<34> {
+  static constexpr int kRows = 2, kXRows = 3;
+  using Weights = Signed;
+  using BlockRow::BlockRow;
+  LAMINA_AVX2 Weights load(int c) const { return signed_weights(_mm256_loadu_si256(at(block(c) + 2))); }
+  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return signed_sums(w, x); }
+  LAMINA_AVX2 void factors8(int g, int count, __m256& s, __m256& b) const {
+    s = halves8<34>(row, 0, g, count);
+    b = _mm256_setzero_ps();
+  }
+};
+
+// IQ4_NL (d, 16 bytes of nibbles): each nibble's table value (ggml's kvalues_iq4nl).
+struct IQ4_NL : BlockRow<18> {
+  static constexpr int kRows = 2, kXRows = 3;
+  using Weights = Signed;
+  using BlockRow::BlockRow;
+  LAMINA_AVX2 Weights load(int c) const {
+    const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+                                           -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+    return signed_weights(_mm256_shuffle_epi8(table, nibbles(block(c) + 2)));
+  }
+  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return signed_sums(w, x); }
+  LAMINA_AVX2 void factors8(int g, int count, __m256& s, __m256& b) const {
+    s = halves8<18>(row, 0, g, count);
+    b = _mm256_setzero_ps();
+  }
+};
+
+// One pair: the 1 x 1 tile.
+template <class Row>
+LAMINA_AVX2 float dot(const Problem& p, int r, const float*, const PreparedRow& x) {
+  float out = 0.0f;
+  avx2_tiles::tile<Row, 1, 1>(p, r, &x, &out, 0);
+  return out;
+}
+
+template <class Row>
+void add(Kernels& k, Format f) {
+  k.dot_blocks_int8[static_cast<int>(f)] = dot<Row>;
+  k.products_blocks_int8[static_cast<int>(f)] = avx2_tiles::tiles<Row>;
+}
+
+}  // namespace
+
+void add_avx2_small_blocks(Kernels& k) {
+  add<Q5_0>(k, Format::q5_0);
+  add<Q5_1>(k, Format::q5_1);
+  add<Q8_0>(k, Format::q8_0);
+  add<IQ4_NL>(k, Format::iq4_nl);
+}
+
+}  // namespace lamina_kernels
+
+#endif  // __x86_64__

@@ -1,0 +1,152 @@
+// The AVX2 tier's tiles of products with x rounded to 8 bits per 32 values, for weights
+// whose values come in 32-value chunks with one scale and one bias each: MLX's affine layout
+// with GGUF's groups (avx2_int8.cpp) and GGUF's 32-value block types (avx2_small_blocks.cpp).
+//
+// A tile is a few weight rows against a few rows of x, each chunk of weights unpacked once
+// for all of them. Every (weight row, row of x) pair runs the same sequence of operations
+// whatever the tile's size, so a row's outputs do not depend on the rows beside it: one
+// chain of FMAs over the chunks, each chunk's factor (scale x x's d) computed eight at a
+// time, then the bias terms.
+//
+// A weight format is a struct: `Format(p, r)` for row r; `load(c)` unpacks chunk c once;
+// `sums(w, x)` multiplies it with 32 bytes of x (in the order `prepare` rounds them) into
+// eight 32-bit sums; `factors8(g, count, s, b)` gives the scales and biases of chunks
+// [g, g + count) (zero past them); `kShift` is what the bias terms add back (q - kShift is
+// multiplied); `kRows` x `kXRows` is the tile (its accumulators, unpacked weights and x fill
+// the 16 registers).
+#pragma once
+
+#if defined(__x86_64__)
+
+#include <algorithm>
+
+#include "isa.h"
+#include "x86.h"
+
+namespace lamina_kernels {
+namespace avx2_tiles {
+
+inline const __m256i* at(const void* p) { return reinterpret_cast<const __m256i*>(p); }
+
+// A chunk's 32-bit sums: 32 byte products summed in pairs (maddubs: the first factor
+// unsigned, the second signed), then in fours.
+LAMINA_AVX2 inline __m256i pair_sums(__m256i unsigned_bytes, __m256i signed_bytes) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_bytes, signed_bytes), _mm256_set1_epi16(1));
+}
+
+// Eight f16 values from `src` as f32 (fewer than eight: the rest zero; each lane as the
+// full load would give it). `before`: how many values may be read before `src` (a row's
+// earlier groups): with 8 - count of them, the eight values ending at src + count are
+// loaded and moved down.
+LAMINA_AVX2 inline __m256 widen8(const uint16_t* src, int count, int before) {
+  if (count == 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+  if (before >= 8 - count) {
+    const __m256 ending = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + count - 8)));
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 moved = _mm256_permutevar8x32_ps(ending, _mm256_add_epi32(lane, _mm256_set1_epi32(8 - count)));
+    return _mm256_and_ps(moved, _mm256_castsi256_ps(first_lanes(count)));
+  }
+  alignas(32) float lanes[8] = {};
+  for (int j = 0; j < count; ++j) lanes[j] = _cvtsh_ss(src[j]);
+  return _mm256_load_ps(lanes);
+}
+
+// Eight of a row's scales or biases from group `first` on as f32 (f16 or f32 ones; fewer than
+// eight: the rest zero), `before` groups of the row before them (see widen8).
+LAMINA_AVX2 inline __m256 groups8(const Problem& p, const void* values, size_t first, int count, int before) {
+  if (p.half_scales) return widen8(static_cast<const uint16_t*>(values) + first, count, before);
+  const float* src = static_cast<const float*>(values) + first;
+  if (count == 8) return _mm256_loadu_ps(src);
+  return _mm256_maskload_ps(src, first_lanes(count));
+}
+
+// Weight rows [r, r + W) against the rows xs[0..X) of x (32-value chunks):
+// out[i * stride + a] for row a and row i of x. Per block of eight chunks: each pair's chunk
+// factors (scale x x's d) and bias terms ((bias + shift x scale) x x's exact chunk sum; past
+// the last chunk both are zero), then the chunks' integer products, one chain of FMAs a pair
+// (factor x the chunk's sums) — a block format's factors are read from the blocks the
+// products read next, not in a pass over the row before them. (Unrolled: the accumulators
+// stay in registers.)
+template <class Format, int W, int X>
+LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
+  const int chunks = p.k / 32;
+  Format rows[W];
+  for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a);
+  const int8_t* xq[X];
+  for (int i = 0; i < X; ++i) xq[i] = xs[i].q8.data();
+  alignas(32) float bias[W][X][8] = {};
+  __m256 acc[W][X];
+#pragma GCC unroll 8
+  for (int a = 0; a < W; ++a) {
+#pragma GCC unroll 8
+    for (int i = 0; i < X; ++i) acc[a][i] = _mm256_setzero_ps();
+  }
+  const __m256 shift = _mm256_set1_ps(Format::kShift);
+  for (int g = 0; g < chunks; g += 8) {
+    const int count = std::min(8, chunks - g);
+    alignas(32) float factors[W][X][8];
+    for (int a = 0; a < W; ++a) {
+      __m256 s, b;
+      rows[a].factors8(g, count, s, b);
+      const __m256 sb = _mm256_fmadd_ps(s, shift, b);
+      for (int i = 0; i < X; ++i) {
+        _mm256_store_ps(factors[a][i], _mm256_mul_ps(s, _mm256_loadu_ps(xs[i].q8_scales.data() + g)));
+        const __m256 sums = _mm256_loadu_ps(xs[i].group_sums.data() + g);
+        _mm256_store_ps(bias[a][i], _mm256_fmadd_ps(sb, sums, _mm256_load_ps(bias[a][i])));
+      }
+    }
+    for (int c = 0; c < count; ++c) {
+      typename Format::Weights w[W];
+#pragma GCC unroll 8
+      for (int a = 0; a < W; ++a) w[a] = rows[a].load(g + c);
+#pragma GCC unroll 8
+      for (int i = 0; i < X; ++i) {
+        const __m256i x = _mm256_loadu_si256(at(xq[i] + 32 * (g + c)));
+#pragma GCC unroll 8
+        for (int a = 0; a < W; ++a) {
+          const __m256 sums = _mm256_cvtepi32_ps(Format::sums(w[a], x));
+          acc[a][i] = _mm256_fmadd_ps(_mm256_broadcast_ss(&factors[a][i][c]), sums, acc[a][i]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < X; ++i) {
+    for (int a = 0; a < W; ++a) out[i * stride + a] = hsum(acc[a][i]) + hsum(_mm256_load_ps(bias[a][i]));
+  }
+}
+
+// Rows of x at a time against a task's weight rows (their q8 values stay in L1/L2 while the
+// weight rows stream past).
+constexpr int kXBlock = 64;
+
+// W weight rows from r against rows [x0, x1) of x, X at a time.
+template <class Format, int W>
+LAMINA_AVX2 void tile_column(const Problem& p, int r, const PreparedRow* xs, int x0, int x1) {
+  constexpr int X = Format::kXRows;
+  const size_t n = p.n;
+  int i = x0;
+  for (; i + X <= x1; i += X) tile<Format, W, X>(p, r, xs + i, p.out + i * n + r, n);
+  for (; i < x1; ++i) tile<Format, W, 1>(p, r, xs + i, p.out + i * n + r, n);
+}
+
+// Weight rows [begin, end) against rows [m0, m1) of x in tiles (smaller ones at the edges).
+// With fewer rows of x than a tile holds (decoding), one weight row at a time: the packed
+// rows stream from memory in one sequence (several interleaved streams read ~30% slower).
+template <class Format>
+LAMINA_AVX2 void tiles(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
+  constexpr int W = Format::kRows;
+  const bool wide = m1 - m0 >= Format::kXRows;
+  for (int x0 = m0; x0 < m1; x0 += kXBlock) {
+    const int x1 = std::min(m1, x0 + kXBlock);
+    int r = begin;
+    if (wide) {
+      for (; r + W <= end; r += W) tile_column<Format, W>(p, r, xs, x0, x1);
+    }
+    for (; r < end; ++r) tile_column<Format, 1>(p, r, xs, x0, x1);
+  }
+}
+
+}  // namespace avx2_tiles
+}  // namespace lamina_kernels
+
+#endif  // __x86_64__
