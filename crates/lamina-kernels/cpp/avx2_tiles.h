@@ -19,6 +19,7 @@
 #if defined(__x86_64__)
 
 #include <algorithm>
+#include <vector>
 
 #include "isa.h"
 #include "x86.h"
@@ -60,58 +61,83 @@ LAMINA_AVX2 inline __m256 groups8(const Problem& p, const void* values, size_t f
   return _mm256_maskload_ps(src, first_lanes(count));
 }
 
-// Weight rows [r, r + W) against the rows xs[0..X) of x (32-value chunks):
-// out[i * stride + a] for row a and row i of x. Per block of eight chunks: each pair's chunk
-// factors (scale x x's d) and bias terms ((bias + shift x scale) x x's exact chunk sum; past
-// the last chunk both are zero), then the chunks' integer products, one chain of FMAs a pair
-// (factor x the chunk's sums) — a block format's factors are read from the blocks the
-// products read next, not in a pass over the row before them. (Unrolled: the accumulators
-// stay in registers.)
+// Per-thread room for a tile's factors.
+inline float* factor_room(size_t floats) {
+  thread_local std::vector<float> room;
+  if (room.size() < floats) room.resize(floats);
+  return room.data();
+}
+
+// The tile's integer products: per pair, one chain of FMAs over the chunks (factor x the
+// chunk's sums), summed across its lanes into partial[a][i]. (Unrolled: the accumulators stay
+// in registers.)
 template <class Format, int W, int X>
-LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
-  const int chunks = p.k / 32;
-  Format rows[W];
-  for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a);
-  const int8_t* xq[X];
-  for (int i = 0; i < X; ++i) xq[i] = xs[i].q8.data();
-  alignas(32) float bias[W][X][8] = {};
+LAMINA_AVX2 inline void products_of(const Format* rows, const int8_t* const* xq, const float* factors, int padded,
+                                    int chunks, float (&partial)[W][X]) {
   __m256 acc[W][X];
 #pragma GCC unroll 8
   for (int a = 0; a < W; ++a) {
 #pragma GCC unroll 8
     for (int i = 0; i < X; ++i) acc[a][i] = _mm256_setzero_ps();
   }
+  for (int c = 0; c < chunks; ++c) {
+    typename Format::Weights w[W];
+#pragma GCC unroll 8
+    for (int a = 0; a < W; ++a) w[a] = rows[a].load(c);
+#pragma GCC unroll 8
+    for (int i = 0; i < X; ++i) {
+      const __m256i x = _mm256_loadu_si256(at(xq[i] + 32 * c));
+#pragma GCC unroll 8
+      for (int a = 0; a < W; ++a) {
+        const __m256 sums = _mm256_cvtepi32_ps(Format::sums(w[a], x));
+        acc[a][i] = _mm256_fmadd_ps(_mm256_broadcast_ss(factors + (a * X + i) * padded + c), sums, acc[a][i]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int a = 0; a < W; ++a) {
+#pragma GCC unroll 8
+    for (int i = 0; i < X; ++i) partial[a][i] = hsum(acc[a][i]);
+  }
+}
+
+// Weight rows [r, r + W) against the rows xs[0..X) of x (32-value chunks): out[i * stride + a]
+// for row a and row i of x. The factors first (a pass over the row's scales), then the
+// products: interleaving them per eight chunks was slower on prompts (SmolLM2 Q4_1 prefill
+// 139 -> 123 tok/s), as it was not for decoding once block rows were prefetched.
+template <class Format, int W, int X>
+LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
+  const int chunks = p.k / 32;
+  const int padded = padded8(chunks);
+  Format rows[W];
+  for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a);
+  // Per block of eight groups: each pair's chunk factors (scale x x's d), stored for the
+  // products; and the bias terms, sum over groups of (bias + shift x scale) x x's group sum
+  // (past the last group both are zero).
+  float* factors = factor_room(static_cast<size_t>(W) * X * padded);
+  __m256 bias[W][X];
+  for (int a = 0; a < W; ++a) {
+    for (int i = 0; i < X; ++i) bias[a][i] = _mm256_setzero_ps();
+  }
   const __m256 shift = _mm256_set1_ps(Format::kShift);
   for (int g = 0; g < chunks; g += 8) {
     const int count = std::min(8, chunks - g);
-    alignas(32) float factors[W][X][8];
     for (int a = 0; a < W; ++a) {
       __m256 s, b;
       rows[a].factors8(g, count, s, b);
       const __m256 sb = _mm256_fmadd_ps(s, shift, b);
       for (int i = 0; i < X; ++i) {
-        _mm256_store_ps(factors[a][i], _mm256_mul_ps(s, _mm256_loadu_ps(xs[i].q8_scales.data() + g)));
-        const __m256 sums = _mm256_loadu_ps(xs[i].group_sums.data() + g);
-        _mm256_store_ps(bias[a][i], _mm256_fmadd_ps(sb, sums, _mm256_load_ps(bias[a][i])));
-      }
-    }
-    for (int c = 0; c < count; ++c) {
-      typename Format::Weights w[W];
-#pragma GCC unroll 8
-      for (int a = 0; a < W; ++a) w[a] = rows[a].load(g + c);
-#pragma GCC unroll 8
-      for (int i = 0; i < X; ++i) {
-        const __m256i x = _mm256_loadu_si256(at(xq[i] + 32 * (g + c)));
-#pragma GCC unroll 8
-        for (int a = 0; a < W; ++a) {
-          const __m256 sums = _mm256_cvtepi32_ps(Format::sums(w[a], x));
-          acc[a][i] = _mm256_fmadd_ps(_mm256_broadcast_ss(&factors[a][i][c]), sums, acc[a][i]);
-        }
+        _mm256_storeu_ps(factors + (a * X + i) * padded + g, _mm256_mul_ps(s, _mm256_loadu_ps(xs[i].q8_scales.data() + g)));
+        bias[a][i] = _mm256_fmadd_ps(sb, _mm256_loadu_ps(xs[i].group_sums.data() + g), bias[a][i]);
       }
     }
   }
+  const int8_t* xq[X];
+  for (int i = 0; i < X; ++i) xq[i] = xs[i].q8.data();
+  float partial[W][X];
+  products_of<Format, W, X>(rows, xq, factors, padded, chunks, partial);
   for (int i = 0; i < X; ++i) {
-    for (int a = 0; a < W; ++a) out[i * stride + a] = hsum(acc[a][i]) + hsum(_mm256_load_ps(bias[a][i]));
+    for (int a = 0; a < W; ++a) out[i * stride + a] = partial[a][i] + hsum(bias[a][i]);
   }
 }
 
