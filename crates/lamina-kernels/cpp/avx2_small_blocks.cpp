@@ -78,37 +78,26 @@ struct BlockRow {
   }
 };
 
-// Q5_0 (d, 32 fifth bits, 16 bytes of nibbles): codes 0-31 unsigned, bias -16 d.
-struct Q5_0 : BlockRow<22> {
+// Q5_0 (d, 32 fifth bits, 16 bytes of nibbles; bias -16 d) and Q5_1 (d, m, then the same;
+// bias m): codes 0-31, unsigned.
+template <bool kOffset>
+struct FiveBits : BlockRow<kOffset ? 24 : 22> {
+  static constexpr int kBytes = kOffset ? 24 : 22, kHigh = kOffset ? 4 : 2;
   static constexpr int kRows = 2, kXRows = 4;
   using Weights = __m256i;
-  using BlockRow::BlockRow;
+  using BlockRow<kBytes>::BlockRow;
   LAMINA_AVX2 Weights load(int c) const {
-    const uint8_t* b = block(c);
-    return _mm256_or_si256(nibbles(b + 6), fifth_bits(b + 2));
+    const uint8_t* b = this->block(c);
+    return _mm256_or_si256(nibbles(b + kHigh + 4), fifth_bits(b + kHigh));
   }
   LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
   LAMINA_AVX2 void factors8(int g, int count, __m256& s, __m256& b) const {
-    s = halves8<22>(row, 0, g, count);
-    b = _mm256_mul_ps(s, _mm256_set1_ps(-16.0f));
+    s = halves8<kBytes>(this->row, 0, g, count);
+    b = kOffset ? halves8<kBytes>(this->row, 2, g, count) : _mm256_mul_ps(s, _mm256_set1_ps(-16.0f));
   }
 };
-
-// Q5_1 (d, m, 32 fifth bits, 16 bytes of nibbles): codes 0-31, bias m.
-struct Q5_1 : BlockRow<24> {
-  static constexpr int kRows = 2, kXRows = 4;
-  using Weights = __m256i;
-  using BlockRow::BlockRow;
-  LAMINA_AVX2 Weights load(int c) const {
-    const uint8_t* b = block(c);
-    return _mm256_or_si256(nibbles(b + 8), fifth_bits(b + 4));
-  }
-  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
-  LAMINA_AVX2 void factors8(int g, int count, __m256& s, __m256& b) const {
-    s = halves8<24>(row, 0, g, count);
-    b = halves8<24>(row, 2, g, count);
-  }
-};
+using Q5_0 = FiveBits<false>;
+using Q5_1 = FiveBits<true>;
 
 // Signed values (Q8_0's bytes, IQ4_NL's table values): multiplied by maddubs as |w| times x
 // with w's sign; no bias.
