@@ -345,27 +345,10 @@ mod tests {
         };
         assert!(diff(&quantized, &reference) < 1e-4);
         assert!(diff(&quantized, &dense) < 0.05);
-        assert!(
-            layer
-                .quantize(QuantConfig {
-                    group_size: 64,
-                    bits: 4,
-                    activations: Activations::Exact,
-                    blocks: None
-                })
-                .is_err()
-        );
-        assert!(
-            Linear::new(96, 4, false)
-                .unwrap()
-                .quantize(QuantConfig {
-                    group_size: 64,
-                    bits: 4,
-                    activations: Activations::Exact,
-                    blocks: None
-                })
-                .is_err()
-        );
+        let groups_of_64 =
+            QuantConfig { group_size: 64, bits: 4, activations: Activations::Exact, blocks: None };
+        assert!(layer.quantize(groups_of_64).is_err());
+        assert!(Linear::new(96, 4, false).unwrap().quantize(groups_of_64).is_err());
         assert!(lamina_core::count_trainable_parameters(&layer) == 0);
     }
 

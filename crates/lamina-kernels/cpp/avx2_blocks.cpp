@@ -29,7 +29,7 @@ LAMINA_AVX2 inline int32_t hsum_i32(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-LAMINA_AVX2 inline float half(const uint8_t* b) { return _cvtsh_ss(static_cast<uint16_t>(b[0] | b[1] << 8)); }
+LAMINA_AVX2 inline float half(const uint8_t* b) { return _cvtsh_ss(u16_at(b)); }
 
 // 32 codes (unsigned, < 64) against 32 bytes of x, scaled per 16 by `scales` (16-bit lanes):
 // eight 32-bit sums.

@@ -20,6 +20,7 @@ namespace {
 
 using avx2_tiles::at;
 using avx2_tiles::pair_sums;
+using avx2_tiles::Signed;
 using avx2_tiles::tile;
 using avx2_tiles::tiles;
 
@@ -53,21 +54,18 @@ struct Q4 : AffineFactors {
   LAMINA_AVX2 Weights load(int c) const {
     const uint8_t* bytes = row + 16 * c;
     _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetch), _MM_HINT_T0);
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
+    return avx2_tiles::nibbles(bytes);
   }
   LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
 };
 
 // 8-bit weights: sum q x = sum (q - 128) x + 128 sum x. The first as integers: q - 128 is a
-// signed byte (q xor 0x80), multiplied by maddubs as |q - 128| times x with q - 128's sign
-// (at most 2 * 128 * 127 a pair); the second from x's exact group sums (the shift).
+// signed byte (q xor 0x80, avx2_tiles.h's Signed); the second from x's exact group sums (the
+// shift).
 struct Q8 : AffineFactors {
   static constexpr float kShift = 128.0f;
   static constexpr int kRows = 2, kXRows = 3;
-  struct Weights {
-    __m256i magnitude, signs;
-  };
+  using Weights = Signed;
   const uint8_t* row;
 
   Q8() = default;
@@ -75,9 +73,9 @@ struct Q8 : AffineFactors {
   LAMINA_AVX2 Weights load(int c) const {
     if ((c & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(row + 32 * c + kPrefetch), _MM_HINT_T0);
     const __m256i w = _mm256_xor_si256(_mm256_loadu_si256(at(row + 32 * c)), _mm256_set1_epi8(static_cast<char>(0x80)));
-    return {_mm256_abs_epi8(w), w};
+    return avx2_tiles::signed_weights(w);
   }
-  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w.magnitude, _mm256_sign_epi8(x, w.signs)); }
+  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return avx2_tiles::signed_sums(w, x); }
 };
 
 // Any other width (2, 3, 5, 6 bits: Q5_0, Q5_K, Q3_K ...). Sixteen values span 2 * bits

@@ -18,13 +18,11 @@ namespace lamina_kernels {
 namespace {
 
 using avx2_tiles::at;
+using avx2_tiles::nibbles;
 using avx2_tiles::pair_sums;
-
-// 32 nibbles as bytes in value order: low nibbles (values 0-15), then high ones (16-31).
-LAMINA_AVX2 inline __m256i nibbles(const uint8_t* qs) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
-}
+using avx2_tiles::Signed;
+using avx2_tiles::signed_sums;
+using avx2_tiles::signed_weights;
 
 // 0x10 in byte j where bit j of the 32-bit word at `bits` is set (llama.cpp's
 // bytes_from_bits_32: byte j takes word byte j / 8, every bit but j % 8 set, compared with
@@ -37,12 +35,6 @@ LAMINA_AVX2 inline __m256i fifth_bits(const uint8_t* bits) {
       _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
   const __m256i others = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
   return _mm256_and_si256(_mm256_cmpeq_epi8(others, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
-}
-
-inline int u16_at(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
 }
 
 // The f16 value at byte `offset` of each of blocks [g, g + count) of a row (zero past them),
@@ -99,18 +91,7 @@ struct FiveBits : BlockRow<kOffset ? 24 : 22> {
 using Q5_0 = FiveBits<false>;
 using Q5_1 = FiveBits<true>;
 
-// Signed values (Q8_0's bytes, IQ4_NL's table values): multiplied by maddubs as |w| times x
-// with w's sign; no bias.
-struct Signed {
-  __m256i magnitude, signs;
-};
-
-LAMINA_AVX2 inline Signed signed_weights(__m256i w) { return {_mm256_abs_epi8(w), w}; }
-LAMINA_AVX2 inline __m256i signed_sums(Signed w, __m256i x) {
-  return pair_sums(w.magnitude, _mm256_sign_epi8(x, w.signs));
-}
-
-// Q8_0 (d, 32 signed bytes).
+// Q8_0 (d, 32 signed bytes; avx2_tiles.h's Signed, no bias).
 struct Q8_0 : BlockRow<34> {
   static constexpr int kRows = 2, kXRows = 3;
   using Weights = Signed;
@@ -123,14 +104,14 @@ struct Q8_0 : BlockRow<34> {
   }
 };
 
-// IQ4_NL (d, 16 bytes of nibbles): each nibble's table value (ggml's kvalues_iq4nl).
+// IQ4_NL (d, 16 bytes of nibbles): each nibble's table value (blocks.h's kIq4Values), as
+// Q8_0's signed bytes.
 struct IQ4_NL : BlockRow<18> {
   static constexpr int kRows = 2, kXRows = 3;
   using Weights = Signed;
   using BlockRow::BlockRow;
   LAMINA_AVX2 Weights load(int c) const {
-    const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-                                           -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values)));
     return signed_weights(_mm256_shuffle_epi8(table, nibbles(block(c) + 2)));
   }
   LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return signed_sums(w, x); }

@@ -35,6 +35,24 @@ LAMINA_AVX2 inline __m256i pair_sums(__m256i unsigned_bytes, __m256i signed_byte
   return _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_bytes, signed_bytes), _mm256_set1_epi16(1));
 }
 
+// 16 bytes' nibbles as 32 bytes: the low nibbles, then the high ones (byte j's pair lands
+// in lanes j and j + 16).
+LAMINA_AVX2 inline __m256i nibbles(const uint8_t* bytes) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
+}
+
+// Signed weight bytes, multiplied by maddubs as |w| times x with w's sign (at most
+// 2 * 128 * 127 a pair).
+struct Signed {
+  __m256i magnitude, signs;
+};
+
+LAMINA_AVX2 inline Signed signed_weights(__m256i w) { return {_mm256_abs_epi8(w), w}; }
+LAMINA_AVX2 inline __m256i signed_sums(Signed w, __m256i x) {
+  return pair_sums(w.magnitude, _mm256_sign_epi8(x, w.signs));
+}
+
 // Eight f16 values from `src` as f32 (fewer than eight: the rest zero; each lane as the
 // full load would give it). `before`: how many values may be read before `src` (a row's
 // earlier groups): with 8 - count of them, the eight values ending at src + count are

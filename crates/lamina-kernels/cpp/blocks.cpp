@@ -12,11 +12,8 @@
 namespace lamina_kernels {
 namespace {
 
-uint16_t u16_at(const uint8_t* b) { return static_cast<uint16_t>(b[0] | (b[1] << 8)); }
 float half_at(const uint8_t* b) { return widen_half(u16_at(b), false); }
 
-// IQ4's table: the values its 4-bit codes stand for (ggml's kvalues_iq4nl).
-constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 // Q2_K and Q3_K: 2-bit values, 32 bytes per 128 values holding four shifts of 32 values.
 template <class Value>

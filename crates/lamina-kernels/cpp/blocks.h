@@ -64,6 +64,12 @@ inline Format format_of(int code) {
   return static_cast<Format>(code);
 }
 
+// IQ4's table: the values its 4-bit codes stand for (ggml's kvalues_iq4nl).
+constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// The little-endian 16-bit word at `b` (a block's f16 factors).
+inline uint16_t u16_at(const uint8_t* b) { return static_cast<uint16_t>(b[0] | (b[1] << 8)); }
+
 // One block unpacked (see the top of this file).
 struct Unpacked {
   float d = 0.0f, dmin = 0.0f;
