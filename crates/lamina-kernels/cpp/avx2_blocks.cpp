@@ -1,8 +1,14 @@
 // The AVX2 tier's products of GGUF's super-block formats (blocks.h) with x rounded per 256
-// values (ggml's Q8_K): Q4_K, Q5_K and Q6_K, the formats of Q4_K_M and Q5_K_M files. Per
-// 32 values one `maddubs` of the unsigned codes with x's bytes and one `madd` with the
-// sub-block's integer scale; per block one FMA of the eight 32-bit sums by d x d_x, the
-// minimum terms summed aside (llama.cpp's vec_dot_q4_K_q8_K).
+// values (ggml's Q8_K, in quantized.h's block_order): Q4_K, Q5_K and Q6_K, the formats of
+// Q4_K_M and Q5_K_M files.
+//
+// A block is unpacked into eight registers of 32 codes in x's order: register r holds, in
+// 32-bit lane u, four codes of sub-block u. A pair's `maddubs` products of a few registers
+// are then summed as 16-bit lanes (each lane one sub-block's, as many as fit: 8 registers of
+// 4-bit codes, 4 of 5-bit, 2 of 6-bit) before one `madd` with the sub-blocks' scales, where
+// a row-order layout needs a `madd` per 32 values: `maddubs` and `madd` share one port on
+// many x86 cores. Per block one FMA of the 32-bit sums by d x d_x and one of the minimum
+// terms (llama.cpp's vec_dot_q4_K_q8_K; its repacked 8-row gemm sums as these do).
 //
 // A weight row meets up to kTile rows of x at once, each block unpacked once for all of
 // them (prompts and batches); every (weight row, row of x) pair runs the same operations
@@ -10,6 +16,7 @@
 
 #if defined(__x86_64__)
 
+#include <algorithm>
 #include <cstring>
 
 #include "isa.h"
@@ -18,164 +25,204 @@
 namespace lamina_kernels {
 namespace {
 
-constexpr int kTile = 4;
+constexpr int kTile = 8;
+// Bytes of x's rows a task keeps in cache while its weight rows stream past.
+constexpr int kXBytes = 192 * 1024;
+
+#define LAMINA_INLINE __attribute__((always_inline)) inline
 
 LAMINA_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
-LAMINA_AVX2 inline int32_t hsum_i32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
+// 16 bytes at `low` and 16 at `high` as one register.
+LAMINA_AVX2 inline __m256i halves(const uint8_t* low, const uint8_t* high) {
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(low));
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), _mm_loadu_si128(reinterpret_cast<const __m128i*>(high)), 1);
 }
 
 LAMINA_AVX2 inline float half(const uint8_t* b) { return _cvtsh_ss(u16_at(b)); }
 
-// 32 codes (unsigned, < 64) against 32 bytes of x, scaled per 16 by `scales` (16-bit lanes):
-// eight 32-bit sums.
-LAMINA_AVX2 inline __m256i scaled(__m256i codes, const int8_t* x, __m256i scales) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, load(x)), scales);
-}
-
-// One block unpacked for AVX2: eight registers of 32 codes (values 32c .. 32c + 31), their
-// per-16 scales as 16-bit lanes, and the minimum terms' integer weights per 16 values.
+// One block unpacked in x's order (see the top of this file).
 struct Block {
-  __m256i codes[8];
-  __m256i scales[8];
-  __m256i mins;   // 16-bit weights of x's 16-value sums in the minimum term
-  float d, dmin;  // the block's factors: d x scale x code - dmin x (min term)
+  __m256i codes[8];   // register r, lane u: codes 4r .. 4r + 3 of sub-block u (unsigned, < 64)
+  __m256i scales[2];  // 16-bit lanes 2u, 2u + 1: sub-block u's scale in registers 0-3 / 4-7
+  __m256i mins;       // 16-bit weights of x's 16-value sums in the minimum term
+  float d, dmin;      // the block's factors: d x scale x code - dmin x (min term)
 };
 
-// Q4_K's and Q5_K's eight 6-bit scales and minimums (ggml's get_scale_min_k4, four words
-// at a time as llama.cpp unpacks them): bytes 0-7 scales, 8-15 minimums.
-inline void scales_mins_k4(const uint8_t* packed, uint8_t out[16]) {
-  constexpr uint32_t kMask1 = 0x3f3f3f3f, kMask2 = 0x0f0f0f0f, kMask3 = 0x03030303;
-  uint32_t u[4];
-  std::memcpy(u, packed, 12);
-  u[3] = ((u[2] >> 4) & kMask2) | (((u[1] >> 6) & kMask3) << 4);
-  const uint32_t mins_low = u[1] & kMask1;
-  u[1] = (u[2] & kMask2) | (((u[0] >> 6) & kMask3) << 4);
-  u[2] = mins_low;
-  u[0] &= kMask1;
-  std::memcpy(out, u, 16);
+// Four registers a[s], each 128-bit half holding four 4-code units of one sub-block (s in the
+// low half, s + 4 in the high one), as out[v]: lane s (and 4 + s) holding unit v of a[s].
+LAMINA_AVX2 LAMINA_INLINE void transpose4(const __m256i (&a)[4], __m256i* out) {
+  const __m256i t0 = _mm256_unpacklo_epi32(a[0], a[1]), t1 = _mm256_unpackhi_epi32(a[0], a[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(a[2], a[3]), t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+  out[0] = _mm256_unpacklo_epi64(t0, t2);
+  out[1] = _mm256_unpackhi_epi64(t0, t2);
+  out[2] = _mm256_unpacklo_epi64(t1, t3);
+  out[3] = _mm256_unpackhi_epi64(t1, t3);
 }
 
-#define LAMINA_INLINE __attribute__((always_inline)) inline
+// Q4_K's and Q5_K's eight 6-bit scales (bytes 0-7) and minimums (8-15) (ggml's
+// get_scale_min_k4, four words at a time as llama.cpp unpacks them).
+LAMINA_AVX2 inline __m128i scales_mins_k4(const uint8_t* packed) {
+  constexpr uint32_t kMask1 = 0x3f3f3f3f, kMask2 = 0x0f0f0f0f, kMask3 = 0x03030303;
+  uint32_t u[3];
+  std::memcpy(u, packed, 12);
+  const uint32_t mins_high = ((u[2] >> 4) & kMask2) | (((u[1] >> 6) & kMask3) << 4);
+  const uint32_t scales_high = (u[2] & kMask2) | (((u[0] >> 6) & kMask3) << 4);
+  return _mm_set_epi32(static_cast<int>(mins_high), static_cast<int>(u[1] & kMask1), static_cast<int>(scales_high),
+                       static_cast<int>(u[0] & kMask1));
+}
 
+// Q4_K and Q5_K: the 128 bytes of low nibbles hold sub-blocks 2j (low) and 2j + 1 (high) in
+// bytes 32j .. 32j + 31; Q5_K's fifth bits are bit s of byte i of qh for value i of sub-block s.
 template <bool kFive>
 LAMINA_AVX2 LAMINA_INLINE void unpack_q4_q5_k(const uint8_t* b, Block& out) {
-  const __m256i nibble = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-  uint8_t sm[16];
-  scales_mins_k4(b + 4, sm);
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
   const uint8_t* qs = b + (kFive ? 48 : 16);
-  __m256i high = kFive ? load(b + 16) : _mm256_setzero_si256();
-  for (int c = 0; c < 4; ++c) {
-    const __m256i q = load(qs + 32 * c);
-    __m256i low = _mm256_and_si256(q, nibble);
-    __m256i up = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i l = halves(qs + 16 * h, qs + 64 + 16 * h);       // sub-blocks 0, 1 | 4, 5
+    const __m256i m = halves(qs + 32 + 16 * h, qs + 96 + 16 * h);  // sub-blocks 2, 3 | 6, 7
+    __m256i a[4] = {_mm256_and_si256(l, nibble), _mm256_and_si256(_mm256_srli_epi16(l, 4), nibble),
+                    _mm256_and_si256(m, nibble), _mm256_and_si256(_mm256_srli_epi16(m, 4), nibble)};
     if constexpr (kFive) {
-      low = _mm256_or_si256(low, _mm256_slli_epi16(_mm256_and_si256(high, one), 4));
-      up = _mm256_or_si256(up, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 1), one), 4));
-      high = _mm256_srli_epi16(high, 2);
+      // Bits 0-3 of the low half for sub-blocks 0-3, of the high half (bits 4-7 moved down)
+      // for 4-7; bit s to bit 4.
+      const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 + 16 * h));
+      const __m256i bits = _mm256_inserti128_si256(_mm256_castsi128_si256(qh), _mm_srli_epi16(qh, 4), 1);
+      a[0] = _mm256_or_si256(a[0], _mm256_slli_epi16(_mm256_and_si256(bits, _mm256_set1_epi8(1)), 4));
+      a[1] = _mm256_or_si256(a[1], _mm256_slli_epi16(_mm256_and_si256(bits, _mm256_set1_epi8(2)), 3));
+      a[2] = _mm256_or_si256(a[2], _mm256_slli_epi16(_mm256_and_si256(bits, _mm256_set1_epi8(4)), 2));
+      a[3] = _mm256_or_si256(a[3], _mm256_slli_epi16(_mm256_and_si256(bits, _mm256_set1_epi8(8)), 1));
     }
-    out.codes[2 * c] = low;
-    out.codes[2 * c + 1] = up;
+    transpose4(a, out.codes + 4 * h);
   }
-  for (int s = 0; s < 8; ++s) out.scales[s] = _mm256_set1_epi16(sm[s]);
+  const __m128i sm = scales_mins_k4(b + 4);
+  out.scales[0] = out.scales[1] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sm, sm));
   // Each 32-value minimum twice, for the two 16-value sums of x it weighs.
-  const __m128i mins = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8));
-  out.mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
+  out.mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
   out.d = half(b);
   out.dmin = half(b + 2);
 }
 
-// Q6_K's bits 4-5 of 32 codes: bits shift .. shift + 1 of each byte of h.
-LAMINA_AVX2 inline __m256i high_bits(__m256i h, int shift, __m256i pair) {
-  return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, shift), pair), 4);
-}
-
-// Q6_K: codes - 32 multiply as unsigned codes; 32 x scale x (x's sum) is a minimum term
-// (dmin = d).
+// Q6_K: per 128 values, low nibbles of bytes 0-31 / 32-63 are sub-blocks 0 / 1, high nibbles
+// 2 / 3, bits 2s, 2s + 1 of qh's 32 bytes sub-block s's upper two. codes - 32 multiply as
+// unsigned codes; 32 x scale x (x's sum) is a minimum term (dmin = d). A scale per 16 values:
+// registers 0-3 hold each sub-block's first 16, 4-7 its second.
 LAMINA_AVX2 LAMINA_INLINE void unpack_q6_k(const uint8_t* b, Block& out) {
-  const __m256i nibble = _mm256_set1_epi8(0x0F), pair = _mm256_set1_epi8(3);
-  const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
-  for (int n = 0; n < 2; ++n) {
-    const __m256i a = load(b + 64 * n), c = load(b + 64 * n + 32), h = load(b + 128 + 32 * n);
-    out.codes[4 * n] = _mm256_or_si256(_mm256_and_si256(a, nibble), high_bits(h, 0, pair));
-    out.codes[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(c, nibble), high_bits(h, 2, pair));
-    out.codes[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), nibble), high_bits(h, 4, pair));
-    out.codes[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(c, 4), nibble), high_bits(h, 6, pair));
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  const uint8_t *ql = b, *qh = b + 128;
+  for (int h = 0; h < 2; ++h) {
+    const __m256i lo = halves(ql + 16 * h, ql + 64 + 16 * h);       // sub-blocks 0, 2 | 4, 6
+    const __m256i hi = halves(ql + 32 + 16 * h, ql + 96 + 16 * h);  // sub-blocks 1, 3 | 5, 7
+    const __m256i up = halves(qh + 16 * h, qh + 32 + 16 * h);
+    const __m256i a[4] = {
+        _mm256_or_si256(_mm256_and_si256(lo, nibble), _mm256_slli_epi16(_mm256_and_si256(up, _mm256_set1_epi8(0x03)), 4)),
+        _mm256_or_si256(_mm256_and_si256(hi, nibble), _mm256_slli_epi16(_mm256_and_si256(up, _mm256_set1_epi8(0x0C)), 2)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lo, 4), nibble), _mm256_and_si256(up, _mm256_set1_epi8(0x30))),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(hi, 4), nibble),
+                        _mm256_srli_epi16(_mm256_and_si256(up, _mm256_set1_epi8(static_cast<char>(0xC0))), 2))};
+    transpose4(a, out.codes + 4 * h);
   }
-  for (int s = 0; s < 8; ++s) {
-    out.scales[s] = _mm256_setr_m128i(_mm_set1_epi16(sc[2 * s]), _mm_set1_epi16(sc[2 * s + 1]));
-  }
-  out.mins = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc))), 5);
+  const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
+  // Lanes 2u, 2u + 1 of scales[h]: scale 2u + h (sub-block u's first or second 16 values).
+  out.scales[0] = _mm256_shuffle_epi8(sc, _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1,
+                                                           4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+  out.scales[1] = _mm256_shuffle_epi8(sc, _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15, 2, 3,
+                                                           2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15));
+  out.mins = _mm256_slli_epi16(sc, 5);
   out.d = out.dmin = half(b + 208);
 }
 
-// Weight row r against rows xs[0 .. kCount), into out[i * stride].
-template <void (*Unpack)(const uint8_t*, Block&), int kCount>
-LAMINA_AVX2 void rows_of(const Problem& p, int r, const PreparedRow* const* xs, float* out, size_t stride) {
-  constexpr int count = kCount;
-  const uint8_t* row = p.row(r);
-  const int bytes = block_bytes(p.format);
-  __m256 acc[kCount];
-  float mins[kCount];
-  for (int i = 0; i < count; ++i) acc[i] = _mm256_setzero_ps(), mins[i] = 0.0f;
-  Block block;
-  for (int blk = 0; blk < p.k / kBlockValues; ++blk) {
-    Unpack(row + static_cast<size_t>(blk) * bytes, block);
-    for (int i = 0; i < count; ++i) {
-      const PreparedRow& x = *xs[i];
-      const int8_t* xq = x.q8.data() + static_cast<size_t>(blk) * kBlockValues;
-      const int16_t* sums = x.bsums.data() + static_cast<size_t>(blk) * 16;
-      __m256i isum = _mm256_setzero_si256();
-      for (int c = 0; c < 8; ++c) isum = _mm256_add_epi32(isum, scaled(block.codes[c], xq + 32 * c, block.scales[c]));
-      const __m256i m = _mm256_madd_epi16(block.mins, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums)));
-      const float dx = x.q8_scales[blk];
-      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(block.d * dx), _mm256_cvtepi32_ps(isum), acc[i]);
-      mins[i] += (block.dmin * dx) * static_cast<float>(hsum_i32(m));
+// A block's scaled 32-bit sums against its 256 bytes of x: the `maddubs` of kSummed registers
+// at a time added as 16-bit lanes, then one `madd` with their scales.
+template <int kSummed>
+LAMINA_AVX2 LAMINA_INLINE __m256i block_sums(const Block& block, const int8_t* x) {
+  __m256i sum = _mm256_setzero_si256();
+  for (int r = 0; r < 8; r += kSummed) {
+    __m256i products = _mm256_maddubs_epi16(block.codes[r], load(x + 32 * r));
+    for (int j = 1; j < kSummed; ++j) {
+      products = _mm256_add_epi16(products, _mm256_maddubs_epi16(block.codes[r + j], load(x + 32 * (r + j))));
     }
+    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(products, block.scales[r / 4]));
   }
-  for (int i = 0; i < count; ++i) out[i * stride] = hsum(acc[i]) - mins[i];
+  return sum;
 }
 
-template <void (*Unpack)(const uint8_t*, Block&)>
+// A format: its unpacking and how many registers' products fit in 16-bit lanes (a lane sums
+// 2 x kSummed products of a code and a byte of x: 15 x 127 x 16, 31 x 127 x 8, 63 x 127 x 4).
+template <void (*Unpack)(const uint8_t*, Block&), int kSummedRegisters>
+struct Kind {
+  static constexpr int kSummed = kSummedRegisters;
+  LAMINA_AVX2 LAMINA_INLINE static void unpack(const uint8_t* b, Block& out) { Unpack(b, out); }
+};
+using Q4K = Kind<unpack_q4_q5_k<false>, 8>;
+using Q5K = Kind<unpack_q4_q5_k<true>, 4>;
+using Q6K = Kind<unpack_q6_k, 2>;
+
+// Weight row r against rows xs[0 .. kCount), into out[i * stride].
+template <class K, int kCount>
+LAMINA_AVX2 void rows_of(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
+  const uint8_t* row = p.row(r);
+  const int bytes = block_bytes(p.format);
+  const int8_t* xq[kCount];
+  const int16_t* sums[kCount];
+  const float* dx[kCount];
+  __m256 acc[kCount];
+  for (int i = 0; i < kCount; ++i) {
+    xq[i] = xs[i].q8.data();
+    sums[i] = xs[i].bsums.data();
+    dx[i] = xs[i].q8_scales.data();
+    acc[i] = _mm256_setzero_ps();
+  }
+  Block block;
+  for (int blk = 0; blk < p.k / kBlockValues; ++blk) {
+    K::unpack(row + static_cast<size_t>(blk) * bytes, block);
+    for (int i = 0; i < kCount; ++i) {
+      const size_t at = static_cast<size_t>(blk) * kBlockValues;
+      const __m256i isum = block_sums<K::kSummed>(block, xq[i] + at);
+      const __m256i msum = _mm256_madd_epi16(block.mins, load(sums[i] + at / 16));
+      const float d = dx[i][blk];
+      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(block.d * d), _mm256_cvtepi32_ps(isum), acc[i]);
+      acc[i] = _mm256_fnmadd_ps(_mm256_set1_ps(block.dmin * d), _mm256_cvtepi32_ps(msum), acc[i]);
+    }
+  }
+  for (int i = 0; i < kCount; ++i) out[i * stride] = hsum(acc[i]);
+}
+
+template <class K>
 LAMINA_AVX2 float dot(const Problem& p, int r, const float*, const PreparedRow& x) {
-  const PreparedRow* xs[1] = {&x};
   float out;
-  rows_of<Unpack, 1>(p, r, xs, &out, 1);
+  rows_of<K, 1>(p, r, &x, &out, 1);
   return out;
 }
 
-template <void (*Unpack)(const uint8_t*, Block&)>
+// Weight rows [begin, end) against rows [m0, m1) of x: blocks of x's rows that stay in cache,
+// each weight row against kTile of them at a time (fewer at the edge).
+template <class K>
 LAMINA_AVX2 void products(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
-  for (int r = begin; r < end; ++r) {
-    int m = m0;
-    for (; m + kTile <= m1; m += kTile) {
-      const PreparedRow* tile[kTile];
-      for (int i = 0; i < kTile; ++i) tile[i] = &xs[m + i];
-      rows_of<Unpack, kTile>(p, r, tile, p.out + static_cast<size_t>(m) * p.n + r, p.n);
-    }
-    for (; m < m1; ++m) {
-      const PreparedRow* one[1] = {&xs[m]};
-      rows_of<Unpack, 1>(p, r, one, p.out + static_cast<size_t>(m) * p.n + r, p.n);
+  const int block_rows = std::max(kTile, kXBytes / p.k / kTile * kTile);
+  for (int x0 = m0; x0 < m1; x0 += block_rows) {
+    const int x1 = std::min(m1, x0 + block_rows);
+    for (int r = begin; r < end; ++r) {
+      int m = x0;
+      for (; m + kTile <= x1; m += kTile) rows_of<K, kTile>(p, r, xs + m, p.out + static_cast<size_t>(m) * p.n + r, p.n);
+      for (; m + 4 <= x1; m += 4) rows_of<K, 4>(p, r, xs + m, p.out + static_cast<size_t>(m) * p.n + r, p.n);
+      for (; m < x1; ++m) rows_of<K, 1>(p, r, xs + m, p.out + static_cast<size_t>(m) * p.n + r, p.n);
     }
   }
 }
 
-template <void (*Unpack)(const uint8_t*, Block&)>
+template <class K>
 void add(Kernels& k, Format f) {
-  k.dot_blocks_int8[static_cast<int>(f)] = dot<Unpack>;
-  k.products_blocks_int8[static_cast<int>(f)] = products<Unpack>;
+  k.dot_blocks_int8[static_cast<int>(f)] = dot<K>;
+  k.products_blocks_int8[static_cast<int>(f)] = products<K>;
 }
 
 }  // namespace
 
 void add_avx2_blocks(Kernels& k) {
-  add<unpack_q4_q5_k<false>>(k, Format::q4_k);
-  add<unpack_q4_q5_k<true>>(k, Format::q5_k);
-  add<unpack_q6_k>(k, Format::q6_k);
+  add<Q4K>(k, Format::q4_k);
+  add<Q5K>(k, Format::q5_k);
+  add<Q6K>(k, Format::q6_k);
 }
 
 }  // namespace lamina_kernels

@@ -181,7 +181,7 @@ float dot_int8(const Problem& p, int r, const float*, const PreparedRow& x) {
     int32_t isum = 0, msum = 0;
     for (int s = 0; s < 16; ++s) {
       int32_t dot = 0;
-      for (int j = 16 * s; j < 16 * s + 16; ++j) dot += u.q[j] * xq[j];
+      for (int j = 16 * s; j < 16 * s + 16; ++j) dot += u.q[j] * xq[block_order(j)];
       isum += u.scale[s] * dot;
       msum += u.min[s] * sums[s];
     }

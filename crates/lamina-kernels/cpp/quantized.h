@@ -98,7 +98,7 @@ inline uint32_t value_at(const uint8_t* row, int row_bytes, int j, int bits) {
 struct PreparedRow {
   std::vector<float> group_sums;
   std::vector<float> split;    // [K]: per 32-chunk, 16 even values then 16 odd values
-  std::vector<int8_t> q8;      // [K]: round(x / q8_scales[chunk]), in [-127, 127]
+  std::vector<int8_t> q8;      // [K]: round(x / q8_scales[chunk]), in [-127, 127] (blocks: block_order)
   std::vector<float> q8_scales;  // [K / 32]: the chunk's largest |x| / 127 (K / 256 for blocks)
   std::vector<int16_t> bsums;    // super-block formats: [K / 16] sums of q8 (ggml's Q8_K)
 };
@@ -126,17 +126,24 @@ void round_chunks(const float* x, int k, Order order, PreparedRow& out, int size
   }
 }
 
-// Super-block formats: x rounded per 256 values, with the sums of each 16 (ggml's Q8_K).
-// (The 32-value formats take `prepare`'s form: x rounded per 32, its exact sums per 32.)
+// The order x's bytes take within a super-block: position 32r + 4u + t holds value
+// 32u + 4r + t (its own inverse). 32 bytes of x at 32r then hold four values of each of the
+// block's eight 32-value sub-blocks, one sub-block per 32-bit lane, so a kernel sums a
+// sub-block's products across the eight registers as 16-bit lanes and applies its scale once
+// (avx2_blocks.cpp; llama.cpp's repacked Q4_K gets the same from interleaved weight rows).
+constexpr int block_order(int j) { return 32 * (j / 4 % 8) + 4 * (j / 32) + j % 4; }
+
+// Super-block formats: x rounded per 256 values in block_order, with the sums of each 16
+// values (ggml's Q8_K). (The 32-value formats take `prepare`'s form: x rounded per 32, its
+// exact sums per 32.)
 inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8) {
   PreparedRow out;
   if (!int8) return out;
-  round_chunks(x, p.k, [](int j) { return j; }, out, kBlockValues);
-  out.bsums.resize(p.k / 16);
-  for (int s = 0; s < p.k / 16; ++s) {
-    int sum = 0;
-    for (int j = 0; j < 16; ++j) sum += out.q8[16 * s + j];
-    out.bsums[s] = static_cast<int16_t>(sum);
+  round_chunks(x, p.k, [](int j) { return block_order(j); }, out, kBlockValues);
+  out.bsums.assign(p.k / 16, 0);
+  for (int j = 0; j < p.k; ++j) {
+    const int block = j / kBlockValues * kBlockValues;
+    out.bsums[(block + block_order(j - block)) / 16] += out.q8[j];  // at most 16 x 127
   }
   return out;
 }

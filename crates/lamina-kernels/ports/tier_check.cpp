@@ -190,7 +190,7 @@ void blocks(const Kernels& k, const Kernels& ref) {
         std::memcpy(&w[blk * bytes + at + 2 * i], &h, 2);
       }
     }
-    const int m = 6;
+    const int m = 13;  // the AVX2 tiles' 8-, 4- and 3-row shapes and their edges
     const std::vector<float> x = floats(static_cast<size_t>(m) * kk);
     std::vector<float> tile(static_cast<size_t>(m) * n), theirs(static_cast<size_t>(m) * n);
     Problem p{x.data(), w.data(), nullptr, nullptr, tile.data(), m, n, kk, values, 8, false, Activations::int8};
