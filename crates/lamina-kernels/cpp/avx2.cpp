@@ -346,6 +346,7 @@ Kernels avx2_kernels(Kernels k) {
   add_avx2_attention(k);
   add_avx2_blocks(k);
   add_avx2_small_blocks(k);
+  k.grouped_chunks = true;
   return k;
 }
 

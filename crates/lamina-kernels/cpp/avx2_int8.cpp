@@ -45,7 +45,7 @@ struct AffineFactors {
 // register (x is split to match); at most 2 * 15 * 127 a pair.
 struct Q4 : AffineFactors {
   static constexpr float kShift = 0.0f;
-  static constexpr int kRows = 2, kXRows = 4;
+  static constexpr int kRows = 1, kXRows = 12, kSummed = 8;
   using Weights = __m256i;
   const uint8_t* row;
 
@@ -55,6 +55,12 @@ struct Q4 : AffineFactors {
     const uint8_t* bytes = row + 16 * c;
     _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetch), _MM_HINT_T0);
     return avx2_tiles::nibbles(bytes);
+  }
+  LAMINA_AVX2 void load8(int c, __m256i (&w)[8]) const {
+    const uint8_t* bytes = row + 16 * c;
+    _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetch), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetch + 64), _MM_HINT_T0);
+    avx2_tiles::NibbleGroup([bytes](int u) { return bytes + 16 * u; }).in_order(w);
   }
   LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
 };

@@ -24,17 +24,32 @@ using avx2_tiles::Signed;
 using avx2_tiles::signed_sums;
 using avx2_tiles::signed_weights;
 
-// 0x10 in byte j where bit j of the 32-bit word at `bits` is set (llama.cpp's
-// bytes_from_bits_32: byte j takes word byte j / 8, every bit but j % 8 set, compared with
-// all ones).
-LAMINA_AVX2 inline __m256i fifth_bits(const uint8_t* bits) {
-  uint32_t word;
-  std::memcpy(&word, bits, 4);
-  const __m256i spread = _mm256_shuffle_epi8(
-      _mm256_set1_epi32(static_cast<int>(word)),
-      _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
-  const __m256i others = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+// 0x10 in each byte whose bit (its index mod 8) is set in the byte of `words` that `pick`
+// copies to it (llama.cpp's bytes_from_bits_32: every other bit set, compared with all ones).
+LAMINA_AVX2 inline __m256i spread_bits(__m256i words, __m256i pick) {
+  const __m256i others = _mm256_or_si256(_mm256_shuffle_epi8(words, pick), _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
   return _mm256_and_si256(_mm256_cmpeq_epi8(others, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
+}
+
+inline uint32_t word_at(const uint8_t* b) {
+  uint32_t word;
+  std::memcpy(&word, b, 4);
+  return word;
+}
+
+// 0x10 in byte j where bit j of the 32-bit word at `bits` is set.
+LAMINA_AVX2 inline __m256i fifth_bits(const uint8_t* bits) {
+  return spread_bits(_mm256_set1_epi32(static_cast<int>(word_at(bits))),
+                     _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+}
+
+// The same for two blocks' words, as NibbleGroup splits their values: `low` bits 0-15 of
+// `a` | of `b` (values 0-15 of each), `high` bits 16-31.
+LAMINA_AVX2 inline void fifth_bits_pair(const uint8_t* a, const uint8_t* b, __m256i& low, __m256i& high) {
+  const __m256i words = _mm256_set1_epi64x(static_cast<int64_t>(static_cast<uint64_t>(word_at(b)) << 32 | word_at(a)));
+  low = spread_bits(words, _mm256_set_epi64x(0x0505050505050505, 0x0404040404040404, 0x0101010101010101, 0));
+  high = spread_bits(words, _mm256_set_epi64x(0x0707070707070707, 0x0606060606060606, 0x0303030303030303,
+                                              0x0202020202020202));
 }
 
 // The f16 value at byte `offset` of each of blocks [g, g + count) of a row (zero past them),
@@ -75,12 +90,26 @@ struct BlockRow {
 template <bool kOffset>
 struct FiveBits : BlockRow<kOffset ? 24 : 22> {
   static constexpr int kBytes = kOffset ? 24 : 22, kHigh = kOffset ? 4 : 2;
-  static constexpr int kRows = 2, kXRows = 4;
+  static constexpr int kRows = 1, kXRows = 8, kSummed = 4;
   using Weights = __m256i;
   using BlockRow<kBytes>::BlockRow;
   LAMINA_AVX2 Weights load(int c) const {
     const uint8_t* b = this->block(c);
     return _mm256_or_si256(nibbles(b + kHigh + 4), fifth_bits(b + kHigh));
+  }
+  LAMINA_AVX2 void load8(int c, __m256i (&w)[8]) const {
+    const uint8_t* first = this->row + static_cast<size_t>(kBytes) * c;
+    for (int line = 0; line < 3; ++line) {
+      _mm_prefetch(reinterpret_cast<const char*>(first + kPrefetch + 64 * line), _MM_HINT_T0);
+    }
+    avx2_tiles::NibbleGroup group([first](int u) { return first + kBytes * u + kHigh + 4; });
+    for (int u = 0; u < 4; ++u) {
+      __m256i low, high;
+      fifth_bits_pair(first + kBytes * u + kHigh, first + kBytes * (u + 4) + kHigh, low, high);
+      group.low[u] = _mm256_or_si256(group.low[u], low);
+      group.high[u] = _mm256_or_si256(group.high[u], high);
+    }
+    group.in_order(w);
   }
   LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
   LAMINA_AVX2 void factors8(int g, int count, __m256& s, __m256& b) const {

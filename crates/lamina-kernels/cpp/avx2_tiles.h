@@ -9,6 +9,7 @@
 // time, then the bias terms.
 //
 // A weight format is a struct: `Format(p, r)` for row r; `load(c)` unpacks chunk c once;
+// with `kSummed` (summed_of), `load8(c, w)` unpacks chunks [c, c + 8) in x's grouped order;
 // `sums(w, x)` multiplies it with 32 bytes of x (in the order `prepare` rounds them) into
 // eight 32-bit sums; `factors8(g, count, s, b)` gives the scales and biases of chunks
 // [g, g + count) (zero past them); `kShift` is what the bias terms add back (q - kShift is
@@ -51,6 +52,71 @@ struct Signed {
 LAMINA_AVX2 inline Signed signed_weights(__m256i w) { return {_mm256_abs_epi8(w), w}; }
 LAMINA_AVX2 inline __m256i signed_sums(Signed w, __m256i x) {
   return pair_sums(w.magnitude, _mm256_sign_epi8(x, w.signs));
+}
+
+// 16 bytes at `low` and 16 at `high` as one register.
+LAMINA_AVX2 inline __m256i halves(const uint8_t* low, const uint8_t* high) {
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(low));
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), _mm_loadu_si128(reinterpret_cast<const __m128i*>(high)), 1);
+}
+
+// Four registers a[s], each 128-bit half holding four 4-code units of one chunk (s in the
+// low half, s + 4 in the high one), as out[v]: lane s (and 4 + s) holding unit v of a[s].
+LAMINA_AVX2 inline void transpose4(const __m256i (&a)[4], __m256i* out) {
+  const __m256i t0 = _mm256_unpacklo_epi32(a[0], a[1]), t1 = _mm256_unpackhi_epi32(a[0], a[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(a[2], a[3]), t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+  out[0] = _mm256_unpacklo_epi64(t0, t2);
+  out[1] = _mm256_unpackhi_epi64(t0, t2);
+  out[2] = _mm256_unpacklo_epi64(t1, t3);
+  out[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+// Eight chunks of 16 nibble bytes (chunk u's at bytes(u)), split before the transpose: low[u]
+// holds the low nibbles of chunks u | u + 4 (their positions 0-15), high[u] the high ones
+// (16-31). `in_order` transposes them into a group's eight registers in x's order
+// (quantized.h's block_order: register r, lane u = positions 4r .. 4r + 3 of chunk u).
+struct NibbleGroup {
+  __m256i low[4], high[4];
+
+  template <class At>
+  LAMINA_AVX2 explicit NibbleGroup(At bytes) {
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    for (int u = 0; u < 4; ++u) {
+      const __m256i v = halves(bytes(u), bytes(u + 4));
+      low[u] = _mm256_and_si256(v, nibble);
+      high[u] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+    }
+  }
+  LAMINA_AVX2 void in_order(__m256i (&w)[8]) const {
+    transpose4(low, w);
+    transpose4(high, w + 4);
+  }
+};
+
+// A group's eight 32-bit sums against its 256 bytes of x (lane u: chunk u's): the `maddubs`
+// of kSummed registers at a time added as 16-bit lanes, then summed in pairs.
+template <int kSummed>
+LAMINA_AVX2 inline __m256i group_sums(const __m256i (&w)[8], const int8_t* x) {
+  __m256i sum = _mm256_setzero_si256();
+  for (int r = 0; r < 8; r += kSummed) {
+    __m256i products = _mm256_maddubs_epi16(w[r], _mm256_loadu_si256(at(x + 32 * r)));
+    for (int j = 1; j < kSummed; ++j) {
+      products = _mm256_add_epi16(products, _mm256_maddubs_epi16(w[r + j], _mm256_loadu_si256(at(x + 32 * (r + j)))));
+    }
+    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(products, _mm256_set1_epi16(1)));
+  }
+  return sum;
+}
+
+// How many registers of a format's unsigned codes a 16-bit lane can sum (Format::kSummed:
+// 8 for 4-bit codes, 4 for 5-bit); 0: the format is read chunk by chunk (signed bytes).
+template <class Format>
+constexpr int summed_of() {
+  if constexpr (requires { Format::kSummed; }) {
+    return Format::kSummed;
+  } else {
+    return 0;
+  }
 }
 
 // Eight f16 values from `src` as f32 (fewer than eight: the rest zero; each lane as the
@@ -123,8 +189,82 @@ LAMINA_AVX2 inline void products_of(const Format* rows, const int8_t* const* xq,
 // for row a and row i of x. The factors first (a pass over the row's scales), then the
 // products: interleaving them per eight chunks was slower on prompts (SmolLM2 Q4_1 prefill
 // 139 -> 123 tok/s), as it was not for decoding once block rows were prefetched.
+// The tile of a format read in groups (summed_of): per group of eight chunks, each weight
+// row's codes unpacked in x's order and its eight scales and biases read, then per pair one
+// conversion of the group's eight sums and an FMA by the chunks' factors (scale x x's d),
+// and the bias terms (bias + shift x scale) x x's chunk sums. A row's last chunks (fewer than
+// eight; x in chunk order) one at a time.
+template <class Format, int W, int X>
+LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
+  constexpr int kSummed = summed_of<Format>();
+  const int chunks = p.k / 32;
+  Format rows[W];
+  for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a);
+  // One accumulator a pair: the products and the bias terms (the registers hold no more).
+  __m256 acc[W][X];
+#pragma GCC unroll 8
+  for (int a = 0; a < W; ++a) {
+#pragma GCC unroll 8
+    for (int i = 0; i < X; ++i) acc[a][i] = _mm256_setzero_ps();
+  }
+  const __m256 shift = _mm256_set1_ps(Format::kShift);
+  for (int g = 0; g < chunks; g += 8) {
+    const int count = std::min(8, chunks - g);
+    __m256 s[W], sb[W];
+#pragma GCC unroll 8
+    for (int a = 0; a < W; ++a) {
+      __m256 b;
+      rows[a].factors8(g, count, s[a], b);
+      sb[a] = _mm256_fmadd_ps(s[a], shift, b);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < X; ++i) {
+      const __m256 sums = _mm256_loadu_ps(xs[i].group_sums.data() + g);
+#pragma GCC unroll 8
+      for (int a = 0; a < W; ++a) acc[a][i] = _mm256_fmadd_ps(sb[a], sums, acc[a][i]);
+    }
+    if (count == 8) {
+      __m256i w[W][8];
+#pragma GCC unroll 8
+      for (int a = 0; a < W; ++a) rows[a].load8(g, w[a]);
+#pragma GCC unroll 8
+      for (int i = 0; i < X; ++i) {
+        const __m256 d = _mm256_loadu_ps(xs[i].q8_scales.data() + g);
+        const int8_t* x = xs[i].q8.data() + 32 * static_cast<size_t>(g);
+#pragma GCC unroll 8
+        for (int a = 0; a < W; ++a) {
+          const __m256 sums = _mm256_cvtepi32_ps(group_sums<kSummed>(w[a], x));
+          acc[a][i] = _mm256_fmadd_ps(_mm256_mul_ps(s[a], d), sums, acc[a][i]);
+        }
+      }
+    } else {
+      alignas(32) float scales[W][8];
+      for (int a = 0; a < W; ++a) _mm256_store_ps(scales[a], s[a]);
+      for (int c = g; c < chunks; ++c) {
+        typename Format::Weights w[W];
+        for (int a = 0; a < W; ++a) w[a] = rows[a].load(c);
+        for (int i = 0; i < X; ++i) {
+          const __m256i x = _mm256_loadu_si256(at(xs[i].q8.data() + 32 * static_cast<size_t>(c)));
+          const float d = xs[i].q8_scales[c];
+          for (int a = 0; a < W; ++a) {
+            const __m256 sums = _mm256_cvtepi32_ps(Format::sums(w[a], x));
+            acc[a][i] = _mm256_fmadd_ps(_mm256_set1_ps(scales[a][c - g] * d), sums, acc[a][i]);
+          }
+        }
+      }
+    }
+  }
+  for (int i = 0; i < X; ++i) {
+    for (int a = 0; a < W; ++a) out[i * stride + a] = hsum(acc[a][i]);
+  }
+}
+
 template <class Format, int W, int X>
 LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
+  if constexpr (summed_of<Format>() > 0) {
+    grouped_tile<Format, W, X>(p, r, xs, out, stride);
+    return;
+  }
   const int chunks = p.k / 32;
   const int padded = padded8(chunks);
   Format rows[W];

@@ -80,6 +80,9 @@ struct Kernels {
   // Weight rows [begin, end) against rows [m0, m1) of x (as products_int8), each pair
   // exactly as dot_blocks_int8 computes it; null: the one-row kernel serves, pair by pair.
   void (*products_blocks_int8[kFormats])(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1);
+  // The int8 kernels of grouped_format's 32-value formats read x's whole groups of eight
+  // chunks in block_order (`prepare`'s `grouped`); false: chunk by chunk.
+  bool grouped_chunks = false;
 
   RowDot dot_for(int bits) const { return bits == 4 && dot_q4 ? dot_q4 : bits == 8 && dot_q8 ? dot_q8 : dot_bits; }
   // p's one-row kernel, and whether it reads x rounded to 8 bits (`prepare`'s argument):

@@ -126,12 +126,22 @@ void round_chunks(const float* x, int k, Order order, PreparedRow& out, int size
   }
 }
 
-// The order x's bytes take within a super-block: position 32r + 4u + t holds value
-// 32u + 4r + t (its own inverse). 32 bytes of x at 32r then hold four values of each of the
-// block's eight 32-value sub-blocks, one sub-block per 32-bit lane, so a kernel sums a
-// sub-block's products across the eight registers as 16-bit lanes and applies its scale once
-// (avx2_blocks.cpp; llama.cpp's repacked Q4_K gets the same from interleaved weight rows).
+// The order x's bytes take within 256 values (a super-block, or eight 32-value chunks):
+// position 32r + 4u + t holds position 4r + t of chunk u (its own inverse). 32 bytes of x at
+// 32r then hold four values of each of eight chunks, one chunk per 32-bit lane, so a kernel
+// sums a chunk's products across the eight registers as 16-bit lanes and applies its scale
+// once (avx2_blocks.cpp, avx2_tiles.h; llama.cpp's repacked gemms get the same from
+// interleaved weight rows).
 constexpr int block_order(int j) { return 32 * (j / 4 % 8) + 4 * (j / 32) + j % 4; }
+
+// Each whole 256 values of q8 put in block_order.
+inline void group_order(std::vector<int8_t>& q8) {
+  int8_t group[kBlockValues];
+  for (size_t first = 0; first + kBlockValues <= q8.size(); first += kBlockValues) {
+    for (int j = 0; j < kBlockValues; ++j) group[j] = q8[first + block_order(j)];
+    std::copy(group, group + kBlockValues, q8.begin() + static_cast<std::ptrdiff_t>(first));
+  }
+}
 
 // Super-block formats: x rounded per 256 values in block_order, with the sums of each 16
 // values (ggml's Q8_K). (The 32-value formats take `prepare`'s form: x rounded per 32, its
@@ -139,17 +149,26 @@ constexpr int block_order(int j) { return 32 * (j / 4 % 8) + 4 * (j / 32) + j % 
 inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8) {
   PreparedRow out;
   if (!int8) return out;
-  round_chunks(x, p.k, [](int j) { return block_order(j); }, out, kBlockValues);
+  round_chunks(x, p.k, [](int j) { return j; }, out, kBlockValues);
   out.bsums.assign(p.k / 16, 0);
-  for (int j = 0; j < p.k; ++j) {
-    const int block = j / kBlockValues * kBlockValues;
-    out.bsums[(block + block_order(j - block)) / 16] += out.q8[j];  // at most 16 x 127
+  for (int s = 0; s < p.k / 16; ++s) {
+    for (int j = 16 * s; j < 16 * s + 16; ++j) out.bsums[s] += out.q8[j];  // at most 16 x 127
   }
+  group_order(out.q8);
   return out;
 }
 
-// `int8`: the product's kernel reads x rounded to 8 bits (Kernels::row_kernel).
-inline PreparedRow prepare(const Problem& p, const float* x, bool int8) {
+// Whether a tier that reads x's 32-value chunks in groups (Kernels::grouped_chunks) does so
+// for p: 4-bit affine rows in GGUF's layout, Q5_0 and Q5_1 (codes whose products of eight or
+// four chunks fit 16-bit lanes).
+inline bool grouped_format(const Problem& p) {
+  return (p.gguf_layout() && p.bits == 4) || p.format == Format::q5_0 || p.format == Format::q5_1;
+}
+
+// `int8`: the product's kernel reads x rounded to 8 bits (Kernels::row_kernel); `grouped`:
+// the tier's kernels read a 32-value format's whole groups of eight chunks in block_order
+// (Kernels::grouped_chunks).
+inline PreparedRow prepare(const Problem& p, const float* x, bool int8, bool grouped) {
   if (p.blocks() && !small_blocks(p.format)) return prepare_blocks(p, x, int8);
   PreparedRow out;
   out.group_sums.assign(padded8(p.groups()), 0.0f);
@@ -167,6 +186,7 @@ inline PreparedRow prepare(const Problem& p, const float* x, bool int8) {
     } else {
       round_chunks(x, p.k, [](int j) { return j; }, out);
     }
+    if (grouped && grouped_format(p)) group_order(out.q8);
   } else if (split_order) {
     out.split.resize(p.k);
     for (int c = 0; c < p.k / 32; ++c) {

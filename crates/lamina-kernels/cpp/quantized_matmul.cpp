@@ -66,7 +66,7 @@ void rescore_top(const Problem& p, const float* x, float* out) {
       weakest = static_cast<int>(std::min_element(kept, kept + count) - kept);
     }
   }
-  const PreparedRow exact = prepare(p, x, false);
+  const PreparedRow exact = prepare(p, x, false, false);
   const RowDot dot = kernels().exact_dot(p);
   for (int i = 0; i < count; ++i) out[rows[i]] = dot(p, rows[i], x, exact);
 }
@@ -84,7 +84,7 @@ void gemv(const Problem& p) {
   for (int m = 0; m < p.m; ++m) {
     const float* x = p.x + static_cast<size_t>(m) * p.k;
     float* out = p.out + static_cast<size_t>(m) * p.n;
-    const PreparedRow prepared = prepare(p, x, false);
+    const PreparedRow prepared = prepare(p, x, false, false);
     pool.run(tasks, [&](int t) {
       const auto [begin, end] = share(p.n, t, tasks);
       for (int r = begin; r < end; ++r) out[r] = dot(p, r, x, prepared);
@@ -101,14 +101,14 @@ void gemv(const Problem& p) {
 // in cache.
 void products_int8(const Problem& p, RowDot dot) {
   Pool& pool = Pool::get();
+  const Kernels& k = kernels();
   std::vector<PreparedRow> prepared(p.m);
   const int preparers = std::min(p.m, pool.size());
   pool.run(preparers, [&](int t) {
     const auto [begin, end] = share(p.m, t, preparers);
-    for (int m = begin; m < end; ++m) prepared[m] = prepare(p, p.x + static_cast<size_t>(m) * p.k, true);
+    for (int m = begin; m < end; ++m) prepared[m] = prepare(p, p.x + static_cast<size_t>(m) * p.k, true, k.grouped_chunks);
   });
   const int tasks = tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes() * p.m);
-  const Kernels& k = kernels();
   const auto products = p.gguf_layout() ? k.products_int8
                         : p.blocks()    ? k.products_blocks_int8[static_cast<int>(p.format)]
                                         : nullptr;

@@ -61,13 +61,15 @@ void quantized(const Kernels& k, const Kernels& ref) {
         std::vector<float> out(n);
         Problem p{x.data(), w.data(), half ? static_cast<const void*>(s16.data()) : s.data(),
                   half ? static_cast<const void*>(b16.data()) : b.data(), out.data(), 1, n, kk, group, bits, half};
-        const PreparedRow prepared = prepare(p, x.data(), false);
+        const PreparedRow prepared = prepare(p, x.data(), false, false);
         // The same with x rounded to 8 bits, where both tiers have the integer kernel.
         Problem rounded_p = p;
         rounded_p.activations = Activations::int8;
         const Kernels::RowKernel mine_int8 = k.row_kernel(rounded_p), ref_int8 = ref.row_kernel(rounded_p);
         const bool int8 = mine_int8.int8 && ref_int8.int8;
-        const PreparedRow rounded = prepare(rounded_p, x.data(), int8);
+        // Each tier's x in the order its kernels read.
+        const PreparedRow rounded = prepare(rounded_p, x.data(), int8, k.grouped_chunks);
+        const PreparedRow rounded_ref = prepare(rounded_p, x.data(), int8, ref.grouped_chunks);
         std::vector<float> mine(kk), theirs(kk);
         for (int r = 0; r < n; ++r) {
           const std::string at = k.name + std::string(" bits ") + std::to_string(bits) + " group " +
@@ -76,7 +78,7 @@ void quantized(const Kernels& k, const Kernels& ref) {
                  "dot " + at);
           if (int8) {
             expect(close(mine_int8.dot(rounded_p, r, x.data(), rounded),
-                         ref_int8.dot(rounded_p, r, x.data(), rounded), 1e-4f),
+                         ref_int8.dot(rounded_p, r, x.data(), rounded_ref), 1e-4f),
                    "8-bit activations dot " + at);
           }
           k.dequantize_for(bits)(p, r, mine.data());
@@ -176,7 +178,8 @@ void attention(const Kernels& k, const Kernels& ref) {
 void blocks(const Kernels& k, const Kernels& ref) {
   for (int f = 1; f < kFormats; ++f) {
     const Format format = static_cast<Format>(f);
-    const int n = 3, kk = 512, bytes = block_bytes(format), values = block_values(format);
+    const int bytes = block_bytes(format), values = block_values(format);
+    const int n = 3, kk = values == 32 ? 640 : 512;  // 32-value blocks: two groups of eight and four more
     const int per_row = kk / values * bytes;
     std::vector<uint8_t> w(static_cast<size_t>(n) * per_row);
     for (auto& b : w) b = static_cast<uint8_t>(rng());
@@ -195,8 +198,11 @@ void blocks(const Kernels& k, const Kernels& ref) {
     std::vector<float> tile(static_cast<size_t>(m) * n), theirs(static_cast<size_t>(m) * n);
     Problem p{x.data(), w.data(), nullptr, nullptr, tile.data(), m, n, kk, values, 8, false, Activations::int8};
     p.format = format;
-    std::vector<PreparedRow> xs;
-    for (int i = 0; i < m; ++i) xs.push_back(prepare(p, x.data() + static_cast<size_t>(i) * kk, true));
+    std::vector<PreparedRow> xs, xs_ref;
+    for (int i = 0; i < m; ++i) {
+      xs.push_back(prepare(p, x.data() + static_cast<size_t>(i) * kk, true, k.grouped_chunks));
+      xs_ref.push_back(prepare(p, x.data() + static_cast<size_t>(i) * kk, true, ref.grouped_chunks));
+    }
     const std::string at_text = std::string(k.name) + " format " + std::to_string(f);
     for (int r = 0; r < n; ++r) {
       std::vector<float> mine_row(kk), their_row(kk);
@@ -205,7 +211,7 @@ void blocks(const Kernels& k, const Kernels& ref) {
       expect(mine_row == their_row, "dequantize " + at_text);
       for (int i = 0; i < m; ++i) {
         const float mine = k.dot_blocks_int8[f](p, r, nullptr, xs[i]);
-        theirs[static_cast<size_t>(i) * n + r] = ref.dot_blocks_int8[f](p, r, nullptr, xs[i]);
+        theirs[static_cast<size_t>(i) * n + r] = ref.dot_blocks_int8[f](p, r, nullptr, xs_ref[i]);
         expect(close(mine, theirs[static_cast<size_t>(i) * n + r], 1e-4f), "dot " + at_text);
         tile[static_cast<size_t>(i) * n + r] = mine;
       }
