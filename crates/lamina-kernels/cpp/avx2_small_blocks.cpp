@@ -1,9 +1,10 @@
 // The AVX2 tier's products of GGUF's 32-value block types as the file stores them (blocks.h):
 // Q5_0, Q5_1, Q8_0 and IQ4_NL, with x rounded per 32 values, in avx2_tiles.h's tiles — the
-// same operations, in the same order, as the affine layout these types were once repacked
-// into (one scale and one bias a chunk), so the numbers are those of that path; only the
-// codes and the factors are read from the blocks (llama.cpp's unpacking: nibbles side by
-// side, Q5's fifth bits spread from their 32-bit word, IQ4_NL's table by a byte shuffle).
+// operations of the affine layout these types were once repacked into (one scale and one
+// bias a chunk; Q5_0 and Q5_1 read in groups of eight blocks, as the 4-bit affine rows are);
+// only the codes and the factors are read from the blocks (llama.cpp's unpacking: nibbles
+// side by side, Q5's fifth bits spread from their 32-bit word, IQ4_NL's table by a byte
+// shuffle).
 
 #if defined(__x86_64__)
 

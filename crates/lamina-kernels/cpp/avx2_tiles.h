@@ -6,7 +6,11 @@
 // for all of them. Every (weight row, row of x) pair runs the same sequence of operations
 // whatever the tile's size, so a row's outputs do not depend on the rows beside it: one
 // chain of FMAs over the chunks, each chunk's factor (scale x x's d) computed eight at a
-// time, then the bias terms.
+// time, then the bias terms. Formats whose codes are small unsigned numbers (4-bit affine,
+// Q5_0, Q5_1) are read in groups of eight chunks instead (grouped_tile): x's 256 values in
+// quantized.h's block_order, each 32-bit lane one chunk's, so a chunk's products add up as
+// 16-bit lanes across registers and convert once (one `madd` per 4 or 8 `maddubs` where the
+// chunk order needs one each: they share a port on many x86 cores).
 //
 // A weight format is a struct: `Format(p, r)` for row r; `load(c)` unpacks chunk c once;
 // with `kSummed` (summed_of), `load8(c, w)` unpacks chunks [c, c + 8) in x's grouped order;
@@ -185,15 +189,12 @@ LAMINA_AVX2 inline void products_of(const Format* rows, const int8_t* const* xq,
   }
 }
 
-// Weight rows [r, r + W) against the rows xs[0..X) of x (32-value chunks): out[i * stride + a]
-// for row a and row i of x. The factors first (a pass over the row's scales), then the
-// products: interleaving them per eight chunks was slower on prompts (SmolLM2 Q4_1 prefill
-// 139 -> 123 tok/s), as it was not for decoding once block rows were prefetched.
 // The tile of a format read in groups (summed_of): per group of eight chunks, each weight
 // row's codes unpacked in x's order and its eight scales and biases read, then per pair one
 // conversion of the group's eight sums and an FMA by the chunks' factors (scale x x's d),
 // and the bias terms (bias + shift x scale) x x's chunk sums. A row's last chunks (fewer than
-// eight; x in chunk order) one at a time.
+// eight; x in chunk order) one at a time. The factors are read per group here, the tiles
+// being one weight row wide (a factor pass and its stores cost more than they saved).
 template <class Format, int W, int X>
 LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
   constexpr int kSummed = summed_of<Format>();
@@ -259,6 +260,10 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
   }
 }
 
+// Weight rows [r, r + W) against the rows xs[0..X) of x (32-value chunks): out[i * stride + a]
+// for row a and row i of x. Chunk by chunk: the factors first (a pass over the row's
+// scales), then the products (interleaving them per eight chunks was slower on prompts:
+// SmolLM2 Q4_1 prefill 139 -> 123 tok/s); grouped formats: grouped_tile.
 template <class Format, int W, int X>
 LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
   if constexpr (summed_of<Format>() > 0) {
