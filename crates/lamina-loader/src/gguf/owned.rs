@@ -1,6 +1,7 @@
-//! MLX arrays that take over a decoded tensor's buffer instead of copying it: while a GGUF
-//! file loads, each tensor's values then exist once, not twice (Gemma 3 270M's
-//! 168M-value embedding is 210 MB in MLX's layout).
+//! MLX arrays made from a decoded tensor's buffer (affine repacks, dense values): MLX frees
+//! the buffer when it lets go of it. On the CPU, MLX 0.32's allocator cannot adopt a buffer
+//! and copies it at once, freeing ours; tensors kept as the file stores them skip the buffer
+//! (file_reads.rs).
 
 use std::ffi::{c_int, c_void};
 
