@@ -19,11 +19,15 @@
 #include <algorithm>
 #include <cstring>
 
+#include "avx2_tiles.h"
 #include "isa.h"
 #include "x86.h"
 
 namespace lamina_kernels {
 namespace {
+
+using avx2_tiles::halves;
+using avx2_tiles::transpose4;
 
 constexpr int kTile = 8;
 // Bytes of x's rows a task keeps in cache while its weight rows stream past.
@@ -32,12 +36,6 @@ constexpr int kXBytes = 192 * 1024;
 #define LAMINA_INLINE __attribute__((always_inline)) inline
 
 LAMINA_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-
-// 16 bytes at `low` and 16 at `high` as one register.
-LAMINA_AVX2 inline __m256i halves(const uint8_t* low, const uint8_t* high) {
-  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(low));
-  return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), _mm_loadu_si128(reinterpret_cast<const __m128i*>(high)), 1);
-}
 
 LAMINA_AVX2 inline float half(const uint8_t* b) { return _cvtsh_ss(u16_at(b)); }
 
@@ -48,17 +46,6 @@ struct Block {
   __m256i mins;       // 16-bit weights of x's 16-value sums in the minimum term
   float d, dmin;      // the block's factors: d x scale x code - dmin x (min term)
 };
-
-// Four registers a[s], each 128-bit half holding four 4-code units of one sub-block (s in the
-// low half, s + 4 in the high one), as out[v]: lane s (and 4 + s) holding unit v of a[s].
-LAMINA_AVX2 LAMINA_INLINE void transpose4(const __m256i (&a)[4], __m256i* out) {
-  const __m256i t0 = _mm256_unpacklo_epi32(a[0], a[1]), t1 = _mm256_unpackhi_epi32(a[0], a[1]);
-  const __m256i t2 = _mm256_unpacklo_epi32(a[2], a[3]), t3 = _mm256_unpackhi_epi32(a[2], a[3]);
-  out[0] = _mm256_unpacklo_epi64(t0, t2);
-  out[1] = _mm256_unpackhi_epi64(t0, t2);
-  out[2] = _mm256_unpacklo_epi64(t1, t3);
-  out[3] = _mm256_unpackhi_epi64(t1, t3);
-}
 
 // Q4_K's and Q5_K's eight 6-bit scales (bytes 0-7) and minimums (8-15) (ggml's
 // get_scale_min_k4, four words at a time as llama.cpp unpacks them).
