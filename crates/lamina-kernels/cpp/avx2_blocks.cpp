@@ -26,6 +26,7 @@
 namespace lamina_kernels {
 namespace {
 
+using avx2_tiles::group_sums;
 using avx2_tiles::halves;
 using avx2_tiles::transpose4;
 
@@ -119,21 +120,6 @@ LAMINA_AVX2 LAMINA_INLINE void unpack_q6_k(const uint8_t* b, Block& out) {
   out.d = out.dmin = half(b + 208);
 }
 
-// A block's scaled 32-bit sums against its 256 bytes of x: the `maddubs` of kSummed registers
-// at a time added as 16-bit lanes, then one `madd` with their scales.
-template <int kSummed>
-LAMINA_AVX2 LAMINA_INLINE __m256i block_sums(const Block& block, const int8_t* x) {
-  __m256i sum = _mm256_setzero_si256();
-  for (int r = 0; r < 8; r += kSummed) {
-    __m256i products = _mm256_maddubs_epi16(block.codes[r], load(x + 32 * r));
-    for (int j = 1; j < kSummed; ++j) {
-      products = _mm256_add_epi16(products, _mm256_maddubs_epi16(block.codes[r + j], load(x + 32 * (r + j))));
-    }
-    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(products, block.scales[r / 4]));
-  }
-  return sum;
-}
-
 // A format: its unpacking and how many registers' products fit in 16-bit lanes (a lane sums
 // 2 x kSummed products of a code and a byte of x: 15 x 127 x 16, 31 x 127 x 8, 63 x 127 x 4).
 template <void (*Unpack)(const uint8_t*, Block&), int kSummedRegisters>
@@ -165,7 +151,7 @@ LAMINA_AVX2 void rows_of(const Problem& p, int r, const PreparedRow* xs, float* 
     K::unpack(row + static_cast<size_t>(blk) * bytes, block);
     for (int i = 0; i < kCount; ++i) {
       const size_t at = static_cast<size_t>(blk) * kBlockValues;
-      const __m256i isum = block_sums<K::kSummed>(block, xq[i] + at);
+      const __m256i isum = group_sums<K::kSummed>(block.codes, xq[i] + at, block.scales);
       const __m256i msum = _mm256_madd_epi16(block.mins, load(sums[i] + at / 16));
       const float d = dx[i][blk];
       acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(block.d * d), _mm256_cvtepi32_ps(isum), acc[i]);

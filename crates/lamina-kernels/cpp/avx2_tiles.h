@@ -98,16 +98,18 @@ struct NibbleGroup {
 };
 
 // A group's eight 32-bit sums against its 256 bytes of x (lane u: chunk u's): the `maddubs`
-// of kSummed registers at a time added as 16-bit lanes, then summed in pairs.
+// of kSummed registers at a time added as 16-bit lanes, then summed in pairs times `scales`
+// (16-bit lanes; scales[0] for registers 0-3, scales[1] for 4-7: the K-quants' integer
+// sub-block scales, or ones).
 template <int kSummed>
-LAMINA_AVX2 inline __m256i group_sums(const __m256i (&w)[8], const int8_t* x) {
+LAMINA_AVX2 inline __m256i group_sums(const __m256i (&w)[8], const int8_t* x, const __m256i (&scales)[2]) {
   __m256i sum = _mm256_setzero_si256();
   for (int r = 0; r < 8; r += kSummed) {
     __m256i products = _mm256_maddubs_epi16(w[r], _mm256_loadu_si256(at(x + 32 * r)));
     for (int j = 1; j < kSummed; ++j) {
       products = _mm256_add_epi16(products, _mm256_maddubs_epi16(w[r + j], _mm256_loadu_si256(at(x + 32 * (r + j)))));
     }
-    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(products, _mm256_set1_epi16(1)));
+    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(products, scales[r / 4]));
   }
   return sum;
 }
@@ -225,6 +227,7 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
       for (int a = 0; a < W; ++a) acc[a][i] = _mm256_fmadd_ps(sb[a], sums, acc[a][i]);
     }
     if (count == 8) {
+      const __m256i ones[2] = {_mm256_set1_epi16(1), _mm256_set1_epi16(1)};
       __m256i w[W][8];
 #pragma GCC unroll 8
       for (int a = 0; a < W; ++a) rows[a].load8(g, w[a]);
@@ -234,7 +237,7 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
         const int8_t* x = xs[i].q8.data() + 32 * static_cast<size_t>(g);
 #pragma GCC unroll 8
         for (int a = 0; a < W; ++a) {
-          const __m256 sums = _mm256_cvtepi32_ps(group_sums<kSummed>(w[a], x));
+          const __m256 sums = _mm256_cvtepi32_ps(group_sums<kSummed>(w[a], x, ones));
           acc[a][i] = _mm256_fmadd_ps(_mm256_mul_ps(s[a], d), sums, acc[a][i]);
         }
       }

@@ -98,7 +98,7 @@ inline uint32_t value_at(const uint8_t* row, int row_bytes, int j, int bits) {
 struct PreparedRow {
   std::vector<float> group_sums;
   std::vector<float> split;    // [K]: per 32-chunk, 16 even values then 16 odd values
-  std::vector<int8_t> q8;      // [K]: round(x / q8_scales[chunk]), in [-127, 127] (blocks: block_order)
+  std::vector<int8_t> q8;      // [K]: round(x / q8_scales[chunk]), in [-127, 127] (block_order: see prepare)
   std::vector<float> q8_scales;  // [K / 32]: the chunk's largest |x| / 127 (K / 256 for blocks)
   std::vector<int16_t> bsums;    // super-block formats: [K / 16] sums of q8 (ggml's Q8_K)
 };

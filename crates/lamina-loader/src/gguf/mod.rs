@@ -159,10 +159,7 @@ pub(crate) async fn load_gguf(
         options.progress.send(Progress::Tensor { name: desc.name.clone(), bytes: desc.bytes });
     }
     drop(mmap);
-    mlx_rs::transforms::eval(weights.values())?;
-    if reads.failed() {
-        return Err(gguf_error(&path, SHORT_READ));
-    }
+    evaluate(&reads, weights.values(), &path)?;
     options.progress.send(Progress::FileDone { path: path.clone() });
 
     let weights = share.renumbered(model.sanitize(weights).map_err(|e| LoaderError::model(&path, e))?);
@@ -324,10 +321,7 @@ pub fn read_tensors(path: &Path, dtype: Option<DType>) -> Result<Vec<(String, Te
         Tensor::Blocks { blocks, .. } => Some(blocks),
         _ => None,
     });
-    mlx_rs::transforms::eval(stored)?;
-    if reads.failed() {
-        return Err(gguf_error(path, SHORT_READ));
-    }
+    evaluate(&reads, stored, path)?;
     Ok(tensors)
 }
 
@@ -404,8 +398,18 @@ fn read_tensor(
     }
 }
 
-/// What a load says when MLX's read of a stored tensor came up short.
-const SHORT_READ: &str = "a tensor's bytes could not be read (did the file change while it loaded?)";
+/// Evaluates `arrays` (among them the tensors `reads` serves MLX), then fails when one of
+/// those reads came up short (MLX 0.32 does not pass such a failure on).
+fn evaluate<'a>(reads: &FileReads, arrays: impl IntoIterator<Item = &'a Array>, path: &Path) -> Result<()> {
+    mlx_rs::transforms::eval(arrays)?;
+    if reads.failed() {
+        return Err(gguf_error(
+            path,
+            "a tensor's bytes could not be read (did the file change while it loaded?)",
+        ));
+    }
+    Ok(())
+}
 
 /// Bytes of the file decoded at a time: each chunk's pages are dropped from memory once
 /// decoded, so a large tensor is never held both as file pages and as values (Gemma 3
