@@ -46,6 +46,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         runtime::mlx_version(),
         runtime::blas_library().unwrap_or_else(|| "?".into())
     );
+    if let Some(kernel) = runtime::blas_kernel() {
+        println!("f32 GEMM: {kernel}");
+    }
     println!(
         "{} x {n}x{n} f32 matmuls in {:.3} s ({:.2} ms each)",
         args.iters,

@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("MLX {}", runtime::mlx_version());
     println!("BLAS {}", runtime::blas_library().unwrap_or_else(|| "(not visible on this platform)".into()));
+    if let Some(kernel) = runtime::blas_kernel() {
+        println!("f32 GEMM: {kernel}");
+    }
     println!(
         "kernels {} ({} threads; LAMINA_ISA caps the tier)",
         lamina::kernels::isa(),

@@ -11,9 +11,16 @@
  * attention: a GQA group's query rows against the cached keys) are computed right here:
  * OpenBLAS would wake its threads for each and leave them spinning in sched_yield
  * (measured: 14% of a 16-sequence decode step; ~20% of a 4-bit model's decode). Everything else goes to OpenBLAS's sgemm unchanged (the
- * Fortran entry point, with operands swapped for row-major order).
+ * Fortran entry point, with operands swapped for row-major order). Last, the shim checks
+ * which kernels OpenBLAS chose for this CPU (below).
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 enum { RowMajor = 101, ColMajor = 102 };
 enum { NoTrans = 111 };
@@ -110,3 +117,94 @@ void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, co
   const char tB = tb == NoTrans ? 'N' : 'T';
   sgemm_(&tB, &tA, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
 }
+
+/* ---- OpenBLAS's kernel choice ----
+ * OpenBLAS built with DYNAMIC_ARCH (every distribution's) picks its kernels when it loads,
+ * from the CPU model number. A release older than the CPU does not know it and falls back
+ * to its generic SSE3 kernel: Debian 12's OpenBLAS 0.3.21 on a Sapphire Rapids Xeon runs
+ * `Prescott`, 70 GFLOP/s where its own SkylakeX/Cooperlake kernel does 350-370 (2 cores).
+ * Every f32 product MLX sends to BLAS inherits it. The shim's constructor runs after
+ * OpenBLAS's (the shim depends on it) and before any product: where the core OpenBLAS chose
+ * uses fewer instructions than the CPU has, it chooses again, by the instruction sets the
+ * CPU reports (the names and the entry points are OpenBLAS's own, the ones
+ * `OPENBLAS_CORETYPE` selects). A user's `OPENBLAS_CORETYPE` is left alone; a build without
+ * DYNAMIC_ARCH, or one that lacks the kernel, is left as it is. */
+
+/* OpenBLAS's entry points for the choice (weak: absent where OpenBLAS was built for one
+ * CPU, and then nothing is chosen again). */
+extern const char *openblas_get_corename(void) __attribute__((weak));
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+
+/* How wide a core's kernels are: what a choice is compared by. */
+typedef enum { Generic = 0, Avx2 = 1, Avx512 = 2 } Width;
+
+/* The kernel OpenBLAS chose itself where lamina chose again; empty otherwise. */
+static char detected_core[32];
+
+/* The width of an OpenBLAS core name (OpenBLAS's `corename` table; newer releases add
+ * names, all of which are at least as wide as those listed). */
+static Width core_width(const char *name) {
+  static const char *const avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+  static const char *const avx2[] = {"Haswell", "Zen"};
+  for (size_t i = 0; i < sizeof avx512 / sizeof *avx512; ++i)
+    if (strcasecmp(name, avx512[i]) == 0) return Avx512;
+  for (size_t i = 0; i < sizeof avx2 / sizeof *avx2; ++i)
+    if (strcasecmp(name, avx2[i]) == 0) return Avx2;
+  return Generic;
+}
+
+/* The OpenBLAS core (and its kernel table's symbol) for what this CPU runs, or NULL. */
+static const char *core_for_cpu(Width *width, const char **table) {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+    *width = Avx512;
+    if (__builtin_cpu_supports("avx512bf16")) {
+      *table = "gotoblas_COOPERLAKE";
+      return "Cooperlake";
+    }
+    *table = "gotoblas_SKYLAKEX";
+    return "SkylakeX";
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    *width = Avx2;
+    *table = "gotoblas_HASWELL";
+    return "Haswell";
+  }
+#endif
+  (void)width;
+  (void)table;
+  return NULL;
+}
+
+/* Chooses OpenBLAS's kernels again where it chose narrower ones than the CPU runs (the
+ * shim's constructor calls it; exported so a test can repeat it after forcing a generic
+ * core). Call it before any BLAS product runs, from one thread. */
+void lamina_blas_choose_core(void) {
+  if (!openblas_get_corename || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
+  if (getenv("OPENBLAS_CORETYPE")) return;
+  Width wanted = Generic;
+  const char *table = NULL;
+  const char *core = core_for_cpu(&wanted, &table);
+  const char *chosen = openblas_get_corename();
+  if (!core || !chosen || core_width(chosen) >= wanted || !dlsym(RTLD_DEFAULT, table)) return;
+  snprintf(detected_core, sizeof detected_core, "%s", chosen);
+  /* OpenBLAS reads the variable only while choosing; it is set for that call alone. */
+  setenv("OPENBLAS_CORETYPE", core, 1);
+  gotoblas_dynamic_quit();
+  gotoblas_dynamic_init();
+  unsetenv("OPENBLAS_CORETYPE");
+}
+
+__attribute__((constructor)) static void choose_openblas_core(void) { lamina_blas_choose_core(); }
+
+/* The OpenBLAS core whose kernels serve products now ("" where OpenBLAS cannot say). */
+const char *lamina_blas_core(void) {
+  const char *name = openblas_get_corename ? openblas_get_corename() : NULL;
+  return name ? name : "";
+}
+
+/* The core OpenBLAS had chosen itself where lamina chose again; "" otherwise. */
+const char *lamina_blas_detected_core(void) { return detected_core; }

@@ -76,3 +76,22 @@ mod openblas {
     #[used]
     static KEEP_SHIM: unsafe extern "C" fn() -> std::os::raw::c_int = lamina_blas_shim_present;
 }
+
+/// OpenBLAS's kernel choice, as the BLAS shim (`compat/blas_shim.c`) reports and corrects it.
+#[cfg(target_os = "linux")]
+pub mod blas_core {
+    use std::os::raw::c_char;
+
+    extern "C" {
+        /// The OpenBLAS core whose kernels serve f32 products now (`"SkylakeX"`,
+        /// `"Haswell"`, ...); an empty string where OpenBLAS cannot say. Static storage.
+        pub fn lamina_blas_core() -> *const c_char;
+        /// The core OpenBLAS had chosen itself where the shim chose a wider one because
+        /// OpenBLAS did not know the CPU; an empty string otherwise. Static storage.
+        pub fn lamina_blas_detected_core() -> *const c_char;
+        /// Chooses OpenBLAS's kernels again where they are narrower than the CPU's
+        /// instruction sets (the shim does this once as it loads; `OPENBLAS_CORETYPE`, when
+        /// set, is left alone). Call it before any BLAS product runs, from one thread.
+        pub fn lamina_blas_choose_core();
+    }
+}
