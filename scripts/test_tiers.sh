@@ -15,7 +15,7 @@ if [ -z "$include" ]; then
   include=$(find target/mlx-env -path '*/mlx/include' -type d | head -1)
 fi
 k=crates/lamina-kernels
-sources=("$k/ports/tier_check.cpp" "$k"/cpp/{portable,blocks,avx2,avx2_int8,avx2_attention,avx2_blocks,avx2_small_blocks,avx512,avx512_vbmi,neon,dispatch}.cpp)
+sources=("$k/ports/tier_check.cpp" "$k"/cpp/{portable,blocks,avx2,avx2_int8,avx2_attention,avx2_blocks,avx2_small_blocks,avx512,avx512_vbmi,avx512_vnni_int8,avx512_vnni_blocks,avx512_vnni_small_blocks,neon,dispatch}.cpp)
 out=target/tier-check
 mkdir -p "$out"
 flags=(-std=c++20 -O2 -fopenmp-simd -isystem "$include")

@@ -149,6 +149,7 @@ LAMINA_AVX2 void rows_of(const Problem& p, int r, const PreparedRow* xs, float* 
   Block block;
   for (int blk = 0; blk < p.k / kBlockValues; ++blk) {
     K::unpack(row + static_cast<size_t>(blk) * bytes, block);
+#pragma GCC unroll 8
     for (int i = 0; i < kCount; ++i) {
       const size_t at = static_cast<size_t>(blk) * kBlockValues;
       const __m256i isum = group_sums<K::kSummed>(block.codes, xq[i] + at, block.scales);

@@ -31,13 +31,21 @@
 
 namespace lamina_kernels {
 namespace avx2_tiles {
+// File-local: the VNNI files compile these templates again with wider targets (a shared
+// inline definition would let the linker keep either copy).
+namespace {
 
 inline const __m256i* at(const void* p) { return reinterpret_cast<const __m256i*>(p); }
 
 // A chunk's 32-bit sums: 32 byte products summed in pairs (maddubs: the first factor
-// unsigned, the second signed), then in fours.
+// unsigned, the second signed), then in fours; with VNNI one `dpbusd` (no pair here reaches
+// maddubs's 16-bit saturation, so both give the same sums).
 LAMINA_AVX2 inline __m256i pair_sums(__m256i unsigned_bytes, __m256i signed_bytes) {
+#if defined(LAMINA_TILES_VNNI)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned_bytes, signed_bytes);
+#else
   return _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_bytes, signed_bytes), _mm256_set1_epi16(1));
+#endif
 }
 
 // 16 bytes' nibbles as 32 bytes: the low nibbles, then the high ones (byte j's pair lands
@@ -99,10 +107,25 @@ struct NibbleGroup {
 
 // A group's eight 32-bit sums against its 256 bytes of x (lane u: chunk u's): the `maddubs`
 // of kSummed registers at a time added as 16-bit lanes, then summed in pairs times `scales`
-// (16-bit lanes; scales[0] for registers 0-3, scales[1] for 4-7: the K-quants' integer
-// sub-block scales, or ones).
+// (16-bit lanes, both of a pair the same; scales[0] for registers 0-3, scales[1] for 4-7:
+// the K-quants' integer sub-block scales). With VNNI, `dpbusd` sums each lane's products in
+// 32 bits and the lane's scale multiplies them: the same integers.
 template <int kSummed>
 LAMINA_AVX2 inline __m256i group_sums(const __m256i (&w)[8], const int8_t* x, const __m256i (&scales)[2]) {
+#if defined(LAMINA_TILES_VNNI)
+  constexpr int kParts = kSummed == 8 ? 1 : 2;  // 4-bit codes: one scale for all eight
+  __m256i sum = _mm256_setzero_si256();
+  for (int h = 0; h < kParts; ++h) {
+    __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();  // two chains
+    for (int r = 8 / kParts * h; r < 8 / kParts * (h + 1); r += 2) {
+      even = _mm256_dpbusd_epi32(even, w[r], _mm256_loadu_si256(at(x + 32 * r)));
+      odd = _mm256_dpbusd_epi32(odd, w[r + 1], _mm256_loadu_si256(at(x + 32 * (r + 1))));
+    }
+    const __m256i scale = _mm256_srai_epi32(_mm256_slli_epi32(scales[h], 16), 16);
+    sum = _mm256_add_epi32(sum, _mm256_mullo_epi32(_mm256_add_epi32(even, odd), scale));
+  }
+  return sum;
+#else
   __m256i sum = _mm256_setzero_si256();
   for (int r = 0; r < 8; r += kSummed) {
     __m256i products = _mm256_maddubs_epi16(w[r], _mm256_loadu_si256(at(x + 32 * r)));
@@ -112,6 +135,23 @@ LAMINA_AVX2 inline __m256i group_sums(const __m256i (&w)[8], const int8_t* x, co
     sum = _mm256_add_epi32(sum, _mm256_madd_epi16(products, scales[r / 4]));
   }
   return sum;
+#endif
+}
+
+// The same with every scale 1 (the 32-value formats: their factors are applied in floats).
+template <int kSummed>
+LAMINA_AVX2 inline __m256i group_sums(const __m256i (&w)[8], const int8_t* x) {
+#if defined(LAMINA_TILES_VNNI)
+  __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();  // two chains
+  for (int r = 0; r < 8; r += 2) {
+    even = _mm256_dpbusd_epi32(even, w[r], _mm256_loadu_si256(at(x + 32 * r)));
+    odd = _mm256_dpbusd_epi32(odd, w[r + 1], _mm256_loadu_si256(at(x + 32 * (r + 1))));
+  }
+  return _mm256_add_epi32(even, odd);
+#else
+  const __m256i ones[2] = {_mm256_set1_epi16(1), _mm256_set1_epi16(1)};
+  return group_sums<kSummed>(w, x, ones);
+#endif
 }
 
 // How many registers of a format's unsigned codes a 16-bit lane can sum (Format::kSummed:
@@ -227,7 +267,6 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
       for (int a = 0; a < W; ++a) acc[a][i] = _mm256_fmadd_ps(sb[a], sums, acc[a][i]);
     }
     if (count == 8) {
-      const __m256i ones[2] = {_mm256_set1_epi16(1), _mm256_set1_epi16(1)};
       __m256i w[W][8];
 #pragma GCC unroll 8
       for (int a = 0; a < W; ++a) rows[a].load8(g, w[a]);
@@ -237,7 +276,7 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
         const int8_t* x = xs[i].q8.data() + 32 * static_cast<size_t>(g);
 #pragma GCC unroll 8
         for (int a = 0; a < W; ++a) {
-          const __m256 sums = _mm256_cvtepi32_ps(group_sums<kSummed>(w[a], x, ones));
+          const __m256 sums = _mm256_cvtepi32_ps(group_sums<kSummed>(w[a], x));
           acc[a][i] = _mm256_fmadd_ps(_mm256_mul_ps(s[a], d), sums, acc[a][i]);
         }
       }
@@ -338,6 +377,7 @@ LAMINA_AVX2 void tiles(const Problem& p, int begin, int end, const PreparedRow* 
   }
 }
 
+}  // namespace
 }  // namespace avx2_tiles
 }  // namespace lamina_kernels
 

@@ -1,5 +1,7 @@
-// The AVX-512 VBMI tier (Ice Lake, Zen 4 and later): rows of any other width (2, 3, 5, 6,
-// 7 bits) sixteen values at a time through a byte permutation.
+// The AVX-512 VBMI tier (Ice Lake, Zen 4 and later; the tier also needs VNNI, which every
+// such CPU has): rows of any other width (2, 3, 5, 6, 7 bits) sixteen values at a time
+// through a byte permutation, and the integer products with VNNI's byte dot products
+// (avx512_vnni_*.cpp).
 
 #if defined(__x86_64__)
 
@@ -86,6 +88,9 @@ Kernels avx512_vbmi_kernels(Kernels k) {
   k.name = "avx512_vbmi";
   k.dot_bits = dot_bits;
   k.dequantize_bits = dequantize_bits;
+  add_vnni_int8(k);
+  add_vnni_blocks(k);
+  add_vnni_small_blocks(k);
   return k;
 }
 

@@ -31,8 +31,8 @@ Isa detect() {
   const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));
   const bool zmm_state = (xcr0_low & 0xE0) == 0xE0;  // opmask, ZMM_Hi256, Hi16_ZMM
   if (!avx512 || !zmm_state) return Isa::avx2;
-  const bool vbmi = c & (1u << 1);
-  return vbmi ? Isa::avx512_vbmi : Isa::avx512;
+  const bool vbmi = c & (1u << 1), vnni = c & (1u << 11);
+  return vbmi && vnni ? Isa::avx512_vbmi : Isa::avx512;
 }
 #elif defined(__aarch64__)
 Isa detect() { return Isa::neon; }

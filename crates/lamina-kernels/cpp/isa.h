@@ -136,6 +136,11 @@ void add_avx2_attention(Kernels& k);
 void add_avx2_blocks(Kernels& k);
 // The AVX2 tier's 32-value block products (avx2_small_blocks.cpp).
 void add_avx2_small_blocks(Kernels& k);
+// The same three compiled again with VNNI's byte dot products (avx512_vnni_*.cpp): the
+// avx512_vbmi tier's.
+void add_vnni_int8(Kernels& k);
+void add_vnni_blocks(Kernels& k);
+void add_vnni_small_blocks(Kernels& k);
 Kernels avx512_kernels(Kernels below);
 Kernels avx512_vbmi_kernels(Kernels below);
 #endif

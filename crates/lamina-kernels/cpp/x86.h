@@ -17,6 +17,9 @@
 // later have all four).
 #define LAMINA_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")))
 #define LAMINA_VBMI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi")))
+// AVX-512 with VNNI's byte dot products (Cascade Lake, Ice Lake, Zen 4 and later), for the
+// avx512_vnni_*.cpp files' AVX2-width integer kernels.
+#define LAMINA_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 
 namespace lamina_kernels {
 
