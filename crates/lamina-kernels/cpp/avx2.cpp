@@ -325,6 +325,28 @@ LAMINA_AVX2 void dequantize_bits(const Problem& p, int r, float* dst) {
 
 LAMINA_AVX2 void attend(const Part& p) { attend_loops(p); }
 
+// quantized.h's round_chunk, eight values at a time (size: a multiple of 32): the same
+// maximum, product and rounding (the conversion rounds to nearest, ties to even, as
+// nearbyint does), so the same bytes as the portable loop.
+LAMINA_AVX2 float round_values(const float* values, int size, int8_t* out) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 largest = _mm256_setzero_ps();
+  for (int j = 0; j < size; j += 8) largest = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(values + j)), largest);
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(largest), _mm256_extractf128_ps(largest, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  const float d = _mm_cvtss_f32(m) / 127.0f;
+  const __m256 inverse = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int j = 0; j < size; j += 32) {
+    __m256i q[4];
+    for (int a = 0; a < 4; ++a) q[a] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(values + j + 8 * a), inverse));
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), _mm256_permutevar8x32_epi32(bytes, order));
+  }
+  return d;
+}
+
 }  // namespace
 
 Kernels avx2_kernels(Kernels k) {
@@ -339,6 +361,7 @@ Kernels avx2_kernels(Kernels k) {
   k.dots = dots;
   k.dots2 = dots2;
   k.widen_f16 = widen_avx2;
+  k.round_chunk = round_values;
   k.half_dot = half_dot;
   k.half_widen = half_widen;
   k.half_narrow = half_narrow;

@@ -1,9 +1,13 @@
-// The AVX-512 VNNI variant of avx2_blocks.cpp: the same file compiled again, its functions for
-// AVX-512 with VNNI (x86.h's LAMINA_VNNI in place of LAMINA_AVX2) and avx2_tiles.h's byte
-// products as `vpdpbusd` (LAMINA_TILES_VNNI): one instruction where AVX2 needs `maddubs`,
-// a 16-bit add and a `madd`. The integer sums are the same, so every result equals the AVX2
-// tier's bit for bit. Its table entry is add_vnni_blocks (isa.h), which the avx512_vbmi tier
-// installs.
+// The AVX-512 VNNI variant of avx2_blocks.cpp (Q4_K, Q5_K, Q6_K): that file compiled again,
+// its functions for AVX-512 with VNNI (x86.h's LAMINA_VNNI in place of LAMINA_AVX2) and
+// avx2_tiles.h's byte products as `vpdpbusd` (LAMINA_TILES_VNNI), one instruction where AVX2
+// needs `maddubs`, a 16-bit add and a `madd`; and, for prompts and batches, two weight rows
+// at once in 512-bit registers (row r's block in the low half, row r + 1's in the high one,
+// each 32 bytes of x broadcast to both halves), which halves the per-block work of each
+// pair: the sub-block scales, the minimum terms, the conversions and FMAs. Every lane runs
+// the operations the 256-bit kernel runs (the integer sums are the same, and each half's
+// floats take the same steps), so every result equals the AVX2 tier's bit for bit. Its table
+// entry is add_vnni_blocks (isa.h), which the avx512_vbmi tier installs.
 
 #if defined(__x86_64__)
 
@@ -13,8 +17,115 @@
 #undef LAMINA_AVX2
 #define LAMINA_AVX2 LAMINA_VNNI
 #define LAMINA_TILES_VNNI
-#define add_avx2_blocks add_vnni_blocks
+#define add_avx2_blocks add_vnni_blocks_256
 
 #include "avx2_blocks.cpp"
+
+namespace lamina_kernels {
+namespace {
+
+LAMINA_VNNI LAMINA_INLINE __m512i pair(__m256i low, __m256i high) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
+}
+
+// 32 bytes at p in both halves.
+LAMINA_VNNI LAMINA_INLINE __m512i both(const void* p) { return _mm512_broadcast_i64x4(load(p)); }
+
+// Two rows' blocks (the same block of each), side by side.
+struct BlockPair {
+  __m512i codes[8], scales[2], mins;
+  __m512 d, dmin;
+};
+
+template <class K>
+LAMINA_VNNI LAMINA_INLINE void unpack_pair(const uint8_t* a, const uint8_t* b, BlockPair& out) {
+  Block low, high;
+  K::unpack(a, low);
+  K::unpack(b, high);
+  for (int r = 0; r < 8; ++r) out.codes[r] = pair(low.codes[r], high.codes[r]);
+  for (int h = 0; h < 2; ++h) out.scales[h] = pair(low.scales[h], high.scales[h]);
+  out.mins = pair(low.mins, high.mins);
+  out.d = _mm512_insertf32x8(_mm512_set1_ps(low.d), _mm256_set1_ps(high.d), 1);
+  out.dmin = _mm512_insertf32x8(_mm512_set1_ps(low.dmin), _mm256_set1_ps(high.dmin), 1);
+}
+
+// avx2_tiles.h's group_sums (VNNI) for both rows: the same integer sums in each half.
+template <int kSummed>
+LAMINA_VNNI LAMINA_INLINE __m512i group_sums2(const __m512i (&w)[8], const int8_t* x, const __m512i (&scales)[2]) {
+  constexpr int kParts = kSummed == 8 ? 1 : 2;
+  __m512i sum = _mm512_setzero_si512();
+  for (int h = 0; h < kParts; ++h) {
+    __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+    for (int r = 8 / kParts * h; r < 8 / kParts * (h + 1); r += 2) {
+      even = _mm512_dpbusd_epi32(even, w[r], both(x + 32 * r));
+      odd = _mm512_dpbusd_epi32(odd, w[r + 1], both(x + 32 * (r + 1)));
+    }
+    const __m512i scale = _mm512_srai_epi32(_mm512_slli_epi32(scales[h], 16), 16);
+    sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(_mm512_add_epi32(even, odd), scale));
+  }
+  return sum;
+}
+
+// Weight rows r and r + 1 against rows xs[0 .. kCount), into out[i * stride] and
+// out[i * stride + 1]: rows_of's operations, two rows a lane-half each.
+template <class K, int kCount>
+LAMINA_VNNI void row_pairs_of(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
+  const uint8_t* row = p.row(r);
+  const uint8_t* next = p.row(r + 1);
+  const int bytes = block_bytes(p.format);
+  __m512 acc[kCount];
+  for (int i = 0; i < kCount; ++i) acc[i] = _mm512_setzero_ps();
+  BlockPair block;
+  for (int blk = 0; blk < p.k / kBlockValues; ++blk) {
+    unpack_pair<K>(row + static_cast<size_t>(blk) * bytes, next + static_cast<size_t>(blk) * bytes, block);
+    const size_t at = static_cast<size_t>(blk) * kBlockValues;
+#pragma GCC unroll 16
+    for (int i = 0; i < kCount; ++i) {
+      const __m512i isum = group_sums2<K::kSummed>(block.codes, xs[i].q8.data() + at, block.scales);
+      const __m512i msum = _mm512_madd_epi16(block.mins, both(xs[i].bsums.data() + at / 16));
+      const __m512 d = _mm512_set1_ps(xs[i].q8_scales[blk]);
+      acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(block.d, d), _mm512_cvtepi32_ps(isum), acc[i]);
+      acc[i] = _mm512_fnmadd_ps(_mm512_mul_ps(block.dmin, d), _mm512_cvtepi32_ps(msum), acc[i]);
+    }
+  }
+  for (int i = 0; i < kCount; ++i) {
+    out[i * stride] = hsum(_mm512_castps512_ps256(acc[i]));
+    out[i * stride + 1] = hsum(_mm512_extractf32x8_ps(acc[i], 1));
+  }
+}
+
+// Rows of x a pair of weight rows meets at once (the 32 registers hold their accumulators).
+constexpr int kPairTile = 16;
+
+// products' blocking, two weight rows at a time (the last of an odd count alone).
+template <class K>
+LAMINA_VNNI void products_in_pairs(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
+  const int block_rows = std::max(kPairTile, kXBytes / p.k / kPairTile * kPairTile);
+  for (int x0 = m0; x0 < m1; x0 += block_rows) {
+    const int x1 = std::min(m1, x0 + block_rows);
+    int r = begin;
+    for (; r + 2 <= end; r += 2) {
+      int m = x0;
+      float* out = p.out + r;
+      for (; m + kPairTile <= x1; m += kPairTile) {
+        row_pairs_of<K, kPairTile>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
+      }
+      for (; m + 4 <= x1; m += 4) row_pairs_of<K, 4>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
+      for (; m < x1; ++m) row_pairs_of<K, 1>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
+    }
+    if (r < end) products<K>(p, r, end, xs, x0, x1);
+  }
+}
+
+}  // namespace
+
+void add_vnni_blocks(Kernels& k) {
+  add_vnni_blocks_256(k);
+  k.products_blocks_int8[static_cast<int>(Format::q4_k)] = products_in_pairs<Q4K>;
+  k.products_blocks_int8[static_cast<int>(Format::q5_k)] = products_in_pairs<Q5K>;
+  k.products_blocks_int8[static_cast<int>(Format::q6_k)] = products_in_pairs<Q6K>;
+}
+
+}  // namespace lamina_kernels
 
 #endif  // __x86_64__

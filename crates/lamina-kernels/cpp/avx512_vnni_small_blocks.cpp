@@ -1,9 +1,14 @@
-// The AVX-512 VNNI variant of avx2_small_blocks.cpp: the same file compiled again, its functions for
-// AVX-512 with VNNI (x86.h's LAMINA_VNNI in place of LAMINA_AVX2) and avx2_tiles.h's byte
-// products as `vpdpbusd` (LAMINA_TILES_VNNI): one instruction where AVX2 needs `maddubs`,
-// a 16-bit add and a `madd`. The integer sums are the same, so every result equals the AVX2
-// tier's bit for bit. Its table entry is add_vnni_small_blocks (isa.h), which the avx512_vbmi tier
-// installs.
+// The AVX-512 VNNI variant of avx2_small_blocks.cpp (Q5_0, Q5_1, Q8_0, IQ4_NL): that file
+// compiled again, its functions for AVX-512 with VNNI (x86.h's LAMINA_VNNI in place of
+// LAMINA_AVX2) and avx2_tiles.h's byte products as `vpdpbusd` (LAMINA_TILES_VNNI), one
+// instruction where AVX2 needs `maddubs`, a 16-bit add and a `madd`; and, for prompts and
+// batches of Q5_0 and Q5_1, avx2_tiles.h's grouped tile two weight rows at once in 512-bit
+// registers (row r's codes and factors in the low half, row r + 1's in the high one, x
+// broadcast to both halves), which halves the per-group work of each pair: conversions,
+// factors, bias terms, the last chunks and the final sums. Every lane runs the operations
+// the 256-bit tile runs (the same integer sums; each half's floats take the same steps), so
+// every result equals the AVX2 tier's bit for bit. Its table entry is add_vnni_small_blocks
+// (isa.h), which the avx512_vbmi tier installs.
 
 #if defined(__x86_64__)
 
@@ -13,8 +18,108 @@
 #undef LAMINA_AVX2
 #define LAMINA_AVX2 LAMINA_VNNI
 #define LAMINA_TILES_VNNI
-#define add_avx2_small_blocks add_vnni_small_blocks
+#define add_avx2_small_blocks add_vnni_small_blocks_256
 
 #include "avx2_small_blocks.cpp"
+
+namespace lamina_kernels {
+namespace {
+
+LAMINA_VNNI inline __m512i pair(__m256i low, __m256i high) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
+}
+LAMINA_VNNI inline __m512 pair(__m256 low, __m256 high) { return _mm512_insertf32x8(_mm512_castps256_ps512(low), high, 1); }
+// 32 bytes at p (x's bytes, or eight floats) in both halves.
+LAMINA_VNNI inline __m512i both(const void* p) { return _mm512_broadcast_i64x4(_mm256_loadu_si256(at(p))); }
+LAMINA_VNNI inline __m512 both(const float* p) { return _mm512_broadcast_f32x8(_mm256_loadu_ps(p)); }
+
+// grouped_tile (avx2_tiles.h) for weight rows r and r + 1 against rows xs[0 .. X), into
+// out[i * stride] and out[i * stride + 1].
+template <class Format, int X>
+LAMINA_VNNI void grouped_pairs(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
+  const int chunks = p.k / 32;
+  const Format rows[2] = {Format(p, r), Format(p, r + 1)};
+  __m512 acc[X];
+#pragma GCC unroll 16
+  for (int i = 0; i < X; ++i) acc[i] = _mm512_setzero_ps();
+  const __m256 shift = _mm256_set1_ps(Format::kShift);
+  for (int g = 0; g < chunks; g += 8) {
+    const int count = std::min(8, chunks - g);
+    __m256 s[2], sb[2];
+    for (int a = 0; a < 2; ++a) {
+      __m256 b;
+      rows[a].factors8(g, count, s[a], b);
+      sb[a] = _mm256_fmadd_ps(s[a], shift, b);
+    }
+    const __m512 scale = pair(s[0], s[1]), bias = pair(sb[0], sb[1]);
+#pragma GCC unroll 16
+    for (int i = 0; i < X; ++i) acc[i] = _mm512_fmadd_ps(bias, both(xs[i].group_sums.data() + g), acc[i]);
+    if (count == 8) {
+      __m256i halves[2][8];
+      __m512i w[8];
+      for (int a = 0; a < 2; ++a) rows[a].load8(g, halves[a]);
+      for (int j = 0; j < 8; ++j) w[j] = pair(halves[0][j], halves[1][j]);
+#pragma GCC unroll 16
+      for (int i = 0; i < X; ++i) {
+        const int8_t* x = xs[i].q8.data() + 32 * static_cast<size_t>(g);
+        __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();  // group_sums' two chains
+        for (int j = 0; j < 8; j += 2) {
+          even = _mm512_dpbusd_epi32(even, w[j], both(x + 32 * j));
+          odd = _mm512_dpbusd_epi32(odd, w[j + 1], both(x + 32 * (j + 1)));
+        }
+        const __m512 sums = _mm512_cvtepi32_ps(_mm512_add_epi32(even, odd));
+        acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(scale, both(xs[i].q8_scales.data() + g)), sums, acc[i]);
+      }
+    } else {
+      alignas(32) float scales[2][8];
+      for (int a = 0; a < 2; ++a) _mm256_store_ps(scales[a], s[a]);
+      for (int c = g; c < chunks; ++c) {
+        const __m512i w = pair(rows[0].load(c), rows[1].load(c));
+        const __m512 factors = pair(_mm256_set1_ps(scales[0][c - g]), _mm256_set1_ps(scales[1][c - g]));
+        for (int i = 0; i < X; ++i) {
+          const __m512i x = both(xs[i].q8.data() + 32 * static_cast<size_t>(c));
+          const __m512 sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x));
+          acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(factors, _mm512_set1_ps(xs[i].q8_scales[c])), sums, acc[i]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < X; ++i) {
+    out[i * stride] = hsum(_mm512_castps512_ps256(acc[i]));
+    out[i * stride + 1] = hsum(_mm512_extractf32x8_ps(acc[i], 1));
+  }
+}
+
+// avx2_tiles.h's tiles, two weight rows at a time where a tile of rows of x fills (the last
+// row of an odd count, and decoding, as the 256-bit tiles run them).
+template <class Format>
+LAMINA_VNNI void paired_tiles(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
+  constexpr int X = Format::kXRows;
+  if (m1 - m0 < X) {
+    avx2_tiles::tiles<Format>(p, begin, end, xs, m0, m1);
+    return;
+  }
+  const size_t n = p.n;
+  for (int x0 = m0; x0 < m1; x0 += avx2_tiles::kXBlock) {
+    const int x1 = std::min(m1, x0 + avx2_tiles::kXBlock);
+    int r = begin;
+    for (; r + 2 <= end; r += 2) {
+      int i = x0;
+      for (; i + X <= x1; i += X) grouped_pairs<Format, X>(p, r, xs + i, p.out + i * n + r, n);
+      for (; i < x1; ++i) grouped_pairs<Format, 1>(p, r, xs + i, p.out + i * n + r, n);
+    }
+    if (r < end) avx2_tiles::tiles<Format>(p, r, end, xs, x0, x1);
+  }
+}
+
+}  // namespace
+
+void add_vnni_small_blocks(Kernels& k) {
+  add_vnni_small_blocks_256(k);
+  k.products_blocks_int8[static_cast<int>(Format::q5_0)] = paired_tiles<Q5_0>;
+  k.products_blocks_int8[static_cast<int>(Format::q5_1)] = paired_tiles<Q5_1>;
+}
+
+}  // namespace lamina_kernels
 
 #endif  // __x86_64__

@@ -80,6 +80,8 @@ const Kernels& kernels() {
 
 void widen_f16(const uint16_t* src, int n, float* dst) { kernels().widen_f16(src, n, dst); }
 
+float round_chunk(const float* values, int size, int8_t* out) { return kernels().round_chunk(values, size, out); }
+
 }  // namespace lamina_kernels
 
 extern "C" {

@@ -62,6 +62,8 @@ struct Kernels {
   void (*dots)(const float* w, const float* x, int m, int k, float* out, int ldo);
   void (*dots2)(const float* w0, const float* w1, const float* x, int m, int k, float* out, int ldo);
   void (*dots4)(const float* const* w, const float* x, int m, int k, float* out, int ldo);
+  // A chunk of x rounded to 8 bits (quantized.h's round_chunk: the same bytes on every tier).
+  float (*round_chunk)(const float* values, int size, int8_t* out);
   // n f16 values widened to f32 (f16 scales).
   void (*widen_f16)(const uint16_t* src, int n, float* dst);
   // bf16/f16 weights: a row dotted with x, a row widened, f32 results rounded.
@@ -124,6 +126,9 @@ struct Kernels {
 
 // The tiers' tables. Each x86 tier takes the table of the tier below and replaces entries.
 Kernels portable_kernels();
+// quantized.h's round_chunk, value by value (the portable and NEON tiers': aarch64 rounds a
+// float in one instruction).
+float round_chunk_portable(const float* values, int size, int8_t* out);
 // The portable super-block kernels (blocks.cpp), into a table.
 void add_portable_blocks(Kernels& k);
 #if defined(__x86_64__)

@@ -203,6 +203,7 @@ Kernels neon_kernels() {
   k.dequantize_q4_q8 = dequantize_q4_q8;
   k.dots = dots;
   k.widen_f16 = f16_to_f32;
+  k.round_chunk = round_chunk_portable;
   k.attend = attend;
   add_portable_blocks(k);
   return k;

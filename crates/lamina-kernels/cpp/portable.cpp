@@ -135,7 +135,17 @@ void half_narrow(const float* src, uint16_t* dst, size_t n, bool bf16) {
 
 void attend(const Part& p) { attend_loops(p); }
 
+
 }  // namespace
+
+float round_chunk_portable(const float* values, int size, int8_t* out) {
+  float largest = 0.0f;
+  for (int j = 0; j < size; ++j) largest = std::max(largest, std::fabs(values[j]));
+  const float d = largest / 127.0f;
+  const float inverse = d > 0.0f ? 1.0f / d : 0.0f;
+  for (int j = 0; j < size; ++j) out[j] = static_cast<int8_t>(std::nearbyint(values[j] * inverse));
+  return d;
+}
 
 Kernels portable_kernels() {
   Kernels k{};
@@ -148,6 +158,7 @@ Kernels portable_kernels() {
   k.dequantize_bits = dequantize_any;
   k.dots = dots;
   k.widen_f16 = f16_to_f32;
+  k.round_chunk = round_chunk_portable;
   k.half_dot = half_dot;
   k.half_widen = half_widen;
   k.half_narrow = half_narrow;

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "blocks.h"
@@ -106,23 +107,31 @@ struct PreparedRow {
 // n rounded up to a multiple of 8.
 inline int padded8(int n) { return (n + 7) / 8 * 8; }
 
-// x's chunks of `size` values rounded to 8 bits (llama.cpp's Q8_0 for 32, Q8_K for 256):
-// d = max |x| / 127, round(x / d) to nearest, ties to even; `order` maps a chunk's position
-// to the index of x it holds.
+// One chunk of x rounded to 8 bits (llama.cpp's Q8_0 for 32 values, Q8_K for 256): returns
+// d = max |values| / 127, with out[j] = round(values[j] / d) to nearest, ties to even (0
+// where d is 0). The tier's kernel (Kernels::round_chunk; dispatch.cpp): every tier gives
+// the same bytes.
+float round_chunk(const float* values, int size, int8_t* out);
+
+// The identity order of a chunk's values.
+struct Natural {
+  int operator()(int j) const { return j; }
+};
+
+// x's chunks of `size` values rounded (round_chunk); `order` maps a chunk's position to the
+// index of x it holds.
 template <class Order>
 void round_chunks(const float* x, int k, Order order, PreparedRow& out, int size = 32) {
   out.q8.resize(k);
   out.q8_scales.assign(padded8(k / size), 0.0f);
+  float ordered[kBlockValues];
   for (int c = 0; c < k / size; ++c) {
     const float* chunk = x + static_cast<size_t>(size) * c;
-    float largest = 0.0f;
-    for (int j = 0; j < size; ++j) largest = std::max(largest, std::fabs(chunk[j]));
-    const float d = largest / 127.0f;
-    const float inverse = d > 0.0f ? 1.0f / d : 0.0f;
-    out.q8_scales[c] = d;
-    for (int j = 0; j < size; ++j) {
-      out.q8[static_cast<size_t>(size) * c + j] = static_cast<int8_t>(std::nearbyint(chunk[order(j)] * inverse));
+    if constexpr (!std::is_same_v<Order, Natural>) {
+      for (int j = 0; j < size; ++j) ordered[j] = chunk[order(j)];
+      chunk = ordered;
     }
+    out.q8_scales[c] = round_chunk(chunk, size, out.q8.data() + static_cast<size_t>(size) * c);
   }
 }
 
@@ -149,7 +158,7 @@ inline void group_order(std::vector<int8_t>& q8) {
 inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8) {
   PreparedRow out;
   if (!int8) return out;
-  round_chunks(x, p.k, [](int j) { return j; }, out, kBlockValues);
+  round_chunks(x, p.k, Natural{}, out, kBlockValues);
   out.bsums.assign(p.k / 16, 0);
   for (int s = 0; s < p.k / 16; ++s) {
     for (int j = 16 * s; j < 16 * s + 16; ++j) out.bsums[s] += out.q8[j];  // at most 16 x 127
@@ -184,7 +193,7 @@ inline PreparedRow prepare(const Problem& p, const float* x, bool int8, bool gro
     if (split_order) {
       round_chunks(x, p.k, split, out);
     } else {
-      round_chunks(x, p.k, [](int j) { return j; }, out);
+      round_chunks(x, p.k, Natural{}, out);
     }
     if (grouped && grouped_format(p)) group_order(out.q8);
   } else if (split_order) {

@@ -226,8 +226,27 @@ void blocks(const Kernels& k, const Kernels& ref, float tolerance) {
   }
 }
 
+// x rounded to 8 bits: the same scale and bytes as the portable loop, ties included.
+void rounding(const Kernels& k, const Kernels& ref) {
+  for (int size : {32, 256}) {
+    for (int round = 0; round < 3; ++round) {
+      std::vector<float> values = floats(static_cast<size_t>(size), -3.0f, 3.0f);
+      if (round == 1) {  // d = 1: every value halfway between two integers
+        for (int j = 0; j < size; ++j) values[j] = static_cast<float>(j % 100) - 49.5f;
+        values[0] = 127.0f;
+      }
+      if (round == 2) values.assign(values.size(), 0.0f);  // d = 0
+      std::vector<int8_t> mine(size), theirs(size);
+      const float d = k.round_chunk(values.data(), size, mine.data());
+      const float d_ref = ref.round_chunk(values.data(), size, theirs.data());
+      expect(d == d_ref && mine == theirs, std::string(k.name) + " round_chunk " + std::to_string(size));
+    }
+  }
+}
+
 void check(const Kernels& k, const Kernels& ref) {
   const int before = failures;
+  rounding(k, ref);
   quantized(k, ref, 1e-4f);
   blocks(k, ref, 1e-4f);
   dots(k, ref);
