@@ -95,7 +95,7 @@ LAMINA_VNNI void row_pairs_of(const Problem& p, int r, const PreparedRow* xs, fl
 }
 
 // Rows of x a pair of weight rows meets at once (the 32 registers hold their accumulators).
-constexpr int kPairTile = 16;
+constexpr int kPairTile = 12;
 
 // products' blocking, two weight rows at a time (the last of an odd count alone).
 template <class K>
