@@ -11,25 +11,14 @@
 
 #if defined(__x86_64__)
 
-#include "isa.h"
-#include "x86.h"
+#include "avx512_vnni.h"
 
-#undef LAMINA_AVX2
-#define LAMINA_AVX2 LAMINA_VNNI
-#define LAMINA_TILES_VNNI
 #define add_avx2_blocks add_vnni_blocks_256
 
 #include "avx2_blocks.cpp"
 
 namespace lamina_kernels {
 namespace {
-
-LAMINA_VNNI LAMINA_INLINE __m512i pair(__m256i low, __m256i high) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
-}
-
-// 32 bytes at p in both halves.
-LAMINA_VNNI LAMINA_INLINE __m512i both(const void* p) { return _mm512_broadcast_i64x4(load(p)); }
 
 // Two rows' blocks (the same block of each), side by side.
 struct BlockPair {

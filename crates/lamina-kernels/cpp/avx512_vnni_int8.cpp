@@ -7,12 +7,8 @@
 
 #if defined(__x86_64__)
 
-#include "isa.h"
-#include "x86.h"
+#include "avx512_vnni.h"
 
-#undef LAMINA_AVX2
-#define LAMINA_AVX2 LAMINA_VNNI
-#define LAMINA_TILES_VNNI
 #define add_avx2_int8 add_vnni_int8
 
 #include "avx2_int8.cpp"

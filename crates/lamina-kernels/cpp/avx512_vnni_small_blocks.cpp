@@ -12,26 +12,14 @@
 
 #if defined(__x86_64__)
 
-#include "isa.h"
-#include "x86.h"
+#include "avx512_vnni.h"
 
-#undef LAMINA_AVX2
-#define LAMINA_AVX2 LAMINA_VNNI
-#define LAMINA_TILES_VNNI
 #define add_avx2_small_blocks add_vnni_small_blocks_256
 
 #include "avx2_small_blocks.cpp"
 
 namespace lamina_kernels {
 namespace {
-
-LAMINA_VNNI inline __m512i pair(__m256i low, __m256i high) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
-}
-LAMINA_VNNI inline __m512 pair(__m256 low, __m256 high) { return _mm512_insertf32x8(_mm512_castps256_ps512(low), high, 1); }
-// 32 bytes at p (x's bytes, or eight floats) in both halves.
-LAMINA_VNNI inline __m512i both(const void* p) { return _mm512_broadcast_i64x4(_mm256_loadu_si256(at(p))); }
-LAMINA_VNNI inline __m512 both(const float* p) { return _mm512_broadcast_f32x8(_mm256_loadu_ps(p)); }
 
 // grouped_tile (avx2_tiles.h) for weight rows r and r + 1 against rows xs[0 .. X), into
 // out[i * stride] and out[i * stride + 1].

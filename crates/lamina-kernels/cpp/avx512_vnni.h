@@ -1,0 +1,34 @@
+// Included first by the avx512_vnni_*.cpp files, each of which then includes an AVX2 file to
+// compile it again: from here on LAMINA_AVX2 means AVX-512 with VNNI (x86.h's LAMINA_VNNI),
+// and avx2_tiles.h's byte products are `vpdpbusd` (LAMINA_TILES_VNNI). Also the helpers of
+// their 512-bit tiles, which hold two weight rows side by side (row r in the low half).
+#pragma once
+
+#if defined(__x86_64__)
+
+#include "isa.h"
+#include "x86.h"
+
+#undef LAMINA_AVX2
+#define LAMINA_AVX2 LAMINA_VNNI
+#define LAMINA_TILES_VNNI
+
+namespace lamina_kernels {
+namespace {
+
+// Two 256-bit halves as one register.
+LAMINA_VNNI inline __m512i pair(__m256i low, __m256i high) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
+}
+LAMINA_VNNI inline __m512 pair(__m256 low, __m256 high) { return _mm512_insertf32x8(_mm512_castps256_ps512(low), high, 1); }
+
+// 32 bytes at p (x's bytes, or eight floats) in both halves.
+LAMINA_VNNI inline __m512i both(const void* p) {
+  return _mm512_broadcast_i64x4(_mm256_loadu_si256(static_cast<const __m256i*>(p)));
+}
+LAMINA_VNNI inline __m512 both(const float* p) { return _mm512_broadcast_f32x8(_mm256_loadu_ps(p)); }
+
+}  // namespace
+}  // namespace lamina_kernels
+
+#endif  // __x86_64__
