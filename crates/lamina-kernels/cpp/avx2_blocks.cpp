@@ -1,6 +1,6 @@
 // The AVX2 tier's products of GGUF's super-block formats (blocks.h) with x rounded per 256
 // values (ggml's Q8_K, in quantized.h's block_order): Q4_K, Q5_K and Q6_K, the formats of
-// Q4_K_M and Q5_K_M files.
+// Q4_K_M and Q5_K_M files, and Q3_K and Q2_K (Q3_K_M, Q2_K files).
 //
 // A block is unpacked into eight registers of 32 codes in x's order: register r holds, in
 // 32-bit lane u, four codes of sub-block u. A pair's `maddubs` products of a few registers
@@ -91,6 +91,15 @@ LAMINA_AVX2 LAMINA_INLINE void unpack_q4_q5_k(const uint8_t* b, Block& out) {
   out.dmin = half(b + 2);
 }
 
+// Q6_K's, Q3_K's and Q2_K's sixteen scales (16-bit lanes) arranged for group_sums: lanes
+// 2u, 2u + 1 of scales[h] hold scale 2u + h (sub-block u's first or second 16 values).
+LAMINA_AVX2 LAMINA_INLINE void per_16_scales(__m256i sc, Block& out) {
+  out.scales[0] = _mm256_shuffle_epi8(sc, _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1,
+                                                           4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+  out.scales[1] = _mm256_shuffle_epi8(sc, _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15, 2, 3,
+                                                           2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15));
+}
+
 // Q6_K: per 128 values, low nibbles of bytes 0-31 / 32-63 are sub-blocks 0 / 1, high nibbles
 // 2 / 3, bits 2s, 2s + 1 of qh's 32 bytes sub-block s's upper two. codes - 32 multiply as
 // unsigned codes; 32 x scale x (x's sum) is a minimum term (dmin = d). A scale per 16 values:
@@ -111,13 +120,62 @@ LAMINA_AVX2 LAMINA_INLINE void unpack_q6_k(const uint8_t* b, Block& out) {
     transpose4(a, out.codes + 4 * h);
   }
   const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
-  // Lanes 2u, 2u + 1 of scales[h]: scale 2u + h (sub-block u's first or second 16 values).
-  out.scales[0] = _mm256_shuffle_epi8(sc, _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1,
-                                                           4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
-  out.scales[1] = _mm256_shuffle_epi8(sc, _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15, 2, 3,
-                                                           2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15));
+  per_16_scales(sc, out);
   out.mins = _mm256_slli_epi16(sc, 5);
   out.d = out.dmin = half(b + 208);
+}
+
+// The 2-bit codes of Q2_K and Q3_K: per 128 values, bits 2j, 2j + 1 of bytes 0-31 hold
+// sub-block j's values 0-31 (ggml's dequantize_row_q2_K), so a[s] takes chunk s (bytes 0-31)
+// in its low half and chunk s + 4 (bytes 32-63) in its high one; `high` adds each code's
+// third bit (bit u of byte i of Q3_K's hmask for value i of sub-block u).
+template <bool kThird>
+LAMINA_AVX2 LAMINA_INLINE void unpack_2bit_codes(const uint8_t* qs, const uint8_t* hmask, Block& out) {
+  const __m256i three = _mm256_set1_epi8(3);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i v = halves(qs + 16 * h, qs + 32 + 16 * h);
+    __m256i a[4];
+    for (int s = 0; s < 4; ++s) a[s] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * s), three);
+    if constexpr (kThird) {
+      const __m256i bits = halves(hmask + 16 * h, hmask + 16 * h);
+      for (int s = 0; s < 4; ++s) {
+        const __m256i bit = _mm256_setr_m128i(_mm_set1_epi8(static_cast<char>(1 << s)),
+                                              _mm_set1_epi8(static_cast<char>(1 << (s + 4))));
+        const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bits, bit), bit);
+        a[s] = _mm256_or_si256(a[s], _mm256_and_si256(set, _mm256_set1_epi8(4)));
+      }
+    }
+    transpose4(a, out.codes + 4 * h);
+  }
+}
+
+// Q2_K: 16 bytes of 4-bit scales (low nibble) and minimums (high), then the codes, d, dmin.
+LAMINA_AVX2 LAMINA_INLINE void unpack_q2_k(const uint8_t* b, Block& out) {
+  unpack_2bit_codes<false>(b + 16, nullptr, out);
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+  const __m128i nibble = _mm_set1_epi8(0x0F);
+  per_16_scales(_mm256_cvtepu8_epi16(_mm_and_si128(packed, nibble)), out);
+  out.mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble));
+  out.d = half(b + 80);
+  out.dmin = half(b + 82);
+}
+
+// Q3_K: hmask, the codes' low bits, twelve bytes of sixteen 6-bit scales (ggml's layout,
+// unpacked as dequantize_row_q3_K does), d. codes - 4 multiply as unsigned codes 0-7; 4 x
+// scale x (x's sum) is a minimum term (dmin = d).
+LAMINA_AVX2 LAMINA_INLINE void unpack_q3_k(const uint8_t* b, Block& out) {
+  unpack_2bit_codes<true>(b + 32, b, out);
+  constexpr uint32_t kMask1 = 0x03030303, kMask2 = 0x0f0f0f0f;
+  uint32_t aux[3];
+  std::memcpy(aux, b + 96, 12);
+  const __m128i scales6 = _mm_setr_epi32(static_cast<int>((aux[0] & kMask2) | ((aux[2] & kMask1) << 4)),
+                                         static_cast<int>((aux[1] & kMask2) | (((aux[2] >> 2) & kMask1) << 4)),
+                                         static_cast<int>(((aux[0] >> 4) & kMask2) | (((aux[2] >> 4) & kMask1) << 4)),
+                                         static_cast<int>(((aux[1] >> 4) & kMask2) | (((aux[2] >> 6) & kMask1) << 4)));
+  const __m256i sc = _mm256_cvtepi8_epi16(_mm_sub_epi8(scales6, _mm_set1_epi8(32)));
+  per_16_scales(sc, out);
+  out.mins = _mm256_slli_epi16(sc, 2);
+  out.d = out.dmin = half(b + 108);
 }
 
 // A format: its unpacking and how many registers' products fit in 16-bit lanes (a lane sums
@@ -130,6 +188,8 @@ struct Kind {
 using Q4K = Kind<unpack_q4_q5_k<false>, 8>;
 using Q5K = Kind<unpack_q4_q5_k<true>, 4>;
 using Q6K = Kind<unpack_q6_k, 2>;
+using Q3K = Kind<unpack_q3_k, 4>;
+using Q2K = Kind<unpack_q2_k, 4>;
 
 // Weight row r against rows xs[0 .. kCount), into out[i * stride].
 template <class K, int kCount>
@@ -197,6 +257,8 @@ void add_avx2_blocks(Kernels& k) {
   add<Q4K>(k, Format::q4_k);
   add<Q5K>(k, Format::q5_k);
   add<Q6K>(k, Format::q6_k);
+  add<Q3K>(k, Format::q3_k);
+  add<Q2K>(k, Format::q2_k);
 }
 
 }  // namespace lamina_kernels

@@ -1,4 +1,4 @@
-// The AVX-512 VNNI variant of avx2_blocks.cpp (Q4_K, Q5_K, Q6_K): that file compiled again,
+// The AVX-512 VNNI variant of avx2_blocks.cpp (the K-quants): that file compiled again,
 // its functions for AVX-512 with VNNI (x86.h's LAMINA_VNNI in place of LAMINA_AVX2) and
 // avx2_tiles.h's byte products as `vpdpbusd` (LAMINA_TILES_VNNI), one instruction where AVX2
 // needs `maddubs`, a 16-bit add and a `madd`; and, for prompts and batches, two weight rows
@@ -113,6 +113,8 @@ void add_vnni_blocks(Kernels& k) {
   k.products_blocks_int8[static_cast<int>(Format::q4_k)] = products_in_pairs<Q4K>;
   k.products_blocks_int8[static_cast<int>(Format::q5_k)] = products_in_pairs<Q5K>;
   k.products_blocks_int8[static_cast<int>(Format::q6_k)] = products_in_pairs<Q6K>;
+  k.products_blocks_int8[static_cast<int>(Format::q3_k)] = products_in_pairs<Q3K>;
+  k.products_blocks_int8[static_cast<int>(Format::q2_k)] = products_in_pairs<Q2K>;
 }
 
 }  // namespace lamina_kernels
