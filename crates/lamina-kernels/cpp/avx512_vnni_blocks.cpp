@@ -17,8 +17,44 @@
 
 #include "avx2_blocks.cpp"
 
+#include <array>
+
 namespace lamina_kernels {
 namespace {
+
+// IQ4_XS (d, 16 high and 32 low bits of eight 6-bit scales, then per 32 values 16 bytes of
+// indices into kIq4Values: value j in the low nibble of byte j, value j + 16 in its high
+// one). Its values are signed; as value + 128 they are unsigned codes (1-241), whose pairs
+// would saturate `maddubs`'s 16-bit lanes but not `vpdpbusd`'s 32-bit ones, hence VNNI only;
+// 128 x scale x (x's sum) is then a minimum term (dmin = d).
+LAMINA_VNNI LAMINA_INLINE void unpack_iq4_xs(const uint8_t* b, Block& out) {
+  alignas(16) static constexpr auto kShifted = [] {
+    std::array<uint8_t, 16> table{};
+    for (int i = 0; i < 16; ++i) table[i] = static_cast<uint8_t>(kIq4Values[i] + 128);
+    return table;
+  }();
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kShifted.data())));
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  const uint8_t* qs = b + 8;
+  __m256i low[4], high[4];
+  for (int s = 0; s < 4; ++s) {
+    const __m256i v = halves(qs + 16 * s, qs + 16 * (s + 4));  // chunk s | chunk s + 4
+    low[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(v, nibble));
+    high[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble));
+  }
+  transpose4(low, out.codes);
+  transpose4(high, out.codes + 4);
+  const uint16_t scales_high = u16_at(b + 2);
+  alignas(32) int16_t scales[16];
+  for (int u = 0; u < 8; ++u) {
+    const int ls = ((b[4 + u / 2] >> (4 * (u % 2))) & 0x0F) | (((scales_high >> (2 * u)) & 3) << 4);
+    scales[2 * u] = scales[2 * u + 1] = static_cast<int16_t>(ls - 32);
+  }
+  out.scales[0] = out.scales[1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(scales));
+  out.mins = _mm256_slli_epi16(out.scales[0], 7);
+  out.d = out.dmin = half(b);
+}
+using IQ4XS = Kind<unpack_iq4_xs, 8>;
 
 // Two rows' blocks (the same block of each), side by side.
 struct BlockPair {
@@ -115,6 +151,8 @@ void add_vnni_blocks(Kernels& k) {
   k.products_blocks_int8[static_cast<int>(Format::q6_k)] = products_in_pairs<Q6K>;
   k.products_blocks_int8[static_cast<int>(Format::q3_k)] = products_in_pairs<Q3K>;
   k.products_blocks_int8[static_cast<int>(Format::q2_k)] = products_in_pairs<Q2K>;
+  add<IQ4XS>(k, Format::iq4_xs);
+  k.products_blocks_int8[static_cast<int>(Format::iq4_xs)] = products_in_pairs<IQ4XS>;
 }
 
 }  // namespace lamina_kernels
