@@ -118,20 +118,11 @@ mod tests {
 
         /// The same for this CPU.
         fn cpu_width() -> u8 {
-            let avx512 = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"];
-            let has = |feature: &str| match feature {
-                "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
-                "avx512cd" => std::arch::is_x86_feature_detected!("avx512cd"),
-                "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
-                "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
-                "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
-                _ => false,
-            };
-            if avx512.iter().all(|feature| has(feature)) {
-                2
-            } else if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512cd") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl")
             {
+                2
+            } else if has!("avx2") && has!("fma") {
                 1
             } else {
                 0

@@ -127,7 +127,7 @@ LAMINA_AVX2 LAMINA_INLINE void unpack_q6_k(const uint8_t* b, Block& out) {
 
 // The 2-bit codes of Q2_K and Q3_K: per 128 values, bits 2j, 2j + 1 of bytes 0-31 hold
 // sub-block j's values 0-31 (ggml's dequantize_row_q2_K), so a[s] takes chunk s (bytes 0-31)
-// in its low half and chunk s + 4 (bytes 32-63) in its high one; `high` adds each code's
+// in its low half and chunk s + 4 (bytes 32-63) in its high one; kThird adds each code's
 // third bit (bit u of byte i of Q3_K's hmask for value i of sub-block u).
 template <bool kThird>
 LAMINA_AVX2 LAMINA_INLINE void unpack_2bit_codes(const uint8_t* qs, const uint8_t* hmask, Block& out) {

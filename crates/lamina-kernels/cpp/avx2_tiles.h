@@ -110,19 +110,27 @@ struct NibbleGroup {
 // (16-bit lanes, both of a pair the same; scales[0] for registers 0-3, scales[1] for 4-7:
 // the K-quants' integer sub-block scales). With VNNI, `dpbusd` sums each lane's products in
 // 32 bits and the lane's scale multiplies them: the same integers.
+#if defined(LAMINA_TILES_VNNI)
+// Registers [first, last) of w (an even count) against x's matching 32 bytes each, summed by
+// `vpdpbusd` in two chains.
+LAMINA_AVX2 inline __m256i dot_chains(const __m256i (&w)[8], const int8_t* x, int first, int last) {
+  __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
+  for (int r = first; r < last; r += 2) {
+    even = _mm256_dpbusd_epi32(even, w[r], _mm256_loadu_si256(at(x + 32 * r)));
+    odd = _mm256_dpbusd_epi32(odd, w[r + 1], _mm256_loadu_si256(at(x + 32 * (r + 1))));
+  }
+  return _mm256_add_epi32(even, odd);
+}
+#endif
+
 template <int kSummed>
 LAMINA_AVX2 inline __m256i group_sums(const __m256i (&w)[8], const int8_t* x, const __m256i (&scales)[2]) {
 #if defined(LAMINA_TILES_VNNI)
   constexpr int kParts = kSummed == 8 ? 1 : 2;  // 4-bit codes: one scale for all eight
   __m256i sum = _mm256_setzero_si256();
   for (int h = 0; h < kParts; ++h) {
-    __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();  // two chains
-    for (int r = 8 / kParts * h; r < 8 / kParts * (h + 1); r += 2) {
-      even = _mm256_dpbusd_epi32(even, w[r], _mm256_loadu_si256(at(x + 32 * r)));
-      odd = _mm256_dpbusd_epi32(odd, w[r + 1], _mm256_loadu_si256(at(x + 32 * (r + 1))));
-    }
     const __m256i scale = _mm256_srai_epi32(_mm256_slli_epi32(scales[h], 16), 16);
-    sum = _mm256_add_epi32(sum, _mm256_mullo_epi32(_mm256_add_epi32(even, odd), scale));
+    sum = _mm256_add_epi32(sum, _mm256_mullo_epi32(dot_chains(w, x, 8 / kParts * h, 8 / kParts * (h + 1)), scale));
   }
   return sum;
 #else
@@ -142,12 +150,7 @@ LAMINA_AVX2 inline __m256i group_sums(const __m256i (&w)[8], const int8_t* x, co
 template <int kSummed>
 LAMINA_AVX2 inline __m256i group_sums(const __m256i (&w)[8], const int8_t* x) {
 #if defined(LAMINA_TILES_VNNI)
-  __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();  // two chains
-  for (int r = 0; r < 8; r += 2) {
-    even = _mm256_dpbusd_epi32(even, w[r], _mm256_loadu_si256(at(x + 32 * r)));
-    odd = _mm256_dpbusd_epi32(odd, w[r + 1], _mm256_loadu_si256(at(x + 32 * (r + 1))));
-  }
-  return _mm256_add_epi32(even, odd);
+  return dot_chains(w, x, 0, 8);
 #else
   const __m256i ones[2] = {_mm256_set1_epi16(1), _mm256_set1_epi16(1)};
   return group_sums<kSummed>(w, x, ones);

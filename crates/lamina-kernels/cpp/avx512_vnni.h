@@ -28,6 +28,16 @@ LAMINA_VNNI inline __m512i both(const void* p) {
 }
 LAMINA_VNNI inline __m512 both(const float* p) { return _mm512_broadcast_f32x8(_mm256_loadu_ps(p)); }
 
+// avx2_tiles.h's dot_chains for two rows' registers: x's 32 bytes for register r in both halves.
+LAMINA_VNNI inline __m512i dot_chains(const __m512i (&w)[8], const int8_t* x, int first, int last) {
+  __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+  for (int r = first; r < last; r += 2) {
+    even = _mm512_dpbusd_epi32(even, w[r], both(x + 32 * r));
+    odd = _mm512_dpbusd_epi32(odd, w[r + 1], both(x + 32 * (r + 1)));
+  }
+  return _mm512_add_epi32(even, odd);
+}
+
 }  // namespace
 }  // namespace lamina_kernels
 

@@ -80,13 +80,8 @@ LAMINA_VNNI LAMINA_INLINE __m512i group_sums2(const __m512i (&w)[8], const int8_
   constexpr int kParts = kSummed == 8 ? 1 : 2;
   __m512i sum = _mm512_setzero_si512();
   for (int h = 0; h < kParts; ++h) {
-    __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
-    for (int r = 8 / kParts * h; r < 8 / kParts * (h + 1); r += 2) {
-      even = _mm512_dpbusd_epi32(even, w[r], both(x + 32 * r));
-      odd = _mm512_dpbusd_epi32(odd, w[r + 1], both(x + 32 * (r + 1)));
-    }
     const __m512i scale = _mm512_srai_epi32(_mm512_slli_epi32(scales[h], 16), 16);
-    sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(_mm512_add_epi32(even, odd), scale));
+    sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(dot_chains(w, x, 8 / kParts * h, 8 / kParts * (h + 1)), scale));
   }
   return sum;
 }

@@ -43,19 +43,14 @@ LAMINA_VNNI void grouped_pairs(const Problem& p, int r, const PreparedRow* xs, f
 #pragma GCC unroll 16
     for (int i = 0; i < X; ++i) acc[i] = _mm512_fmadd_ps(bias, both(xs[i].group_sums.data() + g), acc[i]);
     if (count == 8) {
-      __m256i halves[2][8];
+      __m256i codes[2][8];
       __m512i w[8];
-      for (int a = 0; a < 2; ++a) rows[a].load8(g, halves[a]);
-      for (int j = 0; j < 8; ++j) w[j] = pair(halves[0][j], halves[1][j]);
+      for (int a = 0; a < 2; ++a) rows[a].load8(g, codes[a]);
+      for (int j = 0; j < 8; ++j) w[j] = pair(codes[0][j], codes[1][j]);
 #pragma GCC unroll 16
       for (int i = 0; i < X; ++i) {
         const int8_t* x = xs[i].q8.data() + 32 * static_cast<size_t>(g);
-        __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();  // group_sums' two chains
-        for (int j = 0; j < 8; j += 2) {
-          even = _mm512_dpbusd_epi32(even, w[j], both(x + 32 * j));
-          odd = _mm512_dpbusd_epi32(odd, w[j + 1], both(x + 32 * (j + 1)));
-        }
-        const __m512 sums = _mm512_cvtepi32_ps(_mm512_add_epi32(even, odd));
+        const __m512 sums = _mm512_cvtepi32_ps(dot_chains(w, x, 0, 8));
         acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(scale, both(xs[i].q8_scales.data() + g)), sums, acc[i]);
       }
     } else {

@@ -135,7 +135,6 @@ void half_narrow(const float* src, uint16_t* dst, size_t n, bool bf16) {
 
 void attend(const Part& p) { attend_loops(p); }
 
-
 }  // namespace
 
 float round_chunk_portable(const float* values, int size, int8_t* out) {
