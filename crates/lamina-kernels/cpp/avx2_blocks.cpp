@@ -178,18 +178,22 @@ LAMINA_AVX2 LAMINA_INLINE void unpack_q3_k(const uint8_t* b, Block& out) {
   out.d = out.dmin = half(b + 108);
 }
 
-// A format: its unpacking and how many registers' products fit in 16-bit lanes (a lane sums
-// 2 x kSummed products of a code and a byte of x: 15 x 127 x 16, 31 x 127 x 8, 63 x 127 x 4).
-template <void (*Unpack)(const uint8_t*, Block&), int kSummedRegisters>
+// A format: its unpacking, how many registers' products fit in 16-bit lanes (a lane sums
+// 2 x kSummed products of a code and a byte of x: 15 x 127 x 16, 31 x 127 x 8, 63 x 127 x 4)
+// and whether its scales and minimums are per 16 values (Q6_K, Q3_K, Q2_K) or per 32.
+template <void (*Unpack)(const uint8_t*, Block&), int kSummedRegisters, bool kScalesPer16>
 struct Kind {
   static constexpr int kSummed = kSummedRegisters;
+  static constexpr bool kPer16 = kScalesPer16;
   LAMINA_AVX2 LAMINA_INLINE static void unpack(const uint8_t* b, Block& out) { Unpack(b, out); }
 };
-using Q4K = Kind<unpack_q4_q5_k<false>, 8>;
-using Q5K = Kind<unpack_q4_q5_k<true>, 4>;
-using Q6K = Kind<unpack_q6_k, 2>;
-using Q3K = Kind<unpack_q3_k, 4>;
-using Q2K = Kind<unpack_q2_k, 4>;
+using Q4K = Kind<unpack_q4_q5_k<false>, 8, false>;
+using Q5K = Kind<unpack_q4_q5_k<true>, 4, false>;
+using Q6K = Kind<unpack_q6_k, 2, true>;
+using Q3K = Kind<unpack_q3_k, 4, true>;
+using Q2K = Kind<unpack_q2_k, 4, true>;
+
+#if !defined(LAMINA_TILES_VNNI)  // the VNNI tier's K-quant products: avx512_vnni_blocks.cpp
 
 // Weight row r against rows xs[0 .. kCount), into out[i * stride].
 template <class K, int kCount>
@@ -251,8 +255,11 @@ void add(Kernels& k, Format f) {
   k.products_blocks_int8[static_cast<int>(f)] = products<K>;
 }
 
+#endif  // !LAMINA_TILES_VNNI
+
 }  // namespace
 
+#if !defined(LAMINA_TILES_VNNI)
 void add_avx2_blocks(Kernels& k) {
   add<Q4K>(k, Format::q4_k);
   add<Q5K>(k, Format::q5_k);
@@ -260,6 +267,7 @@ void add_avx2_blocks(Kernels& k) {
   add<Q3K>(k, Format::q3_k);
   add<Q2K>(k, Format::q2_k);
 }
+#endif  // !LAMINA_TILES_VNNI
 
 }  // namespace lamina_kernels
 

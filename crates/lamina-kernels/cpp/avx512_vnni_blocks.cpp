@@ -1,26 +1,33 @@
-// The AVX-512 VNNI variant of avx2_blocks.cpp (the K-quants): that file compiled again,
-// its functions for AVX-512 with VNNI (x86.h's LAMINA_VNNI in place of LAMINA_AVX2) and
-// avx2_tiles.h's byte products as `vpdpbusd` (LAMINA_TILES_VNNI), one instruction where AVX2
-// needs `maddubs`, a 16-bit add and a `madd`; and, for prompts and batches, two weight rows
-// at once in 512-bit registers (row r's block in the low half, row r + 1's in the high one,
-// each 32 bytes of x broadcast to both halves), which halves the per-block work of each
-// pair: the sub-block scales, the minimum terms, the conversions and FMAs. Every lane runs
-// the operations the 256-bit kernel runs (the integer sums are the same, and each half's
-// floats take the same steps), so every result equals the AVX2 tier's bit for bit. Its table
-// entry is add_vnni_blocks (isa.h), which the avx512_vbmi tier installs.
+// The AVX-512 VNNI tier's products of GGUF's super-block formats: avx2_blocks.cpp's
+// unpacking compiled again (its functions for AVX-512 with VNNI, x86.h's LAMINA_VNNI in
+// place of LAMINA_AVX2), with the byte products as `vpdpbusd` (one instruction where AVX2
+// needs `maddubs`, a 16-bit add and a `madd`), and IQ4_XS, whose codes need VNNI's 32-bit
+// lanes.
+//
+// The sub-block scales and the minimum terms are applied in floats, which takes fewer
+// instructions per row of x than AVX2's integer scaling: per block, each lane's 32-bit sum
+// (one sub-block's, or one 16-value group's) converts once and multiplies d x its scale
+// (computed once per block for every row of x), the block's sum is scaled by x's d, and the
+// minimum term is one FMA of dmin x the minimums with x's sums already times its d
+// (PreparedRow::scaled_sums). For prompts and batches two weight rows run at once in
+// 512-bit registers (row r's block in the low half, row r + 1's in the high one, each 32
+// bytes of x in both halves); each half runs the one-row kernel's operations, so a row of x
+// gets the same outputs alone, beside others or in either half. Its table entry is
+// add_vnni_blocks (isa.h), which the avx512_vbmi tier installs.
 
 #if defined(__x86_64__)
 
 #include "avx512_vnni.h"
 
-#define add_avx2_blocks add_vnni_blocks_256
-
 #include "avx2_blocks.cpp"
 
 #include <array>
+#include <type_traits>
 
 namespace lamina_kernels {
 namespace {
+
+using avx2_tiles::dot_chains;
 
 // IQ4_XS (d, 16 high and 32 low bits of eight 6-bit scales, then per 32 values 16 bytes of
 // indices into kIq4Values: value j in the low nibble of byte j, value j + 16 in its high
@@ -54,7 +61,98 @@ LAMINA_VNNI LAMINA_INLINE void unpack_iq4_xs(const uint8_t* b, Block& out) {
   out.mins = _mm256_slli_epi16(out.scales[0], 7);
   out.d = out.dmin = half(b);
 }
-using IQ4XS = Kind<unpack_iq4_xs, 8>;
+using IQ4XS = Kind<unpack_iq4_xs, 8, false>;
+
+// The float operations of both widths: one row's 256-bit vectors or a pair's 512-bit ones.
+LAMINA_VNNI inline __m256 cvt(__m256i v) { return _mm256_cvtepi32_ps(v); }
+LAMINA_VNNI inline __m512 cvt(__m512i v) { return _mm512_cvtepi32_ps(v); }
+LAMINA_VNNI inline __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+LAMINA_VNNI inline __m512 mul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+LAMINA_VNNI inline __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+LAMINA_VNNI inline __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+LAMINA_VNNI inline __m256 fnma(__m256 a, __m256 b, __m256 c) { return _mm256_fnmadd_ps(a, b, c); }
+LAMINA_VNNI inline __m512 fnma(__m512 a, __m512 b, __m512 c) { return _mm512_fnmadd_ps(a, b, c); }
+// The 16-bit lanes 2u (`kHigh`: 2u + 1) of v as floats in 32-bit lane u.
+template <bool kHigh>
+LAMINA_VNNI inline __m256 lanes16(__m256i v) {
+  return cvt(_mm256_srai_epi32(kHigh ? v : _mm256_slli_epi32(v, 16), 16));
+}
+template <bool kHigh>
+LAMINA_VNNI inline __m512 lanes16(__m512i v) {
+  return cvt(_mm512_srai_epi32(kHigh ? v : _mm512_slli_epi32(v, 16), 16));
+}
+// Eight floats of x (its scaled sums) for one row, or in both halves; x's d for every lane.
+LAMINA_VNNI inline __m256 eight(const float* p, __m256) { return _mm256_loadu_ps(p); }
+LAMINA_VNNI inline __m512 eight(const float* p, __m512) { return both(p); }
+LAMINA_VNNI inline __m256 every(float v, __m256) { return _mm256_set1_ps(v); }
+LAMINA_VNNI inline __m512 every(float v, __m512) { return _mm512_set1_ps(v); }
+
+// A block's factors as floats, lane u of each row's half: scaled[h], d x the scale of
+// registers 4h .. 4h + 3 of sub-block u (per-32 formats: of all eight, scaled[0]);
+// mins[h], dmin x the minimum weight of x's 16-value group 2u + h.
+template <class F>
+struct Factors {
+  F scaled[2], mins[2];
+};
+
+template <class K, class F, class I>
+LAMINA_VNNI LAMINA_INLINE Factors<F> factors(const I (&scales)[2], I mins, F d, F dmin) {
+  Factors<F> f;
+  f.scaled[0] = mul(d, lanes16<false>(scales[0]));
+  f.scaled[1] = K::kPer16 ? mul(d, lanes16<false>(scales[1])) : f.scaled[0];
+  f.mins[0] = mul(dmin, lanes16<false>(mins));
+  f.mins[1] = K::kPer16 ? mul(dmin, lanes16<true>(mins)) : f.mins[0];
+  return f;
+}
+
+// acc plus one block's product with one row of x (256 bytes at x, its scaled sums, its d):
+// the same operations in each 256-bit half of a pair.
+template <class K, class F, class I>
+LAMINA_VNNI LAMINA_INLINE F block_product(const I (&codes)[8], const Factors<F>& f, const int8_t* x,
+                                          const float* sums, float dx, F acc) {
+  F t;
+  if constexpr (K::kPer16) {
+    t = mul(cvt(dot_chains(codes, x, 0, 4)), f.scaled[0]);
+    t = fma(cvt(dot_chains(codes, x, 4, 8)), f.scaled[1], t);
+  } else {
+    t = mul(cvt(dot_chains(codes, x, 0, 8)), f.scaled[0]);
+  }
+  acc = fma(t, every(dx, F{}), acc);
+  if constexpr (K::kPer16) {
+    acc = fnma(f.mins[0], eight(sums, F{}), acc);
+    return fnma(f.mins[1], eight(sums + 8, F{}), acc);
+  } else {
+    return fnma(f.mins[0], eight(sums + 16, F{}), acc);
+  }
+}
+
+// Weight row r against rows xs[0 .. kCount), into out[i * stride].
+template <class K, int kCount>
+LAMINA_VNNI void rows_of(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
+  const uint8_t* row = p.row(r);
+  const int bytes = block_bytes(p.format);
+  __m256 acc[kCount];
+  for (int i = 0; i < kCount; ++i) acc[i] = _mm256_setzero_ps();
+  Block block;
+  for (int blk = 0; blk < p.k / kBlockValues; ++blk) {
+    K::unpack(row + static_cast<size_t>(blk) * bytes, block);
+    const auto f = factors<K>(block.scales, block.mins, _mm256_set1_ps(block.d), _mm256_set1_ps(block.dmin));
+#pragma GCC unroll 8
+    for (int i = 0; i < kCount; ++i) {
+      acc[i] = block_product<K>(block.codes, f, xs[i].q8.data() + static_cast<size_t>(blk) * kBlockValues,
+                                xs[i].scaled_sums.data() + static_cast<size_t>(blk) * kScaledSums, xs[i].q8_scales[blk],
+                                acc[i]);
+    }
+  }
+  for (int i = 0; i < kCount; ++i) out[i * stride] = hsum(acc[i]);
+}
+
+template <class K>
+LAMINA_VNNI float dot(const Problem& p, int r, const float*, const PreparedRow& x) {
+  float out;
+  rows_of<K, 1>(p, r, &x, &out, 1);
+  return out;
+}
 
 // Two rows' blocks (the same block of each), side by side.
 struct BlockPair {
@@ -62,32 +160,73 @@ struct BlockPair {
   __m512 d, dmin;
 };
 
+// Four 16-byte pieces as one register, `first` in the low quarter.
+LAMINA_VNNI inline __m512i quarters(const uint8_t* first, const uint8_t* second, const uint8_t* third,
+                                    const uint8_t* fourth) {
+  auto piece = [](const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); };
+  const __m512i low = _mm512_inserti32x4(_mm512_castsi128_si512(piece(first)), piece(second), 1);
+  return _mm512_inserti32x4(_mm512_inserti32x4(low, piece(third), 2), piece(fourth), 3);
+}
+
+// avx2_tiles.h's transpose4 in both halves.
+LAMINA_VNNI inline void transpose4(const __m512i (&a)[4], __m512i* out) {
+  const __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
+  out[0] = _mm512_unpacklo_epi64(t0, t2);
+  out[1] = _mm512_unpackhi_epi64(t0, t2);
+  out[2] = _mm512_unpacklo_epi64(t1, t3);
+  out[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// unpack_q4_q5_k's codes for blocks a (low half) and b (high half) at once: its steps on
+// 512-bit registers, the same bytes in each half.
+template <bool kFive>
+LAMINA_VNNI LAMINA_INLINE void q4_q5_k_codes(const uint8_t* a, const uint8_t* b, __m512i (&codes)[8]) {
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  const uint8_t* qa = a + (kFive ? 48 : 16);
+  const uint8_t* qb = b + (kFive ? 48 : 16);
+  for (int h = 0; h < 2; ++h) {
+    const int o = 16 * h;
+    const __m512i l = quarters(qa + o, qa + 64 + o, qb + o, qb + 64 + o);
+    const __m512i m = quarters(qa + 32 + o, qa + 96 + o, qb + 32 + o, qb + 96 + o);
+    __m512i v[4] = {_mm512_and_si512(l, nibble), _mm512_and_si512(_mm512_srli_epi16(l, 4), nibble),
+                    _mm512_and_si512(m, nibble), _mm512_and_si512(_mm512_srli_epi16(m, 4), nibble)};
+    if constexpr (kFive) {
+      const __m128i ha = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 16 + o));
+      const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 + o));
+      const __m512i low = _mm512_inserti32x4(_mm512_castsi128_si512(ha), _mm_srli_epi16(ha, 4), 1);
+      const __m512i bits = _mm512_inserti32x4(_mm512_inserti32x4(low, hb, 2), _mm_srli_epi16(hb, 4), 3);
+      for (int s = 0; s < 4; ++s) {
+        const __m512i bit = _mm512_and_si512(bits, _mm512_set1_epi8(static_cast<char>(1 << s)));
+        v[s] = _mm512_or_si512(v[s], _mm512_slli_epi16(bit, 4 - s));
+      }
+    }
+    transpose4(v, codes + 4 * h);
+  }
+}
+
+// Whether a format's codes unpack for two rows at once (the others: one row at a time).
+template <class K>
+constexpr bool kWideCodes = std::is_same_v<K, Q4K> || std::is_same_v<K, Q5K>;
+
 template <class K>
 LAMINA_VNNI LAMINA_INLINE void unpack_pair(const uint8_t* a, const uint8_t* b, BlockPair& out) {
   Block low, high;
   K::unpack(a, low);
   K::unpack(b, high);
-  for (int r = 0; r < 8; ++r) out.codes[r] = pair(low.codes[r], high.codes[r]);
+  if constexpr (kWideCodes<K>) {
+    q4_q5_k_codes<std::is_same_v<K, Q5K>>(a, b, out.codes);  // low.codes and high.codes go unused
+  } else {
+    for (int r = 0; r < 8; ++r) out.codes[r] = pair(low.codes[r], high.codes[r]);
+  }
   for (int h = 0; h < 2; ++h) out.scales[h] = pair(low.scales[h], high.scales[h]);
   out.mins = pair(low.mins, high.mins);
   out.d = _mm512_insertf32x8(_mm512_set1_ps(low.d), _mm256_set1_ps(high.d), 1);
   out.dmin = _mm512_insertf32x8(_mm512_set1_ps(low.dmin), _mm256_set1_ps(high.dmin), 1);
 }
 
-// avx2_tiles.h's group_sums (VNNI) for both rows: the same integer sums in each half.
-template <int kSummed>
-LAMINA_VNNI LAMINA_INLINE __m512i group_sums2(const __m512i (&w)[8], const int8_t* x, const __m512i (&scales)[2]) {
-  constexpr int kParts = kSummed == 8 ? 1 : 2;
-  __m512i sum = _mm512_setzero_si512();
-  for (int h = 0; h < kParts; ++h) {
-    const __m512i scale = _mm512_srai_epi32(_mm512_slli_epi32(scales[h], 16), 16);
-    sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(dot_chains(w, x, 8 / kParts * h, 8 / kParts * (h + 1)), scale));
-  }
-  return sum;
-}
-
 // Weight rows r and r + 1 against rows xs[0 .. kCount), into out[i * stride] and
-// out[i * stride + 1]: rows_of's operations, two rows a lane-half each.
+// out[i * stride + 1].
 template <class K, int kCount>
 LAMINA_VNNI void row_pairs_of(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
   const uint8_t* row = p.row(r);
@@ -98,14 +237,12 @@ LAMINA_VNNI void row_pairs_of(const Problem& p, int r, const PreparedRow* xs, fl
   BlockPair block;
   for (int blk = 0; blk < p.k / kBlockValues; ++blk) {
     unpack_pair<K>(row + static_cast<size_t>(blk) * bytes, next + static_cast<size_t>(blk) * bytes, block);
-    const size_t at = static_cast<size_t>(blk) * kBlockValues;
+    const auto f = factors<K>(block.scales, block.mins, block.d, block.dmin);
 #pragma GCC unroll 16
     for (int i = 0; i < kCount; ++i) {
-      const __m512i isum = group_sums2<K::kSummed>(block.codes, xs[i].q8.data() + at, block.scales);
-      const __m512i msum = _mm512_madd_epi16(block.mins, both(xs[i].bsums.data() + at / 16));
-      const __m512 d = _mm512_set1_ps(xs[i].q8_scales[blk]);
-      acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(block.d, d), _mm512_cvtepi32_ps(isum), acc[i]);
-      acc[i] = _mm512_fnmadd_ps(_mm512_mul_ps(block.dmin, d), _mm512_cvtepi32_ps(msum), acc[i]);
+      acc[i] = block_product<K>(block.codes, f, xs[i].q8.data() + static_cast<size_t>(blk) * kBlockValues,
+                                xs[i].scaled_sums.data() + static_cast<size_t>(blk) * kScaledSums, xs[i].q8_scales[blk],
+                                acc[i]);
     }
   }
   for (int i = 0; i < kCount; ++i) {
@@ -117,9 +254,11 @@ LAMINA_VNNI void row_pairs_of(const Problem& p, int r, const PreparedRow* xs, fl
 // Rows of x a pair of weight rows meets at once (the 32 registers hold their accumulators).
 constexpr int kPairTile = 12;
 
-// products' blocking, two weight rows at a time (the last of an odd count alone).
+// Weight rows [begin, end) against rows [m0, m1) of x: blocks of x's rows that stay in
+// cache (kXBytes), each pair of weight rows against kPairTile of them at a time (fewer at the edge),
+// the last of an odd count of weight rows alone.
 template <class K>
-LAMINA_VNNI void products_in_pairs(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
+LAMINA_VNNI void products(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
   const int block_rows = std::max(kPairTile, kXBytes / p.k / kPairTile * kPairTile);
   for (int x0 = m0; x0 < m1; x0 += block_rows) {
     const int x1 = std::min(m1, x0 + block_rows);
@@ -133,21 +272,30 @@ LAMINA_VNNI void products_in_pairs(const Problem& p, int begin, int end, const P
       for (; m + 4 <= x1; m += 4) row_pairs_of<K, 4>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
       for (; m < x1; ++m) row_pairs_of<K, 1>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
     }
-    if (r < end) products<K>(p, r, end, xs, x0, x1);
+    if (r < end) {
+      int m = x0;
+      float* out = p.out + r;
+      for (; m + kTile <= x1; m += kTile) rows_of<K, kTile>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
+      for (; m < x1; ++m) rows_of<K, 1>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
+    }
   }
+}
+
+template <class K>
+void add(Kernels& k, Format f) {
+  k.dot_blocks_int8[static_cast<int>(f)] = dot<K>;
+  k.products_blocks_int8[static_cast<int>(f)] = products<K>;
 }
 
 }  // namespace
 
 void add_vnni_blocks(Kernels& k) {
-  add_vnni_blocks_256(k);
-  k.products_blocks_int8[static_cast<int>(Format::q4_k)] = products_in_pairs<Q4K>;
-  k.products_blocks_int8[static_cast<int>(Format::q5_k)] = products_in_pairs<Q5K>;
-  k.products_blocks_int8[static_cast<int>(Format::q6_k)] = products_in_pairs<Q6K>;
-  k.products_blocks_int8[static_cast<int>(Format::q3_k)] = products_in_pairs<Q3K>;
-  k.products_blocks_int8[static_cast<int>(Format::q2_k)] = products_in_pairs<Q2K>;
+  add<Q4K>(k, Format::q4_k);
+  add<Q5K>(k, Format::q5_k);
+  add<Q6K>(k, Format::q6_k);
+  add<Q3K>(k, Format::q3_k);
+  add<Q2K>(k, Format::q2_k);
   add<IQ4XS>(k, Format::iq4_xs);
-  k.products_blocks_int8[static_cast<int>(Format::iq4_xs)] = products_in_pairs<IQ4XS>;
 }
 
 }  // namespace lamina_kernels

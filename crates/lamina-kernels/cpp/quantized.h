@@ -102,7 +102,14 @@ struct PreparedRow {
   std::vector<int8_t> q8;      // [K]: round(x / q8_scales[chunk]), in [-127, 127] (block_order: see prepare)
   std::vector<float> q8_scales;  // [K / 32]: the chunk's largest |x| / 127 (K / 256 for blocks)
   std::vector<int16_t> bsums;    // super-block formats: [K / 16] sums of q8 (ggml's Q8_K)
+  // Super-block formats: per 256 values, 24 floats of q8_scales x bsums: those of the even
+  // 16-value groups (0, 2, .., 14), of the odd ones, and of the eight 32-value sub-blocks
+  // (the minimum terms of the VNNI kernels: avx512_vnni_blocks.cpp).
+  std::vector<float> scaled_sums;
 };
+
+// Floats per super-block in PreparedRow::scaled_sums.
+constexpr int kScaledSums = 24;
 
 // n rounded up to a multiple of 8.
 inline int padded8(int n) { return (n + 7) / 8 * 8; }
@@ -162,6 +169,17 @@ inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8) {
   out.bsums.assign(p.k / 16, 0);
   for (int s = 0; s < p.k / 16; ++s) {
     for (int j = 16 * s; j < 16 * s + 16; ++j) out.bsums[s] += out.q8[j];  // at most 16 x 127
+  }
+  out.scaled_sums.resize(static_cast<size_t>(p.k / kBlockValues) * kScaledSums);
+  for (int b = 0; b < p.k / kBlockValues; ++b) {
+    const float d = out.q8_scales[b];
+    float* sums = out.scaled_sums.data() + static_cast<size_t>(b) * kScaledSums;
+    for (int u = 0; u < 8; ++u) {
+      const int even = out.bsums[16 * b + 2 * u], odd = out.bsums[16 * b + 2 * u + 1];
+      sums[u] = d * static_cast<float>(even);
+      sums[8 + u] = d * static_cast<float>(odd);
+      sums[16 + u] = d * static_cast<float>(even + odd);
+    }
   }
   group_order(out.q8);
   return out;
