@@ -205,17 +205,39 @@ LAMINA_VNNI LAMINA_INLINE void q4_q5_k_codes(const uint8_t* a, const uint8_t* b,
   }
 }
 
+LAMINA_VNNI inline __m512i bits(__m512i v, int mask) { return _mm512_and_si512(v, _mm512_set1_epi8(static_cast<char>(mask))); }
+
+// unpack_q6_k's codes for blocks a (low half) and b (high half) at once.
+LAMINA_VNNI LAMINA_INLINE void q6_k_codes(const uint8_t* a, const uint8_t* b, __m512i (&codes)[8]) {
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  const uint8_t *qa = a + 128, *qb = b + 128;
+  for (int h = 0; h < 2; ++h) {
+    const int o = 16 * h;
+    const __m512i lo = quarters(a + o, a + 64 + o, b + o, b + 64 + o);
+    const __m512i hi = quarters(a + 32 + o, a + 96 + o, b + 32 + o, b + 96 + o);
+    const __m512i up = quarters(qa + o, qa + 32 + o, qb + o, qb + 32 + o);
+    const __m512i v[4] = {
+        _mm512_or_si512(_mm512_and_si512(lo, nibble), _mm512_slli_epi16(bits(up, 0x03), 4)),
+        _mm512_or_si512(_mm512_and_si512(hi, nibble), _mm512_slli_epi16(bits(up, 0x0C), 2)),
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(lo, 4), nibble), bits(up, 0x30)),
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(hi, 4), nibble), _mm512_srli_epi16(bits(up, 0xC0), 2))};
+    transpose4(v, codes + 4 * h);
+  }
+}
+
 // Whether a format's codes unpack for two rows at once (the others: one row at a time).
 template <class K>
-constexpr bool kWideCodes = std::is_same_v<K, Q4K> || std::is_same_v<K, Q5K>;
+constexpr bool kWideCodes = std::is_same_v<K, Q4K> || std::is_same_v<K, Q5K> || std::is_same_v<K, Q6K>;
 
 template <class K>
 LAMINA_VNNI LAMINA_INLINE void unpack_pair(const uint8_t* a, const uint8_t* b, BlockPair& out) {
   Block low, high;
   K::unpack(a, low);
   K::unpack(b, high);
-  if constexpr (kWideCodes<K>) {
-    q4_q5_k_codes<std::is_same_v<K, Q5K>>(a, b, out.codes);  // low.codes and high.codes go unused
+  if constexpr (std::is_same_v<K, Q6K>) {
+    q6_k_codes(a, b, out.codes);  // low.codes and high.codes go unused
+  } else if constexpr (kWideCodes<K>) {
+    q4_q5_k_codes<std::is_same_v<K, Q5K>>(a, b, out.codes);
   } else {
     for (int r = 0; r < 8; ++r) out.codes[r] = pair(low.codes[r], high.codes[r]);
   }
