@@ -173,58 +173,68 @@ void attention(const Kernels& k, const Kernels& ref) {
   }
 }
 
+// One format's rows (two groups of eight chunks and `tail` more for 32-value blocks).
+void one_format(const Kernels& k, const Kernels& ref, float tolerance, Format format, int tail) {
+  const int f = static_cast<int>(format);
+  const int bytes = block_bytes(format), values = block_values(format);
+  const int n = 3, kk = values == 32 ? 32 * (16 + tail) : 512;
+  const int per_row = kk / values * bytes;
+  std::vector<uint8_t> w(static_cast<size_t>(n) * per_row);
+  for (auto& b : w) b = static_cast<uint8_t>(rng());
+  // The f16 factors: d (and dmin) where each format keeps them.
+  const int at = format == Format::q2_k ? 80 : format == Format::q3_k ? 108 : format == Format::q6_k ? 208 : 0;
+  const bool two = format == Format::q2_k || format == Format::q4_k || format == Format::q5_k || format == Format::q5_1;
+  const int factors = two ? 2 : 1;
+  for (size_t blk = 0; blk < w.size() / bytes; ++blk) {
+    for (int i = 0; i < factors; ++i) {
+      const uint16_t h = to_f16(uniform(0.001f, 0.05f));
+      std::memcpy(&w[blk * bytes + at + 2 * i], &h, 2);
+    }
+  }
+  const int m = 13;  // the AVX2 tiles' 8-, 4- and 3-row shapes and their edges
+  const std::vector<float> x = floats(static_cast<size_t>(m) * kk);
+  std::vector<float> tile(static_cast<size_t>(m) * n), theirs(static_cast<size_t>(m) * n);
+  Problem p{x.data(), w.data(), nullptr, nullptr, tile.data(), m, n, kk, values, 8, false, Activations::int8};
+  p.format = format;
+  std::vector<PreparedRow> xs, xs_ref;
+  for (int i = 0; i < m; ++i) {
+    xs.push_back(prepare(p, x.data() + static_cast<size_t>(i) * kk, true, k.grouped_chunks));
+    xs_ref.push_back(prepare(p, x.data() + static_cast<size_t>(i) * kk, true, ref.grouped_chunks));
+  }
+  const std::string at_text = std::string(k.name) + " format " + std::to_string(f) + " k " + std::to_string(kk);
+  for (int r = 0; r < n; ++r) {
+    std::vector<float> mine_row(kk), their_row(kk);
+    k.dequantize_blocks[f](p, r, mine_row.data());
+    ref.dequantize_blocks[f](p, r, their_row.data());
+    expect(mine_row == their_row, "dequantize " + at_text);
+    for (int i = 0; i < m; ++i) {
+      const float mine = k.dot_blocks_int8[f](p, r, nullptr, xs[i]);
+      theirs[static_cast<size_t>(i) * n + r] = ref.dot_blocks_int8[f](p, r, nullptr, xs_ref[i]);
+      expect(close(mine, theirs[static_cast<size_t>(i) * n + r], tolerance), "dot " + at_text);
+      tile[static_cast<size_t>(i) * n + r] = mine;
+    }
+  }
+  // The tile computes each pair as the one-row kernel does, bit for bit.
+  if (k.products_blocks_int8[f] != nullptr) {
+    std::vector<float> one_by_one = tile;
+    k.products_blocks_int8[f](p, 0, n, xs.data(), 0, m);
+    expect(tile == one_by_one, "tile " + at_text);
+  }
+}
+
 // GGUF block formats: random blocks with small finite f16 factors, each tier's one-row
 // product (x rounded per 256, or per 32) and its tile of several rows of x against the portable tier's,
 // and their dequantized rows bit for bit.
 // `same_sums`: only the 32-value formats ref has kernels of its own for (not the portable
 // loops), whose integer sums k's kernels add up in the same float operations.
 void blocks(const Kernels& k, const Kernels& ref, float tolerance, bool same_sums = false) {
-  for (int f = 1; f < kFormats; ++f) {
-    if (same_sums && (ref.products_blocks_int8[f] == nullptr || !small_blocks(static_cast<Format>(f)))) continue;
-    const Format format = static_cast<Format>(f);
-    const int bytes = block_bytes(format), values = block_values(format);
-    const int n = 3, kk = values == 32 ? 640 : 512;  // 32-value blocks: two groups of eight and four more
-    const int per_row = kk / values * bytes;
-    std::vector<uint8_t> w(static_cast<size_t>(n) * per_row);
-    for (auto& b : w) b = static_cast<uint8_t>(rng());
-    // The f16 factors: d (and dmin) where each format keeps them.
-    const int at = format == Format::q2_k ? 80 : format == Format::q3_k ? 108 : format == Format::q6_k ? 208 : 0;
-    const bool two = format == Format::q2_k || format == Format::q4_k || format == Format::q5_k || format == Format::q5_1;
-    const int factors = two ? 2 : 1;
-    for (size_t blk = 0; blk < w.size() / bytes; ++blk) {
-      for (int i = 0; i < factors; ++i) {
-        const uint16_t h = to_f16(uniform(0.001f, 0.05f));
-        std::memcpy(&w[blk * bytes + at + 2 * i], &h, 2);
-      }
-    }
-    const int m = 13;  // the AVX2 tiles' 8-, 4- and 3-row shapes and their edges
-    const std::vector<float> x = floats(static_cast<size_t>(m) * kk);
-    std::vector<float> tile(static_cast<size_t>(m) * n), theirs(static_cast<size_t>(m) * n);
-    Problem p{x.data(), w.data(), nullptr, nullptr, tile.data(), m, n, kk, values, 8, false, Activations::int8};
-    p.format = format;
-    std::vector<PreparedRow> xs, xs_ref;
-    for (int i = 0; i < m; ++i) {
-      xs.push_back(prepare(p, x.data() + static_cast<size_t>(i) * kk, true, k.grouped_chunks));
-      xs_ref.push_back(prepare(p, x.data() + static_cast<size_t>(i) * kk, true, ref.grouped_chunks));
-    }
-    const std::string at_text = std::string(k.name) + " format " + std::to_string(f);
-    for (int r = 0; r < n; ++r) {
-      std::vector<float> mine_row(kk), their_row(kk);
-      k.dequantize_blocks[f](p, r, mine_row.data());
-      ref.dequantize_blocks[f](p, r, their_row.data());
-      expect(mine_row == their_row, "dequantize " + at_text);
-      for (int i = 0; i < m; ++i) {
-        const float mine = k.dot_blocks_int8[f](p, r, nullptr, xs[i]);
-        theirs[static_cast<size_t>(i) * n + r] = ref.dot_blocks_int8[f](p, r, nullptr, xs_ref[i]);
-        expect(close(mine, theirs[static_cast<size_t>(i) * n + r], tolerance), "dot " + at_text);
-        tile[static_cast<size_t>(i) * n + r] = mine;
-      }
-    }
-    // The tile computes each pair as the one-row kernel does, bit for bit.
-    if (k.products_blocks_int8[f] != nullptr) {
-      std::vector<float> one_by_one = tile;
-      k.products_blocks_int8[f](p, 0, n, xs.data(), 0, m);
-      expect(tile == one_by_one, "tile " + at_text);
+  // 32-value blocks: two groups of eight chunks and four, two or three more (the grouped
+  // tiles' last chunks, one at a time).
+  for (const int tail : {4, 2, 3}) {
+    for (int f = 1; f < kFormats; ++f) {
+      if (same_sums && (ref.products_blocks_int8[f] == nullptr || !small_blocks(static_cast<Format>(f)))) continue;
+      if (tail != 4 && !small_blocks(static_cast<Format>(f))) continue;
+      one_format(k, ref, tolerance, static_cast<Format>(f), tail);
     }
   }
 }
