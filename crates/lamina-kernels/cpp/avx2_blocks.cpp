@@ -34,8 +34,6 @@ constexpr int kTile = 8;
 // Bytes of x's rows a task keeps in cache while its weight rows stream past.
 constexpr int kXBytes = 192 * 1024;
 
-#define LAMINA_INLINE __attribute__((always_inline)) inline
-
 LAMINA_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 LAMINA_AVX2 inline float half(const uint8_t* b) { return _cvtsh_ss(u16_at(b)); }

@@ -160,24 +160,6 @@ struct BlockPair {
   __m512 d, dmin;
 };
 
-// Four 16-byte pieces as one register, `first` in the low quarter.
-LAMINA_VNNI inline __m512i quarters(const uint8_t* first, const uint8_t* second, const uint8_t* third,
-                                    const uint8_t* fourth) {
-  auto piece = [](const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); };
-  const __m512i low = _mm512_inserti32x4(_mm512_castsi128_si512(piece(first)), piece(second), 1);
-  return _mm512_inserti32x4(_mm512_inserti32x4(low, piece(third), 2), piece(fourth), 3);
-}
-
-// avx2_tiles.h's transpose4 in both halves.
-LAMINA_VNNI inline void transpose4(const __m512i (&a)[4], __m512i* out) {
-  const __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
-  const __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
-  out[0] = _mm512_unpacklo_epi64(t0, t2);
-  out[1] = _mm512_unpackhi_epi64(t0, t2);
-  out[2] = _mm512_unpacklo_epi64(t1, t3);
-  out[3] = _mm512_unpackhi_epi64(t1, t3);
-}
-
 // unpack_q4_q5_k's codes for blocks a (low half) and b (high half) at once: its steps on
 // 512-bit registers, the same bytes in each half.
 template <bool kFive>

@@ -21,6 +21,39 @@
 namespace lamina_kernels {
 namespace {
 
+// FiveBits::load8 for rows[0] (the low half) and rows[1] at once: each 16 bytes of nibbles
+// from four blocks in one register, the fifth bits added (+16) under byte masks built from
+// the blocks' 32-bit words, then the transpose in both halves; the same codes as pairing
+// the two rows' load8.
+template <class Format>
+LAMINA_VNNI LAMINA_INLINE void load8_pair(const Format (&rows)[2], int c, __m512i (&w)[8]) {
+  constexpr int kBytes = Format::kBytes, kHigh = Format::kHigh;
+  const uint8_t* first[2] = {rows[0].row + static_cast<size_t>(kBytes) * c, rows[1].row + static_cast<size_t>(kBytes) * c};
+  for (const uint8_t* f : first) {
+    for (int line = 0; line < 3; ++line) _mm_prefetch(reinterpret_cast<const char*>(f + kPrefetch + 64 * line), _MM_HINT_T0);
+  }
+  const __m512i nibble = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(0x10);
+  __m512i low[4], high[4];
+  for (int u = 0; u < 4; ++u) {
+    // Quarter q: chunk u (q even) or u + 4 (q odd) of row q / 2.
+    const uint8_t* block[4] = {first[0] + kBytes * u, first[0] + kBytes * (u + 4), first[1] + kBytes * u,
+                               first[1] + kBytes * (u + 4)};
+    const __m512i v = quarters(block[0] + kHigh + 4, block[1] + kHigh + 4, block[2] + kHigh + 4, block[3] + kHigh + 4);
+    uint64_t low_bits = 0, high_bits = 0;
+    for (int q = 0; q < 4; ++q) {
+      const uint64_t word = word_at(block[q] + kHigh);
+      low_bits |= (word & 0xFFFF) << (16 * q);
+      high_bits |= (word >> 16) << (16 * q);
+    }
+    low[u] = _mm512_and_si512(v, nibble);
+    high[u] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+    low[u] = _mm512_mask_add_epi8(low[u], low_bits, low[u], sixteen);
+    high[u] = _mm512_mask_add_epi8(high[u], high_bits, high[u], sixteen);
+  }
+  transpose4(low, w);
+  transpose4(high, w + 4);
+}
+
 // grouped_tile (avx2_tiles.h) for weight rows r and r + 1 against rows xs[0 .. X), into
 // out[i * stride] and out[i * stride + 1].
 template <class Format, int X>
@@ -43,10 +76,8 @@ LAMINA_VNNI void grouped_pairs(const Problem& p, int r, const PreparedRow* xs, f
 #pragma GCC unroll 16
     for (int i = 0; i < X; ++i) acc[i] = _mm512_fmadd_ps(bias, both(xs[i].group_sums.data() + g), acc[i]);
     if (count == 8) {
-      __m256i codes[2][8];
       __m512i w[8];
-      for (int a = 0; a < 2; ++a) rows[a].load8(g, codes[a]);
-      for (int j = 0; j < 8; ++j) w[j] = pair(codes[0][j], codes[1][j]);
+      load8_pair(rows, g, w);
 #pragma GCC unroll 16
       for (int i = 0; i < X; ++i) {
         const int8_t* x = xs[i].q8.data() + 32 * static_cast<size_t>(g);
@@ -59,6 +90,7 @@ LAMINA_VNNI void grouped_pairs(const Problem& p, int r, const PreparedRow* xs, f
       for (int c = g; c < chunks; ++c) {
         const __m512i w = pair(rows[0].load(c), rows[1].load(c));
         const __m512 factors = pair(_mm256_set1_ps(scales[0][c - g]), _mm256_set1_ps(scales[1][c - g]));
+#pragma GCC unroll 16
         for (int i = 0; i < X; ++i) {
           const __m512i x = both(xs[i].q8.data() + 32 * static_cast<size_t>(c));
           const __m512 sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x));

@@ -21,6 +21,9 @@
 // avx512_vnni_*.cpp files' AVX2-width integer kernels.
 #define LAMINA_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 
+// A small helper that must be inlined into its caller (a tile's unpacking).
+#define LAMINA_INLINE __attribute__((always_inline)) inline
+
 namespace lamina_kernels {
 
 // The sum of a vector's eight lanes.
