@@ -141,8 +141,8 @@ void add_avx2_attention(Kernels& k);
 void add_avx2_blocks(Kernels& k);
 // The AVX2 tier's 32-value block products (avx2_small_blocks.cpp).
 void add_avx2_small_blocks(Kernels& k);
-// The same three compiled again with VNNI's byte dot products (avx512_vnni_*.cpp): the
-// avx512_vbmi tier's.
+// The same three compiled again with VNNI's byte dot products (avx512_vnni_*.cpp; the
+// super-block products with their scales in floats, and IQ4_XS): the avx512_vbmi tier's.
 void add_vnni_int8(Kernels& k);
 void add_vnni_blocks(Kernels& k);
 void add_vnni_small_blocks(Kernels& k);
