@@ -207,22 +207,74 @@ LAMINA_VNNI LAMINA_INLINE void q6_k_codes(const uint8_t* a, const uint8_t* b, __
   }
 }
 
-// Whether a format's codes unpack for two rows at once (the others: one row at a time).
+// unpack_2bit_codes's codes (Q2_K; Q3_K with kThird) for blocks a and b at once, each
+// code's third bit added (+4) under the byte mask of hmask's bit.
+template <bool kThird>
+LAMINA_VNNI LAMINA_INLINE void two_bit_codes(const uint8_t* qa, const uint8_t* ha, const uint8_t* qb, const uint8_t* hb,
+                                             __m512i (&codes)[8]) {
+  const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+  for (int h = 0; h < 2; ++h) {
+    const int o = 16 * h;
+    const __m512i v = quarters(qa + o, qa + 32 + o, qb + o, qb + 32 + o);
+    __m512i w[4];
+    for (int s = 0; s < 4; ++s) w[s] = _mm512_and_si512(_mm512_srli_epi16(v, 2 * s), three);
+    if constexpr (kThird) {
+      const __m512i bits = quarters(ha + o, ha + o, hb + o, hb + o);
+      for (int s = 0; s < 4; ++s) {
+        // Bit s of hmask's bytes for chunk s (the low quarters), bit s + 4 for chunk s + 4.
+        const __m256i bit = _mm256_setr_m128i(_mm_set1_epi8(static_cast<char>(1 << s)),
+                                              _mm_set1_epi8(static_cast<char>(1 << (s + 4))));
+        w[s] = _mm512_mask_add_epi8(w[s], _mm512_test_epi8_mask(bits, pair(bit, bit)), w[s], four);
+      }
+    }
+    transpose4(w, codes + 4 * h);
+  }
+}
+
+// unpack_iq4_xs's codes (value + 128 by the table) for blocks a and b at once.
+LAMINA_VNNI LAMINA_INLINE void iq4_xs_codes(const uint8_t* a, const uint8_t* b, __m512i (&codes)[8]) {
+  alignas(16) static constexpr auto kShifted = [] {
+    std::array<uint8_t, 16> table{};
+    for (int i = 0; i < 16; ++i) table[i] = static_cast<uint8_t>(kIq4Values[i] + 128);
+    return table;
+  }();
+  const __m512i table = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kShifted.data())));
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  const uint8_t *qa = a + 8, *qb = b + 8;
+  __m512i low[4], high[4];
+  for (int s = 0; s < 4; ++s) {
+    const __m512i v = quarters(qa + 16 * s, qa + 16 * (s + 4), qb + 16 * s, qb + 16 * (s + 4));
+    low[s] = _mm512_shuffle_epi8(table, _mm512_and_si512(v, nibble));
+    high[s] = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble));
+  }
+  transpose4(low, codes);
+  transpose4(high, codes + 4);
+}
+
+// A pair's codes (blocks a and b) in 512-bit registers; the same bytes as pairing the two
+// rows' own unpacking.
 template <class K>
-constexpr bool kWideCodes = std::is_same_v<K, Q4K> || std::is_same_v<K, Q5K> || std::is_same_v<K, Q6K>;
+LAMINA_VNNI LAMINA_INLINE void codes_pair(const uint8_t* a, const uint8_t* b, __m512i (&codes)[8]) {
+  if constexpr (std::is_same_v<K, Q4K> || std::is_same_v<K, Q5K>) {
+    q4_q5_k_codes<std::is_same_v<K, Q5K>>(a, b, codes);
+  } else if constexpr (std::is_same_v<K, Q6K>) {
+    q6_k_codes(a, b, codes);
+  } else if constexpr (std::is_same_v<K, Q3K>) {
+    two_bit_codes<true>(a + 32, a, b + 32, b, codes);
+  } else if constexpr (std::is_same_v<K, Q2K>) {
+    two_bit_codes<false>(a + 16, nullptr, b + 16, nullptr, codes);
+  } else {
+    static_assert(std::is_same_v<K, IQ4XS>);
+    iq4_xs_codes(a, b, codes);
+  }
+}
 
 template <class K>
 LAMINA_VNNI LAMINA_INLINE void unpack_pair(const uint8_t* a, const uint8_t* b, BlockPair& out) {
-  Block low, high;
+  Block low, high;  // their codes go unused: codes_pair unpacks both rows' at once
   K::unpack(a, low);
   K::unpack(b, high);
-  if constexpr (std::is_same_v<K, Q6K>) {
-    q6_k_codes(a, b, out.codes);  // low.codes and high.codes go unused
-  } else if constexpr (kWideCodes<K>) {
-    q4_q5_k_codes<std::is_same_v<K, Q5K>>(a, b, out.codes);
-  } else {
-    for (int r = 0; r < 8; ++r) out.codes[r] = pair(low.codes[r], high.codes[r]);
-  }
+  codes_pair<K>(a, b, out.codes);
   for (int h = 0; h < 2; ++h) out.scales[h] = pair(low.scales[h], high.scales[h]);
   out.mins = pair(low.mins, high.mins);
   out.d = _mm512_insertf32x8(_mm512_set1_ps(low.d), _mm256_set1_ps(high.d), 1);
