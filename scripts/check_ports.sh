@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Compiles every C++ file of lamina-kernels for the targets this machine cannot run:
-# aarch64 Linux with GCC (Debian's cross compiler) and with clang, and x86-64 with clang
+# Compiles every C++ file of lamina-kernels (its kernels and the ports/ harnesses) for the
+# targets this machine cannot run: aarch64 Linux with GCC (Debian's cross compiler) and with
+# clang, and x86-64 with clang
 # (the compiler of macOS and of many Linux builds), against the MLX wheel's headers. A
 # file that only builds on x86 with GCC breaks every Mac and aarch64 build. Installs the
 # compilers when missing (Debian: g++-aarch64-linux-gnu, clang). A few seconds per file,
@@ -34,7 +35,7 @@ compile() {
 }
 for entry in "${compilers[@]}"; do
   IFS='|' read -r name compiler extra <<<"$entry"
-  for file in crates/lamina-kernels/cpp/*.cpp; do
+  for file in crates/lamina-kernels/cpp/*.cpp crates/lamina-kernels/ports/*.cpp; do
     compile "$name" "$compiler" "$extra" "$file" &
     while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do wait -n || true; done
   done
