@@ -29,18 +29,20 @@ namespace {
 
 using avx2_tiles::dot_chains;
 
+// IQ4_XS's table values + 128 (see unpack_iq4_xs).
+alignas(16) constexpr auto kIq4Shifted = [] {
+  std::array<uint8_t, 16> table{};
+  for (int i = 0; i < 16; ++i) table[i] = static_cast<uint8_t>(kIq4Values[i] + 128);
+  return table;
+}();
+
 // IQ4_XS (d, 16 high and 32 low bits of eight 6-bit scales, then per 32 values 16 bytes of
 // indices into kIq4Values: value j in the low nibble of byte j, value j + 16 in its high
 // one). Its values are signed; as value + 128 they are unsigned codes (1-241), whose pairs
 // would saturate `maddubs`'s 16-bit lanes but not `vpdpbusd`'s 32-bit ones, hence VNNI only;
 // 128 x scale x (x's sum) is then a minimum term (dmin = d).
 LAMINA_VNNI LAMINA_INLINE void unpack_iq4_xs(const uint8_t* b, Block& out) {
-  alignas(16) static constexpr auto kShifted = [] {
-    std::array<uint8_t, 16> table{};
-    for (int i = 0; i < 16; ++i) table[i] = static_cast<uint8_t>(kIq4Values[i] + 128);
-    return table;
-  }();
-  const __m256i table = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kShifted.data())));
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Shifted.data())));
   const __m256i nibble = _mm256_set1_epi8(0x0F);
   const uint8_t* qs = b + 8;
   __m256i low[4], high[4];
@@ -233,12 +235,7 @@ LAMINA_VNNI LAMINA_INLINE void two_bit_codes(const uint8_t* qa, const uint8_t* h
 
 // unpack_iq4_xs's codes (value + 128 by the table) for blocks a and b at once.
 LAMINA_VNNI LAMINA_INLINE void iq4_xs_codes(const uint8_t* a, const uint8_t* b, __m512i (&codes)[8]) {
-  alignas(16) static constexpr auto kShifted = [] {
-    std::array<uint8_t, 16> table{};
-    for (int i = 0; i < 16; ++i) table[i] = static_cast<uint8_t>(kIq4Values[i] + 128);
-    return table;
-  }();
-  const __m512i table = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kShifted.data())));
+  const __m512i table = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Shifted.data())));
   const __m512i nibble = _mm512_set1_epi8(0x0F);
   const uint8_t *qa = a + 8, *qb = b + 8;
   __m512i low[4], high[4];
