@@ -189,7 +189,8 @@ LAMINA_VNNI LAMINA_INLINE void q4_q5_k_codes(const uint8_t* a, const uint8_t* b,
   }
 }
 
-LAMINA_VNNI inline __m512i bits(__m512i v, int mask) { return _mm512_and_si512(v, _mm512_set1_epi8(static_cast<char>(mask))); }
+// The bytes of v under `mask` (each byte's).
+LAMINA_VNNI inline __m512i and_bytes(__m512i v, int mask) { return _mm512_and_si512(v, _mm512_set1_epi8(static_cast<char>(mask))); }
 
 // unpack_q6_k's codes for blocks a (low half) and b (high half) at once.
 LAMINA_VNNI LAMINA_INLINE void q6_k_codes(const uint8_t* a, const uint8_t* b, __m512i (&codes)[8]) {
@@ -201,10 +202,10 @@ LAMINA_VNNI LAMINA_INLINE void q6_k_codes(const uint8_t* a, const uint8_t* b, __
     const __m512i hi = quarters(a + 32 + o, a + 96 + o, b + 32 + o, b + 96 + o);
     const __m512i up = quarters(qa + o, qa + 32 + o, qb + o, qb + 32 + o);
     const __m512i v[4] = {
-        _mm512_or_si512(_mm512_and_si512(lo, nibble), _mm512_slli_epi16(bits(up, 0x03), 4)),
-        _mm512_or_si512(_mm512_and_si512(hi, nibble), _mm512_slli_epi16(bits(up, 0x0C), 2)),
-        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(lo, 4), nibble), bits(up, 0x30)),
-        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(hi, 4), nibble), _mm512_srli_epi16(bits(up, 0xC0), 2))};
+        _mm512_or_si512(_mm512_and_si512(lo, nibble), _mm512_slli_epi16(and_bytes(up, 0x03), 4)),
+        _mm512_or_si512(_mm512_and_si512(hi, nibble), _mm512_slli_epi16(and_bytes(up, 0x0C), 2)),
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(lo, 4), nibble), and_bytes(up, 0x30)),
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(hi, 4), nibble), _mm512_srli_epi16(and_bytes(up, 0xC0), 2))};
     transpose4(v, codes + 4 * h);
   }
 }
@@ -268,7 +269,9 @@ LAMINA_VNNI LAMINA_INLINE void codes_pair(const uint8_t* a, const uint8_t* b, __
 
 template <class K>
 LAMINA_VNNI LAMINA_INLINE void unpack_pair(const uint8_t* a, const uint8_t* b, BlockPair& out) {
-  Block low, high;  // their codes go unused: codes_pair unpacks both rows' at once
+  // Each row's own codes go unused (codes_pair unpacks both at once): the compiler drops
+  // them (no 256-bit transposes are left in the pair tiles).
+  Block low, high;
   K::unpack(a, low);
   K::unpack(b, high);
   codes_pair<K>(a, b, out.codes);

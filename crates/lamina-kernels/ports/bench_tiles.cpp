@@ -15,6 +15,7 @@
 
 #include "../cpp/isa.h"
 #include "../cpp/loops.h"
+#include "block_factors.h"
 
 using namespace lamina_kernels;
 
@@ -44,12 +45,11 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> w(static_cast<size_t>(n) * (k / values) * bytes);
   for (auto& b : w) b = static_cast<uint8_t>(rng());
   // Small finite f16 factors (0x1c00..0x1cff: 2^-8 and a little more) where each format keeps them.
-  const int at = format == Format::q2_k ? 80 : format == Format::q3_k ? 108 : format == Format::q6_k ? 208 : 0;
-  const int factors = format == Format::q2_k || format == Format::q4_k || format == Format::q5_k || format == Format::q5_1 ? 2 : 1;
+  const BlockFactors factors = block_factors(format);
   for (size_t blk = 0; blk < w.size() / bytes; ++blk) {
-    for (int i = 0; i < factors; ++i) {
+    for (int i = 0; i < factors.count; ++i) {
       const uint16_t h = static_cast<uint16_t>(0x1c00 + (rng() & 0xff));
-      std::memcpy(&w[blk * bytes + at + 2 * i], &h, 2);
+      std::memcpy(&w[blk * bytes + factors.at + 2 * i], &h, 2);
     }
   }
   std::vector<float> x(static_cast<size_t>(m) * k), out(static_cast<size_t>(m) * n);

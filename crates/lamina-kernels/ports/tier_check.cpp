@@ -13,6 +13,7 @@
 
 #include "../cpp/isa.h"
 #include "../cpp/loops.h"
+#include "block_factors.h"
 
 using namespace lamina_kernels;
 
@@ -182,13 +183,11 @@ void one_format(const Kernels& k, const Kernels& ref, float tolerance, Format fo
   std::vector<uint8_t> w(static_cast<size_t>(n) * per_row);
   for (auto& b : w) b = static_cast<uint8_t>(rng());
   // The f16 factors: d (and dmin) where each format keeps them.
-  const int at = format == Format::q2_k ? 80 : format == Format::q3_k ? 108 : format == Format::q6_k ? 208 : 0;
-  const bool two = format == Format::q2_k || format == Format::q4_k || format == Format::q5_k || format == Format::q5_1;
-  const int factors = two ? 2 : 1;
+  const BlockFactors factors = block_factors(format);
   for (size_t blk = 0; blk < w.size() / bytes; ++blk) {
-    for (int i = 0; i < factors; ++i) {
+    for (int i = 0; i < factors.count; ++i) {
       const uint16_t h = to_f16(uniform(0.001f, 0.05f));
-      std::memcpy(&w[blk * bytes + at + 2 * i], &h, 2);
+      std::memcpy(&w[blk * bytes + factors.at + 2 * i], &h, 2);
     }
   }
   const int m = 13;  // the AVX2 tiles' 8-, 4- and 3-row shapes and their edges
