@@ -16,6 +16,7 @@ fn main() {
         .file("cpp/quantized_matmul.cpp")
         .file("cpp/half_matmul.cpp")
         .file("cpp/fused.cpp")
+        .file("cpp/rows.cpp")
         .file("cpp/quantized_decode.cpp")
         .file("cpp/decode_block.cpp")
         .file("cpp/norm_rope.cpp")

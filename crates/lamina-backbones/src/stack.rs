@@ -147,17 +147,35 @@ impl ModelCache {
     /// Adds a sequence's own cache (batch 1, after its prefill) as the batch's last row.
     ///
     /// # Errors
+    /// As [`ModelCache::join_all`].
+    pub fn join(&mut self, row: ModelCache) -> Result<()> {
+        self.join_all(vec![row])
+    }
+
+    /// Adds sequences' own caches (batch 1 each, after their prefills) as the batch's last
+    /// rows, in order, copying the batch once for all of them.
+    ///
+    /// # Errors
     /// [`Error::CacheLayers`] when the layer counts differ, [`Error::CacheKind`] when a
     /// layer's kinds do not match, [`Error::Shape`] for mismatched sizes.
-    pub fn join(&mut self, row: ModelCache) -> Result<()> {
-        if row.layers.len() != self.layers.len() {
-            return Err(Error::CacheLayers { expected: self.layers.len(), actual: row.layers.len() });
+    pub fn join_all(&mut self, rows: Vec<ModelCache>) -> Result<()> {
+        let layers = self.layers.len();
+        if let Some(row) = rows.iter().find(|row| row.layers.len() != layers) {
+            return Err(Error::CacheLayers { expected: layers, actual: row.layers.len() });
         }
-        for (layer, cache) in self.layers.iter_mut().zip(row.layers) {
-            match (layer, cache) {
-                (LayerCache::Batch(batch), cache) => batch.join(&cache)?,
-                (LayerCache::Ssm(batch), LayerCache::Ssm(state)) => join_state(batch, state)?,
-                (_, other) => return Err(Error::CacheKind { layer: "a batch", cache: other.kind() }),
+        // Layer by layer: every row's cache of that layer.
+        let mut by_layer: Vec<Vec<LayerCache>> =
+            (0..layers).map(|_| Vec::with_capacity(rows.len())).collect();
+        for row in rows {
+            for (layer, cache) in by_layer.iter_mut().zip(row.layers) {
+                layer.push(cache);
+            }
+        }
+        for (layer, caches) in self.layers.iter_mut().zip(by_layer) {
+            match layer {
+                LayerCache::Batch(batch) => batch.join_all(&caches.iter().collect::<Vec<_>>())?,
+                LayerCache::Ssm(batch) => join_states(batch, caches)?,
+                _ => return Err(Error::CacheKind { layer: "a batch", cache: layer.kind() }),
             }
         }
         Ok(())
@@ -378,21 +396,35 @@ fn checkpointed_block<B: Block + 'static>(block: &B, h: &Array, padding: Option<
     outputs.into_iter().next().ok_or(Error::Internal("the checkpointed block returned nothing"))
 }
 
-/// Appends a sequence's Mamba state to a batch's (rows stacked on axis 0).
-fn join_state(batch: &mut SsmState, row: SsmState) -> Result<()> {
-    let (Some(conv), Some(ssm)) = (row.conv, row.ssm) else {
-        return Err(Error::Unsupported("joining an empty SSM state to a batch"));
-    };
-    let stack = |stored: Option<Array>, new: Array| -> Result<Array> {
-        Ok(match stored {
-            Some(stored) => mlx_rs::ops::concatenate(&[stored, new], 0)?,
-            None => new,
+/// Appends sequences' Mamba states to a batch's (rows stacked on axis 0, in one copy).
+fn join_states(batch: &mut SsmState, rows: Vec<LayerCache>) -> Result<()> {
+    let mut joining = Vec::with_capacity(rows.len());
+    for row in rows {
+        let LayerCache::Ssm(row) = row else {
+            return Err(Error::CacheKind { layer: "a batch", cache: row.kind() });
+        };
+        let (Some(conv), Some(ssm)) = (row.conv, row.ssm) else {
+            return Err(Error::Unsupported("joining an empty SSM state to a batch"));
+        };
+        joining.push((conv, ssm, row.offset));
+    }
+    let (mut conv, mut ssm): (Vec<Array>, Vec<Array>) =
+        batch.conv.take().into_iter().zip(batch.ssm.take()).unzip();
+    for (row_conv, row_ssm, offset) in joining {
+        conv.push(row_conv);
+        ssm.push(row_ssm);
+        batch.offset = batch.offset.max(offset);
+        batch.row_offsets.push(offset);
+    }
+    let stack = |parts: Vec<Array>| -> Result<Option<Array>> {
+        Ok(match parts.len() {
+            0 => None,
+            1 => parts.into_iter().next(),
+            _ => Some(mlx_rs::ops::concatenate(&parts, 0)?),
         })
     };
-    batch.conv = Some(stack(batch.conv.take(), conv)?);
-    batch.ssm = Some(stack(batch.ssm.take(), ssm)?);
-    batch.offset = batch.offset.max(row.offset);
-    batch.row_offsets.push(row.offset);
+    batch.conv = stack(conv)?;
+    batch.ssm = stack(ssm)?;
     Ok(())
 }
 

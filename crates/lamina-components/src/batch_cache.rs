@@ -16,6 +16,9 @@ use crate::cache::{
     DecodeKernel, DecodeScores, KV_STEP, KvCache, LayerCache, Ownership, RotatingKvCache, check_compatible,
 };
 use crate::quantized_cache::{KvQuantization, Packed, QuantizedKvCache};
+use lamina_kernels::RowSpan;
+
+const MIXED: Error = Error::Internal("a batch KV cache mixed full-precision and quantized rows");
 
 /// A batch's keys or values `[B, H_kv, K, ...]`: at full precision, or quantized.
 #[derive(Debug, Clone)]
@@ -58,14 +61,31 @@ impl KvRows {
         })
     }
 
-    /// The parts of `self` and `other` concatenated along `axis`.
-    fn concatenate(&self, other: &Self, axis: i32) -> Result<Self> {
-        let join = |a: &Array, b: &Array| -> Result<Array> { Ok(ops::concatenate(&[a, b], axis)?) };
-        match (self, other) {
-            (KvRows::Dense(a), KvRows::Dense(b)) => Ok(KvRows::Dense(join(a, b)?)),
-            (KvRows::Quantized(a), KvRows::Quantized(b)) => Ok(KvRows::Quantized(a.zip(b, join)?)),
-            _ => Err(Error::Internal("a batch KV cache mixed full-precision and quantized rows")),
+    /// Rows of `sources` (all dense or all quantized) placed as `spans` say, `positions`
+    /// per row (lamina_kernels::move_rows on every part).
+    fn moved(sources: &[&KvRows], spans: &[RowSpan], positions: i32) -> Result<Self> {
+        let dense: Option<Vec<&Array>> =
+            sources.iter().map(|r| if let KvRows::Dense(a) = r { Some(a) } else { None }).collect();
+        if let Some(dense) = dense {
+            return Ok(KvRows::Dense(lamina_kernels::move_rows(&dense, spans, positions)?));
         }
+        let packed: Option<Vec<&Packed>> =
+            sources.iter().map(|r| if let KvRows::Quantized(p) = r { Some(p) } else { None }).collect();
+        let packed = packed.ok_or(MIXED)?;
+        Ok(KvRows::Quantized(Packed::combine(&packed, |parts| {
+            lamina_kernels::move_rows(parts, spans, positions)
+        })?))
+    }
+
+    /// [`KvRows::moved`] of these rows alone, within their own buffers when `exclusive`
+    /// (rows only move towards the start: a batch closing up or dropping padding).
+    fn moved_within(&self, spans: &[RowSpan], positions: i32, exclusive: bool) -> Result<Self> {
+        if !exclusive {
+            return KvRows::moved(&[self], spans, positions);
+        }
+        // SAFETY: the batch owns these buffers alone (its ownership says so), and the
+        // caller evaluated every copy read from them before.
+        self.map(|a| Ok(unsafe { lamina_kernels::move_rows_in_place(a, spans, positions)? }))
     }
 
     /// Zeros shaped like `self` but for `rows` rows and `n` positions.
@@ -83,6 +103,16 @@ impl KvRows {
             quantized => Ok(quantized),
         }
     }
+}
+
+/// A sequence's own cache on its way into a batch.
+struct Joining {
+    keys: KvRows,
+    values: KvRows,
+    /// Positions it holds.
+    kept: i32,
+    /// Positions it has seen (more than kept when a window dropped early ones).
+    len: i32,
 }
 
 /// Keys and values of a batch of sequences, left-padded into one array.
@@ -287,45 +317,124 @@ impl BatchKvCache {
     }
 
     /// Pads a sequence's own cache (a KV, quantized or rotating cache, batch 1) in as the
-    /// last row. A quantized row makes the batch quantized (its rows are converted); a
-    /// full-precision row joining a quantized batch is quantized.
+    /// last row ([`BatchKvCache::join_all`] with one row).
+    ///
+    /// # Errors
+    /// As [`BatchKvCache::join_all`].
+    pub fn join(&mut self, row: &LayerCache) -> Result<()> {
+        self.join_all(&[row])
+    }
+
+    /// Pads sequences' own caches (KV, quantized or rotating caches, batch 1 each) in as
+    /// the last rows, in order, with one copy of the batch whatever their number (joining
+    /// them one by one would copy the batch once per row). A quantized row makes the batch
+    /// quantized (its rows are converted); a full-precision row joining a quantized batch
+    /// is quantized.
     ///
     /// # Errors
     /// [`Error::CacheKind`] for another kind of cache, [`Error::Unsupported`] for an empty
     /// one or a quantized row in a windowed batch, [`Error::Shape`] when heads or head size
-    /// differ from the batch's.
-    pub fn join(&mut self, row: &LayerCache) -> Result<()> {
-        let (keys, values, kept, len) = match row {
-            LayerCache::Kv(c) => match c.state()? {
-                Some((k, v)) => (KvRows::Dense(k), KvRows::Dense(v), c.offset(), c.offset()),
-                None => return Err(Error::Unsupported("joining an empty cache to a batch")),
-            },
-            // A window's quantized cache joins a windowed batch at full precision.
-            LayerCache::Quantized(c) if c.window().is_some() => match c.temporal()? {
-                Some((k, v, kept)) => (KvRows::Dense(k), KvRows::Dense(v), kept, c.offset()),
-                None => return Err(Error::Unsupported("joining an empty cache to a batch")),
-            },
-            LayerCache::Quantized(c) => {
+    /// differ from the batch's (no row joins then).
+    pub fn join_all(&mut self, rows: &[&LayerCache]) -> Result<()> {
+        if let Some(how) = self.joined_quantization(rows)?
+            && self.quantization.is_none()
+        {
+            self.quantize(how)?;
+        }
+        let mut joining: Vec<Joining> = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (keys, values, kept, len) = self.joining(row)?;
+            let (keys, values) = match self.quantization {
+                Some(how) => (keys.quantized(how)?, values.quantized(how)?),
+                None => (keys, values),
+            };
+            let batch = self.keys.as_ref().zip(self.values.as_ref());
+            if let Some((k, v)) = batch.or(joining.first().map(|j| (&j.keys, &j.values))) {
+                same_heads(k, &keys, "keys")?;
+                same_heads(v, &values, "values")?;
+            }
+            joining.push(Joining { keys, values, kept, len });
+        }
+        let Some(longest) = joining.iter().map(|j| j.kept).max() else { return Ok(()) };
+        let stored = self.keys.take().zip(self.values.take());
+        if stored.is_none() && joining.len() == 1 {
+            let Joining { keys, values, kept, len } = joining.remove(0);
+            self.keys = Some(keys);
+            self.values = Some(values);
+            self.offset = kept;
+            self.starts = vec![kept - len];
+            self.firsts = vec![0];
+            self.ownership = Ownership::lent(); // the row's own cache shares these buffers
+            return Ok(());
+        }
+        // One node per part: the batch's rows shifted right by `shift`, then each newcomer
+        // padded to the batch's slots, with room for the next KV_STEP positions at least.
+        let (rows, shift, capacity) = match &stored {
+            Some((k, _)) => (k.dim(0), (longest - self.offset).max(0), k.dim(2)),
+            None => (0, 0, 0),
+        };
+        let held = self.offset;
+        self.offset = if stored.is_some() { held + shift } else { longest };
+        self.starts.iter_mut().chain(self.firsts.iter_mut()).for_each(|i| *i += shift);
+        let offset = self.offset;
+        let positions = (capacity + shift).max((offset / KV_STEP + 1) * KV_STEP);
+        let base = usize::from(stored.is_some());
+        let mut spans: Vec<RowSpan> =
+            (0..rows).map(|row| RowSpan { source: 0, row, from: 0, to: shift, count: held }).collect();
+        for (j, row) in joining.iter().enumerate() {
+            spans.push(RowSpan { source: base + j, row: 0, from: 0, to: offset - row.kept, count: row.kept });
+            self.starts.push(offset - row.len);
+            self.firsts.push(offset - row.kept);
+        }
+        let stored_k = stored.as_ref().map(|(k, _)| k);
+        let stored_v = stored.as_ref().map(|(_, v)| v);
+        let keys: Vec<&KvRows> = stored_k.into_iter().chain(joining.iter().map(|j| &j.keys)).collect();
+        let values: Vec<&KvRows> = stored_v.into_iter().chain(joining.iter().map(|j| &j.values)).collect();
+        self.keys = Some(KvRows::moved(&keys, &spans, positions)?);
+        self.values = Some(KvRows::moved(&values, &spans, positions)?);
+        self.ownership = Ownership::default();
+        Ok(())
+    }
+
+    /// The quantization the batch has once `rows` joined: a quantized full-attention row
+    /// makes a full-attention batch quantized.
+    fn joined_quantization(&self, rows: &[&LayerCache]) -> Result<Option<KvQuantization>> {
+        let mut quantization = self.quantization;
+        for row in rows {
+            if let LayerCache::Quantized(c) = row
+                && c.window().is_none()
+            {
                 if self.window.is_some() {
                     return Err(Error::Unsupported("a full-attention quantized cache in a windowed batch"));
                 }
-                if self.quantization.is_none() {
-                    self.quantize(c.quantization())?;
-                }
-                match c.state()? {
-                    Some((k, v)) => (KvRows::Quantized(k), KvRows::Quantized(v), c.offset(), c.offset()),
-                    None => return Err(Error::Unsupported("joining an empty cache to a batch")),
-                }
+                quantization = quantization.or(Some(c.quantization()));
             }
-            LayerCache::Rotating(c) => match c.temporal()? {
-                Some((k, v, kept)) => (KvRows::Dense(k), KvRows::Dense(v), kept, c.offset()),
-                None => return Err(Error::Unsupported("joining an empty cache to a batch")),
-            },
+        }
+        Ok(quantization)
+    }
+
+    /// A joining row's keys, values, positions kept and length, checked.
+    fn joining(&self, row: &LayerCache) -> Result<(KvRows, KvRows, i32, i32)> {
+        let empty = || Error::Unsupported("joining an empty cache to a batch");
+        let (keys, values, kept, len) = match row {
+            LayerCache::Kv(c) => {
+                let (k, v) = c.state()?.ok_or_else(empty)?;
+                (KvRows::Dense(k), KvRows::Dense(v), c.offset(), c.offset())
+            }
+            // A window's quantized cache joins a windowed batch at full precision.
+            LayerCache::Quantized(c) if c.window().is_some() => {
+                let (k, v, kept) = c.temporal()?.ok_or_else(empty)?;
+                (KvRows::Dense(k), KvRows::Dense(v), kept, c.offset())
+            }
+            LayerCache::Quantized(c) => {
+                let (k, v) = c.state()?.ok_or_else(empty)?;
+                (KvRows::Quantized(k), KvRows::Quantized(v), c.offset(), c.offset())
+            }
+            LayerCache::Rotating(c) => {
+                let (k, v, kept) = c.temporal()?.ok_or_else(empty)?;
+                (KvRows::Dense(k), KvRows::Dense(v), kept, c.offset())
+            }
             other => return Err(Error::CacheKind { layer: "a batch KV cache", cache: other.kind() }),
-        };
-        let (keys, values) = match self.quantization {
-            Some(how) => (keys.quantized(how)?, values.quantized(how)?),
-            None => (keys, values),
         };
         if keys.dim(0) != 1 {
             return Err(Error::Shape {
@@ -334,41 +443,7 @@ impl BatchKvCache {
                 actual: vec![keys.dim(0)],
             });
         }
-        if let (Some(k), Some(v)) = (&self.keys, &self.values) {
-            same_heads(k, &keys, "keys")?;
-            same_heads(v, &values, "values")?;
-        }
-        let (Some(stored_k), Some(stored_v)) = (self.keys.take(), self.values.take()) else {
-            self.keys = Some(keys);
-            self.values = Some(values);
-            self.offset = kept;
-            self.starts = vec![kept - len];
-            self.firsts = vec![0];
-            self.ownership = Ownership::lent(); // the row's own cache shares these buffers
-            return Ok(());
-        };
-        // Make room on the left when the newcomer is longer than the batch.
-        let (mut stored_k, mut stored_v) = (stored_k, stored_v);
-        if kept > self.offset {
-            let shift = kept - self.offset;
-            let rows = stored_k.dim(0);
-            stored_k = stored_k.zeros(rows, shift)?.concatenate(&stored_k, 2)?;
-            stored_v = stored_v.zeros(rows, shift)?.concatenate(&stored_v, 2)?;
-            self.offset += shift;
-            self.starts.iter_mut().chain(self.firsts.iter_mut()).for_each(|i| *i += shift);
-        }
-        let (offset, capacity) = (self.offset, stored_k.dim(2));
-        let pad = |row: KvRows| -> Result<KvRows> {
-            let left = row.zeros(1, offset - kept)?;
-            let right = row.zeros(1, capacity - offset)?;
-            left.concatenate(&row, 2)?.concatenate(&right, 2)
-        };
-        self.keys = Some(stored_k.concatenate(&pad(keys)?, 0)?);
-        self.values = Some(stored_v.concatenate(&pad(values)?, 0)?);
-        self.ownership = Ownership::default();
-        self.starts.push(offset - len);
-        self.firsts.push(offset - kept);
-        Ok(())
+        Ok((keys, values, kept, len))
     }
 
     /// Takes row `index` out: its keys and values as a cache of its own (a rotating cache
@@ -386,11 +461,13 @@ impl BatchKvCache {
         };
         let (start, first) = (self.starts.remove(index), self.firsts.remove(index));
         let at = index as i32;
-        // A copy, so that the row does not keep the whole batch's buffer alive.
+        // A copy, so that the row does not keep the whole batch's buffer alive; evaluated
+        // now, before the other rows move over it.
         let end = self.offset;
-        let own =
-            |a: &Array| -> Result<Array> { Ok(a.try_index((at..at + 1, .., first..end, ..))?.contiguous()?) };
-        let (row_k, row_v) = (k.map(own)?, v.map(own)?);
+        let own = [RowSpan { source: 0, row: at, from: first, to: 0, count: end - first }];
+        let (row_k, row_v) =
+            (KvRows::moved(&[&k], &own, end - first)?, KvRows::moved(&[&v], &own, end - first)?);
+        mlx_rs::transforms::eval(row_k.parts().into_iter().chain(row_v.parts()))?;
         let (len, kept) = (self.offset - start, self.offset - first);
         let row = match (self.window, row_k, row_v, self.quantization) {
             (None, KvRows::Dense(row_k), KvRows::Dense(row_v), _) => {
@@ -408,14 +485,16 @@ impl BatchKvCache {
             *self = BatchKvCache::new(self.window);
             return Ok(row);
         }
-        let rest: Vec<i32> = (0..k.dim(0)).filter(|&r| r != at).collect();
-        let rest = Array::from_slice(&rest, &[rest.len() as i32]);
-        // Drop the padding every remaining row has on the left.
+        // The other rows closed up, without the padding every one of them has on the left,
+        // in the batch's own buffers when it owns them alone.
         let drop = self.firsts.iter().copied().min().unwrap_or(0);
-        let keep =
-            |a: &Array| -> Result<Array> { Ok(a.take_axis(&rest, 0)?.try_index((Ellipsis, drop.., ..))?) };
-        self.keys = Some(k.map(keep)?);
-        self.values = Some(v.map(keep)?);
+        let spans: Vec<RowSpan> = (0..k.dim(0))
+            .filter(|&row| row != at)
+            .map(|row| RowSpan { source: 0, row, from: drop, to: 0, count: end - drop })
+            .collect();
+        let (positions, exclusive) = (k.dim(2) - drop, self.ownership.exclusive());
+        self.keys = Some(k.moved_within(&spans, positions, exclusive)?);
+        self.values = Some(v.moved_within(&spans, positions, exclusive)?);
         self.ownership = Ownership::default();
         self.offset -= drop;
         self.starts.iter_mut().chain(self.firsts.iter_mut()).for_each(|i| *i -= drop);
@@ -429,10 +508,14 @@ fn reserve_rows(stored: &mut Option<KvRows>, new: &KvRows, prev: i32) -> Result<
     if prev + new.dim(2) <= stored.as_ref().map_or(0, |s| s.dim(2)) {
         return Ok(false);
     }
-    let room = new.zeros(new.dim(0), (new.dim(2) + KV_STEP - 1) / KV_STEP * KV_STEP)?;
+    let room = (new.dim(2) + KV_STEP - 1) / KV_STEP * KV_STEP;
     *stored = Some(match stored.take() {
-        Some(old) => old.map(|a| Ok(a.try_index((Ellipsis, ..prev, ..))?))?.concatenate(&room, 2)?,
-        None => room,
+        Some(old) => {
+            let spans: Vec<RowSpan> =
+                (0..old.dim(0)).map(|row| RowSpan { source: 0, row, from: 0, to: 0, count: prev }).collect();
+            KvRows::moved(&[&old], &spans, prev + room)?
+        }
+        None => new.zeros(new.dim(0), room)?,
     });
     Ok(true)
 }
@@ -523,6 +606,64 @@ mod tests {
         let expected = ops::concatenate(&[long_keys, new.try_index(1..2).unwrap()], 2).unwrap();
         assert_eq!(to_vec(&k), to_vec(&expected));
         assert!(batch.leave(0).is_err());
+    }
+
+    /// Every row's keys as `leave` returns them, the batch's offset and mask after one
+    /// more position.
+    fn rows_after_a_step(mut batch: BatchKvCache, new: &Array) -> (Vec<Vec<f32>>, Vec<bool>, Vec<i32>) {
+        let out = batch.update_and_fetch(new, new).unwrap();
+        let mask = out.mask.as_slice::<bool>().to_vec();
+        let positions = batch.positions().unwrap().as_slice::<i32>().to_vec();
+        let mut rows = Vec::new();
+        while batch.rows() > 0 {
+            let LayerCache::Kv(row) = batch.leave(0).unwrap() else { panic!("a KV cache") };
+            rows.push(to_vec(&row.state().unwrap().unwrap().0));
+        }
+        (rows, mask, positions)
+    }
+
+    #[test]
+    fn rows_joined_at_once_equal_rows_joined_one_by_one() {
+        let caches: Vec<LayerCache> =
+            [(3, 0.0), (6, 1.0), (2, 2.0)].iter().map(|&(n, s)| kv_cache(n, s).0).collect();
+        let new = array(&[4, 2, 1, 3], 3.0);
+        let mut one_by_one = BatchKvCache::new(None);
+        let mut at_once = BatchKvCache::new(None);
+        one_by_one.join(&caches[0]).unwrap();
+        at_once.join(&caches[0]).unwrap();
+        for cache in &caches {
+            one_by_one.join(cache).unwrap();
+        }
+        at_once.join_all(&caches.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!((at_once.rows(), at_once.offset), (4, 6));
+        assert_eq!(rows_after_a_step(at_once, &new), rows_after_a_step(one_by_one, &new));
+    }
+
+    #[test]
+    fn rows_leaving_from_anywhere_leave_the_others_as_they_were() {
+        let mut batch = BatchKvCache::new(None);
+        let rows: Vec<(LayerCache, Array)> =
+            [(4, 0.0), (2, 1.0), (3, 2.0), (5, 3.0)].iter().map(|&(n, s)| kv_cache(n, s)).collect();
+        batch.join_all(&rows.iter().map(|(c, _)| c).collect::<Vec<_>>()).unwrap();
+        // What each row in the batch should hold, in the batch's order.
+        let mut expected: Vec<Array> = rows.into_iter().map(|(_, keys)| keys).collect();
+        let step = |batch: &mut BatchKvCache, expected: &mut Vec<Array>, salt: f32| {
+            let new = array(&[expected.len() as i32, 2, 1, 3], salt);
+            batch.update_and_fetch(&new, &new).unwrap();
+            for (i, keys) in expected.iter_mut().enumerate() {
+                let at = i as i32;
+                *keys = ops::concatenate(&[&*keys, &new.try_index(at..at + 1).unwrap()], 2).unwrap();
+            }
+        };
+        // From the middle, the end and the start (the longest rows: the rest drop the padding
+        // none of them needs), then the only one.
+        for (at, salt, offset) in [(1, 4.0, 6), (2, 5.0, 6), (0, 6.0, 6), (0, 7.0, 0)] {
+            step(&mut batch, &mut expected, salt);
+            let LayerCache::Kv(left) = batch.leave(at).unwrap() else { panic!("a KV cache") };
+            let keys = expected.remove(at);
+            assert_eq!(to_vec(&left.state().unwrap().unwrap().0), to_vec(&keys), "row {at} at {salt}");
+            assert_eq!((batch.rows(), batch.offset), (expected.len(), offset), "after {salt}");
+        }
     }
 
     #[test]

@@ -127,6 +127,12 @@ impl Packed {
         })
     }
 
+    /// `f` applied to the data of all of `all` together, then to their scales and biases.
+    pub(crate) fn combine(all: &[&Packed], f: impl Fn(&[&Array]) -> Result<Array>) -> Result<Self> {
+        let part = |i: usize| f(&all.iter().map(|p| p.parts()[i]).collect::<Vec<_>>());
+        Ok(Packed { data: part(0)?, scales: part(1)?, biases: part(2)? })
+    }
+
     /// Positions `range` of the rows.
     fn rows(&self, range: std::ops::Range<i32>) -> Result<Self> {
         self.map(|a| Ok(a.try_index((Ellipsis, range.clone(), ..))?))

@@ -268,7 +268,7 @@ impl<'a> BatchGenerator<'a> {
     /// the prompt cache holds one; requests with the same prompt share one prefill).
     fn admit(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
         let mut admitted_tokens = 0;
-        let mut fresh = Vec::new();
+        let (mut fresh, mut joining) = (Vec::new(), Vec::new());
         while self.active.len() + fresh.len() < self.config.max_batch.max(1) {
             let Some(front) = self.waiting.front() else { break };
             if admitted_tokens > 0
@@ -288,12 +288,17 @@ impl<'a> BatchGenerator<'a> {
             match self.prompt_cache.fetch(plan.prompt(&request.prompt))? {
                 None => fresh.push(Admitted { id, request, plan }),
                 hit => match self.start(&Admitted { id, request, plan }, hit) {
-                    Ok(seq) => self.active.push(seq),
+                    Ok(started) => joining.push(started),
                     Err(error) => events.push(BatchEvent::Failed { sequence: id, error }),
                 },
             }
         }
-        self.start_fresh(&fresh, events)
+        self.start_fresh(&fresh, &mut joining, events);
+        // Into the batch together: one copy of its cache, not one per request.
+        let (sequences, caches): (Vec<_>, Vec<_>) = joining.into_iter().unzip();
+        self.cache.join_all(caches)?;
+        self.active.extend(sequences);
+        Ok(())
     }
 
     /// A sequence whose prefill produced `logits [1, V]` (its first token is sampled).
@@ -314,14 +319,13 @@ impl<'a> BatchGenerator<'a> {
         })
     }
 
-    /// Prefills one request into its own cache row (from a cached prefix when given); one
-    /// with a budget of 0 leaves at the first retirement, before decoding.
-    fn start(&mut self, admitted: &Admitted, hit: Option<CacheHit>) -> Result<Sequence<'a>> {
+    /// Prefills one request into its own cache (from a cached prefix when given), to join
+    /// the batch; one with a budget of 0 leaves at the first retirement, before decoding.
+    fn start(&mut self, admitted: &Admitted, hit: Option<CacheHit>) -> Result<(Sequence<'a>, ModelCache)> {
         let (cache, logits, reused) = self.prefill(admitted, hit)?;
         let seq = self.sequence(admitted, &logits, reused)?;
         mlx_rs::transforms::async_eval([&seq.last])?;
-        self.cache.join(cache)?;
-        Ok(seq)
+        Ok((seq, cache))
     }
 
     /// The cache and last logits `[1, V]` of `admitted`'s prompt (from a cached prefix when
@@ -341,8 +345,13 @@ impl<'a> BatchGenerator<'a> {
     /// alone, so that its numbers do not depend on what else is admitted (a padded batch's
     /// products and attention would compute another way); requests with the same prompt
     /// (a request's several choices) share the prefill and sample apart. A request that
-    /// fails fails alone.
-    fn start_fresh(&mut self, fresh: &[Admitted], events: &mut Vec<BatchEvent>) -> Result<()> {
+    /// fails fails alone; the others are added to `joining`.
+    fn start_fresh(
+        &mut self,
+        fresh: &[Admitted],
+        joining: &mut Vec<(Sequence<'a>, ModelCache)>,
+        events: &mut Vec<BatchEvent>,
+    ) {
         let mut prefilled: Vec<(&[u32], ModelCache, Array)> = Vec::new();
         for admitted in fresh {
             let prompt = admitted.plan.prompt(&admitted.request.prompt);
@@ -358,15 +367,13 @@ impl<'a> BatchGenerator<'a> {
                 let (_, cache, logits) = &prefilled[i];
                 let seq = self.sequence(admitted, logits, 0)?;
                 mlx_rs::transforms::async_eval([&seq.last])?;
-                self.cache.join(cache.clone())?;
-                Ok(seq)
+                Ok((seq, cache.clone()))
             });
             match started {
-                Ok(seq) => self.active.push(seq),
+                Ok(started) => joining.push(started),
                 Err(error) => events.push(BatchEvent::Failed { sequence: admitted.id, error }),
             }
         }
-        Ok(())
     }
 
     /// Runs one token of every sequence through the model and samples the next; a

@@ -232,17 +232,16 @@ LAMINA_AVX2 float dot(const Problem& p, int r, const float*, const PreparedRow& 
 }
 
 // Weight rows [begin, end) against rows [m0, m1) of x: blocks of x's rows that stay in cache,
-// each weight row against kTile of them at a time (fewer at the edge).
+// each weight row against kTile of them at a time (the rest in one tile).
 template <class K>
 LAMINA_AVX2 void products(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
   const int block_rows = std::max(kTile, kXBytes / p.k / kTile * kTile);
   for (int x0 = m0; x0 < m1; x0 += block_rows) {
     const int x1 = std::min(m1, x0 + block_rows);
     for (int r = begin; r < end; ++r) {
-      int m = x0;
-      for (; m + kTile <= x1; m += kTile) rows_of<K, kTile>(p, r, xs + m, p.out + static_cast<size_t>(m) * p.n + r, p.n);
-      for (; m + 4 <= x1; m += 4) rows_of<K, 4>(p, r, xs + m, p.out + static_cast<size_t>(m) * p.n + r, p.n);
-      for (; m < x1; ++m) rows_of<K, 1>(p, r, xs + m, p.out + static_cast<size_t>(m) * p.n + r, p.n);
+      in_tiles<kTile>(x0, x1, [&](auto rows, int m) {
+        rows_of<K, decltype(rows)::value>(p, r, xs + m, p.out + static_cast<size_t>(m) * p.n + r, p.n);
+      });
     }
   }
 }

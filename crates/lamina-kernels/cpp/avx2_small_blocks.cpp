@@ -134,6 +134,46 @@ struct Q8_0 : BlockRow<34> {
   }
 };
 
+#if defined(LAMINA_TILES_VNNI)
+// Q8_0 for `vpdpbusd`, which takes unsigned bytes against signed ones: each code as
+// q + 128 (its top bit flipped; kFlip: the tiles take 128 x x's chunk sums back from the
+// integer sums, which stay exact), read in groups of eight blocks like the 5-bit rows. The
+// VNNI tier only (`maddubs`'s 16-bit pair sums, 255 x 127 x 2, would saturate). A group's
+// sums are added as the 5-bit rows' are, not chunk by chunk as the AVX2 tier's: results
+// within float rounding of it.
+struct Q8Offset : BlockRow<34> {
+  static constexpr int kBytes = 34;
+  static constexpr int kRows = 1, kXRows = 8, kSummed = 4, kFlip = 128;
+  using Weights = __m256i;
+  using BlockRow::BlockRow;
+  LAMINA_AVX2 static __m256i flipped(__m256i codes) { return _mm256_xor_si256(codes, _mm256_set1_epi8(-128)); }
+  LAMINA_AVX2 Weights load(int c) const { return flipped(_mm256_loadu_si256(at(block(c) + 2))); }
+  // Chunks [c, c + 8) in x's grouped order: chunk u's 32 codes are its units 0-7, the
+  // first 16 bytes (units 0-3) of chunks u | u + 4 transposed into registers 0-3, the last
+  // 16 into 4-7 (as NibbleGroup's low and high halves).
+  LAMINA_AVX2 void load8(int c, __m256i (&w)[8]) const {
+    const uint8_t* first = row + static_cast<size_t>(kBytes) * c;
+    for (int line = 0; line < 5; ++line) {
+      _mm_prefetch(reinterpret_cast<const char*>(first + kPrefetch + 64 * line), _MM_HINT_T0);
+    }
+    __m256i low[4], high[4];
+    for (int u = 0; u < 4; ++u) {
+      const uint8_t* a = first + kBytes * u + 2;
+      const uint8_t* b = first + kBytes * (u + 4) + 2;
+      low[u] = flipped(avx2_tiles::halves(a, b));
+      high[u] = flipped(avx2_tiles::halves(a + 16, b + 16));
+    }
+    avx2_tiles::transpose4(low, w);
+    avx2_tiles::transpose4(high, w + 4);
+  }
+  LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
+  LAMINA_AVX2 void factors8(int g, int count, __m256& s, __m256& b) const {
+    s = halves8<34>(row, 0, g, count);
+    b = _mm256_setzero_ps();
+  }
+};
+#endif
+
 // IQ4_NL (d, 16 bytes of nibbles): each nibble's table value (blocks.h's kIq4Values), as
 // Q8_0's signed bytes.
 struct IQ4_NL : BlockRow<18> {
@@ -170,7 +210,11 @@ void add(Kernels& k, Format f) {
 void add_avx2_small_blocks(Kernels& k) {
   add<Q5_0>(k, Format::q5_0);
   add<Q5_1>(k, Format::q5_1);
+#if defined(LAMINA_TILES_VNNI)
+  add<Q8Offset>(k, Format::q8_0);
+#else
   add<Q8_0>(k, Format::q8_0);
+#endif
   add<IQ4_NL>(k, Format::iq4_nl);
 }
 

@@ -168,6 +168,38 @@ constexpr int summed_of() {
   }
 }
 
+// What a format's codes are offset by (Format::kFlip: stored as q + kFlip, for unsigned
+// byte products of signed codes), which its integer sums take back as kFlip x x's chunk
+// sums (PreparedRow::q8_sums); 0: none.
+template <class Format>
+constexpr int flip_of() {
+  if constexpr (requires { Format::kFlip; }) {
+    return Format::kFlip;
+  } else {
+    return 0;
+  }
+}
+
+// kFlip x the sums of x's chunks [g, g + 8) (zero without an offset).
+template <int kFlip>
+LAMINA_AVX2 inline __m256i flipped_sums(const PreparedRow& x, int g) {
+  if constexpr (kFlip == 0) {
+    return _mm256_setzero_si256();
+  } else {
+    return _mm256_mullo_epi32(_mm256_loadu_si256(at(x.q8_sums.data() + g)), _mm256_set1_epi32(kFlip));
+  }
+}
+
+// kFlip x the sum of x's chunk c, in lane 0 (a chunk's sums are added across lanes).
+template <int kFlip>
+LAMINA_AVX2 inline __m256i flipped_chunk(const PreparedRow& x, int c) {
+  if constexpr (kFlip == 0) {
+    return _mm256_setzero_si256();
+  } else {
+    return _mm256_setr_epi32(kFlip * x.q8_sums[c], 0, 0, 0, 0, 0, 0, 0);
+  }
+}
+
 // Eight f16 values from `src` as f32 (fewer than eight: the rest zero; each lane as the
 // full load would give it). `before`: how many values may be read before `src` (a row's
 // earlier groups): with 8 - count of them, the eight values ending at src + count are
@@ -237,12 +269,13 @@ LAMINA_AVX2 inline void products_of(const Format* rows, const int8_t* const* xq,
 // The tile of a format read in groups (summed_of): per group of eight chunks, each weight
 // row's codes unpacked in x's order and its eight scales and biases read, then per pair one
 // conversion of the group's eight sums and an FMA by the chunks' factors (scale x x's d),
-// and the bias terms (bias + shift x scale) x x's chunk sums. A row's last chunks (fewer than
-// eight; x in chunk order) one at a time. The factors are read per group here, the tiles
+// and the bias terms (bias + shift x scale) x x's chunk sums (codes offset by kFlip: kFlip x
+// x's integer chunk sums taken back first). A row's last chunks (fewer than eight; x in
+// chunk order) one at a time. The factors are read per group here, the tiles
 // being one weight row wide (a factor pass and its stores cost more than they saved).
 template <class Format, int W, int X>
 LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
-  constexpr int kSummed = summed_of<Format>();
+  constexpr int kSummed = summed_of<Format>(), kFlip = flip_of<Format>();
   const int chunks = p.k / 32;
   Format rows[W];
   for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a);
@@ -277,9 +310,10 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
       for (int i = 0; i < X; ++i) {
         const __m256 d = _mm256_loadu_ps(xs[i].q8_scales.data() + g);
         const int8_t* x = xs[i].q8.data() + 32 * static_cast<size_t>(g);
+        const __m256i back = flipped_sums<kFlip>(xs[i], g);
 #pragma GCC unroll 8
         for (int a = 0; a < W; ++a) {
-          const __m256 sums = _mm256_cvtepi32_ps(group_sums<kSummed>(w[a], x));
+          const __m256 sums = _mm256_cvtepi32_ps(_mm256_sub_epi32(group_sums<kSummed>(w[a], x), back));
           acc[a][i] = _mm256_fmadd_ps(_mm256_mul_ps(s[a], d), sums, acc[a][i]);
         }
       }
@@ -292,8 +326,9 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
         for (int i = 0; i < X; ++i) {
           const __m256i x = _mm256_loadu_si256(at(xs[i].q8.data() + 32 * static_cast<size_t>(c)));
           const float d = xs[i].q8_scales[c];
+          const __m256i back = flipped_chunk<kFlip>(xs[i], c);
           for (int a = 0; a < W; ++a) {
-            const __m256 sums = _mm256_cvtepi32_ps(Format::sums(w[a], x));
+            const __m256 sums = _mm256_cvtepi32_ps(_mm256_sub_epi32(Format::sums(w[a], x), back));
             acc[a][i] = _mm256_fmadd_ps(_mm256_set1_ps(scales[a][c - g] * d), sums, acc[a][i]);
           }
         }
@@ -353,14 +388,13 @@ LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out
 // weight rows stream past).
 constexpr int kXBlock = 64;
 
-// W weight rows from r against rows [x0, x1) of x, X at a time.
+// W weight rows from r against rows [x0, x1) of x, kXRows at a time (the rest in one tile).
 template <class Format, int W>
 LAMINA_AVX2 void tile_column(const Problem& p, int r, const PreparedRow* xs, int x0, int x1) {
-  constexpr int X = Format::kXRows;
   const size_t n = p.n;
-  int i = x0;
-  for (; i + X <= x1; i += X) tile<Format, W, X>(p, r, xs + i, p.out + i * n + r, n);
-  for (; i < x1; ++i) tile<Format, W, 1>(p, r, xs + i, p.out + i * n + r, n);
+  in_tiles<Format::kXRows>(x0, x1, [&](auto rows, int i) {
+    tile<Format, W, decltype(rows)::value>(p, r, xs + i, p.out + i * n + r, n);
+  });
 }
 
 // Weight rows [begin, end) against rows [m0, m1) of x in tiles (smaller ones at the edges).

@@ -311,7 +311,7 @@ LAMINA_VNNI void row_pairs_of(const Problem& p, int r, const PreparedRow* xs, fl
 constexpr int kPairTile = 12;
 
 // Weight rows [begin, end) against rows [m0, m1) of x: blocks of x's rows that stay in
-// cache (kXBytes), each pair of weight rows against kPairTile of them at a time (fewer at the edge),
+// cache (kXBytes), each pair of weight rows against kPairTile of them at a time (the rest in one tile),
 // the last of an odd count of weight rows alone.
 template <class K>
 LAMINA_VNNI void products(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
@@ -320,19 +320,16 @@ LAMINA_VNNI void products(const Problem& p, int begin, int end, const PreparedRo
     const int x1 = std::min(m1, x0 + block_rows);
     int r = begin;
     for (; r + 2 <= end; r += 2) {
-      int m = x0;
       float* out = p.out + r;
-      for (; m + kPairTile <= x1; m += kPairTile) {
-        row_pairs_of<K, kPairTile>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
-      }
-      for (; m + 4 <= x1; m += 4) row_pairs_of<K, 4>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
-      for (; m < x1; ++m) row_pairs_of<K, 1>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
+      in_tiles<kPairTile>(x0, x1, [&](auto rows, int m) {
+        row_pairs_of<K, decltype(rows)::value>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
+      });
     }
     if (r < end) {
-      int m = x0;
       float* out = p.out + r;
-      for (; m + kTile <= x1; m += kTile) rows_of<K, kTile>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
-      for (; m < x1; ++m) rows_of<K, 1>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
+      in_tiles<kTile>(x0, x1, [&](auto rows, int m) {
+        rows_of<K, decltype(rows)::value>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
+      });
     }
   }
 }

@@ -54,10 +54,32 @@ LAMINA_VNNI LAMINA_INLINE void load8_pair(const Format (&rows)[2], int c, __m512
   transpose4(high, w + 4);
 }
 
+// Q8Offset::load8 for both rows at once: each 16 bytes of four blocks in one register
+// (quarters: chunk u and u + 4 of rows[0], then of rows[1]), flipped, then the transpose in
+// both halves.
+LAMINA_VNNI LAMINA_INLINE void load8_pair(const Q8Offset (&rows)[2], int c, __m512i (&w)[8]) {
+  constexpr int kBytes = Q8Offset::kBytes;
+  const uint8_t* first[2] = {rows[0].row + static_cast<size_t>(kBytes) * c, rows[1].row + static_cast<size_t>(kBytes) * c};
+  for (const uint8_t* f : first) {
+    for (int line = 0; line < 5; ++line) _mm_prefetch(reinterpret_cast<const char*>(f + kPrefetch + 64 * line), _MM_HINT_T0);
+  }
+  const __m512i flip = _mm512_set1_epi8(-128);
+  __m512i low[4], high[4];
+  for (int u = 0; u < 4; ++u) {
+    const uint8_t* block[4] = {first[0] + kBytes * u + 2, first[0] + kBytes * (u + 4) + 2, first[1] + kBytes * u + 2,
+                               first[1] + kBytes * (u + 4) + 2};
+    low[u] = _mm512_xor_si512(quarters(block[0], block[1], block[2], block[3]), flip);
+    high[u] = _mm512_xor_si512(quarters(block[0] + 16, block[1] + 16, block[2] + 16, block[3] + 16), flip);
+  }
+  transpose4(low, w);
+  transpose4(high, w + 4);
+}
+
 // grouped_tile (avx2_tiles.h) for weight rows r and r + 1 against rows xs[0 .. X), into
 // out[i * stride] and out[i * stride + 1].
 template <class Format, int X>
 LAMINA_VNNI void grouped_pairs(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
+  constexpr int kFlip = avx2_tiles::flip_of<Format>();
   const int chunks = p.k / 32;
   const Format rows[2] = {Format(p, r), Format(p, r + 1)};
   __m512 acc[X];
@@ -81,7 +103,8 @@ LAMINA_VNNI void grouped_pairs(const Problem& p, int r, const PreparedRow* xs, f
 #pragma GCC unroll 16
       for (int i = 0; i < X; ++i) {
         const int8_t* x = xs[i].q8.data() + 32 * static_cast<size_t>(g);
-        const __m512 sums = _mm512_cvtepi32_ps(dot_chains(w, x, 0, 8));
+        const __m512i back = _mm512_broadcast_i32x8(avx2_tiles::flipped_sums<kFlip>(xs[i], g));
+        const __m512 sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(dot_chains(w, x, 0, 8), back));
         acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(scale, both(xs[i].q8_scales.data() + g)), sums, acc[i]);
       }
     } else {
@@ -93,7 +116,8 @@ LAMINA_VNNI void grouped_pairs(const Problem& p, int r, const PreparedRow* xs, f
 #pragma GCC unroll 16
         for (int i = 0; i < X; ++i) {
           const __m512i x = both(xs[i].q8.data() + 32 * static_cast<size_t>(c));
-          const __m512 sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x));
+          const __m512i back = _mm512_broadcast_i32x8(avx2_tiles::flipped_chunk<kFlip>(xs[i], c));
+          const __m512 sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x), back));
           acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(factors, _mm512_set1_ps(xs[i].q8_scales[c])), sums, acc[i]);
         }
       }
@@ -119,9 +143,9 @@ LAMINA_VNNI void paired_tiles(const Problem& p, int begin, int end, const Prepar
     const int x1 = std::min(m1, x0 + avx2_tiles::kXBlock);
     int r = begin;
     for (; r + 2 <= end; r += 2) {
-      int i = x0;
-      for (; i + X <= x1; i += X) grouped_pairs<Format, X>(p, r, xs + i, p.out + i * n + r, n);
-      for (; i < x1; ++i) grouped_pairs<Format, 1>(p, r, xs + i, p.out + i * n + r, n);
+      in_tiles<X>(x0, x1, [&](auto rows, int i) {
+        grouped_pairs<Format, decltype(rows)::value>(p, r, xs + i, p.out + i * n + r, n);
+      });
     }
     if (r < end) avx2_tiles::tiles<Format>(p, r, end, xs, x0, x1);
   }
@@ -133,6 +157,8 @@ void add_vnni_small_blocks(Kernels& k) {
   add_vnni_small_blocks_256(k);
   k.products_blocks_int8[static_cast<int>(Format::q5_0)] = paired_tiles<Q5_0>;
   k.products_blocks_int8[static_cast<int>(Format::q5_1)] = paired_tiles<Q5_1>;
+  k.products_blocks_int8[static_cast<int>(Format::q8_0)] = paired_tiles<Q8Offset>;
+  k.grouped_q8_0 = true;
 }
 
 }  // namespace lamina_kernels

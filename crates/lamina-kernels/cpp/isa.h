@@ -83,8 +83,15 @@ struct Kernels {
   // exactly as dot_blocks_int8 computes it; null: the one-row kernel serves, pair by pair.
   void (*products_blocks_int8[kFormats])(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1);
   // The int8 kernels of grouped_format's 32-value formats read x's whole groups of eight
-  // chunks in block_order (`prepare`'s `grouped`); false: chunk by chunk.
+  // chunks in block_order (`prepare`'s `grouped`); false: chunk by chunk. Q8_0's too with
+  // grouped_q8_0 (the VNNI tier's offset codes).
   bool grouped_chunks = false;
+  bool grouped_q8_0 = false;
+
+  // Whether p's int8 kernels read x in groups (`prepare`'s argument).
+  bool groups(const Problem& p) const {
+    return (grouped_chunks && grouped_format(p)) || (grouped_q8_0 && p.blocks() && p.format == Format::q8_0);
+  }
 
   RowDot dot_for(int bits) const { return bits == 4 && dot_q4 ? dot_q4 : bits == 8 && dot_q8 ? dot_q8 : dot_bits; }
   // p's one-row kernel, and whether it reads x rounded to 8 bits (`prepare`'s argument):

@@ -102,6 +102,9 @@ struct PreparedRow {
   std::vector<int8_t> q8;      // [K]: round(x / q8_scales[chunk]), in [-127, 127] (block_order: see prepare)
   std::vector<float> q8_scales;  // [K / 32]: the chunk's largest |x| / 127 (K / 256 for blocks)
   std::vector<int16_t> bsums;    // super-block formats: [K / 16] sums of q8 (ggml's Q8_K)
+  // [K / 32, padded to 8] sums of each chunk's q8, for Q8_0 read in groups (the VNNI tier's
+  // codes offset by 128 take 128 x them back: avx2_small_blocks.cpp's Q8Offset).
+  std::vector<int32_t> q8_sums;
   // Super-block formats: per 256 values, 24 floats of q8_scales x bsums: those of the even
   // 16-value groups (0, 2, .., 14), of the odd ones, and of the eight 32-value sub-blocks
   // (the minimum terms of the VNNI kernels: avx512_vnni_blocks.cpp).
@@ -193,8 +196,8 @@ inline bool grouped_format(const Problem& p) {
 }
 
 // `int8`: the product's kernel reads x rounded to 8 bits (Kernels::row_kernel); `grouped`:
-// the tier's kernels read a 32-value format's whole groups of eight chunks in block_order
-// (Kernels::grouped_chunks).
+// the tier's kernels read this 32-value format's whole groups of eight chunks in
+// block_order (Kernels::groups).
 inline PreparedRow prepare(const Problem& p, const float* x, bool int8, bool grouped) {
   if (p.blocks() && !small_blocks(p.format)) return prepare_blocks(p, x, int8);
   PreparedRow out;
@@ -213,7 +216,13 @@ inline PreparedRow prepare(const Problem& p, const float* x, bool int8, bool gro
     } else {
       round_chunks(x, p.k, Natural{}, out);
     }
-    if (grouped && grouped_format(p)) group_order(out.q8);
+    if (grouped && p.blocks() && p.format == Format::q8_0) {
+      out.q8_sums.assign(padded8(p.k / 32), 0);
+      for (int c = 0; c < p.k / 32; ++c) {
+        for (int j = 0; j < 32; ++j) out.q8_sums[c] += out.q8[32 * c + j];
+      }
+    }
+    if (grouped) group_order(out.q8);
   } else if (split_order) {
     out.split.resize(p.k);
     for (int c = 0; c < p.k / 32; ++c) {

@@ -106,7 +106,7 @@ void products_int8(const Problem& p, RowDot dot) {
   const int preparers = std::min(p.m, pool.size());
   pool.run(preparers, [&](int t) {
     const auto [begin, end] = share(p.m, t, preparers);
-    for (int m = begin; m < end; ++m) prepared[m] = prepare(p, p.x + static_cast<size_t>(m) * p.k, true, k.grouped_chunks);
+    for (int m = begin; m < end; ++m) prepared[m] = prepare(p, p.x + static_cast<size_t>(m) * p.k, true, k.groups(p));
   });
   const int tasks = tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes() * p.m);
   const auto products = p.gguf_layout() ? k.products_int8

@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   Problem p{x.data(), w.data(), nullptr, nullptr, out.data(), m, n, k, values, 8, false, Activations::int8};
   p.format = format;
   std::vector<PreparedRow> xs;
-  for (int i = 0; i < m; ++i) xs.push_back(prepare(p, x.data() + static_cast<size_t>(i) * k, true, tier.grouped_chunks));
+  for (int i = 0; i < m; ++i) xs.push_back(prepare(p, x.data() + static_cast<size_t>(i) * k, true, tier.groups(p)));
   double best = 1e30;
   for (int run = 0; run < repeats; ++run) {
     const auto start = std::chrono::steady_clock::now();

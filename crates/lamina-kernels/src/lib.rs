@@ -143,6 +143,15 @@ unsafe extern "C" {
         offset: c_int,
         freqs: mlx_sys::mlx_array,
     ) -> c_int;
+    fn lamina_move_rows(
+        out: *mut mlx_sys::mlx_array,
+        sources: *const mlx_sys::mlx_array,
+        source_count: c_int,
+        spans: *const c_int,
+        rows: c_int,
+        positions: c_int,
+        in_place: c_int,
+    ) -> c_int;
     fn lamina_kernels_last_error() -> *const c_char;
 }
 
@@ -151,6 +160,7 @@ mod decode_block;
 mod fused;
 mod norm_rope;
 mod quantized_decode;
+mod rows;
 pub use blocks::{BLOCK_VALUES, BlockFormat, blocks_matmul, dequantize_blocks};
 pub use decode_block::{BlockNorm, BlockShape, BlockWeights, decode_block_in_place};
 pub use fused::{
@@ -162,6 +172,7 @@ pub use norm_rope::{RopeFrequencies, rms_norm, rope};
 pub use quantized_decode::{
     PackedBuffers, PackedKv, QuantizedCache, quantized_decode_attention, quantized_decode_attention_in_place,
 };
+pub use rows::{RowSpan, move_rows, move_rows_in_place};
 
 /// The threads the kernels run a parallel region on (the calling thread included): one
 /// per core this process may use (its CPU affinity on Linux), or `LAMINA_THREADS` when set
