@@ -2,12 +2,9 @@
 // compiled again, its functions for AVX-512 with VNNI (x86.h's LAMINA_VNNI in place of
 // LAMINA_AVX2) and avx2_tiles.h's byte products as `vpdpbusd` (LAMINA_TILES_VNNI), one
 // instruction where AVX2 needs `maddubs`, a 16-bit add and a `madd`; and, for prompts and
-// batches of Q5_0 and Q5_1, avx2_tiles.h's grouped tile two weight rows at once in 512-bit
-// registers (row r's codes and factors in the low half, row r + 1's in the high one, x
-// broadcast to both halves), which halves the per-group work of each pair: conversions,
-// factors, bias terms, the last chunks and the final sums. Every lane runs the operations
-// the 256-bit tile runs (the same integer sums; each half's floats take the same steps), so
-// every result equals the AVX2 tier's bit for bit. Its table entry is add_vnni_small_blocks
+// batches of Q5_0, Q5_1 and Q8_0, the 512-bit pair tiles (avx512_vnni_pairs.h). Q5_0 and
+// Q5_1 equal the AVX2 tier's results bit for bit (the same integer sums, the same float
+// steps); Q8_0 is read in groups here (Q8Offset). Its table entry is add_vnni_small_blocks
 // (isa.h), which the avx512_vbmi tier installs.
 
 #if defined(__x86_64__)
@@ -17,6 +14,7 @@
 #define add_avx2_small_blocks add_vnni_small_blocks_256
 
 #include "avx2_small_blocks.cpp"
+#include "avx512_vnni_pairs.h"
 
 namespace lamina_kernels {
 namespace {
@@ -25,8 +23,9 @@ namespace {
 // from four blocks in one register, the fifth bits added (+16) under byte masks built from
 // the blocks' 32-bit words, then the transpose in both halves; the same codes as pairing
 // the two rows' load8.
-template <class Format>
-LAMINA_VNNI LAMINA_INLINE void load8_pair(const Format (&rows)[2], int c, __m512i (&w)[8]) {
+template <bool kOffset>
+LAMINA_VNNI LAMINA_INLINE void load8_pair(const FiveBits<kOffset> (&rows)[2], int c, __m512i (&w)[8]) {
+  using Format = FiveBits<kOffset>;
   constexpr int kBytes = Format::kBytes, kHigh = Format::kHigh;
   const uint8_t* first[2] = {rows[0].row + static_cast<size_t>(kBytes) * c, rows[1].row + static_cast<size_t>(kBytes) * c};
   for (const uint8_t* f : first) {
@@ -73,82 +72,6 @@ LAMINA_VNNI LAMINA_INLINE void load8_pair(const Q8Offset (&rows)[2], int c, __m5
   }
   transpose4(low, w);
   transpose4(high, w + 4);
-}
-
-// grouped_tile (avx2_tiles.h) for weight rows r and r + 1 against rows xs[0 .. X), into
-// out[i * stride] and out[i * stride + 1].
-template <class Format, int X>
-LAMINA_VNNI void grouped_pairs(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
-  constexpr int kFlip = avx2_tiles::flip_of<Format>();
-  const int chunks = p.k / 32;
-  const Format rows[2] = {Format(p, r), Format(p, r + 1)};
-  __m512 acc[X];
-#pragma GCC unroll 16
-  for (int i = 0; i < X; ++i) acc[i] = _mm512_setzero_ps();
-  const __m256 shift = _mm256_set1_ps(Format::kShift);
-  for (int g = 0; g < chunks; g += 8) {
-    const int count = std::min(8, chunks - g);
-    __m256 s[2], sb[2];
-    for (int a = 0; a < 2; ++a) {
-      __m256 b;
-      rows[a].factors8(g, count, s[a], b);
-      sb[a] = _mm256_fmadd_ps(s[a], shift, b);
-    }
-    const __m512 scale = pair(s[0], s[1]), bias = pair(sb[0], sb[1]);
-#pragma GCC unroll 16
-    for (int i = 0; i < X; ++i) acc[i] = _mm512_fmadd_ps(bias, both(xs[i].group_sums.data() + g), acc[i]);
-    if (count == 8) {
-      __m512i w[8];
-      load8_pair(rows, g, w);
-#pragma GCC unroll 16
-      for (int i = 0; i < X; ++i) {
-        const int8_t* x = xs[i].q8.data() + 32 * static_cast<size_t>(g);
-        const __m512i back = _mm512_broadcast_i32x8(avx2_tiles::flipped_sums<kFlip>(xs[i], g));
-        const __m512 sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(dot_chains(w, x, 0, 8), back));
-        acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(scale, both(xs[i].q8_scales.data() + g)), sums, acc[i]);
-      }
-    } else {
-      alignas(32) float scales[2][8];
-      for (int a = 0; a < 2; ++a) _mm256_store_ps(scales[a], s[a]);
-      for (int c = g; c < chunks; ++c) {
-        const __m512i w = pair(rows[0].load(c), rows[1].load(c));
-        const __m512 factors = pair(_mm256_set1_ps(scales[0][c - g]), _mm256_set1_ps(scales[1][c - g]));
-#pragma GCC unroll 16
-        for (int i = 0; i < X; ++i) {
-          const __m512i x = both(xs[i].q8.data() + 32 * static_cast<size_t>(c));
-          const __m512i back = _mm512_broadcast_i32x8(avx2_tiles::flipped_chunk<kFlip>(xs[i], c));
-          const __m512 sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x), back));
-          acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(factors, _mm512_set1_ps(xs[i].q8_scales[c])), sums, acc[i]);
-        }
-      }
-    }
-  }
-  for (int i = 0; i < X; ++i) {
-    out[i * stride] = hsum(_mm512_castps512_ps256(acc[i]));
-    out[i * stride + 1] = hsum(_mm512_extractf32x8_ps(acc[i], 1));
-  }
-}
-
-// avx2_tiles.h's tiles, two weight rows at a time where a tile of rows of x fills (the last
-// row of an odd count, and decoding, as the 256-bit tiles run them).
-template <class Format>
-LAMINA_VNNI void paired_tiles(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
-  constexpr int X = Format::kXRows;
-  if (m1 - m0 < X) {
-    avx2_tiles::tiles<Format>(p, begin, end, xs, m0, m1);
-    return;
-  }
-  const size_t n = p.n;
-  for (int x0 = m0; x0 < m1; x0 += avx2_tiles::kXBlock) {
-    const int x1 = std::min(m1, x0 + avx2_tiles::kXBlock);
-    int r = begin;
-    for (; r + 2 <= end; r += 2) {
-      in_tiles<X>(x0, x1, [&](auto rows, int i) {
-        grouped_pairs<Format, decltype(rows)::value>(p, r, xs + i, p.out + i * n + r, n);
-      });
-    }
-    if (r < end) avx2_tiles::tiles<Format>(p, r, end, xs, x0, x1);
-  }
 }
 
 }  // namespace
