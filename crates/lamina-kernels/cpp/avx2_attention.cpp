@@ -41,6 +41,44 @@ LAMINA_AVX2 inline float hmax(__m256 v) {
   return _mm_cvtss_f32(m);
 }
 
+// attend16's weighted values for kHeads heads x kCols 8-value columns at a time, over all
+// the keys, in registers (heads [r0, r0 + kHeads), columns [c0, c0 + kCols)): each output's
+// FMAs in the keys' order, as the one-block loop runs them.
+template <int kHeads, int kCols>
+LAMINA_AVX2 void weighted_block(const Part& p, int r0, int c0) {
+  const int n = p.end - p.begin;
+  __m256 acc[kHeads][kCols];
+  for (int r = 0; r < kHeads; ++r) {
+    for (int c = 0; c < kCols; ++c) acc[r][c] = _mm256_setzero_ps();
+  }
+  for (int j = 0; j < n; ++j) {
+    const float* vj = p.values + (p.begin + j) * p.value_stride + 8 * c0;
+    for (int r = 0; r < kHeads; ++r) {
+      const __m256 w = _mm256_set1_ps(p.scores[static_cast<size_t>(r0 + r) * n + j]);
+      for (int c = 0; c < kCols; ++c) acc[r][c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8 * c), acc[r][c]);
+    }
+  }
+  for (int r = 0; r < kHeads; ++r) {
+    for (int c = 0; c < kCols; ++c) _mm256_storeu_ps(p.out + static_cast<size_t>(r0 + r) * p.dv + 8 * (c0 + c), acc[r][c]);
+  }
+}
+
+template <int kHeads, int kCols>
+LAMINA_AVX2 bool weighted_blocks(const Part& p, int dvk) {
+  if (p.rep % kHeads != 0 || dvk % kCols != 0) return false;
+  for (int r0 = 0; r0 < p.rep; r0 += kHeads) {
+    for (int c0 = 0; c0 < dvk; c0 += kCols) weighted_block<kHeads, kCols>(p, r0, c0);
+  }
+  return true;
+}
+
+// The weighted values of a group whose accumulators do not fit the registers at once (Gemma
+// 3: four heads of 256 values), in blocks of 12 registers; false: no block shape divides it.
+LAMINA_AVX2 bool weighted_in_blocks(const Part& p, int dvk) {
+  return weighted_blocks<4, 3>(p, dvk) || weighted_blocks<2, 6>(p, dvk) || weighted_blocks<1, 12>(p, dvk) ||
+         weighted_blocks<2, 4>(p, dvk) || weighted_blocks<1, 8>(p, dvk) || weighted_blocks<12, 1>(p, dvk);
+}
+
 LAMINA_AVX2 void attend16(const Part& p) {
   const int n = p.end - p.begin, dk = p.d / 8, dvk = p.dv / 8;
   for (int r = 0; r < p.rep; ++r) {
@@ -78,6 +116,7 @@ LAMINA_AVX2 void attend16(const Part& p) {
     }
     p.sum[r] = hsum(total);
   }
+  if (p.rep * dvk > 12 && weighted_in_blocks(p, dvk)) return;
   __m256 acc[12];  // rep * dv / 8 <= 12 accumulators in registers when they fit
   const bool in_registers = p.rep * dvk <= 12;
   if (!in_registers) std::fill(p.out, p.out + static_cast<size_t>(p.rep) * p.dv, 0.0f);

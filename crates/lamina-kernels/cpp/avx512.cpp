@@ -139,6 +139,44 @@ LAMINA_AVX512 inline __m512 exp_avx512(__m512 x) {
   return _mm512_scalef_ps(y, n);
 }
 
+// attend16's weighted values for kHeads heads x kCols 16-value columns at a time, over all
+// the keys, in registers (heads [r0, r0 + kHeads), columns [c0, c0 + kCols)): each output's
+// FMAs in the keys' order, as the one-block loop runs them.
+template <int kHeads, int kCols>
+LAMINA_AVX512 void weighted_block(const Part& p, int r0, int c0) {
+  const int n = p.end - p.begin;
+  __m512 acc[kHeads][kCols];
+  for (int r = 0; r < kHeads; ++r) {
+    for (int c = 0; c < kCols; ++c) acc[r][c] = _mm512_setzero_ps();
+  }
+  for (int j = 0; j < n; ++j) {
+    const float* vj = p.values + (p.begin + j) * p.value_stride + 16 * c0;
+    for (int r = 0; r < kHeads; ++r) {
+      const __m512 w = _mm512_set1_ps(p.scores[(r0 + r) * n + j]);
+      for (int c = 0; c < kCols; ++c) acc[r][c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vj + 16 * c), acc[r][c]);
+    }
+  }
+  for (int r = 0; r < kHeads; ++r) {
+    for (int c = 0; c < kCols; ++c) _mm512_storeu_ps(p.out + static_cast<size_t>(r0 + r) * p.dv + 16 * (c0 + c), acc[r][c]);
+  }
+}
+
+template <int kHeads, int kCols>
+LAMINA_AVX512 bool weighted_blocks(const Part& p, int dvk) {
+  if (p.rep % kHeads != 0 || dvk % kCols != 0) return false;
+  for (int r0 = 0; r0 < p.rep; r0 += kHeads) {
+    for (int c0 = 0; c0 < dvk; c0 += kCols) weighted_block<kHeads, kCols>(p, r0, c0);
+  }
+  return true;
+}
+
+// The weighted values of a group whose accumulators do not fit the registers at once (Gemma
+// 3: four heads of 256 values), in blocks of 16 registers; false: no block shape divides it.
+LAMINA_AVX512 bool weighted_in_blocks(const Part& p, int dvk) {
+  return weighted_blocks<4, 4>(p, dvk) || weighted_blocks<2, 8>(p, dvk) || weighted_blocks<1, 16>(p, dvk) ||
+         weighted_blocks<8, 2>(p, dvk) || weighted_blocks<16, 1>(p, dvk);
+}
+
 // The same for head sizes that are multiples of 16 (up to 256) without soft-capping: each
 // key and value row is loaded once for the group's heads, exponentials sixteen at a time.
 LAMINA_AVX512 void attend16(const Part& p) {
@@ -172,6 +210,7 @@ LAMINA_AVX512 void attend16(const Part& p) {
     }
     p.sum[r] = hsum512(total);
   }
+  if (p.rep * dvk > 16 && weighted_in_blocks(p, dvk)) return;
   __m512 acc[16];  // rep * dv / 16 <= 16 accumulators in registers when they fit
   const bool in_registers = p.rep * dvk <= 16;
   if (!in_registers) std::fill(p.out, p.out + static_cast<size_t>(p.rep) * p.dv, 0.0f);

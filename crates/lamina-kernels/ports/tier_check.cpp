@@ -142,7 +142,10 @@ void halves(const Kernels& k, const Kernels& ref) {
 
 void attention(const Kernels& k, const Kernels& ref) {
   struct Shape { int rep, d, dv, n; };
-  for (Shape s : {Shape{1, 16, 16, 1}, Shape{4, 64, 64, 40}, Shape{8, 64, 64, 17}, Shape{2, 5, 3, 9}, Shape{3, 32, 16, 33}}) {
+  // (Gemma 3's four heads of 256 and larger groups in register blocks; three heads of 128 in
+  // none of them.)
+  for (Shape s : {Shape{1, 16, 16, 1}, Shape{4, 64, 64, 40}, Shape{8, 64, 64, 17}, Shape{2, 5, 3, 9}, Shape{3, 32, 16, 33},
+                  Shape{4, 256, 256, 40}, Shape{1, 256, 256, 20}, Shape{3, 128, 128, 9}}) {
     for (float softcap : {0.0f, 0.5f}) {
       const std::vector<float> q = floats(static_cast<size_t>(s.rep) * s.d);
       const std::vector<float> keys = floats(static_cast<size_t>(s.n + 2) * s.d);
