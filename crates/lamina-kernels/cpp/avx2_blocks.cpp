@@ -239,7 +239,7 @@ LAMINA_AVX2 void products(const Problem& p, int begin, int end, const PreparedRo
   for (int x0 = m0; x0 < m1; x0 += block_rows) {
     const int x1 = std::min(m1, x0 + block_rows);
     for (int r = begin; r < end; ++r) {
-      in_tiles<kTile>(x0, x1, [&](auto rows, int m) {
+      in_tiles<kTile>(x0, x1, [&](auto rows, int m) LAMINA_AVX2 {
         rows_of<K, decltype(rows)::value>(p, r, xs + m, p.out + static_cast<size_t>(m) * p.n + r, p.n);
       });
     }

@@ -170,7 +170,7 @@ constexpr int summed_of() {
 
 // What a format's codes are offset by (Format::kFlip: stored as q + kFlip, for unsigned
 // byte products of signed codes), which its integer sums take back as kFlip x x's chunk
-// sums (PreparedRow::q8_sums); 0: none.
+// sums (PreparedRow::bsums); 0: none.
 template <class Format>
 constexpr int flip_of() {
   if constexpr (requires { Format::kFlip; }) {
@@ -186,7 +186,8 @@ LAMINA_AVX2 inline __m256i flipped_sums(const PreparedRow& x, int g) {
   if constexpr (kFlip == 0) {
     return _mm256_setzero_si256();
   } else {
-    return _mm256_mullo_epi32(_mm256_loadu_si256(at(x.q8_sums.data() + g)), _mm256_set1_epi32(kFlip));
+    const __m128i sums = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.bsums.data() + g));
+    return _mm256_mullo_epi32(_mm256_cvtepi16_epi32(sums), _mm256_set1_epi32(kFlip));
   }
 }
 
@@ -196,7 +197,7 @@ LAMINA_AVX2 inline __m256i flipped_chunk(const PreparedRow& x, int c) {
   if constexpr (kFlip == 0) {
     return _mm256_setzero_si256();
   } else {
-    return _mm256_setr_epi32(kFlip * x.q8_sums[c], 0, 0, 0, 0, 0, 0, 0);
+    return _mm256_setr_epi32(kFlip * x.bsums[c], 0, 0, 0, 0, 0, 0, 0);
   }
 }
 
@@ -392,7 +393,7 @@ constexpr int kXBlock = 64;
 template <class Format, int W>
 LAMINA_AVX2 void tile_column(const Problem& p, int r, const PreparedRow* xs, int x0, int x1) {
   const size_t n = p.n;
-  in_tiles<Format::kXRows>(x0, x1, [&](auto rows, int i) {
+  in_tiles<Format::kXRows>(x0, x1, [&](auto rows, int i) LAMINA_AVX2 {
     tile<Format, W, decltype(rows)::value>(p, r, xs + i, p.out + i * n + r, n);
   });
 }

@@ -321,13 +321,13 @@ LAMINA_VNNI void products(const Problem& p, int begin, int end, const PreparedRo
     int r = begin;
     for (; r + 2 <= end; r += 2) {
       float* out = p.out + r;
-      in_tiles<kPairTile>(x0, x1, [&](auto rows, int m) {
+      in_tiles<kPairTile>(x0, x1, [&](auto rows, int m) LAMINA_VNNI {
         row_pairs_of<K, decltype(rows)::value>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
       });
     }
     if (r < end) {
       float* out = p.out + r;
-      in_tiles<kTile>(x0, x1, [&](auto rows, int m) {
+      in_tiles<kTile>(x0, x1, [&](auto rows, int m) LAMINA_VNNI {
         rows_of<K, decltype(rows)::value>(p, r, xs + m, out + static_cast<size_t>(m) * p.n, p.n);
       });
     }

@@ -101,7 +101,7 @@ LAMINA_VNNI void paired_tiles(const Problem& p, int begin, int end, const Prepar
     const int x1 = std::min(m1, x0 + avx2_tiles::kXBlock);
     int r = begin;
     for (; r + 2 <= end; r += 2) {
-      in_tiles<X>(x0, x1, [&](auto rows, int i) {
+      in_tiles<X>(x0, x1, [&](auto rows, int i) LAMINA_VNNI {
         grouped_pairs<Format, decltype(rows)::value>(p, r, xs + i, p.out + i * n + r, n);
       });
     }

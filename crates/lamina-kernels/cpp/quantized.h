@@ -101,10 +101,11 @@ struct PreparedRow {
   std::vector<float> split;    // [K]: per 32-chunk, 16 even values then 16 odd values
   std::vector<int8_t> q8;      // [K]: round(x / q8_scales[chunk]), in [-127, 127] (block_order: see prepare)
   std::vector<float> q8_scales;  // [K / 32]: the chunk's largest |x| / 127 (K / 256 for blocks)
-  std::vector<int16_t> bsums;    // super-block formats: [K / 16] sums of q8 (ggml's Q8_K)
-  // [K / 32, padded to 8] sums of each chunk's q8, for Q8_0 read in groups (the VNNI tier's
-  // codes offset by 128 take 128 x them back: avx2_small_blocks.cpp's Q8Offset).
-  std::vector<int32_t> q8_sums;
+  // Super-block formats: [K / 16] sums of q8 (ggml's Q8_K). Q8_0 read in groups: [K / 32,
+  // padded to 8] each chunk's sum (the VNNI tier's codes offset by 128 take 128 x them back:
+  // avx2_small_blocks.cpp's Q8Offset). (Not a field of its own: a larger PreparedRow made
+  // the K-quant tiles ~5% slower.)
+  std::vector<int16_t> bsums;
   // Super-block formats: per 256 values, 24 floats of q8_scales x bsums: those of the even
   // 16-value groups (0, 2, .., 14), of the odd ones, and of the eight 32-value sub-blocks
   // (the minimum terms of the VNNI kernels: avx512_vnni_blocks.cpp).
@@ -217,9 +218,11 @@ inline PreparedRow prepare(const Problem& p, const float* x, bool int8, bool gro
       round_chunks(x, p.k, Natural{}, out);
     }
     if (grouped && p.blocks() && p.format == Format::q8_0) {
-      out.q8_sums.assign(padded8(p.k / 32), 0);
+      out.bsums.assign(padded8(p.k / 32), 0);
       for (int c = 0; c < p.k / 32; ++c) {
-        for (int j = 0; j < 32; ++j) out.q8_sums[c] += out.q8[32 * c + j];
+        int sum = 0;
+        for (int j = 0; j < 32; ++j) sum += out.q8[32 * c + j];
+        out.bsums[c] = static_cast<int16_t>(sum);  // at most 32 x 127
       }
     }
     if (grouped) group_order(out.q8);
