@@ -143,6 +143,7 @@ struct Q8_0 : BlockRow<34> {
 // within float rounding of it.
 struct Q8Offset : BlockRow<34> {
   static constexpr int kBytes = 34;
+  // kSummed only selects the grouped tiles here: `vpdpbusd` sums each lane in 32 bits.
   static constexpr int kRows = 1, kXRows = 8, kSummed = 4, kFlip = 128;
   using Weights = __m256i;
   using BlockRow::BlockRow;

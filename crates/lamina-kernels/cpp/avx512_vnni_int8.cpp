@@ -20,12 +20,8 @@ namespace {
 
 // Q4::load8 for both rows at once.
 LAMINA_VNNI LAMINA_INLINE void load8_pair(const Q4 (&rows)[2], int c, __m512i (&w)[8]) {
-  for (const Q4& row : rows) {
-    for (int line = 0; line < 2; ++line) {
-      _mm_prefetch(reinterpret_cast<const char*>(row.row + 16 * c + kPrefetch + 64 * line), _MM_HINT_T0);
-    }
-  }
-  nibble_pair([&](int a, int u) { return rows[a].row + 16 * (c + u); }, w);
+  const auto first = pair_starts<16, 2>(rows[0].row, rows[1].row, c);
+  nibble_pair([&](int a, int u) { return first[a] + 16 * u; }, w);
 }
 
 // products_int8 with the 4-bit rows in pair tiles.

@@ -10,6 +10,7 @@
 #if defined(__x86_64__)
 
 #include <algorithm>
+#include <array>
 
 #include "avx2_tiles.h"
 #include "avx512_vnni.h"
@@ -17,20 +18,38 @@
 namespace lamina_kernels {
 namespace {
 
+// Where chunk c of two rows starts (kBytes a chunk), each prefetched kLines cache lines
+// ahead: a group's `load8_pair` reads from here.
+template <int kBytes, int kLines>
+LAMINA_VNNI LAMINA_INLINE std::array<const uint8_t*, 2> pair_starts(const uint8_t* row0, const uint8_t* row1, int c) {
+  const std::array<const uint8_t*, 2> first = {row0 + static_cast<size_t>(kBytes) * c, row1 + static_cast<size_t>(kBytes) * c};
+  for (const uint8_t* f : first) {
+    for (int line = 0; line < kLines; ++line) _mm_prefetch(reinterpret_cast<const char*>(f + kPrefetch + 64 * line), _MM_HINT_T0);
+  }
+  return first;
+}
+
 // Nibble bytes of four chunks a register (quarters: chunk u and u + 4 of rows[0], then of
-// rows[1], 16 bytes each at `bytes(row, chunk)`), split into low and high nibbles and
-// transposed in both halves: NibbleGroup's order for two rows.
-template <class At>
-LAMINA_VNNI LAMINA_INLINE void nibble_pair(At bytes, __m512i (&w)[8]) {
+// rows[1], 16 bytes each at `bytes(row, chunk)`), split into low and high nibbles, passed
+// to `adjust(u, low, high)` (a format's extra bits), and transposed in both halves:
+// NibbleGroup's order for two rows.
+template <class At, class Adjust>
+LAMINA_VNNI LAMINA_INLINE void nibble_pair(At bytes, __m512i (&w)[8], Adjust adjust) {
   const __m512i nibble = _mm512_set1_epi8(0x0F);
   __m512i low[4], high[4];
   for (int u = 0; u < 4; ++u) {
     const __m512i v = quarters(bytes(0, u), bytes(0, u + 4), bytes(1, u), bytes(1, u + 4));
     low[u] = _mm512_and_si512(v, nibble);
     high[u] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+    adjust(u, low[u], high[u]);
   }
   transpose4(low, w);
   transpose4(high, w + 4);
+}
+
+template <class At>
+LAMINA_VNNI LAMINA_INLINE void nibble_pair(At bytes, __m512i (&w)[8]) {
+  nibble_pair(bytes, w, [](int, __m512i&, __m512i&) {});
 }
 
 // grouped_tile (avx2_tiles.h) for weight rows r and r + 1 against rows xs[0 .. X), into

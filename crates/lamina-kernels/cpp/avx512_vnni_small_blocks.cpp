@@ -19,38 +19,27 @@
 namespace lamina_kernels {
 namespace {
 
-// FiveBits::load8 for rows[0] (the low half) and rows[1] at once: each 16 bytes of nibbles
-// from four blocks in one register, the fifth bits added (+16) under byte masks built from
-// the blocks' 32-bit words, then the transpose in both halves; the same codes as pairing
-// the two rows' load8.
+// FiveBits::load8 for rows[0] (the low half) and rows[1] at once: nibble_pair's codes, the
+// fifth bits added (+16) under byte masks built from the blocks' 32-bit words; the same
+// codes as pairing the two rows' load8.
 template <bool kOffset>
 LAMINA_VNNI LAMINA_INLINE void load8_pair(const FiveBits<kOffset> (&rows)[2], int c, __m512i (&w)[8]) {
-  using Format = FiveBits<kOffset>;
-  constexpr int kBytes = Format::kBytes, kHigh = Format::kHigh;
-  const uint8_t* first[2] = {rows[0].row + static_cast<size_t>(kBytes) * c, rows[1].row + static_cast<size_t>(kBytes) * c};
-  for (const uint8_t* f : first) {
-    for (int line = 0; line < 3; ++line) _mm_prefetch(reinterpret_cast<const char*>(f + kPrefetch + 64 * line), _MM_HINT_T0);
-  }
-  const __m512i nibble = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(0x10);
-  __m512i low[4], high[4];
-  for (int u = 0; u < 4; ++u) {
-    // Quarter q: chunk u (q even) or u + 4 (q odd) of row q / 2.
-    const uint8_t* block[4] = {first[0] + kBytes * u, first[0] + kBytes * (u + 4), first[1] + kBytes * u,
-                               first[1] + kBytes * (u + 4)};
-    const __m512i v = quarters(block[0] + kHigh + 4, block[1] + kHigh + 4, block[2] + kHigh + 4, block[3] + kHigh + 4);
-    uint64_t low_bits = 0, high_bits = 0;
-    for (int q = 0; q < 4; ++q) {
-      const uint64_t word = word_at(block[q] + kHigh);
-      low_bits |= (word & 0xFFFF) << (16 * q);
-      high_bits |= (word >> 16) << (16 * q);
-    }
-    low[u] = _mm512_and_si512(v, nibble);
-    high[u] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
-    low[u] = _mm512_mask_add_epi8(low[u], low_bits, low[u], sixteen);
-    high[u] = _mm512_mask_add_epi8(high[u], high_bits, high[u], sixteen);
-  }
-  transpose4(low, w);
-  transpose4(high, w + 4);
+  constexpr int kBytes = FiveBits<kOffset>::kBytes, kHigh = FiveBits<kOffset>::kHigh;
+  const auto first = pair_starts<kBytes, 3>(rows[0].row, rows[1].row, c);
+  const auto block = [&](int a, int chunk) { return first[a] + kBytes * chunk; };
+  const __m512i sixteen = _mm512_set1_epi8(0x10);
+  nibble_pair([&](int a, int chunk) { return block(a, chunk) + kHigh + 4; }, w,
+              [&](int u, __m512i& low, __m512i& high) LAMINA_VNNI {
+                // Quarter q: chunk u (q even) or u + 4 (q odd) of row q / 2.
+                uint64_t low_bits = 0, high_bits = 0;
+                for (int q = 0; q < 4; ++q) {
+                  const uint64_t word = word_at(block(q / 2, u + 4 * (q % 2)) + kHigh);
+                  low_bits |= (word & 0xFFFF) << (16 * q);
+                  high_bits |= (word >> 16) << (16 * q);
+                }
+                low = _mm512_mask_add_epi8(low, low_bits, low, sixteen);
+                high = _mm512_mask_add_epi8(high, high_bits, high, sixteen);
+              });
 }
 
 // Q8Offset::load8 for both rows at once: each 16 bytes of four blocks in one register
@@ -58,10 +47,7 @@ LAMINA_VNNI LAMINA_INLINE void load8_pair(const FiveBits<kOffset> (&rows)[2], in
 // both halves.
 LAMINA_VNNI LAMINA_INLINE void load8_pair(const Q8Offset (&rows)[2], int c, __m512i (&w)[8]) {
   constexpr int kBytes = Q8Offset::kBytes;
-  const uint8_t* first[2] = {rows[0].row + static_cast<size_t>(kBytes) * c, rows[1].row + static_cast<size_t>(kBytes) * c};
-  for (const uint8_t* f : first) {
-    for (int line = 0; line < 5; ++line) _mm_prefetch(reinterpret_cast<const char*>(f + kPrefetch + 64 * line), _MM_HINT_T0);
-  }
+  const auto first = pair_starts<kBytes, 5>(rows[0].row, rows[1].row, c);
   const __m512i flip = _mm512_set1_epi8(-128);
   __m512i low[4], high[4];
   for (int u = 0; u < 4; ++u) {
