@@ -1,6 +1,6 @@
 // The AVX2 tier's products of GGUF's super-block formats (blocks.h) with x rounded per 256
 // values (ggml's Q8_K, in quantized.h's block_order): Q4_K, Q5_K and Q6_K, the formats of
-// Q4_K_M and Q5_K_M files, and Q3_K and Q2_K (Q3_K_M, Q2_K files).
+// Q4_K_M and Q5_K_M files, Q3_K and Q2_K (Q3_K_M, Q2_K files) and IQ4_XS.
 //
 // A block is unpacked into eight registers of 32 codes in x's order: register r holds, in
 // 32-bit lane u, four codes of sub-block u. A pair's `maddubs` products of a few registers
@@ -41,6 +41,7 @@ LAMINA_AVX2 inline float half(const uint8_t* b) { return _cvtsh_ss(u16_at(b)); }
 // One block unpacked in x's order (see the top of this file).
 struct Block {
   __m256i codes[8];   // register r, lane u: codes 4r .. 4r + 3 of sub-block u (unsigned, < 64)
+  __m256i signs[8];   // a signed format's values (IQ4_XS; codes: their magnitudes)
   __m256i scales[2];  // 16-bit lanes 2u, 2u + 1: sub-block u's scale in registers 0-3 / 4-7
   __m256i mins;       // 16-bit weights of x's 16-value sums in the minimum term
   float d, dmin;      // the block's factors: d x scale x code - dmin x (min term)
@@ -193,6 +194,52 @@ using Q2K = Kind<unpack_q2_k, 4, true>;
 
 #if !defined(LAMINA_TILES_VNNI)  // the VNNI tier's K-quant products: avx512_vnni_blocks.cpp
 
+// IQ4_XS (d, 16 high and 32 low bits of eight 6-bit scales, then per 32 values 16 bytes of
+// indices into kIq4Values: value j in the low nibble of byte j, value j + 16 in its high
+// one). Its table values are signed (-127..113); as unsigned codes (+ 128) a pair's products
+// would saturate `maddubs`'s 16-bit lanes, so the codes hold |value| and `signs` the values:
+// `maddubs` multiplies |value| by x's byte with the value's sign (a pair at most 2 x 127 x
+// 127), and each register's products go to 32 bits by one `madd` with the sub-block scales.
+// No minimum term (dmin = 0).
+LAMINA_AVX2 LAMINA_INLINE void unpack_iq4_xs(const uint8_t* b, Block& out) {
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values)));
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  const uint8_t* qs = b + 8;
+  __m256i low[4], high[4];
+  for (int s = 0; s < 4; ++s) {
+    const __m256i v = halves(qs + 16 * s, qs + 16 * (s + 4));  // chunk s | chunk s + 4
+    low[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(v, nibble));
+    high[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble));
+  }
+  transpose4(low, out.signs);
+  transpose4(high, out.signs + 4);
+  for (int r = 0; r < 8; ++r) out.codes[r] = _mm256_abs_epi8(out.signs[r]);
+  const uint16_t scales_high = u16_at(b + 2);
+  alignas(32) int16_t scales[16];
+  for (int u = 0; u < 8; ++u) {
+    const int ls = ((b[4 + u / 2] >> (4 * (u % 2))) & 0x0F) | (((scales_high >> (2 * u)) & 3) << 4);
+    scales[2 * u] = scales[2 * u + 1] = static_cast<int16_t>(ls - 32);
+  }
+  out.scales[0] = out.scales[1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(scales));
+  out.mins = _mm256_setzero_si256();
+  out.d = half(b);
+  out.dmin = 0.0f;
+}
+
+// A signed format's eight 32-bit sums (lane u: sub-block u's) against 256 bytes of x: per
+// register |value| times x's bytes with the values' signs, one `madd` with the scales.
+LAMINA_AVX2 inline __m256i signed_group_sums(const Block& w, const int8_t* x) {
+  __m256i sum = _mm256_setzero_si256();
+  for (int r = 0; r < 8; ++r) {
+    const __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * r)), w.signs[r]);
+    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(w.codes[r], xs), w.scales[r / 4]));
+  }
+  return sum;
+}
+
+// kSummed 0: a signed format (signed_group_sums), no minimum term.
+using IQ4XS = Kind<unpack_iq4_xs, 0, false>;
+
 // Weight row r against rows xs[0 .. kCount), into out[i * stride].
 template <class K, int kCount>
 LAMINA_AVX2 void rows_of(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
@@ -214,11 +261,16 @@ LAMINA_AVX2 void rows_of(const Problem& p, int r, const PreparedRow* xs, float* 
 #pragma GCC unroll 8
     for (int i = 0; i < kCount; ++i) {
       const size_t at = static_cast<size_t>(blk) * kBlockValues;
-      const __m256i isum = group_sums<K::kSummed>(block.codes, xq[i] + at, block.scales);
-      const __m256i msum = _mm256_madd_epi16(block.mins, load(sums[i] + at / 16));
       const float d = dx[i][blk];
-      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(block.d * d), _mm256_cvtepi32_ps(isum), acc[i]);
-      acc[i] = _mm256_fnmadd_ps(_mm256_set1_ps(block.dmin * d), _mm256_cvtepi32_ps(msum), acc[i]);
+      if constexpr (K::kSummed == 0) {
+        const __m256i isum = signed_group_sums(block, xq[i] + at);
+        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(block.d * d), _mm256_cvtepi32_ps(isum), acc[i]);
+      } else {
+        const __m256i isum = group_sums<K::kSummed>(block.codes, xq[i] + at, block.scales);
+        const __m256i msum = _mm256_madd_epi16(block.mins, load(sums[i] + at / 16));
+        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(block.d * d), _mm256_cvtepi32_ps(isum), acc[i]);
+        acc[i] = _mm256_fnmadd_ps(_mm256_set1_ps(block.dmin * d), _mm256_cvtepi32_ps(msum), acc[i]);
+      }
     }
   }
   for (int i = 0; i < kCount; ++i) out[i * stride] = hsum(acc[i]);
@@ -263,6 +315,7 @@ void add_avx2_blocks(Kernels& k) {
   add<Q6K>(k, Format::q6_k);
   add<Q3K>(k, Format::q3_k);
   add<Q2K>(k, Format::q2_k);
+  add<IQ4XS>(k, Format::iq4_xs);
 }
 #endif  // !LAMINA_TILES_VNNI
 
