@@ -192,6 +192,21 @@ using Q6K = Kind<unpack_q6_k, 2, true>;
 using Q3K = Kind<unpack_q3_k, 4, true>;
 using Q2K = Kind<unpack_q2_k, 4, true>;
 
+// IQ4_XS's eight 6-bit scales - 32 (the low four bits of scale u are bits 4u .. 4u + 3 of
+// the 32-bit word at b + 4, its high two bits 2u, 2u + 1 of the 16-bit word at b + 2), as
+// the 16-bit lanes 2u and 2u + 1.
+LAMINA_AVX2 inline __m256i iq4_xs_scales(const uint8_t* b) {
+  uint32_t low_bits;
+  std::memcpy(&low_bits, b + 4, 4);
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i low = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(low_bits)), _mm256_slli_epi32(lanes, 2));
+  const __m256i high = _mm256_srlv_epi32(_mm256_set1_epi32(u16_at(b + 2)), _mm256_slli_epi32(lanes, 1));
+  const __m256i scale = _mm256_sub_epi32(_mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi32(0x0F)),
+                                                         _mm256_slli_epi32(_mm256_and_si256(high, _mm256_set1_epi32(3)), 4)),
+                                         _mm256_set1_epi32(32));
+  return _mm256_or_si256(_mm256_and_si256(scale, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(scale, 16));
+}
+
 #if !defined(LAMINA_TILES_VNNI)  // the VNNI tier's K-quant products: avx512_vnni_blocks.cpp
 
 // IQ4_XS (d, 16 high and 32 low bits of eight 6-bit scales, then per 32 values 16 bytes of
@@ -214,13 +229,7 @@ LAMINA_AVX2 LAMINA_INLINE void unpack_iq4_xs(const uint8_t* b, Block& out) {
   transpose4(low, out.signs);
   transpose4(high, out.signs + 4);
   for (int r = 0; r < 8; ++r) out.codes[r] = _mm256_abs_epi8(out.signs[r]);
-  const uint16_t scales_high = u16_at(b + 2);
-  alignas(32) int16_t scales[16];
-  for (int u = 0; u < 8; ++u) {
-    const int ls = ((b[4 + u / 2] >> (4 * (u % 2))) & 0x0F) | (((scales_high >> (2 * u)) & 3) << 4);
-    scales[2 * u] = scales[2 * u + 1] = static_cast<int16_t>(ls - 32);
-  }
-  out.scales[0] = out.scales[1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(scales));
+  out.scales[0] = out.scales[1] = iq4_xs_scales(b);
   out.mins = _mm256_setzero_si256();
   out.d = half(b);
   out.dmin = 0.0f;
@@ -258,6 +267,23 @@ LAMINA_AVX2 void rows_of(const Problem& p, int r, const PreparedRow* xs, float* 
   Block block;
   for (int blk = 0; blk < p.k / kBlockValues; ++blk) {
     K::unpack(row + static_cast<size_t>(blk) * bytes, block);
+    if constexpr (K::kSummed == 0) {
+      const size_t at = static_cast<size_t>(blk) * kBlockValues;
+      __m256i isum[kCount];
+      for (int i = 0; i < kCount; ++i) isum[i] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) {
+#pragma GCC unroll 8
+        for (int i = 0; i < kCount; ++i) {
+          const __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + at + 32 * r)), block.signs[r]);
+          isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(_mm256_maddubs_epi16(block.codes[r], xs), block.scales[0]));
+        }
+      }
+      for (int i = 0; i < kCount; ++i) {
+        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(block.d * dx[i][blk]), _mm256_cvtepi32_ps(isum[i]), acc[i]);
+      }
+      continue;
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < kCount; ++i) {
       const size_t at = static_cast<size_t>(blk) * kBlockValues;

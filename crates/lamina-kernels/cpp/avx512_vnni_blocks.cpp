@@ -53,13 +53,7 @@ LAMINA_VNNI LAMINA_INLINE void unpack_iq4_xs(const uint8_t* b, Block& out) {
   }
   transpose4(low, out.codes);
   transpose4(high, out.codes + 4);
-  const uint16_t scales_high = u16_at(b + 2);
-  alignas(32) int16_t scales[16];
-  for (int u = 0; u < 8; ++u) {
-    const int ls = ((b[4 + u / 2] >> (4 * (u % 2))) & 0x0F) | (((scales_high >> (2 * u)) & 3) << 4);
-    scales[2 * u] = scales[2 * u + 1] = static_cast<int16_t>(ls - 32);
-  }
-  out.scales[0] = out.scales[1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(scales));
+  out.scales[0] = out.scales[1] = iq4_xs_scales(b);
   out.mins = _mm256_slli_epi16(out.scales[0], 7);
   out.d = out.dmin = half(b);
 }
