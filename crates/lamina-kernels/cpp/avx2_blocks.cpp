@@ -235,18 +235,7 @@ LAMINA_AVX2 LAMINA_INLINE void unpack_iq4_xs(const uint8_t* b, Block& out) {
   out.dmin = 0.0f;
 }
 
-// A signed format's eight 32-bit sums (lane u: sub-block u's) against 256 bytes of x: per
-// register |value| times x's bytes with the values' signs, one `madd` with the scales.
-LAMINA_AVX2 inline __m256i signed_group_sums(const Block& w, const int8_t* x) {
-  __m256i sum = _mm256_setzero_si256();
-  for (int r = 0; r < 8; ++r) {
-    const __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * r)), w.signs[r]);
-    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(w.codes[r], xs), w.scales[r / 4]));
-  }
-  return sum;
-}
-
-// kSummed 0: a signed format (signed_group_sums), no minimum term.
+// kSummed 0: a signed format (rows_of multiplies its codes apart), no minimum term.
 using IQ4XS = Kind<unpack_iq4_xs, 0, false>;
 
 // Weight row r against rows xs[0 .. kCount), into out[i * stride].
@@ -268,6 +257,10 @@ LAMINA_AVX2 void rows_of(const Problem& p, int r, const PreparedRow* xs, float* 
   for (int blk = 0; blk < p.k / kBlockValues; ++blk) {
     K::unpack(row + static_cast<size_t>(blk) * bytes, block);
     if constexpr (K::kSummed == 0) {
+      // A signed format: |value| times x's bytes with the value's sign (a pair at most
+      // 2 x 127 x 127), each register to 32 bits by its own `madd` with the sub-block scales.
+      // Each code register meets every row of x in turn, so that the codes and signs stay in
+      // registers (row by row, their 16 registers would not).
       const size_t at = static_cast<size_t>(blk) * kBlockValues;
       __m256i isum[kCount];
       for (int i = 0; i < kCount; ++i) isum[i] = _mm256_setzero_si256();
@@ -288,15 +281,10 @@ LAMINA_AVX2 void rows_of(const Problem& p, int r, const PreparedRow* xs, float* 
     for (int i = 0; i < kCount; ++i) {
       const size_t at = static_cast<size_t>(blk) * kBlockValues;
       const float d = dx[i][blk];
-      if constexpr (K::kSummed == 0) {
-        const __m256i isum = signed_group_sums(block, xq[i] + at);
-        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(block.d * d), _mm256_cvtepi32_ps(isum), acc[i]);
-      } else {
-        const __m256i isum = group_sums<K::kSummed>(block.codes, xq[i] + at, block.scales);
-        const __m256i msum = _mm256_madd_epi16(block.mins, load(sums[i] + at / 16));
-        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(block.d * d), _mm256_cvtepi32_ps(isum), acc[i]);
-        acc[i] = _mm256_fnmadd_ps(_mm256_set1_ps(block.dmin * d), _mm256_cvtepi32_ps(msum), acc[i]);
-      }
+      const __m256i isum = group_sums<K::kSummed>(block.codes, xq[i] + at, block.scales);
+      const __m256i msum = _mm256_madd_epi16(block.mins, load(sums[i] + at / 16));
+      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(block.d * d), _mm256_cvtepi32_ps(isum), acc[i]);
+      acc[i] = _mm256_fnmadd_ps(_mm256_set1_ps(block.dmin * d), _mm256_cvtepi32_ps(msum), acc[i]);
     }
   }
   for (int i = 0; i < kCount; ++i) out[i * stride] = hsum(acc[i]);
