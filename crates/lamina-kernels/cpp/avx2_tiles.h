@@ -385,18 +385,11 @@ LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out
   }
 }
 
-// Rows of x at a time against a task's weight rows (their q8 values stay in L1/L2 while the
-// weight rows stream past).
+// Bytes of weight rows a task keeps in cache while tiles of x's rows (in L1) meet each.
+constexpr int kWeightBytes = 256 * 1024;
+// Rows of x at a time against a task's weight rows in the VNNI pair tiles (avx512_vnni_pairs.h;
+// their q8 values stay in L1/L2 while the weight rows stream past).
 constexpr int kXBlock = 64;
-
-// W weight rows from r against rows [x0, x1) of x, kXRows at a time (the rest in one tile).
-template <class Format, int W>
-LAMINA_AVX2 void tile_column(const Problem& p, int r, const PreparedRow* xs, int x0, int x1) {
-  const size_t n = p.n;
-  in_tiles<Format::kXRows>(x0, x1, [&](auto rows, int i) LAMINA_AVX2 {
-    tile<Format, W, decltype(rows)::value>(p, r, xs + i, p.out + i * n + r, n);
-  });
-}
 
 // Weight rows [begin, end) against rows [m0, m1) of x in tiles (smaller ones at the edges).
 // With fewer rows of x than a tile holds (decoding), one weight row at a time: the packed
@@ -405,13 +398,17 @@ template <class Format>
 LAMINA_AVX2 void tiles(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
   constexpr int W = Format::kRows;
   const bool wide = m1 - m0 >= Format::kXRows;
-  for (int x0 = m0; x0 < m1; x0 += kXBlock) {
-    const int x1 = std::min(m1, x0 + kXBlock);
-    int r = begin;
-    if (wide) {
-      for (; r + W <= end; r += W) tile_column<Format, W>(p, r, xs, x0, x1);
-    }
-    for (; r < end; ++r) tile_column<Format, 1>(p, r, xs, x0, x1);
+  const int weight_rows = std::max(W, kWeightBytes / p.row_bytes() / W * W);
+  for (int r0 = begin; r0 < end; r0 += weight_rows) {
+    const int r1 = std::min(end, r0 + weight_rows);
+    in_tiles<Format::kXRows>(m0, m1, [&](auto rows, int i) LAMINA_AVX2 {
+      constexpr int X = decltype(rows)::value;
+      int r = r0;
+      if (wide) {
+        for (; r + W <= r1; r += W) tile<Format, W, X>(p, r, xs + i, p.out + i * static_cast<size_t>(p.n) + r, p.n);
+      }
+      for (; r < r1; ++r) tile<Format, 1, X>(p, r, xs + i, p.out + i * static_cast<size_t>(p.n) + r, p.n);
+    });
   }
 }
 
