@@ -1,8 +1,8 @@
 // The AVX-512 VNNI tier's products of GGUF's super-block formats: avx2_blocks.cpp's
 // unpacking compiled again (its functions for AVX-512 with VNNI, x86.h's LAMINA_VNNI in
 // place of LAMINA_AVX2), with the byte products as `vpdpbusd` (one instruction where AVX2
-// needs `maddubs`, a 16-bit add and a `madd`), and IQ4_XS, whose codes need VNNI's 32-bit
-// lanes.
+// needs `maddubs`, a 16-bit add and a `madd`), and IQ4_XS as unsigned codes (value + 128,
+// whose pairs need VNNI's 32-bit lanes; the AVX2 tier multiplies its signed values apart).
 //
 // The sub-block scales and the minimum terms are applied in floats, which takes fewer
 // instructions per row of x than AVX2's integer scaling: per block, each lane's 32-bit sum
@@ -39,8 +39,8 @@ alignas(16) constexpr auto kIq4Shifted = [] {
 // IQ4_XS (d, 16 high and 32 low bits of eight 6-bit scales, then per 32 values 16 bytes of
 // indices into kIq4Values: value j in the low nibble of byte j, value j + 16 in its high
 // one). Its values are signed; as value + 128 they are unsigned codes (1-241), whose pairs
-// would saturate `maddubs`'s 16-bit lanes but not `vpdpbusd`'s 32-bit ones, hence VNNI only;
-// 128 x scale x (x's sum) is then a minimum term (dmin = d).
+// would saturate `maddubs`'s 16-bit lanes but not `vpdpbusd`'s 32-bit ones (AVX2's kernel:
+// avx2_blocks.cpp); 128 x scale x (x's sum) is then a minimum term (dmin = d).
 LAMINA_VNNI LAMINA_INLINE void unpack_iq4_xs(const uint8_t* b, Block& out) {
   const __m256i table = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Shifted.data())));
   const __m256i nibble = _mm256_set1_epi8(0x0F);
