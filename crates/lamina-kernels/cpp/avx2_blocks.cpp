@@ -32,8 +32,6 @@ using avx2_tiles::kWeightBytes;
 using avx2_tiles::transpose4;
 
 constexpr int kTile = 8;
-// Bytes of x's rows the VNNI pair tiles keep in cache while their weight rows stream past.
-constexpr int kXBytes = 192 * 1024;
 
 LAMINA_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
@@ -208,6 +206,23 @@ LAMINA_AVX2 inline __m256i iq4_xs_scales(const uint8_t* b) {
   return _mm256_or_si256(_mm256_and_si256(scale, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(scale, 16));
 }
 
+// IQ4_XS block b's 256 entries of the 16-byte `table` its 4-bit indices pick (bytes 8 on:
+// per 32 values 16 bytes, value j in the low nibble of byte j, value j + 16 in its high one),
+// in x's order.
+LAMINA_AVX2 LAMINA_INLINE void iq4_xs_values(const uint8_t* b, const void* table16, __m256i (&out)[8]) {
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(table16)));
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  const uint8_t* qs = b + 8;
+  __m256i low[4], high[4];
+  for (int s = 0; s < 4; ++s) {
+    const __m256i v = halves(qs + 16 * s, qs + 16 * (s + 4));  // chunk s | chunk s + 4
+    low[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(v, nibble));
+    high[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble));
+  }
+  transpose4(low, out);
+  transpose4(high, out + 4);
+}
+
 #if !defined(LAMINA_TILES_VNNI)  // the VNNI tier's K-quant products: avx512_vnni_blocks.cpp
 
 // IQ4_XS (d, 16 high and 32 low bits of eight 6-bit scales, then per 32 values 16 bytes of
@@ -218,17 +233,7 @@ LAMINA_AVX2 inline __m256i iq4_xs_scales(const uint8_t* b) {
 // 127), and each register's products go to 32 bits by one `madd` with the sub-block scales.
 // No minimum term (dmin = 0).
 LAMINA_AVX2 LAMINA_INLINE void unpack_iq4_xs(const uint8_t* b, Block& out) {
-  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values)));
-  const __m256i nibble = _mm256_set1_epi8(0x0F);
-  const uint8_t* qs = b + 8;
-  __m256i low[4], high[4];
-  for (int s = 0; s < 4; ++s) {
-    const __m256i v = halves(qs + 16 * s, qs + 16 * (s + 4));  // chunk s | chunk s + 4
-    low[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(v, nibble));
-    high[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble));
-  }
-  transpose4(low, out.signs);
-  transpose4(high, out.signs + 4);
+  iq4_xs_values(b, kIq4Values, out.signs);
   for (int r = 0; r < 8; ++r) out.codes[r] = _mm256_abs_epi8(out.signs[r]);
   out.scales[0] = out.scales[1] = iq4_xs_scales(b);
   out.mins = _mm256_setzero_si256();

@@ -29,6 +29,9 @@ namespace {
 
 using avx2_tiles::dot_chains;
 
+// Bytes of x's rows the pair tiles keep in cache while their weight rows stream past.
+constexpr int kXBytes = 192 * 1024;
+
 // IQ4_XS's table values + 128 (see unpack_iq4_xs).
 alignas(16) constexpr auto kIq4Shifted = [] {
   std::array<uint8_t, 16> table{};
@@ -42,17 +45,7 @@ alignas(16) constexpr auto kIq4Shifted = [] {
 // would saturate `maddubs`'s 16-bit lanes but not `vpdpbusd`'s 32-bit ones (AVX2's kernel:
 // avx2_blocks.cpp); 128 x scale x (x's sum) is then a minimum term (dmin = d).
 LAMINA_VNNI LAMINA_INLINE void unpack_iq4_xs(const uint8_t* b, Block& out) {
-  const __m256i table = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Shifted.data())));
-  const __m256i nibble = _mm256_set1_epi8(0x0F);
-  const uint8_t* qs = b + 8;
-  __m256i low[4], high[4];
-  for (int s = 0; s < 4; ++s) {
-    const __m256i v = halves(qs + 16 * s, qs + 16 * (s + 4));  // chunk s | chunk s + 4
-    low[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(v, nibble));
-    high[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble));
-  }
-  transpose4(low, out.codes);
-  transpose4(high, out.codes + 4);
+  iq4_xs_values(b, kIq4Shifted.data(), out.codes);
   out.scales[0] = out.scales[1] = iq4_xs_scales(b);
   out.mins = _mm256_slli_epi16(out.scales[0], 7);
   out.d = out.dmin = half(b);
