@@ -387,9 +387,6 @@ LAMINA_AVX2 void tile(const Problem& p, int r, const PreparedRow* xs, float* out
 
 // Bytes of weight rows a task keeps in cache while tiles of x's rows (in L1) meet each.
 constexpr int kWeightBytes = 256 * 1024;
-// Rows of x at a time against a task's weight rows in the VNNI pair tiles (avx512_vnni_pairs.h;
-// their q8 values stay in L1/L2 while the weight rows stream past).
-constexpr int kXBlock = 64;
 
 // Weight rows [begin, end) against rows [m0, m1) of x in tiles (smaller ones at the edges).
 // With fewer rows of x than a tile holds (decoding), one weight row at a time: the packed

@@ -18,6 +18,10 @@
 namespace lamina_kernels {
 namespace {
 
+// Rows of x at a time against a task's weight rows in the pair tiles (their q8 values stay
+// in L1/L2 while the weight rows stream past).
+constexpr int kXBlock = 64;
+
 // Where chunk c of two rows starts (kBytes a chunk), each prefetched kLines cache lines
 // ahead: a group's `load8_pair` reads from here.
 template <int kBytes, int kLines>
@@ -116,8 +120,8 @@ LAMINA_VNNI void paired_tiles(const Problem& p, int begin, int end, const Prepar
     return;
   }
   const size_t n = p.n;
-  for (int x0 = m0; x0 < m1; x0 += avx2_tiles::kXBlock) {
-    const int x1 = std::min(m1, x0 + avx2_tiles::kXBlock);
+  for (int x0 = m0; x0 < m1; x0 += kXBlock) {
+    const int x1 = std::min(m1, x0 + kXBlock);
     int r = begin;
     for (; r + 2 <= end; r += 2) {
       in_tiles<X>(x0, x1, [&](auto rows, int i) LAMINA_VNNI {
