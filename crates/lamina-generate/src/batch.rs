@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{GenerateError, Result};
 use crate::generate::{GenerateParams, GenerationOutput, TokenEvent};
-use crate::prompt_cache::{CacheHit, PromptCache};
+use crate::prompt_cache::{CacheHit, PromptCache, shared_prefix};
 use crate::sequence::{
     Plan, SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill_quantizing,
 };
@@ -269,7 +269,7 @@ impl<'a> BatchGenerator<'a> {
     fn admit(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
         let mut admitted_tokens = 0;
         let (mut fresh, mut joining) = (Vec::new(), Vec::new());
-        while self.active.len() + fresh.len() < self.config.max_batch.max(1) {
+        while self.active.len() + fresh.len() + joining.len() < self.config.max_batch.max(1) {
             let Some(front) = self.waiting.front() else { break };
             if admitted_tokens > 0
                 && admitted_tokens + front.1.prompt.len() > self.config.prefill_tokens_per_step
@@ -341,31 +341,42 @@ impl<'a> BatchGenerator<'a> {
         Ok((cache, logits, reused))
     }
 
-    /// Starts requests that found nothing in the prompt cache, each prompt prefilled once,
-    /// alone, so that its numbers do not depend on what else is admitted (a padded batch's
-    /// products and attention would compute another way); requests with the same prompt
-    /// (a request's several choices) share the prefill and sample apart. A request that
-    /// fails fails alone; the others are added to `joining`.
+    /// Starts requests that found nothing in the prompt cache, each prompt prefilled once
+    /// (its numbers do not depend on the rows admitted beside it: a padded batch's products
+    /// and attention would compute another way). Requests with the same prompt (a request's
+    /// several choices) share the prefill and sample apart; a prompt that begins as a later
+    /// one does (a chat template's system prompt) goes into the prompt cache, so that the
+    /// later one prefills only what follows. A request that fails fails alone; the others
+    /// are added to `joining`.
     fn start_fresh(
         &mut self,
         fresh: &[Admitted],
         joining: &mut Vec<(Sequence<'a>, ModelCache)>,
         events: &mut Vec<BatchEvent>,
     ) {
-        let mut prefilled: Vec<(&[u32], ModelCache, Array)> = Vec::new();
-        for admitted in fresh {
-            let prompt = admitted.plan.prompt(&admitted.request.prompt);
+        let prompts: Vec<&[u32]> = fresh.iter().map(|a| a.plan.prompt(&a.request.prompt)).collect();
+        let mut prefilled: Vec<(&[u32], ModelCache, Array, usize)> = Vec::new();
+        for (n, admitted) in fresh.iter().enumerate() {
+            let prompt = prompts[n];
             let known = prefilled.iter().position(|(p, ..)| *p == prompt);
             let started = match known {
                 Some(i) => Ok(i),
-                None => self.prefill(admitted, None).map(|(cache, logits, _)| {
-                    prefilled.push((prompt, cache, logits));
-                    prefilled.len() - 1
-                }),
+                None => self.prompt_cache.fetch(prompt).and_then(|hit| self.prefill(admitted, hit)).map(
+                    |(cache, logits, reused)| {
+                        if prompts[n + 1..]
+                            .iter()
+                            .any(|later| *later != prompt && shared_prefix(later, prompt) > 1)
+                        {
+                            self.prompt_cache.insert(prompt.to_vec(), cache.clone());
+                        }
+                        prefilled.push((prompt, cache, logits, reused));
+                        prefilled.len() - 1
+                    },
+                ),
             }
             .and_then(|i| {
-                let (_, cache, logits) = &prefilled[i];
-                let seq = self.sequence(admitted, logits, 0)?;
+                let (_, cache, logits, reused) = &prefilled[i];
+                let seq = self.sequence(admitted, logits, *reused)?;
                 mlx_rs::transforms::async_eval([&seq.last])?;
                 Ok((seq, cache.clone()))
             });

@@ -15,6 +15,7 @@ use strum::Display;
 
 use crate::constraint::Constraint;
 use crate::error::{GenerateError, Result};
+use crate::prompt_cache::shared_prefix;
 use crate::sampler::SamplerConfig;
 use crate::sequence::{
     SequenceState, ids_array, last_logits, no_buffer_cache_on_cpu, plan, prefill_quantizing,
@@ -202,8 +203,7 @@ impl<'a> Generation<'a> {
         let started = Instant::now();
         let (mut cache, reused) = match cached {
             Some(CachedTokens { mut cache, tokens }) => {
-                let common = tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-                let reused = common.min(prompt.len() - 1);
+                let reused = shared_prefix(&tokens, prompt).min(prompt.len() - 1);
                 if reused > 0 && cache.can_trim_to(reused as i32) {
                     cache.trim(reused as i32)?;
                     (cache, reused)

@@ -89,8 +89,7 @@ impl PromptCache {
     /// When MLX fails to trim (never for a cache [`ModelCache::can_trim_to`] accepts).
     pub fn fetch(&mut self, prompt: &[u32]) -> Result<Option<CacheHit>> {
         let usable = |e: &Entry| {
-            let common = e.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-            let reused = common.min(prompt.len().saturating_sub(1));
+            let reused = shared_prefix(&e.tokens, prompt).min(prompt.len().saturating_sub(1));
             (reused > 0 && e.cache.can_trim_to(reused as i32)).then_some(reused)
         };
         let best = self
@@ -109,6 +108,11 @@ impl PromptCache {
         cache.trim(reused as i32)?;
         Ok(Some(CacheHit { cache, reused }))
     }
+}
+
+/// How many tokens `a` and `b` begin with in common.
+pub(crate) fn shared_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// How one layer is saved.

@@ -463,3 +463,50 @@ fn a_quantized_request_computes_alike_in_any_batch_and_from_the_prompt_cache() {
     let fresh = run_batch(&mut loaded, &[(0, request(&longer, 5))], config);
     assert_eq!(bits(&continued[&0].logprobs), bits(&fresh[&0].logprobs), "a cached beginning");
 }
+
+#[test]
+fn prompts_admitted_together_share_their_beginning_and_the_batch_stays_within_max_batch() {
+    let mut loaded = fixture("llama_tied_smollm");
+    // A chat template's system prompt before three questions.
+    let system = [5, 9, 2, 7, 11, 3, 8, 1];
+    let prompts: Vec<Vec<u32>> = [&[4, 6][..], &[13, 2, 2, 9], &[7]]
+        .iter()
+        .map(|question| system.iter().chain(question.iter()).copied().collect())
+        .collect();
+    let alone: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| generate(loaded.model.as_mut(), None, p, &greedy(6)).unwrap().tokens)
+        .collect();
+    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, BatchConfig::default()).unwrap();
+    let ids: Vec<u64> =
+        prompts.iter().map(|p| generator.insert(BatchRequest::new(p.clone(), greedy(6)))).collect();
+    let mut done = HashMap::new();
+    while !generator.is_idle() {
+        for event in generator.step().unwrap() {
+            if let BatchEvent::Done { sequence, output, cached_tokens, .. } = event {
+                done.insert(sequence, (output.tokens, cached_tokens));
+            }
+        }
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let (tokens, cached) = &done[id];
+        assert_eq!(tokens, &alone[k], "sequence {k}");
+        // The first prompt is prefilled whole; the others reuse its system prompt.
+        assert_eq!(*cached, if k == 0 { 0 } else { system.len() }, "sequence {k}");
+    }
+    // Prompt cache hits join the batch as fresh prompts do: never more than max_batch.
+    let config = BatchConfig { max_batch: 2, ..BatchConfig::default() };
+    let mut generator = BatchGenerator::new(loaded.model.as_mut(), None, config).unwrap();
+    for _ in 0..2 {
+        for p in &prompts {
+            generator.insert(BatchRequest::new(p.clone(), greedy(6)));
+        }
+    }
+    let (mut finished, mut most) = (0, 0);
+    while !generator.is_idle() {
+        let events = generator.step().unwrap();
+        most = most.max(generator.active());
+        finished += events.iter().filter(|e| matches!(e, BatchEvent::Done { .. })).count();
+    }
+    assert_eq!((finished, most), (6, 2));
+}
