@@ -14,6 +14,13 @@ use mlx_rs::ops::indexing::TryIndexOp;
 
 use crate::pipeline::PipelineStage;
 
+/// From this many positions a forward pass with a cache (a prompt's chunk) evaluates each
+/// layer's cache as it goes: run as one graph, a whole chunk held more of its layers'
+/// buffers at once (SmolLM2-135M, a 256-token prompt: MLX's peak 131.8 -> 126.9 MB, peak
+/// RSS 163 -> 155 MiB, prefill as fast). Fewer positions (decoding, a speculative draft's
+/// check) keep one graph.
+const PROMPT_CHUNK_POSITIONS: i32 = 32;
+
 /// The caches of every block execution of a model, held by the caller.
 #[derive(Debug, Clone)]
 pub struct ModelCache {
@@ -357,7 +364,20 @@ pub(crate) fn run<B: Block + 'static>(
             h = if checkpointing && cache.is_none() {
                 checkpointed_block(block, &h, input.padding_mask)?
             } else {
-                block.forward(LayerInput { x: &h, cache, padding_mask: input.padding_mask })?.hidden_states
+                match cache {
+                    Some(cache) if h.dim(1) >= PROMPT_CHUNK_POSITIONS => {
+                        let layer =
+                            LayerInput { x: &h, cache: Some(&mut *cache), padding_mask: input.padding_mask };
+                        let out = block.forward(layer)?.hidden_states;
+                        LayerCache::eval_all([&*cache])?;
+                        out
+                    }
+                    cache => {
+                        block
+                            .forward(LayerInput { x: &h, cache, padding_mask: input.padding_mask })?
+                            .hidden_states
+                    }
+                }
             };
             if let Some(states) = hidden.as_mut() {
                 states.push(h.clone());

@@ -107,6 +107,23 @@ fn cached_decoding_equals_the_full_forward_for_every_backbone() {
 }
 
 #[test]
+fn a_long_prompt_chunk_evaluated_layer_by_layer_equals_the_full_forward() {
+    // From 32 positions a chunk evaluates each layer's cache as it goes.
+    fn check(backbone: &mut impl Backbone, tol: f32) {
+        let x = ids(2, 40);
+        let full = backbone.forward(BackboneInput::new(&x)).unwrap().last_hidden_state;
+        for chunks in [&[36, 4][..], &[3, 33, 1, 3][..]] {
+            let stepped = chunked(backbone, &x, chunks);
+            assert!(max_diff(&full, &stepped) < tol, "{chunks:?}: {}", max_diff(&full, &stepped));
+        }
+    }
+    check(&mut transformer(1), 1e-5);
+    check(&mut transformer(2), 1e-5);
+    check(&mut mamba(), 1e-4);
+    check(&mut hybrid(), 1e-4);
+}
+
+#[test]
 fn parameter_names_follow_the_checkpoints() {
     let keys = |m: &dyn Fn() -> Vec<String>| m();
     let t = transformer(1);
