@@ -360,25 +360,18 @@ pub(crate) fn run<B: Block + 'static>(
     let mut hidden = input.output_hidden_states.then(|| vec![h.clone()]);
     for block in blocks.iter_mut() {
         for _ in 0..repeats {
-            let cache = caches.as_mut().and_then(Iterator::next);
+            let mut cache = caches.as_mut().and_then(Iterator::next);
+            let prompt_chunk = h.dim(1) >= PROMPT_CHUNK_POSITIONS;
             h = if checkpointing && cache.is_none() {
                 checkpointed_block(block, &h, input.padding_mask)?
             } else {
-                match cache {
-                    Some(cache) if h.dim(1) >= PROMPT_CHUNK_POSITIONS => {
-                        let layer =
-                            LayerInput { x: &h, cache: Some(&mut *cache), padding_mask: input.padding_mask };
-                        let out = block.forward(layer)?.hidden_states;
-                        LayerCache::eval_all([&*cache])?;
-                        out
-                    }
-                    cache => {
-                        block
-                            .forward(LayerInput { x: &h, cache, padding_mask: input.padding_mask })?
-                            .hidden_states
-                    }
-                }
+                let layer =
+                    LayerInput { x: &h, cache: cache.as_deref_mut(), padding_mask: input.padding_mask };
+                block.forward(layer)?.hidden_states
             };
+            if let Some(cache) = cache.filter(|_| prompt_chunk) {
+                LayerCache::eval_all([&*cache])?;
+            }
             if let Some(states) = hidden.as_mut() {
                 states.push(h.clone());
             }
