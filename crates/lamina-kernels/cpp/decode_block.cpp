@@ -15,6 +15,7 @@
 // them (as DecodeAttention).
 
 #include <cstring>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -84,16 +85,24 @@ void rms_norm_rows(const float* x, const mc::array& weight, const NormAt& norm, 
   }
 }
 
-// `out` [rows, N] = x [rows, K] @ dequantize(product's weight)^T (+ its bias).
-void product(const std::vector<mc::array>& in, const BlockSpec& b, int which, const float* x, int rows, int k,
-             float* out) {
-  const int at = b.weight_at[which];
-  const int n = static_cast<int>(in[at].shape(0));
-  quantized_products(problem_of(b.operands[which], x, in[at], in[at + 1], in[at + 2], out, rows, k));
-  if (which <= kV && b.bias_at[which] >= 0) {
-    const float* bias = in[b.bias_at[which]].data<float>();
+// For each (product, out) of `targets`: `out` [rows, N] = x [rows, K] @ dequantize(the
+// product's weight)^T (+ its bias), the products computed together
+// (quantized_products_sharing_x: x rounded once).
+void products(const std::vector<mc::array>& in, const BlockSpec& b, std::initializer_list<std::pair<int, float*>> targets,
+              const float* x, int rows, int k) {
+  std::vector<Problem> problems;
+  for (const auto& [which, out] : targets) {
+    const int at = b.weight_at[which];
+    problems.push_back(problem_of(b.operands[which], x, in[at], in[at + 1], in[at + 2], out, rows, k));
+  }
+  quantized_products_sharing_x(problems.data(), static_cast<int>(problems.size()));
+  for (const auto& [which, out] : targets) {
+    if (which > kV || b.bias_at[which] < 0) continue;
+    const mc::array& bias = in[b.bias_at[which]];
+    const float* add = bias.data<float>();
+    const size_t n = bias.size();
     for (int r = 0; r < rows; ++r) {
-      for (int j = 0; j < n; ++j) out[static_cast<size_t>(r) * n + j] += bias[j];
+      for (size_t c = 0; c < n; ++c) out[r * n + c] += add[c];
     }
   }
 }
@@ -113,9 +122,7 @@ void run_block(const std::vector<mc::array>& in, const BlockSpec& b, float* out,
   const std::vector<float> x = dense_f32(in[0]);
   std::vector<float> normed(x.size()), q(rows * q_width), k(rows * kv_width), v(rows * v_width);
   rms_norm_rows(x.data(), in[b.norms[kAttentionIn].at], b.norms[kAttentionIn], rows, hidden, normed.data());
-  product(in, b, kQ, normed.data(), rows, hidden, q.data());
-  product(in, b, kK, normed.data(), rows, hidden, k.data());
-  product(in, b, kV, normed.data(), rows, hidden, v.data());
+  products(in, b, {{kQ, q.data()}, {kK, k.data()}, {kV, v.data()}}, normed.data(), rows, hidden);
   if (b.qk_norms[0].at >= 0) {
     rms_norm_rows(q.data(), in[b.qk_norms[0].at], b.qk_norms[0], rows * a.heads, a.d, q.data());
     rms_norm_rows(k.data(), in[b.qk_norms[1].at], b.qk_norms[1], rows * a.kv_heads, a.d, k.data());
@@ -140,14 +147,13 @@ void run_block(const std::vector<mc::array>& in, const BlockSpec& b, float* out,
   std::vector<float> attended(static_cast<size_t>(rows) * a.heads * a.dv), update(x.size());
   attend_decode(a, places, q.data(), keys, values, attended.data());
   std::memcpy(out, x.data(), x.size() * sizeof(float));
-  product(in, b, kO, attended.data(), rows, a.heads * a.dv, update.data());
+  products(in, b, {{kO, update.data()}}, attended.data(), rows, a.heads * a.dv);
   add_normed(in, b.norms[kAttentionOut], update.data(), rows, hidden, out);  // h
   rms_norm_rows(out, in[b.norms[kMlpIn].at], b.norms[kMlpIn], rows, hidden, normed.data());
   std::vector<float> gate(static_cast<size_t>(rows) * b.intermediate), up(gate.size());
-  product(in, b, kGate, normed.data(), rows, hidden, gate.data());
-  product(in, b, kUp, normed.data(), rows, hidden, up.data());
+  products(in, b, {{kGate, gate.data()}, {kUp, up.data()}}, normed.data(), rows, hidden);
   for (size_t i = 0; i < gate.size(); ++i) gate[i] = activate(b.gate, gate[i]) * up[i];
-  product(in, b, kDown, gate.data(), rows, b.intermediate, update.data());
+  products(in, b, {{kDown, update.data()}}, gate.data(), rows, b.intermediate);
   add_normed(in, b.norms[kMlpOut], update.data(), rows, hidden, out);
 }
 

@@ -267,6 +267,7 @@ class QuantizedProducts : public mc::Primitive {
       }
       // The gated unit writes the gate's product to its output, the up product beside it.
       std::vector<float> up;
+      std::vector<Problem> problems;
       for (size_t i = 0; i < operands.size(); ++i) {
         const mc::array& w = inputs[1 + 3 * i];
         const int n = static_cast<int>(w.shape(0));
@@ -275,8 +276,9 @@ class QuantizedProducts : public mc::Primitive {
           up.resize(static_cast<size_t>(m) * n);
           out = up.data();
         }
-        quantized_products(problem_of(operands[i], xp, w, inputs[2 + 3 * i], inputs[3 + 3 * i], out, m, k));
+        problems.push_back(problem_of(operands[i], xp, w, inputs[2 + 3 * i], inputs[3 + 3 * i], out, m, k));
       }
+      quantized_products_sharing_x(problems.data(), static_cast<int>(problems.size()));
       if (gate != Gate::None) {
         float* out = outs[0];
         for (size_t j = 0; j < up.size(); ++j) out[j] = activate(gate, out[j]) * up[j];

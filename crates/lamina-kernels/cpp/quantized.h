@@ -189,6 +189,20 @@ inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8) {
   return out;
 }
 
+// What `prepare` makes of x for p: super-block rounding (ggml's Q8_K) or per 32 values with
+// sums per `group`, in 4-bit affine rows' split order or not, in block_order (`grouped`) or
+// not, with Q8_0's integer chunk sums or not. Problems with equal ones share x's prepared rows.
+struct Preparation {
+  bool super_blocks, split_order, grouped, chunk_sums;
+  int group;
+  bool operator==(const Preparation&) const = default;
+};
+
+inline Preparation preparation_of(const Problem& p, bool grouped) {
+  if (p.blocks() && !small_blocks(p.format)) return {true, false, false, false, 0};
+  return {false, !p.blocks() && p.bits == 4, grouped, grouped && p.blocks() && p.format == Format::q8_0, p.group};
+}
+
 // Whether a tier that reads x's 32-value chunks in groups (Kernels::grouped_chunks) does so
 // for p: 4-bit affine rows in GGUF's layout, Q5_0 and Q5_1 (codes whose products of eight or
 // four chunks fit 16-bit lanes).
@@ -200,7 +214,8 @@ inline bool grouped_format(const Problem& p) {
 // the tier's kernels read this 32-value format's whole groups of eight chunks in
 // block_order (Kernels::groups).
 inline PreparedRow prepare(const Problem& p, const float* x, bool int8, bool grouped) {
-  if (p.blocks() && !small_blocks(p.format)) return prepare_blocks(p, x, int8);
+  const Preparation how = preparation_of(p, grouped);
+  if (how.super_blocks) return prepare_blocks(p, x, int8);
   PreparedRow out;
   out.group_sums.assign(padded8(p.groups()), 0.0f);
   for (int g = 0; g < p.groups(); ++g) {
@@ -210,14 +225,14 @@ inline PreparedRow prepare(const Problem& p, const float* x, bool int8, bool gro
   }
   // Position j of a 4-bit chunk's split order holds value 2j (j < 16) or 2(j - 16) + 1.
   auto split = [](int j) { return j < 16 ? 2 * j : 2 * (j - 16) + 1; };
-  const bool split_order = !p.blocks() && p.bits == 4;
+  const bool split_order = how.split_order;
   if (int8) {
     if (split_order) {
       round_chunks(x, p.k, split, out);
     } else {
       round_chunks(x, p.k, Natural{}, out);
     }
-    if (grouped && p.blocks() && p.format == Format::q8_0) {
+    if (how.chunk_sums) {
       out.bsums.assign(padded8(p.k / 32), 0);
       for (int c = 0; c < p.k / 32; ++c) {
         int sum = 0;
@@ -247,5 +262,12 @@ inline float bias_dot(const Problem& p, int r, const PreparedRow& x) {
 // packed weight once; up to 32 rows dequantize each weight row once into L1; more go
 // through sgemm on dequantized tiles. Rows are split over the pool when large enough.
 void quantized_products(const Problem& p);
+
+// `count` problems that read the same x (the same `x`, `m` and `k`: a block's q, k and v
+// products, or its gate and up): the ones with 8-bit activations round x once per
+// Preparation and split all their weight rows over the pool in one region (products too
+// small to split run beside the others, not after them); each output as quantized_products
+// gives it.
+void quantized_products_sharing_x(const Problem* problems, int count);
 
 }  // namespace lamina_kernels

@@ -98,32 +98,65 @@ void gemv(const Problem& p) {
 // kernel pair by pair), so a row's outputs do not depend on the rows beside it: a prompt
 // partly served from a cache, or a sequence decoded in a batch, computes as it would alone.
 // Weight rows are split over the pool; a task's rows meet blocks of x's rows while those stay
-// in cache.
-void products_int8(const Problem& p, RowDot dot) {
+// in cache. Several problems reading the same x (quantized_products_sharing_x) share its
+// prepared rows where they round it alike, and their tasks one pool region.
+void products_int8(const Problem* problems, int count) {
   Pool& pool = Pool::get();
   const Kernels& k = kernels();
-  std::vector<PreparedRow> prepared(p.m);
-  const int preparers = std::min(p.m, pool.size());
+  const int m = problems[0].m;
+  // x's rows prepared once per distinct preparation (kind[i]: problem i's).
+  std::vector<Preparation> preparations;
+  std::vector<int> first_of, kind(count);
+  for (int i = 0; i < count; ++i) {
+    const Preparation how = preparation_of(problems[i], k.groups(problems[i]));
+    const auto known = std::find(preparations.begin(), preparations.end(), how);
+    kind[i] = static_cast<int>(known - preparations.begin());
+    if (known == preparations.end()) {
+      preparations.push_back(how);
+      first_of.push_back(i);
+    }
+  }
+  std::vector<std::vector<PreparedRow>> prepared(preparations.size(), std::vector<PreparedRow>(m));
+  const int rows = static_cast<int>(preparations.size()) * m;
+  const int preparers = std::min(rows, pool.size());
   pool.run(preparers, [&](int t) {
-    const auto [begin, end] = share(p.m, t, preparers);
-    for (int m = begin; m < end; ++m) prepared[m] = prepare(p, p.x + static_cast<size_t>(m) * p.k, true, k.groups(p));
+    const auto [begin, end] = share(rows, t, preparers);
+    for (int item = begin; item < end; ++item) {
+      const int of = item / m, row = item % m;
+      const Problem& p = problems[first_of[of]];
+      prepared[of][row] = prepare(p, p.x + static_cast<size_t>(row) * p.k, true, preparations[of].grouped);
+    }
   });
-  const int tasks = tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes() * p.m);
-  const auto products = p.gguf_layout() ? k.products_int8
-                        : p.blocks()    ? k.products_blocks_int8[static_cast<int>(p.format)]
-                                        : nullptr;
-  pool.run(tasks, [&](int t) {
-    const auto [begin, end] = share(p.n, t, tasks);
+  // Problem i's tasks are [starts[i], starts[i + 1]).
+  std::vector<int> starts(count + 1, 0);
+  for (int i = 0; i < count; ++i) {
+    const Problem& p = problems[i];
+    starts[i + 1] = starts[i] + tasks_for(p, static_cast<size_t>(p.n) * p.row_bytes() * p.m);
+  }
+  pool.run(starts[count], [&](int t) {
+    const int i = static_cast<int>(std::upper_bound(starts.begin(), starts.end(), t) - starts.begin()) - 1;
+    const Problem& p = problems[i];
+    const auto [begin, end] = share(p.n, t - starts[i], starts[i + 1] - starts[i]);
+    const std::vector<PreparedRow>& xs = prepared[kind[i]];
+    const auto products = p.gguf_layout() ? k.products_int8
+                          : p.blocks()    ? k.products_blocks_int8[static_cast<int>(p.format)]
+                                          : nullptr;
     if (products != nullptr) {
-      products(p, begin, end, prepared.data(), 0, p.m);
+      products(p, begin, end, xs.data(), 0, p.m);
       return;
     }
+    const RowDot dot = k.row_kernel(p).dot;
     for (int r = begin; r < end; ++r) {
-      for (int m = 0; m < p.m; ++m) p.out[static_cast<size_t>(m) * p.n + r] = dot(p, r, p.x + static_cast<size_t>(m) * p.k, prepared[m]);
+      for (int row = 0; row < p.m; ++row) {
+        p.out[static_cast<size_t>(row) * p.n + r] = dot(p, r, p.x + static_cast<size_t>(row) * p.k, xs[row]);
+      }
     }
   });
-  if (p.activations == Activations::int8_exact_top) {
-    pool.run(p.m, [&](int m) { rescore_top(p, p.x + static_cast<size_t>(m) * p.k, p.out + static_cast<size_t>(m) * p.n); });
+  for (int i = 0; i < count; ++i) {
+    const Problem& p = problems[i];
+    if (p.activations == Activations::int8_exact_top) {
+      pool.run(p.m, [&](int row) { rescore_top(p, p.x + static_cast<size_t>(row) * p.k, p.out + static_cast<size_t>(row) * p.n); });
+    }
   }
 }
 
@@ -185,8 +218,8 @@ constexpr int kBatchRows = 32;
 }  // namespace
 
 void lamina_kernels::quantized_products(const Problem& p) {
-  if (const Kernels::RowKernel kernel = kernels().row_kernel(p); kernel.int8) {
-    products_int8(p, kernel.dot);
+  if (kernels().row_kernel(p).int8) {
+    products_int8(&p, 1);
   } else if (p.m == 1) {
     gemv(p);
   } else if (p.m <= kBatchRows) {
@@ -194,6 +227,22 @@ void lamina_kernels::quantized_products(const Problem& p) {
   } else {
     gemm(p);
   }
+}
+
+void lamina_kernels::quantized_products_sharing_x(const Problem* problems, int count) {
+  std::vector<Problem> int8;
+  for (int i = 0; i < count; ++i) {
+    const Problem& p = problems[i];
+    if (p.x != problems[0].x || p.m != problems[0].m || p.k != problems[0].k) {
+      throw std::invalid_argument("quantized_products_sharing_x: the problems read different x");
+    }
+    if (kernels().row_kernel(p).int8) {
+      int8.push_back(p);
+    } else {
+      quantized_products(p);
+    }
+  }
+  if (!int8.empty()) products_int8(int8.data(), static_cast<int>(int8.size()));
 }
 
 namespace {

@@ -5,10 +5,13 @@
 
 mod support;
 
-use lamina_kernels::{Activations, BlockFormat, blocks_matmul, dequantize_blocks};
+use lamina_kernels::{
+    Activations, BlockFormat, QuantLayout, QuantizedWeight, blocks_matmul, dequantize_blocks,
+    quantized_products,
+};
 use mlx_rs::Array;
 use mlx_rs::ops::indexing::IndexOp;
-use support::{max_rel_diff, values};
+use support::{Quantized, max_rel_diff, values};
 
 /// Rows of random blocks of `format` for `cols` values, their f16 factors (d, and dmin where
 /// the format has one) small and finite: u8 `[rows, cols / values * block bytes]`.
@@ -82,6 +85,55 @@ fn a_row_of_x_computes_alike_alone_and_among_others() {
             let alone = blocks_matmul(&x.index(row..row + 1), &w, format, Activations::Int8).unwrap();
             let same = together.index(row..row + 1);
             assert_eq!(alone.as_slice::<f32>(), same.as_slice::<f32>(), "{format} row {row}");
+        }
+    }
+}
+
+#[test]
+fn products_of_one_x_computed_together_equal_each_alone() {
+    // A block's q, k, v (or gate and up) in one node round x once per kind of rounding:
+    // super-blocks, 32-value blocks (Q8_0 in groups on the VNNI tier), 4-bit affine rows in
+    // their split order, 8-bit ones; the small products' tasks run beside the large ones'.
+    let cols = 512;
+    let formats =
+        [BlockFormat::Q4K, BlockFormat::Q6K, BlockFormat::Q8_0, BlockFormat::Q5_0, BlockFormat::Q4K];
+    let rows = [40, 8, 24, 16, 3];
+    let blocks: Vec<Array> = formats
+        .iter()
+        .zip(rows)
+        .enumerate()
+        .map(|(i, (f, n))| random_blocks(*f, n, cols, i as u32))
+        .collect();
+    let four = Quantized::of(&values(&[32, cols], 0.7), 32, 4).with_half_scales();
+    let eight = Quantized::of(&values(&[8, cols], 0.9), 64, 8);
+    for m in [1, 5, 40] {
+        let x = values(&[m, cols], 0.1 * m as f32);
+        for activations in [Activations::Int8, Activations::Exact] {
+            let mut weights: Vec<QuantizedWeight<'_>> = formats
+                .iter()
+                .zip(&blocks)
+                .map(|(f, w)| QuantizedWeight { weight: w, layout: QuantLayout::Blocks(*f), activations })
+                .collect();
+            weights.push(four.weight(activations));
+            weights.push(eight.weight(Activations::Int8ExactTop));
+            let together = quantized_products(&x, &weights, &[]).unwrap();
+            assert_eq!(together.len(), weights.len());
+            for (i, (f, w)) in formats.iter().zip(&blocks).enumerate() {
+                let alone = blocks_matmul(&x, w, *f, activations).unwrap();
+                assert_eq!(
+                    together[i].as_slice::<f32>(),
+                    alone.as_slice::<f32>(),
+                    "{f} #{i} m={m} {activations:?}"
+                );
+            }
+            let n = formats.len();
+            assert_eq!(
+                together[n].as_slice::<f32>(),
+                four.product(&x, activations).as_slice::<f32>(),
+                "4-bit m={m}"
+            );
+            let top = eight.product(&x, Activations::Int8ExactTop);
+            assert_eq!(together[n + 1].as_slice::<f32>(), top.as_slice::<f32>(), "8-bit m={m}");
         }
     }
 }
