@@ -244,6 +244,10 @@ inline float rms_scale(const float* row, int k, float eps) {
 // An f32, bf16 or f16 array's elements in row-major order as f32 (a strided view, or a
 // half-precision x, read once into a dense buffer).
 inline std::vector<float> dense_f32(const mc::array& a) {
+  if (a.dtype() == mc::float32 && a.flags().row_contiguous) {
+    const float* data = a.data<float>();
+    return std::vector<float>(data, data + a.size());
+  }
   std::vector<float> dense(a.size());
   const auto& shape = a.shape();
   const auto& strides = a.strides();
