@@ -196,8 +196,10 @@ fn products(
     }
 }
 
-/// `x @ dequantize(w_i)^T` for every weight, in one graph node: one read of `x`, the
-/// products one after another on lamina's quantized kernel. Output `i` has shape
+/// `x @ dequantize(w_i)^T` for every weight, in one graph node: one read of `x`, rounded
+/// once for the weights that read it rounded to 8 bits alike, and their products' rows
+/// split over lamina's threads together (each output bit for bit its product alone).
+/// Output `i` has shape
 /// `shapes[i]` when given (a reshape of `[..., N_i]`, e.g. `[B, H, 1, D]` for a decoded
 /// token's queries), else `[..., N_i]`. f32 `x` on the CPU only.
 ///
