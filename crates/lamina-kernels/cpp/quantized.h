@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -156,10 +157,16 @@ constexpr int block_order(int j) { return 32 * (j / 4 % 8) + 4 * (j / 32) + j % 
 
 // Each whole 256 values of q8 put in block_order.
 inline void group_order(std::vector<int8_t>& q8) {
-  int8_t group[kBlockValues];
+  // 32-bit units: unit 8r + u of the grouped order is unit 8u + r of the natural one (four
+  // consecutive values of a chunk stay together).
+  uint32_t natural[kBlockValues / 4];
   for (size_t first = 0; first + kBlockValues <= q8.size(); first += kBlockValues) {
-    for (int j = 0; j < kBlockValues; ++j) group[j] = q8[first + block_order(j)];
-    std::copy(group, group + kBlockValues, q8.begin() + static_cast<std::ptrdiff_t>(first));
+    std::memcpy(natural, q8.data() + first, kBlockValues);
+    uint32_t grouped[kBlockValues / 4];
+    for (int r = 0; r < 8; ++r) {
+      for (int u = 0; u < 8; ++u) grouped[8 * r + u] = natural[8 * u + r];
+    }
+    std::memcpy(q8.data() + first, grouped, kBlockValues);
   }
 }
 
@@ -217,11 +224,12 @@ inline PreparedRow prepare(const Problem& p, const float* x, bool int8, bool gro
   const Preparation how = preparation_of(p, grouped);
   if (how.super_blocks) return prepare_blocks(p, x, int8);
   PreparedRow out;
+  // Each group's sum in its values' order, all groups' chains advancing together (one
+  // group's 32 dependent additions at a time waited on each other).
   out.group_sums.assign(padded8(p.groups()), 0.0f);
-  for (int g = 0; g < p.groups(); ++g) {
-    float sum = 0.0f;
-    for (int j = 0; j < p.group; ++j) sum += x[g * p.group + j];
-    out.group_sums[g] = sum;
+  float* sums = out.group_sums.data();
+  for (int j = 0; j < p.group; ++j) {
+    for (int g = 0; g < p.groups(); ++g) sums[g] += x[static_cast<size_t>(g) * p.group + j];
   }
   // Position j of a 4-bit chunk's split order holds value 2j (j < 16) or 2(j - 16) + 1.
   auto split = [](int j) { return j < 16 ? 2 * j : 2 * (j - 16) + 1; };
