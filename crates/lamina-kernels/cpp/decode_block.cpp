@@ -119,9 +119,11 @@ void run_block(const std::vector<mc::array>& in, const BlockSpec& b, float* out,
   const int rows = a.batch, hidden = b.hidden;
   const size_t q_width = static_cast<size_t>(a.heads) * a.d, kv_width = static_cast<size_t>(a.kv_heads) * a.d,
                v_width = static_cast<size_t>(a.kv_heads) * a.dv;
-  const std::vector<float> x = dense_f32(in[0]);
-  std::vector<float> normed(x.size()), q(rows * q_width), k(rows * kv_width), v(rows * v_width);
-  rms_norm_rows(x.data(), in[b.norms[kAttentionIn].at], b.norms[kAttentionIn], rows, hidden, normed.data());
+  std::vector<float> dense;  // x read in place unless strided
+  const float* x = dense_input(in[0], dense);
+  const size_t elements = static_cast<size_t>(rows) * hidden;
+  std::vector<float> normed(elements), q(rows * q_width), k(rows * kv_width), v(rows * v_width);
+  rms_norm_rows(x, in[b.norms[kAttentionIn].at], b.norms[kAttentionIn], rows, hidden, normed.data());
   products(in, b, {{kQ, q.data()}, {kK, k.data()}, {kV, v.data()}}, normed.data(), rows, hidden);
   if (b.qk_norms[0].at >= 0) {
     rms_norm_rows(q.data(), in[b.qk_norms[0].at], b.qk_norms[0], rows * a.heads, a.d, q.data());
@@ -144,9 +146,9 @@ void run_block(const std::vector<mc::array>& in, const BlockSpec& b, float* out,
     }
   }
   write_slot(a, k.data(), v.data(), keys, values);
-  std::vector<float> attended(static_cast<size_t>(rows) * a.heads * a.dv), update(x.size());
+  std::vector<float> attended(static_cast<size_t>(rows) * a.heads * a.dv), update(elements);
   attend_decode(a, places, q.data(), keys, values, attended.data());
-  std::memcpy(out, x.data(), x.size() * sizeof(float));
+  std::memcpy(out, x, elements * sizeof(float));
   products(in, b, {{kO, update.data()}}, attended.data(), rows, a.heads * a.dv);
   add_normed(in, b.norms[kAttentionOut], update.data(), rows, hidden, out);  // h
   rms_norm_rows(out, in[b.norms[kMlpIn].at], b.norms[kMlpIn], rows, hidden, normed.data());

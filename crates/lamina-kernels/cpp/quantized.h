@@ -159,10 +159,9 @@ constexpr int block_order(int j) { return 32 * (j / 4 % 8) + 4 * (j / 32) + j % 
 inline void group_order(std::vector<int8_t>& q8) {
   // 32-bit units: unit 8r + u of the grouped order is unit 8u + r of the natural one (four
   // consecutive values of a chunk stay together).
-  uint32_t natural[kBlockValues / 4];
+  uint32_t natural[kBlockValues / 4], grouped[kBlockValues / 4];
   for (size_t first = 0; first + kBlockValues <= q8.size(); first += kBlockValues) {
     std::memcpy(natural, q8.data() + first, kBlockValues);
-    uint32_t grouped[kBlockValues / 4];
     for (int r = 0; r < 8; ++r) {
       for (int u = 0; u < 8; ++u) grouped[8 * r + u] = natural[8 * u + r];
     }
