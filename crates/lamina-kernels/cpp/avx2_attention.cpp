@@ -1,7 +1,8 @@
 // The AVX2 tier's attention over one part of the keys (Kernels::attend16: head sizes that
 // are multiples of 16 up to 256, no soft-capping): each key row loaded once per head, the
 // exponentials eight at a time (the generic loop's scalar `exp` was most of a long
-// context's attention), the weighted values in registers when they fit.
+// context's attention), the weighted values in registers when they fit. And the gated
+// unit's activations (Kernels::gated) on the same exponential, eight values at a time.
 
 #if defined(__x86_64__)
 
@@ -138,9 +139,44 @@ LAMINA_AVX2 void attend16(const Part& p) {
   for (int i = 0; i < p.rep * dvk && in_registers; ++i) _mm256_storeu_ps(p.out + 8 * i, acc[i]);
 }
 
+// activate(gate, v) x up for eight values (SiLU, GELU with tanh): v x sigmoid(t), t = v or
+// 2u (gate.h), with e = exp(-|t|) (exp_avx2's domain): sigmoid(t) = 1 / (1 + e) for t >= 0,
+// e / (1 + e) below.
+LAMINA_AVX2 inline __m256 gated8(Gate gate, __m256 v, __m256 up) {
+  __m256 t = v;
+  if (gate == Gate::GeluTanh) {
+    const __m256 cube = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v), v), v);
+    t = _mm256_mul_ps(_mm256_set1_ps(2.0f * 0.7978845608028654f), _mm256_add_ps(v, cube));
+  }
+  const __m256 e = exp_avx2(_mm256_or_ps(t, _mm256_set1_ps(-0.0f)));  // -|t|
+  const __m256 top = _mm256_blendv_ps(e, _mm256_set1_ps(1.0f), _mm256_cmp_ps(t, _mm256_setzero_ps(), _CMP_GE_OQ));
+  return _mm256_mul_ps(_mm256_mul_ps(v, _mm256_div_ps(top, _mm256_add_ps(_mm256_set1_ps(1.0f), e))), up);
+}
+
+// Kernels::gated: eight values at a time, the last few through the same eight-value code
+// (a copy), so that a value's result does not depend on where it sits; GELU with erf value
+// by value.
+LAMINA_AVX2 void gated(Gate gate, float* values, const float* up, size_t n) {
+  if (gate != Gate::Silu && gate != Gate::GeluTanh) return gated_portable(gate, values, up, n);
+  size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    _mm256_storeu_ps(values + j, gated8(gate, _mm256_loadu_ps(values + j), _mm256_loadu_ps(up + j)));
+  }
+  if (j < n) {
+    alignas(32) float v[8] = {}, u[8] = {};
+    std::copy(values + j, values + n, v);
+    std::copy(up + j, up + n, u);
+    _mm256_store_ps(v, gated8(gate, _mm256_load_ps(v), _mm256_load_ps(u)));
+    std::copy(v, v + (n - j), values + j);
+  }
+}
+
 }  // namespace
 
-void add_avx2_attention(Kernels& k) { k.attend16 = attend16; }
+void add_avx2_attention(Kernels& k) {
+  k.attend16 = attend16;
+  k.gated = gated;
+}
 
 }  // namespace lamina_kernels
 

@@ -17,24 +17,6 @@ namespace lamina_kernels {
 
 namespace mc = mlx::core;
 
-// The gated unit's activation, applied to the first product (0: none, several outputs).
-enum class Gate : int { None = 0, Silu = 1, GeluTanh = 2, GeluErf = 3 };
-
-inline float activate(Gate gate, float v) {
-  switch (gate) {
-    case Gate::Silu: return v / (1.0f + std::exp(-v));
-    case Gate::GeluTanh: {
-      // 0.5 v (1 + tanh(u)) = v / (1 + exp(-2u)): one expf instead of glibc's tanhf (an
-      // expm1f and more; ~5% of Gemma 3's prompt time), equal to float rounding.
-      const float inner = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-      return v / (1.0f + std::exp(-2.0f * inner));
-    }
-    case Gate::GeluErf: return 0.5f * v * (1.0f + std::erf(v * 0.7071067811865476f));
-    case Gate::None: return v;
-  }
-  return v;
-}
-
 // Attention of one query position: q [B, H, 1, D]; the new k [B, H_kv, 1, D] and
 // v [B, H_kv, 1, D_v]; the caches keys [B, H_kv, C, D] and values [B, H_kv, C, D_v].
 // The new key and value go to slot `slot`; the query attends to slots [0, length) (the

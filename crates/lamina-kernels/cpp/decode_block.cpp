@@ -154,7 +154,7 @@ void run_block(const std::vector<mc::array>& in, const BlockSpec& b, float* out,
   rms_norm_rows(out, in[b.norms[kMlpIn].at], b.norms[kMlpIn], rows, hidden, normed.data());
   std::vector<float> gate(static_cast<size_t>(rows) * b.intermediate), up(gate.size());
   products(in, b, {{kGate, gate.data()}, {kUp, up.data()}}, normed.data(), rows, hidden);
-  for (size_t i = 0; i < gate.size(); ++i) gate[i] = activate(b.gate, gate[i]) * up[i];
+  kernels().gated(b.gate, gate.data(), up.data(), gate.size());
   products(in, b, {{kDown, update.data()}}, gate.data(), rows, b.intermediate);
   add_normed(in, b.norms[kMlpOut], update.data(), rows, hidden, out);
 }

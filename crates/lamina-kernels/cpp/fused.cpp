@@ -280,8 +280,7 @@ class QuantizedProducts : public mc::Primitive {
       }
       quantized_products_sharing_x(problems.data(), static_cast<int>(problems.size()));
       if (gate != Gate::None) {
-        float* out = outs[0];
-        for (size_t j = 0; j < up.size(); ++j) out[j] = activate(gate, out[j]) * up[j];
+        kernels().gated(gate, outs[0], up.data(), up.size());
       }
       if (epilogue.rotate) {
         const size_t first = 1 + 3 * operands.size();

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "gate.h"
 #include "quantized.h"
 
 namespace lamina_kernels {
@@ -74,6 +75,9 @@ struct Kernels {
   void (*attend)(const Part& p);
   // The same for head sizes that are multiples of 16 (up to 256), no soft-capping.
   void (*attend16)(const Part& p);
+  // The gated unit: values[j] = activate(gate, values[j]) x up[j] for j < n (gate.h), each
+  // value computed alike wherever it sits (a row's results do not depend on its batch).
+  void (*gated)(Gate gate, float* values, const float* up, size_t n);
   // GGUF's block formats (blocks.h), by Format code: a row against x rounded per 256 values
   // (PreparedRow's Q8_K form; per 32 for the 32-value types), and a row dequantized. The portable tier fills every
   // format; the others replace what they do faster.
@@ -142,7 +146,8 @@ void add_portable_blocks(Kernels& k);
 Kernels avx2_kernels(Kernels below);
 // The AVX2 tier's products with x rounded to 8 bits (avx2_int8.cpp), into its table.
 void add_avx2_int8(Kernels& k);
-// The AVX2 tier's attention for head sizes that are multiples of 16 (avx2_attention.cpp).
+// The AVX2 tier's attention for head sizes that are multiples of 16, and its gated unit
+// (avx2_attention.cpp: both built on its vector exp).
 void add_avx2_attention(Kernels& k);
 // The AVX2 tier's super-block products (avx2_blocks.cpp).
 void add_avx2_blocks(Kernels& k);

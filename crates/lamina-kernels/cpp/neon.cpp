@@ -184,6 +184,34 @@ void attend4(const Part& p) {
   }
 }
 
+// activate(gate, v) x up for four values (SiLU, GELU with tanh; as the AVX2 tier's gated8):
+// v x sigmoid(t) with e = exp(-|t|).
+inline float32x4_t gated4(Gate gate, float32x4_t v, float32x4_t up) {
+  float32x4_t t = v;
+  if (gate == Gate::GeluTanh) {
+    const float32x4_t cube = vmulq_f32(vmulq_f32(vmulq_f32(vdupq_n_f32(0.044715f), v), v), v);
+    t = vmulq_f32(vdupq_n_f32(2.0f * 0.7978845608028654f), vaddq_f32(v, cube));
+  }
+  const float32x4_t e = exp4(vnegq_f32(vabsq_f32(t)));
+  const float32x4_t top = vbslq_f32(vcgeq_f32(t, vdupq_n_f32(0.0f)), vdupq_n_f32(1.0f), e);
+  return vmulq_f32(vmulq_f32(v, vdivq_f32(top, vaddq_f32(vdupq_n_f32(1.0f), e))), up);
+}
+
+// Kernels::gated: four values at a time, the last few through the same code (a copy);
+// GELU with erf value by value.
+void gated(Gate gate, float* values, const float* up, size_t n) {
+  if (gate != Gate::Silu && gate != Gate::GeluTanh) return gated_portable(gate, values, up, n);
+  size_t j = 0;
+  for (; j + 4 <= n; j += 4) vst1q_f32(values + j, gated4(gate, vld1q_f32(values + j), vld1q_f32(up + j)));
+  if (j < n) {
+    float v[4] = {}, u[4] = {};
+    std::copy(values + j, values + n, v);
+    std::copy(up + j, up + n, u);
+    vst1q_f32(v, gated4(gate, vld1q_f32(v), vld1q_f32(u)));
+    std::copy(v, v + (n - j), values + j);
+  }
+}
+
 void attend(const Part& p) {
   if (p.d % 4 == 0 && p.dv % 4 == 0 && p.softcap == 0.0f) {
     attend4(p);
@@ -205,6 +233,7 @@ Kernels neon_kernels() {
   k.widen_f16 = f16_to_f32;
   k.round_chunk = round_chunk_portable;
   k.attend = attend;
+  k.gated = gated;
   add_portable_blocks(k);
   return k;
 }

@@ -162,6 +162,7 @@ Kernels portable_kernels() {
   k.half_widen = half_widen;
   k.half_narrow = half_narrow;
   k.attend = attend;
+  k.gated = gated_portable;
   add_portable_blocks(k);
   return k;
 }

@@ -263,6 +263,32 @@ void rounding(const Kernels& k, const Kernels& ref) {
   }
 }
 
+// The gated unit's activations: within float rounding of the portable tier's for every
+// gate, over values from far below zero to far above it (the exponential's clamps), and each
+// value the same wherever it sits in a run (alone, or in a run's vector part or its tail).
+void gating(const Kernels& k, const Kernels& ref) {
+  if (k.gated == nullptr) {
+    expect(false, std::string(k.name) + " has no gated kernel");
+    return;
+  }
+  for (Gate gate : {Gate::Silu, Gate::GeluTanh, Gate::GeluErf, Gate::None}) {
+    const std::string name = std::string(k.name) + " gated " + std::to_string(static_cast<int>(gate));
+    for (size_t n : {1, 3, 8, 13, 40}) {
+      std::vector<float> values = floats(n, -12.0f, 12.0f), up = floats(n, -2.0f, 2.0f);
+      values[0] = n == 13 ? -100.0f : n == 40 ? 100.0f : values[0];
+      std::vector<float> mine = values, theirs = values;
+      k.gated(gate, mine.data(), up.data(), n);
+      ref.gated(gate, theirs.data(), up.data(), n);
+      for (size_t j = 0; j < n; ++j) {
+        expect(close(mine[j], theirs[j], 1e-5f), name + " n " + std::to_string(n) + " at " + std::to_string(j));
+        float alone = values[j];
+        k.gated(gate, &alone, &up[j], 1);
+        expect(alone == mine[j], name + " alone differs at " + std::to_string(j) + " of " + std::to_string(n));
+      }
+    }
+  }
+}
+
 void check(const Kernels& k, const Kernels& ref) {
   const int before = failures;
   rounding(k, ref);
@@ -271,6 +297,7 @@ void check(const Kernels& k, const Kernels& ref) {
   dots(k, ref);
   halves(k, ref);
   attention(k, ref);
+  gating(k, ref);
   std::printf("tier %-12s %s\n", k.name, failures == before ? "agrees with portable" : "DISAGREES");
 }
 
