@@ -1,7 +1,8 @@
 // The AVX2 tier's products of GGUF's 32-value block types as the file stores them (blocks.h):
 // Q5_0, Q5_1, Q8_0 and IQ4_NL, with x rounded per 32 values, in avx2_tiles.h's tiles — the
 // operations of the affine layout these types were once repacked into (one scale and one
-// bias a chunk; Q5_0 and Q5_1 read in groups of eight blocks, as the 4-bit affine rows are);
+// bias a chunk; Q5_0, Q5_1 and Q8_0 read in groups of eight blocks, as the 4-bit affine rows
+// are);
 // only the codes and the factors are read from the blocks (llama.cpp's unpacking: nibbles
 // side by side, Q5's fifth bits spread from their 32-bit word, IQ4_NL's table by a byte
 // shuffle).
@@ -127,9 +128,9 @@ struct FiveBits : BlockRow<kOffset ? 24 : 22> {
 using Q5_0 = FiveBits<false>;
 using Q5_1 = FiveBits<true>;
 
-// Q8_0 (d, 32 signed bytes; avx2_tiles.h's Signed, no bias).
+// Q8_0 (d, 32 signed bytes; avx2_tiles.h's Signed, no bias), a chunk at a time: a row's last
+// chunks (fewer than eight) in Q8Grouped's tiles.
 struct Q8_0 : BlockRow<34> {
-  static constexpr int kRows = 2, kXRows = 3;
   using Weights = Signed;
   using BlockRow::BlockRow;
   LAMINA_AVX2 Weights load(int c) const { return signed_weights(_mm256_loadu_si256(at(block(c) + 2))); }
@@ -140,13 +141,42 @@ struct Q8_0 : BlockRow<34> {
   }
 };
 
+#if !defined(LAMINA_TILES_VNNI)
+// Q8_0 read in groups of eight blocks (batches and prompts on the AVX2 tier: x's grouped
+// order when there are rows of x enough to fill a tile, Kernels::groups): each group's
+// signed codes in x's order (as Q8Offset unpacks them, not flipped), `maddubs` of |code| and
+// x's bytes with the code's sign per register, one conversion and one FMA per group where
+// chunk order needs one each; a row's last chunks (fewer than eight) as Q8_0's.
+struct Q8Grouped : Q8_0 {
+  static constexpr int kBytes = 34;
+  // kSummed only selects the grouped tiles here: each register's pairs go to 32 bits.
+  static constexpr int kRows = 1, kXRows = 8, kSummed = 1;
+  static constexpr bool kSigned = true;
+  using Q8_0::Q8_0;
+  LAMINA_AVX2 void load8(int c, __m256i (&w)[8]) const {
+    const uint8_t* first = row + static_cast<size_t>(kBytes) * c;
+    for (int line = 0; line < 5; ++line) {
+      _mm_prefetch(reinterpret_cast<const char*>(first + kPrefetch + 64 * line), _MM_HINT_T0);
+    }
+    __m256i low[4], high[4];
+    for (int u = 0; u < 4; ++u) {
+      const uint8_t* a = first + kBytes * u + 2;
+      const uint8_t* b = first + kBytes * (u + 4) + 2;
+      low[u] = avx2_tiles::halves(a, b);
+      high[u] = avx2_tiles::halves(a + 16, b + 16);
+    }
+    avx2_tiles::transpose4(low, w);
+    avx2_tiles::transpose4(high, w + 4);
+  }
+};
+#endif
+
 #if defined(LAMINA_TILES_VNNI)
 // Q8_0 for `vpdpbusd`, which takes unsigned bytes against signed ones: each code as
 // q + 128 (its top bit flipped; kFlip: the tiles take 128 x x's chunk sums back from the
 // integer sums, which stay exact), read in groups of eight blocks like the 5-bit rows. The
-// VNNI tier only (`maddubs`'s 16-bit pair sums, 255 x 127 x 2, would saturate). A group's
-// sums are added as the 5-bit rows' are, not chunk by chunk as the AVX2 tier's: results
-// within float rounding of it.
+// VNNI tier only (`maddubs`'s 16-bit pair sums, 255 x 127 x 2, would saturate). The integer
+// sums are Q8Grouped's, and so are the float steps after them: the AVX2 tier's results.
 struct Q8Offset : BlockRow<34> {
   static constexpr int kBytes = 34;
   // kSummed only selects the grouped tiles here: `vpdpbusd` sums each lane in 32 bits.
@@ -220,7 +250,8 @@ void add_avx2_small_blocks(Kernels& k) {
 #if defined(LAMINA_TILES_VNNI)
   add<Q8Offset>(k, Format::q8_0);
 #else
-  add<Q8_0>(k, Format::q8_0);
+  add<Q8Grouped>(k, Format::q8_0);
+  k.grouped_q8_0 = true;
 #endif
   add<IQ4_NL>(k, Format::iq4_nl);
 }

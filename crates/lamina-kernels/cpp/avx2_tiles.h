@@ -157,6 +157,25 @@ LAMINA_AVX2 inline __m256i group_sums(const __m256i (&w)[8], const int8_t* x) {
 #endif
 }
 
+// A group's eight 32-bit sums (lane u: chunk u's) of signed codes in x's order: per register
+// |w| times x's bytes with w's sign (`maddubs`'s pairs at most 2 x 127 x 127, so each
+// register goes to 32 bits by itself).
+LAMINA_AVX2 inline __m256i signed_group_sums(const __m256i (&w)[8], const int8_t* x) {
+  __m256i sum = _mm256_setzero_si256();
+  for (int r = 0; r < 8; ++r) sum = _mm256_add_epi32(sum, signed_sums(signed_weights(w[r]), _mm256_loadu_si256(at(x + 32 * r))));
+  return sum;
+}
+
+// Whether a grouped format's codes are signed bytes (Format::kSigned: signed_group_sums).
+template <class Format>
+constexpr bool signed_of() {
+  if constexpr (requires { Format::kSigned; }) {
+    return Format::kSigned;
+  } else {
+    return false;
+  }
+}
+
 // How many registers of a format's unsigned codes a 16-bit lane can sum (Format::kSummed:
 // 8 for 4-bit codes, 4 for 5-bit); 0: the format is read chunk by chunk (signed bytes).
 template <class Format>
@@ -314,7 +333,13 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
         const __m256i back = flipped_sums<kFlip>(xs[i], g);
 #pragma GCC unroll 8
         for (int a = 0; a < W; ++a) {
-          const __m256 sums = _mm256_cvtepi32_ps(_mm256_sub_epi32(group_sums<kSummed>(w[a], x), back));
+          __m256i integer;
+          if constexpr (signed_of<Format>()) {
+            integer = signed_group_sums(w[a], x);
+          } else {
+            integer = _mm256_sub_epi32(group_sums<kSummed>(w[a], x), back);
+          }
+          const __m256 sums = _mm256_cvtepi32_ps(integer);
           acc[a][i] = _mm256_fmadd_ps(_mm256_mul_ps(s[a], d), sums, acc[a][i]);
         }
       }

@@ -2,10 +2,10 @@
 // compiled again, its functions for AVX-512 with VNNI (x86.h's LAMINA_VNNI in place of
 // LAMINA_AVX2) and avx2_tiles.h's byte products as `vpdpbusd` (LAMINA_TILES_VNNI), one
 // instruction where AVX2 needs `maddubs`, a 16-bit add and a `madd`; and, for prompts and
-// batches of Q5_0, Q5_1 and Q8_0, the 512-bit pair tiles (avx512_vnni_pairs.h). Q5_0 and
-// Q5_1 equal the AVX2 tier's results bit for bit (the same integer sums, the same float
-// steps); Q8_0 is read in groups here (Q8Offset). Its table entry is add_vnni_small_blocks
-// (isa.h), which the avx512_vbmi tier installs.
+// batches of Q5_0, Q5_1 and Q8_0, the 512-bit pair tiles (avx512_vnni_pairs.h). All three
+// equal the AVX2 tier's results bit for bit (the same integer sums, the same float steps;
+// Q8_0's codes offset by 128: Q8Offset). Its table entry is add_vnni_small_blocks (isa.h),
+// which the avx512_vbmi tier installs.
 
 #if defined(__x86_64__)
 

@@ -88,7 +88,7 @@ struct Kernels {
   void (*products_blocks_int8[kFormats])(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1);
   // The int8 kernels of grouped_format's 32-value formats read x's whole groups of eight
   // chunks in block_order (`prepare`'s `grouped`); false: chunk by chunk. Q8_0's too with
-  // grouped_q8_0 (the VNNI tier's offset codes).
+  // grouped_q8_0 (the AVX2 tier's signed groups, the VNNI tier's offset codes).
   bool grouped_chunks = false;
   bool grouped_q8_0 = false;
 

@@ -234,7 +234,8 @@ void blocks(const Kernels& k, const Kernels& ref, float tolerance, bool same_sum
   // tiles' last chunks, one at a time).
   for (const int tail : {4, 2, 3}) {
     for (int f = 1; f < kFormats; ++f) {
-      // (Q8_0 read in groups adds its sums in another order: avx2_small_blocks.cpp's Q8Offset.)
+      // (Q8_0 read in groups on one tier and chunk by chunk on the other adds its sums in
+      // another order.)
       const bool regrouped = f == static_cast<int>(Format::q8_0) && k.grouped_q8_0 != ref.grouped_q8_0;
       if (same_sums && (ref.products_blocks_int8[f] == nullptr || !small_blocks(static_cast<Format>(f)) || regrouped)) {
         continue;
@@ -321,8 +322,7 @@ int main() {
   for (const auto& tier : tiers) check(tier, portable);
 #if defined(__x86_64__)
   // VNNI's byte dot products give the integer sums AVX2's give: the same results, bit for bit,
-  // where the floats that follow are the same (not the K-quants: avx512_vnni_blocks.cpp; not
-  // Q8_0, read in groups).
+  // where the floats that follow are the same (not the K-quants: avx512_vnni_blocks.cpp).
   if (best >= Isa::avx512_vbmi) {
     const int before = failures;
     quantized(tiers.back(), tiers.front(), 0.0f);
