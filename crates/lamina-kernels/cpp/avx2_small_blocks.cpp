@@ -141,33 +141,37 @@ struct Q8_0 : BlockRow<34> {
   }
 };
 
+// Eight Q8_0 blocks from `first` in x's grouped order: chunk u's 32 codes are its units 0-7,
+// the first 16 bytes (units 0-3) of chunks u | u + 4 transposed into registers 0-3, the last
+// 16 into 4-7 (as NibbleGroup's low and high halves).
+LAMINA_AVX2 inline void q8_0_group(const uint8_t* first, __m256i (&w)[8]) {
+  constexpr int kBytes = 34;
+  for (int line = 0; line < 5; ++line) {
+    _mm_prefetch(reinterpret_cast<const char*>(first + kPrefetch + 64 * line), _MM_HINT_T0);
+  }
+  __m256i low[4], high[4];
+  for (int u = 0; u < 4; ++u) {
+    const uint8_t* a = first + kBytes * u + 2;
+    const uint8_t* b = first + kBytes * (u + 4) + 2;
+    low[u] = avx2_tiles::halves(a, b);
+    high[u] = avx2_tiles::halves(a + 16, b + 16);
+  }
+  avx2_tiles::transpose4(low, w);
+  avx2_tiles::transpose4(high, w + 4);
+}
+
 #if !defined(LAMINA_TILES_VNNI)
-// Q8_0 read in groups of eight blocks (batches and prompts on the AVX2 tier: x's grouped
-// order when there are rows of x enough to fill a tile, Kernels::groups): each group's
-// signed codes in x's order (as Q8Offset unpacks them, not flipped), `maddubs` of |code| and
-// x's bytes with the code's sign per register, one conversion and one FMA per group where
-// chunk order needs one each; a row's last chunks (fewer than eight) as Q8_0's.
+// Q8_0 read in groups of eight blocks on the AVX2 tier (one row of x or many; x in its grouped
+// order: Kernels::groups): each group's signed codes in x's order (q8_0_group), `maddubs` of
+// |code| and x's bytes with the code's sign per register, one conversion and one FMA per
+// group where chunk order needs one each; a row's last chunks (fewer than eight) as Q8_0's.
 struct Q8Grouped : Q8_0 {
   static constexpr int kBytes = 34;
   // kSummed only selects the grouped tiles here: each register's pairs go to 32 bits.
   static constexpr int kRows = 1, kXRows = 8, kSummed = 1;
   static constexpr bool kSigned = true;
   using Q8_0::Q8_0;
-  LAMINA_AVX2 void load8(int c, __m256i (&w)[8]) const {
-    const uint8_t* first = row + static_cast<size_t>(kBytes) * c;
-    for (int line = 0; line < 5; ++line) {
-      _mm_prefetch(reinterpret_cast<const char*>(first + kPrefetch + 64 * line), _MM_HINT_T0);
-    }
-    __m256i low[4], high[4];
-    for (int u = 0; u < 4; ++u) {
-      const uint8_t* a = first + kBytes * u + 2;
-      const uint8_t* b = first + kBytes * (u + 4) + 2;
-      low[u] = avx2_tiles::halves(a, b);
-      high[u] = avx2_tiles::halves(a + 16, b + 16);
-    }
-    avx2_tiles::transpose4(low, w);
-    avx2_tiles::transpose4(high, w + 4);
-  }
+  LAMINA_AVX2 void load8(int c, __m256i (&w)[8]) const { q8_0_group(row + static_cast<size_t>(kBytes) * c, w); }
 };
 #endif
 
@@ -185,23 +189,10 @@ struct Q8Offset : BlockRow<34> {
   using BlockRow::BlockRow;
   LAMINA_AVX2 static __m256i flipped(__m256i codes) { return _mm256_xor_si256(codes, _mm256_set1_epi8(-128)); }
   LAMINA_AVX2 Weights load(int c) const { return flipped(_mm256_loadu_si256(at(block(c) + 2))); }
-  // Chunks [c, c + 8) in x's grouped order: chunk u's 32 codes are its units 0-7, the
-  // first 16 bytes (units 0-3) of chunks u | u + 4 transposed into registers 0-3, the last
-  // 16 into 4-7 (as NibbleGroup's low and high halves).
+  // Chunks [c, c + 8) as q8_0_group gives them, flipped.
   LAMINA_AVX2 void load8(int c, __m256i (&w)[8]) const {
-    const uint8_t* first = row + static_cast<size_t>(kBytes) * c;
-    for (int line = 0; line < 5; ++line) {
-      _mm_prefetch(reinterpret_cast<const char*>(first + kPrefetch + 64 * line), _MM_HINT_T0);
-    }
-    __m256i low[4], high[4];
-    for (int u = 0; u < 4; ++u) {
-      const uint8_t* a = first + kBytes * u + 2;
-      const uint8_t* b = first + kBytes * (u + 4) + 2;
-      low[u] = flipped(avx2_tiles::halves(a, b));
-      high[u] = flipped(avx2_tiles::halves(a + 16, b + 16));
-    }
-    avx2_tiles::transpose4(low, w);
-    avx2_tiles::transpose4(high, w + 4);
+    q8_0_group(row + static_cast<size_t>(kBytes) * c, w);
+    for (auto& r : w) r = flipped(r);
   }
   LAMINA_AVX2 static __m256i sums(Weights w, __m256i x) { return pair_sums(w, x); }
   LAMINA_AVX2 void factors8(int g, int count, __m256& s, __m256& b) const {
