@@ -253,11 +253,12 @@ LAMINA_AVX2 void rows_of(const Problem& p, int r, const PreparedRow* xs, float* 
   const int16_t* sums[kCount];
   const float* dx[kCount];
   __m256 acc[kCount];
+  const __m256 zero = opaque_zero();
   for (int i = 0; i < kCount; ++i) {
     xq[i] = xs[i].q8.data();
     sums[i] = xs[i].bsums.data();
     dx[i] = xs[i].q8_scales.data();
-    acc[i] = _mm256_setzero_ps();
+    acc[i] = zero;
   }
   Block block;
   for (int blk = 0; blk < p.k / kBlockValues; ++blk) {

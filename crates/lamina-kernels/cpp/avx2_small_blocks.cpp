@@ -131,6 +131,7 @@ using Q5_1 = FiveBits<true>;
 // Q8_0 (d, 32 signed bytes; avx2_tiles.h's Signed, no bias), a chunk at a time: a row's last
 // chunks (fewer than eight) in Q8Grouped's tiles.
 struct Q8_0 : BlockRow<34> {
+  static constexpr bool kBiased = false;
   using Weights = Signed;
   using BlockRow::BlockRow;
   LAMINA_AVX2 Weights load(int c) const { return signed_weights(_mm256_loadu_si256(at(block(c) + 2))); }
@@ -185,6 +186,7 @@ struct Q8Offset : BlockRow<34> {
   static constexpr int kBytes = 34;
   // kSummed only selects the grouped tiles here: `vpdpbusd` sums each lane in 32 bits.
   static constexpr int kRows = 1, kXRows = 8, kSummed = 4, kFlip = 128;
+  static constexpr bool kBiased = false;
   using Weights = __m256i;
   using BlockRow::BlockRow;
   LAMINA_AVX2 static __m256i flipped(__m256i codes) { return _mm256_xor_si256(codes, _mm256_set1_epi8(-128)); }

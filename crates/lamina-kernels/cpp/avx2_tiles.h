@@ -176,6 +176,17 @@ constexpr bool signed_of() {
   }
 }
 
+// Whether a format's chunks have bias terms ((bias + kShift x scale) x x's chunk sums);
+// Format::kBiased false: none (Q8_0), and the tiles skip them.
+template <class Format>
+constexpr bool biased_of() {
+  if constexpr (requires { Format::kBiased; }) {
+    return Format::kBiased;
+  } else {
+    return true;
+  }
+}
+
 // How many registers of a format's unsigned codes a 16-bit lane can sum (Format::kSummed:
 // 8 for 4-bit codes, 4 for 5-bit); 0: the format is read chunk by chunk (signed bytes).
 template <class Format>
@@ -296,15 +307,17 @@ LAMINA_AVX2 inline void products_of(const Format* rows, const int8_t* const* xq,
 template <class Format, int W, int X>
 LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, float* out, size_t stride) {
   constexpr int kSummed = summed_of<Format>(), kFlip = flip_of<Format>();
+  constexpr bool kBiased = biased_of<Format>();
   const int chunks = p.k / 32;
   Format rows[W];
   for (int a = 0; a < W; ++a) rows[a] = Format(p, r + a);
   // One accumulator a pair: the products and the bias terms (the registers hold no more).
   __m256 acc[W][X];
+  const __m256 zero = opaque_zero();
 #pragma GCC unroll 8
   for (int a = 0; a < W; ++a) {
 #pragma GCC unroll 8
-    for (int i = 0; i < X; ++i) acc[a][i] = _mm256_setzero_ps();
+    for (int i = 0; i < X; ++i) acc[a][i] = zero;
   }
   const __m256 shift = _mm256_set1_ps(Format::kShift);
   for (int g = 0; g < chunks; g += 8) {
@@ -316,12 +329,6 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
       rows[a].factors8(g, count, s[a], b);
       sb[a] = _mm256_fmadd_ps(s[a], shift, b);
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < X; ++i) {
-      const __m256 sums = _mm256_loadu_ps(xs[i].group_sums.data() + g);
-#pragma GCC unroll 8
-      for (int a = 0; a < W; ++a) acc[a][i] = _mm256_fmadd_ps(sb[a], sums, acc[a][i]);
-    }
     if (count == 8) {
       __m256i w[W][8];
 #pragma GCC unroll 8
@@ -331,6 +338,7 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
         const __m256 d = _mm256_loadu_ps(xs[i].q8_scales.data() + g);
         const int8_t* x = xs[i].q8.data() + 32 * static_cast<size_t>(g);
         const __m256i back = flipped_sums<kFlip>(xs[i], g);
+        const __m256 group = _mm256_loadu_ps(xs[i].group_sums.data() + g);
 #pragma GCC unroll 8
         for (int a = 0; a < W; ++a) {
           __m256i integer;
@@ -340,10 +348,15 @@ LAMINA_AVX2 void grouped_tile(const Problem& p, int r, const PreparedRow* xs, fl
             integer = _mm256_sub_epi32(group_sums<kSummed>(w[a], x), back);
           }
           const __m256 sums = _mm256_cvtepi32_ps(integer);
-          acc[a][i] = _mm256_fmadd_ps(_mm256_mul_ps(s[a], d), sums, acc[a][i]);
+          const __m256 biased = kBiased ? _mm256_fmadd_ps(sb[a], group, acc[a][i]) : acc[a][i];
+          acc[a][i] = _mm256_fmadd_ps(_mm256_mul_ps(s[a], d), sums, biased);
         }
       }
     } else {
+      for (int i = 0; i < X && kBiased; ++i) {
+        const __m256 group = _mm256_loadu_ps(xs[i].group_sums.data() + g);
+        for (int a = 0; a < W; ++a) acc[a][i] = _mm256_fmadd_ps(sb[a], group, acc[a][i]);
+      }
       alignas(32) float scales[W][8];
       for (int a = 0; a < W; ++a) _mm256_store_ps(scales[a], s[a]);
       for (int c = g; c < chunks; ++c) {
