@@ -300,8 +300,9 @@ LAMINA_AVX2 inline void products_of(const Format* rows, const int8_t* const* xq,
 // The tile of a format read in groups (summed_of): per group of eight chunks, each weight
 // row's codes unpacked in x's order and its eight scales and biases read, then per pair one
 // conversion of the group's eight sums and an FMA by the chunks' factors (scale x x's d),
-// and the bias terms (bias + shift x scale) x x's chunk sums (codes offset by kFlip: kFlip x
-// x's integer chunk sums taken back first). A row's last chunks (fewer than eight; x in
+// and the bias terms (bias + shift x scale) x x's chunk sums in the same pass over x's rows
+// (none for formats without them: biased_of; codes offset by kFlip: kFlip x x's integer
+// chunk sums taken back first). A row's last chunks (fewer than eight; x in
 // chunk order) one at a time. The factors are read per group here, the tiles
 // being one weight row wide (a factor pass and its stores cost more than they saved).
 template <class Format, int W, int X>
