@@ -16,7 +16,7 @@ fi
 k=crates/lamina-kernels
 mkdir -p target/bench-tiles
 g++ -std=c++20 -O3 -fopenmp-simd -isystem "$include" -o target/bench-tiles/bench_tiles "$k/ports/bench_tiles.cpp" \
-  "$k"/cpp/{portable,blocks,avx2,avx2_int8,avx2_attention,avx2_blocks,avx2_small_blocks,avx512,avx512_vbmi,avx512_vnni_int8,avx512_vnni_blocks,avx512_vnni_small_blocks,neon,dispatch}.cpp
+  "$k"/cpp/{portable,blocks,avx2,avx2_int8,avx2_attention,avx2_blocks,avx2_small_blocks,avx512,avx512_vbmi,avx512_vnni_int8,avx512_vnni_blocks,avx512_vnni_small_blocks,neon,neon_int8,neon_dotprod,dispatch}.cpp
 if [ $# -gt 0 ]; then
   target/bench-tiles/bench_tiles "$@"
 else

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every instruction-set tier's kernels against the portable tier on their own
 # functions (crates/lamina-kernels/ports/tier_check.cpp; no MLX runtime): the x86 tiers
-# natively, and the NEON tier cross-compiled for aarch64 (static) and run under
-# qemu-aarch64. Installs g++-aarch64-linux-gnu and qemu-user when missing.
+# natively, and the NEON tiers (neon, neon_dotprod: qemu's CPU has the byte dot products)
+# cross-compiled for aarch64 with GCC and with clang (static) and run under qemu-aarch64.
+# Installs g++-aarch64-linux-gnu, clang and qemu-user when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/apt_need.sh
-apt_need aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user
+apt_need aarch64-linux-gnu-g++:g++-aarch64-linux-gnu clang++:clang qemu-aarch64:qemu-user
 
 include=$(find target/mlx-env -path '*/mlx/include' -type d 2>/dev/null | head -1)
 if [ -z "$include" ]; then
@@ -15,7 +16,7 @@ if [ -z "$include" ]; then
   include=$(find target/mlx-env -path '*/mlx/include' -type d | head -1)
 fi
 k=crates/lamina-kernels
-sources=("$k/ports/tier_check.cpp" "$k"/cpp/{portable,blocks,avx2,avx2_int8,avx2_attention,avx2_blocks,avx2_small_blocks,avx512,avx512_vbmi,avx512_vnni_int8,avx512_vnni_blocks,avx512_vnni_small_blocks,neon,dispatch}.cpp)
+sources=("$k/ports/tier_check.cpp" "$k"/cpp/{portable,blocks,avx2,avx2_int8,avx2_attention,avx2_blocks,avx2_small_blocks,avx512,avx512_vbmi,avx512_vnni_int8,avx512_vnni_blocks,avx512_vnni_small_blocks,neon,neon_int8,neon_dotprod,dispatch}.cpp)
 out=target/tier-check
 mkdir -p "$out"
 flags=(-std=c++20 -O2 -fopenmp-simd -isystem "$include")
@@ -24,3 +25,5 @@ g++ "${flags[@]}" -o "$out/x86_64" "${sources[@]}"
 env -u LAMINA_ISA "$out/x86_64"
 aarch64-linux-gnu-g++ -static "${flags[@]}" -o "$out/aarch64" "${sources[@]}"
 qemu-aarch64 "$out/aarch64"
+clang++ --target=aarch64-linux-gnu -static "${flags[@]}" -o "$out/aarch64-clang" "${sources[@]}"
+qemu-aarch64 "$out/aarch64-clang"

@@ -34,6 +34,8 @@ fn main() {
         .file("cpp/avx512_vnni_blocks.cpp")
         .file("cpp/avx512_vnni_small_blocks.cpp")
         .file("cpp/neon.cpp")
+        .file("cpp/neon_int8.cpp")
+        .file("cpp/neon_dotprod.cpp")
         .file("cpp/dispatch.cpp")
         .include(include)
         .opt_level(3)

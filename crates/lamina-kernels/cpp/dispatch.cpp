@@ -1,5 +1,6 @@
 // Choosing the tier once: what the CPU and the OS allow (cpuid and the saved register
-// state on x86; NEON on every aarch64), capped by LAMINA_ISA.
+// state on x86; NEON on every aarch64, its byte dot products where the OS says the CPU has
+// them), capped by LAMINA_ISA.
 
 #include <algorithm>
 #include <cstdlib>
@@ -10,6 +11,10 @@
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
 #endif
 
 namespace lamina_kernels {
@@ -35,7 +40,21 @@ Isa detect() {
   return vbmi && vnni ? Isa::avx512_vbmi : Isa::avx512;
 }
 #elif defined(__aarch64__)
-Isa detect() { return Isa::neon; }
+// NEON, with Armv8.2's byte dot products (`sdot`) where the CPU has them: the kernel's
+// hardware capabilities on Linux (HWCAP_ASIMDDP), sysctl on macOS.
+Isa detect() {
+#if defined(__linux__)
+  constexpr unsigned long kAsimdDp = 1ul << 20;  // HWCAP_ASIMDDP
+  return (getauxval(AT_HWCAP) & kAsimdDp) != 0 ? Isa::neon_dotprod : Isa::neon;
+#elif defined(__APPLE__)
+  int has = 0;
+  size_t size = sizeof has;
+  const bool known = sysctlbyname("hw.optional.arm.FEAT_DotProd", &has, &size, nullptr, 0) == 0;
+  return known && has != 0 ? Isa::neon_dotprod : Isa::neon;
+#else
+  return Isa::neon;
+#endif
+}
 #else
 Isa detect() { return Isa::portable; }
 #endif
@@ -50,6 +69,7 @@ Isa wanted(Isa machine) {
   if (name == "avx512") return Isa::avx512;
   if (name == "avx512_vbmi") return Isa::avx512_vbmi;
   if (name == "neon") return Isa::neon;
+  if (name == "neon_dotprod") return Isa::neon_dotprod;
   return machine;
 }
 
@@ -58,14 +78,16 @@ Kernels build() {
   const Isa cap = wanted(machine);
   Kernels k = portable_kernels();
 #if defined(__x86_64__)
-  // A cap above the machine (or NEON on x86) gives the machine's best.
-  const int top = cap == Isa::neon ? static_cast<int>(machine)
+  // A cap above the machine (or a NEON tier on x86) gives the machine's best.
+  const int top = cap >= Isa::neon ? static_cast<int>(machine)
                                    : std::min(static_cast<int>(cap), static_cast<int>(machine));
   if (top >= static_cast<int>(Isa::avx2)) k = avx2_kernels(k);
   if (top >= static_cast<int>(Isa::avx512)) k = avx512_kernels(k);
   if (top >= static_cast<int>(Isa::avx512_vbmi)) k = avx512_vbmi_kernels(k);
 #elif defined(__aarch64__)
+  // An x86 cap gives the machine's best.
   if (cap != Isa::portable) k = neon_kernels();
+  if (machine == Isa::neon_dotprod && cap != Isa::portable && cap != Isa::neon) k = neon_dotprod_kernels(k);
 #endif
   (void)cap;
   return k;
@@ -86,7 +108,7 @@ float round_chunk(const float* values, int size, int8_t* out) { return kernels()
 
 extern "C" {
 
-// The tier in use: portable, avx2, avx512, avx512_vbmi or neon.
+// The tier in use: portable, avx2, avx512, avx512_vbmi, neon or neon_dotprod.
 __attribute__((visibility("default"))) const char* lamina_kernel_isa() { return lamina_kernels::kernels().name; }
 
 // Whether quantized products of `bits`-wide weights in groups of `group` run on lamina's

@@ -1,9 +1,10 @@
 // The instruction-set-specific kernels, one file per tier (portable.cpp, avx2.cpp,
-// avx512.cpp, avx512_vbmi.cpp, neon.cpp), gathered once at start-up into one table of
-// function pointers, as ggml and candle do: the machine's best tier (cpuid and the OS's
-// saved register state on x86; NEON is part of every aarch64), capped by LAMINA_ISA
-// (`portable`, `avx2`, `avx512`, `avx512_vbmi`, `neon`) for tests and for users who hit a
-// bad path. Each x86 tier starts from the one below and replaces what it does faster. A
+// avx512.cpp, avx512_vbmi.cpp, neon.cpp, neon_dotprod.cpp), gathered once at start-up into
+// one table of function pointers, as ggml and candle do: the machine's best tier (cpuid and
+// the OS's saved register state on x86; NEON is part of every aarch64, its byte dot products
+// are asked of the OS), capped by LAMINA_ISA (`portable`, `avx2`, `avx512`, `avx512_vbmi`,
+// `neon`, `neon_dotprod`) for tests and for users who hit a bad path. Each tier above the
+// first of its architecture starts from the one below and replaces what it does faster. A
 // null entry means the tier has no kernel for it and the operation is left to MLX (the
 // portable tier fills every entry; NEON fills what it has).
 #pragma once
@@ -33,7 +34,7 @@ struct Part {
   float* out;  // [rep, dv]
 };
 
-enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2, avx512_vbmi = 3, neon = 4 };
+enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2, avx512_vbmi = 3, neon = 4, neon_dotprod = 5 };
 
 // A packed row dotted with one row of x (`prepared` from it): groups are multiples of 32.
 using RowDot = float (*)(const Problem& p, int row, const float* x, const PreparedRow& prepared);
@@ -88,12 +89,17 @@ struct Kernels {
   void (*products_blocks_int8[kFormats])(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1);
   // The int8 kernels of grouped_format's 32-value formats read x's whole groups of eight
   // chunks in block_order (`prepare`'s `grouped`); false: chunk by chunk. Q8_0's too with
-  // grouped_q8_0 (the AVX2 tier's signed groups, the VNNI tier's offset codes).
+  // grouped_q8_0 (the AVX2 tier's signed groups, the VNNI tier's offset codes). The
+  // super-block kernels read each 256 values of x in block_order with grouped_super_blocks
+  // (the portable and x86 tiers'); false: in order (NEON's: a 16-value group's bytes side
+  // by side).
   bool grouped_chunks = false;
   bool grouped_q8_0 = false;
+  bool grouped_super_blocks = true;
 
   // Whether p's int8 kernels read x in groups (`prepare`'s argument).
   bool groups(const Problem& p) const {
+    if (p.blocks() && !small_blocks(p.format)) return grouped_super_blocks;
     return (grouped_chunks && grouped_format(p)) || (grouped_q8_0 && p.blocks() && p.format == Format::q8_0);
   }
 
@@ -163,6 +169,12 @@ Kernels avx512_vbmi_kernels(Kernels below);
 #endif
 #if defined(__aarch64__)
 Kernels neon_kernels();
+// The NEON tier's products with x rounded to 8 bits (neon_int8.cpp): affine 4- and 8-bit
+// rows and every block format, one row and tiles; x's super-blocks in order
+// (grouped_super_blocks false).
+void add_neon_int8(Kernels& k);
+// The NEON tier with those products on `sdot` (neon_dotprod.cpp): the same results.
+Kernels neon_dotprod_kernels(Kernels below);
 #endif
 
 // The table in use: chosen on first use, fixed for the process.

@@ -1,8 +1,8 @@
 // The NEON tier (every aarch64 CPU: Apple silicon's, Graviton, Ampere, Raspberry Pi 5):
 // 4- and 8-bit one-row products and dequantized rows, the batch dots, f16 widening, and
-// the decode attention's dot products and exponentials four lanes at a time. What has no
-// NEON kernel here (2/3/5/6/7-bit rows, half-precision weights) is left to MLX's own ops,
-// never to a scalar loop.
+// the decode attention's dot products and exponentials four lanes at a time; products with
+// x rounded to 8 bits (affine 4/8-bit rows, GGUF's block formats) in neon_int8.cpp. What has no NEON kernel here (affine 2/3/5/6/7-bit rows,
+// half-precision weights) is left to MLX's own ops, never to a scalar loop.
 
 #if defined(__aarch64__)
 
@@ -235,6 +235,7 @@ Kernels neon_kernels() {
   k.attend = attend;
   k.gated = gated;
   add_portable_blocks(k);
+  add_neon_int8(k);
   return k;
 }
 

@@ -169,10 +169,10 @@ inline void group_order(std::vector<int8_t>& q8) {
   }
 }
 
-// Super-block formats: x rounded per 256 values in block_order, with the sums of each 16
-// values (ggml's Q8_K). (The 32-value formats take `prepare`'s form: x rounded per 32, its
-// exact sums per 32.)
-inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8) {
+// Super-block formats: x rounded per 256 values, in block_order where `grouped`, with the
+// sums of each 16 values (ggml's Q8_K). (The 32-value formats take `prepare`'s form: x
+// rounded per 32, its exact sums per 32.)
+inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8, bool grouped) {
   PreparedRow out;
   if (!int8) return out;
   round_chunks(x, p.k, Natural{}, out, kBlockValues);
@@ -191,7 +191,7 @@ inline PreparedRow prepare_blocks(const Problem& p, const float* x, bool int8) {
       sums[16 + u] = d * static_cast<float>(even + odd);
     }
   }
-  group_order(out.q8);
+  if (grouped) group_order(out.q8);
   return out;
 }
 
@@ -205,7 +205,7 @@ struct Preparation {
 };
 
 inline Preparation preparation_of(const Problem& p, bool grouped) {
-  if (p.blocks() && !small_blocks(p.format)) return {true, false, false, false, 0};
+  if (p.blocks() && !small_blocks(p.format)) return {true, false, grouped, false, 0};
   return {false, !p.blocks() && p.bits == 4, grouped, grouped && p.blocks() && p.format == Format::q8_0, p.group};
 }
 
@@ -217,11 +217,11 @@ inline bool grouped_format(const Problem& p) {
 }
 
 // `int8`: the product's kernel reads x rounded to 8 bits (Kernels::row_kernel); `grouped`:
-// the tier's kernels read this 32-value format's whole groups of eight chunks in
-// block_order (Kernels::groups).
+// the tier's kernels read x in block_order (Kernels::groups): a 32-value format's whole
+// groups of eight chunks, or a super-block format's 256 values.
 inline PreparedRow prepare(const Problem& p, const float* x, bool int8, bool grouped) {
   const Preparation how = preparation_of(p, grouped);
-  if (how.super_blocks) return prepare_blocks(p, x, int8);
+  if (how.super_blocks) return prepare_blocks(p, x, int8, grouped);
   PreparedRow out;
   // Each group's sum in its values' order, all groups' chains advancing together (one
   // group's 32 dependent additions at a time waited on each other).

@@ -1,7 +1,8 @@
 // Every instruction-set tier this binary can run against the portable tier, on the tiers'
 // own functions (no MLX runtime: only its header-only half types), so that the NEON file is
 // run, not only compiled, on a machine without an ARM CPU: scripts/test_tiers.sh builds this
-// for aarch64 and runs it under qemu-aarch64, and builds it for x86-64 and runs it here.
+// for aarch64 and runs it under qemu-aarch64 (whose CPU has the byte dot products:
+// neon_dotprod too), and builds it for x86-64 and runs it here.
 // Prints one line per tier and exits non-zero on the first disagreement.
 
 #include <cmath>
@@ -88,6 +89,40 @@ void quantized(const Kernels& k, const Kernels& ref, float int8_tolerance) {
           for (int j = 0; j < kk; ++j) expect(close(mine[j], theirs[j], 1e-5f), "dequantize " + at);
         }
       }
+    }
+  }
+}
+
+// Affine rows in GGUF's layout (32-value groups, f16 or f32 factors) with x rounded to 8
+// bits: the tier's tile of several rows of x equals its one-row kernel pair by pair, bit for
+// bit (the tile's rows of x in the tiers' 12-, 3- and 2-row shapes and their edges).
+void affine_tiles(const Kernels& k) {
+  if (k.products_int8 == nullptr) return;
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
+    for (bool half : {false, true}) {
+      const int n = 5, kk = 320, m = 13, groups = kk / 32;
+      std::vector<uint8_t> w(static_cast<size_t>(n) * kk * bits / 8);
+      for (auto& b : w) b = static_cast<uint8_t>(rng());
+      std::vector<float> s = floats(static_cast<size_t>(n) * groups, 0.01f, 0.1f);
+      std::vector<float> b = floats(static_cast<size_t>(n) * groups);
+      std::vector<uint16_t> s16, b16;
+      for (auto& v : s) s16.push_back(to_f16(v));
+      for (auto& v : b) b16.push_back(to_f16(v));
+      const std::vector<float> x = floats(static_cast<size_t>(m) * kk);
+      std::vector<float> tile(static_cast<size_t>(m) * n);
+      Problem p{x.data(), w.data(), half ? static_cast<const void*>(s16.data()) : s.data(),
+                half ? static_cast<const void*>(b16.data()) : b.data(), tile.data(), m, n, kk, 32, bits, half,
+                Activations::int8};
+      const Kernels::RowKernel one = k.row_kernel(p);
+      if (!one.int8) continue;
+      std::vector<PreparedRow> xs;
+      for (int i = 0; i < m; ++i) xs.push_back(prepare(p, x.data() + static_cast<size_t>(i) * kk, true, k.groups(p)));
+      std::vector<float> alone(tile.size());
+      for (int i = 0; i < m; ++i) {
+        for (int r = 0; r < n; ++r) alone[static_cast<size_t>(i) * n + r] = one.dot(p, r, x.data() + static_cast<size_t>(i) * kk, xs[i]);
+      }
+      k.products_int8(p, 0, n, xs.data(), 0, m);
+      expect(tile == alone, std::string(k.name) + " affine tile bits " + std::to_string(bits) + (half ? " f16" : " f32"));
     }
   }
 }
@@ -294,6 +329,7 @@ void check(const Kernels& k, const Kernels& ref) {
   const int before = failures;
   rounding(k, ref);
   quantized(k, ref, 1e-4f);
+  affine_tiles(k);
   blocks(k, ref, 1e-4f);
   dots(k, ref);
   halves(k, ref);
@@ -309,6 +345,7 @@ int main() {
   std::vector<Kernels> tiers;
 #if defined(__aarch64__)
   tiers.push_back(neon_kernels());
+  if (kernels().isa == Isa::neon_dotprod) tiers.push_back(neon_dotprod_kernels(tiers.back()));
 #endif
 #if defined(__x86_64__)
   // What this machine runs (the tier kernels() picks and every one below it).
@@ -328,6 +365,16 @@ int main() {
     quantized(tiers.back(), tiers.front(), 0.0f);
     blocks(tiers.back(), tiers.front(), 0.0f, true);
     std::printf("tier %-12s %s\n", tiers.back().name, failures == before ? "equals avx2 (integer products)" : "DIFFERS from avx2");
+  }
+#endif
+#if defined(__aarch64__)
+  // `sdot` gives the integer sums NEON's pairwise adds give: every block format's results,
+  // bit for bit.
+  if (tiers.back().isa == Isa::neon_dotprod) {
+    const int before = failures;
+    quantized(tiers.back(), tiers.front(), 0.0f);
+    blocks(tiers.back(), tiers.front(), 0.0f);
+    std::printf("tier %-12s %s\n", tiers.back().name, failures == before ? "equals neon (integer products)" : "DIFFERS from neon");
   }
 #endif
   return failures == 0 ? 0 : 1;

@@ -112,8 +112,7 @@ impl BlockFormat {
     }
 
     /// Whether this CPU's kernel tier multiplies the format with a kernel of its own (AVX2
-    /// and up: Q4_K, Q5_K, Q6_K and the 32-value formats); otherwise the portable tier's
-    /// per-value loops serve it.
+    /// and up, NEON: every format); otherwise the portable tier's per-value loops serve it.
     pub fn native(self) -> bool {
         // SAFETY: a plain integer in, a flag out.
         unsafe { lamina_kernels_blocks_native(self.code()) != 0 }

@@ -184,8 +184,9 @@ pub fn threads() -> usize {
 }
 
 /// The instruction-set tier the kernels run: `portable`, `avx2`, `avx512`,
-/// `avx512_vbmi` or `neon` — the machine's best (cpuid on x86; NEON on every aarch64),
-/// capped by `LAMINA_ISA` when set. Fixed at the first kernel call.
+/// `avx512_vbmi`, `neon` or `neon_dotprod` — the machine's best (cpuid on x86; NEON on
+/// every aarch64, with its byte dot products where the OS reports them), capped by
+/// `LAMINA_ISA` when set. Fixed at the first kernel call.
 pub fn isa() -> &'static str {
     // SAFETY: returns a pointer to a static, NUL-terminated name.
     let name = unsafe { CStr::from_ptr(lamina_kernel_isa()) };

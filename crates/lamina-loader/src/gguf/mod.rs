@@ -280,8 +280,8 @@ impl Keep {
             TensorType::Q6_K => BlockFormat::Q6K,
             TensorType::IQ4_XS => BlockFormat::IQ4XS,
             // The 32-value types are exact in MLX's affine layout too: as stored only where
-            // this CPU's tier multiplies them natively (NEON's affine kernels serve them
-            // better than the portable block loops).
+            // this CPU's tier multiplies them natively (AVX2 and up, NEON; the portable
+            // tier's affine kernels serve them better than its block loops).
             _ => {
                 let small = match kind {
                     TensorType::Q5_0 => BlockFormat::Q5_0,
