@@ -39,7 +39,7 @@ constexpr size_t kUnpackedBytes = 32 * 1024;
 template <class Row>
 void tiles(const Problem& p, int begin, int end, const PreparedRow* xs, int m0, int m1) {
   thread_local std::vector<Row> rows;
-  const int per_tile = static_cast<int>(std::max<size_t>(1, kUnpackedBytes / Row::bytes(p)));
+  const int per_tile = static_cast<int>(std::max<size_t>(1, kUnpackedBytes / std::max<size_t>(1, Row::bytes(p))));
   for (int r0 = begin; r0 < end; r0 += per_tile) {
     const int r1 = std::min(end, r0 + per_tile);
     rows.resize(r1 - r0);
