@@ -1,9 +1,9 @@
 // The neon_dotprod tier: the NEON tier with its products with x rounded to 8 bits
-// (neon_affine.h, neon_blocks.h) on Armv8.2's byte dot products (`sdot`: four products into each 32-bit lane, one
-// instruction for sixteen bytes; Apple silicon, Graviton 2 and later, Ampere Altra,
-// Cortex-A76 and later). The integer sums are the NEON tier's, so are the results, bit for
-// bit. Chosen at start-up where the CPU has them (dispatch.cpp); the whole file is compiled
-// for them (the pragmas), and nothing here runs elsewhere.
+// (neon_affine.h, neon_blocks.h) on Armv8.2's byte dot products (`sdot`: four products into
+// each 32-bit lane, one instruction for sixteen bytes; Apple silicon, Graviton 2 and later,
+// Ampere Altra, Cortex-A76 and later). The integer sums are the NEON tier's, so are the
+// results, bit for bit. Chosen at start-up where the CPU has them (dispatch.cpp); the
+// kernels here are compiled for them (the pragmas) and run nowhere else.
 
 #if defined(__aarch64__)
 
