@@ -25,5 +25,9 @@ g++ "${flags[@]}" -o "$out/x86_64" "${sources[@]}"
 env -u LAMINA_ISA "$out/x86_64"
 aarch64-linux-gnu-g++ -static "${flags[@]}" -o "$out/aarch64" "${sources[@]}"
 qemu-aarch64 "$out/aarch64"
+# A CPU without the byte dot products: the dispatch picks `neon`.
+without=$(qemu-aarch64 -cpu cortex-a57 "$out/aarch64")
+echo "$without"
+grep -q "^machine tier: neon$" <<<"$without"
 clang++ --target=aarch64-linux-gnu -static "${flags[@]}" -o "$out/aarch64-clang" "${sources[@]}"
 qemu-aarch64 "$out/aarch64-clang"
