@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "isa.h"
+#include "loops.h"
 
 namespace lamina_kernels {
 namespace neon_blocks {
@@ -107,11 +108,6 @@ struct Chunk {
   float d, bias;
 };
 
-// A block's f16 factor at `b` as f32.
-inline float half_of(const uint8_t* b) {
-  return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(u16_at(b)))), 0);
-}
-
 // Sixteen codes' fifth bits (bits [first, first + 16) of the 32-bit qh) as 0x10 bytes.
 inline uint8x16_t fifth_bits(const uint8_t* qh, int first) {
   const uint8x16_t bytes = vcombine_u8(vdup_n_u8(qh[first / 8]), vdup_n_u8(qh[first / 8 + 1]));
@@ -145,7 +141,7 @@ inline void unpack_chunk(Format f, const uint8_t* b, Chunk& out) {
       low = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(qs, nibble), fifth_bits(qh, 0)));
       high = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(qs, 4), fifth_bits(qh, 16)));
       if (q5_1) {
-        dmin = half_of(b + 2);
+        dmin = widen_half(u16_at(b + 2), false);
         min = -1;
       }
       break;
@@ -154,7 +150,7 @@ inline void unpack_chunk(Format f, const uint8_t* b, Chunk& out) {
   // Q5_0's codes are its values (q + 16); the others' as stored.
   vst1q_s8(out.codes, low);
   vst1q_s8(out.codes + 16, high);
-  out.d = half_of(b);
+  out.d = widen_half(u16_at(b), false);
   out.bias = -(dmin * static_cast<float>(min)) - static_cast<float>(code_offset(f)) * out.d;
 }
 

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "isa.h"
+#include "loops.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("dotprod"))), apply_to = function)
